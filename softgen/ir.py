@@ -1,0 +1,257 @@
+"""The normalization IR: a kernel is a short program of passes over one row.
+
+A program runs once per row of a row-major [rows, n] float32 array.  It is a list
+of *steps*: a `Pass` is a loop over the n elements of the row whose ops act on one
+element at a time (the backends vectorize it), and between passes there are
+row-level ops on scalars (one value per row).
+
+Value types:
+  ELEM   one f32 per element (only inside the pass that defines it)
+  PAIR   one (mantissa p, exponent k) per element, e^x = p * 2^k (inside a pass)
+  ROW    one f32 per row
+  ACC_*  a reduction accumulator: defined by an `acc.*` op in a pass, consumed
+         after the pass by the matching `merge.*` op, which combines the lanes
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Type(enum.Enum):
+    ELEM = "elem"
+    PAIR = "pair"
+    ROW = "row"
+    ACC_MAX = "acc.max"
+    ACC_SUM = "acc.sum"
+    ACC_PAIR = "acc.pair"
+    ACC_ONLINE = "acc.online"
+
+    @property
+    def is_accumulator(self) -> bool:
+        return self.value.startswith("acc.")
+
+    @property
+    def is_per_element(self) -> bool:
+        return self in (Type.ELEM, Type.PAIR)
+
+
+class Where(enum.Enum):
+    PASS = "pass"  # per element, inside a pass
+    ROW = "row"    # once per row, between passes
+
+
+E, P, R = Type.ELEM, Type.PAIR, Type.ROW
+
+
+class Kind(enum.Enum):
+    """Every op: (printed name, where it lives, argument types, result types)."""
+
+    # per-element ops
+    LOAD_X = ("load.x", Where.PASS, (), (E,))
+    LOAD_Y = ("load.y", Where.PASS, (), (E,))       # re-read what an earlier pass stored
+    SUB = ("sub", Where.PASS, (E, R), (E,))
+    MUL = ("mul", Where.PASS, (E, R), (E,))
+    EXP = ("exp", Where.PASS, (E,), (E,))           # e^x for x <= 0 (or NaN)
+    EXP_PAIR = ("exp_pair", Where.PASS, (E,), (P,))
+    PAIR_SCALE = ("pair_scale", Where.PASS, (P, R, R), (E,))  # p * c * 2^(k - e)
+    STORE = ("store", Where.PASS, (E,), ())
+    ACC_MAX = ("acc.max", Where.PASS, (E,), (Type.ACC_MAX,))
+    ACC_SUM = ("acc.sum", Where.PASS, (E,), (Type.ACC_SUM,))
+    ACC_PAIR = ("acc.pair", Where.PASS, (P,), (Type.ACC_PAIR,))
+    ACC_ONLINE = ("acc.online", Where.PASS, (E,), (Type.ACC_ONLINE,))
+    # row ops
+    MERGE_MAX = ("merge.max", Where.ROW, (Type.ACC_MAX,), (R,))
+    MERGE_SUM = ("merge.sum", Where.ROW, (Type.ACC_SUM,), (R,))
+    MERGE_PAIR = ("merge.pair", Where.ROW, (Type.ACC_PAIR,), (R, R))        # -> S, E
+    MERGE_ONLINE = ("merge.online", Where.ROW, (Type.ACC_ONLINE,), (R, R))  # -> m, d
+    CONST = ("const", Where.ROW, (), (R,))
+    ADD = ("add", Where.ROW, (R, R), (R,))
+    SUB_ROW = ("sub.row", Where.ROW, (R, R), (R,))
+    MUL_ROW = ("mul.row", Where.ROW, (R, R), (R,))
+    RECIP = ("recip", Where.ROW, (R,), (R,))
+    LOG = ("log", Where.ROW, (R,), (R,))
+    WHERE_FINITE = ("where_finite", Where.ROW, (R, R, R), (R,))  # isfinite(a) ? b : c
+    GUARD = ("guard", Where.ROW, (R,), ())  # lo <= v <= hi, else run the fallback program
+    STORE_ROW = ("store.row", Where.ROW, (R,), ())  # y[row * y_row_stride] = v
+
+    def __init__(self, mnemonic, where, args, results):
+        self.mnemonic, self.where, self.arg_types, self.result_types = mnemonic, where, args, results
+
+
+@dataclass(eq=False)
+class Value:
+    id: int
+    type: Type
+
+    def __str__(self) -> str:
+        return f"%{self.id}"
+
+
+@dataclass(eq=False)
+class Op:
+    kind: Kind
+    args: tuple[Value, ...]
+    results: tuple[Value, ...]
+    attrs: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lhs = ", ".join(map(str, self.results))
+        rhs = " ".join([self.kind.mnemonic] + [", ".join(map(str, self.args))] if self.args
+                       else [self.kind.mnemonic])
+        attrs = "".join(f" {k}={_fmt_attr(v)}" for k, v in self.attrs.items())
+        return f"{lhs} = {rhs}{attrs}" if lhs else rhs + attrs
+
+
+def _fmt_attr(v) -> str:
+    return v.name if isinstance(v, Program) else repr(v)
+
+
+@dataclass(eq=False)
+class Pass:
+    ops: list[Op]
+
+    @property
+    def reductions(self) -> list[Op]:
+        return [op for op in self.ops if op.results and op.results[0].type.is_accumulator]
+
+
+@dataclass(eq=False)
+class Program:
+    """One kernel: `op` (softmax, ...) computed with `algorithm`, as a list of steps."""
+
+    op: str
+    algorithm: str
+    steps: list  # of Pass | Op
+    row_output: bool = False  # True: one value per row (logsumexp); False: a full row
+
+    @property
+    def name(self) -> str:
+        return f"{self.op}.{self.algorithm}"
+
+    @property
+    def passes(self) -> list[Pass]:
+        return [s for s in self.steps if isinstance(s, Pass)]
+
+    def __str__(self) -> str:
+        out = "y[row]" if self.row_output else "y[n]"
+        lines = [f"kernel {self.name} (x[n] -> {out})"]
+        n_pass = 0
+        for step in self.steps:
+            if isinstance(step, Pass):
+                lines.append(f"  pass {n_pass}:")
+                lines += [f"    {op}" for op in step.ops]
+                n_pass += 1
+            else:
+                lines.append(f"  {step}")
+        return "\n".join(lines)
+
+
+class VerifyError(ValueError):
+    """A malformed IR program; the message names the offending op."""
+
+
+def verify(program: Program) -> Program:
+    """Check types, def-before-use, scoping of per-element values, and that every
+    reduction is merged.  Returns the program so calls can be chained."""
+    defined_row: set[Value] = set()
+    pending_acc: dict[Value, Op] = {}
+    stored = False
+
+    def fail(op: Op, msg: str):
+        raise VerifyError(f"{program.name}: `{op}`: {msg}")
+
+    def check_args(op: Op, visible: set[Value]):
+        if len(op.args) != len(op.kind.arg_types):
+            fail(op, f"{op.kind.mnemonic} takes {len(op.kind.arg_types)} operands, got {len(op.args)}")
+        for i, (arg, want) in enumerate(zip(op.args, op.kind.arg_types)):
+            if arg not in visible:
+                fail(op, f"operand {i} ({arg}) is undefined here")
+            if arg.type is not want:
+                fail(op, f"operand {i} ({arg}) has type {arg.type.value}, expected {want.value}")
+        if tuple(r.type for r in op.results) != op.kind.result_types:
+            fail(op, "result types do not match the op")
+
+    for step in program.steps:
+        if isinstance(step, Pass):
+            local: set[Value] = set()
+            if not step.ops:
+                raise VerifyError(f"{program.name}: empty pass")
+            for op in step.ops:
+                if op.kind.where is not Where.PASS:
+                    fail(op, "a row op cannot appear inside a pass")
+                if op.kind is Kind.LOAD_Y and not stored:
+                    fail(op, "load.y reads the output row before any pass stored to it")
+                check_args(op, defined_row | local)
+                for r in op.results:
+                    if r.type.is_accumulator:
+                        pending_acc[r] = op
+                    else:
+                        local.add(r)
+            stored = stored or any(op.kind is Kind.STORE for op in step.ops)
+            defined_row |= set(pending_acc)
+        else:
+            op = step
+            if op.kind.where is not Where.ROW:
+                fail(op, "a per-element op must be inside a pass")
+            check_args(op, defined_row)
+            for a in op.args:
+                pending_acc.pop(a, None)
+            if op.kind is Kind.GUARD:
+                if not isinstance(op.attrs.get("fallback"), Program):
+                    fail(op, "guard needs a fallback program")
+                verify(op.attrs["fallback"])
+            if op.kind is Kind.CONST and not isinstance(op.attrs.get("value"), float):
+                fail(op, "const needs a float value")
+            defined_row |= set(op.results)
+    if pending_acc:
+        acc, op = next(iter(pending_acc.items()))
+        raise VerifyError(f"{program.name}: `{op}`: reduction {acc} is never merged (unused reduction)")
+    stores = [op for s in program.passes for op in s.ops if op.kind is Kind.STORE]
+    row_stores = [op for op in program.steps if isinstance(op, Op) and op.kind is Kind.STORE_ROW]
+    if program.row_output and (stores or len(row_stores) != 1):
+        raise VerifyError(f"{program.name}: a row-output kernel stores exactly one value per row")
+    if not program.row_output and (row_stores or not stores):
+        raise VerifyError(f"{program.name}: an elementwise kernel must store the row and only the row")
+    return program
+
+
+class Builder:
+    """Builds a Program; `b.exp(x)` appends an EXP op and returns its result(s)."""
+
+    def __init__(self, op: str, algorithm: str, row_output: bool = False):
+        self.program = Program(op, algorithm, [], row_output)
+        self._next_id = 0
+        self._pass: Pass | None = None
+
+    def pass_(self) -> "_PassScope":
+        return _PassScope(self)
+
+    def emit(self, kind: Kind, *args: Value, **attrs):
+        results = tuple(self._new(t) for t in kind.result_types)
+        op = Op(kind, tuple(args), results, attrs)
+        (self._pass.ops if self._pass is not None else self.program.steps).append(op)
+        return results[0] if len(results) == 1 else (results or None)
+
+    def const(self, value: float) -> Value:
+        return self.emit(Kind.CONST, value=float(value))
+
+    def __getattr__(self, name: str):
+        kind = Kind[name.upper()]
+        return lambda *args, **attrs: self.emit(kind, *args, **attrs)
+
+    def _new(self, t: Type) -> Value:
+        self._next_id += 1
+        return Value(self._next_id - 1, t)
+
+
+class _PassScope:
+    def __init__(self, b: Builder):
+        self.b = b
+
+    def __enter__(self):
+        self.b._pass = Pass([])
+
+    def __exit__(self, *exc):
+        self.b.program.steps.append(self.b._pass)
+        self.b._pass = None

@@ -1,0 +1,211 @@
+"""The one definition of softgen's numeric recipes, shared by every backend.
+
+Recipes are written against a small `Math` interface (const, add, sub, mul, fma,
+maximum, lt, gt, select, as_int, as_float, shl, ldexp).  A backend implements
+those primitives for its own values (LLVM vectors, C expressions) and calls
+the recipes here, so constants, polynomial and cut-offs exist in one place.
+
+Float semantics that the recipes rely on:
+  maximum(a, b)   NaN if either is NaN (IEEE 754-2019 maximum)
+  lt / gt         ordered comparisons: false when either side is NaN
+  select(c, a, b) c ? a : b, lane-wise
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .ir import Type
+
+f = float.fromhex
+
+LOG2E = f("0x1.715476p+0")
+LN2 = f("0x1.62e42fefa39efp-1")
+# Cody-Waite split of ln 2: k*LN2_HI is exact for the k that matter, LN2_LO carries the rest.
+LN2_HI = f("0x1.62E400p-1")
+LN2_LO = f("0x1.7F7D1Cp-20")
+# e^t ~ 1 + t*(c1 + t*(c2 + t*(c3 + t*(c4 + t*c5)))) on |t| <= ln2/2 (XNNPACK's degree-5 fit)
+EXP_POLY = tuple(map(f, ("0x1.FFFFF6p-1", "0x1.FFFDC6p-2", "0x1.555A80p-3",
+                         "0x1.573A1Ap-5", "0x1.0F9F9Cp-7")))
+# Adding 1.5*2^23 rounds a float to an integer held in the low mantissa bits.
+ROUND_MAGIC = f("0x1.8p23")
+# 2^k is built from exponent bits with k biased by 64 more than IEEE's 127, so that
+# k down to -190 still gives a normal float; a final *2^-64 makes results below
+# 2^-126 exact subnormals instead of flushing them (numpy keeps them).
+SCALE_BIAS = 64
+EXP_MAGIC = ROUND_MAGIC + 127 + SCALE_BIAS
+TWO_POW_MINUS_BIAS = 2.0 ** -SCALE_BIAS
+# Below this e^x rounds to +0 in float32 (e^-103.97 is half the smallest subnormal).
+EXP_MIN_ARG = -105.0
+# ldexp clamps its (integer) exponent here: 2^-190 * v rounds to 0 for any |v| < 2^40.
+LDEXP_MIN_EXP = -190.0
+# Two-pass: exponents beyond this lose accuracy in the Cody-Waite reduction
+# (k*|ln2 - LN2_HI - LN2_LO| ~ 2^-25), so such rows take the fallback program.
+PAIR_EXP_LIMIT = float(2 ** 20)
+FLT_MAX = f("0x1.fffffep+127")
+# Elements per block of a reducing pass: lanes accumulate plainly inside a block,
+# blocks are folded into a compensated (Kahan) outer accumulator.  This keeps the
+# error of a 2^24-element sum at a few ulp.
+REDUCTION_BLOCK = 2048
+
+
+def clamp_below(m, x, lo: float):
+    """max(x, lo) that keeps NaN (a NaN x compares false and is returned)."""
+    c = m.const(lo)
+    return m.select(m.lt(x, c), c, x)
+
+
+def clamp_finite(m, x, lo: float, hi: float):
+    """x clamped to [lo, hi]; NaN becomes lo."""
+    lo_c, hi_c = m.const(lo), m.const(hi)
+    x = m.select(m.gt(x, lo_c), x, lo_c)
+    return m.select(m.lt(x, hi_c), x, hi_c)
+
+
+def _round_int(m, x, magic: float):
+    """(biased, k): k = round(x*log2 e) as float, biased holds k + (magic - 1.5*2^23) in its low bits."""
+    biased = m.fma(x, m.const(LOG2E), m.const(magic))
+    return biased, m.sub(biased, m.const(magic))
+
+
+def _reduce(m, x, k):
+    """t = x - k*ln2 in two exact-ish steps (Cody-Waite)."""
+    t = m.fma(k, m.const(-LN2_HI), x)
+    return m.fma(k, m.const(-LN2_LO), t)
+
+
+def _poly(m, t):
+    """c1 + t*(c2 + ...): e^t = 1 + t*poly(t)."""
+    p = m.const(EXP_POLY[-1])
+    for c in reversed(EXP_POLY[:-1]):
+        p = m.fma(p, t, m.const(c))
+    return p
+
+
+def _pow2_from_biased(m, biased):
+    """2^(k + SCALE_BIAS) from a value whose low mantissa bits hold k + 127 + SCALE_BIAS."""
+    return m.as_float(m.shl(m.as_int(biased), 23))
+
+
+def exp(m, x):
+    """e^x for x <= 0, -inf and NaN: subnormal results exact-ish, e^-inf = 0, NaN -> NaN."""
+    x = clamp_below(m, x, EXP_MIN_ARG)
+    biased, k = _round_int(m, x, EXP_MAGIC)
+    s = _pow2_from_biased(m, biased)
+    t = _reduce(m, x, k)
+    y = m.fma(m.mul(t, s), _poly(m, t), s)
+    return m.mul(y, m.const(TWO_POW_MINUS_BIAS))
+
+
+def exp_pair(m, x):
+    """(p, k) with e^x = p * 2^k, p in [sqrt(1/2), sqrt(2)], k integer-valued float.
+
+    Valid for |k| <= PAIR_EXP_LIMIT; outside (and for inf/NaN) p stays finite and k
+    is whatever it is, which the two-pass guard detects through the merged exponent."""
+    _, k = _round_int(m, x, ROUND_MAGIC)
+    t = clamp_finite(m, _reduce(m, x, k), -1.0, 1.0)
+    return m.fma(t, _poly(m, t), m.const(1.0)), k
+
+
+def ldexp_generic(m, v, d):
+    """v * 2^d for integer-valued d <= 0 (or -inf), keeping subnormal results."""
+    d = clamp_below(m, d, LDEXP_MIN_EXP)
+    s = _pow2_from_biased(m, m.add(d, m.const(EXP_MAGIC)))
+    return m.mul(m.mul(v, s), m.const(TWO_POW_MINUS_BIAS))
+
+
+def pair_scale(m, pair, c, e):
+    """p * c * 2^(k - e): an element of the two-pass output."""
+    p, k = pair
+    return m.ldexp(m.mul(p, c), m.sub(k, e))
+
+
+# --- accumulators: element step, merge of two states, blocked compensated fold ---
+
+def _merge_max(m, a, b):
+    return (m.maximum(a[0], b[0]),)
+
+
+def _merge_sum(m, a, b):
+    return (m.add(a[0], b[0]),)
+
+
+def _merge_pair(m, a, b):
+    """(S, E) + (S', E'): both rescaled to the larger exponent (exact powers of two)."""
+    e = m.maximum(a[1], b[1])
+    return m.add(m.ldexp(a[0], m.sub(a[1], e)), m.ldexp(b[0], m.sub(b[1], e))), e
+
+
+def _merge_online(m, a, b):
+    """(m, d) + (m', d'): the smaller-max side is scaled by e^(min - max); one exp."""
+    (m1, d1), (m2, d2) = a, b
+    b_bigger = m.gt(m2, m1)
+    hi = m.maximum(m1, m2)
+    lo = m.select(b_bigger, m1, m2)
+    e = exp(m, m.sub(lo, hi))
+    return hi, m.select(b_bigger, m.fma(d1, e, d2), m.fma(d2, e, d1))
+
+
+def kahan_add(m, s, c, v):
+    """Compensated s + v; c carries the lost low-order part (negated)."""
+    y = m.sub(v, c)
+    t = m.add(s, y)
+    return t, m.sub(m.sub(t, s), y)
+
+
+def _fold_max(m, outer, inner):
+    return _merge_max(m, outer, inner)
+
+
+def _fold_sum(m, outer, inner):
+    return kahan_add(m, outer[0], outer[1], inner[0])
+
+
+def _fold_pair(m, outer, inner):
+    s, c, e_out = outer
+    e = m.maximum(e_out, inner[1])
+    shift = m.sub(e_out, e)
+    s, c = kahan_add(m, m.ldexp(s, shift), m.ldexp(c, shift), m.ldexp(inner[0], m.sub(inner[1], e)))
+    return s, c, e
+
+
+def _fold_online(m, outer, inner):
+    mx, d, c = outer
+    hi = m.maximum(mx, inner[0])
+    f_out, f_in = exp(m, m.sub(mx, hi)), exp(m, m.sub(inner[0], hi))
+    d, c = kahan_add(m, m.mul(d, f_out), m.mul(c, f_out), m.mul(inner[1], f_in))
+    return hi, d, c
+
+
+@dataclass(frozen=True)
+class Accumulator:
+    """How one reduction kind accumulates.  States are tuples of values.
+
+    identity:        the empty state (inner)
+    element(m, v):   the state of one element (v: the acc op's argument, a value or a pair)
+    merge:           combine two states (elements into lanes, unrolled copies, lanes)
+    outer_identity:  the empty block-level state (with a compensation term where it helps)
+    fold:            add an inner state into the outer one (once per block)
+    unfold:          the outer state as an inner one, for the final lane merge
+    """
+    identity: tuple[float, ...]
+    element: Callable
+    merge: Callable
+    outer_identity: tuple[float, ...]
+    fold: Callable
+    unfold: Callable
+
+
+ACCUMULATORS = {
+    Type.ACC_MAX: Accumulator((float("-inf"),), lambda m, v: (v,), _merge_max,
+                              (float("-inf"),), _fold_max, lambda m, o: o),
+    Type.ACC_SUM: Accumulator((0.0,), lambda m, v: (v,), _merge_sum,
+                              (0.0, 0.0), _fold_sum, lambda m, o: (m.sub(o[0], o[1]),)),
+    # Exponents start at -FLT_MAX, not -inf: -inf - -inf would be NaN.
+    Type.ACC_PAIR: Accumulator((0.0, -FLT_MAX), lambda m, v: v, _merge_pair,
+                               (0.0, 0.0, -FLT_MAX), _fold_pair,
+                               lambda m, o: (m.sub(o[0], o[1]), o[2])),
+    Type.ACC_ONLINE: Accumulator((-FLT_MAX, 0.0), lambda m, v: (v, m.const(1.0)), _merge_online,
+                                 (-FLT_MAX, 0.0, 0.0), _fold_online,
+                                 lambda m, o: (o[0], m.sub(o[1], o[2]))),
+}

@@ -54,7 +54,7 @@ def three_pass_reload(op: str) -> Program:
     b = Builder(op, "three_pass_reload")
     m = _max_pass(b)
     with b.pass_():
-        e = b.exp(b.sub(b.load_x(), m))
+        e = b.exp(b.load_x(), m)
         b.store(e)
         s_acc = b.acc_sum(e)
     s = b.merge_sum(s_acc)
@@ -70,9 +70,9 @@ def three_pass_recompute(op: str) -> Program:
     b = Builder(op, "three_pass_recompute", row_output=op == "logsumexp")
     m = _max_pass(b)
     with b.pass_():
-        s_acc = b.acc_sum(b.exp(b.sub(b.load_x(), m)))
+        s_acc = b.acc_sum(b.exp(b.load_x(), m))
     s = b.merge_sum(s_acc)
-    _normalize(b, op, m, s, lambda: b.exp(b.sub(b.load_x(), m)))
+    _normalize(b, op, m, s, lambda: b.exp(b.load_x(), m))
     return verify(b.program)
 
 
@@ -118,7 +118,7 @@ def online(op: str) -> Program:
     if op == "softmax":
         r = b.where_finite(m, b.recip(d), nan)
         with b.pass_():
-            b.store(b.mul(b.exp(b.sub(b.load_x(), m)), r))
+            b.store(b.mul(b.exp(b.load_x(), m), r))
     else:
         log_d = b.where_finite(m, b.log(d), nan)
         with b.pass_():

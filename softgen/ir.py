@@ -52,7 +52,7 @@ class Kind(enum.Enum):
     LOAD_Y = ("load.y", Where.PASS, (), (E,))       # re-read what an earlier pass stored
     SUB = ("sub", Where.PASS, (E, R), (E,))
     MUL = ("mul", Where.PASS, (E, R), (E,))
-    EXP = ("exp", Where.PASS, (E,), (E,))           # e^x for x <= 0 (or NaN)
+    EXP = ("exp", Where.PASS, (E, R), (E,))         # e^(x - c) for x <= c (or NaN)
     EXP_PAIR = ("exp_pair", Where.PASS, (E,), (P,))
     PAIR_SCALE = ("pair_scale", Where.PASS, (P, R, R), (E,))  # p * c * 2^(k - e)
     STORE = ("store", Where.PASS, (E,), ())

@@ -35,8 +35,9 @@ ROUND_MAGIC = f("0x1.8p23")
 SCALE_BIAS = 64
 EXP_MAGIC = ROUND_MAGIC + 127 + SCALE_BIAS
 TWO_POW_MINUS_BIAS = 2.0 ** -SCALE_BIAS
-# Below this e^x rounds to +0 in float32 (e^-103.97 is half the smallest subnormal).
-EXP_MIN_ARG = -105.0
+# Below about -103.97, e^x rounds to +0 in float32; the clamp sits lower so that the
+# TwoSum correction (|err| <= 1 there) cannot lift a clamped result above zero.
+EXP_MIN_ARG = -110.0
 # ldexp clamps its (integer) exponent here: 2^-190 * v rounds to 0 for any |v| < 2^40.
 LDEXP_MIN_EXP = -190.0
 # Two-pass: exponents beyond this lose accuracy in the Cody-Waite reduction
@@ -87,12 +88,20 @@ def _pow2_from_biased(m, biased):
     return m.as_float(m.shl(m.as_int(biased), 23))
 
 
-def exp(m, x):
-    """e^x for x <= 0, -inf and NaN: subnormal results exact-ish, e^-inf = 0, NaN -> NaN."""
-    x = clamp_below(m, x, EXP_MIN_ARG)
-    biased, k = _round_int(m, x, EXP_MAGIC)
+def exp_diff(m, x, c):
+    """e^(x - c) for x <= c (or -inf, NaN): the difference is carried exactly (TwoSum),
+    so the result is accurate even where x - c rounds in float32; subnormal results
+    are kept, e^-inf = 0, NaN -> NaN."""
+    d = m.sub(x, c)
+    z = m.sub(d, x)
+    err = m.sub(m.sub(x, m.sub(d, z)), m.add(c, z))  # x - c = d + err exactly
+    lo = m.const(EXP_MIN_ARG)
+    underflow = m.lt(d, lo)  # false for NaN, which must propagate
+    d = m.select(underflow, lo, d)
+    err = m.select(underflow, m.const(0.0), err)
+    biased, k = _round_int(m, d, EXP_MAGIC)
     s = _pow2_from_biased(m, biased)
-    t = _reduce(m, x, k)
+    t = m.add(_reduce(m, d, k), err)
     y = m.fma(m.mul(t, s), _poly(m, t), s)
     return m.mul(y, m.const(TWO_POW_MINUS_BIAS))
 
@@ -142,7 +151,7 @@ def _merge_online(m, a, b):
     b_bigger = m.gt(m2, m1)
     hi = m.maximum(m1, m2)
     lo = m.select(b_bigger, m1, m2)
-    e = exp(m, m.sub(lo, hi))
+    e = exp_diff(m, lo, hi)
     return hi, m.select(b_bigger, m.fma(d1, e, d2), m.fma(d2, e, d1))
 
 
@@ -172,7 +181,7 @@ def _fold_pair(m, outer, inner):
 def _fold_online(m, outer, inner):
     mx, d, c = outer
     hi = m.maximum(mx, inner[0])
-    f_out, f_in = exp(m, m.sub(mx, hi)), exp(m, m.sub(inner[0], hi))
+    f_out, f_in = exp_diff(m, mx, hi), exp_diff(m, inner[0], hi)
     d, c = kahan_add(m, m.mul(d, f_out), m.mul(c, f_out), m.mul(inner[1], f_in))
     return hi, d, c
 

@@ -1,0 +1,9 @@
+"""softgen: a compiler-style code generator for softmax-family kernels."""
+from .algorithms import ALGORITHMS, OPS
+from .api import Kernel, compile, log_softmax, logsumexp, softmax
+from .ir import VerifyError
+from .targets import Target
+
+__version__ = "0.1.0"
+__all__ = ["ALGORITHMS", "OPS", "Kernel", "Target", "VerifyError", "compile", "log_softmax",
+           "logsumexp", "softmax", "__version__"]

@@ -1,0 +1,206 @@
+"""The Python API: softmax / log_softmax / logsumexp on numpy arrays, and compile()."""
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from . import algorithms
+from .backends.llvm import CompiledModule, Schedule, compile_program
+from .ir import Program
+from .targets import Target
+
+_ABI = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                        ctypes.c_void_p, ctypes.c_int64)
+DTYPES = ("float32",)
+
+
+def _check_dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"unsupported dtype {dtype!r}; softgen supports {', '.join(DTYPES)}") from None
+    if dt != np.float32:
+        raise TypeError(f"unsupported dtype {dt}; softgen supports {', '.join(DTYPES)}")
+    return dt
+
+
+class Kernel:
+    """A compiled kernel for one op x algorithm on the host.  `kernel(x, out=None)` runs it
+    over the last axis of a 2-D (or any-D) float32 array."""
+
+    def __init__(self, program: Program, compiled: CompiledModule, schedule: Schedule):
+        self.program = program
+        self.op, self.algorithm = program.op, program.algorithm
+        self.schedule = schedule
+        self._compiled = compiled
+        self._fn = _ABI(compiled.address)
+
+    @property
+    def ir(self) -> str:
+        return str(self.program)
+
+    @property
+    def llvm_ir(self) -> str:
+        return self._compiled.llvm_ir
+
+    @cached_property
+    def asm(self) -> str:
+        return self._compiled.asm()
+
+    @property
+    def target(self) -> Target:
+        return self._compiled.target
+
+    def __repr__(self) -> str:
+        return f"<softgen.Kernel {self.program.name} on {self.target.cpu}, {self.target.vector_width} lanes>"
+
+    def __call__(self, x, out=None, axis: int = -1):
+        return _run(self, x, axis, out)
+
+    def run_rows(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Raw call on 2-D arrays with unit element stride (no checks beyond shape)."""
+        self._fn(x.shape[0], x.shape[1], x.ctypes.data, x.strides[0] // 4, y.ctypes.data,
+                 y.strides[0] // 4)
+
+
+_cache: dict = {}
+_cache_lock = threading.Lock()
+
+
+def compile(op: str, *, algorithm: str, dtype="float32", target="host",
+            schedule: Schedule | None = None) -> Kernel:
+    """JIT-compile op x algorithm for the host.  Cached: compiling twice costs nothing."""
+    _check_dtype(dtype)
+    tgt = Target.parse(target)
+    if not tgt.is_host:
+        raise ValueError(f"compile() runs kernels in this process, so target must be the host, "
+                         f"not {tgt}; use softgen.generate() for other targets")
+    schedule = schedule or Schedule()
+    key = (op, algorithm, tgt, schedule)
+    with _cache_lock:
+        if key not in _cache:
+            program = algorithms.build(op, algorithm)
+            _cache[key] = Kernel(program, compile_program(program, tgt, schedule, jit=True), schedule)
+        return _cache[key]
+
+
+def choose_algorithm(op: str, n: int) -> str:
+    """The built-in rule: three-pass reload while the row is cache-resident (it evaluates
+    exp once), two-pass beyond (it moves the least memory)."""
+    if n * 4 <= 1 << 20:  # row fits in L2 comfortably
+        return "three_pass_reload" if op == "softmax" else "three_pass_recompute"
+    return "two_pass"
+
+
+def _as_input(x) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as e:  # noqa: BLE001 - anything numpy cannot convert
+            raise TypeError(f"expected a float32 array, got {type(x).__name__}: {e}") from None
+    if arr.dtype == object:
+        raise TypeError("object arrays are not supported; pass a float32 array")
+    if arr.dtype != np.float32:
+        raise TypeError(f"unsupported dtype {arr.dtype}; softgen supports float32 "
+                        f"(convert with x.astype(np.float32))")
+    return arr
+
+
+def _normalize_axis(axis, ndim: int) -> int:
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"axis must be an integer, not {type(axis).__name__}")
+    if ndim == 0:
+        raise ValueError("softgen needs at least a 1-D array (got a 0-d array)")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of range for an array of dimension {ndim}")
+    return int(axis) % ndim
+
+
+def _check_out(out, shape: tuple) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array, not {type(out).__name__}")
+    if out.dtype != np.float32:
+        raise TypeError(f"out has dtype {out.dtype}; expected float32")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}; expected {shape}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    return out
+
+
+def _rows_view(a: np.ndarray) -> np.ndarray | None:
+    """a as a 2-D [rows, n] view with unit element stride, or None if that needs a copy."""
+    if a.ndim == 0:
+        return None
+    n = a.shape[-1]
+    if a.size and n > 1 and a.strides[-1] != 4:
+        return None
+    lead = a.shape[:-1]
+    try:
+        v = a.view()
+        v.shape = (int(np.prod(lead)) if lead else 1, n)  # raises if not expressible as a view
+    except AttributeError:
+        return None
+    if v.size and (v.strides[0] % 4 or v.strides[0] < 0):
+        return None
+    return v
+
+
+def _run(kernel: Kernel, x, axis, out):
+    arr = _as_input(x)
+    ax = _normalize_axis(axis, arr.ndim)
+    moved = np.moveaxis(arr, ax, -1)
+    row_output = kernel.program.row_output
+    out_shape = moved.shape[:-1] if row_output else arr.shape
+    if out is not None:
+        _check_out(out, out_shape)
+    y_moved_shape = moved.shape[:-1] + ((1,) if row_output else moved.shape[-1:])
+    if out is not None:
+        y = out if row_output else np.moveaxis(out, ax, -1)
+    else:
+        y = np.empty(out_shape, np.float32) if row_output else np.empty_like(moved, order="C")
+    if arr.size == 0 and not row_output:
+        return out if out is not None else np.moveaxis(y, -1, ax)
+    xin = _rows_view(moved)
+    if xin is None:
+        xin = _rows_view(np.ascontiguousarray(moved))
+    y2 = y.reshape(y_moved_shape) if row_output else y
+    yout = _rows_view(y2)
+    direct = yout is not None and not (out is not None and np.shares_memory(out, arr)
+                                       and xin.base is not arr and not _same_layout(xin, yout))
+    target = yout if direct else np.empty((xin.shape[0], y_moved_shape[-1]), np.float32)
+    if xin.shape[0]:
+        kernel.run_rows(xin, target)
+    if not direct:
+        y2[...] = target.reshape(y2.shape)
+    if out is not None:
+        return out
+    return y if row_output else np.moveaxis(y, -1, ax)
+
+
+def _same_layout(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.ctypes.data == b.ctypes.data and a.strides == b.strides and a.shape == b.shape
+
+
+def _op_entry(op: str):
+    def run(x, axis: int = -1, *, algorithm: str = "auto", out=None):
+        arr = _as_input(x)
+        ax = _normalize_axis(axis, arr.ndim)
+        algo = choose_algorithm(op, arr.shape[ax]) if algorithm == "auto" else algorithm
+        return compile(op, algorithm=algo)(arr, out=out, axis=ax)
+    run.__name__ = op
+    run.__doc__ = (f"{op} of a float32 array along `axis` (numpy semantics).\n\n"
+                   f"algorithm: 'auto' or one of {', '.join(algorithms.ALGORITHMS)}; "
+                   f"out: a float32 array of the result's shape (may be x itself).")
+    return run
+
+
+softmax = _op_entry("softmax")
+log_softmax = _op_entry("log_softmax")
+logsumexp = _op_entry("logsumexp")

@@ -1,0 +1,62 @@
+"""Optimize an LLVM module for a target and turn it into machine code.
+
+`compile_program` gives everything a caller may want from one kernel: the LLVM IR
+text (optimized), the assembly, the object file, and for the host a JIT address.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import llvmlite.binding as llvm
+
+from ...ir import Program
+from ...targets import Target, initialize_llvm
+from .codegen import Schedule, build_module, kernel_name
+
+
+def optimize(module_text: str, tm) -> "llvm.ModuleRef":
+    initialize_llvm()
+    mod = llvm.parse_assembly(module_text)
+    mod.data_layout = str(tm.target_data)
+    mod.verify()
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+    return mod
+
+
+@dataclass
+class CompiledModule:
+    name: str
+    target: Target
+    llvm_ir: str
+    _mod_text: str
+    _jit: object = field(default=None, repr=False)   # keeps the JIT library alive
+    address: int | None = None
+
+    def asm(self) -> str:
+        return self._tm().emit_assembly(llvm.parse_assembly(self._mod_text))
+
+    def object(self) -> bytes:
+        return self._tm().emit_object(llvm.parse_assembly(self._mod_text))
+
+    def _tm(self):
+        return self.target.create_target_machine()
+
+
+def compile_program(program: Program, target: Target, schedule: Schedule = Schedule(),
+                    name: str | None = None, jit: bool = False) -> CompiledModule:
+    name = name or kernel_name(program)
+    module = build_module(program, target, schedule, name)
+    mod = optimize(str(module), target.create_target_machine())
+    text = str(mod)
+    compiled = CompiledModule(name, target, text, text)
+    if jit:
+        if not target.is_host:
+            raise ValueError(f"cannot JIT-run code for target {target}: it is not this machine")
+        lljit = llvm.create_lljit_compiler(target.create_target_machine(jit=True))
+        lib = (llvm.JITLibraryBuilder().add_ir(text).add_current_process()
+               .export_symbol(name).link(lljit, name))
+        compiled._jit = (lljit, lib)
+        compiled.address = lib[name]
+    return compiled

@@ -1,0 +1,201 @@
+"""Measuring softgen against peer libraries (single thread), for `softgen bench` and benchmarks/.
+
+Every number is elements per nanosecond (rows * n / median seconds), taken side by side in
+one process so ratios are meaningful.  Peers are the libraries that happen to be installed:
+numpy, scipy, torch, onnxruntime, jax, numba.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+# Peers must run on one thread; these must be set before the libraries load.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+import numpy as np  # noqa: E402
+
+from . import algorithms  # noqa: E402
+
+# The six cases of shared/bench/peers.py: in-cache small, medium and long rows, then 256 MB.
+CASES = ((4096, 64), (1024, 1024), (64, 32768), (1, 1 << 20), (16, 1 << 22), (1, 1 << 26))
+SOFTGEN_VARIANTS = algorithms.ALGORITHMS + ("auto",)
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str          # "numpy", "softgen:two_pass", ...
+    el_per_ns: float   # elements per nanosecond, median of repeats
+    seconds: float     # median seconds per call
+
+
+def median_time(fn: Callable[[], object], budget: float = 0.5, min_reps: int = 3,
+                max_reps: int = 200) -> float:
+    """Median wall time of fn() after one warm-up call, repeating for about `budget` seconds."""
+    fn()
+    times = []
+    stop = time.perf_counter() + budget
+    while len(times) < min_reps or (time.perf_counter() < stop and len(times) < max_reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+# --- peers -------------------------------------------------------------------------
+
+def _numpy(op: str):
+    def softmax(x):
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        e /= e.sum(axis=-1, keepdims=True)
+        return e
+
+    def log_softmax(x):
+        d = x - x.max(axis=-1, keepdims=True)
+        return d - np.log(np.exp(d).sum(axis=-1, keepdims=True))
+
+    def logsumexp(x):
+        m = x.max(axis=-1, keepdims=True)
+        return (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))[..., 0]
+
+    return {"softmax": softmax, "log_softmax": log_softmax, "logsumexp": logsumexp}[op]
+
+
+def _scipy(op: str):
+    import scipy.special as ss
+    fn = {"softmax": ss.softmax, "log_softmax": ss.log_softmax, "logsumexp": ss.logsumexp}[op]
+    return lambda x: fn(x, axis=-1)
+
+
+def _torch(op: str):
+    import torch
+    torch.set_num_threads(1)
+    fn = {"softmax": torch.softmax, "log_softmax": torch.log_softmax, "logsumexp": torch.logsumexp}[op]
+    return lambda x: fn(torch.from_numpy(x), dim=-1)
+
+
+def _onnxruntime(op: str):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    sessions: dict = {}
+
+    def model(shape):
+        if op == "logsumexp":
+            node = helper.make_node("ReduceLogSumExp", ["x"], ["y"], axes=[-1], keepdims=0)
+            out_shape = list(shape[:-1])
+        else:
+            node = helper.make_node("Softmax" if op == "softmax" else "LogSoftmax", ["x"], ["y"], axis=-1)
+            out_shape = list(shape)
+        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = so.inter_op_num_threads = 1
+        return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+    def run(x):
+        if x.shape not in sessions:
+            sessions[x.shape] = model(x.shape)
+        return sessions[x.shape].run(None, {"x": x})[0]
+    return run
+
+
+def _jax(op: str):
+    import jax
+    import jax.scipy.special as jss
+    fn = {"softmax": jax.nn.softmax, "log_softmax": jax.nn.log_softmax, "logsumexp": jss.logsumexp}[op]
+    f = jax.jit(lambda x: fn(x, axis=-1))
+    return lambda x: f(x).block_until_ready()
+
+
+def _numba(op: str):
+    if op != "softmax":
+        raise NotImplementedError("the numba peer is a softmax loop only")
+    import math
+
+    import numba
+
+    @numba.njit(fastmath=False, cache=False)
+    def kernel(x, y):
+        for r in range(x.shape[0]):
+            m = -np.inf
+            for i in range(x.shape[1]):
+                m = max(m, x[r, i])
+            s = 0.0
+            for i in range(x.shape[1]):
+                e = math.exp(x[r, i] - m)
+                y[r, i] = e
+                s += e
+            inv = 1.0 / s
+            for i in range(x.shape[1]):
+                y[r, i] *= inv
+
+    def run(x):
+        y = np.empty_like(x)
+        kernel(x, y)
+        return y
+    return run
+
+
+_PEERS = {"numpy": _numpy, "scipy": _scipy, "torch": _torch, "onnxruntime": _onnxruntime,
+          "jax": _jax, "numba": _numba}
+
+
+def peers(op: str = "softmax", names=None) -> dict[str, Callable[[np.ndarray], object]]:
+    """{name: fn(x) -> y} for every installed peer (or those in `names`), one thread each.
+    Each fn computes `op` over the last axis of a 2-D float32 array and allocates its output,
+    like a user's call would."""
+    found = {}
+    for name, make in _PEERS.items():
+        if names is not None and name not in names:
+            continue
+        try:
+            found[name] = make(op)
+        except (ImportError, NotImplementedError):
+            continue
+    return found
+
+
+# --- one case ------------------------------------------------------------------------
+
+def softgen_fn(op: str, variant: str, n: int, preallocated: np.ndarray | None = None):
+    """fn(x) -> y running softgen's `variant` (an algorithm or "auto").  With `preallocated`
+    the output goes there (measures the kernel, not the allocator)."""
+    from . import api
+    algo = api.choose_algorithm(op, n) if variant == "auto" else variant
+    kernel = api.compile(op, algorithm=algo)
+    if preallocated is None:
+        return kernel
+    return lambda x: kernel(x, out=preallocated)
+
+
+def measure(op: str, shape: tuple[int, int], variants=SOFTGEN_VARIANTS, peer_fns=None,
+            budget: float = 0.5, preallocate: bool = False, seed: int = 0) -> list[Result]:
+    """Time softgen `variants` and peers on one [rows, n] float32 case (standard normal * 4).
+
+    peer_fns: {name: fn} as from peers(op); None means peers(op).  A variant that does not
+    exist for `op` (three_pass_reload for log_softmax) is skipped.  preallocate: softgen
+    writes into one output array reused across calls; peers always allocate."""
+    rows, n = shape
+    x = (np.random.default_rng(seed).standard_normal((rows, n)) * 4).astype(np.float32)
+    peer_fns = peers(op) if peer_fns is None else peer_fns
+    results = []
+    out_shape = (rows,) if op == "logsumexp" else (rows, n)
+    out = np.empty(out_shape, np.float32) if preallocate else None
+    for variant in variants:
+        try:
+            fn = softgen_fn(op, variant, n, out)
+        except NotImplementedError:
+            continue
+        results.append(_result(f"softgen:{variant}", lambda: fn(x), x.size, budget))
+    for name, fn in peer_fns.items():
+        results.append(_result(name, lambda: fn(x), x.size, budget))
+    return results
+
+
+def _result(name: str, call, elements: int, budget: float) -> Result:
+    t = median_time(call, budget)
+    return Result(name, elements / t / 1e9, t)

@@ -1,0 +1,58 @@
+"""float64 references with numpy's semantics, and the tolerances the tests hold kernels to."""
+import numpy as np
+
+SMALLEST_SUBNORMAL = 2.0 ** -149
+
+
+def _stats(x: np.ndarray):
+    x = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        m = x.max(-1, keepdims=True) if x.shape[-1] else np.full(x.shape[:-1] + (1,), -np.inf)
+        s = np.exp(x - m).sum(-1, keepdims=True)
+    return x, m, s
+
+
+def reference(op: str, x: np.ndarray) -> np.ndarray:
+    x, m, s = _stats(x)
+    with np.errstate(all="ignore"):
+        if op == "softmax":
+            return np.exp(x - m) / s
+        if op == "log_softmax":
+            return (x - m) - np.log(s)
+        lse = np.where(np.isfinite(m), m + np.log(s), m)
+        return lse[..., 0]
+
+
+def check(op: str, x: np.ndarray, y: np.ndarray, rtol: float = 1e-6) -> float:
+    """Assert y matches the float64 reference; return the worst relative error seen."""
+    ref = reference(op, x)
+    assert y.shape == ref.shape and y.dtype == np.float32
+    nan_ref, nan_y = np.isnan(ref), np.isnan(y)
+    assert np.array_equal(nan_ref, nan_y), f"NaN positions differ: ref {np.argwhere(nan_ref)[:5]}, got {np.argwhere(nan_y)[:5]}"
+    ok = ~nan_ref
+    ref, got = ref[ok], y[ok].astype(np.float64)
+    if not ref.size:
+        return 0.0
+    with np.errstate(over="ignore"):
+        ref32 = ref.astype(np.float32)  # beyond float32's range the right answer is +-inf
+    inf = np.isinf(ref32)
+    assert np.array_equal(ref32[inf], got[inf]), "infinities differ"
+    ref, got = ref[~inf], got[~inf]
+    if op == "softmax":
+        big = ref > 1e-30
+        err = np.abs(got - ref)
+        worst = float(np.max(err[big] / ref[big])) if big.any() else 0.0
+        assert worst <= rtol, f"max relative error {worst:.3g} > {rtol:g}"
+        # tiny and subnormal outputs: close in absolute terms, and not flushed to zero
+        assert np.all(err[~big] <= 4 * SMALLEST_SUBNORMAL + rtol * ref[~big]), "tiny outputs wrong"
+        assert not np.any((ref > 4 * SMALLEST_SUBNORMAL) & (got == 0)), "subnormal outputs flushed to 0"
+        return worst
+    # log outputs: error relative to the magnitudes the float32 computation goes through
+    _, m, s = _stats(x)
+    with np.errstate(all="ignore"):
+        scale = np.abs(np.where(np.isfinite(m), m + np.log(s), 0.0))
+    scale = np.broadcast_to(scale if op == "log_softmax" else scale[..., 0], y.shape)[ok][~inf]
+    rel = np.abs(got - ref) / (np.abs(ref) + scale + 1.0)
+    worst = float(rel.max()) if rel.size else 0.0
+    assert worst <= rtol, f"max relative error {worst:.3g} > {rtol:g}"
+    return worst

@@ -1,0 +1,125 @@
+"""The IR: printer and verifier."""
+import pytest
+
+from softgen.ir import Builder, Kind, Op, Pass, Program, Type, Value, VerifyError, verify
+
+
+def softmax_like():
+    b = Builder("softmax", "test")
+    with b.pass_():
+        m_acc = b.acc_max(b.load_x())
+    m = b.merge_max(m_acc)
+    with b.pass_():
+        s_acc = b.acc_sum(b.exp(b.load_x(), m))
+    r = b.recip(b.merge_sum(s_acc))
+    with b.pass_():
+        b.store(b.mul(b.exp(b.load_x(), m), r))
+    return b.program
+
+
+def test_printer_lists_passes_and_ops():
+    text = str(verify(softmax_like()))
+    assert text.splitlines()[0] == "kernel softmax.test (x[n] -> y[n])"
+    assert "  pass 0:" in text and "  pass 2:" in text
+    assert "    %1 = acc.max %0" in text
+    assert "  %2 = merge.max %1" in text
+    assert "    %9 = exp %8, %2" in text
+    assert "    store %" in text
+
+
+def test_multi_result_and_attrs_print():
+    b = Builder("logsumexp", "t", row_output=True)
+    with b.pass_():
+        acc = b.acc_online(b.load_x())
+    m, d = b.merge_online(acc)
+    b.store_row(b.add(m, b.log(d)))
+    c = b.const(2.5)
+    text = str(verify(b.program))
+    assert "%2, %3 = merge.online %1" in text
+    assert f"{c} = const value=2.5" in text
+
+
+def build_bad(mutate):
+    p = softmax_like()
+    mutate(p)
+    return p
+
+
+def test_undefined_value_names_op():
+    def mutate(p):
+        op = p.passes[1].ops[1]  # exp %x, %m
+        op.args = (op.args[0], Value(999, Type.ROW))
+    with pytest.raises(VerifyError, match=r"`%\d+ = exp %\d+, %999`: operand 1 \(%999\) is undefined"):
+        verify(build_bad(mutate))
+
+
+def test_type_mismatch_names_op():
+    def mutate(p):
+        op = p.passes[2].ops[-1]  # store %y  ->  store %r  (a row value)
+        op.args = (p.steps[-2].results[0],)
+    with pytest.raises(VerifyError, match=r"`store %\d+`: operand 0 .* has type row, expected elem"):
+        verify(build_bad(mutate))
+
+    b = Builder("softmax", "t")
+    with b.pass_():
+        x = b.load_x()
+        acc = b.acc_max(x)
+    m = b.merge_max(acc)
+    with b.pass_():
+        b.store(b.sub(b.load_x(), b.load_x()))  # elem - elem: sub wants elem - row
+    with pytest.raises(VerifyError, match=r"`%\d+ = sub %\d+, %\d+`: operand 1 .* has type elem, expected row"):
+        verify(b.program)
+
+
+def test_unused_reduction():
+    b = Builder("softmax", "t")
+    with b.pass_():
+        x = b.load_x()
+        b.acc_sum(x)
+        b.store(x)
+    with pytest.raises(VerifyError, match=r"`%1 = acc.sum %0`: reduction %1 is never merged"):
+        verify(b.program)
+
+
+def test_per_element_value_does_not_leave_its_pass():
+    b = Builder("softmax", "t")
+    with b.pass_():
+        x = b.load_x()
+        b.store(x)
+    b.program.steps.append(Pass([Op(Kind.STORE, (x,), ())]))
+    with pytest.raises(VerifyError, match=r"`store %0`: operand 0 \(%0\) is undefined here"):
+        verify(b.program)
+
+
+def test_structure_errors():
+    b = Builder("softmax", "t")
+    with b.pass_():
+        b.store(b.load_y())
+    with pytest.raises(VerifyError, match="load.y reads the output row before any pass stored"):
+        verify(b.program)
+
+    p = Program("softmax", "t", [Op(Kind.LOAD_X, (), (Value(0, Type.ELEM),))])
+    with pytest.raises(VerifyError, match="must be inside a pass"):
+        verify(p)
+
+    p = Program("softmax", "t", [Pass([Op(Kind.RECIP, (), (Value(0, Type.ROW),))])])
+    with pytest.raises(VerifyError, match="cannot appear inside a pass"):
+        verify(p)
+
+    b = Builder("logsumexp", "t", row_output=True)
+    with b.pass_():
+        b.store(b.load_x())
+    with pytest.raises(VerifyError, match="row-output kernel"):
+        verify(b.program)
+
+    b = Builder("softmax", "t")
+    with b.pass_():
+        acc = b.acc_max(b.load_x())
+    b.guard(b.merge_max(acc), lo=0.0, hi=1.0)
+    with pytest.raises(VerifyError, match="guard needs a fallback program"):
+        verify(b.program)
+
+
+def test_builder_rejects_unknown_ops():
+    with pytest.raises(KeyError):
+        Builder("softmax", "t").frobnicate()

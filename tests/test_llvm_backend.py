@@ -1,0 +1,117 @@
+"""The LLVM backend: vector widths, schedules, the machine code itself, row bounds."""
+import ctypes
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import softgen
+from softgen import algorithms
+from softgen.backends.llvm import Schedule, compile_program
+from softgen.targets import Target, host
+from reference import check
+from test_api import PAIRS
+
+ABI = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                       ctypes.c_void_p, ctypes.c_int64)
+HOST = host()
+# Narrower ISAs this host can run too, so every vector width is exercised here.
+WIDTH_VARIANTS = {
+    16: "+avx512f,+avx512vl,+avx512dq,+avx512bw,+avx2,+avx,+fma",
+    8: "+avx2,+avx,+fma,-avx512f",
+    4: "+sse4.2,-avx,-avx2,-fma,-avx512f",
+}
+
+
+def runnable_widths():
+    return [w for w, feats in WIDTH_VARIANTS.items()
+            if all(f[1:] in HOST.feature_set for f in feats.split(",") if f.startswith("+"))]
+
+
+def run_compiled(compiled, x, row_output):
+    fn = ABI(compiled.address)
+    y = np.full((x.shape[0], 1 if row_output else x.shape[1]), np.nan, np.float32)
+    fn(x.shape[0], x.shape[1], x.ctypes.data, x.shape[1], y.ctypes.data, y.shape[1])
+    return y[:, 0] if row_output else y
+
+
+@pytest.mark.parametrize("width", runnable_widths())
+@pytest.mark.parametrize("op,algo", PAIRS)
+def test_each_vector_width(width, op, algo):
+    target = Target(f"host-{width}", HOST.triple, HOST.cpu, WIDTH_VARIANTS[width], is_host=True)
+    assert target.vector_width == width
+    program = algorithms.build(op, algo)
+    compiled = compile_program(program, target, jit=True)
+    rng = np.random.default_rng(width)
+    for n in [0, 1, width - 1, width, width + 1, 3 * width + 5, 1000]:
+        x = (rng.standard_normal((3, n)) * 4).astype(np.float32)
+        check(op, x, run_compiled(compiled, x, program.row_output))
+
+
+@pytest.mark.parametrize("unroll", [1, 2, 3, 8])
+@pytest.mark.parametrize("block", [16, 48, 4096])
+@pytest.mark.parametrize("op,algo", [("softmax", a) for a in softgen.ALGORITHMS])
+def test_schedules(unroll, block, op, algo):
+    """Unroll factors and block sizes (many blocks, partial blocks) keep results right."""
+    kernel = softgen.compile(op, algorithm=algo, schedule=Schedule(unroll=unroll, block=block))
+    rng = np.random.default_rng(unroll * block)
+    for n in [0, 5, 16, 47, 48, 49, 200, 1001]:
+        x = (rng.standard_normal((2, n)) * 4).astype(np.float32)
+        x[:, ::7] = -np.inf
+        check(op, x, kernel(x))
+
+
+@pytest.mark.parametrize("op,algo", PAIRS)
+def test_machine_code_has_no_libm_exp_and_uses_the_widest_registers(op, algo):
+    asm = softgen.compile(op, algorithm=algo).asm
+    calls = re.findall(r"\bcall\w*\s+(\S+)", asm)
+    assert not [c for c in calls if "exp" in c], f"libm exp called: {calls}"
+    if HOST.has_avx512:
+        assert re.search(r"%zmm\d+", asm), "AVX-512 host but no zmm register used"
+
+
+def test_schedule_rejects_nonsense():
+    with pytest.raises(ValueError):
+        Schedule(unroll=0)
+
+
+GUARD_PAGE_SCRIPT = textwrap.dedent("""
+    import ctypes, mmap, sys
+    import numpy as np
+    import softgen
+    PAGE = mmap.PAGESIZE
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+    def guarded(n):
+        # n floats that end exactly where an inaccessible page begins
+        mm = mmap.mmap(-1, 2 * PAGE)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+        assert libc.mprotect(base + PAGE, PAGE, 0) == 0
+        arr = np.frombuffer(mm, np.float32, count=PAGE // 4)
+        return mm, arr[PAGE // 4 - n:]
+
+    keep = []
+    for op in softgen.OPS:
+        for algo in softgen.ALGORITHMS:
+            if algo == "three_pass_reload" and op != "softmax":
+                continue
+            k = softgen.compile(op, algorithm=algo)
+            for n in list(range(1, 40)) + [100, 257]:
+                mx, x = guarded(n); my, y = guarded(n)
+                keep += [mx, my]
+                x[:] = np.linspace(-5, 5, n, dtype=np.float32)
+                k.run_rows(x.reshape(1, n), y.reshape(1, n))
+    print("ok")
+""")
+
+
+def test_never_touches_memory_past_the_row(tmp_path):
+    """Rows that end at a PROT_NONE page: any read or write past the row is a SIGSEGV."""
+    script = tmp_path / "guard.py"
+    script.write_text(GUARD_PAGE_SCRIPT)
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", (res.returncode, res.stderr[-2000:])

@@ -94,6 +94,11 @@ class Target:
         return self.triple.split("-")[0]
 
     @property
+    def feature_set(self) -> frozenset[str]:
+        """The features the feature string turns on (the CPU's own are not listed)."""
+        return frozenset(f[1:] for f in self.features.split(",") if f.startswith("+"))
+
+    @property
     def vector_registers(self) -> str:
         """The vector register class LLVM uses for this target: one of LANES."""
         return _vector_registers(self.triple, self.cpu, self.features, self.name)

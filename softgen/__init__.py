@@ -1,9 +1,11 @@
 """softgen: a compiler-style code generator for softmax-family kernels."""
 from .algorithms import ALGORITHMS, OPS
 from .api import Kernel, compile, log_softmax, logsumexp, softmax
+from .artifacts import Artifact, generate
 from .ir import VerifyError
 from .targets import Target
 
 __version__ = "0.1.0"
 __all__ = ["ALGORITHMS", "OPS", "Kernel", "Target", "VerifyError", "compile", "log_softmax",
            "logsumexp", "softmax", "__version__"]
+__all__ += ["Artifact", "generate"]

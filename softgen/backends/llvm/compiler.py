@@ -2,9 +2,12 @@
 
 `compile_program` gives everything a caller may want from one kernel: the LLVM IR
 text (optimized), the assembly, the object file, and for the host a JIT address.
+It is the one path from IR program to machine code: softgen.compile (JIT) and
+softgen.generate (files for any target) both go through it.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import llvmlite.binding as llvm
@@ -38,6 +41,7 @@ class CompiledModule:
         return self._tm().emit_assembly(llvm.parse_assembly(self._mod_text))
 
     def object(self) -> bytes:
+        """A relocatable object (ELF for Linux triples), position independent."""
         return self._tm().emit_object(llvm.parse_assembly(self._mod_text))
 
     def _tm(self):
@@ -46,7 +50,7 @@ class CompiledModule:
 
 def compile_program(program: Program, target: Target, schedule: Schedule = Schedule(),
                     name: str | None = None, jit: bool = False) -> CompiledModule:
-    name = name or kernel_name(program)
+    name = kernel_name(program) if name is None else check_symbol_name(name)
     module = build_module(program, target, schedule, name)
     mod = optimize(str(module), target.create_target_machine())
     text = str(mod)
@@ -60,3 +64,13 @@ def compile_program(program: Program, target: Target, schedule: Schedule = Sched
         compiled._jit = (lljit, lib)
         compiled.address = lib[name]
     return compiled
+
+
+def check_symbol_name(name) -> str:
+    """The kernel's name becomes a C symbol: it must be a C identifier."""
+    if not isinstance(name, str):
+        raise TypeError(f"kernel name must be a string, not {type(name).__name__}")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"kernel name {name!r} is not a C identifier (letters, digits, _; "
+                         f"not starting with a digit)")
+    return name

@@ -1,0 +1,109 @@
+"""softgen.generate(): one kernel for any target, as LLVM IR, assembly, an object file, or
+(for this machine's architecture) a shared library.
+
+The kernel has softgen's C ABI (see `Artifact.c_declaration`); rows are read from x and
+written to y with the given row strides (in elements).  logsumexp writes one value per
+row.  log_softmax and logsumexp call logf once per row: link with -lm.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import llvmlite.binding as llvm
+
+from . import algorithms
+from .api import _check_dtype
+from .backends.llvm import CompiledModule, compile_program
+from .targets import Target
+
+C_PARAMETERS = ("int64_t rows, int64_t n, const float *x, int64_t x_row_stride, "
+                "float *y, int64_t y_row_stride")
+
+
+@dataclass(frozen=True, eq=False)
+class Artifact:
+    """A kernel compiled for `target`.  `asm` and `object` are made on first use."""
+    op: str
+    algorithm: str
+    target: Target
+    compiled: CompiledModule
+
+    @property
+    def name(self) -> str:
+        """The kernel's C symbol."""
+        return self.compiled.name
+
+    @property
+    def llvm_ir(self) -> str:
+        return self.compiled.llvm_ir
+
+    @cached_property
+    def asm(self) -> str:
+        return self.compiled.asm()
+
+    @cached_property
+    def object(self) -> bytes:
+        """A relocatable, position independent object (ELF for the Linux triples)."""
+        return self.compiled.object()
+
+    @property
+    def c_declaration(self) -> str:
+        return f"void {self.name}({C_PARAMETERS});"
+
+    def write(self, path) -> Path:
+        """Write the artifact chosen by the file suffix: .s assembly, .ll LLVM IR, .o object,
+        .so shared library (this machine's architecture only), .h the C declaration."""
+        path = Path(path)
+        writers = {".s": lambda p: p.write_text(self.asm), ".ll": lambda p: p.write_text(self.llvm_ir),
+                   ".o": lambda p: p.write_bytes(self.object), ".so": self.shared_library,
+                   ".h": lambda p: p.write_text(_header(self))}
+        if path.suffix not in writers:
+            raise ValueError(f"cannot tell what to write to {str(path)!r} from its suffix; "
+                             f"use one of {', '.join(writers)}")
+        writers[path.suffix](path)
+        return path
+
+    def shared_library(self, path) -> Path:
+        """Link the object into a shared library with the system C compiler ($CC or cc).
+        The target must be this machine's architecture (running it also needs the CPU
+        features the target assumes)."""
+        host_arch = llvm.get_process_triple().split("-")[0]
+        if self.target.arch != host_arch:
+            raise ValueError(f"a shared library for {self.target} ({self.target.arch}) cannot be "
+                             f"linked here ({host_arch}); write the object (.o) and link it with a "
+                             f"cross compiler")
+        cc = os.environ.get("CC", "cc")
+        if shutil.which(cc) is None:
+            raise RuntimeError(f"no C compiler {cc!r} found to link a shared library; set CC")
+        path = Path(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            obj = Path(tmp, f"{self.name}.o")
+            obj.write_bytes(self.object)
+            done = subprocess.run([cc, "-shared", "-o", str(path), str(obj), "-lm"],
+                                  capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{cc} -shared failed: {done.stderr.strip()}")
+        return path
+
+
+def _header(artifact: Artifact) -> str:
+    guard = f"{artifact.name.upper()}_H"
+    return (f"/* softgen {artifact.op} ({artifact.algorithm}) for {artifact.target} */\n"
+            f"#ifndef {guard}\n#define {guard}\n#include <stdint.h>\n"
+            f"{artifact.c_declaration}\n#endif\n")
+
+
+def generate(op: str, *, algorithm: str, target, dtype="float32", name: str | None = None) -> Artifact:
+    """Compile `op` with `algorithm` for `target` (a Target or a target string such as
+    "x86-64-v3", "aarch64:neoverse-v1", "riscv64"), without running it.  `name` is the C
+    symbol (default softgen_<op>_<algorithm>)."""
+    _check_dtype(dtype)
+    tgt = Target.parse(target)
+    program = algorithms.build(op, algorithm)
+    return Artifact(op, algorithm, tgt, compile_program(program, tgt, name=name))

@@ -1,0 +1,250 @@
+"""The softgen command line.
+
+    softgen info [--target T] [--cpus]
+    softgen emit-asm|emit-obj|emit-so --op OP --algorithm ALGO --target T [--name SYM] [-o FILE]
+    softgen emit-c --op OP --algorithm ALGO --isa ISA [--name SYM] [-o DIR]
+    softgen bench --op OP [--algorithm ALGO] [--shape ROWSxN] [--peers a,b] [-o FILE.csv]
+
+Each command is one small function plus an entry in COMMANDS (its arguments, its help).
+Errors in what the user asked for (argparse's, and ValueError/TypeError/NotImplementedError
+raised by softgen) exit with status 2 and one line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import llvmlite
+
+from . import __version__, algorithms
+from .artifacts import generate
+from .targets import ACCEPTED, Target, known_cpus, llvm_version
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line and status 2 (argparse would print the whole usage first)."""
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
+def _one_line(message) -> str:
+    return " ".join(str(message).split())
+
+
+# --- arguments shared by several commands -------------------------------------------------
+
+def _add_kernel_arguments(p: argparse.ArgumentParser, default_output: str | None):
+    p.add_argument("--op", choices=algorithms.OPS, default="softmax", help="default: %(default)s")
+    p.add_argument("--algorithm", choices=algorithms.ALGORITHMS, default="two_pass",
+                   help="default: %(default)s")
+    p.add_argument("--name", help="the kernel's C symbol (default: softgen_<op>_<algorithm>)")
+    p.add_argument("-o", "--output", default=default_output,
+                   help="output path (default: %(default)s)" if default_output
+                   else "output path (default: <name> plus the usual suffix)")
+
+
+def _add_target_argument(p: argparse.ArgumentParser):
+    p.add_argument("--target", default="host",
+                   help=f"one of {', '.join(ACCEPTED)} (default: %(default)s)")
+
+
+def _artifact(args):
+    return generate(args.op, algorithm=args.algorithm, target=args.target, name=args.name)
+
+
+def _describe(artifact) -> str:
+    t = artifact.target
+    return f"{artifact.name} for {t} ({t.cpu}, {t.vector_registers}, {t.vector_width} lanes)"
+
+
+# --- the commands ----------------------------------------------------------------------------
+
+def info(args) -> None:
+    target = Target.parse(args.target)
+    print(f"softgen {__version__}, LLVM {llvm_version()} (llvmlite {llvmlite.__version__})")
+    print(f"target:   {target}")
+    print(f"triple:   {target.triple}")
+    print(f"cpu:      {target.cpu}")
+    print(f"features: {','.join(sorted(target.feature_set)) or '(those of the CPU)'}")
+    print(f"vectors:  {target.vector_registers}, {target.vector_width} float32 lanes")
+    if args.cpus:
+        print(f"LLVM CPUs for {target.arch}: {', '.join(known_cpus(target.arch))}")
+
+
+def emit_asm(args) -> None:
+    artifact = _artifact(args)
+    if args.output == "-":
+        sys.stdout.write(artifact.asm)
+        return
+    print(f"wrote {artifact.write(_output(args, artifact, '.s'))}: {_describe(artifact)}")
+
+
+def emit_obj(args) -> None:
+    artifact = _artifact(args)
+    print(f"wrote {artifact.write(_output(args, artifact, '.o'))}: {_describe(artifact)}")
+
+
+def emit_so(args) -> None:
+    artifact = _artifact(args)
+    path = artifact.shared_library(_output(args, artifact, '.so', prefix="lib"))
+    print(f"wrote {path}: {_describe(artifact)}")
+
+
+def _output(args, artifact, suffix: str, prefix: str = "") -> Path:
+    path = Path(args.output or f"{prefix}{artifact.name}{suffix}")
+    if path.suffix != suffix:
+        raise ValueError(f"output {str(path)!r} should end in {suffix}")
+    return path
+
+
+def emit_c(args) -> None:
+    import softgen
+    if not hasattr(softgen, "emit_c"):
+        raise RuntimeError("this softgen has no C backend (softgen.emit_c)")
+    source = softgen.emit_c(args.op, algorithm=args.algorithm, isa=args.isa, name=args.name)
+    written = source.write(args.output)
+    print(f"wrote {written if written is not None else args.output}")
+
+
+def bench(args) -> None:
+    from . import bench as measuring   # loads the peers: only when benchmarking
+    if not Target.parse(args.target).is_host:
+        raise ValueError(f"bench runs kernels on this machine: --target must be host, not {args.target!r}")
+    variants = measuring.SOFTGEN_VARIANTS if args.algorithm == "all" else (args.algorithm,)
+    peer_fns = _peers(measuring, args.op, args.peers)
+    rows = []
+    for shape in args.shape or [(1024, 1024)]:
+        results = measuring.measure(args.op, shape, variants, peer_fns, budget=args.budget)
+        numpy_speed = next((r.el_per_ns for r in results if r.name == "numpy"), None)
+        print(f"{args.op} {shape[0]}x{shape[1]} float32, one thread (elements/ns)")
+        for r in results:
+            ratio = f"  {r.el_per_ns / numpy_speed:5.2f}x numpy" if numpy_speed else ""
+            print(f"  {r.name:>30} {r.el_per_ns:8.3f}{ratio}")
+            rows.append({"op": args.op, "rows": shape[0], "n": shape[1], "name": r.name,
+                         "el_per_ns": f"{r.el_per_ns:.4f}", "seconds": f"{r.seconds:.6g}"})
+    if args.output:
+        with open(args.output, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def _peers(measuring, op: str, names: str | None) -> dict:
+    if names is None:
+        return measuring.peers(op)
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    found = measuring.peers(op, wanted)
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        raise ValueError(f"peer(s) {', '.join(missing)} not available for {op} (unknown or not "
+                         f"installed); available: {', '.join(measuring.peers(op)) or 'none'}")
+    return found
+
+
+def _shape(text: str) -> tuple[int, int]:
+    rows, x, n = text.lower().partition("x")
+    try:
+        shape = (int(rows), int(n))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape {text!r} is not ROWSxN (e.g. 1024x1024)") from None
+    if x != "x" or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"shape {text!r} is not ROWSxN with positive sizes")
+    return shape
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+# --- the table of commands -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
+
+
+def _info_arguments(p):
+    _add_target_argument(p)
+    p.add_argument("--cpus", action="store_true", help="also list the CPU names LLVM accepts")
+
+
+def _emit_arguments(default_output: str | None):
+    def add(p):
+        _add_kernel_arguments(p, default_output)
+        _add_target_argument(p)
+    return add
+
+
+def _emit_c_arguments(p):
+    _add_kernel_arguments(p, ".")
+    p.add_argument("--isa", default="scalar", help="the C flavour to write (default: %(default)s)")
+
+
+def _bench_arguments(p):
+    p.add_argument("--op", choices=algorithms.OPS, default="softmax", help="default: %(default)s")
+    p.add_argument("--algorithm", choices=algorithms.ALGORITHMS + ("auto", "all"), default="all",
+                   help="softgen variant(s) to time (default: %(default)s)")
+    _add_target_argument(p)
+    p.add_argument("--shape", type=_shape, action="append",
+                   help="ROWSxN, may be repeated (default: 1024x1024)")
+    p.add_argument("--peers", help="comma-separated peers to time (default: every installed one)")
+    p.add_argument("--budget", type=_positive_float, default=0.3,
+                   help="seconds of timing per variant and shape (default: %(default)s)")
+    p.add_argument("-o", "--output", help="also write the results as CSV")
+
+
+COMMANDS = (
+    Command("info", "the host (or --target): CPU, features, vector width, LLVM version",
+            _info_arguments, info),
+    Command("emit-asm", "write a kernel's assembly ('-o -' for stdout)", _emit_arguments("-"), emit_asm),
+    Command("emit-obj", "write a kernel as an object file (.o)", _emit_arguments(None), emit_obj),
+    Command("emit-so", "link a kernel into a shared library (.so) with the system cc",
+            _emit_arguments(None), emit_so),
+    Command("emit-c", "write a kernel as portable C (softgen.emit_c)", _emit_c_arguments, emit_c),
+    Command("bench", "time the op side by side with numpy and installed peers (elements/ns)",
+            _bench_arguments, bench),
+)
+
+
+def build_parser(commands=COMMANDS) -> argparse.ArgumentParser:
+    parser = _Parser(prog="softgen", description="Generate softmax-family kernels.")
+    parser.add_argument("--version", action="version", version=f"softgen {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in commands:
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(p)
+        p.set_defaults(run=command.run, parser=p)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, TypeError, NotImplementedError, OSError) as e:
+        if isinstance(e, BrokenPipeError):   # `softgen emit-asm | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        args.parser.error(_one_line(e))
+    except RuntimeError as e:
+        print(f"{args.parser.prog}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

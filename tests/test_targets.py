@@ -1,0 +1,139 @@
+"""Target strings -> triple, CPU, vector registers; kernels for each use the right registers;
+unknown targets, CPUs and features are errors; host overrides from the environment."""
+import re
+
+import numpy as np
+import pytest
+
+import softgen
+from softgen.targets import LANES, Target, host, known_cpus
+from reference import check
+
+# target string -> (arch, vector registers LLVM must use, register pattern in a kernel's asm)
+TARGETS = {
+    "x86-64-v2": ("x86_64", "xmm", r"%xmm\d+"),
+    "x86-64-v3": ("x86_64", "ymm", r"%ymm\d+"),
+    "x86-64-v4": ("x86_64", "zmm", r"%zmm\d+"),
+    "x86_64:skylake-avx512": ("x86_64", "zmm", r"%zmm\d+"),
+    "x86_64:znver4": ("x86_64", "zmm", r"%zmm\d+"),
+    "x86_64:haswell": ("x86_64", "ymm", r"%ymm\d+"),
+    "aarch64": ("aarch64", "neon", r"\bv\d+\.4s\b"),
+    "aarch64:neoverse-v1": ("aarch64", "neon", r"\bv\d+\.4s\b"),
+    "aarch64:apple-m1": ("aarch64", "neon", r"\bv\d+\.4s\b"),
+    "riscv64": ("riscv64", "rvv", r"\bvf(add|mul|madd|macc)\.v[vf]\s+v\d+"),
+}
+WIDER = {"xmm": ("%ymm", "%zmm"), "ymm": ("%zmm",), "zmm": (), "neon": (), "rvv": ()}
+HOST = host()
+x86_host = pytest.mark.skipif(HOST.arch != "x86_64", reason="the override examples are x86 CPUs")
+
+
+@pytest.mark.parametrize("spec", TARGETS)
+def test_target_strings(spec):
+    arch, registers, _ = TARGETS[spec]
+    t = Target.parse(spec)
+    assert (t.arch, t.vector_registers, t.vector_width) == (arch, registers, LANES[registers])
+    assert t.triple.startswith(arch) and t.triple.endswith("linux-gnu")
+    assert t.has_avx512 == (registers == "zmm")
+    assert not t.is_host and str(t) == spec
+    assert Target.parse(t) is t
+    if ":" in spec:
+        assert t.cpu == spec.partition(":")[2]
+
+
+@pytest.mark.parametrize("spec", TARGETS)
+def test_kernel_asm_uses_the_targets_registers(spec):
+    """The explicit <W x float> code must land in full-width registers: AVX-512 CPUs
+    that prefer 256-bit vectors (skylake-avx512, x86-64-v4) must still get zmm."""
+    _, registers, pattern = TARGETS[spec]
+    asm = softgen.generate("softmax", algorithm="two_pass", target=spec).asm
+    assert len(re.findall(pattern, asm)) > 20, f"{spec}: few {registers} registers in the kernel"
+    for wider in WIDER[registers]:
+        assert wider not in asm, f"{spec}: {wider} registers used"
+    if registers == "rvv":
+        assert re.search(r"\bvle32\.v\b", asm) and re.search(r"\bvse32\.v\b", asm)
+
+
+def test_host():
+    t = Target.parse("host")
+    assert t.is_host and t.name == "host" and t.cpu
+    assert t.vector_registers in LANES
+    assert softgen.compile("softmax", algorithm="online").target == t
+
+
+def test_x86_baseline_and_a_cpu_without_vectors():
+    assert Target.parse("x86_64").vector_registers == "xmm"   # SSE2 baseline
+    u74 = Target.parse("riscv64:sifive-u74")                    # RV64GC, no V extension
+    assert u74.vector_registers == "scalar"
+    asm = softgen.generate("softmax", algorithm="online", target=u74).asm
+    assert "vle32" not in asm and "fmadd.s" in asm
+
+
+@pytest.mark.parametrize("spec", ["sparc", "x86", "aarch64:", "", "host:znver4", "x86-64-v5"])
+def test_unknown_target_lists_what_is_accepted(spec):
+    with pytest.raises(ValueError, match=r"unknown target .*accepted: host, x86-64-v2, .*riscv64"):
+        Target.parse(spec)
+
+
+def test_unknown_cpu_lists_llvms_cpus():
+    with pytest.raises(ValueError, match=r"unknown CPU 'neoverse-v9'.*did you mean neoverse-v\d"
+                                         r".*knows: .*apple-m1.*neoverse-v1"):
+        Target.parse("aarch64:neoverse-v9")
+    with pytest.raises(ValueError, match=r"unknown CPU 'apple-m1' for x86_64.*znver4"):
+        Target.parse("x86_64:apple-m1")   # a real CPU, of another arch
+
+
+def test_known_cpus_come_from_llvm():
+    assert {"znver4", "skylake-avx512", "x86-64-v3"} <= set(known_cpus("x86_64"))
+    assert {"neoverse-v1", "apple-m1"} <= set(known_cpus("aarch64"))
+    assert {"generic-rv64", "sifive-x280"} <= set(known_cpus("riscv64"))
+
+
+def test_a_target_llvm_would_silently_change_is_an_error():
+    with pytest.raises(ValueError, match="ABI"):   # no D extension: LLVM would drop lp64d
+        Target.parse("riscv64:generic-rv64")
+
+
+def test_bad_target_types():
+    with pytest.raises(TypeError, match="target must be a string"):
+        Target.parse(64)
+    with pytest.raises(TypeError, match="target must be a string"):
+        softgen.generate("softmax", algorithm="online", target=None)
+
+
+# --- host overrides ---------------------------------------------------------------------
+
+@x86_host
+def test_host_cpu_override_takes_that_cpus_features(monkeypatch):
+    monkeypatch.setenv("SOFTGEN_HOST_CPU", "haswell")
+    monkeypatch.delenv("SOFTGEN_HOST_FEATURES", raising=False)
+    t = host()
+    assert (t.cpu, t.features, t.is_host, t.vector_registers) == ("haswell", "", True, "ymm")
+
+
+@x86_host
+def test_host_feature_override(monkeypatch):
+    monkeypatch.delenv("SOFTGEN_HOST_CPU", raising=False)
+    monkeypatch.setenv("SOFTGEN_HOST_FEATURES", "+sse4.2,-avx,-avx2,-fma,-avx512f")
+    t = host()
+    assert t.cpu == HOST.cpu and t.vector_registers == "xmm" and t.vector_width == 4
+    kernel = softgen.compile("log_softmax", algorithm="two_pass")   # JIT for the overridden host
+    assert kernel.target == t and "%ymm" not in kernel.asm and "%zmm" not in kernel.asm
+    x = (np.random.default_rng(0).standard_normal((3, 37)) * 4).astype(np.float32)
+    check("log_softmax", x, kernel(x))
+
+
+@x86_host
+@pytest.mark.parametrize("cpu,features,match", [
+    ("not-a-cpu", None, r"unknown CPU 'not-a-cpu'.*SOFTGEN_HOST_CPU"),
+    ("", "avx2", r"bad LLVM feature 'avx2'"),        # LLVM would abort on a feature without +/-
+    ("", "+avx2,fma", r"bad LLVM feature 'fma'"),
+    ("", "+not-a-feature", r"does not know a feature.*not-a-feature"),
+])
+def test_bad_host_overrides(monkeypatch, cpu, features, match):
+    monkeypatch.setenv("SOFTGEN_HOST_CPU", cpu)
+    if features is None:
+        monkeypatch.delenv("SOFTGEN_HOST_FEATURES", raising=False)
+    else:
+        monkeypatch.setenv("SOFTGEN_HOST_FEATURES", features)
+    with pytest.raises(ValueError, match=match):
+        host()

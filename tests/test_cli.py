@@ -1,0 +1,147 @@
+"""The softgen command line, run as a subprocess: every command, --help everywhere, and bad
+arguments (status 2, one line on stderr, no traceback)."""
+import csv
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import softgen
+from softgen.cli import COMMANDS
+from softgen.targets import host, llvm_version
+
+HOST = host()
+has_emit_c = pytest.mark.skipif(not hasattr(softgen, "emit_c"), reason="softgen.emit_c (C backend) not present")
+
+
+def softgen_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "softgen.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def ok(*args, cwd=None) -> str:
+    done = softgen_cli(*args, cwd=cwd)
+    assert done.returncode == 0, f"softgen {' '.join(map(str, args))}: {done.stderr}"
+    return done.stdout
+
+
+@pytest.mark.parametrize("command", [None] + [c.name for c in COMMANDS])
+def test_help(command):
+    out = ok(*([command] if command else []), "--help")
+    assert out.startswith(f"usage: softgen{' ' + command if command else ''}")
+    if command is None:
+        assert all(c.name in out for c in COMMANDS)
+    elif command.startswith("emit-"):
+        options = ["--op", "--algorithm", "--name", "-o", "--isa" if command == "emit-c" else "--target"]
+        assert all(option in out for option in options)
+
+
+def test_info_describes_the_host():
+    out = ok("info")
+    assert f"LLVM {llvm_version()}" in out
+    assert f"cpu:      {HOST.cpu}\n" in out
+    assert f"vectors:  {HOST.vector_registers}, {HOST.vector_width} float32 lanes" in out
+    assert "features: " in out
+
+
+def test_info_for_another_target_and_its_cpus():
+    out = ok("info", "--target", "riscv64", "--cpus")
+    assert "triple:   riscv64-unknown-linux-gnu" in out and "rvv, 8 float32 lanes" in out
+    assert "sifive-x280" in out
+
+
+@pytest.mark.parametrize("target,register", [("aarch64:apple-m1", ".4s"), ("x86-64-v4", "%zmm")])
+def test_emit_asm_to_stdout(target, register):
+    out = ok("emit-asm", "--op", "logsumexp", "--algorithm", "online", "--target", target, "--name", "lse")
+    assert "lse:" in out and register in out
+
+
+def test_emit_asm_to_a_file(tmp_path):
+    out = ok("emit-asm", "--target", "riscv64", "-o", tmp_path / "k.s")
+    assert "softgen_softmax_two_pass" in out and "rvv" in out
+    assert "vle32.v" in (tmp_path / "k.s").read_text()
+
+
+def test_emit_obj(tmp_path):
+    ok("emit-obj", "--op", "log_softmax", "--algorithm", "three_pass_recompute", "--target", "aarch64",
+       "--name", "lsm", cwd=tmp_path)
+    obj = (tmp_path / "lsm.o").read_bytes()   # default output: <name>.o
+    assert obj[:4] == b"\x7fELF" and np.frombuffer(obj, np.uint16, 1, 18)[0] == 183 and b"lsm" in obj
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no system C compiler (cc)")
+def test_emit_so_runs_here(tmp_path):
+    ok("emit-so", "--op", "softmax", "--algorithm", "online", "--name", "sm", cwd=tmp_path)
+    fn = ctypes.CDLL(str(tmp_path / "libsm.so")).sm   # default output: lib<name>.so
+    fn.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                   ctypes.c_int64]
+    x = (np.random.default_rng(0).standard_normal((3, 50)) * 4).astype(np.float32)
+    y = np.empty_like(x)
+    fn(3, 50, x.ctypes.data, 50, y.ctypes.data, 50)
+    np.testing.assert_array_equal(y, softgen.compile("softmax", algorithm="online")(x))
+
+
+@has_emit_c
+def test_emit_c(tmp_path):
+    out = ok("emit-c", "--op", "softmax", "--algorithm", "two_pass", "--name", "csm", "-o", tmp_path)
+    assert "wrote" in out
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any("csm" in p.read_text(errors="replace") for p in written)
+
+
+def test_bench(tmp_path):
+    out = ok("bench", "--op", "log_softmax", "--shape", "3x100", "--shape", "2x7", "--budget", "0.01",
+             "--peers", "numpy", "-o", tmp_path / "b.csv")
+    assert "log_softmax 3x100" in out and "log_softmax 2x7" in out and "softgen:two_pass" in out
+    rows = list(csv.DictReader(open(tmp_path / "b.csv")))
+    names = {r["name"] for r in rows}
+    assert names == {"numpy", "softgen:auto"} | {f"softgen:{a}" for a in softgen.ALGORITHMS
+                                                  if a != "three_pass_reload"}
+    assert len(rows) == 2 * len(names) and all(float(r["el_per_ns"]) > 0 for r in rows)
+
+
+BAD = [
+    [],
+    ["frobnicate"],
+    ["emit-asm", "--op", "softmin"],
+    ["emit-asm", "--algorithm", "fastest"],
+    ["emit-asm", "--target", "sparc"],
+    ["emit-asm", "--target", "x86_64:pentium9"],
+    ["info", "--target", "aarch64:"],
+    ["emit-obj", "--op", "logsumexp", "--algorithm", "three_pass_reload"],
+    ["emit-obj", "--name", "9lives"],
+    ["emit-obj", "-o", "k.s"],
+    ["emit-obj", "-o", "no/such/dir/k.o"],
+    ["emit-so", "--target", "aarch64"],
+    ["emit-asm", "--unknown-flag"],
+    ["bench", "--shape", "100"],
+    ["bench", "--shape", "0x100"],
+    ["bench", "--budget", "0"],
+    ["bench", "--target", "riscv64"],
+    ["bench", "--peers", "numpy,nosuchpeer", "--shape", "1x8"],
+]
+
+
+@pytest.mark.parametrize("args", BAD, ids=lambda a: " ".join(a) or "(nothing)")
+def test_bad_arguments_exit_2_with_one_line(tmp_path, args):
+    done = softgen_cli(*args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("softgen")
+    assert "error: " in done.stderr
+
+
+def test_softgen_environment_errors_are_one_line_too():
+    done = subprocess.run([sys.executable, "-m", "softgen.cli", "info"], capture_output=True, text=True,
+                          env={**os.environ, "SOFTGEN_HOST_FEATURES": "avx2"})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "bad LLVM feature" in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("softgen") is None, reason="console script not installed (pip install -e .)")
+def test_console_script():
+    done = subprocess.run(["softgen", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == f"softgen {softgen.__version__}"

@@ -114,7 +114,7 @@ class Target:
 
     @property
     def abiname(self) -> str:
-        return "lp64d" if self.arch == "riscv64" else ""   # what Debian's riscv64 toolchain uses
+        return _abiname(self.arch)
 
     @classmethod
     def parse(cls, spec: "str | Target") -> "Target":
@@ -129,6 +129,10 @@ class Target:
 
     def __str__(self) -> str:
         return self.name
+
+
+def _abiname(arch: str) -> str:
+    return "lp64d" if arch == "riscv64" else ""   # what Debian's riscv64 toolchain uses
 
 
 def _target_machine(triple: str, cpu: str, features: str, abiname: str, jit: bool = False):
@@ -153,7 +157,7 @@ def _vector_registers(triple: str, cpu: str, features: str, name: str) -> str:
     is an error here rather than a silently different target."""
     arch = triple.split("-")[0]
     with _stderr_captured() as warnings:  # LLVM warns when the target machine is made
-        tm = _target_machine(triple, cpu, features, "lp64d" if arch == "riscv64" else "")
+        tm = _target_machine(triple, cpu, features, _abiname(arch))
     _raise_for_warnings(warnings, arch, cpu, features, name)  # before codegen: it may abort
     with _stderr_captured() as warnings:
         module = llvm.parse_assembly(_PROBE_IR)

@@ -1,6 +1,7 @@
 """softgen: a compiler-style code generator for softmax-family kernels."""
 from .algorithms import ALGORITHMS, OPS
 from .api import Kernel, compile, log_softmax, logsumexp, softmax
+from .backends.c import CSource, emit_c
 from .artifacts import Artifact, generate
 from .ir import VerifyError
 from .targets import Target
@@ -9,3 +10,4 @@ __version__ = "0.1.0"
 __all__ = ["ALGORITHMS", "OPS", "Kernel", "Target", "VerifyError", "compile", "log_softmax",
            "logsumexp", "softmax", "__version__"]
 __all__ += ["Artifact", "generate"]
+__all__ += ["CSource", "emit_c"]

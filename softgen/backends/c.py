@@ -1,0 +1,632 @@
+"""C backend: an IR program -> one readable, embeddable C file (plus header) per kernel.
+
+The emitted function has softgen's C ABI (see softgen.backends.llvm.codegen):
+  void name(int64_t rows, int64_t n, const float *restrict x, int64_t x_row_stride,
+            float *restrict y, int64_t y_row_stride)
+
+Python walks the Program the way the LLVM backend does and runs the numerics recipes
+through `CMath`, which writes one C statement per primitive using a small per-ISA
+table of intrinsic spellings.  The shape of the code (row loop, pass loops with
+`unroll` vectors and `accumulators` accumulator sets, blocked reductions, tails,
+lane merges, helper functions, header) lives in jinja2 templates in templates/.
+"""
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from .. import algorithms, numerics
+from ..ir import Kind, Op, Pass, Program, Type
+
+TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+
+
+@dataclass(frozen=True)
+class Isa:
+    """How one instruction set spells the numerics primitives (str.format templates)."""
+    name: str
+    title: str
+    width: int                      # float32 lanes per vector
+    vec: str                        # C type of a float vector
+    ivec: str                       # ... of an int32 vector (as_int / shl)
+    mask: str                       # ... of a comparison result
+    include: str | None             # intrinsics header
+    macro: str | None               # predefined macro that says the compiler targets the ISA
+    flags: tuple[str, ...]          # gcc/clang flags that enable it
+    ops: dict                       # primitive -> format string
+    masked_load: str | None = None  # native masked tail access; None: through a stack buffer
+    masked_store: str | None = None
+    host_features: frozenset = frozenset()  # LLVM feature names needed to run it on x86-64
+
+
+_SCALAR = Isa(
+    "scalar", "portable C99", 1, "float", "uint32_t", "int", None, None, (),
+    {
+        "set1": "{v}", "load": "*({p})", "store": "*({p}) = {v}",
+        "add": "{a} + {b}", "sub": "{a} - {b}", "mul": "{a} * {b}",
+        # fmaf would be a libm call per element without hardware FMA.  A float product
+        # is exact in double, so this rounds (almost always) like a fused multiply-add.
+        "fma": "(float)((double){a} * (double){b} + (double){c})",
+        "maximum": "({a} > {b} || {a} != {a}) ? {a} : {b}",
+        "lt": "{a} < {b}", "gt": "{a} > {b}", "select": "{c} ? {a} : {b}",
+        "as_int": "{fn}_bits({a})", "as_float": "{fn}_from_bits({a})", "shl": "{a} << {n}",
+    })
+
+_SSE2 = Isa(
+    "sse2", "SSE2", 4, "__m128", "__m128i", "__m128", "emmintrin.h", "__SSE2__", ("-msse2",),
+    {
+        "set1": "_mm_set1_ps({v})", "load": "_mm_loadu_ps({p})", "store": "_mm_storeu_ps({p}, {v})",
+        "add": "_mm_add_ps({a}, {b})", "sub": "_mm_sub_ps({a}, {b})", "mul": "_mm_mul_ps({a}, {b})",
+        # No FMA in SSE2, and mul+add is not enough: exp_pair needs k*ln2_hi exact for
+        # |k| up to 2^20.  The helper computes in double like the scalar spelling.
+        "fma": "{fn}_fma({a}, {b}, {c})",
+        # maxps returns b when either is NaN; OR-ing a NaN a back in keeps it NaN
+        "maximum": "_mm_or_ps(_mm_max_ps({a}, {b}), _mm_and_ps(_mm_cmpunord_ps({a}, {a}), {a}))",
+        "lt": "_mm_cmplt_ps({a}, {b})", "gt": "_mm_cmpgt_ps({a}, {b})",
+        "select": "_mm_or_ps(_mm_and_ps({c}, {a}), _mm_andnot_ps({c}, {b}))",
+        "as_int": "_mm_castps_si128({a})", "as_float": "_mm_castsi128_ps({a})",
+        "shl": "_mm_slli_epi32({a}, {n})",
+    },
+    host_features=frozenset({"sse2"}))
+
+_AVX2 = Isa(
+    "avx2", "AVX2 + FMA", 8, "__m256", "__m256i", "__m256", "immintrin.h", "__AVX2__",
+    ("-mavx2", "-mfma"),
+    {
+        "set1": "_mm256_set1_ps({v})", "load": "_mm256_loadu_ps({p})",
+        "store": "_mm256_storeu_ps({p}, {v})",
+        "add": "_mm256_add_ps({a}, {b})", "sub": "_mm256_sub_ps({a}, {b})",
+        "mul": "_mm256_mul_ps({a}, {b})", "fma": "_mm256_fmadd_ps({a}, {b}, {c})",
+        "maximum": "_mm256_blendv_ps(_mm256_max_ps({a}, {b}), {a}, _mm256_cmp_ps({a}, {a}, _CMP_UNORD_Q))",
+        "lt": "_mm256_cmp_ps({a}, {b}, _CMP_LT_OQ)", "gt": "_mm256_cmp_ps({a}, {b}, _CMP_GT_OQ)",
+        "select": "_mm256_blendv_ps({b}, {a}, {c})",
+        "as_int": "_mm256_castps_si256({a})", "as_float": "_mm256_castsi256_ps({a})",
+        "shl": "_mm256_slli_epi32({a}, {n})",
+    },
+    masked_load="_mm256_maskload_ps({p}, _mm256_castps_si256({m}))",
+    masked_store="_mm256_maskstore_ps({p}, _mm256_castps_si256({m}), {v})",
+    host_features=frozenset({"avx2", "fma"}))
+
+_AVX512 = Isa(
+    "avx512", "AVX-512F", 16, "__m512", "__m512i", "__mmask16", "immintrin.h", "__AVX512F__",
+    ("-mavx512f",),
+    {
+        "set1": "_mm512_set1_ps({v})", "load": "_mm512_loadu_ps({p})",
+        "store": "_mm512_storeu_ps({p}, {v})",
+        "add": "_mm512_add_ps({a}, {b})", "sub": "_mm512_sub_ps({a}, {b})",
+        "mul": "_mm512_mul_ps({a}, {b})", "fma": "_mm512_fmadd_ps({a}, {b}, {c})",
+        "maximum": "_mm512_mask_mov_ps(_mm512_max_ps({a}, {b}), _mm512_cmp_ps_mask({a}, {a}, _CMP_UNORD_Q), {a})",
+        "lt": "_mm512_cmp_ps_mask({a}, {b}, _CMP_LT_OQ)", "gt": "_mm512_cmp_ps_mask({a}, {b}, _CMP_GT_OQ)",
+        "select": "_mm512_mask_blend_ps({c}, {b}, {a})",
+        "as_int": "_mm512_castps_si512({a})", "as_float": "_mm512_castsi512_ps({a})",
+        "shl": "_mm512_slli_epi32({a}, {n})",
+        # vscalefps: v * 2^floor(d), with subnormal results and d = -inf handled
+        "ldexp": "_mm512_scalef_ps({a}, {b})",
+    },
+    masked_load="_mm512_maskz_loadu_ps({m}, {p})",
+    masked_store="_mm512_mask_storeu_ps({p}, {m}, {v})",
+    host_features=frozenset({"avx512f"}))
+
+_NEON = Isa(
+    "neon", "AArch64 NEON", 4, "float32x4_t", "int32x4_t", "uint32x4_t", "arm_neon.h",
+    "__aarch64__", (),
+    {
+        "set1": "vdupq_n_f32({v})", "load": "vld1q_f32({p})", "store": "vst1q_f32({p}, {v})",
+        "add": "vaddq_f32({a}, {b})", "sub": "vsubq_f32({a}, {b})", "mul": "vmulq_f32({a}, {b})",
+        "fma": "vfmaq_f32({c}, {a}, {b})",
+        "maximum": "vmaxq_f32({a}, {b})",  # FMAX propagates NaN
+        "lt": "vcltq_f32({a}, {b})", "gt": "vcgtq_f32({a}, {b})", "select": "vbslq_f32({c}, {a}, {b})",
+        "as_int": "vreinterpretq_s32_f32({a})", "as_float": "vreinterpretq_f32_s32({a})",
+        "shl": "vshlq_n_s32({a}, {n})",
+    })
+
+ISAS = {isa.name: isa for isa in (_SCALAR, _SSE2, _AVX2, _AVX512, _NEON)}
+
+# Plain float additions per accumulator lane between two compensated folds.  A reducing
+# pass works in blocks of min(REDUCTION_BLOCK, CHAIN * lanes * accumulators) elements:
+# 2048 for AVX-512 x 4 accumulators, like the LLVM backend, but 128 for scalar C, whose
+# few accumulators would otherwise run 512-long plain sums (~1e-6 relative error).
+CHAIN = 32
+
+
+def block_size(isa: Isa, accumulators: int) -> int:
+    return min(numerics.REDUCTION_BLOCK, CHAIN * isa.width * accumulators)
+
+
+def c_float(v: float) -> str:
+    """A C float literal holding exactly float32(v) (no hex floats: C++ before 17 lacks them)."""
+    if v != v:
+        return "NAN"
+    if v in (float("inf"), float("-inf")):
+        return "INFINITY" if v > 0 else "-INFINITY"
+    f32 = struct.unpack("f", struct.pack("f", v))[0]
+    text = f"{f32:.9g}"
+    return text + ("f" if any(c in text for c in ".e") else ".0f")
+
+
+class CMath:
+    """The numerics primitives as C statements: each call appends `const T tN = ...;`
+    to `lines` and returns the name tN.  Constants are materialized once per instance."""
+
+    def __init__(self, isa: Isa, fn: str, used: set, prefix: str = "t"):
+        self.isa, self.fn, self.prefix = isa, fn, prefix
+        self.lines: list[str] = []
+        self.used = used   # "isa.primitive" spelled, so the file emits the helpers they call
+        self._consts: dict[str, str] = {}
+        self._count = 0
+
+    def fresh(self) -> int:
+        self._count += 1
+        return self._count - 1
+
+    def temp(self, ctype: str, expr: str) -> str:
+        name = f"{self.prefix}{self.fresh()}"
+        self.lines.append(f"const {ctype} {name} = {expr};")
+        return name
+
+    def _op(self, ctype: str, prim: str, **args) -> str:
+        self.used.add(f"{self.isa.name}.{prim}")
+        return self.temp(ctype, self.isa.ops[prim].format(fn=self.fn, **args))
+
+    def const(self, v: float) -> str:
+        lit = c_float(v)
+        if lit not in self._consts:
+            self._consts[lit] = self._op(self.isa.vec, "set1", v=lit)
+        return self._consts[lit]
+
+    def add(self, a, b):
+        return self._op(self.isa.vec, "add", a=a, b=b)
+
+    def sub(self, a, b):
+        return self._op(self.isa.vec, "sub", a=a, b=b)
+
+    def mul(self, a, b):
+        return self._op(self.isa.vec, "mul", a=a, b=b)
+
+    def fma(self, a, b, c):
+        return self._op(self.isa.vec, "fma", a=a, b=b, c=c)
+
+    def maximum(self, a, b):
+        return self._op(self.isa.vec, "maximum", a=a, b=b)
+
+    def lt(self, a, b):
+        return self._op(self.isa.mask, "lt", a=a, b=b)
+
+    def gt(self, a, b):
+        return self._op(self.isa.mask, "gt", a=a, b=b)
+
+    def select(self, c, a, b):
+        return self._op(self.isa.vec, "select", c=c, a=a, b=b)
+
+    def as_int(self, a):
+        return self._op(self.isa.ivec, "as_int", a=a)
+
+    def as_float(self, a):
+        return self._op(self.isa.vec, "as_float", a=a)
+
+    def shl(self, a, n: int):
+        return self._op(self.isa.ivec, "shl", a=a, n=n)
+
+    def ldexp(self, v, d):
+        if "ldexp" in self.isa.ops:
+            return self._op(self.isa.vec, "ldexp", a=v, b=d)
+        return numerics.ldexp_generic(self, v, d)
+
+
+@dataclass
+class CFunction:
+    """A generated `static inline` helper: one result is returned, several go through pointers."""
+    name: str
+    vec: str
+    params: list[str]
+    lines: list[str]
+    results: tuple[str, ...]
+
+    @property
+    def returns_value(self) -> bool:
+        return len(self.results) == 1
+
+
+def _acc_name(t: Type) -> str:
+    return t.value.split(".")[1]
+
+
+class _Helpers:
+    """The helper functions one kernel needs, generated on first use, in use order."""
+
+    def __init__(self, isa: Isa, fn: str):
+        self.isa, self.fn = isa, fn
+        self.functions: dict[str, CFunction] = {}
+        self.used: set[str] = set()
+
+    def math(self, isa: Isa, prefix: str) -> CMath:
+        return CMath(isa, self.fn, self.used, prefix)
+
+    def _get(self, recipe: str, n_in: int, body, isa: Isa) -> CFunction:
+        """The helper for `recipe` (body(m, *params) -> result or tuple of results)."""
+        name = f"{self.fn}_{recipe}"
+        if name not in self.functions:
+            cm = self.math(isa, "t")
+            params = [f"a{i}" for i in range(n_in)]
+            out = body(cm, *params)
+            results = out if isinstance(out, tuple) else (out,)
+            self.functions[name] = CFunction(name, isa.vec, params, cm.lines, tuple(results))
+        return self.functions[name]
+
+    def exp_diff(self) -> CFunction:
+        return self._get("exp_diff", 2, numerics.exp_diff, self.isa)
+
+    def exp_pair(self) -> CFunction:
+        return self._get("exp_pair", 1, numerics.exp_pair, self.isa)
+
+    def pair_scale(self) -> CFunction:
+        return self._get("pair_scale", 4, lambda m, p, k, c, e: numerics.pair_scale(m, (p, k), c, e),
+                         self.isa)
+
+    def merge(self, t: Type, lanes: bool = False) -> CFunction:
+        """Merge two accumulator states; lanes=True: the scalar version for lane reductions."""
+        acc = numerics.ACCUMULATORS[t]
+        k = len(acc.identity)
+        isa = _SCALAR if lanes else self.isa
+        suffix = "_lanes" if lanes and self.isa is not _SCALAR else ""
+        return self._get(f"merge_{_acc_name(t)}{suffix}", 2 * k,
+                         lambda m, *s: acc.merge(m, s[:k], s[k:]), isa)
+
+    def fold(self, t: Type) -> CFunction:
+        acc = numerics.ACCUMULATORS[t]
+        k = len(acc.outer_identity)
+        return self._get(f"fold_{_acc_name(t)}", k + len(acc.identity),
+                         lambda m, *s: acc.fold(m, s[:k], s[k:]), self.isa)
+
+    def unfold(self, t: Type) -> CFunction:
+        acc = numerics.ACCUMULATORS[t]
+        return self._get(f"unfold_{_acc_name(t)}", len(acc.outer_identity),
+                         lambda m, *s: acc.unfold(m, s), self.isa)
+
+
+def assign(f: CFunction, args, outs) -> str:
+    """The statement that calls helper `f` on `args` and puts its results in `outs`."""
+    if f.returns_value:
+        return f"{outs[0]} = {f.name}({', '.join(args)});"
+    return f"{f.name}({', '.join([*args, *(f'&{o}' for o in outs)])});"
+
+
+@dataclass
+class _Reduction:
+    """One accumulator of a pass: C names of its inner sets, outer state and results."""
+    type: Type
+    inner: list[list[str]]        # [accumulator set][state component]
+    outer: list[str]
+    identity: list[str]           # C literals
+    outer_identity: list[str]
+    results: list[str]            # the merged row scalars
+    merge: CFunction
+    fold: CFunction
+    unfold: CFunction
+    lane_merge: CFunction
+
+
+@dataclass
+class _PassView:
+    index: int
+    splats: list[tuple[str, str]]           # (vector name, row scalar)
+    reductions: list[_Reduction]
+    body: object                            # body(offset, acc_set, masked) -> list[str]
+    kind: str = "pass"
+
+
+@dataclass
+class _RowView:
+    lines: list[str]
+    kind: str = "row"
+
+
+@dataclass
+class _GuardView:
+    condition: str
+    fallback: list
+    name: str
+    kind: str = "guard"
+
+
+class _Emitter:
+    """Walks a Program into views the templates render (cf. llvm/codegen.py)."""
+
+    def __init__(self, isa: Isa, fn: str, accumulators: int):
+        self.isa, self.fn, self.accumulators = isa, fn, accumulators
+        self.helpers = _Helpers(isa, fn)
+        self.tail_helpers: set[str] = set()   # lane_index, load_partial, store_partial
+
+    # --- programs and row ops ---------------------------------------------------
+    def program(self, program: Program, prefix: str = "") -> list:
+        env: dict = {}
+        steps = []
+        for step in program.steps:
+            if isinstance(step, Pass):
+                index = program.passes.index(step)
+                steps.append(self.pass_(step, env, index, f"{prefix}p{index}_"))
+            elif step.kind is Kind.GUARD:
+                v = env[step.args[0]]
+                lo, hi = c_float(step.attrs["lo"]), c_float(step.attrs["hi"])
+                fallback = step.attrs["fallback"]
+                steps.append(_GuardView(f"{lo} <= {v} && {v} <= {hi}",
+                                        self.program(fallback, prefix + "f_"), fallback.algorithm))
+            else:
+                steps.append(_RowView(self.row_op(step, env, prefix)))
+        return steps
+
+    def row_op(self, op: Op, env: dict, prefix: str) -> list[str]:
+        a = [env[v] for v in op.args]
+        k = op.kind
+        if k in (Kind.MERGE_MAX, Kind.MERGE_SUM, Kind.MERGE_PAIR, Kind.MERGE_ONLINE):
+            env.update(zip(op.results, a[0]))
+            return []
+        if k is Kind.STORE_ROW:
+            return [f"yr[0] = {a[0]};"]
+        expr = {
+            Kind.CONST: lambda: c_float(op.attrs["value"]),
+            Kind.ADD: lambda: f"{a[0]} + {a[1]}",
+            Kind.SUB_ROW: lambda: f"{a[0]} - {a[1]}",
+            Kind.MUL_ROW: lambda: f"{a[0]} * {a[1]}",
+            Kind.RECIP: lambda: f"1.0f / {a[0]}",
+            Kind.LOG: lambda: f"logf({a[0]})",  # once per row: a libm call is fine here
+            Kind.WHERE_FINITE: lambda: f"isfinite({a[0]}) ? {a[1]} : {a[2]}",
+        }.get(k)
+        if expr is None:
+            raise NotImplementedError(f"C backend: no lowering for row op {op}")
+        name = f"{prefix}v{op.results[0].id}"
+        env[op.results[0]] = name
+        return [f"const float {name} = {expr()};"]
+
+    # --- passes -----------------------------------------------------------------------
+    def pass_(self, p: Pass, env: dict, index: int, prefix: str) -> _PassView:
+        splats = {}
+        for op in p.ops:
+            for v in op.args:
+                if v.type is Type.ROW and v not in splats:
+                    splats[v] = f"{prefix}s{v.id}"
+        reductions = [self.reduction(op, prefix) for op in p.reductions]
+        for op, red in zip(p.reductions, reductions):
+            env[op.results[0]] = red.results
+        # Bodies are generated now, so that every helper they call is known before rendering.
+        bodies = {}
+
+        def body(offset: str, acc_set: int, masked: bool) -> list[str]:
+            key = (offset, acc_set, masked)
+            if key not in bodies:
+                bodies[key] = self.body(p, splats, reductions, offset, acc_set, masked)
+            return bodies[key]
+
+        view = _PassView(index, [(name, env[v]) for v, name in splats.items()], reductions, body)
+        return view
+
+    def reduction(self, op: Op, prefix: str) -> _Reduction:
+        t = op.results[0].type
+        acc = numerics.ACCUMULATORS[t]
+        base = f"{prefix}{_acc_name(t)}{op.results[0].id}"
+        h = self.helpers
+        return _Reduction(
+            t,
+            [[f"{base}_a{s}_{j}" for j in range(len(acc.identity))] for s in range(self.accumulators)],
+            [f"{base}_o{j}" for j in range(len(acc.outer_identity))],
+            [c_float(c) for c in acc.identity], [c_float(c) for c in acc.outer_identity],
+            [f"{base}_r{j}" for j in range(len(acc.identity))],
+            h.merge(t), h.fold(t), h.unfold(t), h.merge(t, lanes=True))
+
+    def body(self, p: Pass, splats: dict, reductions: list[_Reduction], offset: str,
+             acc_set: int, masked: bool) -> list[str]:
+        """One vector of the pass at row offset `offset`; masked: only lanes < rem are live."""
+        isa, h = self.isa, self.helpers
+        cm = h.math(isa, "e")
+        vals: dict = {}
+        reds = iter(reductions)
+        for op in p.ops:
+            a = [vals[v] if v in vals else splats[v] for v in op.args]
+            k = op.kind
+            if k in (Kind.LOAD_X, Kind.LOAD_Y):
+                out = cm.temp(isa.vec, self.load("xr" if k is Kind.LOAD_X else "yr", offset, masked))
+            elif k is Kind.SUB:
+                out = cm.sub(*a)
+            elif k is Kind.MUL:
+                out = cm.mul(*a)
+            elif k is Kind.EXP:
+                out = self.call(cm, h.exp_diff(), a)[0]
+            elif k is Kind.EXP_PAIR:
+                out = self.call(cm, h.exp_pair(), a)
+            elif k is Kind.PAIR_SCALE:
+                out = self.call(cm, h.pair_scale(), [*a[0], *a[1:]])[0]
+            elif k is Kind.STORE:
+                cm.lines.append(self.store(offset, a[0], masked))
+                continue
+            elif op.results and op.results[0].type.is_accumulator:
+                self.accumulate(cm, next(reds), a[0], acc_set, masked)
+                continue
+            else:
+                raise NotImplementedError(f"C backend: no lowering for pass op {op}")
+            vals[op.results[0]] = out
+        return cm.lines
+
+    def accumulate(self, cm: CMath, red: _Reduction, arg, acc_set: int, masked: bool):
+        """state = merge(state, element(arg)); in the tail only where the lane is live."""
+        element = numerics.ACCUMULATORS[red.type].element(cm, arg)
+        state = red.inner[acc_set]
+        if not masked:
+            cm.lines.append(assign(red.merge, [*state, *element], state))
+            return
+        new = self.call(cm, red.merge, [*state, *element])
+        for s, n in zip(state, new):
+            cm.lines.append(f"{s} = {cm.select('tail_mask', n, s)};")
+
+    def call(self, cm: CMath, f: CFunction, args) -> tuple[str, ...]:
+        if f.returns_value:
+            return (cm.temp(self.isa.vec, f"{f.name}({', '.join(args)})"),)
+        outs = tuple(f"{cm.prefix}{cm.fresh()}" for _ in f.results)
+        cm.lines.append(f"{self.isa.vec} {', '.join(outs)};")
+        cm.lines.append(assign(f, args, outs))
+        return outs
+
+    def load(self, row: str, offset: str, masked: bool) -> str:
+        ptr = f"{row} + {offset}"
+        if not masked:
+            return self.isa.ops["load"].format(p=ptr)
+        if self.isa.masked_load:
+            return self.isa.masked_load.format(p=ptr, m="tail_mask")
+        self.tail_helpers.add("load_partial")
+        return f"{self.fn}_load_partial({ptr}, rem)"
+
+    def store(self, offset: str, v: str, masked: bool) -> str:
+        ptr = f"yr + {offset}"
+        if not masked:
+            return self.isa.ops["store"].format(p=ptr, v=v) + ";"
+        if self.isa.masked_store:
+            return self.isa.masked_store.format(p=ptr, v=v, m="tail_mask") + ";"
+        self.tail_helpers.add("store_partial")
+        return f"{self.fn}_store_partial({ptr}, {v}, rem);"
+
+    def tail_mask(self, p: _PassView) -> list[str]:
+        """`tail_mask` (lanes below rem) where the tail of pass p needs one."""
+        if not (p.reductions or self.isa.masked_load):
+            return []
+        self.tail_helpers.add("lane_index")
+        cm = self.helpers.math(self.isa, "m")
+        index = cm.temp(self.isa.vec, self.isa.ops["load"].format(p=f"{self.fn}_lane_index"))
+        mask = cm.lt(index, cm.temp(self.isa.vec, self.isa.ops["set1"].format(v="(float)rem")))
+        return cm.lines + [f"const {self.isa.mask} tail_mask = {mask};"]
+
+
+def _tree(n: int) -> list[tuple[int, int]]:
+    """Pairwise merge order of n accumulator sets into set 0: [(dst, src), ...]."""
+    order, live = [], list(range(n))
+    while len(live) > 1:
+        order += list(zip(live[::2], live[1::2]))
+        live = live[::2]
+    return order
+
+
+@lru_cache(maxsize=None)
+def _environment(directory: str) -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(directory), undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+
+_COMMENT_CONTINUATION = re.compile(r"\*(\s|/|$)")
+
+
+def _reindent(text: str) -> str:
+    """Indent C by brace depth, so templates need not care about indentation.  Comment
+    lines keep their own layout; a line after one ending in a comma is a continuation."""
+    out, depth, blank, continued = [], 0, False, False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            if not blank and out:
+                out.append("")
+            blank = True
+            continue
+        blank = False
+        if line.startswith("#"):
+            out.append(line)
+            continue
+        if _COMMENT_CONTINUATION.match(line):
+            out.append("    " * depth + " " + line)
+            continue
+        if line.startswith("}"):
+            depth -= 1
+        out.append("    " * (depth + continued) + line)
+        depth += line.count("{") - line.count("}") + line.startswith("}")
+        continued = line.endswith(",")
+    return "\n".join(out).strip() + "\n"
+
+
+@dataclass(frozen=True)
+class CSource:
+    """An emitted kernel: `header` (<name>.h) and `source` (<name>.c)."""
+    name: str
+    op: str
+    algorithm: str
+    isa: str
+    header: str
+    source: str
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """Compiler flags that enable the kernel's ISA (gcc/clang)."""
+        return ISAS[self.isa].flags
+
+    def write(self, directory) -> tuple[Path, Path]:
+        """Write <name>.h and <name>.c into `directory` (created if missing)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        h, c = d / f"{self.name}.h", d / f"{self.name}.c"
+        h.write_text(self.header)
+        c.write_text(self.source)
+        return h, c
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _check_choice(what: str, value, choices) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, not {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(choices)}")
+    return value
+
+
+def _check_count(what: str, value, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{what} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def emit_c(op: str, *, algorithm: str, dtype="float32", isa: str = "scalar", name: str | None = None,
+           unroll: int = 4, accumulators: int | None = None) -> CSource:
+    """C source for op x algorithm on `isa` (scalar, sse2, avx2, avx512, neon).
+
+    unroll: vectors per main-loop iteration; accumulators: independent accumulator sets
+    (default: one per unrolled vector).  Compile the .c with the ISA's flags
+    (CSource.flags, e.g. -mavx512f) and link with -lm."""
+    from ..api import _check_dtype  # one dtype rule for the package
+
+    _check_dtype(dtype)
+    target = ISAS[_check_choice("isa", isa, tuple(ISAS))]
+    program = algorithms.build(op, algorithm)
+    if name is None:
+        name = f"softgen_{op}_{algorithm}_float32_{isa}"
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string, not {type(name).__name__}")
+    if not _IDENT.match(name):
+        raise ValueError(f"name {name!r} is not a C identifier")
+    _check_count("unroll", unroll, 1, 16)
+    accumulators = unroll if accumulators is None else _check_count("accumulators", accumulators, 1, unroll)
+    return _render(program, target, name, unroll, accumulators)
+
+
+def _render(program: Program, isa: Isa, name: str, unroll: int, accumulators: int) -> CSource:
+    from .. import __version__
+
+    emitter = _Emitter(isa, name, accumulators)
+    ctx = dict(name=name, op=program.op, algorithm=program.algorithm, isa=isa, version=__version__,
+               row_output=program.row_output, steps=emitter.program(program), unroll=unroll,
+               accumulators=accumulators, block=block_size(isa, accumulators), tree=_tree(accumulators),
+               tail_mask=emitter.tail_mask, assign=assign, zip=zip,
+               at=lambda names, i: [f"{v}[{i}]" for v in names],
+               lane_index=[c_float(i) for i in range(isa.width)], scalar=_SCALAR,
+               guard=f"{name.upper()}_H")
+    env = _environment(str(TEMPLATES))
+    # The kernel first: rendering its passes generates the helpers it calls.
+    kernel = env.get_template("kernel.c.j2").render(ctx)
+    helpers = emitter.helpers
+    source = env.get_template("source.c.j2").render(
+        ctx, kernel=kernel, functions=list(helpers.functions.values()), tail_helpers=emitter.tail_helpers,
+        used=helpers.used)
+    header = env.get_template("header.h.j2").render(ctx)
+    return CSource(name, program.op, program.algorithm, isa.name, header, _reindent(source))

@@ -129,6 +129,62 @@ def pair_scale(m, pair, c, e):
     return m.ldexp(m.mul(p, c), m.sub(k, e))
 
 
+# --- shifted exp: e^x * scale * 2^-e with the shift folded into row constants ---------
+# A backend that knows a row's shift c (or exponent e) before a pass can avoid forming
+# x - c: the Cody-Waite reduction of x itself is exact (|x - k*LN2_HI| < 1/2 needs at most
+# 24 bits for every float x), so only 2^-e and the factor scale remain, and those fold into
+# the exponent add and the polynomial coefficients.  That drops exp_diff's TwoSum and its
+# clamps (about a third of its work) at the same accuracy.  Valid while |x|, |c| stay
+# below EXP_SHIFT_LIMIT (k * |ln2 - LN2_HI - LN2_LO| < 2^-24 there); beyond, use exp_diff.
+EXP_SHIFT_LIMIT = float(2 ** 19)
+# Elements below (e - EXP_SHIFT_FLOOR) * ln2 give 0 whatever the scale (<= 2): they are
+# clamped there, which also turns -inf and huge negative inputs into a harmless 0.
+EXP_SHIFT_FLOOR = 160.0
+# A block whose maximum is below this (-inf, all -inf) takes an exponent that still lies
+# beyond PAIR_EXP_LIMIT, so an all -inf row fails the two-pass guard as it must.
+BLOCK_MAX_FLOOR = -1.0e6
+
+
+@dataclass(frozen=True)
+class ExpShift:
+    """Row constants of exp_scaled (backend row values)."""
+    lo: object          # inputs are clamped below here
+    e_magic: object     # e + ROUND_MAGIC: biased - e_magic = k - e exactly
+    coeffs: tuple       # scale * (c5, c4, c3, c2, c1, 1): Horner gives scale * e^t
+
+
+def exp_shift(m, scale, e) -> ExpShift:
+    """Row constants for scale * e^x * 2^-e (e integer-valued, |e| <= PAIR_EXP_LIMIT)."""
+    lo = m.mul(m.sub(e, m.const(EXP_SHIFT_FLOOR)), m.const(LN2))
+    coeffs = tuple(m.mul(scale, m.const(c)) for c in (*reversed(EXP_POLY), 1.0))
+    return ExpShift(lo, m.add(e, m.const(ROUND_MAGIC)), coeffs)
+
+
+def exp_diff_shift(m, c) -> ExpShift:
+    """Row constants for e^(x - c) = e^x * p * 2^k with (p, k) = exp_pair(-c).
+    p's rounding is a factor common to the whole row.  Needs |c| <= EXP_SHIFT_LIMIT."""
+    p, k = exp_pair(m, m.sub(m.const(0.0), c))
+    return exp_shift(m, p, m.sub(m.const(0.0), k))
+
+
+def exp_scaled(m, x, shift: ExpShift):
+    """scale * e^x * 2^-e (see exp_shift) for x up to about (e + 1) * ln2: results below
+    2^-149 are 0, subnormal results are kept, NaN stays NaN."""
+    x = m.select(m.lt(x, shift.lo), shift.lo, x)
+    biased, k = _round_int(m, x, ROUND_MAGIC)
+    t = _reduce(m, x, k)
+    p = shift.coeffs[0]
+    for c in shift.coeffs[1:]:
+        p = m.fma(p, t, c)
+    return m.ldexp(p, m.sub(biased, shift.e_magic))
+
+
+def block_exponent(m, block_max):
+    """The exponent e of a block whose largest element is block_max: every term
+    e^x * 2^-e of the block is then below 2, and the largest above 1/2."""
+    return _round_int(m, clamp_below(m, block_max, BLOCK_MAX_FLOOR), ROUND_MAGIC)[1]
+
+
 # --- accumulators: element step, merge of two states, blocked compensated fold ---
 
 def _merge_max(m, a, b):

@@ -3,37 +3,65 @@
 The function has softgen's C ABI:
   void f(int64_t rows, int64_t n, const float *x, int64_t x_row_stride,
          float *y, int64_t y_row_stride)
-Per row, each pass is: an unrolled main loop (`unroll` vectors per iteration, each
-with its own accumulators), a one-vector remainder loop, then one masked vector
-for the tail, so nothing past the row is read or written.  Reducing passes run
-that in blocks of `block` elements folded into a compensated outer accumulator.
-Loop-carried state lives in allocas that LLVM's SROA promotes to registers.
+Rows are processed `rows` at a time (interleaved, so the per-row reductions of short rows
+overlap), then one at a time for the rest.  Per row, each pass is: an unrolled main loop
+(`unroll` vectors per iteration over `accumulators` accumulator sets), a one-vector
+remainder loop, then one masked vector for the tail, so nothing past the row is read or
+written.  Reducing passes run that in blocks of `block` elements folded into a
+compensated outer accumulator.  Loop-carried state lives in allocas that LLVM's SROA
+promotes to registers.
+
+Lowerings chosen here (numerics.py has the formulas):
+  exp(x, c)       exp_scaled with row constants from c when |c| is in range (no x - c
+                  TwoSum), else exp_diff; the pass is emitted for both and a row branch picks.
+  exp_pair -> pair_scale
+                  fused into one exp_scaled with 1/S and 2^-E folded into row constants.
+  acc.pair / acc.online (block_max)
+                  per block: a max pre-scan of the block (it is then in L1), then a plain
+                  lane sum of e^x scaled by the block's exponent or max, folded into the row
+                  state once per block instead of a merge (exp, ldexp) per element.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llvmlite import ir
 
 from ... import numerics
-from ...ir import Kind, Op, Pass, Program, Type
+from ...ir import Kind, Op, Pass, Program, Type, Value
 from ...targets import Target
-from .vmath import F32, I1, I32, LLVMMath, intrinsic
+from .vmath import F32, I32, LLVMMath, intrinsic
 
 I64 = ir.IntType(64)
 PTR = ir.PointerType()
+VECTOR_ALIGN = 64  # bytes: an aligned full-width store may be non-temporal
 
 
 @dataclass(frozen=True)
 class Schedule:
     """Code-shape parameters of one kernel (the autotuner searches over these)."""
-    unroll: int = 4          # vectors per main-loop iteration, one accumulator set each
+    unroll: int = 4          # vectors per main-loop iteration and row
+    accumulators: int = 0    # accumulator sets per row (0: one per unrolled vector); divides unroll
+    rows: int = 1            # rows interleaved per iteration (short rows: hides reduction latency)
     block: int = numerics.REDUCTION_BLOCK
-    nontemporal: bool = False  # streaming stores for the final output pass
+    nontemporal: bool = False  # streaming (cache-bypassing) stores in the output pass
+    prefetch: int = 0        # software prefetch distance in bytes for loads of x (0: none)
+    fast_exp: bool = True    # exp(x, c) without the TwoSum where c allows (see module doc)
+    block_max: bool = True   # pair/online reductions as a per-block max scan + plain sums
 
     def __post_init__(self):
-        if self.unroll < 1 or self.block < 1:
-            raise ValueError("unroll and block must be >= 1")
+        for name in ("unroll", "rows", "block"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"Schedule.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.accumulators < 0 or (self.accumulators and self.unroll % self.accumulators):
+            raise ValueError(f"Schedule.accumulators ({self.accumulators}) must divide unroll "
+                             f"({self.unroll}) (0: one set per unrolled vector)")
+        if self.prefetch < 0:
+            raise ValueError("Schedule.prefetch is a distance in bytes, >= 0")
+
+    @property
+    def acc_sets(self) -> int:
+        return self.accumulators or self.unroll
 
 
 def kernel_name(program: Program) -> str:
@@ -52,6 +80,57 @@ def build_module(program: Program, target: Target, schedule: Schedule = Schedule
     return module
 
 
+# --- what a pass needs besides its ops -------------------------------------------------
+
+@dataclass
+class _PassPlan:
+    """How the ops of one pass are lowered (decided once, before emitting)."""
+    exp_shifts: list = field(default_factory=list)  # row values c of exp(x, c) ops
+    fused: dict = field(default_factory=dict)       # exp_pair op -> its pair_scale op
+    block_max: list = field(default_factory=list)   # reductions lowered per block (acc op)
+    keys: dict = field(default_factory=dict)        # block_max acc op -> value scanned for the max
+    skipped: set = field(default_factory=set)       # exp_pair ops whose only user is block_max
+
+    @property
+    def has_fast_form(self) -> bool:
+        return bool(self.exp_shifts or self.fused)
+
+
+def _plan(p: Pass, schedule: Schedule) -> _PassPlan:
+    plan = _PassPlan()
+    producer = {r: op for op in p.ops for r in op.results}
+    uses: dict = {}
+    for op in p.ops:
+        for a in op.args:
+            uses.setdefault(a, []).append(op)
+    for op in p.ops:
+        if op.kind is Kind.EXP and schedule.fast_exp and op.args[1] not in plan.exp_shifts:
+            plan.exp_shifts.append(op.args[1])
+        if op.kind is Kind.EXP_PAIR and schedule.fast_exp:
+            users = {u for r in op.results for u in uses.get(r, [])}
+            if len(users) == 1 and next(iter(users)).kind is Kind.PAIR_SCALE:
+                plan.fused[op] = next(iter(users))
+        if schedule.block_max and op.kind is Kind.ACC_ONLINE:
+            plan.block_max.append(op)
+            plan.keys[op] = op.args[0]
+        if schedule.block_max and op.kind is Kind.ACC_PAIR:
+            src = producer.get(op.args[0])
+            if src is not None and src.kind is Kind.EXP_PAIR and len(uses[op.args[0]]) == 1:
+                plan.block_max.append(op)
+                plan.keys[op] = src.args[0]
+                plan.skipped.add(src)
+    return plan
+
+
+@dataclass
+class _Row:
+    """One row of the group being emitted: its pointers and, inside a pass, its constants."""
+    x: ir.Value
+    y: ir.Value
+    splats: dict = field(default_factory=dict)   # row Value -> vector
+    shifts: dict = field(default_factory=dict)   # c Value / pair_scale op / acc op -> ExpShift
+
+
 class _KernelEmitter:
     def __init__(self, fn: ir.Function, target: Target, schedule: Schedule):
         self.fn = fn
@@ -63,6 +142,7 @@ class _KernelEmitter:
         self.vm = LLVMMath(self.b, self.width, use_scalef=target.has_avx512)
         self.sm = LLVMMath(self.b, 1)
         self.rows, self.n, self.x, self.xs, self.y, self.ys = fn.args
+        self.used_nontemporal = False
 
     # --- small helpers ---------------------------------------------------------
     def var(self, ty, init=None):
@@ -86,65 +166,99 @@ class _KernelEmitter:
         self.b.branch(head)
         self.b.position_at_end(done)
 
-    def if_then(self, cond, then_fn, name: str):
+    def if_then(self, cond, then_fn, name: str, else_fn=None):
         then = self.fn.append_basic_block(f"{name}.then")
+        other = self.fn.append_basic_block(f"{name}.else") if else_fn else None
         done = self.fn.append_basic_block(f"{name}.done")
-        self.b.cbranch(cond, then, done)
+        self.b.cbranch(cond, then, other or done)
         self.b.position_at_end(then)
         then_fn()
         self.b.branch(done)
+        if else_fn:
+            self.b.position_at_end(other)
+            else_fn()
+            self.b.branch(done)
         self.b.position_at_end(done)
 
     def i64(self, v: int):
         return ir.Constant(I64, v)
+
+    def all_of(self, conds):
+        out = conds[0]
+        for c in conds[1:]:
+            out = self.b.and_(out, c)
+        return out
+
+    def in_range(self, v, limit: float):
+        sm = self.sm
+        return self.b.and_(sm.le(sm.const(-limit), v), sm.le(v, sm.const(limit)))
+
+    def splat_shift(self, shift: numerics.ExpShift) -> numerics.ExpShift:
+        vm = self.vm
+        return numerics.ExpShift(vm.splat(shift.lo), vm.splat(shift.e_magic),
+                                 tuple(vm.splat(c) for c in shift.coeffs))
 
     # --- the row loop ------------------------------------------------------------
     def emit(self, program: Program):
         b = self.b
         r = self.var(I64, self.i64(0))
         rows = b.select(b.icmp_signed(">", self.rows, self.i64(0)), self.rows, self.i64(0))
-
-        def row_body():
-            row = b.load(r)
-            self.xrow = b.gep(self.x, [b.mul(row, self.xs)], source_etype=F32)
-            self.yrow = b.gep(self.y, [b.mul(row, self.ys)], source_etype=F32)
-            done = self.fn.append_basic_block("row.done")
-            self.emit_program(program, done)
-            b.position_at_end(done)
-            b.store(b.add(row, self.i64(1)), r)
-
-        self.loop_while(lambda: b.icmp_signed("<", b.load(r), rows), row_body, "row")
+        group = self.schedule.rows
+        if group > 1:
+            self.loop_while(lambda: b.icmp_signed("<=", b.add(b.load(r), self.i64(group)), rows),
+                            lambda: self.emit_rows(program, r, group), "group")
+        self.loop_while(lambda: b.icmp_signed("<", b.load(r), rows),
+                        lambda: self.emit_rows(program, r, 1), "row")
+        if self.used_nontemporal and self.target.arch == "x86_64":
+            # streaming stores are weakly ordered: make them visible before returning
+            b.call(intrinsic(b.module, "llvm.x86.sse.sfence", ir.VoidType(), []), [])
         b.ret_void()
 
-    def emit_program(self, program: Program, done: ir.Block):
-        """Emit one row of `program`, ending with a branch to `done`."""
+    def emit_rows(self, program: Program, r_slot, count: int):
+        b = self.b
+        first = b.load(r_slot)
+        rows = []
+        for j in range(count):
+            row = b.add(first, self.i64(j)) if j else first
+            rows.append(_Row(b.gep(self.x, [b.mul(row, self.xs)], source_etype=F32),
+                             b.gep(self.y, [b.mul(row, self.ys)], source_etype=F32)))
+        done = self.fn.append_basic_block("rows.done")
+        self.emit_program(program, rows, done)
+        b.position_at_end(done)
+        b.store(b.add(first, self.i64(count)), r_slot)
+
+    def emit_program(self, program: Program, rows: list, done: ir.Block):
+        """Emit `program` for a group of rows, ending with a branch to `done`.
+        env maps each row-level Value to its per-row list of LLVM values."""
         env: dict = {}
         passes = program.passes
         for step in program.steps:
             if isinstance(step, Pass):
-                is_output = step is passes[-1]
-                self.emit_pass(step, env, nontemporal=self.schedule.nontemporal and is_output)
+                self.emit_pass(step, env, rows, is_output=step is passes[-1])
             elif step.kind is Kind.GUARD:
-                self.emit_guard(step, env, done)
+                self.emit_guard(step, env, rows, done)
             else:
-                self.emit_row_op(step, env)
+                for j in range(len(rows)):
+                    self.emit_row_op(step, env, rows[j], j)
         self.b.branch(done)
 
-    def emit_guard(self, op: Op, env: dict, done: ir.Block):
-        sm, v = self.sm, env[op.args[0]]
-        ok = self.b.and_(sm.le(sm.const(op.attrs["lo"]), v), sm.le(v, sm.const(op.attrs["hi"])))
+    def emit_guard(self, op: Op, env: dict, rows: list, done: ir.Block):
+        """All rows in range go on; otherwise the whole group runs the fallback program."""
+        sm = self.sm
+        ok = self.all_of([self.b.and_(sm.le(sm.const(op.attrs["lo"]), v), sm.le(v, sm.const(op.attrs["hi"])))
+                          for v in env[op.args[0]]])
         cont = self.fn.append_basic_block("guard.ok")
         fallback = self.fn.append_basic_block("guard.fallback")
         self.b.cbranch(ok, cont, fallback)
         self.b.position_at_end(fallback)
-        self.emit_program(op.attrs["fallback"], done)
+        self.emit_program(op.attrs["fallback"], rows, done)
         self.b.position_at_end(cont)
 
-    def emit_row_op(self, op: Op, env: dict):
-        sm, a = self.sm, [env[v] for v in op.args]
-        k = op.kind
+    def emit_row_op(self, op: Op, env: dict, row: _Row, j: int):
+        sm, k = self.sm, op.kind
+        a = [env[v][j] for v in op.args]
         if k in (Kind.MERGE_MAX, Kind.MERGE_SUM, Kind.MERGE_PAIR, Kind.MERGE_ONLINE):
-            results = env[op.args[0]]
+            results = a[0]
         elif k is Kind.CONST:
             results = (sm.const(op.attrs["value"]),)
         elif k is Kind.ADD:
@@ -160,21 +274,56 @@ class _KernelEmitter:
         elif k is Kind.WHERE_FINITE:
             results = (sm.select(sm.isfinite(a[0]), a[1], a[2]),)
         elif k is Kind.STORE_ROW:
-            self.b.store(a[0], self.yrow)
+            self.b.store(a[0], row.y)
             results = ()
         else:
             raise NotImplementedError(f"LLVM backend: no lowering for row op {op}")
-        env.update(zip(op.results, results))
+        for v, res in zip(op.results, results):
+            env.setdefault(v, []).append(res)
 
     # --- passes ----------------------------------------------------------------------
-    def emit_pass(self, p: Pass, env: dict, nontemporal: bool):
-        b, vm, W, U = self.b, self.vm, self.width, self.schedule.unroll
-        splats = {v: vm.splat(env[v]) for op in p.ops for v in op.args if v.type is Type.ROW}
+    def emit_pass(self, p: Pass, env: dict, rows: list, is_output: bool):
+        b, vm, sm = self.b, self.vm, self.sm
+        plan = _plan(p, self.schedule)
+        for j, row in enumerate(rows):
+            row.splats = {v: vm.splat(env[v][j]) for op in p.ops for v in op.args if v.type is Type.ROW}
+            row.shifts = {}
         reductions = p.reductions
         accs = [numerics.ACCUMULATORS[op.results[0].type] for op in reductions]
+        outer = [[[self.var(vm.ty, vm.const(c)) for c in acc.outer_identity] for acc in accs] for _ in rows]
+        nontemporal = (self.schedule.nontemporal and is_output and not reductions and len(rows) == 1
+                       and any(op.kind is Kind.STORE for op in p.ops))
+
+        def emit(fast: bool):
+            if fast:
+                for j, row in enumerate(rows):
+                    for c in plan.exp_shifts:
+                        row.shifts[c] = self.splat_shift(numerics.exp_diff_shift(sm, env[c][j]))
+                    for pair_op, scale_op in plan.fused.items():
+                        _, c, e = scale_op.args
+                        row.shifts[scale_op] = self.splat_shift(numerics.exp_shift(sm, env[c][j], env[e][j]))
+            self.emit_pass_loops(p, plan, rows, reductions, accs, outer, fast, nontemporal)
+
+        if plan.has_fast_form:
+            conds = [self.in_range(env[c][j], numerics.EXP_SHIFT_LIMIT)
+                     for c in plan.exp_shifts for j in range(len(rows))]
+            conds += [self.in_range(env[s.args[2]][j], numerics.PAIR_EXP_LIMIT)
+                      for s in plan.fused.values() for j in range(len(rows))]
+            self.if_then(self.all_of(conds), lambda: emit(True), "fast", else_fn=lambda: emit(False))
+        else:
+            emit(False)
+        for op, acc, ai in zip(reductions, accs, range(len(accs))):
+            env[op.results[0]] = [self.lane_merge(acc, acc.unfold(vm, tuple(b.load(s) for s in outer[j][ai])))
+                                  for j in range(len(rows))]
+
+    def emit_pass_loops(self, p: Pass, plan: _PassPlan, rows: list, reductions, accs, outer,
+                        fast: bool, nontemporal: bool):
+        b, vm, W, U, A = self.b, self.vm, self.width, self.schedule.unroll, self.schedule.acc_sets
         i = self.var(I64, self.i64(0))
-        inner = [[[self.var(vm.ty) for _ in acc.identity] for acc in accs] for _ in range(U)]
-        outer = [[self.var(vm.ty, vm.const(c)) for c in acc.outer_identity] for acc in accs]
+        blocked = [op in plan.block_max for op in reductions]
+        # inner[j][a][r]: row j, accumulator set a, reduction r -> state slots
+        inner_ids = [(0.0,) if blk else acc.identity for acc, blk in zip(accs, blocked)]
+        inner = [[[[self.var(vm.ty) for _ in ident] for ident in inner_ids] for _ in range(A)] for _ in rows]
 
         def load_states(slots):
             return [tuple(b.load(s) for s in acc_slots) for acc_slots in slots]
@@ -184,24 +333,21 @@ class _KernelEmitter:
                 for s, v in zip(acc_slots, state):
                     b.store(v, s)
 
-        def body(u: int, offset, mask=None):
-            states = load_states(inner[u])
-            new = self.emit_body(p, splats, offset, states, mask, nontemporal)
-            store_states(inner[u], new)
-
-        def block(end):
-            for u in range(U):
-                store_states(inner[u], [[vm.const(c) for c in acc.identity] for acc in accs])
+        def sweep(start, end, body, aligned_stores=False):
+            """Vectors [start, end): unrolled loop, one-vector loop, masked tail."""
+            b.store(start, i)
 
             def chunk():
                 base = b.load(i)
                 for u in range(U):
-                    body(u, b.add(base, self.i64(u * W)))
+                    for j in range(len(rows)):
+                        body(j, u % A, b.add(base, self.i64(u * W)), None, aligned_stores)
                 b.store(b.add(base, self.i64(U * W)), i)
 
             def one_vector():
                 base = b.load(i)
-                body(0, base)
+                for j in range(len(rows)):
+                    body(j, 0, base, None, aligned_stores)
                 b.store(b.add(base, self.i64(W)), i)
 
             if U > 1:
@@ -210,42 +356,122 @@ class _KernelEmitter:
             self.loop_while(lambda: b.icmp_signed("<=", b.add(b.load(i), self.i64(W)), end),
                             one_vector, "vec")
             self.if_then(b.icmp_signed("<", b.load(i), end),
-                         lambda: self.masked_tail(body, b.load(i), end), "tail")
+                         lambda: [body(j, 0, b.load(i), self.tail_mask(b.load(i), end), False)
+                                  for j in range(len(rows))], "tail")
+
+        def element_fn(block_fast: bool):
+            def element(j, a, offset, mask, aligned):
+                states = load_states(inner[j][a])
+                new = self.emit_body(p, plan, rows[j], offset, states, mask, fast, block_fast,
+                                     nontemporal and aligned)
+                store_states(inner[j][a], new)
+            return element
+        element = element_fn(False)
+
+        if not accs:
+            start = self.i64(0)
+            if nontemporal:  # a masked head up to the first aligned vector of y
+                start = self.aligned_start(rows[0].y, self.n)
+                self.if_then(b.icmp_signed(">", start, self.i64(0)),
+                             lambda: element(0, 0, self.i64(0), self.tail_mask(self.i64(0), start), False),
+                             "head")
+                self.used_nontemporal = True
+            sweep(start, self.n, element, aligned_stores=nontemporal)
+            return
+
+        def one_block():
+            start = b.load(i)
+            end = b.add(start, self.i64(self.schedule.block))
+            end = b.select(b.icmp_signed("<", end, self.n), end, self.n)
+            block_fast = self.block_max_scan(p, plan, rows, start, end, sweep) if plan.block_max else None
+            for j in range(len(rows)):
+                for a in range(A):
+                    store_states(inner[j][a], [[vm.const(c) for c in ident] for ident in inner_ids])
+            if block_fast is None:
+                sweep(start, end, element)
+            else:
+                self.if_then(block_fast, lambda: sweep(start, end, element_fn(True)), "block.fast",
+                             else_fn=lambda: sweep(start, end, element))
+            for j, row in enumerate(rows):
+                merged = self.tree_merge(accs, blocked, [load_states(inner[j][a]) for a in range(A)])
+                merged = [self.block_state(op, row, m) if blk else m
+                          for op, blk, m in zip(reductions, blocked, merged)]
+                store_states(outer[j], [acc.fold(vm, o, m) for acc, o, m
+                                        in zip(accs, load_states(outer[j]), merged)])
             b.store(end, i)
-            if accs:
-                merged = self.tree_merge(accs, [load_states(inner[u]) for u in range(U)])
-                store_states(outer, [acc.fold(vm, o, m) for acc, o, m
-                                     in zip(accs, load_states(outer), merged)])
 
-        if accs:  # blocks of `block` elements, each folded into the outer accumulators
-            def one_block():
-                start = b.load(i)
-                end = b.add(start, self.i64(self.schedule.block))
-                block(b.select(b.icmp_signed("<", end, self.n), end, self.n))
-            self.loop_while(lambda: b.icmp_signed("<", b.load(i), self.n), one_block, "block")
-            for op, acc, state in zip(reductions, accs, load_states(outer)):
-                env[op.results[0]] = self.lane_merge(acc, acc.unfold(vm, state))
-        else:
-            block(self.n)
-        b.store(self.i64(0), i)
+        self.loop_while(lambda: b.icmp_signed("<", b.load(i), self.n), one_block, "block")
 
-    def masked_tail(self, body, start, end):
-        b, W = self.b, self.width
-        left = b.trunc(b.sub(end, start), I32)
-        lanes = ir.Constant(ir.VectorType(I32, W), list(range(W)))
-        splat = b.shuffle_vector(b.insert_element(ir.Constant(lanes.type, ir.Undefined), left,
-                                                  ir.Constant(I32, 0)),
-                                 ir.Constant(lanes.type, ir.Undefined), ir.Constant(lanes.type, [0] * W))
-        mask = b.icmp_unsigned("<", lanes, splat)
-        body(0, start, mask)
+    # --- block-max reductions ------------------------------------------------------------
+    def block_max_scan(self, p: Pass, plan: _PassPlan, rows: list, start, end, sweep):
+        """Max of each block_max key over [start, end), then that block's row constants.
+        Returns the condition for the online reductions' fast form (None: no condition)."""
+        b, vm, sm, A = self.b, self.vm, self.sm, self.schedule.acc_sets
+        keys = [plan.keys[op] for op in plan.block_max]
+        slots = [[[self.var(vm.ty) for _ in keys] for _ in range(A)] for _ in rows]
+        neg_inf = vm.const(float("-inf"))
+        for j in range(len(rows)):
+            for a in range(A):
+                for s in slots[j][a]:
+                    b.store(neg_inf, s)
 
-    def tree_merge(self, accs, per_unroll):
-        """Merge the `unroll` accumulator sets pairwise into one."""
-        while len(per_unroll) > 1:
-            nxt = [[acc.merge(self.vm, a, c) for acc, a, c in zip(accs, s1, s2)]
-                   for s1, s2 in zip(per_unroll[::2], per_unroll[1::2])]
-            per_unroll = nxt + ([per_unroll[-1]] if len(per_unroll) % 2 else [])
-        return per_unroll[0]
+        def scan(j, a, offset, mask, aligned):
+            vals = self.eval_ops(p, keys, rows[j], offset, mask)
+            for s, key in zip(slots[j][a], keys):
+                v = vals[key] if mask is None else vm.select(mask, vals[key], neg_inf)
+                old = b.load(s)
+                b.store(vm.select(vm.lt(old, v), v, old), s)  # NaN is caught by the sums
+
+        sweep(start, end, scan)
+        conds = []
+        for j, row in enumerate(rows):
+            for k, op in enumerate(plan.block_max):
+                acc_max = slots[j][0][k]
+                vec = b.load(acc_max)
+                for a in range(1, A):
+                    other = b.load(slots[j][a][k])
+                    vec = vm.select(vm.lt(vec, other), other, vec)
+                mx = self.lane_merge(numerics.ACCUMULATORS[Type.ACC_MAX], (vec,))[0]
+                if op.kind is Kind.ACC_PAIR:  # sum e^x * 2^-e, e the block's exponent
+                    e = numerics.block_exponent(sm, mx)
+                    row.shifts[op] = (self.splat_shift(numerics.exp_shift(sm, sm.const(1.0), e)), vm.splat(e))
+                else:  # sum e^(x - m), m the block's max (-FLT_MAX for an all -inf block)
+                    m = numerics.clamp_below(sm, mx, -numerics.FLT_MAX)
+                    row.shifts[op] = (self.splat_shift(numerics.exp_diff_shift(sm, m)), vm.splat(m))
+                    conds.append(self.in_range(m, numerics.EXP_SHIFT_LIMIT))
+        return self.all_of(conds) if conds else None
+
+    def block_term(self, op: Op, row: _Row, key, block_fast: bool):
+        """The value a block_max reduction sums for one vector of its key."""
+        shift, m = row.shifts[op]
+        if op.kind is Kind.ACC_PAIR or block_fast:
+            return numerics.exp_scaled(self.vm, key, shift)
+        return numerics.exp_diff(self.vm, key, m)
+
+    def block_state(self, op: Op, row: _Row, merged):
+        """A block's lane sums as the accumulator's inner state, for the fold."""
+        vm = self.vm
+        s = merged[0]
+        if op.kind is Kind.ACC_PAIR:
+            _, e = row.shifts[op]
+            # a NaN input makes the sum NaN; the exponent carries that to the guard
+            return s, vm.select(vm.b.fcmp_unordered("uno", s, s), vm.const(float("nan")), e)
+        _, m = row.shifts[op]
+        return m, s
+
+    # --- merges ------------------------------------------------------------------------
+    def tree_merge(self, accs, blocked, per_set):
+        """Merge the accumulator sets pairwise into one."""
+        vm = self.vm
+
+        def merge(acc, blk, a, c):
+            return (vm.add(a[0], c[0]),) if blk else acc.merge(vm, a, c)
+
+        while len(per_set) > 1:
+            nxt = [[merge(acc, blk, a, c) for acc, blk, a, c in zip(accs, blocked, s1, s2)]
+                   for s1, s2 in zip(per_set[::2], per_set[1::2])]
+            per_set = nxt + ([per_set[-1]] if len(per_set) % 2 else [])
+        return per_set[0]
 
     def lane_merge(self, acc, state):
         """Reduce a vector state to one scalar state, halving the lanes each step."""
@@ -259,52 +485,111 @@ class _KernelEmitter:
             if half == 1:
                 lo = tuple(b.extract_element(v, ir.Constant(I32, 0)) for v in lo)
                 hi = tuple(b.extract_element(v, ir.Constant(I32, 0)) for v in hi)
-            state = acc.merge(LLVMMath(b, half), lo, hi)
+            state = acc.merge(LLVMMath(b, half, use_scalef=self.vm.use_scalef), lo, hi)
             width = half
         return state
 
     # --- one vector of a pass body ------------------------------------------------
-    def emit_body(self, p: Pass, splats, offset, states, mask, nontemporal):
+    def eval_ops(self, p: Pass, wanted, row: _Row, offset, mask) -> dict:
+        """Values of `wanted` for one vector: only the ops they depend on (loads, math)."""
+        need = set(wanted)
+        ops = []
+        for op in reversed(p.ops):
+            if any(r in need for r in op.results):
+                ops.append(op)
+                need |= {a for a in op.args if a.type.is_per_element}
+        vals: dict = {}
+        for op in reversed(ops):
+            self.emit_elementwise(op, row, offset, mask, vals, fast=False)
+        return vals
+
+    def emit_elementwise(self, op: Op, row: _Row, offset, mask, vals: dict, fast: bool):
+        vm, k = self.vm, op.kind
+        a = [vals[v] if v in vals else row.splats[v] for v in op.args]
+        if k is Kind.LOAD_X:
+            out = self.load(row.x, offset, mask, prefetch=True)
+        elif k is Kind.LOAD_Y:
+            out = self.load(row.y, offset, mask)
+        elif k is Kind.SUB:
+            out = vm.sub(*a)
+        elif k is Kind.MUL:
+            out = vm.mul(*a)
+        elif k is Kind.EXP:
+            out = (numerics.exp_scaled(vm, a[0], row.shifts[op.args[1]]) if fast
+                   else numerics.exp_diff(vm, *a))
+        elif k is Kind.EXP_PAIR:
+            out = numerics.exp_pair(vm, a[0])
+        elif k is Kind.PAIR_SCALE:
+            out = numerics.pair_scale(vm, *a)
+        else:
+            raise NotImplementedError(f"LLVM backend: no lowering for pass op {op}")
+        vals[op.results[0]] = out
+
+    def emit_body(self, p: Pass, plan: _PassPlan, row: _Row, offset, states, mask, fast: bool,
+                  block_fast: bool, nontemporal: bool):
         b, vm = self.b, self.vm
         vals: dict = {}
         new_states = []
+        fused_x = {}  # pair_scale op -> the x of its fused exp_pair
         for op in p.ops:
-            a = [vals[v] if v in vals else splats[v] for v in op.args]
             k = op.kind
-            if k is Kind.LOAD_X:
-                out = self.load(self.xrow, offset, mask)
-            elif k is Kind.LOAD_Y:
-                out = self.load(self.yrow, offset, mask)
-            elif k is Kind.SUB:
-                out = vm.sub(*a)
-            elif k is Kind.MUL:
-                out = vm.mul(*a)
-            elif k is Kind.EXP:
-                out = numerics.exp_diff(vm, *a)
-            elif k is Kind.EXP_PAIR:
-                out = numerics.exp_pair(vm, a[0])
-            elif k is Kind.PAIR_SCALE:
-                out = numerics.pair_scale(vm, *a)
-            elif k is Kind.STORE:
-                self.store(a[0], self.yrow, offset, mask, nontemporal)
+            if fast and op in plan.fused:
+                fused_x[plan.fused[op]] = vals[op.args[0]] if op.args[0] in vals else row.splats[op.args[0]]
                 continue
+            if op in plan.block_max:
+                old = states[len(new_states)]
+                key = vals[plan.keys[op]]
+                new = (vm.add(old[0], self.block_term(op, row, key, block_fast)),)
+                new_states.append(new if mask is None else (vm.select(mask, new[0], old[0]),))
+                continue
+            if op in plan.skipped:
+                continue
+            if k is Kind.PAIR_SCALE and op in fused_x:
+                vals[op.results[0]] = numerics.exp_scaled(vm, fused_x[op], row.shifts[op])
+            elif k is Kind.STORE:
+                self.store(vals[op.args[0]], row.y, offset, mask, nontemporal)
             elif op.results and op.results[0].type.is_accumulator:
                 acc = numerics.ACCUMULATORS[op.results[0].type]
                 old = states[len(new_states)]
-                new = acc.merge(vm, old, acc.element(vm, a[0]))
+                new = acc.merge(vm, old, acc.element(vm, vals[op.args[0]]))
                 if mask is not None:
                     new = tuple(vm.select(mask, n, o) for n, o in zip(new, old))
                 new_states.append(new)
-                continue
             else:
-                raise NotImplementedError(f"LLVM backend: no lowering for pass op {op}")
-            vals[op.results[0]] = out
+                self.emit_elementwise(op, row, offset, mask, vals, fast)
         return new_states
 
-    def load(self, row_ptr, offset, mask):
+    # --- memory ------------------------------------------------------------------------
+    def tail_mask(self, start, end):
+        b, W = self.b, self.width
+        left = b.trunc(b.sub(end, start), I32)
+        lanes = ir.Constant(ir.VectorType(I32, W), list(range(W)))
+        splat = b.shuffle_vector(b.insert_element(ir.Constant(lanes.type, ir.Undefined), left,
+                                                  ir.Constant(I32, 0)),
+                                 ir.Constant(lanes.type, ir.Undefined), ir.Constant(lanes.type, [0] * W))
+        return b.icmp_unsigned("<", lanes, splat)
+
+    def aligned_start(self, row_ptr, n):
+        """Elements before the first VECTOR_ALIGN-aligned address of the row (at most n)."""
+        b = self.b
+        addr = b.ptrtoint(row_ptr, I64)
+        skip = b.lshr(b.and_(b.sub(self.i64(0), addr), self.i64(VECTOR_ALIGN - 1)), self.i64(2))
+        return b.select(b.icmp_signed("<", skip, n), skip, n)
+
+    def prefetch(self, row_ptr, offset):
+        if not self.schedule.prefetch:
+            return
+        b = self.b
+        ptr = b.gep(row_ptr, [b.add(offset, self.i64(self.schedule.prefetch // 4))], source_etype=F32)
+        fn = intrinsic(b.module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
+        b.call(fn, [ptr, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+
+    def load(self, row_ptr, offset, mask, prefetch: bool = False):
         b, vm = self.b, self.vm
         ptr = b.gep(row_ptr, [offset], source_etype=F32)
         if mask is None:
+            if prefetch:
+                self.prefetch(row_ptr, offset)
             return b.load(ptr, typ=vm.ty, align=4)
         fn = intrinsic(b.module, f"llvm.masked.load.{vm.suffix}.p0", vm.ty,
                        [PTR, I32, mask.type, vm.ty])
@@ -314,7 +599,7 @@ class _KernelEmitter:
         b, vm = self.b, self.vm
         ptr = b.gep(row_ptr, [offset], source_etype=F32)
         if mask is None:
-            st = b.store(value, ptr, align=4)
+            st = b.store(value, ptr, align=VECTOR_ALIGN if nontemporal else 4)
             if nontemporal:
                 st.set_metadata("nontemporal", b.module.add_metadata([ir.Constant(I32, 1)]))
             return

@@ -58,7 +58,10 @@ class LLVMMath:
         return self._call("fma", a, b, c)
 
     def maximum(self, a, b):
-        return self._call("maximum", a, b)
+        # nsz: max(-0, +0) may be either zero (no recipe cares), which saves x86 a
+        # sign-bit blend; NaN still propagates.
+        fn = intrinsic(self.b.module, f"llvm.maximum.{self.suffix}", self.ty, [a.type, b.type])
+        return self.b.call(fn, [a, b], fastmath=("nsz",))
 
     def fabs(self, a):
         return self._call("fabs", a)

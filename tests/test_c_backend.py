@@ -1,0 +1,490 @@
+"""The C backend (softgen.emit_c): the emitted C compiles without a warning (gcc, clang, as
+C++), calls no per-element libm function, agrees with float64 and with the JIT kernel on
+every op x algorithm x ISA this host runs, never touches memory past a row (sentinels,
+AddressSanitizer/UBSan), runs on AArch64 under qemu, and embeds in a C program."""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import softgen
+from softgen import algorithms
+from softgen.backends.c import ISAS, block_size
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = softgen.Target.parse("host")
+CASES = []
+for _op in softgen.OPS:
+    for _algorithm in softgen.ALGORITHMS:
+        try:
+            algorithms.build(_op, _algorithm)
+        except NotImplementedError:
+            continue
+        CASES.append((_op, _algorithm))
+
+
+def _runs_here(isa: str) -> bool:
+    if isa == "scalar":
+        return True
+    return HOST.arch == "x86_64" and bool(ISAS[isa].host_features) and \
+        ISAS[isa].host_features <= HOST.feature_set
+
+
+HOST_ISAS = [isa for isa in ISAS if _runs_here(isa)]
+BEST_ISA = HOST_ISAS[-1]          # the widest one this CPU runs
+X86_ISAS = ("scalar", "sse2", "avx2", "avx512")
+COMPILERS = ("gcc", "clang")
+JOBS = len(os.sched_getaffinity(0))
+
+
+def need(*tools: str):
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (Debian: .ci/run installs it)")
+
+
+def strict_flags(isa: str) -> list[str]:
+    return ["-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", *(["-pedantic"] if isa == "scalar" else []),
+            *ISAS[isa].flags]
+
+
+def cross(compiler: str) -> list[str]:
+    """The command that compiles C for AArch64 with `compiler`."""
+    return ["aarch64-linux-gnu-gcc"] if compiler == "gcc" else ["clang", "--target=aarch64-linux-gnu"]
+
+
+def run(cmd: list, **kw) -> subprocess.CompletedProcess:
+    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+    if res.returncode:
+        pytest.fail(f"`{' '.join(map(str, cmd))}` failed ({res.returncode}):\n{res.stdout}{res.stderr}"[:6000])
+    return res
+
+
+def run_all(cmds: list[list]) -> None:
+    with ThreadPoolExecutor(JOBS) as pool:
+        list(pool.map(run, cmds))
+
+
+class CBuild:
+    """Emitted sources and what is built from them, once per test session."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._done: dict = {}
+
+    def _once(self, key, make):
+        if key not in self._done:
+            self._done[key] = make()
+        return self._done[key]
+
+    def sources(self, isa: str, unroll: int = 4, accumulators: int | None = None) -> dict:
+        """{(op, algorithm): CSource}, written to a directory of their own."""
+        def make():
+            d = self.root / f"src-{isa}-{unroll}-{accumulators}"
+            out = {}
+            for op, algorithm in CASES:
+                name = f"k_{op}_{algorithm}_{isa}_{unroll}_{accumulators}"
+                out[op, algorithm] = softgen.emit_c(op, algorithm=algorithm, isa=isa, name=name,
+                                                    unroll=unroll, accumulators=accumulators)
+                out[op, algorithm].write(d)
+            return d, out
+        return self._once(("src", isa, unroll, accumulators), make)
+
+    def objects(self, isa: str, compiler: str, unroll: int = 4, accumulators: int | None = None,
+                extra: tuple = ()) -> list[Path]:
+        """Every case compiled with the strict warning flags (warnings are errors)."""
+        def make():
+            d, srcs = self.sources(isa, unroll, accumulators)
+            cc = cross(compiler) if isa == "neon" else [compiler]
+            tag = "-".join([compiler, *extra]).replace("=", "").replace(",", "")
+            objs = [d / f"{s.name}.{tag}.o" for s in srcs.values()]
+            run_all([[*cc, *strict_flags(isa), *extra, "-c", d / f"{s.name}.c", "-o", o]
+                     for s, o in zip(srcs.values(), objs)])
+            return objs
+        return self._once(("obj", isa, compiler, unroll, accumulators, extra), make)
+
+    def library(self, isa: str, compiler: str, unroll: int = 4, accumulators: int | None = None):
+        def make():
+            objs = self.objects(isa, compiler, unroll, accumulators, ("-fPIC",))
+            lib = self.root / f"lib-{isa}-{compiler}-{unroll}-{accumulators}.so"
+            run([compiler, "-shared", "-o", lib, *objs, "-lm"])
+            return ctypes.CDLL(str(lib))
+        return self._once(("lib", isa, compiler, unroll, accumulators), make)
+
+    def driver(self, isa: str, cc: list, flags: tuple, tag: str) -> Path:
+        """A program that runs any of the kernels on cases from a file (see DRIVER)."""
+        def make():
+            d, srcs = self.sources(isa)
+            main = d / "driver.c"
+            main.write_text(driver_source(srcs.values()))
+            exe = d / f"driver-{tag}"
+            objs = [d / f"{s.name}.{tag}.o" for s in srcs.values()] + [d / f"driver.{tag}.o"]
+            srcs_c = [d / f"{s.name}.c" for s in srcs.values()] + [main]
+            run_all([[*cc, *strict_flags(isa), *flags, "-c", c, "-o", o] for c, o in zip(srcs_c, objs)])
+            run([*cc, *flags, "-o", exe, *objs, "-lm"])
+            return exe
+        return self._once(("driver", isa, tag), make)
+
+
+@pytest.fixture(scope="session")
+def cbuild(tmp_path_factory) -> CBuild:
+    return CBuild(tmp_path_factory.mktemp("c_backend"))
+
+
+# --- references and checks ----------------------------------------------------------------
+
+def reference(op: str, x: np.ndarray) -> np.ndarray:
+    """numpy semantics in float64: exp(x - max) / sum (all -inf -> NaN, +inf/NaN -> NaN row);
+    results beyond the float32 range are the infinities float32 rounds them to."""
+    x = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        m = np.max(x, axis=-1, keepdims=True, initial=-np.inf)
+        e = np.exp(x - m)
+        s = e.sum(axis=-1, keepdims=True)
+        if op == "softmax":
+            ref = e / s
+        elif op == "log_softmax":
+            ref = (x - m) - np.log(s)
+        else:
+            ref = np.where(np.isfinite(m), m + np.log(s), m)[:, 0]
+        return np.where(np.isfinite(ref) & np.isinf(ref.astype(np.float32)), np.sign(ref) * np.inf, ref)
+
+
+def tolerance(op: str, x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """softmax: 1e-6 relative above 1e-30, a subnormal ulp below.  log outputs: 1e-6 relative
+    plus the float32 rounding of the row's magnitude (x - lse rounds at |x|)."""
+    if op == "softmax":
+        return 1e-6 * ref + 2.0 ** -148
+    finite = np.where(np.isfinite(x), np.abs(x), 0.0)
+    scale = finite.max(axis=-1, initial=0.0)
+    scale = scale[:, None] if op == "log_softmax" else scale
+    return 1e-6 * (1 + np.abs(ref)) + 2.0 ** -22 * scale
+
+
+def assert_close(y: np.ndarray, ref: np.ndarray, tol: np.ndarray, what: str):
+    y = y.astype(np.float64)
+    assert y.shape == ref.shape, what
+    nan = np.isnan(ref)
+    assert np.array_equal(np.isnan(y), nan), f"{what}: NaN at {np.argwhere(np.isnan(y) != nan)[:5].tolist()}"
+    inf = np.isinf(ref)
+    assert np.array_equal(y[inf], ref[inf]), f"{what}: infinities differ"
+    with np.errstate(invalid="ignore"):
+        err = np.where(nan | inf, 0.0, np.abs(y - ref))
+    bad = err > tol
+    if bad.any():
+        i = tuple(np.argwhere(bad)[0])
+        pytest.fail(f"{what}: at {i} got {y[i]!r}, expected {ref[i]!r} (error {err[i]:.3g} > {tol[i]:.3g})")
+
+
+def call(fn, x: np.ndarray, row_output: bool, pad: int = 3) -> np.ndarray:
+    """Run a C-ABI kernel on x with padded row strides; the padding must stay untouched."""
+    rows, n = x.shape
+    xp = np.full((rows, n + pad), np.nan, np.float32)   # reading past a row would poison it
+    xp[:, :n] = x
+    width = 1 if row_output else n
+    sentinel = np.float32(-12345.0)
+    yp = np.full((rows, width + pad), sentinel, np.float32)
+    fn(rows, n, xp.ctypes.data, n + pad, yp.ctypes.data, width + pad)
+    assert (yp[:, width:] == sentinel).all(), "the kernel wrote past the end of a row"
+    return yp[:, 0] if row_output else yp[:, :n]
+
+
+def kernel(lib, src):
+    fn = getattr(lib, src.name)
+    fn.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                   ctypes.c_int64]
+    fn.restype = None
+    return fn
+
+
+@lru_cache(maxsize=None)
+def random_rows(n: int) -> np.ndarray:
+    """Three rows: normal*4, the same with every third entry -inf, large values around 1000."""
+    rng = np.random.default_rng(n)
+    x = np.stack([rng.standard_normal(n) * 4, rng.standard_normal(n) * 4,
+                  rng.standard_normal(n) * 30 + 1000]).astype(np.float32)
+    x[1, 1::3] = -np.inf
+    return x
+
+
+LENGTHS = list(range(71)) + [1000, 4099, 70001]
+
+
+def special_rows() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    base = (rng.standard_normal(37) * 3).astype(np.float32)
+
+    def with_(**pos):
+        row = base.copy()
+        for i, v in pos.items():
+            row[int(i[1:])] = v
+        return row[None]
+    huge = np.full(37, -3e38, np.float32)
+    huge[[3, 30]] = 3e38
+    tiny = np.array([0, -87.5, -90, -95, -100, -103, -104, -110, -np.inf, -60, -88.7], np.float32)
+    return {
+        "-inf entries": with_(i0=-np.inf, i5=-np.inf, i36=-np.inf),
+        "all -inf": np.full((2, 37), -np.inf, np.float32),
+        "+inf": with_(i7=np.inf),
+        "+inf and -inf": with_(i7=np.inf, i8=-np.inf),
+        "NaN": with_(i20=np.nan),
+        "3e38, -3e38": np.array([[3e38, -3e38, 3e38, -3e38]], np.float32),
+        "3e38 in a long row": huge[None],
+        "subnormal outputs": tiny[None],
+        "one element": np.array([[2.5], [-np.inf], [np.inf]], np.float32),
+        "n = 0": np.zeros((3, 0), np.float32),
+        "rows = 0": np.zeros((0, 5), np.float32),
+        "huge offsets": (rng.standard_normal((2, 37)) + [[2e4], [-3e5]]).astype(np.float32),
+    }
+
+
+# --- emit_c as an API -------------------------------------------------------------------
+
+def test_default_name_header_and_write(tmp_path):
+    src = softgen.emit_c("softmax", algorithm="two_pass", isa="avx2")
+    assert isinstance(src, softgen.CSource)
+    assert src.name == "softgen_softmax_two_pass_float32_avx2"
+    h = src.header
+    guard = "SOFTGEN_SOFTMAX_TWO_PASS_FLOAT32_AVX2_H"
+    assert f"#ifndef {guard}" in h and f"#define {guard}" in h and h.rstrip().endswith(f"#endif /* {guard} */")
+    assert 'extern "C" {' in h and "#include <stdint.h>" in h
+    assert f"softgen {softgen.__version__}" in h
+    for word in ("op softmax", "algorithm two_pass", "isa avx2"):
+        assert word in h
+    assert ("void softgen_softmax_two_pass_float32_avx2(int64_t rows, int64_t n, "
+            "const float *SOFTGEN_RESTRICT x, int64_t x_row_stride,") in h
+    assert "#define SOFTGEN_RESTRICT restrict" in h
+    assert f'#include "{src.name}.h"' in src.source
+    h_path, c_path = src.write(tmp_path / "new")
+    assert (h_path.read_text(), c_path.read_text()) == (src.header, src.source)
+    assert (h_path.name, c_path.name) == (f"{src.name}.h", f"{src.name}.c")
+
+
+def test_templates_make_the_variants():
+    """Unroll and accumulator count change the emitted loops, not a copy per ISA."""
+    a = softgen.emit_c("softmax", algorithm="online", isa="avx512", name="k", unroll=4, accumulators=2)
+    b = softgen.emit_c("softmax", algorithm="online", isa="avx512", name="k", unroll=2)
+    assert "i += 64" in a.source and "i += 32" in b.source
+    assert "online1_a1_0" in a.source and "online1_a2_0" not in a.source
+    assert f"i + {block_size(ISAS['avx512'], 2)}" in a.source
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(op="softmaxx", algorithm="online"), ValueError, "unknown op 'softmaxx'"),
+    (dict(op="softmax", algorithm="fast"), ValueError, "unknown algorithm 'fast'"),
+    (dict(op="softmax", algorithm="online", isa="avx1024"), ValueError, "unknown isa 'avx1024'.*neon"),
+    (dict(op="softmax", algorithm="online", isa=3), TypeError, "isa must be a string"),
+    (dict(op="softmax", algorithm="online", dtype="float64"), TypeError, "unsupported dtype float64"),
+    (dict(op="softmax", algorithm="online", dtype="nonsense"), TypeError, "unsupported dtype"),
+    (dict(op="softmax", algorithm="online", name="2fast"), ValueError, "not a C identifier"),
+    (dict(op="softmax", algorithm="online", name="a-b"), ValueError, "not a C identifier"),
+    (dict(op="softmax", algorithm="online", name=5), TypeError, "name must be a string"),
+    (dict(op="softmax", algorithm="online", unroll=0), ValueError, "unroll must be between"),
+    (dict(op="softmax", algorithm="online", unroll=2, accumulators=3), ValueError, "accumulators"),
+    (dict(op="softmax", algorithm="online", unroll=2.0), TypeError, "unroll must be an int"),
+    (dict(op="log_softmax", algorithm="three_pass_reload"), NotImplementedError, "three_pass_recompute"),
+])
+def test_bad_arguments(kwargs, error, match):
+    op = kwargs.pop("op")
+    with pytest.raises(error, match=match):
+        softgen.emit_c(op, **kwargs)
+
+
+# --- compiling ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+@pytest.mark.parametrize("isa", list(ISAS))
+def test_compiles_without_warnings(cbuild, isa, compiler):
+    """-O2 -std=c99 -Wall -Wextra -Werror (scalar also -pedantic), every op x algorithm."""
+    need(*(cross(compiler)[:1] if isa == "neon" else [compiler]))
+    assert len(cbuild.objects(isa, compiler)) == len(CASES)
+
+
+@pytest.mark.parametrize("isa", list(ISAS))
+def test_parses_as_cxx(cbuild, isa):
+    """All kernels of an ISA in one C++ translation unit (also shows they amalgamate)."""
+    cxx = ["clang++", "--target=aarch64-linux-gnu", "-nostdinc++"] if isa == "neon" else ["g++"]
+    need(cxx[0])
+    d, srcs = cbuild.sources(isa)
+    unity = d / "all.cpp"
+    unity.write_text("".join(f'#include "{s.name}.c"\n' for s in srcs.values()))
+    run([*cxx, "-fsyntax-only", "-std=c++11", "-Wall", "-Wextra", "-Werror", *ISAS[isa].flags, unity])
+
+
+@pytest.mark.parametrize("isa", list(ISAS))
+def test_no_per_element_libm_calls(cbuild, isa):
+    """The only external calls: logf once per row (log ops) and memcpy for short tails."""
+    need("nm", *(["aarch64-linux-gnu-gcc"] if isa == "neon" else ["gcc"]))
+    for (op, algorithm), obj in zip(CASES, cbuild.objects(isa, "gcc")):
+        undefined = set(run(["nm", "-u", obj]).stdout.split()) - {"U"}
+        allowed = {"memcpy"} | ({"logf"} if op != "softmax" else set())
+        assert undefined <= allowed, f"{op} x {algorithm} on {isa} calls {undefined - allowed}"
+
+
+# --- results on this host ---------------------------------------------------------------
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+@pytest.mark.parametrize("isa", HOST_ISAS)
+@pytest.mark.parametrize("op, algorithm", CASES)
+def test_matches_float64_and_jit(cbuild, op, algorithm, isa, compiler):
+    """Lengths 0..70 (every tail) and long rows vs float64, and vs the JIT kernel."""
+    need(compiler)
+    d, srcs = cbuild.sources(isa)
+    fn = kernel(cbuild.library(isa, compiler), srcs[op, algorithm])
+    jit = softgen.compile(op, algorithm=algorithm)
+    row_output = op == "logsumexp"
+    for n in LENGTHS:
+        x = random_rows(n)
+        ref = reference(op, x)
+        tol = tolerance(op, x, ref)
+        y = call(fn, x, row_output)
+        assert_close(y, ref, tol, f"{isa}/{compiler} n={n} vs float64")
+        assert_close(y, jit(x).astype(np.float64), 2 * tol, f"{isa}/{compiler} n={n} vs JIT")
+
+
+@pytest.mark.parametrize("isa", HOST_ISAS)
+@pytest.mark.parametrize("op, algorithm", CASES)
+def test_special_inputs(cbuild, op, algorithm, isa):
+    """-inf masks, all -inf, +inf, NaN, +-3e38, subnormal outputs, n = 0, rows = 0."""
+    need("gcc")
+    d, srcs = cbuild.sources(isa)
+    fn = kernel(cbuild.library(isa, "gcc"), srcs[op, algorithm])
+    for what, x in special_rows().items():
+        ref = reference(op, x)
+        assert_close(call(fn, x, op == "logsumexp"), ref, tolerance(op, x, ref), f"{isa}: {what}")
+    if op == "softmax":  # the peers' answers, spelled out
+        y = call(fn, np.array([[3e38, -3e38, 3e38, -3e38], [-np.inf] * 4], np.float32), False)
+        assert y[0].tolist() == [0.5, 0.0, 0.5, 0.0] and np.isnan(y[1]).all()
+        y = call(fn, np.array([[0.0, -90.0]], np.float32), False)
+        assert 0 < y[0, 1] < np.finfo(np.float32).tiny  # subnormal, kept
+
+
+@pytest.mark.parametrize("unroll, accumulators", [(1, 1), (3, 2), (8, 1)])
+def test_unroll_and_accumulator_variants(cbuild, unroll, accumulators):
+    need("gcc")
+    d, srcs = cbuild.sources(BEST_ISA, unroll, accumulators)
+    lib = cbuild.library(BEST_ISA, "gcc", unroll, accumulators)
+    for (op, algorithm), src in srcs.items():
+        fn = kernel(lib, src)
+        for n in (0, 1, 17, 63, 64, 65, 200, 5000):
+            x = random_rows(n)
+            ref = reference(op, x)
+            assert_close(call(fn, x, op == "logsumexp"), ref, tolerance(op, x, ref),
+                         f"{op} x {algorithm} unroll={unroll} accumulators={accumulators} n={n}")
+
+
+# --- a driver program: sanitizers and qemu -------------------------------------------------
+
+DRIVER = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+{includes}
+
+typedef void (*kernel_fn)(int64_t, int64_t, const float *, int64_t, float *, int64_t);
+static const struct {{ const char *name; kernel_fn fn; int row_output; }} kernels[] = {{
+{table}
+}};
+
+/* driver KERNEL IN OUT: IN holds int64 count, then per case int64 rows, int64 n and rows*n
+   floats; OUT gets each case's output.  Buffers are exactly the size of the data, so a read
+   or write past the last row is a heap overflow. */
+int main(int argc, char **argv)
+{{
+    size_t k = 0;
+    while (argc == 4 && k < sizeof kernels / sizeof kernels[0] && strcmp(kernels[k].name, argv[1]) != 0)
+        k++;
+    if (argc != 4 || k == sizeof kernels / sizeof kernels[0]) {{
+        fprintf(stderr, "usage: driver KERNEL IN OUT\n");
+        return 2;
+    }}
+    FILE *in = fopen(argv[2], "rb"), *out = fopen(argv[3], "wb");
+    int64_t count, shape[2];
+    if (!in || !out || fread(&count, sizeof count, 1, in) != 1)
+        return 3;
+    for (int64_t c = 0; c < count; c++) {{
+        if (fread(shape, sizeof shape, 1, in) != 1)
+            return 3;
+        size_t nx = (size_t)(shape[0] * shape[1]), ny = kernels[k].row_output ? (size_t)shape[0] : nx;
+        float *x = (float *)malloc(nx * sizeof(float) + 1), *y = (float *)malloc(ny * sizeof(float) + 1);
+        if (!x || !y || fread(x, sizeof(float), nx, in) != nx)
+            return 3;
+        kernels[k].fn(shape[0], shape[1], x, shape[1], y, kernels[k].row_output ? 1 : shape[1]);
+        if (fwrite(y, sizeof(float), ny, out) != ny)
+            return 3;
+        free(x);
+        free(y);
+    }}
+    return fclose(out) != 0;
+}}
+"""
+
+
+def driver_source(srcs) -> str:
+    srcs = list(srcs)
+    return DRIVER.format(
+        includes="\n".join(f'#include "{s.name}.h"' for s in srcs),
+        table="\n".join(f'    {{"{s.name}", {s.name}, {int(s.op == "logsumexp")}}},' for s in srcs))
+
+
+def run_driver(prefix: list, exe: Path, src, xs: list[np.ndarray], tmp: Path) -> list[np.ndarray]:
+    inp, outp = tmp / f"{src.name}.in", tmp / f"{src.name}.out"
+    with open(inp, "wb") as f:
+        f.write(np.int64(len(xs)).tobytes())
+        for x in xs:
+            f.write(np.array(x.shape, np.int64).tobytes() + np.ascontiguousarray(x).tobytes())
+    run([*prefix, exe, src.name, inp, outp], timeout=300)
+    flat = np.fromfile(outp, np.float32)
+    outs, at = [], 0
+    for x in xs:
+        size = x.shape[0] if src.op == "logsumexp" else x.size
+        outs.append(flat[at:at + size].reshape(x.shape[:1] if src.op == "logsumexp" else x.shape))
+        at += size
+    assert at == flat.size
+    return outs
+
+
+def check_with_driver(prefix, exe, srcs, xs, tmp, what):
+    for (op, algorithm), src in srcs.items():
+        for x, y in zip(xs, run_driver(prefix, exe, src, xs, tmp)):
+            ref = reference(op, x)
+            assert_close(y, ref, tolerance(op, x, ref), f"{what} {op} x {algorithm} n={x.shape[1]}")
+
+
+@pytest.mark.parametrize("isa", sorted({"scalar", BEST_ISA}))
+def test_sanitizers(cbuild, isa, tmp_path):
+    """Odd lengths under -fsanitize=address,undefined: no out-of-bounds access, no UB."""
+    need("gcc")
+    flags = ("-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
+             "-fno-sanitize-recover=all")
+    exe = cbuild.driver(isa, ["gcc"], flags, "asan")
+    xs = [random_rows(n) for n in [*range(1, 71, 2), 2049, 4099]] + [np.zeros((2, 0), np.float32)]
+    check_with_driver([], exe, cbuild.sources(isa)[1], xs, tmp_path, f"{isa} sanitized")
+
+
+def test_neon_under_qemu(cbuild, tmp_path):
+    """The NEON kernels, cross-compiled for AArch64 (static), run under qemu-aarch64."""
+    need("aarch64-linux-gnu-gcc", "qemu-aarch64")
+    exe = cbuild.driver("neon", ["aarch64-linux-gnu-gcc"], ("-static",), "qemu")
+    xs = [random_rows(n) for n in [*range(0, 35), 70, 1000, 4099]] + list(special_rows().values())
+    check_with_driver(["qemu-aarch64"], exe, cbuild.sources("neon")[1], xs, tmp_path, "neon (qemu)")
+
+
+# --- the embedding example -----------------------------------------------------------------
+
+def test_embed_c_example(tmp_path):
+    """examples/embed_c: make emits a kernel, builds the C program, and it runs."""
+    need("make", "cc")
+    res = run(["make", "-C", REPO / "examples" / "embed_c", f"BUILD={tmp_path}", f"PYTHON={sys.executable}",
+               f"ISA={BEST_ISA}", "run"], timeout=300)
+    assert "max |row sum - 1| =" in res.stdout and "\nok\n" in res.stdout
+    assert (tmp_path / "embed_softmax.c").exists()

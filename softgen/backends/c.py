@@ -28,7 +28,11 @@ TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
 
 @dataclass(frozen=True)
 class Isa:
-    """How one instruction set spells the numerics primitives (str.format templates)."""
+    """How one instruction set spells the numerics primitives (str.format templates).
+
+    Optional spellings: `ldexp` (else numerics.ldexp_generic), and `greater` / `less`:
+    a > b ? a : b and a < b ? a : b, b when unordered (x86 maxps/minps), which CMath
+    uses for a select of a comparison's own operands (the clamps)."""
     name: str
     title: str
     width: int                      # float32 lanes per vector
@@ -39,6 +43,9 @@ class Isa:
     macro: str | None               # predefined macro that says the compiler targets the ISA
     flags: tuple[str, ...]          # gcc/clang flags that enable it
     ops: dict                       # primitive -> format string
+    # lane reduction: swaps[half] brings lane k + half to lane k; first: lane 0 as a float
+    swaps: dict = field(default_factory=dict)
+    first: str = "{v}"
     masked_load: str | None = None  # native masked tail access; None: through a stack buffer
     masked_store: str | None = None
     host_features: frozenset = frozenset()  # LLVM feature names needed to run it on x86-64
@@ -69,9 +76,12 @@ _SSE2 = Isa(
         "maximum": "_mm_or_ps(_mm_max_ps({a}, {b}), _mm_and_ps(_mm_cmpunord_ps({a}, {a}), {a}))",
         "lt": "_mm_cmplt_ps({a}, {b})", "gt": "_mm_cmpgt_ps({a}, {b})",
         "select": "_mm_or_ps(_mm_and_ps({c}, {a}), _mm_andnot_ps({c}, {b}))",
+        "greater": "_mm_max_ps({a}, {b})", "less": "_mm_min_ps({a}, {b})",
         "as_int": "_mm_castps_si128({a})", "as_float": "_mm_castsi128_ps({a})",
         "shl": "_mm_slli_epi32({a}, {n})",
     },
+    swaps={2: "_mm_movehl_ps({v}, {v})", 1: "_mm_shuffle_ps({v}, {v}, _MM_SHUFFLE(2, 3, 0, 1))"},
+    first="_mm_cvtss_f32({v})",
     host_features=frozenset({"sse2"}))
 
 _AVX2 = Isa(
@@ -85,9 +95,14 @@ _AVX2 = Isa(
         "maximum": "_mm256_blendv_ps(_mm256_max_ps({a}, {b}), {a}, _mm256_cmp_ps({a}, {a}, _CMP_UNORD_Q))",
         "lt": "_mm256_cmp_ps({a}, {b}, _CMP_LT_OQ)", "gt": "_mm256_cmp_ps({a}, {b}, _CMP_GT_OQ)",
         "select": "_mm256_blendv_ps({b}, {a}, {c})",
+        "greater": "_mm256_max_ps({a}, {b})", "less": "_mm256_min_ps({a}, {b})",
         "as_int": "_mm256_castps_si256({a})", "as_float": "_mm256_castsi256_ps({a})",
         "shl": "_mm256_slli_epi32({a}, {n})",
     },
+    swaps={4: "_mm256_permute2f128_ps({v}, {v}, 1)",
+           2: "_mm256_permute_ps({v}, _MM_SHUFFLE(1, 0, 3, 2))",
+           1: "_mm256_permute_ps({v}, _MM_SHUFFLE(2, 3, 0, 1))"},
+    first="_mm256_cvtss_f32({v})",
     masked_load="_mm256_maskload_ps({p}, _mm256_castps_si256({m}))",
     masked_store="_mm256_maskstore_ps({p}, _mm256_castps_si256({m}), {v})",
     host_features=frozenset({"avx2", "fma"}))
@@ -103,11 +118,17 @@ _AVX512 = Isa(
         "maximum": "_mm512_mask_mov_ps(_mm512_max_ps({a}, {b}), _mm512_cmp_ps_mask({a}, {a}, _CMP_UNORD_Q), {a})",
         "lt": "_mm512_cmp_ps_mask({a}, {b}, _CMP_LT_OQ)", "gt": "_mm512_cmp_ps_mask({a}, {b}, _CMP_GT_OQ)",
         "select": "_mm512_mask_blend_ps({c}, {b}, {a})",
+        "greater": "_mm512_max_ps({a}, {b})", "less": "_mm512_min_ps({a}, {b})",
         "as_int": "_mm512_castps_si512({a})", "as_float": "_mm512_castsi512_ps({a})",
         "shl": "_mm512_slli_epi32({a}, {n})",
         # vscalefps: v * 2^floor(d), with subnormal results and d = -inf handled
         "ldexp": "_mm512_scalef_ps({a}, {b})",
     },
+    swaps={8: "_mm512_shuffle_f32x4({v}, {v}, _MM_SHUFFLE(1, 0, 3, 2))",
+           4: "_mm512_shuffle_f32x4({v}, {v}, _MM_SHUFFLE(2, 3, 0, 1))",
+           2: "_mm512_permute_ps({v}, _MM_SHUFFLE(1, 0, 3, 2))",
+           1: "_mm512_permute_ps({v}, _MM_SHUFFLE(2, 3, 0, 1))"},
+    first="_mm512_cvtss_f32({v})",
     masked_load="_mm512_maskz_loadu_ps({m}, {p})",
     masked_store="_mm512_mask_storeu_ps({p}, {m}, {v})",
     host_features=frozenset({"avx512f"}))
@@ -123,7 +144,9 @@ _NEON = Isa(
         "lt": "vcltq_f32({a}, {b})", "gt": "vcgtq_f32({a}, {b})", "select": "vbslq_f32({c}, {a}, {b})",
         "as_int": "vreinterpretq_s32_f32({a})", "as_float": "vreinterpretq_f32_s32({a})",
         "shl": "vshlq_n_s32({a}, {n})",
-    })
+    },
+    swaps={2: "vextq_f32({v}, {v}, 2)", 1: "vrev64q_f32({v})"},
+    first="vgetq_lane_f32({v}, 0)")
 
 ISAS = {isa.name: isa for isa in (_SCALAR, _SSE2, _AVX2, _AVX512, _NEON)}
 
@@ -149,6 +172,23 @@ def c_float(v: float) -> str:
     return text + ("f" if any(c in text for c in ".e") else ".0f")
 
 
+_TEMP = re.compile(r"const [\w ]+ (\w+) = ")
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+
+
+def prune(lines: list[str], roots=()) -> list[str]:
+    """Drop `const T name = ...;` lines whose name nothing else uses (e.g. a comparison
+    whose select became a min/max), so -Wunused-variable has nothing to say."""
+    live, kept = set(roots), []
+    for line in reversed(lines):
+        m = _TEMP.match(line)
+        if m and m.group(1) not in live:
+            continue
+        kept.append(line)
+        live.update(_IDENTIFIER.findall(line))
+    return kept[::-1]
+
+
 class CMath:
     """The numerics primitives as C statements: each call appends `const T tN = ...;`
     to `lines` and returns the name tN.  Constants are materialized once per instance."""
@@ -158,6 +198,7 @@ class CMath:
         self.lines: list[str] = []
         self.used = used   # "isa.primitive" spelled, so the file emits the helpers they call
         self._consts: dict[str, str] = {}
+        self._compares: dict[str, tuple[str, str, str]] = {}  # mask name -> (op, a, b)
         self._count = 0
 
     def fresh(self) -> int:
@@ -195,12 +236,23 @@ class CMath:
         return self._op(self.isa.vec, "maximum", a=a, b=b)
 
     def lt(self, a, b):
-        return self._op(self.isa.mask, "lt", a=a, b=b)
+        mask = self._op(self.isa.mask, "lt", a=a, b=b)
+        self._compares[mask] = ("lt", a, b)
+        return mask
 
     def gt(self, a, b):
-        return self._op(self.isa.mask, "gt", a=a, b=b)
+        mask = self._op(self.isa.mask, "gt", a=a, b=b)
+        self._compares[mask] = ("gt", a, b)
+        return mask
 
     def select(self, c, a, b):
+        if "greater" in self.isa.ops and c in self._compares:
+            op, p, q = self._compares[c]
+            big, small = (p, q) if op == "gt" else (q, p)   # c is big > small
+            if (a, b) == (big, small):    # big > small ? big : small
+                return self._op(self.isa.vec, "greater", a=big, b=small)
+            if (a, b) == (small, big):    # small < big ? small : big
+                return self._op(self.isa.vec, "less", a=small, b=big)
         return self._op(self.isa.vec, "select", c=c, a=a, b=b)
 
     def as_int(self, a):
@@ -255,7 +307,7 @@ class _Helpers:
             params = [f"a{i}" for i in range(n_in)]
             out = body(cm, *params)
             results = out if isinstance(out, tuple) else (out,)
-            self.functions[name] = CFunction(name, isa.vec, params, cm.lines, tuple(results))
+            self.functions[name] = CFunction(name, isa.vec, params, prune(cm.lines, results), tuple(results))
         return self.functions[name]
 
     def exp_diff(self) -> CFunction:
@@ -268,14 +320,10 @@ class _Helpers:
         return self._get("pair_scale", 4, lambda m, p, k, c, e: numerics.pair_scale(m, (p, k), c, e),
                          self.isa)
 
-    def merge(self, t: Type, lanes: bool = False) -> CFunction:
-        """Merge two accumulator states; lanes=True: the scalar version for lane reductions."""
+    def merge(self, t: Type) -> CFunction:
         acc = numerics.ACCUMULATORS[t]
         k = len(acc.identity)
-        isa = _SCALAR if lanes else self.isa
-        suffix = "_lanes" if lanes and self.isa is not _SCALAR else ""
-        return self._get(f"merge_{_acc_name(t)}{suffix}", 2 * k,
-                         lambda m, *s: acc.merge(m, s[:k], s[k:]), isa)
+        return self._get(f"merge_{_acc_name(t)}", 2 * k, lambda m, *s: acc.merge(m, s[:k], s[k:]), self.isa)
 
     def fold(self, t: Type) -> CFunction:
         acc = numerics.ACCUMULATORS[t]
@@ -308,7 +356,6 @@ class _Reduction:
     merge: CFunction
     fold: CFunction
     unfold: CFunction
-    lane_merge: CFunction
 
 
 @dataclass
@@ -416,7 +463,7 @@ class _Emitter:
             [f"{base}_o{j}" for j in range(len(acc.outer_identity))],
             [c_float(c) for c in acc.identity], [c_float(c) for c in acc.outer_identity],
             [f"{base}_r{j}" for j in range(len(acc.identity))],
-            h.merge(t), h.fold(t), h.unfold(t), h.merge(t, lanes=True))
+            h.merge(t), h.fold(t), h.unfold(t))
 
     def body(self, p: Pass, splats: dict, reductions: list[_Reduction], offset: str,
              acc_set: int, masked: bool) -> list[str]:
@@ -449,7 +496,7 @@ class _Emitter:
             else:
                 raise NotImplementedError(f"C backend: no lowering for pass op {op}")
             vals[op.results[0]] = out
-        return cm.lines
+        return prune(cm.lines)
 
     def accumulate(self, cm: CMath, red: _Reduction, arg, acc_set: int, masked: bool):
         """state = merge(state, element(arg)); in the tail only where the lane is live."""
@@ -618,7 +665,8 @@ def _render(program: Program, isa: Isa, name: str, unroll: int, accumulators: in
                row_output=program.row_output, steps=emitter.program(program), unroll=unroll,
                accumulators=accumulators, block=block_size(isa, accumulators), tree=_tree(accumulators),
                tail_mask=emitter.tail_mask, assign=assign, zip=zip,
-               at=lambda names, i: [f"{v}[{i}]" for v in names],
+               halves=[isa.width >> k for k in range(1, isa.width.bit_length())],
+               swapped=lambda names, half: [isa.swaps[half].format(v=v) for v in names],
                lane_index=[c_float(i) for i in range(isa.width)], scalar=_SCALAR,
                guard=f"{name.upper()}_H")
     env = _environment(str(TEMPLATES))

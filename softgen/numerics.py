@@ -179,6 +179,21 @@ def exp_scaled(m, x, shift: ExpShift):
     return m.ldexp(p, m.sub(biased, shift.e_magic))
 
 
+# exp_pair_floored clamps inputs here: k = -2.16e6 is still inside the magic rounding's range
+# and beyond PAIR_EXP_LIMIT, so a row of -inf fails the two-pass guard as it must.
+PAIR_INPUT_FLOOR = -1.5e6
+
+
+def exp_pair_floored(m, x):
+    """exp_pair for summing: one clamp of x (NaN kept) instead of clamping t.  Where k
+    leaves +-PAIR_EXP_LIMIT, p may be inf or NaN; the two-pass guard on the merged
+    exponent (which is then out of range or NaN too) sends such rows to the fallback."""
+    x = clamp_below(m, x, PAIR_INPUT_FLOOR)
+    _, k = _round_int(m, x, ROUND_MAGIC)
+    t = _reduce(m, x, k)
+    return m.fma(t, _poly(m, t), m.const(1.0)), k
+
+
 def block_exponent(m, block_max):
     """The exponent e of a block whose largest element is block_max: every term
     e^x * 2^-e of the block is then below 2, and the largest above 1/2."""

@@ -47,7 +47,11 @@ class Schedule:
     nontemporal: bool = False  # streaming (cache-bypassing) stores in the output pass
     prefetch: int = 0        # software prefetch distance in bytes for loads of x (0: none)
     fast_exp: bool = True    # exp(x, c) without the TwoSum where c allows (see module doc)
-    block_max: bool = True   # pair/online reductions as a per-block max scan + plain sums
+    # reductions as a per-block max scan (the block is then in L1) + plain sums, instead of
+    # a merge per element: pays for online (an exp per merge), not for pair (out of cache
+    # the scan's reads and the sums' compute stop overlapping)
+    online_block_max: bool = True
+    pair_block_max: bool = False
 
     def __post_init__(self):
         for name in ("unroll", "rows", "block"):
@@ -90,6 +94,7 @@ class _PassPlan:
     block_max: list = field(default_factory=list)   # reductions lowered per block (acc op)
     keys: dict = field(default_factory=dict)        # block_max acc op -> value scanned for the max
     skipped: set = field(default_factory=set)       # exp_pair ops whose only user is block_max
+    summed: set = field(default_factory=set)        # exp_pair ops whose only user is acc.pair
 
     @property
     def has_fast_form(self) -> bool:
@@ -110,25 +115,30 @@ def _plan(p: Pass, schedule: Schedule) -> _PassPlan:
             users = {u for r in op.results for u in uses.get(r, [])}
             if len(users) == 1 and next(iter(users)).kind is Kind.PAIR_SCALE:
                 plan.fused[op] = next(iter(users))
-        if schedule.block_max and op.kind is Kind.ACC_ONLINE:
+        if schedule.online_block_max and op.kind is Kind.ACC_ONLINE:
             plan.block_max.append(op)
             plan.keys[op] = op.args[0]
-        if schedule.block_max and op.kind is Kind.ACC_PAIR:
+        if schedule.pair_block_max and op.kind is Kind.ACC_PAIR:
             src = producer.get(op.args[0])
             if src is not None and src.kind is Kind.EXP_PAIR and len(uses[op.args[0]]) == 1:
                 plan.block_max.append(op)
                 plan.keys[op] = src.args[0]
                 plan.skipped.add(src)
+        elif op.kind is Kind.ACC_PAIR:
+            src = producer.get(op.args[0])
+            if src is not None and src.kind is Kind.EXP_PAIR and len(uses[op.args[0]]) == 1:
+                plan.summed.add(src)
     return plan
 
 
 @dataclass
 class _Row:
-    """One row of the group being emitted: its pointers and, inside a pass, its constants."""
+    """One row inside a pass: its pointers and its row constants as vectors."""
     x: ir.Value
     y: ir.Value
     splats: dict = field(default_factory=dict)   # row Value -> vector
-    shifts: dict = field(default_factory=dict)   # c Value / pair_scale op / acc op -> ExpShift
+    shifts: dict = field(default_factory=dict)   # c Value / pair_scale op / acc op -> ExpShift...
+    prefetch: int = 0                            # elements ahead to prefetch x (0: none)
 
 
 class _KernelEmitter:
@@ -140,9 +150,15 @@ class _KernelEmitter:
         self.entry = fn.append_basic_block("entry")
         self.b = ir.IRBuilder(self.entry)
         self.vm = LLVMMath(self.b, self.width, use_scalef=target.has_avx512)
-        self.sm = LLVMMath(self.b, 1)
+        self.one = self.vm.with_width(1)  # scalar math of one row (block constants)
         self.rows, self.n, self.x, self.xs, self.y, self.ys = fn.args
         self.used_nontemporal = False
+        self.first = None  # first row of the group being emitted (i64)
+        self.rm = None     # row math: one lane per row of the group
+
+    @property
+    def group(self) -> int:
+        return self.rm.width
 
     # --- small helpers ---------------------------------------------------------
     def var(self, ty, init=None):
@@ -166,6 +182,19 @@ class _KernelEmitter:
         self.b.branch(head)
         self.b.position_at_end(done)
 
+    def count_loop(self, count: int, body_fn, name: str):
+        """body_fn(j) for j in [0, count): straight-line for 1, a loop otherwise."""
+        if count == 1:
+            body_fn(self.i64(0))
+            return
+        b = self.b
+        j = self.var(I64, self.i64(0))
+
+        def body():
+            body_fn(b.load(j))
+            b.store(b.add(b.load(j), self.i64(1)), j)
+        self.loop_while(lambda: b.icmp_signed("<", b.load(j), self.i64(count)), body, name)
+
     def if_then(self, cond, then_fn, name: str, else_fn=None):
         then = self.fn.append_basic_block(f"{name}.then")
         other = self.fn.append_basic_block(f"{name}.else") if else_fn else None
@@ -183,147 +212,183 @@ class _KernelEmitter:
     def i64(self, v: int):
         return ir.Constant(I64, v)
 
-    def all_of(self, conds):
+    def all_lanes(self, conds):
+        """True when every condition holds in every lane (conds: i1 or <R x i1> values)."""
+        b = self.b
         out = conds[0]
         for c in conds[1:]:
-            out = self.b.and_(out, c)
+            out = b.and_(out, c)
+        if self.group > 1:
+            out = b.icmp_signed("==", b.bitcast(out, ir.IntType(self.group)), ir.Constant(ir.IntType(self.group), -1))
         return out
 
-    def in_range(self, v, limit: float):
-        sm = self.sm
-        return self.b.and_(sm.le(sm.const(-limit), v), sm.le(v, sm.const(limit)))
+    def in_range(self, m: LLVMMath, v, lo: float, hi: float):
+        return self.b.and_(m.le(m.const(lo), v), m.le(v, m.const(hi)))
 
-    def splat_shift(self, shift: numerics.ExpShift) -> numerics.ExpShift:
-        vm = self.vm
-        return numerics.ExpShift(vm.splat(shift.lo), vm.splat(shift.e_magic),
-                                 tuple(vm.splat(c) for c in shift.coeffs))
+    def row_ptr(self, base, stride, j):
+        b = self.b
+        return b.gep(base, [b.mul(b.add(self.first, j), stride)], source_etype=F32)
 
     # --- the row loop ------------------------------------------------------------
     def emit(self, program: Program):
         b = self.b
         r = self.var(I64, self.i64(0))
         rows = b.select(b.icmp_signed(">", self.rows, self.i64(0)), self.rows, self.i64(0))
-        group = self.schedule.rows
+        group = min(self.schedule.rows, self.width)
         if group > 1:
             self.loop_while(lambda: b.icmp_signed("<=", b.add(b.load(r), self.i64(group)), rows),
-                            lambda: self.emit_rows(program, r, group), "group")
+                            lambda: self.emit_group(program, r, group), "group")
         self.loop_while(lambda: b.icmp_signed("<", b.load(r), rows),
-                        lambda: self.emit_rows(program, r, 1), "row")
+                        lambda: self.emit_group(program, r, 1), "row")
         if self.used_nontemporal and self.target.arch == "x86_64":
             # streaming stores are weakly ordered: make them visible before returning
             b.call(intrinsic(b.module, "llvm.x86.sse.sfence", ir.VoidType(), []), [])
         b.ret_void()
 
-    def emit_rows(self, program: Program, r_slot, count: int):
+    def emit_group(self, program: Program, r_slot, count: int):
         b = self.b
-        first = b.load(r_slot)
-        rows = []
-        for j in range(count):
-            row = b.add(first, self.i64(j)) if j else first
-            rows.append(_Row(b.gep(self.x, [b.mul(row, self.xs)], source_etype=F32),
-                             b.gep(self.y, [b.mul(row, self.ys)], source_etype=F32)))
-        done = self.fn.append_basic_block("rows.done")
-        self.emit_program(program, rows, done)
+        self.first = b.load(r_slot)
+        self.rm = self.vm.with_width(count)
+        done = self.fn.append_basic_block("group.done")
+        self.emit_program(program, done)
         b.position_at_end(done)
-        b.store(b.add(first, self.i64(count)), r_slot)
+        b.store(b.add(self.first, self.i64(count)), r_slot)
 
-    def emit_program(self, program: Program, rows: list, done: ir.Block):
-        """Emit `program` for a group of rows, ending with a branch to `done`.
-        env maps each row-level Value to its per-row list of LLVM values."""
+    def emit_program(self, program: Program, done: ir.Block):
+        """Emit `program` for the group's rows, ending with a branch to `done`.
+        env maps each row-level Value to one LLVM value with a lane per row."""
         env: dict = {}
         passes = program.passes
         for step in program.steps:
             if isinstance(step, Pass):
-                self.emit_pass(step, env, rows, is_output=step is passes[-1])
+                self.emit_pass(step, env, is_output=step is passes[-1])
             elif step.kind is Kind.GUARD:
-                self.emit_guard(step, env, rows, done)
+                self.emit_guard(step, env, done)
             else:
-                for j in range(len(rows)):
-                    self.emit_row_op(step, env, rows[j], j)
+                self.emit_row_op(step, env)
         self.b.branch(done)
 
-    def emit_guard(self, op: Op, env: dict, rows: list, done: ir.Block):
+    def emit_guard(self, op: Op, env: dict, done: ir.Block):
         """All rows in range go on; otherwise the whole group runs the fallback program."""
-        sm = self.sm
-        ok = self.all_of([self.b.and_(sm.le(sm.const(op.attrs["lo"]), v), sm.le(v, sm.const(op.attrs["hi"])))
-                          for v in env[op.args[0]]])
+        ok = self.all_lanes([self.in_range(self.rm, env[op.args[0]], op.attrs["lo"], op.attrs["hi"])])
         cont = self.fn.append_basic_block("guard.ok")
         fallback = self.fn.append_basic_block("guard.fallback")
         self.b.cbranch(ok, cont, fallback)
         self.b.position_at_end(fallback)
-        self.emit_program(op.attrs["fallback"], rows, done)
+        self.emit_program(op.attrs["fallback"], done)
         self.b.position_at_end(cont)
 
-    def emit_row_op(self, op: Op, env: dict, row: _Row, j: int):
-        sm, k = self.sm, op.kind
-        a = [env[v][j] for v in op.args]
+    def emit_row_op(self, op: Op, env: dict):
+        rm, k = self.rm, op.kind
+        a = [env[v] for v in op.args]
         if k in (Kind.MERGE_MAX, Kind.MERGE_SUM, Kind.MERGE_PAIR, Kind.MERGE_ONLINE):
             results = a[0]
         elif k is Kind.CONST:
-            results = (sm.const(op.attrs["value"]),)
+            results = (rm.const(op.attrs["value"]),)
         elif k is Kind.ADD:
-            results = (sm.add(*a),)
+            results = (rm.add(*a),)
         elif k is Kind.SUB_ROW:
-            results = (sm.sub(*a),)
+            results = (rm.sub(*a),)
         elif k is Kind.MUL_ROW:
-            results = (sm.mul(*a),)
+            results = (rm.mul(*a),)
         elif k is Kind.RECIP:
-            results = (sm.div(sm.const(1.0), a[0]),)
+            results = (rm.div(rm.const(1.0), a[0]),)
         elif k is Kind.LOG:
-            results = (sm.log(a[0]),)
+            results = (rm.log(a[0]),)
         elif k is Kind.WHERE_FINITE:
-            results = (sm.select(sm.isfinite(a[0]), a[1], a[2]),)
+            results = (rm.select(rm.isfinite(a[0]), a[1], a[2]),)
         elif k is Kind.STORE_ROW:
-            self.b.store(a[0], row.y)
+            for j in range(self.group):
+                self.b.store(self.lane(a[0], j), self.row_ptr(self.y, self.ys, self.i64(j)))
             results = ()
         else:
             raise NotImplementedError(f"LLVM backend: no lowering for row op {op}")
-        for v, res in zip(op.results, results):
-            env.setdefault(v, []).append(res)
+        env.update(zip(op.results, results))
+
+    def lane(self, v, j: int):
+        return v if self.group == 1 else self.b.extract_element(v, ir.Constant(I32, j))
+
+    # --- row constants inside the per-row loop -----------------------------------------
+    def row_table(self, v):
+        """A row value readable per row inside the row loop: itself for one row, else
+        spilled to a small stack array once (then one broadcast load per row)."""
+        if self.group == 1:
+            return v
+        slot = self.var(self.rm.ty)
+        self.b.store(v, slot)
+        return self.b.bitcast(slot, ir.PointerType(F32))
+
+    def element_ptr(self, array_slot, j, elem_ty):
+        return self.b.gep(array_slot, [self.i64(0), j], inbounds=True)
+
+    def row_splat(self, table, j):
+        if self.group == 1:
+            return self.vm.splat(table)
+        b = self.b
+        return self.vm.splat(b.load(b.gep(table, [j])))
 
     # --- passes ----------------------------------------------------------------------
-    def emit_pass(self, p: Pass, env: dict, rows: list, is_output: bool):
-        b, vm, sm = self.b, self.vm, self.sm
+    def emit_pass(self, p: Pass, env: dict, is_output: bool):
+        b, vm, rm = self.b, self.vm, self.rm
         plan = _plan(p, self.schedule)
-        for j, row in enumerate(rows):
-            row.splats = {v: vm.splat(env[v][j]) for op in p.ops for v in op.args if v.type is Type.ROW}
-            row.shifts = {}
         reductions = p.reductions
         accs = [numerics.ACCUMULATORS[op.results[0].type] for op in reductions]
-        outer = [[[self.var(vm.ty, vm.const(c)) for c in acc.outer_identity] for acc in accs] for _ in rows]
-        nontemporal = (self.schedule.nontemporal and is_output and not reductions and len(rows) == 1
+        # per reduction and state component: every row's final lane state
+        results = [[self.var(ir.ArrayType(vm.ty, self.group)) for _ in acc.identity] for acc in accs]
+        row_values = {v for op in p.ops for v in op.args if v.type is Type.ROW}
+        nontemporal = (self.schedule.nontemporal and is_output and not reductions
                        and any(op.kind is Kind.STORE for op in p.ops))
 
         def emit(fast: bool):
+            tables = {v: self.row_table(env[v]) for v in row_values}
+            shift_tables = {}
             if fast:
-                for j, row in enumerate(rows):
-                    for c in plan.exp_shifts:
-                        row.shifts[c] = self.splat_shift(numerics.exp_diff_shift(sm, env[c][j]))
-                    for pair_op, scale_op in plan.fused.items():
-                        _, c, e = scale_op.args
-                        row.shifts[scale_op] = self.splat_shift(numerics.exp_shift(sm, env[c][j], env[e][j]))
-            self.emit_pass_loops(p, plan, rows, reductions, accs, outer, fast, nontemporal)
+                for c in plan.exp_shifts:
+                    shift_tables[c] = self.shift_table(numerics.exp_diff_shift(rm, env[c]))
+                for scale_op in plan.fused.values():
+                    _, c, e = scale_op.args
+                    shift_tables[scale_op] = self.shift_table(numerics.exp_shift(rm, env[c], env[e]))
+
+            def one_row(j):
+                row = _Row(self.row_ptr(self.x, self.xs, j), self.row_ptr(self.y, self.ys, j),
+                           {v: self.row_splat(t, j) for v, t in tables.items()},
+                           {k: self.shift_splat(t, j) for k, t in shift_tables.items()})
+                states = self.emit_row_pass(p, plan, row, reductions, accs, fast, nontemporal)
+                for slots, state in zip(results, states):
+                    for slot, v in zip(slots, state):
+                        b.store(v, self.element_ptr(slot, j, vm.ty))
+            self.count_loop(self.group, one_row, "rowpass")
 
         if plan.has_fast_form:
-            conds = [self.in_range(env[c][j], numerics.EXP_SHIFT_LIMIT)
-                     for c in plan.exp_shifts for j in range(len(rows))]
-            conds += [self.in_range(env[s.args[2]][j], numerics.PAIR_EXP_LIMIT)
-                      for s in plan.fused.values() for j in range(len(rows))]
-            self.if_then(self.all_of(conds), lambda: emit(True), "fast", else_fn=lambda: emit(False))
+            conds = [self.in_range(rm, env[c], -numerics.EXP_SHIFT_LIMIT, numerics.EXP_SHIFT_LIMIT)
+                     for c in plan.exp_shifts]
+            conds += [self.in_range(rm, env[s.args[2]], -numerics.PAIR_EXP_LIMIT, numerics.PAIR_EXP_LIMIT)
+                      for s in plan.fused.values()]
+            self.if_then(self.all_lanes(conds), lambda: emit(True), "fast", else_fn=lambda: emit(False))
         else:
             emit(False)
-        for op, acc, ai in zip(reductions, accs, range(len(accs))):
-            env[op.results[0]] = [self.lane_merge(acc, acc.unfold(vm, tuple(b.load(s) for s in outer[j][ai])))
-                                  for j in range(len(rows))]
+        for op, acc, slots in zip(reductions, accs, results):
+            per_row = [tuple(b.load(self.element_ptr(s, self.i64(j), vm.ty)) for s in slots)
+                       for j in range(self.group)]
+            env[op.results[0]] = self.merge_rows(acc, per_row)
 
-    def emit_pass_loops(self, p: Pass, plan: _PassPlan, rows: list, reductions, accs, outer,
-                        fast: bool, nontemporal: bool):
+    def shift_table(self, shift: numerics.ExpShift):
+        return numerics.ExpShift(self.row_table(shift.lo), self.row_table(shift.e_magic),
+                                 tuple(self.row_table(c) for c in shift.coeffs))
+
+    def shift_splat(self, table: numerics.ExpShift, j):
+        return numerics.ExpShift(self.row_splat(table.lo, j), self.row_splat(table.e_magic, j),
+                                 tuple(self.row_splat(c, j) for c in table.coeffs))
+
+    def emit_row_pass(self, p: Pass, plan: _PassPlan, row: _Row, reductions, accs, fast: bool,
+                      nontemporal: bool):
+        """One row's pass; returns each reduction's state as vectors (lanes not yet merged)."""
         b, vm, W, U, A = self.b, self.vm, self.width, self.schedule.unroll, self.schedule.acc_sets
-        i = self.var(I64, self.i64(0))
+        i = self.var(I64)
         blocked = [op in plan.block_max for op in reductions]
-        # inner[j][a][r]: row j, accumulator set a, reduction r -> state slots
         inner_ids = [(0.0,) if blk else acc.identity for acc, blk in zip(accs, blocked)]
-        inner = [[[[self.var(vm.ty) for _ in ident] for ident in inner_ids] for _ in range(A)] for _ in rows]
+        inner = [[[self.var(vm.ty) for _ in ident] for ident in inner_ids] for _ in range(A)]
+        outer = [[self.var(vm.ty, vm.const(c)) for c in acc.outer_identity] for acc in accs]
 
         def load_states(slots):
             return [tuple(b.load(s) for s in acc_slots) for acc_slots in slots]
@@ -340,14 +405,12 @@ class _KernelEmitter:
             def chunk():
                 base = b.load(i)
                 for u in range(U):
-                    for j in range(len(rows)):
-                        body(j, u % A, b.add(base, self.i64(u * W)), None, aligned_stores)
+                    body(u % A, b.add(base, self.i64(u * W)), None, aligned_stores)
                 b.store(b.add(base, self.i64(U * W)), i)
 
             def one_vector():
                 base = b.load(i)
-                for j in range(len(rows)):
-                    body(j, 0, base, None, aligned_stores)
+                body(0, base, None, aligned_stores)
                 b.store(b.add(base, self.i64(W)), i)
 
             if U > 1:
@@ -356,90 +419,99 @@ class _KernelEmitter:
             self.loop_while(lambda: b.icmp_signed("<=", b.add(b.load(i), self.i64(W)), end),
                             one_vector, "vec")
             self.if_then(b.icmp_signed("<", b.load(i), end),
-                         lambda: [body(j, 0, b.load(i), self.tail_mask(b.load(i), end), False)
-                                  for j in range(len(rows))], "tail")
+                         lambda: body(0, b.load(i), self.tail_mask(b.load(i), end), False), "tail")
 
         def element_fn(block_fast: bool):
-            def element(j, a, offset, mask, aligned):
-                states = load_states(inner[j][a])
-                new = self.emit_body(p, plan, rows[j], offset, states, mask, fast, block_fast,
+            def element(a, offset, mask, aligned):
+                states = load_states(inner[a])
+                new = self.emit_body(p, plan, row, offset, states, mask, fast, block_fast,
                                      nontemporal and aligned)
-                store_states(inner[j][a], new)
+                store_states(inner[a], new)
             return element
-        element = element_fn(False)
 
         if not accs:
+            row.prefetch = self.schedule.prefetch // 4
             start = self.i64(0)
             if nontemporal:  # a masked head up to the first aligned vector of y
-                start = self.aligned_start(rows[0].y, self.n)
+                start = self.aligned_start(row.y, self.n)
                 self.if_then(b.icmp_signed(">", start, self.i64(0)),
-                             lambda: element(0, 0, self.i64(0), self.tail_mask(self.i64(0), start), False),
+                             lambda: element_fn(False)(0, self.i64(0), self.tail_mask(self.i64(0), start), False),
                              "head")
                 self.used_nontemporal = True
-            sweep(start, self.n, element, aligned_stores=nontemporal)
-            return
+            sweep(start, self.n, element_fn(False), aligned_stores=nontemporal)
+            return []
 
         def one_block():
             start = b.load(i)
             end = b.add(start, self.i64(self.schedule.block))
             end = b.select(b.icmp_signed("<", end, self.n), end, self.n)
-            block_fast = self.block_max_scan(p, plan, rows, start, end, sweep) if plan.block_max else None
-            for j in range(len(rows)):
-                for a in range(A):
-                    store_states(inner[j][a], [[vm.const(c) for c in ident] for ident in inner_ids])
+            row.prefetch = 0
+            block_fast = self.block_max_scan(p, plan, row, start, end, sweep) if plan.block_max else None
+            # the sweep re-reads the block from L1: fetch the next one meanwhile
+            row.prefetch = self.schedule.block if plan.block_max else self.schedule.prefetch // 4
+            for a in range(A):
+                store_states(inner[a], [[vm.const(c) for c in ident] for ident in inner_ids])
             if block_fast is None:
-                sweep(start, end, element)
+                sweep(start, end, element_fn(False))
             else:
                 self.if_then(block_fast, lambda: sweep(start, end, element_fn(True)), "block.fast",
-                             else_fn=lambda: sweep(start, end, element))
-            for j, row in enumerate(rows):
-                merged = self.tree_merge(accs, blocked, [load_states(inner[j][a]) for a in range(A)])
-                merged = [self.block_state(op, row, m) if blk else m
-                          for op, blk, m in zip(reductions, blocked, merged)]
-                store_states(outer[j], [acc.fold(vm, o, m) for acc, o, m
-                                        in zip(accs, load_states(outer[j]), merged)])
+                             else_fn=lambda: sweep(start, end, element_fn(False)))
+            merged = self.tree_merge(accs, blocked, [load_states(inner[a]) for a in range(A)])
+            merged = [self.block_state(op, row, m) if blk else m
+                      for op, blk, m in zip(reductions, blocked, merged)]
+            store_states(outer, [acc.fold(vm, o, m) for acc, o, m in zip(accs, load_states(outer), merged)])
             b.store(end, i)
 
+        b.store(self.i64(0), i)
         self.loop_while(lambda: b.icmp_signed("<", b.load(i), self.n), one_block, "block")
+        row.prefetch = 0
+        return [acc.unfold(vm, state) for acc, state in zip(accs, load_states(outer))]
 
     # --- block-max reductions ------------------------------------------------------------
-    def block_max_scan(self, p: Pass, plan: _PassPlan, rows: list, start, end, sweep):
+    def block_max_scan(self, p: Pass, plan: _PassPlan, row: _Row, start, end, sweep):
         """Max of each block_max key over [start, end), then that block's row constants.
         Returns the condition for the online reductions' fast form (None: no condition)."""
-        b, vm, sm, A = self.b, self.vm, self.sm, self.schedule.acc_sets
+        b, vm, one, A = self.b, self.vm, self.one, self.schedule.acc_sets
         keys = [plan.keys[op] for op in plan.block_max]
-        slots = [[[self.var(vm.ty) for _ in keys] for _ in range(A)] for _ in rows]
+        slots = [[self.var(vm.ty) for _ in keys] for _ in range(A)]
         neg_inf = vm.const(float("-inf"))
-        for j in range(len(rows)):
-            for a in range(A):
-                for s in slots[j][a]:
-                    b.store(neg_inf, s)
+        for a in range(A):
+            for s in slots[a]:
+                b.store(neg_inf, s)
 
-        def scan(j, a, offset, mask, aligned):
-            vals = self.eval_ops(p, keys, rows[j], offset, mask)
-            for s, key in zip(slots[j][a], keys):
+        def scan(a, offset, mask, aligned):
+            vals = self.eval_ops(p, plan, keys, row, offset, mask)
+            for s, key in zip(slots[a], keys):
                 v = vals[key] if mask is None else vm.select(mask, vals[key], neg_inf)
                 old = b.load(s)
                 b.store(vm.select(vm.lt(old, v), v, old), s)  # NaN is caught by the sums
 
         sweep(start, end, scan)
         conds = []
-        for j, row in enumerate(rows):
-            for k, op in enumerate(plan.block_max):
-                acc_max = slots[j][0][k]
-                vec = b.load(acc_max)
-                for a in range(1, A):
-                    other = b.load(slots[j][a][k])
-                    vec = vm.select(vm.lt(vec, other), other, vec)
-                mx = self.lane_merge(numerics.ACCUMULATORS[Type.ACC_MAX], (vec,))[0]
-                if op.kind is Kind.ACC_PAIR:  # sum e^x * 2^-e, e the block's exponent
-                    e = numerics.block_exponent(sm, mx)
-                    row.shifts[op] = (self.splat_shift(numerics.exp_shift(sm, sm.const(1.0), e)), vm.splat(e))
-                else:  # sum e^(x - m), m the block's max (-FLT_MAX for an all -inf block)
-                    m = numerics.clamp_below(sm, mx, -numerics.FLT_MAX)
-                    row.shifts[op] = (self.splat_shift(numerics.exp_diff_shift(sm, m)), vm.splat(m))
-                    conds.append(self.in_range(m, numerics.EXP_SHIFT_LIMIT))
-        return self.all_of(conds) if conds else None
+        for k, op in enumerate(plan.block_max):
+            vec = b.load(slots[0][k])
+            for a in range(1, A):
+                other = b.load(slots[a][k])
+                vec = vm.select(vm.lt(vec, other), other, vec)
+            mx = self.lane_merge(numerics.ACCUMULATORS[Type.ACC_MAX], (vec,))[0]
+            if op.kind is Kind.ACC_PAIR:  # sum e^x * 2^-e, e the block's exponent
+                e = numerics.block_exponent(one, mx)
+                row.shifts[op] = (self.splat_shift(numerics.exp_shift(one, one.const(1.0), e)), vm.splat(e))
+            else:  # sum e^(x - m), m the block's max (-FLT_MAX for an all -inf block)
+                m = numerics.clamp_below(one, mx, -numerics.FLT_MAX)
+                row.shifts[op] = (self.splat_shift(numerics.exp_diff_shift(one, m)), vm.splat(m))
+                conds.append(self.in_range(one, m, -numerics.EXP_SHIFT_LIMIT, numerics.EXP_SHIFT_LIMIT))
+        if not conds:
+            return None
+        out = conds[0]
+        for c in conds[1:]:
+            out = b.and_(out, c)
+        return out
+
+    def splat_shift(self, shift: numerics.ExpShift) -> numerics.ExpShift:
+        vm = self.vm
+        return numerics.ExpShift(vm.splat(shift.lo), vm.splat(shift.e_magic),
+                                 tuple(vm.splat(c) for c in shift.coeffs))
 
     def block_term(self, op: Op, row: _Row, key, block_fast: bool):
         """The value a block_max reduction sums for one vector of its key."""
@@ -452,12 +524,11 @@ class _KernelEmitter:
         """A block's lane sums as the accumulator's inner state, for the fold."""
         vm = self.vm
         s = merged[0]
+        _, e_or_m = row.shifts[op]
         if op.kind is Kind.ACC_PAIR:
-            _, e = row.shifts[op]
             # a NaN input makes the sum NaN; the exponent carries that to the guard
-            return s, vm.select(vm.b.fcmp_unordered("uno", s, s), vm.const(float("nan")), e)
-        _, m = row.shifts[op]
-        return m, s
+            return s, vm.select(self.b.fcmp_unordered("uno", s, s), vm.const(float("nan")), e_or_m)
+        return e_or_m, s
 
     # --- merges ------------------------------------------------------------------------
     def tree_merge(self, accs, blocked, per_set):
@@ -474,7 +545,7 @@ class _KernelEmitter:
         return per_set[0]
 
     def lane_merge(self, acc, state):
-        """Reduce a vector state to one scalar state, halving the lanes each step."""
+        """Reduce one vector state to a scalar state, halving the lanes each step."""
         b, width = self.b, self.width
         while width > 1:
             half = width // 2
@@ -485,12 +556,33 @@ class _KernelEmitter:
             if half == 1:
                 lo = tuple(b.extract_element(v, ir.Constant(I32, 0)) for v in lo)
                 hi = tuple(b.extract_element(v, ir.Constant(I32, 0)) for v in hi)
-            state = acc.merge(LLVMMath(b, half, use_scalef=self.vm.use_scalef), lo, hi)
+            state = acc.merge(self.vm.with_width(half), lo, hi)
             width = half
         return state
 
+    def merge_rows(self, acc, per_row):
+        """per_row[j]: row j's state as vectors -> one state with row j's lanes merged in
+        lane j (a scalar state for one row).  Rows are merged pairwise into shared vectors
+        (a transposing reduction): R rows cost about R-1 vector merges, not R*log2(W)."""
+        if self.group == 1:
+            return self.lane_merge(acc, per_row[0])
+        b, W = self.b, self.width
+        vecs, rows_per_vec, lanes = per_row, 1, W  # lanes: per row in each vector
+        while lanes > 1:
+            pairs = list(zip(vecs[0::2], vecs[1::2])) if len(vecs) > 1 else [(vecs[0], vecs[0])]
+            half = lanes // 2
+            lo_idx = [src + r * lanes + t for src in (0, W) for r in range(rows_per_vec) for t in range(half)]
+            hi_idx = [i + half for i in lo_idx]
+            lo_c, hi_c = (ir.Constant(ir.VectorType(I32, W), idx) for idx in (lo_idx, hi_idx))
+            vecs = [acc.merge(self.vm, tuple(b.shuffle_vector(u, v, lo_c) for u, v in zip(s1, s2)),
+                              tuple(b.shuffle_vector(u, v, hi_c) for u, v in zip(s1, s2)))
+                    for s1, s2 in pairs]
+            rows_per_vec, lanes = rows_per_vec * 2, half
+        first = ir.Constant(ir.VectorType(I32, self.group), list(range(self.group)))
+        return tuple(b.shuffle_vector(v, v, first) for v in vecs[0])
+
     # --- one vector of a pass body ------------------------------------------------
-    def eval_ops(self, p: Pass, wanted, row: _Row, offset, mask) -> dict:
+    def eval_ops(self, p: Pass, plan: _PassPlan, wanted, row: _Row, offset, mask) -> dict:
         """Values of `wanted` for one vector: only the ops they depend on (loads, math)."""
         need = set(wanted)
         ops = []
@@ -500,14 +592,14 @@ class _KernelEmitter:
                 need |= {a for a in op.args if a.type.is_per_element}
         vals: dict = {}
         for op in reversed(ops):
-            self.emit_elementwise(op, row, offset, mask, vals, fast=False)
+            self.emit_elementwise(op, plan, row, offset, mask, vals, fast=False)
         return vals
 
-    def emit_elementwise(self, op: Op, row: _Row, offset, mask, vals: dict, fast: bool):
+    def emit_elementwise(self, op: Op, plan: _PassPlan, row: _Row, offset, mask, vals: dict, fast: bool):
         vm, k = self.vm, op.kind
         a = [vals[v] if v in vals else row.splats[v] for v in op.args]
         if k is Kind.LOAD_X:
-            out = self.load(row.x, offset, mask, prefetch=True)
+            out = self.load(row.x, offset, mask, prefetch=row.prefetch)
         elif k is Kind.LOAD_Y:
             out = self.load(row.y, offset, mask)
         elif k is Kind.SUB:
@@ -518,7 +610,7 @@ class _KernelEmitter:
             out = (numerics.exp_scaled(vm, a[0], row.shifts[op.args[1]]) if fast
                    else numerics.exp_diff(vm, *a))
         elif k is Kind.EXP_PAIR:
-            out = numerics.exp_pair(vm, a[0])
+            out = (numerics.exp_pair_floored if op in plan.summed else numerics.exp_pair)(vm, a[0])
         elif k is Kind.PAIR_SCALE:
             out = numerics.pair_scale(vm, *a)
         else:
@@ -527,24 +619,22 @@ class _KernelEmitter:
 
     def emit_body(self, p: Pass, plan: _PassPlan, row: _Row, offset, states, mask, fast: bool,
                   block_fast: bool, nontemporal: bool):
-        b, vm = self.b, self.vm
+        """One vector of the pass; returns the new accumulator states."""
+        vm = self.vm
         vals: dict = {}
         new_states = []
         fused_x = {}  # pair_scale op -> the x of its fused exp_pair
         for op in p.ops:
             k = op.kind
-            if fast and op in plan.fused:
-                fused_x[plan.fused[op]] = vals[op.args[0]] if op.args[0] in vals else row.splats[op.args[0]]
-                continue
-            if op in plan.block_max:
-                old = states[len(new_states)]
-                key = vals[plan.keys[op]]
-                new = (vm.add(old[0], self.block_term(op, row, key, block_fast)),)
-                new_states.append(new if mask is None else (vm.select(mask, new[0], old[0]),))
-                continue
             if op in plan.skipped:
                 continue
-            if k is Kind.PAIR_SCALE and op in fused_x:
+            if fast and op in plan.fused:
+                fused_x[plan.fused[op]] = vals[op.args[0]]
+            elif op in plan.block_max:
+                old = states[len(new_states)]
+                new = (vm.add(old[0], self.block_term(op, row, vals[plan.keys[op]], block_fast)),)
+                new_states.append(new if mask is None else (vm.select(mask, new[0], old[0]),))
+            elif k is Kind.PAIR_SCALE and op in fused_x:
                 vals[op.results[0]] = numerics.exp_scaled(vm, fused_x[op], row.shifts[op])
             elif k is Kind.STORE:
                 self.store(vals[op.args[0]], row.y, offset, mask, nontemporal)
@@ -556,7 +646,7 @@ class _KernelEmitter:
                     new = tuple(vm.select(mask, n, o) for n, o in zip(new, old))
                 new_states.append(new)
             else:
-                self.emit_elementwise(op, row, offset, mask, vals, fast)
+                self.emit_elementwise(op, plan, row, offset, mask, vals, fast)
         return new_states
 
     # --- memory ------------------------------------------------------------------------
@@ -576,20 +666,18 @@ class _KernelEmitter:
         skip = b.lshr(b.and_(b.sub(self.i64(0), addr), self.i64(VECTOR_ALIGN - 1)), self.i64(2))
         return b.select(b.icmp_signed("<", skip, n), skip, n)
 
-    def prefetch(self, row_ptr, offset):
-        if not self.schedule.prefetch:
-            return
+    def prefetch(self, row_ptr, offset, ahead: int):
         b = self.b
-        ptr = b.gep(row_ptr, [b.add(offset, self.i64(self.schedule.prefetch // 4))], source_etype=F32)
+        ptr = b.gep(row_ptr, [b.add(offset, self.i64(ahead))], source_etype=F32)
         fn = intrinsic(b.module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
         b.call(fn, [ptr, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
 
-    def load(self, row_ptr, offset, mask, prefetch: bool = False):
+    def load(self, row_ptr, offset, mask, prefetch: int = 0):
         b, vm = self.b, self.vm
         ptr = b.gep(row_ptr, [offset], source_etype=F32)
         if mask is None:
             if prefetch:
-                self.prefetch(row_ptr, offset)
+                self.prefetch(row_ptr, offset, prefetch)
             return b.load(ptr, typ=vm.ty, align=4)
         fn = intrinsic(b.module, f"llvm.masked.load.{vm.suffix}.p0", vm.ty,
                        [PTR, I32, mask.type, vm.ty])

@@ -28,6 +28,10 @@ class LLVMMath:
         self.suffix = "f32" if width == 1 else f"v{width}f32"
         self.use_scalef = use_scalef and width == 16
 
+    def with_width(self, width: int) -> "LLVMMath":
+        """The same math (same ISA choices) on vectors of another width."""
+        return LLVMMath(self.b, width, self.use_scalef)
+
     def _call(self, name: str, *args):
         fn = intrinsic(self.b.module, f"llvm.{name}.{self.suffix}", self.ty, [a.type for a in args])
         return self.b.call(fn, args)

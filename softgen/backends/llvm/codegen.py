@@ -42,7 +42,9 @@ class Schedule:
     """Code-shape parameters of one kernel (the autotuner searches over these)."""
     unroll: int = 4          # vectors per main-loop iteration and row
     accumulators: int = 0    # accumulator sets per row (0: one per unrolled vector); divides unroll
-    rows: int = 1            # rows interleaved per iteration (short rows: hides reduction latency)
+    rows: int = 1            # rows per group (a power of 2, at most the vector width): row
+                             # math and lane merges are vectorized across the group
+    interleave: int = 1      # rows of a group each pass handles side by side (divides rows)
     block: int = numerics.REDUCTION_BLOCK
     nontemporal: bool = False  # streaming (cache-bypassing) stores in the output pass
     prefetch: int = 0        # software prefetch distance in bytes for loads of x (0: none)
@@ -54,12 +56,15 @@ class Schedule:
     pair_block_max: bool = False
 
     def __post_init__(self):
-        for name in ("unroll", "rows", "block"):
+        for name in ("unroll", "rows", "interleave", "block"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"Schedule.{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.accumulators < 0 or (self.accumulators and self.unroll % self.accumulators):
             raise ValueError(f"Schedule.accumulators ({self.accumulators}) must divide unroll "
                              f"({self.unroll}) (0: one set per unrolled vector)")
+        if self.rows & (self.rows - 1) or self.rows % self.interleave:
+            raise ValueError(f"Schedule.rows ({self.rows}) must be a power of 2 and a multiple "
+                             f"of interleave ({self.interleave})")
         if self.prefetch < 0:
             raise ValueError("Schedule.prefetch is a distance in bytes, >= 0")
 
@@ -131,6 +136,75 @@ def _plan(p: Pass, schedule: Schedule) -> _PassPlan:
     return plan
 
 
+class _Inner:
+    """How one reduction accumulates inside a block: its lanes' state until the fold.
+    The default is the numerics Accumulator itself (identity, element + merge)."""
+
+    def __init__(self, acc: numerics.Accumulator):
+        self.acc = acc
+
+    def types(self, vm):
+        return [vm.ty for _ in self.acc.identity]
+
+    def identity(self, vm):
+        return [vm.const(c) for c in self.acc.identity]
+
+    def step(self, vm, old, value):
+        return self.acc.merge(vm, old, self.acc.element(vm, value))
+
+    def merge(self, vm, a, b):
+        return self.acc.merge(vm, a, b)
+
+    def finish(self, emitter, row, state):
+        return state
+
+
+class _BlockSum(_Inner):
+    """block_max reductions: a plain sum of the block's terms (see block_term)."""
+
+    def __init__(self, acc, op):
+        super().__init__(acc)
+        self.op = op
+
+    def types(self, vm):
+        return [vm.ty]
+
+    def identity(self, vm):
+        return [vm.const(0.0)]
+
+    def step(self, vm, old, term):
+        return (vm.add(old[0], term),)
+
+    def merge(self, vm, a, b):
+        return (vm.add(a[0], b[0]),)
+
+    def finish(self, emitter, row, state):
+        return emitter.block_state(self.op, row, state)
+
+
+class _MaxNaNMask(_Inner):
+    """acc.max as a NaN-ignoring max plus a lane mask of NaNs seen, made NaN at the end:
+    x86's maxps is one instruction where the NaN-propagating maximum takes three, and
+    the mask OR runs outside the vector float pipes."""
+
+    def types(self, vm):
+        return [vm.ty, ir.VectorType(ir.IntType(1), vm.width)]
+
+    def identity(self, vm):
+        return [vm.const(float("-inf")), ir.Constant(self.types(vm)[1], [0] * vm.width)]
+
+    def step(self, vm, old, x):
+        m, nan = old
+        return vm.select(vm.lt(m, x), x, m), vm.b.or_(nan, vm.b.fcmp_unordered("uno", x, x))
+
+    def merge(self, vm, a, b):
+        return vm.select(vm.lt(a[0], b[0]), b[0], a[0]), vm.b.or_(a[1], b[1])
+
+    def finish(self, emitter, row, state):
+        vm = emitter.vm
+        return (vm.select(state[1], vm.const(float("nan")), state[0]),)
+
+
 @dataclass
 class _Row:
     """One row inside a pass: its pointers and its row constants as vectors."""
@@ -182,9 +256,9 @@ class _KernelEmitter:
         self.b.branch(head)
         self.b.position_at_end(done)
 
-    def count_loop(self, count: int, body_fn, name: str):
-        """body_fn(j) for j in [0, count): straight-line for 1, a loop otherwise."""
-        if count == 1:
+    def count_loop(self, count: int, body_fn, name: str, step: int = 1):
+        """body_fn(j) for j in [0, count) by `step`: straight-line for one step, else a loop."""
+        if count == step:
             body_fn(self.i64(0))
             return
         b = self.b
@@ -192,7 +266,7 @@ class _KernelEmitter:
 
         def body():
             body_fn(b.load(j))
-            b.store(b.add(b.load(j), self.i64(1)), j)
+            b.store(b.add(b.load(j), self.i64(step)), j)
         self.loop_while(lambda: b.icmp_signed("<", b.load(j), self.i64(count)), body, name)
 
     def if_then(self, cond, then_fn, name: str, else_fn=None):
@@ -336,7 +410,8 @@ class _KernelEmitter:
         # per reduction and state component: every row's final lane state
         results = [[self.var(ir.ArrayType(vm.ty, self.group)) for _ in acc.identity] for acc in accs]
         row_values = {v for op in p.ops for v in op.args if v.type is Type.ROW}
-        nontemporal = (self.schedule.nontemporal and is_output and not reductions
+        step = min(self.schedule.interleave, self.group)  # rows of the group done side by side
+        nontemporal = (self.schedule.nontemporal and is_output and not reductions and step == 1
                        and any(op.kind is Kind.STORE for op in p.ops))
 
         def emit(fast: bool):
@@ -349,15 +424,17 @@ class _KernelEmitter:
                     _, c, e = scale_op.args
                     shift_tables[scale_op] = self.shift_table(numerics.exp_shift(rm, env[c], env[e]))
 
-            def one_row(j):
-                row = _Row(self.row_ptr(self.x, self.xs, j), self.row_ptr(self.y, self.ys, j),
-                           {v: self.row_splat(t, j) for v, t in tables.items()},
-                           {k: self.shift_splat(t, j) for k, t in shift_tables.items()})
-                states = self.emit_row_pass(p, plan, row, reductions, accs, fast, nontemporal)
-                for slots, state in zip(results, states):
-                    for slot, v in zip(slots, state):
-                        b.store(v, self.element_ptr(slot, j, vm.ty))
-            self.count_loop(self.group, one_row, "rowpass")
+            def some_rows(j0):
+                js = [b.add(j0, self.i64(d)) if d else j0 for d in range(step)]
+                rows = [_Row(self.row_ptr(self.x, self.xs, j), self.row_ptr(self.y, self.ys, j),
+                             {v: self.row_splat(t, j) for v, t in tables.items()},
+                             {k: self.shift_splat(t, j) for k, t in shift_tables.items()}) for j in js]
+                per_row = self.emit_row_pass(p, plan, rows, reductions, accs, fast, nontemporal)
+                for j, states in zip(js, per_row):
+                    for slots, state in zip(results, states):
+                        for slot, v in zip(slots, state):
+                            b.store(v, self.element_ptr(slot, j, vm.ty))
+            self.count_loop(self.group, some_rows, "rowpass", step)
 
         if plan.has_fast_form:
             conds = [self.in_range(rm, env[c], -numerics.EXP_SHIFT_LIMIT, numerics.EXP_SHIFT_LIMIT)
@@ -380,15 +457,15 @@ class _KernelEmitter:
         return numerics.ExpShift(self.row_splat(table.lo, j), self.row_splat(table.e_magic, j),
                                  tuple(self.row_splat(c, j) for c in table.coeffs))
 
-    def emit_row_pass(self, p: Pass, plan: _PassPlan, row: _Row, reductions, accs, fast: bool,
+    def emit_row_pass(self, p: Pass, plan: _PassPlan, rows: list, reductions, accs, fast: bool,
                       nontemporal: bool):
-        """One row's pass; returns each reduction's state as vectors (lanes not yet merged)."""
+        """One pass over `rows` (interleaved: each step does one vector of every row).
+        Returns each row's reduction states as vectors (lanes not yet merged)."""
         b, vm, W, U, A = self.b, self.vm, self.width, self.schedule.unroll, self.schedule.acc_sets
         i = self.var(I64)
-        blocked = [op in plan.block_max for op in reductions]
-        inner_ids = [(0.0,) if blk else acc.identity for acc, blk in zip(accs, blocked)]
-        inner = [[[self.var(vm.ty) for _ in ident] for ident in inner_ids] for _ in range(A)]
-        outer = [[self.var(vm.ty, vm.const(c)) for c in acc.outer_identity] for acc in accs]
+        lowerings = [self.inner_lowering(op, acc, plan) for op, acc in zip(reductions, accs)]
+        inner = [[[[self.var(t) for t in low.types(vm)] for low in lowerings] for _ in range(A)] for _ in rows]
+        outer = [[[self.var(vm.ty, vm.const(c)) for c in acc.outer_identity] for acc in accs] for _ in rows]
 
         def load_states(slots):
             return [tuple(b.load(s) for s in acc_slots) for acc_slots in slots]
@@ -399,108 +476,123 @@ class _KernelEmitter:
                     b.store(v, s)
 
         def sweep(start, end, body, aligned_stores=False):
-            """Vectors [start, end): unrolled loop, one-vector loop, masked tail."""
+            """Vectors [start, end) of every row: unrolled loop, one-vector loop, masked tail."""
             b.store(start, i)
 
             def chunk():
                 base = b.load(i)
                 for u in range(U):
-                    body(u % A, b.add(base, self.i64(u * W)), None, aligned_stores)
+                    for r in range(len(rows)):
+                        body(r, u % A, b.add(base, self.i64(u * W)), None, aligned_stores)
                 b.store(b.add(base, self.i64(U * W)), i)
 
             def one_vector():
                 base = b.load(i)
-                body(0, base, None, aligned_stores)
+                for r in range(len(rows)):
+                    body(r, 0, base, None, aligned_stores)
                 b.store(b.add(base, self.i64(W)), i)
+
+            def tail():
+                mask = self.tail_mask(b.load(i), end)
+                for r in range(len(rows)):
+                    body(r, 0, b.load(i), mask, False)
 
             if U > 1:
                 self.loop_while(lambda: b.icmp_signed("<=", b.add(b.load(i), self.i64(U * W)), end),
                                 chunk, "chunk")
             self.loop_while(lambda: b.icmp_signed("<=", b.add(b.load(i), self.i64(W)), end),
                             one_vector, "vec")
-            self.if_then(b.icmp_signed("<", b.load(i), end),
-                         lambda: body(0, b.load(i), self.tail_mask(b.load(i), end), False), "tail")
+            self.if_then(b.icmp_signed("<", b.load(i), end), tail, "tail")
 
         def element_fn(block_fast: bool):
-            def element(a, offset, mask, aligned):
-                states = load_states(inner[a])
-                new = self.emit_body(p, plan, row, offset, states, mask, fast, block_fast,
-                                     nontemporal and aligned)
-                store_states(inner[a], new)
+            def element(r, a, offset, mask, aligned):
+                states = load_states(inner[r][a])
+                new = self.emit_body(p, plan, lowerings, rows[r], offset, states, mask, fast,
+                                     block_fast, nontemporal and aligned)
+                store_states(inner[r][a], new)
             return element
 
+        def set_prefetch(elements: int):
+            for row in rows:
+                row.prefetch = elements
+
         if not accs:
-            row.prefetch = self.schedule.prefetch // 4
+            set_prefetch(self.schedule.prefetch // 4)
             start = self.i64(0)
             if nontemporal:  # a masked head up to the first aligned vector of y
-                start = self.aligned_start(row.y, self.n)
+                start = self.aligned_start(rows[0].y, self.n)
                 self.if_then(b.icmp_signed(">", start, self.i64(0)),
-                             lambda: element_fn(False)(0, self.i64(0), self.tail_mask(self.i64(0), start), False),
+                             lambda: element_fn(False)(0, 0, self.i64(0), self.tail_mask(self.i64(0), start), False),
                              "head")
                 self.used_nontemporal = True
             sweep(start, self.n, element_fn(False), aligned_stores=nontemporal)
-            return []
+            return [[] for _ in rows]
 
         def one_block():
             start = b.load(i)
             end = b.add(start, self.i64(self.schedule.block))
             end = b.select(b.icmp_signed("<", end, self.n), end, self.n)
-            row.prefetch = 0
-            block_fast = self.block_max_scan(p, plan, row, start, end, sweep) if plan.block_max else None
+            set_prefetch(0)
+            block_fast = self.block_max_scan(p, plan, rows, start, end, sweep) if plan.block_max else None
             # the sweep re-reads the block from L1: fetch the next one meanwhile
-            row.prefetch = self.schedule.block if plan.block_max else self.schedule.prefetch // 4
-            for a in range(A):
-                store_states(inner[a], [[vm.const(c) for c in ident] for ident in inner_ids])
+            set_prefetch(self.schedule.block if plan.block_max else self.schedule.prefetch // 4)
+            for r in range(len(rows)):
+                for a in range(A):
+                    store_states(inner[r][a], [low.identity(vm) for low in lowerings])
             if block_fast is None:
                 sweep(start, end, element_fn(False))
             else:
                 self.if_then(block_fast, lambda: sweep(start, end, element_fn(True)), "block.fast",
                              else_fn=lambda: sweep(start, end, element_fn(False)))
-            merged = self.tree_merge(accs, blocked, [load_states(inner[a]) for a in range(A)])
-            merged = [self.block_state(op, row, m) if blk else m
-                      for op, blk, m in zip(reductions, blocked, merged)]
-            store_states(outer, [acc.fold(vm, o, m) for acc, o, m in zip(accs, load_states(outer), merged)])
+            for r, row in enumerate(rows):
+                merged = self.tree_merge(lowerings, [load_states(inner[r][a]) for a in range(A)])
+                merged = [low.finish(self, row, m) for low, m in zip(lowerings, merged)]
+                store_states(outer[r], [acc.fold(vm, o, m) for acc, o, m
+                                        in zip(accs, load_states(outer[r]), merged)])
             b.store(end, i)
 
         b.store(self.i64(0), i)
         self.loop_while(lambda: b.icmp_signed("<", b.load(i), self.n), one_block, "block")
-        row.prefetch = 0
-        return [acc.unfold(vm, state) for acc, state in zip(accs, load_states(outer))]
+        set_prefetch(0)
+        return [[acc.unfold(vm, state) for acc, state in zip(accs, load_states(outer[r]))]
+                for r in range(len(rows))]
 
     # --- block-max reductions ------------------------------------------------------------
-    def block_max_scan(self, p: Pass, plan: _PassPlan, row: _Row, start, end, sweep):
-        """Max of each block_max key over [start, end), then that block's row constants.
+    def block_max_scan(self, p: Pass, plan: _PassPlan, rows: list, start, end, sweep):
+        """Max of each block_max key over [start, end) per row, then the rows' block constants.
         Returns the condition for the online reductions' fast form (None: no condition)."""
         b, vm, one, A = self.b, self.vm, self.one, self.schedule.acc_sets
         keys = [plan.keys[op] for op in plan.block_max]
-        slots = [[self.var(vm.ty) for _ in keys] for _ in range(A)]
+        slots = [[[self.var(vm.ty) for _ in keys] for _ in range(A)] for _ in rows]
         neg_inf = vm.const(float("-inf"))
-        for a in range(A):
-            for s in slots[a]:
-                b.store(neg_inf, s)
+        for per_row in slots:
+            for per_set in per_row:
+                for s in per_set:
+                    b.store(neg_inf, s)
 
-        def scan(a, offset, mask, aligned):
-            vals = self.eval_ops(p, plan, keys, row, offset, mask)
-            for s, key in zip(slots[a], keys):
+        def scan(r, a, offset, mask, aligned):
+            vals = self.eval_ops(p, plan, keys, rows[r], offset, mask)
+            for s, key in zip(slots[r][a], keys):
                 v = vals[key] if mask is None else vm.select(mask, vals[key], neg_inf)
                 old = b.load(s)
                 b.store(vm.select(vm.lt(old, v), v, old), s)  # NaN is caught by the sums
 
         sweep(start, end, scan)
         conds = []
-        for k, op in enumerate(plan.block_max):
-            vec = b.load(slots[0][k])
-            for a in range(1, A):
-                other = b.load(slots[a][k])
-                vec = vm.select(vm.lt(vec, other), other, vec)
-            mx = self.lane_merge(numerics.ACCUMULATORS[Type.ACC_MAX], (vec,))[0]
-            if op.kind is Kind.ACC_PAIR:  # sum e^x * 2^-e, e the block's exponent
-                e = numerics.block_exponent(one, mx)
-                row.shifts[op] = (self.splat_shift(numerics.exp_shift(one, one.const(1.0), e)), vm.splat(e))
-            else:  # sum e^(x - m), m the block's max (-FLT_MAX for an all -inf block)
-                m = numerics.clamp_below(one, mx, -numerics.FLT_MAX)
-                row.shifts[op] = (self.splat_shift(numerics.exp_diff_shift(one, m)), vm.splat(m))
-                conds.append(self.in_range(one, m, -numerics.EXP_SHIFT_LIMIT, numerics.EXP_SHIFT_LIMIT))
+        for r, row in enumerate(rows):
+            for k, op in enumerate(plan.block_max):
+                vec = b.load(slots[r][0][k])
+                for a in range(1, A):
+                    other = b.load(slots[r][a][k])
+                    vec = vm.select(vm.lt(vec, other), other, vec)
+                mx = self.lane_merge(numerics.ACCUMULATORS[Type.ACC_MAX], (vec,))[0]
+                if op.kind is Kind.ACC_PAIR:  # sum e^x * 2^-e, e the block's exponent
+                    e = numerics.block_exponent(one, mx)
+                    row.shifts[op] = (self.splat_shift(numerics.exp_shift(one, one.const(1.0), e)), vm.splat(e))
+                else:  # sum e^(x - m), m the block's max (-FLT_MAX for an all -inf block)
+                    m = numerics.clamp_below(one, mx, -numerics.FLT_MAX)
+                    row.shifts[op] = (self.splat_shift(numerics.exp_diff_shift(one, m)), vm.splat(m))
+                    conds.append(self.in_range(one, m, -numerics.EXP_SHIFT_LIMIT, numerics.EXP_SHIFT_LIMIT))
         if not conds:
             return None
         out = conds[0]
@@ -531,15 +623,18 @@ class _KernelEmitter:
         return e_or_m, s
 
     # --- merges ------------------------------------------------------------------------
-    def tree_merge(self, accs, blocked, per_set):
+    def inner_lowering(self, op: Op, acc: numerics.Accumulator, plan: _PassPlan) -> _Inner:
+        if op in plan.block_max:
+            return _BlockSum(acc, op)
+        if op.kind is Kind.ACC_MAX and self.target.arch == "x86_64":
+            return _MaxNaNMask(acc)
+        return _Inner(acc)
+
+    def tree_merge(self, lowerings, per_set):
         """Merge the accumulator sets pairwise into one."""
         vm = self.vm
-
-        def merge(acc, blk, a, c):
-            return (vm.add(a[0], c[0]),) if blk else acc.merge(vm, a, c)
-
         while len(per_set) > 1:
-            nxt = [[merge(acc, blk, a, c) for acc, blk, a, c in zip(accs, blocked, s1, s2)]
+            nxt = [[low.merge(vm, a, c) for low, a, c in zip(lowerings, s1, s2)]
                    for s1, s2 in zip(per_set[::2], per_set[1::2])]
             per_set = nxt + ([per_set[-1]] if len(per_set) % 2 else [])
         return per_set[0]
@@ -617,8 +712,8 @@ class _KernelEmitter:
             raise NotImplementedError(f"LLVM backend: no lowering for pass op {op}")
         vals[op.results[0]] = out
 
-    def emit_body(self, p: Pass, plan: _PassPlan, row: _Row, offset, states, mask, fast: bool,
-                  block_fast: bool, nontemporal: bool):
+    def emit_body(self, p: Pass, plan: _PassPlan, lowerings, row: _Row, offset, states, mask,
+                  fast: bool, block_fast: bool, nontemporal: bool):
         """One vector of the pass; returns the new accumulator states."""
         vm = self.vm
         vals: dict = {}
@@ -632,16 +727,15 @@ class _KernelEmitter:
                 fused_x[plan.fused[op]] = vals[op.args[0]]
             elif op in plan.block_max:
                 old = states[len(new_states)]
-                new = (vm.add(old[0], self.block_term(op, row, vals[plan.keys[op]], block_fast)),)
-                new_states.append(new if mask is None else (vm.select(mask, new[0], old[0]),))
+                new = lowerings[len(new_states)].step(vm, old, self.block_term(op, row, vals[plan.keys[op]], block_fast))
+                new_states.append(new if mask is None else tuple(vm.select(mask, n, o) for n, o in zip(new, old)))
             elif k is Kind.PAIR_SCALE and op in fused_x:
                 vals[op.results[0]] = numerics.exp_scaled(vm, fused_x[op], row.shifts[op])
             elif k is Kind.STORE:
                 self.store(vals[op.args[0]], row.y, offset, mask, nontemporal)
             elif op.results and op.results[0].type.is_accumulator:
-                acc = numerics.ACCUMULATORS[op.results[0].type]
                 old = states[len(new_states)]
-                new = acc.merge(vm, old, acc.element(vm, vals[op.args[0]]))
+                new = lowerings[len(new_states)].step(vm, old, vals[op.args[0]])
                 if mask is not None:
                     new = tuple(vm.select(mask, n, o) for n, o in zip(new, old))
                 new_states.append(new)

@@ -21,7 +21,7 @@ from pathlib import Path
 import jinja2
 
 from .. import algorithms, numerics
-from ..ir import Kind, Op, Pass, Program, Type
+from ..ir import Kind, Op, Pass, Program, Type, Value
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
 
@@ -316,6 +316,12 @@ class _Helpers:
     def exp_pair(self) -> CFunction:
         return self._get("exp_pair", 1, numerics.exp_pair, self.isa)
 
+    def exp_scaled(self) -> CFunction:
+        """exp_scaled(x, lo, e_magic, *coeffs): the ExpShift spread over parameters."""
+        n = len(numerics.EXP_POLY) + 1
+        return self._get("exp_scaled", 3 + n, lambda m, x, lo, em, *cs: numerics.exp_scaled(
+            m, x, numerics.ExpShift(lo, em, cs)), self.isa)
+
     def pair_scale(self) -> CFunction:
         return self._get("pair_scale", 4, lambda m, p, k, c, e: numerics.pair_scale(m, (p, k), c, e),
                          self.isa)
@@ -346,25 +352,51 @@ def assign(f: CFunction, args, outs) -> str:
 
 @dataclass
 class _Reduction:
-    """One accumulator of a pass: C names of its inner sets, outer state and results."""
+    """One accumulator of a pass: C names of its states and the helpers that merge them."""
     type: Type
+    blocked: bool                 # block-max form: sets sum e^(x - block max), folded per block
     inner: list[list[str]]        # [accumulator set][state component]
-    outer: list[str]
-    identity: list[str]           # C literals
+    identity: list[str]           # C literals of an empty inner state
+    outer: list[str]              # the compensated state across blocks
     outer_identity: list[str]
-    results: list[str]            # the merged row scalars
-    merge: CFunction
+    final: list[str]              # the unfolded vector state, merged across lanes
+    results: list[str]            # the row scalars
+    merge: CFunction              # merges inner states (blocked: plain sums)
     fold: CFunction
     unfold: CFunction
+    lane_merge: CFunction | None  # None: one lane, nothing to merge
+    scan: list[str] = field(default_factory=list)          # blocked: running max per set
+    block_max: str = ""                                    # blocked: the block's max, splat
+    block_shift: list[str] = field(default_factory=list)   # blocked: its exp_scaled constants
+
+    @property
+    def block_inputs(self) -> list[str]:
+        """The inner state that the fold adds (blocked: the block's max and the sums)."""
+        return [self.block_max, self.inner[0][0]] if self.blocked else self.inner[0]
 
 
 @dataclass
 class _PassView:
+    """A pass as the templates see it.  Forms of a sweep over the row: "plain", "fast"
+    (exp via row constants), either + "+block" (block-max terms via the block's
+    constants), "scan" (the block-max pre-scan)."""
     index: int
-    splats: list[tuple[str, str]]           # (vector name, row scalar)
+    splats: list[str]             # vector row values, declared before the sweeps
     reductions: list[_Reduction]
-    body: object                            # body(offset, acc_set, masked) -> list[str]
+    fast_lines: list[str]         # row constants of the fast form
+    fast_condition: str           # when the fast form is exact ("" : always)
+    block_lines: list[str]        # per block, after the scan: block constants
+    block_condition: str
+    body: object                  # body(offset, acc_set, masked, form) -> list[str]
     kind: str = "pass"
+
+    @property
+    def has_fast(self) -> bool:
+        return bool(self.fast_lines)
+
+    @property
+    def block_max(self) -> bool:
+        return any(r.blocked for r in self.reductions)
 
 
 @dataclass
@@ -381,8 +413,19 @@ class _GuardView:
     kind: str = "guard"
 
 
+def _in_range(v: str, limit: float) -> str:
+    return f"{c_float(-limit)} <= {v} && {v} <= {c_float(limit)}"
+
+
+def _shift_values(shift: numerics.ExpShift) -> list[str]:
+    return [shift.lo, shift.e_magic, *shift.coeffs]
+
+
 class _Emitter:
-    """Walks a Program into views the templates render (cf. llvm/codegen.py)."""
+    """Walks a Program into views the templates render.  The lowering follows
+    llvm/codegen.py: exp(x, c) as exp_scaled with row constants where |c| allows,
+    exp_pair -> pair_scale fused into one exp_scaled, and online reductions per block
+    as a max pre-scan plus plain sums folded into the row state."""
 
     def __init__(self, isa: Isa, fn: str, accumulators: int):
         self.isa, self.fn, self.accumulators = isa, fn, accumulators
@@ -431,56 +474,134 @@ class _Emitter:
         return [f"const float {name} = {expr()};"]
 
     # --- passes -----------------------------------------------------------------------
+    def splat(self, cm: CMath, scalar: str) -> str:
+        return cm.temp(self.isa.vec, self.isa.ops["set1"].format(v=scalar))
+
     def pass_(self, p: Pass, env: dict, index: int, prefix: str) -> _PassView:
+        isa, h = self.isa, self.helpers
+        row = h.math(isa, f"{prefix}s")
         splats = {}
         for op in p.ops:
             for v in op.args:
                 if v.type is Type.ROW and v not in splats:
-                    splats[v] = f"{prefix}s{v.id}"
-        reductions = [self.reduction(op, prefix) for op in p.reductions]
-        for op, red in zip(p.reductions, reductions):
+                    splats[v] = self.splat(row, env[v])
+        reductions = {op: self.reduction(op, prefix) for op in p.reductions}
+        for op, red in reductions.items():
             env[op.results[0]] = red.results
-        # Bodies are generated now, so that every helper they call is known before rendering.
-        bodies = {}
+        fast_lines, fast_condition, shifts, fused = self.fast_form(p, env, prefix)
+        block_lines, block_condition = self.block_constants(list(reductions.values()), prefix)
+        bodies = {}  # generated before rendering, so that every helper they call is known
 
-        def body(offset: str, acc_set: int, masked: bool) -> list[str]:
-            key = (offset, acc_set, masked)
+        def body(offset: str, acc_set: int, masked: bool, form: str) -> list[str]:
+            key = (offset, acc_set, masked, form)
             if key not in bodies:
-                bodies[key] = self.body(p, splats, reductions, offset, acc_set, masked)
+                bodies[key] = self.body(p, splats, reductions, shifts, fused, offset, acc_set, masked, form)
             return bodies[key]
 
-        view = _PassView(index, [(name, env[v]) for v, name in splats.items()], reductions, body)
-        return view
+        forms = (["fast"] if fast_lines else []) + (["plain"] if fast_condition or not fast_lines else [])
+        if block_lines:
+            forms += [f + "+block" for f in forms] + ["scan"]
+        used = set()
+        for form in forms:
+            for masked in {False, self.isa.width > 1}:
+                for line in body("i", 0, masked, form):
+                    used.update(_IDENTIFIER.findall(line))
+        return _PassView(index, prune(row.lines, used), list(reductions.values()), fast_lines, fast_condition,
+                         block_lines, block_condition, body)
+
+    def fast_form(self, p: Pass, env: dict, prefix: str):
+        """Row constants of the fast form: exp_diff_shift per exp shift c, exp_shift per
+        fused exp_pair -> pair_scale.  Returns (lines, condition, shifts, fused)."""
+        users: dict = {}
+        for op in p.ops:
+            for a in op.args:
+                users.setdefault(a, []).append(op)
+        scalar, vec = self.helpers.math(_SCALAR, f"{prefix}r"), self.helpers.math(self.isa, f"{prefix}f")
+        shifts, fused, conditions = {}, {}, []
+        for op in p.ops:
+            if op.kind is Kind.EXP and op.args[1] not in shifts:
+                c = env[op.args[1]]
+                shifts[op.args[1]] = numerics.exp_diff_shift(scalar, c)
+                conditions.append(_in_range(c, numerics.EXP_SHIFT_LIMIT))
+            if op.kind is Kind.EXP_PAIR:
+                scale = {u for r in op.results for u in users.get(r, [])}
+                if len(scale) == 1 and next(iter(scale)).kind is Kind.PAIR_SCALE:
+                    user = next(iter(scale))
+                    fused[op] = user
+                    # pair_scale's e is the two-pass exponent, which the guard keeps in range
+                    shifts[user] = numerics.exp_shift(scalar, env[user.args[1]], env[user.args[2]])
+        splatted = {key: [self.splat(vec, v) for v in _shift_values(s)] for key, s in shifts.items()}
+        roots = [v for names in splatted.values() for v in names] + [env[c] for c in shifts if isinstance(c, Value)]
+        return prune(scalar.lines + vec.lines, roots), " && ".join(conditions), splatted, fused
+
+    def block_constants(self, reductions: list[_Reduction], prefix: str):
+        """Per block of a block-max pass: the max of each scan, the clamped block max m and
+        the exp_scaled constants of e^(x - m), as vectors.  Returns (lines, condition)."""
+        if not any(r.blocked for r in reductions):
+            return [], ""
+        vec = self.helpers.math(self.isa, f"{prefix}b")
+        scalar = self.helpers.math(_SCALAR, f"{prefix}c")
+        splats = self.helpers.math(self.isa, f"{prefix}d")
+        conditions, roots = [], []
+        for red in (r for r in reductions if r.blocked):
+            v = red.scan[0]
+            for other in red.scan[1:]:
+                v = vec.select(vec.lt(v, other), other, v)
+            for half in _halves(self.isa):
+                w = vec.temp(self.isa.vec, self.isa.swaps[half].format(v=v))
+                v = vec.select(vec.lt(v, w), w, v)
+            top = vec.temp("float", self.isa.first.format(v=v))
+            # an all -inf block: m = -FLT_MAX, so e^(x - m) is 0 for its -inf entries
+            m = numerics.clamp_below(scalar, top, -numerics.FLT_MAX)
+            conditions.append(_in_range(m, numerics.EXP_SHIFT_LIMIT))
+            red.block_max = self.splat(splats, m)
+            red.block_shift = [self.splat(splats, s) for s in _shift_values(numerics.exp_diff_shift(scalar, m))]
+            roots += [m, red.block_max, *red.block_shift]
+        return prune(vec.lines + scalar.lines + splats.lines, roots), " && ".join(conditions)
 
     def reduction(self, op: Op, prefix: str) -> _Reduction:
         t = op.results[0].type
         acc = numerics.ACCUMULATORS[t]
+        blocked = t is Type.ACC_ONLINE
+        inner_acc = numerics.ACCUMULATORS[Type.ACC_SUM] if blocked else acc
         base = f"{prefix}{_acc_name(t)}{op.results[0].id}"
         h = self.helpers
         return _Reduction(
-            t,
-            [[f"{base}_a{s}_{j}" for j in range(len(acc.identity))] for s in range(self.accumulators)],
-            [f"{base}_o{j}" for j in range(len(acc.outer_identity))],
-            [c_float(c) for c in acc.identity], [c_float(c) for c in acc.outer_identity],
+            t, blocked,
+            [[f"{base}_a{s}_{j}" for j in range(len(inner_acc.identity))] for s in range(self.accumulators)],
+            [c_float(c) for c in inner_acc.identity],
+            [f"{base}_o{j}" for j in range(len(acc.outer_identity))], [c_float(c) for c in acc.outer_identity],
+            [f"{base}_l{j}" for j in range(len(acc.identity))],
             [f"{base}_r{j}" for j in range(len(acc.identity))],
-            h.merge(t), h.fold(t), h.unfold(t))
+            h.merge(Type.ACC_SUM if blocked else t), h.fold(t), h.unfold(t),
+            h.merge(t) if self.isa.width > 1 else None,
+            [f"{base}_m{s}" for s in range(self.accumulators)] if blocked else [])
 
-    def body(self, p: Pass, splats: dict, reductions: list[_Reduction], offset: str,
-             acc_set: int, masked: bool) -> list[str]:
+    def body(self, p: Pass, splats: dict, reductions: dict, shifts: dict, fused: dict,
+             offset: str, acc_set: int, masked: bool, form: str) -> list[str]:
         """One vector of the pass at row offset `offset`; masked: only lanes < rem are live."""
         isa, h = self.isa, self.helpers
         cm = h.math(isa, "e")
+        fast, block_fast, scan = form.startswith("fast"), form.endswith("+block"), form == "scan"
         vals: dict = {}
-        reds = iter(reductions)
-        for op in p.ops:
-            a = [vals[v] if v in vals else splats[v] for v in op.args]
+        ops = self.scan_ops(p, reductions) if scan else p.ops
+        for op in ops:
             k = op.kind
+            if fast and op in fused:
+                continue  # computed by its pair_scale
+            if k is Kind.PAIR_SCALE and fast:
+                x = vals[next(e for e, user in fused.items() if user is op).args[0]]
+                vals[op.results[0]] = self.call(cm, h.exp_scaled(), [x, *shifts[op]])[0]
+                continue
+            a = [vals[v] if v in vals else splats[v] for v in op.args]
             if k in (Kind.LOAD_X, Kind.LOAD_Y):
                 out = cm.temp(isa.vec, self.load("xr" if k is Kind.LOAD_X else "yr", offset, masked))
             elif k is Kind.SUB:
                 out = cm.sub(*a)
             elif k is Kind.MUL:
                 out = cm.mul(*a)
+            elif k is Kind.EXP and fast:
+                out = self.call(cm, h.exp_scaled(), [a[0], *shifts[op.args[1]]])[0]
             elif k is Kind.EXP:
                 out = self.call(cm, h.exp_diff(), a)[0]
             elif k is Kind.EXP_PAIR:
@@ -490,17 +611,43 @@ class _Emitter:
             elif k is Kind.STORE:
                 cm.lines.append(self.store(offset, a[0], masked))
                 continue
-            elif op.results and op.results[0].type.is_accumulator:
-                self.accumulate(cm, next(reds), a[0], acc_set, masked)
+            elif op in reductions and scan:
+                self.scan_max(cm, reductions[op], a[0], acc_set, masked)
+                continue
+            elif op in reductions:
+                self.accumulate(cm, reductions[op], a[0], acc_set, masked, block_fast)
                 continue
             else:
                 raise NotImplementedError(f"C backend: no lowering for pass op {op}")
             vals[op.results[0]] = out
         return prune(cm.lines)
 
-    def accumulate(self, cm: CMath, red: _Reduction, arg, acc_set: int, masked: bool):
+    @staticmethod
+    def scan_ops(p: Pass, reductions: dict) -> list[Op]:
+        """The blocked reductions and the ops their arguments depend on."""
+        need = {op for op, red in reductions.items() if red.blocked}
+        wanted = {a for op in need for a in op.args}
+        for op in reversed(p.ops):
+            if any(r in wanted for r in op.results):
+                need.add(op)
+                wanted |= set(op.args)
+        return [op for op in p.ops if op in need]
+
+    def scan_max(self, cm: CMath, red: _Reduction, v: str, acc_set: int, masked: bool):
+        """The block-max pre-scan: a NaN is skipped here; the sums will carry it."""
+        if masked:
+            v = cm.select("tail_mask", v, cm.const(float("-inf")))
+        s = red.scan[acc_set]
+        cm.lines.append(f"{s} = {cm.select(cm.lt(s, v), v, s)};")
+
+    def accumulate(self, cm: CMath, red: _Reduction, arg, acc_set: int, masked: bool, block_fast: bool):
         """state = merge(state, element(arg)); in the tail only where the lane is live."""
-        element = numerics.ACCUMULATORS[red.type].element(cm, arg)
+        if red.blocked:
+            h = self.helpers
+            element = self.call(cm, h.exp_scaled(), [arg, *red.block_shift]) if block_fast else \
+                self.call(cm, h.exp_diff(), [arg, red.block_max])
+        else:
+            element = numerics.ACCUMULATORS[red.type].element(cm, arg)
         state = red.inner[acc_set]
         if not masked:
             cm.lines.append(assign(red.merge, [*state, *element], state))
@@ -544,6 +691,11 @@ class _Emitter:
         index = cm.temp(self.isa.vec, self.isa.ops["load"].format(p=f"{self.fn}_lane_index"))
         mask = cm.lt(index, cm.temp(self.isa.vec, self.isa.ops["set1"].format(v="(float)rem")))
         return cm.lines + [f"const {self.isa.mask} tail_mask = {mask};"]
+
+
+def _halves(isa: Isa) -> list[int]:
+    """The lane distances of a lane reduction: width/2, ..., 1."""
+    return [isa.width >> k for k in range(1, isa.width.bit_length())]
 
 
 def _tree(n: int) -> list[tuple[int, int]]:
@@ -665,7 +817,7 @@ def _render(program: Program, isa: Isa, name: str, unroll: int, accumulators: in
                row_output=program.row_output, steps=emitter.program(program), unroll=unroll,
                accumulators=accumulators, block=block_size(isa, accumulators), tree=_tree(accumulators),
                tail_mask=emitter.tail_mask, assign=assign, zip=zip,
-               halves=[isa.width >> k for k in range(1, isa.width.bit_length())],
+               halves=_halves(isa),
                swapped=lambda names, half: [isa.swaps[half].format(v=v) for v in names],
                lane_index=[c_float(i) for i in range(isa.width)], scalar=_SCALAR,
                guard=f"{name.upper()}_H")

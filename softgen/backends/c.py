@@ -4,9 +4,9 @@ The emitted function has softgen's C ABI (see softgen.backends.llvm.codegen):
   void name(int64_t rows, int64_t n, const float *restrict x, int64_t x_row_stride,
             float *restrict y, int64_t y_row_stride)
 
-Python walks the Program the way the LLVM backend does and runs the numerics recipes
-through `CMath`, which writes one C statement per primitive using a small per-ISA
-table of intrinsic spellings.  The shape of the code (row loop, pass loops with
+Python walks the Program the way the LLVM backend does (same lowerings, see _Emitter)
+and runs the numerics recipes through `CMath`, which writes one C statement per
+primitive using a small per-ISA table of intrinsic spellings.  The shape of the code (row loop, pass loops with
 `unroll` vectors and `accumulators` accumulator sets, blocked reductions, tails,
 lane merges, helper functions, header) lives in jinja2 templates in templates/.
 """
@@ -819,7 +819,7 @@ def _render(program: Program, isa: Isa, name: str, unroll: int, accumulators: in
                tail_mask=emitter.tail_mask, assign=assign, zip=zip,
                halves=_halves(isa),
                swapped=lambda names, half: [isa.swaps[half].format(v=v) for v in names],
-               lane_index=[c_float(i) for i in range(isa.width)], scalar=_SCALAR,
+               lane_index=[c_float(i) for i in range(isa.width)],
                guard=f"{name.upper()}_H")
     env = _environment(str(TEMPLATES))
     # The kernel first: rendering its passes generates the helpers it calls.

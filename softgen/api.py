@@ -8,7 +8,7 @@ from functools import cached_property
 
 import numpy as np
 
-from . import algorithms
+from . import algorithms, tune
 from .backends.llvm import CompiledModule, Schedule, compile_program
 from .ir import Program
 from .targets import Target
@@ -16,6 +16,7 @@ from .targets import Target
 _ABI = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                         ctypes.c_void_p, ctypes.c_int64)
 DTYPES = ("float32",)
+_F32 = np.dtype(np.float32)
 
 
 def _check_dtype(dtype) -> np.dtype:
@@ -35,6 +36,7 @@ class Kernel:
     def __init__(self, program: Program, compiled: CompiledModule, schedule: Schedule):
         self.program = program
         self.op, self.algorithm = program.op, program.algorithm
+        self.row_output = program.row_output
         self.schedule = schedule
         self._compiled = compiled
         self._fn = _ABI(compiled.address)
@@ -63,7 +65,7 @@ class Kernel:
 
     def run_rows(self, x: np.ndarray, y: np.ndarray) -> None:
         """Raw call on 2-D arrays with unit element stride (no checks beyond shape)."""
-        self._fn(x.shape[0], x.shape[1], x.ctypes.data, x.strides[0] // 4, y.ctypes.data,
+        self._fn(x.shape[0], x.shape[1], _address(x), x.strides[0] // 4, _address(y),
                  y.strides[0] // 4)
 
 
@@ -88,12 +90,21 @@ def compile(op: str, *, algorithm: str, dtype="float32", target="host",
         return _cache[key]
 
 
-def choose_algorithm(op: str, n: int) -> str:
-    """The built-in rule: three-pass reload while the row is cache-resident (it evaluates
-    exp once), two-pass beyond (it moves the least memory)."""
-    if n * 4 <= 1 << 20:  # row fits in L2 comfortably
-        return "three_pass_reload" if op == "softmax" else "three_pass_recompute"
-    return "two_pass"
+def choose_algorithm(op: str, n: int, rows: int = 1) -> str:
+    """The algorithm `algorithm="auto"` runs for [rows, n] (see softgen.tune.choose)."""
+    return tune.choose(op, rows, n).algorithm
+
+
+_char_at = ctypes.c_char.from_buffer
+
+
+def _address(a: np.ndarray) -> int:
+    """The data pointer; through the buffer protocol when it is writable and contiguous
+    (a quarter of the cost of a.ctypes.data)."""
+    flags = a.flags
+    if flags.writeable and flags.c_contiguous and a.size:
+        return ctypes.addressof(_char_at(a))
+    return a.__array_interface__["data"][0]
 
 
 def _as_input(x) -> np.ndarray:
@@ -152,7 +163,30 @@ def _rows_view(a: np.ndarray) -> np.ndarray | None:
     return v
 
 
+def _fast_call(kernel: Kernel, x, axis, out):
+    """The common case with no copies or views: a C-contiguous float32 array over its last
+    axis, a new output or a C-contiguous one.  None when the case does not apply."""
+    if not (type(x) is np.ndarray and x.dtype is _F32 and x.size
+            and (axis == -1 or axis == x.ndim - 1) and x.flags.c_contiguous):
+        return None
+    row_output = kernel.row_output
+    shape = x.shape[:-1] if row_output else x.shape
+    if out is None:
+        y = np.empty(shape, _F32)
+    elif (type(out) is np.ndarray and out.dtype is _F32 and out.shape == shape
+          and out.flags.c_contiguous and out.flags.writeable):
+        y = out
+    else:
+        return None
+    n = x.shape[-1]
+    kernel._fn(x.size // n, n, _address(x), n, ctypes.addressof(_char_at(y)), 1 if row_output else n)
+    return y
+
+
 def _run(kernel: Kernel, x, axis, out):
+    y = _fast_call(kernel, x, axis, out)
+    if y is not None:
+        return y
     arr = _as_input(x)
     ax = _normalize_axis(axis, arr.ndim)
     moved = np.moveaxis(arr, ax, -1)
@@ -188,12 +222,36 @@ def _same_layout(a: np.ndarray, b: np.ndarray) -> bool:
     return a.ctypes.data == b.ctypes.data and a.strides == b.strides and a.shape == b.shape
 
 
+_kernels: dict = {}  # (op, algorithm or (rows, n) for auto) -> Kernel: the per-call lookup
+
+
+def _kernel_for(op: str, algorithm: str, arr: np.ndarray, ax: int) -> Kernel:
+    if algorithm != "auto":
+        key = (op, algorithm)
+    else:
+        n = arr.shape[ax]
+        key = (op, arr.size // n if n else 0, n, tune.generation)
+    kernel = _kernels.get(key)
+    if kernel is None:
+        if algorithm == "auto":
+            choice = tune.choose(op, key[1], key[2])
+            kernel = compile(op, algorithm=choice.algorithm, schedule=choice.schedule)
+        else:
+            kernel = compile(op, algorithm=algorithm)
+        if len(_kernels) > 4096:  # many distinct shapes: start over rather than grow
+            _kernels.clear()
+        _kernels[key] = kernel
+    return kernel
+
+
 def _op_entry(op: str):
     def run(x, axis: int = -1, *, algorithm: str = "auto", out=None):
-        arr = _as_input(x)
-        ax = _normalize_axis(axis, arr.ndim)
-        algo = choose_algorithm(op, arr.shape[ax]) if algorithm == "auto" else algorithm
-        return compile(op, algorithm=algo)(arr, out=out, axis=ax)
+        if type(x) is np.ndarray and x.dtype is _F32 and x.ndim and type(axis) is int and -x.ndim <= axis < x.ndim:
+            arr, ax = x, axis % x.ndim
+        else:
+            arr = _as_input(x)
+            ax = _normalize_axis(axis, arr.ndim)
+        return _run(_kernel_for(op, algorithm, arr, ax), arr, ax, out)
     run.__name__ = op
     run.__doc__ = (f"{op} of a float32 array along `axis` (numpy semantics).\n\n"
                    f"algorithm: 'auto' or one of {', '.join(algorithms.ALGORITHMS)}; "

@@ -162,11 +162,14 @@ def peers(op: str = "softmax", names=None) -> dict[str, Callable[[np.ndarray], o
 # --- one case ------------------------------------------------------------------------
 
 def softgen_fn(op: str, variant: str, n: int, preallocated: np.ndarray | None = None):
-    """fn(x) -> y running softgen's `variant` (an algorithm or "auto").  With `preallocated`
-    the output goes there (measures the kernel, not the allocator)."""
+    """fn(x) -> y running softgen's `variant` through the public API: an algorithm, or
+    "auto" (softgen.softmax(x) etc.).  With `preallocated` the output goes there (measures
+    the kernel, not the allocator)."""
     from . import api
-    algo = api.choose_algorithm(op, n) if variant == "auto" else variant
-    kernel = api.compile(op, algorithm=algo)
+    if variant == "auto":
+        fn = getattr(api, op)
+        return (lambda x: fn(x)) if preallocated is None else (lambda x: fn(x, out=preallocated))
+    kernel = api.compile(op, algorithm=variant)
     if preallocated is None:
         return kernel
     return lambda x: kernel(x, out=preallocated)

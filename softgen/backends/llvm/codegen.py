@@ -409,7 +409,7 @@ class _KernelEmitter:
         accs = [numerics.ACCUMULATORS[op.results[0].type] for op in reductions]
         # per reduction and state component: every row's final lane state
         results = [[self.var(ir.ArrayType(vm.ty, self.group)) for _ in acc.identity] for acc in accs]
-        row_values = {v for op in p.ops for v in op.args if v.type is Type.ROW}
+        row_values = list(dict.fromkeys(v for op in p.ops for v in op.args if v.type is Type.ROW))
         step = min(self.schedule.interleave, self.group)  # rows of the group done side by side
         nontemporal = (self.schedule.nontemporal and is_output and not reductions and step == 1
                        and any(op.kind is Kind.STORE for op in p.ops))

@@ -1,0 +1,266 @@
+"""Choosing a kernel for a shape: the built-in rule, and the autotuner with its wisdom file.
+
+`algorithm="auto"` asks `choose(op, rows, n)` for an (algorithm, schedule) pair.  Shapes
+fall into bands: the row length's power of two, and whether input plus output fit in
+the last-level cache (beyond it the kernel should move as few bytes as possible and
+stream its output past the cache).  `tune()` times candidate pairs on this machine per
+band and saves the winners in a JSON "wisdom" file; `choose` prefers wisdom for the
+host when there is some and falls back to the built-in rule otherwise.
+
+Wisdom lives in $SOFTGEN_WISDOM, else $XDG_CACHE_HOME/softgen/wisdom.json, else
+~/.cache/softgen/wisdom.json.  A file that does not parse, has another format version,
+or was tuned on another CPU is ignored with a warning, never trusted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from . import algorithms
+from .backends.llvm import Schedule
+from .targets import Target
+
+WISDOM_ENV = "SOFTGEN_WISDOM"
+WISDOM_VERSION = 1
+DEFAULT_LLC_BYTES = 32 << 20
+SHORT_ROW = 128   # rows up to this long: many rows per group (the reductions dominate)
+GROUP_ROW = 4096  # rows up to this long: row groups still pay
+# The tuner's default shapes: one per band that the six benchmark cases touch, and more.
+DEFAULT_SHAPES = ((4096, 64), (2048, 256), (1024, 1024), (256, 4096), (64, 32768), (1, 1 << 20),
+                  (16, 1 << 22))
+
+
+class WisdomWarning(UserWarning):
+    """A wisdom file was found but not used."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    algorithm: str
+    schedule: Schedule = Schedule()
+
+    def describe(self) -> str:
+        changed = {f.name: getattr(self.schedule, f.name) for f in dataclasses.fields(Schedule)
+                   if getattr(self.schedule, f.name) != f.default}
+        return self.algorithm + "".join(f" {k}={v}" for k, v in changed.items())
+
+    def to_json(self) -> dict:
+        return {"algorithm": self.algorithm, "schedule": dataclasses.asdict(self.schedule)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Choice":
+        if data["algorithm"] not in algorithms.ALGORITHMS:
+            raise ValueError(f"unknown algorithm {data['algorithm']!r}")
+        return cls(data["algorithm"], Schedule(**data["schedule"]))
+
+
+# --- bands ----------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def llc_bytes() -> int:
+    """The host's last-level cache size (Linux sysfs), or 32 MB if unknown."""
+    best = 0
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip().upper()
+            size = int(text.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(text[-1:], 0)
+        except (OSError, ValueError):
+            continue
+        best = max(best, size)
+    return best or DEFAULT_LLC_BYTES
+
+
+def in_cache(op: str, rows: int, n: int) -> bool:
+    out = rows if op == "logsumexp" else rows * n
+    return (rows * n + out) * 4 <= llc_bytes()
+
+
+def band(op: str, rows: int, n: int) -> str:
+    """The wisdom key of a shape: op, row length rounded up to a power of two, residency."""
+    return f"{op}/n<=2^{max(n - 1, 0).bit_length()}/{'cache' if in_cache(op, rows, n) else 'memory'}"
+
+
+# --- the built-in rule ------------------------------------------------------------------------
+
+def builtin(op: str, rows: int, n: int) -> Choice:
+    """Measured on AMD Zen 4 (README, Performance): in cache, the algorithm that evaluates exp
+    the fewest times; short rows in groups of 16 so their reductions are vectorized across
+    rows; out of cache, two-pass (the least traffic) with streaming stores."""
+    if not in_cache(op, rows, n):
+        return Choice("two_pass", Schedule(nontemporal=op != "logsumexp"))
+    algorithm = "three_pass_reload" if op == "softmax" else "three_pass_recompute"
+    if n <= SHORT_ROW:
+        return Choice(algorithm, Schedule(rows=16, unroll=4, accumulators=1))
+    if n <= GROUP_ROW:
+        return Choice(algorithm, Schedule(rows=16))
+    return Choice(algorithm)
+
+
+# --- wisdom -----------------------------------------------------------------------------------
+
+def wisdom_path() -> Path:
+    if os.environ.get(WISDOM_ENV):
+        return Path(os.environ[WISDOM_ENV])
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "softgen" / "wisdom.json"
+
+
+def target_key(target: Target) -> str:
+    """What wisdom is valid for: the CPU and its features (not the target's name)."""
+    return f"{target.triple}/{target.cpu}/{','.join(sorted(target.feature_set))}"
+
+
+def load_wisdom(path: Path, target: Target) -> dict:
+    """{band: Choice} tuned for `target`; {} (with a WisdomWarning) for anything unusable."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("version") != WISDOM_VERSION:
+            raise ValueError(f"format version {data.get('version') if isinstance(data, dict) else None!r}, "
+                             f"expected {WISDOM_VERSION}")
+        entries = data.get("targets", {})
+        if target_key(target) not in entries:
+            if entries:
+                warnings.warn(f"wisdom file {path} was tuned for another CPU "
+                              f"({', '.join(entries)}); using the built-in rule", WisdomWarning, stacklevel=3)
+            return {}
+        return {key: Choice.from_json(entry["choice"]) for key, entry in entries[target_key(target)].items()}
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as e:
+        warnings.warn(f"ignoring wisdom file {path}: {e}", WisdomWarning, stacklevel=3)
+        return {}
+
+
+def _read_raw(path: Path) -> dict:
+    """The whole file for updating: other targets' entries are kept; a bad file is replaced."""
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and data.get("version") == WISDOM_VERSION and isinstance(data.get("targets"), dict):
+            return data
+    except (OSError, ValueError):
+        pass
+    return {"version": WISDOM_VERSION, "targets": {}}
+
+
+def save_wisdom(path: Path, target: Target, results: dict) -> None:
+    """Merge {band: (Choice, el_per_ns)} for `target` into the file (written atomically)."""
+    data = _read_raw(path)
+    entries = data["targets"].setdefault(target_key(target), {})
+    for key, (choice, speed) in results.items():
+        entries[key] = {"choice": choice.to_json(), "el_per_ns": round(speed, 4)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    refresh()
+
+
+generation = 0  # bumped whenever choose() may answer differently
+
+
+def refresh() -> None:
+    """Re-read wisdom on the next choice: after another process tuned, or after
+    $SOFTGEN_WISDOM changed (auto choices are cached per shape until then)."""
+    global generation
+    generation += 1
+    _host_wisdom.cache_clear()
+
+
+@lru_cache(maxsize=4)
+def _host_wisdom(path: str) -> dict:
+    return load_wisdom(Path(path), Target.parse("host"))
+
+
+def choose(op: str, rows: int, n: int) -> Choice:
+    """The kernel `algorithm="auto"` runs for a [rows, n] problem on this machine."""
+    tuned = _host_wisdom(str(wisdom_path())).get(band(op, rows, n))
+    return tuned if tuned is not None else builtin(op, rows, n)
+
+
+# --- the tuner --------------------------------------------------------------------------------
+
+def candidates(op: str, rows: int, n: int) -> list[Choice]:
+    """What tune() measures for one shape: each algorithm that exists for `op`, with the
+    schedule knobs that matter for this band (a small grid, not every combination)."""
+    algos = [a for a in algorithms.ALGORITHMS if not (a == "three_pass_reload" and op != "softmax")]
+    cached = in_cache(op, rows, n)
+    shapes = [dict(unroll=u, accumulators=a) for u, a in ((2, 0), (4, 0), (4, 1), (8, 4))]
+    if n <= GROUP_ROW and rows >= 16:
+        shapes += [dict(s, rows=16) for s in shapes]
+    stores = [False] if cached or op == "logsumexp" else [False, True]
+    out = []
+    for algo in algos:
+        for s in shapes:
+            for nt in stores:
+                extra = {"online_block_max": False} if algo == "online" and n <= SHORT_ROW else {}
+                out.append(Choice(algo, Schedule(nontemporal=nt, **s, **extra)))
+    return out
+
+
+def _progress(done: int, total: int, label: str, stream) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label[:60]:<60}")
+    stream.flush()
+
+
+def tune(op: str | tuple = "softmax", shapes=DEFAULT_SHAPES, target="host", budget: float = 0.05,
+         path: str | os.PathLike | None = None, progress: bool = True, stream=None) -> dict:
+    """Time every candidate on each shape and save the fastest per band as wisdom.
+
+    op: one op or several; shapes: (rows, n) pairs (one measurement stands for its band;
+    the first shape of a band wins it); budget: seconds of timing per candidate.
+    Returns {band: (Choice, elements/ns)} for what was saved."""
+    from . import api
+    from .bench import median_time
+    tgt = Target.parse(target)
+    if not tgt.is_host:
+        raise ValueError(f"tune() times kernels on this machine: target must be the host, not {tgt}")
+    ops = (op,) if isinstance(op, str) else tuple(op)
+    for o in ops:
+        algorithms.build(o, "two_pass")  # ValueError for unknown ops
+    shapes = [_check_shape(s) for s in shapes]
+    work = {}
+    for o in ops:
+        for rows, n in shapes:
+            work.setdefault(band(o, rows, n), (o, rows, n))
+    total = sum(len(candidates(o, r, n)) for o, r, n in work.values())
+    stream = stream or sys.stderr
+    done, results = 0, {}
+    for key, (o, rows, n) in work.items():
+        x = (np.random.default_rng(0).standard_normal((rows, n)) * 4).astype(np.float32)
+        y = np.empty((rows, 1) if o == "logsumexp" else (rows, n), np.float32)
+        best = None
+        for choice in candidates(o, rows, n):
+            if progress:
+                _progress(done, total, f"{o} {rows}x{n} {choice.describe()}", stream)
+            kernel = api.compile(o, algorithm=choice.algorithm, schedule=choice.schedule)
+            seconds = median_time(lambda: kernel.run_rows(x, y), budget)
+            speed = x.size / seconds / 1e9
+            if best is None or speed > best[1]:
+                best = (choice, speed)
+            done += 1
+        results[key] = best
+    if progress:
+        _progress(done, total, "done", stream)
+        stream.write("\n")
+    save_wisdom(Path(path) if path is not None else wisdom_path(), tgt, results)
+    return results
+
+
+def _check_shape(shape) -> tuple[int, int]:
+    try:
+        rows, n = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape {shape!r} is not a (rows, n) pair") from None
+    if rows < 1 or n < 1:
+        raise ValueError(f"shape {shape!r} needs rows >= 1 and n >= 1")
+    return rows, n

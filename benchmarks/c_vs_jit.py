@@ -3,7 +3,7 @@
     taskset -c 1 python benchmarks/c_vs_jit.py [--isa avx512] [--ops softmax] [--cc gcc]
 
 Shapes: 1024 x 1024 (in cache) and one 2^24 row (out of cache); single thread, median
-of repeated runs.  C/JIT is the C kernel's speed relative to the JIT's (1.00 = same).
+of repeated runs (C and JIT alternating).  C/JIT is the C kernel's speed relative to the JIT's (1.00 = same).
 """
 from __future__ import annotations
 
@@ -24,14 +24,17 @@ from softgen.backends.c import ISAS
 SHAPES = ((1024, 1024), (1, 1 << 24))
 
 
-def median_seconds(fn, budget: float = 1.0, least: int = 7) -> float:
-    fn()
-    times, end = [], time.perf_counter() + budget
-    while len(times) < least or time.perf_counter() < end:
-        t = time.perf_counter()
+def median_seconds(fns, budget: float = 2.0, least: int = 7) -> list[float]:
+    """Median time of each function; runs alternate, so drift (clock, neighbours) hits all."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    times, end = [[] for _ in fns], time.perf_counter() + budget
+    while len(times[0]) < least or time.perf_counter() < end:
+        for fn, ts in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
 
 
 def build_c(op: str, algorithm: str, isa: str, cc: str, workdir: Path):
@@ -70,8 +73,8 @@ def main() -> None:
                     rows, n = shape
                     y = np.empty((rows, 1) if op == "logsumexp" else shape, np.float32)
                     ys = y.shape[1]
-                    t_c = median_seconds(lambda: c_fn(rows, n, x.ctypes.data, n, y.ctypes.data, ys))
-                    t_jit = median_seconds(lambda: jit.run_rows(x, y))
+                    t_c, t_jit = median_seconds([lambda: c_fn(rows, n, x.ctypes.data, n, y.ctypes.data, ys),
+                                                 lambda: jit.run_rows(x, y)])
                     print(f"{op:<12} {algorithm:<22} {f'{rows}x{n}':>12} {x.size / t_c / 1e9:7.2f} "
                           f"{x.size / t_jit / 1e9:7.2f} {t_jit / t_c:6.2f}")
 

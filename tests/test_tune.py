@@ -1,0 +1,165 @@
+"""The autotuner: built-in rule, wisdom file (written, used, refused when corrupt or
+foreign), progress bar, and that every schedule it may pick computes the right thing."""
+import io
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import softgen
+from softgen import api, tune
+from softgen.backends.llvm import Schedule
+from reference import check
+from test_api import special_rows
+
+TINY = dict(budget=0.001, progress=False)
+
+
+@pytest.fixture
+def wisdom(tmp_path, monkeypatch):
+    """A private wisdom file for the test; auto choices start afresh and end afresh."""
+    path = tmp_path / "cache" / "wisdom.json"
+    monkeypatch.setenv(tune.WISDOM_ENV, str(path))
+    tune.refresh()
+    yield path
+    monkeypatch.undo()
+    tune.refresh()
+
+
+def test_wisdom_path_follows_env_and_xdg(tmp_path, monkeypatch):
+    monkeypatch.setenv(tune.WISDOM_ENV, str(tmp_path / "w.json"))
+    assert tune.wisdom_path() == tmp_path / "w.json"
+    monkeypatch.delenv(tune.WISDOM_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert tune.wisdom_path() == tmp_path / "xdg" / "softgen" / "wisdom.json"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert tune.wisdom_path() == tmp_path / "home" / ".cache" / "softgen" / "wisdom.json"
+
+
+@pytest.mark.parametrize("op,rows,n,algorithm,nontemporal", [
+    ("softmax", 4096, 64, "three_pass_reload", False),
+    ("softmax", 1, 1 << 20, "three_pass_reload", False),
+    ("log_softmax", 100, 1000, "three_pass_recompute", False),
+    ("softmax", 16, 1 << 22, "two_pass", True),
+    ("logsumexp", 1, 1 << 26, "two_pass", False),
+])
+def test_builtin_rule_without_wisdom(wisdom, op, rows, n, algorithm, nontemporal):
+    choice = tune.choose(op, rows, n)
+    assert choice == tune.builtin(op, rows, n)
+    assert (choice.algorithm, choice.schedule.nontemporal) == (algorithm, nontemporal)
+
+
+def test_bands_split_by_row_length_and_residency():
+    assert tune.band("softmax", 10, 64) == tune.band("softmax", 3, 33) != tune.band("softmax", 10, 65)
+    assert tune.band("softmax", 1, 1 << 20).endswith("cache")
+    assert tune.band("softmax", 1 << 10, 1 << 20).endswith("memory")
+    assert tune.band("softmax", 1, 64) != tune.band("logsumexp", 1, 64)
+
+
+def test_tune_saves_wisdom_that_auto_then_uses(wisdom):
+    results = tune.tune("softmax", shapes=[(32, 40)], **TINY)
+    key = tune.band("softmax", 32, 40)
+    assert set(results) == {key}
+    choice, speed = results[key]
+    assert speed > 0 and choice in tune.candidates("softmax", 32, 40)
+    data = json.loads(wisdom.read_text())
+    assert data["version"] == tune.WISDOM_VERSION
+    entries = data["targets"][tune.target_key(softgen.Target.parse("host"))]
+    assert tune.Choice.from_json(entries[key]["choice"]) == choice
+    assert tune.choose("softmax", 32, 40) == choice
+    x = (np.random.default_rng(0).standard_normal((32, 40)) * 4).astype(np.float32)
+    kernel = api._kernel_for("softmax", "auto", x, 1)
+    assert (kernel.algorithm, kernel.schedule) == (choice.algorithm, choice.schedule)
+    check("softmax", x, softgen.softmax(x))
+
+
+def test_auto_follows_hand_written_wisdom(wisdom):
+    """The choice in the file is what runs (an unusual one, so it cannot be the rule's)."""
+    odd = tune.Choice("online", Schedule(unroll=3, block=96))
+    tune.save_wisdom(wisdom, softgen.Target.parse("host"), {tune.band("log_softmax", 5, 300): (odd, 1.0)})
+    x = (np.random.default_rng(1).standard_normal((5, 300)) * 4).astype(np.float32)
+    kernel = api._kernel_for("log_softmax", "auto", x, 1)
+    assert (kernel.algorithm, kernel.schedule) == ("online", odd.schedule)
+    check("log_softmax", x, softgen.log_softmax(x))
+    assert tune.choose("log_softmax", 5, 3000) == tune.builtin("log_softmax", 5, 3000)  # other band
+
+
+def test_saving_keeps_other_targets_entries(wisdom):
+    wisdom.parent.mkdir(parents=True)
+    other = {"version": tune.WISDOM_VERSION, "targets": {"riscv64/x/y": {"k": {"choice": {}, "el_per_ns": 1}}}}
+    wisdom.write_text(json.dumps(other))
+    with pytest.warns(tune.WisdomWarning, match="another CPU"):
+        assert tune.choose("softmax", 8, 8) == tune.builtin("softmax", 8, 8)
+    tune.tune("logsumexp", shapes=[(4, 20)], **TINY)
+    data = json.loads(wisdom.read_text())
+    assert "riscv64/x/y" in data["targets"] and len(data["targets"]) == 2
+
+
+@pytest.mark.parametrize("content,match", [
+    ("{not json", "ignoring wisdom"),
+    ('{"version": 999, "targets": {}}', "version"),
+    ('[1, 2]', "version"),
+    ('{"version": 1, "targets": {"%s": {"softmax/n<=2^6/cache": {"choice": {"algorithm": "magic", "schedule": {}}}}}}',
+     "unknown algorithm"),
+    ('{"version": 1, "targets": {"%s": {"softmax/n<=2^6/cache": {"choice": {"algorithm": "online", "schedule": {"unroll": 0}}}}}}',
+     "unroll"),
+])
+def test_corrupt_wisdom_is_ignored_with_a_warning(wisdom, content, match):
+    wisdom.parent.mkdir(parents=True)
+    if "%s" in content:
+        content = content % tune.target_key(softgen.Target.parse("host"))
+    wisdom.write_text(content)
+    with pytest.warns(tune.WisdomWarning, match=match):
+        assert tune.choose("softmax", 8, 64) == tune.builtin("softmax", 8, 64)
+    x = np.float32([[1, 2, 3]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tune.WisdomWarning)
+        check("softmax", x, softgen.softmax(x))
+
+
+def test_progress_bar_goes_to_the_stream(wisdom):
+    out = io.StringIO()
+    tune.tune("softmax", shapes=[(2, 16)], budget=0.001, stream=out)
+    text = out.getvalue()
+    total = len(tune.candidates("softmax", 2, 16))
+    assert f"0/{total}" in text and f"{total}/{total} done" in text and "[" + "#" * 30 + "]" in text
+
+
+def test_tune_rejects_bad_requests(wisdom):
+    with pytest.raises(ValueError, match="unknown op"):
+        tune.tune("softmin", shapes=[(1, 8)], **TINY)
+    with pytest.raises(ValueError, match="rows, n"):
+        tune.tune("softmax", shapes=[(8,)], **TINY)
+    with pytest.raises(ValueError, match="n >= 1"):
+        tune.tune("softmax", shapes=[(8, 0)], **TINY)
+    with pytest.raises(ValueError, match="host"):
+        tune.tune("softmax", shapes=[(1, 8)], target="aarch64", **TINY)
+    assert not wisdom.exists()
+
+
+def _every_candidate_schedule():
+    seen = {}
+    for op in softgen.OPS:
+        for rows, n in ((64, 64), (64, 4096), (1, 1 << 26)):
+            for c in tune.candidates(op, rows, n):
+                seen.setdefault((op, c), None)
+    return list(seen)
+
+
+@pytest.mark.parametrize("op,choice", _every_candidate_schedule(),
+                         ids=lambda v: v.describe() if isinstance(v, tune.Choice) else v)
+def test_every_candidate_is_correct(op, choice):
+    """Whatever the tuner picks computes the right thing: random rows of many lengths in
+    groups with a remainder, special rows mixed in."""
+    kernel = softgen.compile(op, algorithm=choice.algorithm, schedule=choice.schedule)
+    rng = np.random.default_rng(7)
+    for n in (1, 15, 64, 129, 3000):
+        x = (rng.standard_normal((37, n)) * 4).astype(np.float32)
+        check(op, x, kernel(x))
+    for n in (3, 300):
+        x = np.concatenate([np.stack(list(special_rows(n).values()))] * 2)
+        y = kernel(x)
+        for i in range(len(x)):
+            check(op, x[i:i + 1], y[i:i + 1])

@@ -92,16 +92,25 @@ def band(op: str, rows: int, n: int) -> str:
 
 def builtin(op: str, rows: int, n: int) -> Choice:
     """Measured on AMD Zen 4 (README, Performance): in cache, the algorithm that evaluates exp
-    the fewest times; short rows in groups of 16 so their reductions are vectorized across
-    rows; out of cache, two-pass (the least traffic) with streaming stores."""
+    the fewest times; out of cache, two-pass (the least traffic)."""
     if not in_cache(op, rows, n):
-        return Choice("two_pass", Schedule(nontemporal=op != "logsumexp"))
-    algorithm = "three_pass_reload" if op == "softmax" else "three_pass_recompute"
+        algorithm = "two_pass"
+    else:
+        algorithm = "three_pass_reload" if op == "softmax" else "three_pass_recompute"
+    return Choice(algorithm, builtin_schedule(op, algorithm, rows, n))
+
+
+def builtin_schedule(op: str, algorithm: str, rows: int, n: int) -> Schedule:
+    """The schedule the built-in rule gives `algorithm` for this shape: short rows in groups
+    of 16 (their reductions vectorized across rows); outputs that do not fit in the cache
+    streamed past it."""
+    if not in_cache(op, rows, n):
+        return Schedule(nontemporal=op != "logsumexp")
     if n <= SHORT_ROW:
-        return Choice(algorithm, Schedule(rows=16, unroll=4, accumulators=1))
+        return Schedule(rows=16, unroll=4, accumulators=1, online_block_max=False)
     if n <= GROUP_ROW:
-        return Choice(algorithm, Schedule(rows=16))
-    return Choice(algorithm)
+        return Schedule(rows=16)
+    return Schedule()
 
 
 # --- wisdom -----------------------------------------------------------------------------------

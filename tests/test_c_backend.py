@@ -20,6 +20,8 @@ import softgen
 from softgen import algorithms
 from softgen.backends.c import ISAS, block_size
 
+from reference import check
+
 REPO = Path(__file__).resolve().parent.parent
 HOST = softgen.Target.parse("host")
 CASES = []
@@ -140,49 +142,24 @@ def cbuild(tmp_path_factory) -> CBuild:
     return CBuild(tmp_path_factory.mktemp("c_backend"))
 
 
-# --- references and checks ----------------------------------------------------------------
+# --- checks -------------------------------------------------------------------------------
 
-def reference(op: str, x: np.ndarray) -> np.ndarray:
-    """numpy semantics in float64: exp(x - max) / sum (all -inf -> NaN, +inf/NaN -> NaN row);
-    results beyond the float32 range are the infinities float32 rounds them to."""
-    x = x.astype(np.float64)
-    with np.errstate(all="ignore"):
-        m = np.max(x, axis=-1, keepdims=True, initial=-np.inf)
-        e = np.exp(x - m)
-        s = e.sum(axis=-1, keepdims=True)
-        if op == "softmax":
-            ref = e / s
-        elif op == "log_softmax":
-            ref = (x - m) - np.log(s)
-        else:
-            ref = np.where(np.isfinite(m), m + np.log(s), m)[:, 0]
-        return np.where(np.isfinite(ref) & np.isinf(ref.astype(np.float32)), np.sign(ref) * np.inf, ref)
+def expect(op: str, x: np.ndarray, y: np.ndarray, what: str) -> None:
+    """y is op(x) within the foundation's tolerance (tests/reference.py)."""
+    try:
+        check(op, x, y)
+    except AssertionError as e:
+        raise AssertionError(f"{what}: {e}") from None
 
 
-def tolerance(op: str, x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """softmax: 1e-6 relative above 1e-30, a subnormal ulp below.  log outputs: 1e-6 relative
-    plus the float32 rounding of the row's magnitude (x - lse rounds at |x|)."""
-    if op == "softmax":
-        return 1e-6 * ref + 2.0 ** -148
-    finite = np.where(np.isfinite(x), np.abs(x), 0.0)
-    scale = finite.max(axis=-1, initial=0.0)
-    scale = scale[:, None] if op == "log_softmax" else scale
-    return 1e-6 * (1 + np.abs(ref)) + 2.0 ** -22 * scale
-
-
-def assert_close(y: np.ndarray, ref: np.ndarray, tol: np.ndarray, what: str):
-    y = y.astype(np.float64)
-    assert y.shape == ref.shape, what
-    nan = np.isnan(ref)
-    assert np.array_equal(np.isnan(y), nan), f"{what}: NaN at {np.argwhere(np.isnan(y) != nan)[:5].tolist()}"
-    inf = np.isinf(ref)
-    assert np.array_equal(y[inf], ref[inf]), f"{what}: infinities differ"
-    with np.errstate(invalid="ignore"):
-        err = np.where(nan | inf, 0.0, np.abs(y - ref))
-    bad = err > tol
-    if bad.any():
-        i = tuple(np.argwhere(bad)[0])
-        pytest.fail(f"{what}: at {i} got {y[i]!r}, expected {ref[i]!r} (error {err[i]:.3g} > {tol[i]:.3g})")
+def expect_like_jit(op: str, x: np.ndarray, y: np.ndarray, jit, what: str) -> None:
+    """Both within tolerance of float64, with the same NaNs and infinities."""
+    y_jit = jit(x)
+    expect(op, x, y, f"{what} (C)")
+    expect(op, x, y_jit, f"{what} (JIT)")
+    assert np.array_equal(np.isnan(y), np.isnan(y_jit)), f"{what}: NaNs differ from the JIT's"
+    assert np.array_equal(np.where(np.isinf(y), y, 0), np.where(np.isinf(y_jit), y_jit, 0)), \
+        f"{what}: infinities differ from the JIT's"
 
 
 def call(fn, x: np.ndarray, row_output: bool, pad: int = 3) -> np.ndarray:
@@ -344,11 +321,7 @@ def test_matches_float64_and_jit(cbuild, op, algorithm, isa, compiler):
     row_output = op == "logsumexp"
     for n in LENGTHS:
         x = random_rows(n)
-        ref = reference(op, x)
-        tol = tolerance(op, x, ref)
-        y = call(fn, x, row_output)
-        assert_close(y, ref, tol, f"{isa}/{compiler} n={n} vs float64")
-        assert_close(y, jit(x).astype(np.float64), 2 * tol, f"{isa}/{compiler} n={n} vs JIT")
+        expect_like_jit(op, x, call(fn, x, row_output), jit, f"{isa}/{compiler} n={n}")
 
 
 @pytest.mark.parametrize("isa", HOST_ISAS)
@@ -359,8 +332,7 @@ def test_special_inputs(cbuild, op, algorithm, isa):
     d, srcs = cbuild.sources(isa)
     fn = kernel(cbuild.library(isa, "gcc"), srcs[op, algorithm])
     for what, x in special_rows().items():
-        ref = reference(op, x)
-        assert_close(call(fn, x, op == "logsumexp"), ref, tolerance(op, x, ref), f"{isa}: {what}")
+        expect(op, x, call(fn, x, op == "logsumexp"), f"{isa}: {what}")
     if op == "softmax":  # the peers' answers, spelled out
         y = call(fn, np.array([[3e38, -3e38, 3e38, -3e38], [-np.inf] * 4], np.float32), False)
         assert y[0].tolist() == [0.5, 0.0, 0.5, 0.0] and np.isnan(y[1]).all()
@@ -377,9 +349,8 @@ def test_unroll_and_accumulator_variants(cbuild, unroll, accumulators):
         fn = kernel(lib, src)
         for n in (0, 1, 17, 63, 64, 65, 200, 5000):
             x = random_rows(n)
-            ref = reference(op, x)
-            assert_close(call(fn, x, op == "logsumexp"), ref, tolerance(op, x, ref),
-                         f"{op} x {algorithm} unroll={unroll} accumulators={accumulators} n={n}")
+            expect(op, x, call(fn, x, op == "logsumexp"),
+                   f"{op} x {algorithm} unroll={unroll} accumulators={accumulators} n={n}")
 
 
 # --- a driver program: sanitizers and qemu -------------------------------------------------
@@ -456,8 +427,7 @@ def run_driver(prefix: list, exe: Path, src, xs: list[np.ndarray], tmp: Path) ->
 def check_with_driver(prefix, exe, srcs, xs, tmp, what):
     for (op, algorithm), src in srcs.items():
         for x, y in zip(xs, run_driver(prefix, exe, src, xs, tmp)):
-            ref = reference(op, x)
-            assert_close(y, ref, tolerance(op, x, ref), f"{what} {op} x {algorithm} n={x.shape[1]}")
+            expect(op, x, y, f"{what} {op} x {algorithm} n={x.shape[1]}")
 
 
 @pytest.mark.parametrize("isa", sorted({"scalar", BEST_ISA}))

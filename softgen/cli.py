@@ -4,6 +4,7 @@
     softgen emit-asm|emit-obj|emit-so --op OP --algorithm ALGO --target T [--name SYM] [-o FILE]
     softgen emit-c --op OP --algorithm ALGO --isa ISA [--name SYM] [-o DIR]
     softgen bench --op OP [--algorithm ALGO] [--shape ROWSxN] [--peers a,b] [-o FILE.csv]
+    softgen tune [--op OP]... [--shape ROWSxN]... [--budget S] [--wisdom FILE] [--quiet]
 
 Each command is one small function plus an entry in COMMANDS (its arguments, its help).
 Errors in what the user asked for (argparse's, and ValueError/TypeError/NotImplementedError
@@ -134,6 +135,18 @@ def bench(args) -> None:
             writer.writerows(rows)
 
 
+def tune(args) -> None:
+    from . import tune as tuning
+    if not Target.parse(args.target).is_host:
+        raise ValueError(f"tune times kernels on this machine: --target must be host, not {args.target!r}")
+    path = args.wisdom or tuning.wisdom_path()
+    results = tuning.tune(tuple(dict.fromkeys(args.op or ["softmax"])), shapes=args.shape or tuning.DEFAULT_SHAPES,
+                          budget=args.budget, path=path, progress=not args.quiet)
+    for band, (choice, speed) in results.items():
+        print(f"  {band:<32} {speed:7.3f} el/ns  {choice.describe()}")
+    print(f"wrote {path}")
+
+
 def _peers(measuring, op: str, names: str | None) -> dict:
     if names is None:
         return measuring.peers(op)
@@ -207,6 +220,18 @@ def _bench_arguments(p):
     p.add_argument("-o", "--output", help="also write the results as CSV")
 
 
+def _tune_arguments(p):
+    p.add_argument("--op", choices=algorithms.OPS, action="append",
+                   help="op to tune, may be repeated (default: softmax)")
+    _add_target_argument(p)
+    p.add_argument("--shape", type=_shape, action="append",
+                   help="ROWSxN, may be repeated; one per band counts (default: a spread of bands)")
+    p.add_argument("--budget", type=_positive_float, default=0.05,
+                   help="seconds of timing per candidate (default: %(default)s)")
+    p.add_argument("--wisdom", help="wisdom file to update (default: $SOFTGEN_WISDOM or ~/.cache/softgen/wisdom.json)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 COMMANDS = (
     Command("info", "the host (or --target): CPU, features, vector width, LLVM version",
             _info_arguments, info),
@@ -217,6 +242,8 @@ COMMANDS = (
     Command("emit-c", "write a kernel as portable C (softgen.emit_c)", _emit_c_arguments, emit_c),
     Command("bench", "time the op side by side with numpy and installed peers (elements/ns)",
             _bench_arguments, bench),
+    Command("tune", "time candidate kernels per row-length band and save the winners as wisdom "
+            "(algorithm='auto' uses them)", _tune_arguments, tune),
 )
 
 

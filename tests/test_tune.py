@@ -2,6 +2,8 @@
 foreign), progress bar, and that every schedule it may pick computes the right thing."""
 import io
 import json
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -163,3 +165,14 @@ def test_every_candidate_is_correct(op, choice):
         y = kernel(x)
         for i in range(len(x)):
             check(op, x[i:i + 1], y[i:i + 1])
+
+
+def test_cli_tune_writes_the_wisdom_file(tmp_path):
+    path = tmp_path / "w.json"
+    res = subprocess.run([sys.executable, "-m", "softgen.cli", "tune", "--op", "logsumexp", "--shape", "8x33",
+                          "--budget", "0.001", "--wisdom", str(path), "--quiet"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "logsumexp/n<=2^6/cache" in res.stdout and f"wrote {path}" in res.stdout
+    data = json.loads(path.read_text())
+    assert "logsumexp/n<=2^6/cache" in data["targets"][tune.target_key(softgen.Target.parse("host"))]

@@ -35,6 +35,10 @@ from .vmath import F32, I32, LLVMMath, intrinsic
 I64 = ir.IntType(64)
 PTR = ir.PointerType()
 VECTOR_ALIGN = 64  # bytes: an aligned full-width store may be non-temporal
+PAIR_SUMS = ("merge", "scan", "running")
+# _PairRunning sums a block again when one of its exponents exceeds the block's by more:
+# below it terms stay under 2^65, a block's sum far from float32's 2^128.
+RUNNING_SLACK = 64.0
 
 
 @dataclass(frozen=True)
@@ -49,11 +53,13 @@ class Schedule:
     nontemporal: bool = False  # streaming (cache-bypassing) stores in the output pass
     prefetch: int = 0        # software prefetch distance in bytes for loads of x (0: none)
     fast_exp: bool = True    # exp(x, c) without the TwoSum where c allows (see module doc)
-    # reductions as a per-block max scan (the block is then in L1) + plain sums, instead of
-    # a merge per element: pays for online (an exp per merge), not for pair (out of cache
-    # the scan's reads and the sums' compute stop overlapping)
+    # online reductions as a per-block max scan (the block is then in L1) + plain sums of
+    # e^(x - block max), instead of a merge (with an exp) per element
     online_block_max: bool = True
-    pair_block_max: bool = False
+    # pair reductions: "merge" (per element: max, two ldexp), "scan" (like online_block_max;
+    # out of cache the scan's reads and the sums' compute stop overlapping), "running" (a
+    # plain sum against the largest exponent of earlier blocks, see _PairRunning)
+    pair_sum: str = "running"
 
     def __post_init__(self):
         for name in ("unroll", "rows", "interleave", "block"):
@@ -65,6 +71,8 @@ class Schedule:
         if self.rows & (self.rows - 1) or self.rows % self.interleave:
             raise ValueError(f"Schedule.rows ({self.rows}) must be a power of 2 and a multiple "
                              f"of interleave ({self.interleave})")
+        if self.pair_sum not in PAIR_SUMS:
+            raise ValueError(f"Schedule.pair_sum must be one of {', '.join(PAIR_SUMS)}, not {self.pair_sum!r}")
         if self.prefetch < 0:
             raise ValueError("Schedule.prefetch is a distance in bytes, >= 0")
 
@@ -94,12 +102,14 @@ def build_module(program: Program, target: Target, schedule: Schedule = Schedule
 @dataclass
 class _PassPlan:
     """How the ops of one pass are lowered (decided once, before emitting)."""
+    pass_: Pass
     exp_shifts: list = field(default_factory=list)  # row values c of exp(x, c) ops
     fused: dict = field(default_factory=dict)       # exp_pair op -> its pair_scale op
     block_max: list = field(default_factory=list)   # reductions lowered per block (acc op)
     keys: dict = field(default_factory=dict)        # block_max acc op -> value scanned for the max
     skipped: set = field(default_factory=set)       # exp_pair ops whose only user is block_max
     summed: set = field(default_factory=set)        # exp_pair ops whose only user is acc.pair
+    running: list = field(default_factory=list)     # acc.pair ops lowered as _PairRunning
 
     @property
     def has_fast_form(self) -> bool:
@@ -107,7 +117,7 @@ class _PassPlan:
 
 
 def _plan(p: Pass, schedule: Schedule) -> _PassPlan:
-    plan = _PassPlan()
+    plan = _PassPlan(p)
     producer = {r: op for op in p.ops for r in op.results}
     uses: dict = {}
     for op in p.ops:
@@ -123,7 +133,7 @@ def _plan(p: Pass, schedule: Schedule) -> _PassPlan:
         if schedule.online_block_max and op.kind is Kind.ACC_ONLINE:
             plan.block_max.append(op)
             plan.keys[op] = op.args[0]
-        if schedule.pair_block_max and op.kind is Kind.ACC_PAIR:
+        if schedule.pair_sum == "scan" and op.kind is Kind.ACC_PAIR:
             src = producer.get(op.args[0])
             if src is not None and src.kind is Kind.EXP_PAIR and len(uses[op.args[0]]) == 1:
                 plan.block_max.append(op)
@@ -133,6 +143,9 @@ def _plan(p: Pass, schedule: Schedule) -> _PassPlan:
             src = producer.get(op.args[0])
             if src is not None and src.kind is Kind.EXP_PAIR and len(uses[op.args[0]]) == 1:
                 plan.summed.add(src)
+            if schedule.pair_sum == "running" and src is not None and src.kind is Kind.EXP_PAIR:
+                plan.running.append(op)
+                plan.keys[op] = src.args[0]
     return plan
 
 
@@ -182,6 +195,17 @@ class _BlockSum(_Inner):
         return emitter.block_state(self.op, row, state)
 
 
+class _MaxIgnoringNaN:
+    """For lane merges of values whose NaNs are dealt with elsewhere: x86 maxps."""
+
+    @staticmethod
+    def merge(m, a, b):
+        return (m.select(m.lt(a[0], b[0]), b[0], a[0]),)
+
+
+_MAX_IGNORING_NAN = _MaxIgnoringNaN()
+
+
 class _MaxNaNMask(_Inner):
     """acc.max as a NaN-ignoring max plus a lane mask of NaNs seen, made NaN at the end:
     x86's maxps is one instruction where the NaN-propagating maximum takes three, and
@@ -203,6 +227,34 @@ class _MaxNaNMask(_Inner):
     def finish(self, emitter, row, state):
         vm = emitter.vm
         return (vm.select(state[1], vm.const(float("nan")), state[0]),)
+
+
+class _PairRunning(_Inner):
+    """acc.pair as a plain sum of p * 2^(k - e) (one ldexp and one add per element instead of
+    a merge's max, two ldexps and add), plus the largest k seen.  e is per row and block: the
+    largest k of earlier blocks (-inf at first); a block whose largest k exceeds e by more
+    than RUNNING_SLACK is summed again with that k as e.  Terms far below e vanish, which is
+    right: e is an exponent the row really has.  A NaN makes the sum NaN, and finish makes
+    the exponent NaN then, for the two-pass guard."""
+
+    def __init__(self, acc, op):
+        super().__init__(acc)
+        self.op = op
+
+    def identity(self, vm):
+        return [vm.const(0.0), vm.const(float("-inf"))]
+
+    def step(self, vm, old, term_and_k):
+        term, k = term_and_k
+        return vm.add(old[0], term), vm.select(vm.lt(old[1], k), k, old[1])
+
+    def merge(self, vm, a, b):
+        return vm.add(a[0], b[0]), vm.select(vm.lt(a[1], b[1]), b[1], a[1])
+
+    def finish(self, emitter, row, state):
+        vm = emitter.vm
+        s = state[0]
+        return s, vm.select(vm.b.fcmp_unordered("uno", s, s), vm.const(float("nan")), row.shifts[self.op])
 
 
 @dataclass
@@ -536,14 +588,25 @@ class _KernelEmitter:
             block_fast = self.block_max_scan(p, plan, rows, start, end, sweep) if plan.block_max else None
             # the sweep re-reads the block from L1: fetch the next one meanwhile
             set_prefetch(self.schedule.block if plan.block_max else self.schedule.prefetch // 4)
-            for r in range(len(rows)):
-                for a in range(A):
-                    store_states(inner[r][a], [low.identity(vm) for low in lowerings])
-            if block_fast is None:
-                sweep(start, end, element_fn(False))
+
+            def sum_block():
+                for r, row in enumerate(rows):
+                    for op, slot in zip(plan.running, exponents[r]):
+                        row.shifts[op] = vm.splat(b.load(slot))
+                    for a in range(A):
+                        store_states(inner[r][a], [low.identity(vm) for low in lowerings])
+                if block_fast is None:
+                    sweep(start, end, element_fn(False))
+                else:
+                    self.if_then(block_fast, lambda: sweep(start, end, element_fn(True)), "block.fast",
+                                 else_fn=lambda: sweep(start, end, element_fn(False)))
+
+            if plan.running:
+                self.seed_exponents(plan, rows, exponents, start)
+                self.do_while(lambda: [sum_block(), self.raise_exponents(plan, rows, lowerings, inner, exponents)][1],
+                              "block.again")
             else:
-                self.if_then(block_fast, lambda: sweep(start, end, element_fn(True)), "block.fast",
-                             else_fn=lambda: sweep(start, end, element_fn(False)))
+                sum_block()
             for r, row in enumerate(rows):
                 merged = self.tree_merge(lowerings, [load_states(inner[r][a]) for a in range(A)])
                 merged = [low.finish(self, row, m) for low, m in zip(lowerings, merged)]
@@ -551,11 +614,55 @@ class _KernelEmitter:
                                         in zip(accs, load_states(outer[r]), merged)])
             b.store(end, i)
 
+        exponents = [[self.var(self.one.ty, self.one.const(float("-inf"))) for _ in plan.running] for _ in rows]
         b.store(self.i64(0), i)
         self.loop_while(lambda: b.icmp_signed("<", b.load(i), self.n), one_block, "block")
         set_prefetch(0)
         return [[acc.unfold(vm, state) for acc, state in zip(accs, load_states(outer[r]))]
                 for r in range(len(rows))]
+
+    def seed_exponents(self, plan: _PassPlan, rows: list, exponents, start):
+        """At a row's first block, _PairRunning starts from its first element's exponent
+        (a lower bound of the row's largest), so usual rows need no second sum."""
+        b, one = self.b, self.one
+        first = b.icmp_signed("==", start, self.i64(0))
+        lane0 = self.tail_mask(start, b.add(start, self.i64(1)))
+        for row, slots in zip(rows, exponents):
+            for op, slot in zip(plan.running, slots):
+                key = plan.keys[op]
+                x0 = b.extract_element(self.eval_ops(plan.pass_, plan, [key], row, start, lane0)[key],
+                                       ir.Constant(I32, 0))
+                k0 = numerics.exp_pair_floored(one, x0)[1]
+                b.store(one.select(first, k0, b.load(slot)), slot)
+
+    def raise_exponents(self, plan: _PassPlan, rows: list, lowerings, inner, exponents):
+        """After a block of _PairRunning sums: rows whose largest exponent outgrew theirs
+        take it; returns whether any did (then the block is summed again)."""
+        b, vm, one, A = self.b, self.vm, self.one, self.schedule.acc_sets
+        again = ir.Constant(ir.IntType(1), 0)
+        for r in range(len(rows)):
+            for op, slot in zip(plan.running, exponents[r]):
+                k = lowerings.index(next(low for low in lowerings if getattr(low, "op", None) is op))
+                vec = b.load(inner[r][0][k][1])
+                for a in range(1, A):
+                    other = b.load(inner[r][a][k][1])
+                    vec = vm.select(vm.lt(vec, other), other, vec)
+                top = self.lane_merge(_MAX_IGNORING_NAN, (vec,))[0]
+                e = b.load(slot)
+                grew = one.lt(one.add(e, one.const(RUNNING_SLACK)), top)
+                b.store(one.select(grew, top, e), slot)
+                again = b.or_(again, grew)
+        return again
+
+    def do_while(self, body_fn, name: str):
+        """Run body_fn's code, again while the i1 it returns is true."""
+        body = self.fn.append_basic_block(f"{name}.body")
+        done = self.fn.append_basic_block(f"{name}.done")
+        self.b.branch(body)
+        self.b.position_at_end(body)
+        again = body_fn()
+        self.b.cbranch(again, body, done)
+        self.b.position_at_end(done)
 
     # --- block-max reductions ------------------------------------------------------------
     def block_max_scan(self, p: Pass, plan: _PassPlan, rows: list, start, end, sweep):
@@ -626,6 +733,8 @@ class _KernelEmitter:
     def inner_lowering(self, op: Op, acc: numerics.Accumulator, plan: _PassPlan) -> _Inner:
         if op in plan.block_max:
             return _BlockSum(acc, op)
+        if op in plan.running:
+            return _PairRunning(acc, op)
         if op.kind is Kind.ACC_MAX and self.target.arch == "x86_64":
             return _MaxNaNMask(acc)
         return _Inner(acc)
@@ -733,6 +842,13 @@ class _KernelEmitter:
                 vals[op.results[0]] = numerics.exp_scaled(vm, fused_x[op], row.shifts[op])
             elif k is Kind.STORE:
                 self.store(vals[op.args[0]], row.y, offset, mask, nontemporal)
+            elif op in plan.running:
+                old = states[len(new_states)]
+                p, k = vals[op.args[0]]
+                new = lowerings[len(new_states)].step(vm, old, (vm.ldexp(p, vm.sub(k, row.shifts[op])), k))
+                if mask is not None:
+                    new = tuple(vm.select(mask, n, o) for n, o in zip(new, old))
+                new_states.append(new)
             elif op.results and op.results[0].type.is_accumulator:
                 old = states[len(new_states)]
                 new = lowerings[len(new_states)].step(vm, old, vals[op.args[0]])

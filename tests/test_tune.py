@@ -160,6 +160,9 @@ def test_every_candidate_is_correct(op, choice):
     for n in (1, 15, 64, 129, 3000):
         x = (rng.standard_normal((37, n)) * 4).astype(np.float32)
         check(op, x, kernel(x))
+        # wide spreads, rising rows: exponents far above the first ones (running pair sums)
+        wide = np.concatenate([x * 8 + 1000, np.sort(x * 30, axis=1)]).astype(np.float32)
+        check(op, wide, kernel(wide))
     for n in (3, 300):
         x = np.concatenate([np.stack(list(special_rows(n).values()))] * 2)
         y = kernel(x)

@@ -37,8 +37,9 @@ PTR = ir.PointerType()
 VECTOR_ALIGN = 64  # bytes: an aligned full-width store may be non-temporal
 PAIR_SUMS = ("merge", "scan", "running")
 # _PairRunning sums a block again when one of its exponents exceeds the block's by more:
-# below it terms stay under 2^65, a block's sum far from float32's 2^128.
-RUNNING_SLACK = 64.0
+# below it terms stay under 2^33 and a row's sum under 2^64, which ldexp_generic (it
+# scales by 2^(d + 64) first) and the lane merges need.
+RUNNING_SLACK = 32.0
 
 
 @dataclass(frozen=True)
@@ -602,7 +603,7 @@ class _KernelEmitter:
                                  else_fn=lambda: sweep(start, end, element_fn(False)))
 
             if plan.running:
-                self.seed_exponents(plan, rows, exponents, start)
+                self.seed_exponents(plan, rows, exponents, start, end)
                 self.do_while(lambda: [sum_block(), self.raise_exponents(plan, rows, lowerings, inner, exponents)][1],
                               "block.again")
             else:
@@ -621,18 +622,21 @@ class _KernelEmitter:
         return [[acc.unfold(vm, state) for acc, state in zip(accs, load_states(outer[r]))]
                 for r in range(len(rows))]
 
-    def seed_exponents(self, plan: _PassPlan, rows: list, exponents, start):
-        """At a row's first block, _PairRunning starts from its first element's exponent
-        (a lower bound of the row's largest), so usual rows need no second sum."""
-        b, one = self.b, self.one
+    def seed_exponents(self, plan: _PassPlan, rows: list, exponents, start, end):
+        """At a row's first block, _PairRunning starts from the exponent of the largest of
+        its first vector (a lower bound of the row's largest), so usual rows need no
+        second sum."""
+        b, one, vm = self.b, self.one, self.vm
         first = b.icmp_signed("==", start, self.i64(0))
-        lane0 = self.tail_mask(start, b.add(start, self.i64(1)))
+        stop = b.add(start, self.i64(self.width))
+        mask = self.tail_mask(start, b.select(b.icmp_signed("<", stop, end), stop, end))
         for row, slots in zip(rows, exponents):
             for op, slot in zip(plan.running, slots):
                 key = plan.keys[op]
-                x0 = b.extract_element(self.eval_ops(plan.pass_, plan, [key], row, start, lane0)[key],
-                                       ir.Constant(I32, 0))
-                k0 = numerics.exp_pair_floored(one, x0)[1]
+                v = vm.select(mask, self.eval_ops(plan.pass_, plan, [key], row, start, mask)[key],
+                              vm.const(float("-inf")))
+                top = self.lane_merge(_MAX_IGNORING_NAN, (v,))[0]
+                k0 = numerics.exp_pair_floored(one, top)[1]
                 b.store(one.select(first, k0, b.load(slot)), slot)
 
     def raise_exponents(self, plan: _PassPlan, rows: list, lowerings, inner, exponents):

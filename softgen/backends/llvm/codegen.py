@@ -518,7 +518,7 @@ class _KernelEmitter:
         i = self.var(I64)
         lowerings = [self.inner_lowering(op, acc, plan) for op, acc in zip(reductions, accs)]
         inner = [[[[self.var(t) for t in low.types(vm)] for low in lowerings] for _ in range(A)] for _ in rows]
-        outer = [[[self.var(vm.ty, vm.const(c)) for c in acc.outer_identity] for acc in accs] for _ in rows]
+        outer = [[[self.var(vm.ty) for _ in acc.outer_identity] for acc in accs] for _ in rows]
 
         def load_states(slots):
             return [tuple(b.load(s) for s in acc_slots) for acc_slots in slots]
@@ -581,10 +581,8 @@ class _KernelEmitter:
             sweep(start, self.n, element_fn(False), aligned_stores=nontemporal)
             return [[] for _ in rows]
 
-        def one_block():
-            start = b.load(i)
-            end = b.add(start, self.i64(self.schedule.block))
-            end = b.select(b.icmp_signed("<", end, self.n), end, self.n)
+        def block(start, end):
+            """The reductions over [start, end) of every row, as inner states."""
             set_prefetch(0)
             block_fast = self.block_max_scan(p, plan, rows, start, end, sweep) if plan.block_max else None
             # the sweep re-reads the block from L1: fetch the next one meanwhile
@@ -608,19 +606,40 @@ class _KernelEmitter:
                               "block.again")
             else:
                 sum_block()
-            for r, row in enumerate(rows):
-                merged = self.tree_merge(lowerings, [load_states(inner[r][a]) for a in range(A)])
-                merged = [low.finish(self, row, m) for low, m in zip(lowerings, merged)]
+            merged = [self.tree_merge(lowerings, [load_states(inner[r][a]) for a in range(A)])
+                      for r in range(len(rows))]
+            return [[low.finish(self, row, m) for low, m in zip(lowerings, per_row)]
+                    for row, per_row in zip(rows, merged)]
+
+        def one_block():
+            start = b.load(i)
+            end = b.add(start, self.i64(self.schedule.block))
+            end = b.select(b.icmp_signed("<", end, self.n), end, self.n)
+            for r, merged in enumerate(block(start, end)):
                 store_states(outer[r], [acc.fold(vm, o, m) for acc, o, m
                                         in zip(accs, load_states(outer[r]), merged)])
             b.store(end, i)
 
+        def blocks():
+            for per_row in outer:
+                store_states(per_row, [[vm.const(c) for c in acc.outer_identity] for acc in accs])
+            b.store(self.i64(0), i)
+            self.loop_while(lambda: b.icmp_signed("<", b.load(i), self.n), one_block, "block")
+            for r in range(len(rows)):
+                store_states(final[r], [acc.unfold(vm, state) for acc, state in zip(accs, load_states(outer[r]))])
+
+        def one_block_only():
+            """A row of one block: folding it into the empty outer state and unfolding
+            again would give it back unchanged (compensation zero), so skip both."""
+            for r, merged in enumerate(block(self.i64(0), self.n)):
+                store_states(final[r], merged)
+
         exponents = [[self.var(self.one.ty, self.one.const(float("-inf"))) for _ in plan.running] for _ in rows]
-        b.store(self.i64(0), i)
-        self.loop_while(lambda: b.icmp_signed("<", b.load(i), self.n), one_block, "block")
+        final = [[[self.var(vm.ty) for _ in acc.identity] for acc in accs] for _ in rows]
+        self.if_then(b.icmp_signed("<=", self.n, self.i64(self.schedule.block)), one_block_only, "short",
+                     else_fn=blocks)
         set_prefetch(0)
-        return [[acc.unfold(vm, state) for acc, state in zip(accs, load_states(outer[r]))]
-                for r in range(len(rows))]
+        return [load_states(final[r]) for r in range(len(rows))]
 
     def seed_exponents(self, plan: _PassPlan, rows: list, exponents, start, end):
         """At a row's first block, _PairRunning starts from the exponent of the largest of

@@ -167,6 +167,26 @@ def exp_diff_shift(m, c) -> ExpShift:
     return exp_shift(m, p, m.sub(m.const(0.0), k))
 
 
+# While |e| <= EXP_FOLD_LIMIT, 2^-e folds into the scale as well (scale * 2^-e stays a
+# normal float, inside ldexp_generic's range), so exp_scaled needs no exponent subtraction.
+EXP_FOLD_LIMIT = 58.0
+
+
+def exp_shift_folded(m, scale, e) -> ExpShift:
+    """exp_shift with 2^-e folded into the scale (|e| <= EXP_FOLD_LIMIT): the same values,
+    one subtraction per element less."""
+    lo = m.mul(m.sub(e, m.const(EXP_SHIFT_FLOOR)), m.const(LN2))
+    folded = m.ldexp(scale, m.sub(m.const(0.0), e))
+    coeffs = tuple(m.mul(folded, m.const(c)) for c in (*reversed(EXP_POLY), 1.0))
+    return ExpShift(lo, m.const(ROUND_MAGIC), coeffs)
+
+
+def exp_diff_shift_folded(m, c) -> ExpShift:
+    """exp_diff_shift by exp_shift_folded: needs |round(c * log2 e)| <= EXP_FOLD_LIMIT."""
+    p, k = exp_pair(m, m.sub(m.const(0.0), c))
+    return exp_shift_folded(m, p, m.sub(m.const(0.0), k))
+
+
 def exp_scaled(m, x, shift: ExpShift):
     """scale * e^x * 2^-e (see exp_shift) for x up to about (e + 1) * ln2: results below
     2^-149 are 0, subnormal results are kept, NaN stays NaN."""

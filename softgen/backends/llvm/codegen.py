@@ -467,15 +467,20 @@ class _KernelEmitter:
         nontemporal = (self.schedule.nontemporal and is_output and not reductions and step == 1
                        and any(op.kind is Kind.STORE for op in p.ops))
 
-        def emit(fast: bool):
+        def emit(form: str):
+            """form: "exact" (exp_diff), "shifted" (exp_scaled), "folded" (2^-e in the scale)."""
+            fast = form != "exact"
             tables = {v: self.row_table(env[v]) for v in row_values}
             shift_tables = {}
+            folded = form == "folded"
             if fast:
                 for c in plan.exp_shifts:
-                    shift_tables[c] = self.shift_table(numerics.exp_diff_shift(rm, env[c]))
+                    recipe = numerics.exp_diff_shift_folded if folded else numerics.exp_diff_shift
+                    shift_tables[c] = self.shift_table(recipe(rm, env[c]))
                 for scale_op in plan.fused.values():
                     _, c, e = scale_op.args
-                    shift_tables[scale_op] = self.shift_table(numerics.exp_shift(rm, env[c], env[e]))
+                    recipe = numerics.exp_shift_folded if folded else numerics.exp_shift
+                    shift_tables[scale_op] = self.shift_table(recipe(rm, env[c], env[e]))
 
             def some_rows(j0):
                 js = [b.add(j0, self.i64(d)) if d else j0 for d in range(step)]
@@ -490,13 +495,18 @@ class _KernelEmitter:
             self.count_loop(self.group, some_rows, "rowpass", step)
 
         if plan.has_fast_form:
-            conds = [self.in_range(rm, env[c], -numerics.EXP_SHIFT_LIMIT, numerics.EXP_SHIFT_LIMIT)
-                     for c in plan.exp_shifts]
-            conds += [self.in_range(rm, env[s.args[2]], -numerics.PAIR_EXP_LIMIT, numerics.PAIR_EXP_LIMIT)
-                      for s in plan.fused.values()]
-            self.if_then(self.all_lanes(conds), lambda: emit(True), "fast", else_fn=lambda: emit(False))
+            def conds(c_limit: float, e_limit: float):
+                return self.all_lanes(
+                    [self.in_range(rm, env[c], -c_limit, c_limit) for c in plan.exp_shifts] +
+                    [self.in_range(rm, env[s.args[2]], -e_limit, e_limit) for s in plan.fused.values()])
+            # |c| * log2(e) + 1/2 within EXP_FOLD_LIMIT: the shift's exponent may be folded
+            fold_c = (numerics.EXP_FOLD_LIMIT - 1) / numerics.LOG2E
+            self.if_then(conds(fold_c, numerics.EXP_FOLD_LIMIT), lambda: emit("folded"), "folded",
+                         else_fn=lambda: self.if_then(
+                             conds(numerics.EXP_SHIFT_LIMIT, numerics.PAIR_EXP_LIMIT), lambda: emit("shifted"),
+                             "shifted", else_fn=lambda: emit("exact")))
         else:
-            emit(False)
+            emit("exact")
         for op, acc, slots in zip(reductions, accs, results):
             per_row = [tuple(b.load(self.element_ptr(s, self.i64(j), vm.ty)) for s in slots)
                        for j in range(self.group)]

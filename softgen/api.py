@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np

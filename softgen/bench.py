@@ -161,7 +161,7 @@ def peers(op: str = "softmax", names=None) -> dict[str, Callable[[np.ndarray], o
 
 # --- one case ------------------------------------------------------------------------
 
-def softgen_fn(op: str, variant: str, n: int, preallocated: np.ndarray | None = None):
+def softgen_fn(op: str, variant: str, preallocated: np.ndarray | None = None):
     """fn(x) -> y running softgen's `variant` through the public API: an algorithm, or
     "auto" (softgen.softmax(x) etc.).  With `preallocated` the output goes there (measures
     the kernel, not the allocator)."""
@@ -190,7 +190,7 @@ def measure(op: str, shape: tuple[int, int], variants=SOFTGEN_VARIANTS, peer_fns
     out = np.empty(out_shape, np.float32) if preallocate else None
     for variant in variants:
         try:
-            fn = softgen_fn(op, variant, n, out)
+            fn = softgen_fn(op, variant, out)
         except NotImplementedError:
             continue
         results.append(_result(f"softgen:{variant}", lambda: fn(x), x.size, budget))

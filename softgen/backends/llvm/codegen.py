@@ -3,23 +3,27 @@
 The function has softgen's C ABI:
   void f(int64_t rows, int64_t n, const float *x, int64_t x_row_stride,
          float *y, int64_t y_row_stride)
-Rows are processed `rows` at a time (interleaved, so the per-row reductions of short rows
-overlap), then one at a time for the rest.  Per row, each pass is: an unrolled main loop
+Rows go in groups of `rows` (then one at a time for the rest): row-level values are
+vectors with a lane per row of the group, so the row math and the lane merges of short
+rows are vectorized across rows; each pass runs over the group's rows in turn
+(`interleave` of them side by side).  Per row, each pass is: an unrolled main loop
 (`unroll` vectors per iteration over `accumulators` accumulator sets), a one-vector
 remainder loop, then one masked vector for the tail, so nothing past the row is read or
 written.  Reducing passes run that in blocks of `block` elements folded into a
-compensated outer accumulator.  Loop-carried state lives in allocas that LLVM's SROA
-promotes to registers.
+compensated outer accumulator (a row of one block skips the fold).  Loop-carried state
+lives in allocas that LLVM's SROA promotes to registers.
 
 Lowerings chosen here (numerics.py has the formulas):
-  exp(x, c)       exp_scaled with row constants from c when |c| is in range (no x - c
-                  TwoSum), else exp_diff; the pass is emitted for both and a row branch picks.
+  exp(x, c)       exp_scaled with row constants from c, no x - c TwoSum: "folded" when the
+                  shift is small, "shifted" while |c| is in range, exp_diff beyond; the
+                  pass is emitted for each form and a branch per row group picks.
   exp_pair -> pair_scale
-                  fused into one exp_scaled with 1/S and 2^-E folded into row constants.
-  acc.pair / acc.online (block_max)
-                  per block: a max pre-scan of the block (it is then in L1), then a plain
-                  lane sum of e^x scaled by the block's exponent or max, folded into the row
-                  state once per block instead of a merge (exp, ldexp) per element.
+                  fused into one exp_scaled with 1/S and 2^-E in row constants.
+  acc.max (x86)   maxps plus a NaN lane mask (_MaxNaNMask).
+  acc.pair        a plain sum against a running block exponent (_PairRunning), or a
+                  block max scan, or a merge per element (Schedule.pair_sum).
+  acc.online      per block: a max scan (the block is then in L1), then a plain sum of
+                  e^(x - block max), folded once per block (Schedule.online_block_max).
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 from llvmlite import ir
 
 from ... import numerics
-from ...ir import Kind, Op, Pass, Program, Type, Value
+from ...ir import Kind, Op, Pass, Program, Type
 from ...targets import Target
 from .vmath import F32, I32, LLVMMath, intrinsic
 
@@ -47,13 +51,13 @@ class Schedule:
     """Code-shape parameters of one kernel (the autotuner searches over these)."""
     unroll: int = 4          # vectors per main-loop iteration and row
     accumulators: int = 0    # accumulator sets per row (0: one per unrolled vector); divides unroll
-    rows: int = 1            # rows per group (a power of 2, at most the vector width): row
-                             # math and lane merges are vectorized across the group
+    rows: int = 1            # rows per group (a power of 2; capped at the vector width):
+                             # row math and lane merges are vectorized across the group
     interleave: int = 1      # rows of a group each pass handles side by side (divides rows)
     block: int = numerics.REDUCTION_BLOCK
     nontemporal: bool = False  # streaming (cache-bypassing) stores in the output pass
     prefetch: int = 0        # software prefetch distance in bytes for loads of x (0: none)
-    fast_exp: bool = True    # exp(x, c) without the TwoSum where c allows (see module doc)
+    fast_exp: bool = True    # exp(x, c) without the TwoSum where c allows (module doc)
     # online reductions as a per-block max scan (the block is then in L1) + plain sums of
     # e^(x - block max), instead of a merge (with an exp) per element
     online_block_max: bool = True
@@ -673,9 +677,9 @@ class _KernelEmitter:
         take it; returns whether any did (then the block is summed again)."""
         b, vm, one, A = self.b, self.vm, self.one, self.schedule.acc_sets
         again = ir.Constant(ir.IntType(1), 0)
+        running = [k for k, low in enumerate(lowerings) if isinstance(low, _PairRunning)]
         for r in range(len(rows)):
-            for op, slot in zip(plan.running, exponents[r]):
-                k = lowerings.index(next(low for low in lowerings if getattr(low, "op", None) is op))
+            for k, slot in zip(running, exponents[r]):
                 vec = b.load(inner[r][0][k][1])
                 for a in range(1, A):
                     other = b.load(inner[r][a][k][1])

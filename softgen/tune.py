@@ -103,9 +103,10 @@ def builtin(op: str, rows: int, n: int) -> Choice:
 def builtin_schedule(op: str, algorithm: str, rows: int, n: int) -> Schedule:
     """The schedule the built-in rule gives `algorithm` for this shape: short rows in groups
     of 16 (their reductions vectorized across rows); outputs that do not fit in the cache
-    streamed past it."""
+    streamed past it (except for reload)."""
     if not in_cache(op, rows, n):
-        return Schedule(nontemporal=op != "logsumexp")
+        # reload's output pass re-reads y, partly still cached: streaming stores do not pay
+        return Schedule(nontemporal=op != "logsumexp" and algorithm != "three_pass_reload")
     if n <= SHORT_ROW:
         return Schedule(rows=16, unroll=4, accumulators=1, online_block_max=False)
     if n <= GROUP_ROW:

@@ -47,13 +47,15 @@ def test_wisdom_path_follows_env_and_xdg(tmp_path, monkeypatch):
     ("softmax", 16, 1 << 22, "two_pass", True),
     ("logsumexp", 1, 1 << 26, "two_pass", False),
 ])
-def test_builtin_rule_without_wisdom(wisdom, op, rows, n, algorithm, nontemporal):
+def test_builtin_rule_without_wisdom(wisdom, monkeypatch, op, rows, n, algorithm, nontemporal):
+    monkeypatch.setattr(tune, "llc_bytes", lambda: 32 << 20)  # the rule's split, whatever the CPU
     choice = tune.choose(op, rows, n)
     assert choice == tune.builtin(op, rows, n)
     assert (choice.algorithm, choice.schedule.nontemporal) == (algorithm, nontemporal)
 
 
-def test_bands_split_by_row_length_and_residency():
+def test_bands_split_by_row_length_and_residency(monkeypatch):
+    monkeypatch.setattr(tune, "llc_bytes", lambda: 32 << 20)
     assert tune.band("softmax", 10, 64) == tune.band("softmax", 3, 33) != tune.band("softmax", 10, 65)
     assert tune.band("softmax", 1, 1 << 20).endswith("cache")
     assert tune.band("softmax", 1 << 10, 1 << 20).endswith("memory")

@@ -11,3 +11,5 @@ __all__ = ["ALGORITHMS", "OPS", "Kernel", "Target", "VerifyError", "compile", "l
            "logsumexp", "softmax", "__version__"]
 __all__ += ["Artifact", "generate"]
 __all__ += ["CSource", "emit_c"]
+from . import tune  # noqa: E402  softgen.tune(op, shapes=...) and softgen.tune.choose(...)
+__all__ += ["tune"]

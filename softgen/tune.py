@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import sys
+import types
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -275,3 +276,14 @@ def _check_shape(shape) -> tuple[int, int]:
     if rows < 1 or n < 1:
         raise ValueError(f"shape {shape!r} needs rows >= 1 and n >= 1")
     return rows, n
+
+
+class _CallableModule(types.ModuleType):
+    """`softgen.tune(op, shapes=...)` calls tune.tune: the module doubles as the function
+    (and keeps its names: softgen.tune.choose, softgen.tune.wisdom_path, ...)."""
+
+    def __call__(self, *args, **kwargs):
+        return tune(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

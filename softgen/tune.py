@@ -203,7 +203,7 @@ def candidates(op: str, rows: int, n: int) -> list[Choice]:
     schedule knobs that matter for this band (a small grid, not every combination)."""
     algos = [a for a in algorithms.ALGORITHMS if not (a == "three_pass_reload" and op != "softmax")]
     cached = in_cache(op, rows, n)
-    shapes = [dict(unroll=u, accumulators=a) for u, a in ((2, 0), (4, 0), (4, 1), (8, 4))]
+    shapes = [dict(unroll=u, accumulators=a) for u, a in ((2, 0), (4, 0), (4, 1))]
     if n <= GROUP_ROW and rows >= 16:
         shapes += [dict(s, rows=16) for s in shapes]
     stores = [False] if cached or op == "logsumexp" else [False, True]

@@ -63,17 +63,17 @@ def test_bands_split_by_row_length_and_residency(monkeypatch):
 
 
 def test_tune_saves_wisdom_that_auto_then_uses(wisdom):
-    results = softgen.tune("softmax", shapes=[(32, 40)], **TINY)  # the module is callable
-    key = tune.band("softmax", 32, 40)
+    results = softgen.tune("softmax", shapes=[(8, 40)], **TINY)  # the module is callable
+    key = tune.band("softmax", 8, 40)
     assert set(results) == {key}
     choice, speed = results[key]
-    assert speed > 0 and choice in tune.candidates("softmax", 32, 40)
+    assert speed > 0 and choice in tune.candidates("softmax", 8, 40)
     data = json.loads(wisdom.read_text())
     assert data["version"] == tune.WISDOM_VERSION
     entries = data["targets"][tune.target_key(softgen.Target.parse("host"))]
     assert tune.Choice.from_json(entries[key]["choice"]) == choice
-    assert tune.choose("softmax", 32, 40) == choice
-    x = (np.random.default_rng(0).standard_normal((32, 40)) * 4).astype(np.float32)
+    assert tune.choose("softmax", 8, 40) == choice
+    x = (np.random.default_rng(0).standard_normal((8, 40)) * 4).astype(np.float32)
     kernel = api._kernel_for("softmax", "auto", x, 1)
     assert (kernel.algorithm, kernel.schedule) == (choice.algorithm, choice.schedule)
     check("softmax", x, softgen.softmax(x))
@@ -144,9 +144,12 @@ def test_tune_rejects_bad_requests(wisdom):
 
 
 def _every_candidate_schedule():
+    """Every candidate for softmax; for the other ops, those of short rows (the ones that
+    differ most: row groups, no block max scan).  Each is a kernel to compile."""
     seen = {}
     for op in softgen.OPS:
-        for rows, n in ((64, 64), (64, 4096), (1, 1 << 26)):
+        shapes = ((64, 64), (64, 4096), (1, 1 << 26)) if op == "softmax" else ((64, 64),)
+        for rows, n in shapes:
             for c in tune.candidates(op, rows, n):
                 seen.setdefault((op, c), None)
     return list(seen)

@@ -21,9 +21,12 @@ from pathlib import Path
 import jinja2
 
 from .. import algorithms, numerics
+from ..lowering import PassPlan, plan_pass
 from ..ir import Kind, Op, Pass, Program, Type, Value
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+# C kernels have no schedule: the fast forms, online reductions per block, pair merged per element
+_LOWERING = dict(fast_exp=True, online_block_max=True, pair_sum="merge")
 
 
 @dataclass(frozen=True)
@@ -422,8 +425,8 @@ def _shift_values(shift: numerics.ExpShift) -> list[str]:
 
 
 class _Emitter:
-    """Walks a Program into views the templates render.  The lowering follows
-    llvm/codegen.py: exp(x, c) as exp_scaled with row constants where |c| allows,
+    """Walks a Program into views the templates render.  The lowering is softgen.lowering's
+    plan, as in llvm/codegen.py: exp(x, c) as exp_scaled with row constants where |c| allows,
     exp_pair -> pair_scale fused into one exp_scaled, and online reductions per block
     as a max pre-scan plus plain sums folded into the row state."""
 
@@ -485,17 +488,18 @@ class _Emitter:
             for v in op.args:
                 if v.type is Type.ROW and v not in splats:
                     splats[v] = self.splat(row, env[v])
-        reductions = {op: self.reduction(op, prefix) for op in p.reductions}
+        plan = plan_pass(p, **_LOWERING)
+        reductions = {op: self.reduction(op, prefix, op in plan.block_max) for op in p.reductions}
         for op, red in reductions.items():
             env[op.results[0]] = red.results
-        fast_lines, fast_condition, shifts, fused = self.fast_form(p, env, prefix)
+        fast_lines, fast_condition, shifts = self.fast_form(plan, env, prefix)
         block_lines, block_condition = self.block_constants(list(reductions.values()), prefix)
         bodies = {}  # generated before rendering, so that every helper they call is known
 
         def body(offset: str, acc_set: int, masked: bool, form: str) -> list[str]:
             key = (offset, acc_set, masked, form)
             if key not in bodies:
-                bodies[key] = self.body(p, splats, reductions, shifts, fused, offset, acc_set, masked, form)
+                bodies[key] = self.body(plan, splats, reductions, shifts, offset, acc_set, masked, form)
             return bodies[key]
 
         forms = (["fast"] if fast_lines else []) + (["plain"] if fast_condition or not fast_lines else [])
@@ -509,30 +513,20 @@ class _Emitter:
         return _PassView(index, prune(row.lines, used), list(reductions.values()), fast_lines, fast_condition,
                          block_lines, block_condition, body)
 
-    def fast_form(self, p: Pass, env: dict, prefix: str):
+    def fast_form(self, plan: PassPlan, env: dict, prefix: str):
         """Row constants of the fast form: exp_diff_shift per exp shift c, exp_shift per
-        fused exp_pair -> pair_scale.  Returns (lines, condition, shifts, fused)."""
-        users: dict = {}
-        for op in p.ops:
-            for a in op.args:
-                users.setdefault(a, []).append(op)
+        fused exp_pair -> pair_scale.  Returns (lines, condition, shifts)."""
         scalar, vec = self.helpers.math(_SCALAR, f"{prefix}r"), self.helpers.math(self.isa, f"{prefix}f")
-        shifts, fused, conditions = {}, {}, []
-        for op in p.ops:
-            if op.kind is Kind.EXP and op.args[1] not in shifts:
-                c = env[op.args[1]]
-                shifts[op.args[1]] = numerics.exp_diff_shift(scalar, c)
-                conditions.append(_in_range(c, numerics.EXP_SHIFT_LIMIT))
-            if op.kind is Kind.EXP_PAIR:
-                scale = {u for r in op.results for u in users.get(r, [])}
-                if len(scale) == 1 and next(iter(scale)).kind is Kind.PAIR_SCALE:
-                    user = next(iter(scale))
-                    fused[op] = user
-                    # pair_scale's e is the two-pass exponent, which the guard keeps in range
-                    shifts[user] = numerics.exp_shift(scalar, env[user.args[1]], env[user.args[2]])
+        shifts, conditions = {}, []
+        for c in plan.exp_shifts:
+            shifts[c] = numerics.exp_diff_shift(scalar, env[c])
+            conditions.append(_in_range(env[c], numerics.EXP_SHIFT_LIMIT))
+        for user in plan.fused.values():
+            # pair_scale's e is the two-pass exponent, which the guard keeps in range
+            shifts[user] = numerics.exp_shift(scalar, env[user.args[1]], env[user.args[2]])
         splatted = {key: [self.splat(vec, v) for v in _shift_values(s)] for key, s in shifts.items()}
         roots = [v for names in splatted.values() for v in names] + [env[c] for c in shifts if isinstance(c, Value)]
-        return prune(scalar.lines + vec.lines, roots), " && ".join(conditions), splatted, fused
+        return prune(scalar.lines + vec.lines, roots), " && ".join(conditions), splatted
 
     def block_constants(self, reductions: list[_Reduction], prefix: str):
         """Per block of a block-max pass: the max of each scan, the clamped block max m and
@@ -559,10 +553,9 @@ class _Emitter:
             roots += [m, red.block_max, *red.block_shift]
         return prune(vec.lines + scalar.lines + splats.lines, roots), " && ".join(conditions)
 
-    def reduction(self, op: Op, prefix: str) -> _Reduction:
+    def reduction(self, op: Op, prefix: str, blocked: bool) -> _Reduction:
         t = op.results[0].type
         acc = numerics.ACCUMULATORS[t]
-        blocked = t is Type.ACC_ONLINE
         inner_acc = numerics.ACCUMULATORS[Type.ACC_SUM] if blocked else acc
         base = f"{prefix}{_acc_name(t)}{op.results[0].id}"
         h = self.helpers
@@ -577,14 +570,15 @@ class _Emitter:
             h.merge(t) if self.isa.width > 1 else None,
             [f"{base}_m{s}" for s in range(self.accumulators)] if blocked else [])
 
-    def body(self, p: Pass, splats: dict, reductions: dict, shifts: dict, fused: dict,
+    def body(self, plan: PassPlan, splats: dict, reductions: dict, shifts: dict,
              offset: str, acc_set: int, masked: bool, form: str) -> list[str]:
         """One vector of the pass at row offset `offset`; masked: only lanes < rem are live."""
         isa, h = self.isa, self.helpers
         cm = h.math(isa, "e")
         fast, block_fast, scan = form.startswith("fast"), form.endswith("+block"), form == "scan"
         vals: dict = {}
-        ops = self.scan_ops(p, reductions) if scan else p.ops
+        fused = plan.fused
+        ops = plan.scan_ops if scan else plan.pass_.ops
         for op in ops:
             k = op.kind
             if fast and op in fused:
@@ -621,17 +615,6 @@ class _Emitter:
                 raise NotImplementedError(f"C backend: no lowering for pass op {op}")
             vals[op.results[0]] = out
         return prune(cm.lines)
-
-    @staticmethod
-    def scan_ops(p: Pass, reductions: dict) -> list[Op]:
-        """The blocked reductions and the ops their arguments depend on."""
-        need = {op for op, red in reductions.items() if red.blocked}
-        wanted = {a for op in need for a in op.args}
-        for op in reversed(p.ops):
-            if any(r in wanted for r in op.results):
-                need.add(op)
-                wanted |= set(op.args)
-        return [op for op in p.ops if op in need]
 
     def scan_max(self, cm: CMath, red: _Reduction, v: str, acc_set: int, masked: bool):
         """The block-max pre-scan: a NaN is skipped here; the sums will carry it."""

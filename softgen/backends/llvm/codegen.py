@@ -13,7 +13,7 @@ written.  Reducing passes run that in blocks of `block` elements folded into a
 compensated outer accumulator (a row of one block skips the fold).  Loop-carried state
 lives in allocas that LLVM's SROA promotes to registers.
 
-Lowerings chosen here (numerics.py has the formulas):
+Lowerings (softgen.lowering decides them per pass, numerics.py has the formulas):
   exp(x, c)       exp_scaled with row constants from c, no x - c TwoSum: "folded" when the
                   shift is small, "shifted" while |c| is in range, exp_diff beyond; the
                   pass is emitted for each form and a branch per row group picks.
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from llvmlite import ir
 
 from ... import numerics
+from ...lowering import PAIR_SUMS, PassPlan, needed_ops, plan_pass
 from ...ir import Kind, Op, Pass, Program, Type
 from ...targets import Target
 from .vmath import F32, I32, LLVMMath, intrinsic
@@ -39,7 +40,6 @@ from .vmath import F32, I32, LLVMMath, intrinsic
 I64 = ir.IntType(64)
 PTR = ir.PointerType()
 VECTOR_ALIGN = 64  # bytes: an aligned full-width store may be non-temporal
-PAIR_SUMS = ("merge", "scan", "running")
 # _PairRunning sums a block again when one of its exponents exceeds the block's by more:
 # below it terms stay under 2^33 and a row's sum under 2^64, which ldexp_generic (it
 # scales by 2^(d + 64) first) and the lane merges need.
@@ -100,58 +100,6 @@ def build_module(program: Program, target: Target, schedule: Schedule = Schedule
         arg.name = arg_name
     _KernelEmitter(fn, target, schedule).emit(program)
     return module
-
-
-# --- what a pass needs besides its ops -------------------------------------------------
-
-@dataclass
-class _PassPlan:
-    """How the ops of one pass are lowered (decided once, before emitting)."""
-    pass_: Pass
-    exp_shifts: list = field(default_factory=list)  # row values c of exp(x, c) ops
-    fused: dict = field(default_factory=dict)       # exp_pair op -> its pair_scale op
-    block_max: list = field(default_factory=list)   # reductions lowered per block (acc op)
-    keys: dict = field(default_factory=dict)        # block_max acc op -> value scanned for the max
-    skipped: set = field(default_factory=set)       # exp_pair ops whose only user is block_max
-    summed: set = field(default_factory=set)        # exp_pair ops whose only user is acc.pair
-    running: list = field(default_factory=list)     # acc.pair ops lowered as _PairRunning
-
-    @property
-    def has_fast_form(self) -> bool:
-        return bool(self.exp_shifts or self.fused)
-
-
-def _plan(p: Pass, schedule: Schedule) -> _PassPlan:
-    plan = _PassPlan(p)
-    producer = {r: op for op in p.ops for r in op.results}
-    uses: dict = {}
-    for op in p.ops:
-        for a in op.args:
-            uses.setdefault(a, []).append(op)
-    for op in p.ops:
-        if op.kind is Kind.EXP and schedule.fast_exp and op.args[1] not in plan.exp_shifts:
-            plan.exp_shifts.append(op.args[1])
-        if op.kind is Kind.EXP_PAIR and schedule.fast_exp:
-            users = {u for r in op.results for u in uses.get(r, [])}
-            if len(users) == 1 and next(iter(users)).kind is Kind.PAIR_SCALE:
-                plan.fused[op] = next(iter(users))
-        if schedule.online_block_max and op.kind is Kind.ACC_ONLINE:
-            plan.block_max.append(op)
-            plan.keys[op] = op.args[0]
-        if schedule.pair_sum == "scan" and op.kind is Kind.ACC_PAIR:
-            src = producer.get(op.args[0])
-            if src is not None and src.kind is Kind.EXP_PAIR and len(uses[op.args[0]]) == 1:
-                plan.block_max.append(op)
-                plan.keys[op] = src.args[0]
-                plan.skipped.add(src)
-        elif op.kind is Kind.ACC_PAIR:
-            src = producer.get(op.args[0])
-            if src is not None and src.kind is Kind.EXP_PAIR and len(uses[op.args[0]]) == 1:
-                plan.summed.add(src)
-            if schedule.pair_sum == "running" and src is not None and src.kind is Kind.EXP_PAIR:
-                plan.running.append(op)
-                plan.keys[op] = src.args[0]
-    return plan
 
 
 class _Inner:
@@ -461,7 +409,8 @@ class _KernelEmitter:
     # --- passes ----------------------------------------------------------------------
     def emit_pass(self, p: Pass, env: dict, is_output: bool):
         b, vm, rm = self.b, self.vm, self.rm
-        plan = _plan(p, self.schedule)
+        plan = plan_pass(p, fast_exp=self.schedule.fast_exp, online_block_max=self.schedule.online_block_max,
+                         pair_sum=self.schedule.pair_sum)
         reductions = p.reductions
         accs = [numerics.ACCUMULATORS[op.results[0].type] for op in reductions]
         # per reduction and state component: every row's final lane state
@@ -524,7 +473,7 @@ class _KernelEmitter:
         return numerics.ExpShift(self.row_splat(table.lo, j), self.row_splat(table.e_magic, j),
                                  tuple(self.row_splat(c, j) for c in table.coeffs))
 
-    def emit_row_pass(self, p: Pass, plan: _PassPlan, rows: list, reductions, accs, fast: bool,
+    def emit_row_pass(self, p: Pass, plan: PassPlan, rows: list, reductions, accs, fast: bool,
                       nontemporal: bool):
         """One pass over `rows` (interleaved: each step does one vector of every row).
         Returns each row's reduction states as vectors (lanes not yet merged)."""
@@ -655,7 +604,7 @@ class _KernelEmitter:
         set_prefetch(0)
         return [load_states(final[r]) for r in range(len(rows))]
 
-    def seed_exponents(self, plan: _PassPlan, rows: list, exponents, start, end):
+    def seed_exponents(self, plan: PassPlan, rows: list, exponents, start, end):
         """At a row's first block, _PairRunning starts from the exponent of the largest of
         its first vector (a lower bound of the row's largest), so usual rows need no
         second sum."""
@@ -672,7 +621,7 @@ class _KernelEmitter:
                 k0 = numerics.exp_pair_floored(one, top)[1]
                 b.store(one.select(first, k0, b.load(slot)), slot)
 
-    def raise_exponents(self, plan: _PassPlan, rows: list, lowerings, inner, exponents):
+    def raise_exponents(self, plan: PassPlan, rows: list, lowerings, inner, exponents):
         """After a block of _PairRunning sums: rows whose largest exponent outgrew theirs
         take it; returns whether any did (then the block is summed again)."""
         b, vm, one, A = self.b, self.vm, self.one, self.schedule.acc_sets
@@ -702,7 +651,7 @@ class _KernelEmitter:
         self.b.position_at_end(done)
 
     # --- block-max reductions ------------------------------------------------------------
-    def block_max_scan(self, p: Pass, plan: _PassPlan, rows: list, start, end, sweep):
+    def block_max_scan(self, p: Pass, plan: PassPlan, rows: list, start, end, sweep):
         """Max of each block_max key over [start, end) per row, then the rows' block constants.
         Returns the condition for the online reductions' fast form (None: no condition)."""
         b, vm, one, A = self.b, self.vm, self.one, self.schedule.acc_sets
@@ -767,7 +716,7 @@ class _KernelEmitter:
         return e_or_m, s
 
     # --- merges ------------------------------------------------------------------------
-    def inner_lowering(self, op: Op, acc: numerics.Accumulator, plan: _PassPlan) -> _Inner:
+    def inner_lowering(self, op: Op, acc: numerics.Accumulator, plan: PassPlan) -> _Inner:
         if op in plan.block_max:
             return _BlockSum(acc, op)
         if op in plan.running:
@@ -823,20 +772,14 @@ class _KernelEmitter:
         return tuple(b.shuffle_vector(v, v, first) for v in vecs[0])
 
     # --- one vector of a pass body ------------------------------------------------
-    def eval_ops(self, p: Pass, plan: _PassPlan, wanted, row: _Row, offset, mask) -> dict:
+    def eval_ops(self, p: Pass, plan: PassPlan, wanted, row: _Row, offset, mask) -> dict:
         """Values of `wanted` for one vector: only the ops they depend on (loads, math)."""
-        need = set(wanted)
-        ops = []
-        for op in reversed(p.ops):
-            if any(r in need for r in op.results):
-                ops.append(op)
-                need |= {a for a in op.args if a.type.is_per_element}
         vals: dict = {}
-        for op in reversed(ops):
+        for op in needed_ops(p, wanted):
             self.emit_elementwise(op, plan, row, offset, mask, vals, fast=False)
         return vals
 
-    def emit_elementwise(self, op: Op, plan: _PassPlan, row: _Row, offset, mask, vals: dict, fast: bool):
+    def emit_elementwise(self, op: Op, plan: PassPlan, row: _Row, offset, mask, vals: dict, fast: bool):
         vm, k = self.vm, op.kind
         a = [vals[v] if v in vals else row.splats[v] for v in op.args]
         if k is Kind.LOAD_X:
@@ -858,7 +801,7 @@ class _KernelEmitter:
             raise NotImplementedError(f"LLVM backend: no lowering for pass op {op}")
         vals[op.results[0]] = out
 
-    def emit_body(self, p: Pass, plan: _PassPlan, lowerings, row: _Row, offset, states, mask,
+    def emit_body(self, p: Pass, plan: PassPlan, lowerings, row: _Row, offset, states, mask,
                   fast: bool, block_fast: bool, nontemporal: bool):
         """One vector of the pass; returns the new accumulator states."""
         vm = self.vm

@@ -173,7 +173,8 @@ def _fast_call(kernel: Kernel, x, axis, out):
     if out is None:
         y = np.empty(shape, _F32)
     elif (type(out) is np.ndarray and out.dtype is _F32 and out.shape == shape
-          and out.flags.c_contiguous and out.flags.writeable):
+          and out.flags.c_contiguous and out.flags.writeable
+          and (out is x or not np.may_share_memory(out, x))):  # overlap: the general path
         y = out
     else:
         return None
@@ -201,12 +202,15 @@ def _run(kernel: Kernel, x, axis, out):
     if arr.size == 0 and not row_output:
         return out if out is not None else np.moveaxis(y, -1, ax)
     xin = _rows_view(moved)
-    if xin is None:
+    copied = xin is None
+    if copied:
         xin = _rows_view(np.ascontiguousarray(moved))
     y2 = y.reshape(y_moved_shape) if row_output else y
     yout = _rows_view(y2)
-    direct = yout is not None and not (out is not None and np.shares_memory(out, arr)
-                                       and xin.base is not arr and not _same_layout(xin, yout))
+    # The kernel reads each element before it writes the same element, so an output laid
+    # out exactly like its input is safe; any other overlap goes through a temporary.
+    direct = yout is not None and (copied or out is None or _same_layout(xin, yout)
+                                   or not np.shares_memory(xin, yout))
     target = yout if direct else np.empty((xin.shape[0], y_moved_shape[-1]), np.float32)
     if xin.shape[0]:
         kernel.run_rows(xin, target)

@@ -99,6 +99,25 @@ def test_in_place_and_out(op, algo):
         assert np.array_equal(x2, expected)
 
 
+@pytest.mark.parametrize("algo", softgen.ALGORITHMS)
+@pytest.mark.parametrize("shift", [1, 17, -1])
+def test_out_partially_overlapping_x(algo, shift):
+    """out sharing memory with x at an offset must still give the result for the old x."""
+    rng = np.random.default_rng(6)
+    buf = (rng.standard_normal(2 * 100 + 17) * 4).astype(np.float32)
+    start = max(shift, 0)
+    x = buf[start:start + 200].reshape(2, 100)
+    expected = softgen.softmax(x.copy(), algorithm=algo)
+    out = buf[start - shift:start - shift + 200].reshape(2, 100)
+    softgen.softmax(x, out=out, algorithm=algo)
+    assert np.array_equal(out, expected)
+    xt = buf[:200].reshape(100, 2).T  # a transposed view: the general path
+    expected = softgen.softmax(xt.copy(), algorithm=algo)
+    out = buf[1:201].reshape(100, 2).T
+    softgen.softmax(xt, out=out, algorithm=algo)
+    assert np.array_equal(out, expected)
+
+
 @pytest.mark.parametrize("op", softgen.OPS)
 @pytest.mark.parametrize("axis", [0, 1, 2, -1, -2, -3])
 def test_axes_and_views(op, axis):

@@ -31,10 +31,6 @@ class Type(enum.Enum):
     def is_accumulator(self) -> bool:
         return self.value.startswith("acc.")
 
-    @property
-    def is_per_element(self) -> bool:
-        return self in (Type.ELEM, Type.PAIR)
-
 
 class Where(enum.Enum):
     PASS = "pass"  # per element, inside a pass

@@ -397,7 +397,7 @@ class _KernelEmitter:
         self.b.store(v, slot)
         return self.b.bitcast(slot, ir.PointerType(F32))
 
-    def element_ptr(self, array_slot, j, elem_ty):
+    def element_ptr(self, array_slot, j):
         return self.b.gep(array_slot, [self.i64(0), j], inbounds=True)
 
     def row_splat(self, table, j):
@@ -444,7 +444,7 @@ class _KernelEmitter:
                 for j, states in zip(js, per_row):
                     for slots, state in zip(results, states):
                         for slot, v in zip(slots, state):
-                            b.store(v, self.element_ptr(slot, j, vm.ty))
+                            b.store(v, self.element_ptr(slot, j))
             self.count_loop(self.group, some_rows, "rowpass", step)
 
         if plan.has_fast_form:
@@ -461,7 +461,7 @@ class _KernelEmitter:
         else:
             emit("exact")
         for op, acc, slots in zip(reductions, accs, results):
-            per_row = [tuple(b.load(self.element_ptr(s, self.i64(j), vm.ty)) for s in slots)
+            per_row = [tuple(b.load(self.element_ptr(s, self.i64(j))) for s in slots)
                        for j in range(self.group)]
             env[op.results[0]] = self.merge_rows(acc, per_row)
 

@@ -7,7 +7,6 @@ from ... import numerics
 
 F32 = ir.FloatType()
 I32 = ir.IntType(32)
-I1 = ir.IntType(1)
 
 
 def intrinsic(module: ir.Module, name: str, ret, args) -> ir.Function:

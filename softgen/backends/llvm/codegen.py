@@ -220,6 +220,29 @@ class _Row:
     prefetch: int = 0                            # elements ahead to prefetch x (0: none)
 
 
+@dataclass
+class _Unit:
+    """One row of one pass inside a sweep."""
+    row: _Row
+    p: Pass
+    plan: PassPlan
+    accs: list        # numerics.Accumulator per reduction of p
+    lowerings: list   # _Inner per reduction of p
+    fast: bool        # exp(x, c) in a fast form (row constants in row.shifts)
+
+
+@dataclass
+class _PassSetup:
+    """What a pass needs before its rows are swept (shared by every form)."""
+    p: Pass
+    plan: PassPlan
+    accs: list
+    results: list     # per reduction and state component: every row's final lane state (slots)
+    row_values: list  # row Values the pass reads
+    step: int         # rows of the group swept side by side
+    nontemporal: bool
+
+
 class _KernelEmitter:
     def __init__(self, fn: ir.Function, target: Target, schedule: Schedule):
         self.fn = fn
@@ -304,9 +327,10 @@ class _KernelEmitter:
     def in_range(self, m: LLVMMath, v, lo: float, hi: float):
         return self.b.and_(m.le(m.const(lo), v), m.le(v, m.const(hi)))
 
-    def row_ptr(self, base, stride, j):
+    def row_ptr(self, base, stride, j, first=None):
+        """Row `first + j` (first: the group's first row by default)."""
         b = self.b
-        return b.gep(base, [b.mul(b.add(self.first, j), stride)], source_etype=F32)
+        return b.gep(base, [b.mul(b.add(self.first if first is None else first, j), stride)], source_etype=F32)
 
     # --- the row loop ------------------------------------------------------------
     def emit(self, program: Program):
@@ -408,59 +432,88 @@ class _KernelEmitter:
 
     # --- passes ----------------------------------------------------------------------
     def emit_pass(self, p: Pass, env: dict, is_output: bool):
-        b, vm, rm = self.b, self.vm, self.rm
-        plan = plan_pass(p, fast_exp=self.schedule.fast_exp, online_block_max=self.schedule.online_block_max,
-                         pair_sum=self.schedule.pair_sum)
-        reductions = p.reductions
-        accs = [numerics.ACCUMULATORS[op.results[0].type] for op in reductions]
-        # per reduction and state component: every row's final lane state
-        results = [[self.var(ir.ArrayType(vm.ty, self.group)) for _ in acc.identity] for acc in accs]
-        row_values = list(dict.fromkeys(v for op in p.ops for v in op.args if v.type is Type.ROW))
-        step = min(self.schedule.interleave, self.group)  # rows of the group done side by side
-        nontemporal = (self.schedule.nontemporal and is_output and not reductions and step == 1
-                       and any(op.kind is Kind.STORE for op in p.ops))
+        """One pass over the group's rows, its form (exact, shifted, folded) picked per group."""
+        setup = self.pass_setup(p, is_output)
 
         def emit(form: str):
-            """form: "exact" (exp_diff), "shifted" (exp_scaled), "folded" (2^-e in the scale)."""
-            fast = form != "exact"
-            tables = {v: self.row_table(env[v]) for v in row_values}
-            shift_tables = {}
-            folded = form == "folded"
-            if fast:
-                for c in plan.exp_shifts:
-                    recipe = numerics.exp_diff_shift_folded if folded else numerics.exp_diff_shift
-                    shift_tables[c] = self.shift_table(recipe(rm, env[c]))
-                for scale_op in plan.fused.values():
-                    _, c, e = scale_op.args
-                    recipe = numerics.exp_shift_folded if folded else numerics.exp_shift
-                    shift_tables[scale_op] = self.shift_table(recipe(rm, env[c], env[e]))
+            tables = self.pass_tables(setup, env, form)
+            self.count_loop(self.group, lambda j0: self.sweep_rows([(setup, tables, self.first)], j0, form),
+                            "rowpass", setup.step)
 
-            def some_rows(j0):
-                js = [b.add(j0, self.i64(d)) if d else j0 for d in range(step)]
-                rows = [_Row(self.row_ptr(self.x, self.xs, j), self.row_ptr(self.y, self.ys, j),
-                             {v: self.row_splat(t, j) for v, t in tables.items()},
-                             {k: self.shift_splat(t, j) for k, t in shift_tables.items()}) for j in js]
-                per_row = self.emit_row_pass(p, plan, rows, reductions, accs, fast, nontemporal)
-                for j, states in zip(js, per_row):
-                    for slots, state in zip(results, states):
-                        for slot, v in zip(slots, state):
-                            b.store(v, self.element_ptr(slot, j))
-            self.count_loop(self.group, some_rows, "rowpass", step)
-
-        if plan.has_fast_form:
-            def conds(c_limit: float, e_limit: float):
-                return self.all_lanes(
-                    [self.in_range(rm, env[c], -c_limit, c_limit) for c in plan.exp_shifts] +
-                    [self.in_range(rm, env[s.args[2]], -e_limit, e_limit) for s in plan.fused.values()])
-            # |c| * log2(e) + 1/2 within EXP_FOLD_LIMIT: the shift's exponent may be folded
-            fold_c = (numerics.EXP_FOLD_LIMIT - 1) / numerics.LOG2E
-            self.if_then(conds(fold_c, numerics.EXP_FOLD_LIMIT), lambda: emit("folded"), "folded",
-                         else_fn=lambda: self.if_then(
-                             conds(numerics.EXP_SHIFT_LIMIT, numerics.PAIR_EXP_LIMIT), lambda: emit("shifted"),
-                             "shifted", else_fn=lambda: emit("exact")))
+        if setup.plan.has_fast_form:
+            self.if_then(self.form_ok(setup, env, "folded"), lambda: emit("folded"), "folded",
+                         else_fn=lambda: self.if_then(self.form_ok(setup, env, "shifted"), lambda: emit("shifted"),
+                                                      "shifted", else_fn=lambda: emit("exact")))
         else:
             emit("exact")
-        for op, acc, slots in zip(reductions, accs, results):
+        self.pass_finish(setup, env)
+
+    def pass_setup(self, p: Pass, is_output: bool) -> "_PassSetup":
+        plan = plan_pass(p, fast_exp=self.schedule.fast_exp, online_block_max=self.schedule.online_block_max,
+                         pair_sum=self.schedule.pair_sum)
+        accs = [numerics.ACCUMULATORS[op.results[0].type] for op in p.reductions]
+        step = min(self.schedule.interleave, self.group)  # rows of the group done side by side
+        return _PassSetup(
+            p, plan, accs,
+            results=[[self.var(ir.ArrayType(self.vm.ty, self.group)) for _ in acc.identity] for acc in accs],
+            row_values=list(dict.fromkeys(v for op in p.ops for v in op.args if v.type is Type.ROW)),
+            step=step,
+            nontemporal=(self.schedule.nontemporal and is_output and not accs and step == 1
+                         and any(op.kind is Kind.STORE for op in p.ops)))
+
+    def form_ok(self, setup: "_PassSetup", env: dict, form: str):
+        """Whether every row of the group may run the pass in `form` ("folded": the shift's
+        exponent folds into the scale; "shifted": exp_scaled is exact; "exact": always)."""
+        if form == "exact" or not setup.plan.has_fast_form:
+            return ir.Constant(ir.IntType(1), 1)
+        # |c| * log2(e) + 1/2 within EXP_FOLD_LIMIT: the shift's exponent may be folded
+        c_limit, e_limit = (((numerics.EXP_FOLD_LIMIT - 1) / numerics.LOG2E, numerics.EXP_FOLD_LIMIT)
+                            if form == "folded" else (numerics.EXP_SHIFT_LIMIT, numerics.PAIR_EXP_LIMIT))
+        rm, plan = self.rm, setup.plan
+        return self.all_lanes(
+            [self.in_range(rm, env[c], -c_limit, c_limit) for c in plan.exp_shifts] +
+            [self.in_range(rm, env[s.args[2]], -e_limit, e_limit) for s in plan.fused.values()])
+
+    def pass_tables(self, setup: "_PassSetup", env: dict, form: str):
+        """The pass's row constants, readable per row: (row value tables, exp shift tables)."""
+        rm, plan = self.rm, setup.plan
+        tables = {v: self.row_table(env[v]) for v in setup.row_values}
+        shift_tables = {}
+        if form != "exact":
+            folded = form == "folded"
+            for c in plan.exp_shifts:
+                recipe = numerics.exp_diff_shift_folded if folded else numerics.exp_diff_shift
+                shift_tables[c] = self.shift_table(recipe(rm, env[c]))
+            for scale_op in plan.fused.values():
+                _, c, e = scale_op.args
+                recipe = numerics.exp_shift_folded if folded else numerics.exp_shift
+                shift_tables[scale_op] = self.shift_table(recipe(rm, env[c], env[e]))
+        return tables, shift_tables
+
+    def sweep_rows(self, passes: list, j0, form: str):
+        """Rows j0 .. j0 + step - 1 of each (setup, tables, first row) in `passes`, in one sweep;
+        their reduction states go to each setup's result slots."""
+        b = self.b
+        units, where = [], []
+        for setup, (tables, shift_tables), first in passes:
+            lowerings = [self.inner_lowering(op, acc, setup.plan) for op, acc in zip(setup.p.reductions, setup.accs)]
+            for d in range(setup.step):
+                j = b.add(j0, self.i64(d)) if d else j0
+                row = _Row(self.row_ptr(self.x, self.xs, j, first), self.row_ptr(self.y, self.ys, j, first),
+                           {v: self.row_splat(t, j) for v, t in tables.items()},
+                           {k: self.shift_splat(t, j) for k, t in shift_tables.items()})
+                units.append(_Unit(row, setup.p, setup.plan, setup.accs, lowerings, form != "exact"))
+                where.append((setup, j))
+        nontemporal = len(units) == 1 and passes[0][0].nontemporal
+        for (setup, j), states in zip(where, self.emit_row_pass(units, nontemporal)):
+            for slots, state in zip(setup.results, states):
+                for slot, v in zip(slots, state):
+                    b.store(v, self.element_ptr(slot, j))
+
+    def pass_finish(self, setup: "_PassSetup", env: dict):
+        """The pass's reductions, their rows merged lane-wise, into env."""
+        b = self.b
+        for op, acc, slots in zip(setup.p.reductions, setup.accs, setup.results):
             per_row = [tuple(b.load(self.element_ptr(s, self.i64(j))) for s in slots)
                        for j in range(self.group)]
             env[op.results[0]] = self.merge_rows(acc, per_row)
@@ -473,15 +526,17 @@ class _KernelEmitter:
         return numerics.ExpShift(self.row_splat(table.lo, j), self.row_splat(table.e_magic, j),
                                  tuple(self.row_splat(c, j) for c in table.coeffs))
 
-    def emit_row_pass(self, p: Pass, plan: PassPlan, rows: list, reductions, accs, fast: bool,
-                      nontemporal: bool):
-        """One pass over `rows` (interleaved: each step does one vector of every row).
-        Returns each row's reduction states as vectors (lanes not yet merged)."""
+    def emit_row_pass(self, units: list, nontemporal: bool):
+        """One sweep over the rows of `units` (interleaved: each step does one vector of every
+        unit; units may belong to different passes).  Returns each unit's reduction states as
+        vectors (lanes not yet merged).  Per-block reductions (block_max, running) need every
+        unit to run the same pass."""
         b, vm, W, U, A = self.b, self.vm, self.width, self.schedule.unroll, self.schedule.acc_sets
         i = self.var(I64)
-        lowerings = [self.inner_lowering(op, acc, plan) for op, acc in zip(reductions, accs)]
-        inner = [[[[self.var(t) for t in low.types(vm)] for low in lowerings] for _ in range(A)] for _ in rows]
-        outer = [[[self.var(vm.ty) for _ in acc.outer_identity] for acc in accs] for _ in rows]
+        rows = [u.row for u in units]
+        inner = [[[[self.var(t) for t in low.types(vm)] for low in u.lowerings] for _ in range(A)] for u in units]
+        outer = [[[self.var(vm.ty) for _ in acc.outer_identity] for acc in u.accs] for u in units]
+        plan = units[0].plan  # for block_max and running (one pass then)
 
         def load_states(slots):
             return [tuple(b.load(s) for s in acc_slots) for acc_slots in slots]
@@ -492,25 +547,25 @@ class _KernelEmitter:
                     b.store(v, s)
 
         def sweep(start, end, body, aligned_stores=False):
-            """Vectors [start, end) of every row: unrolled loop, one-vector loop, masked tail."""
+            """Vectors [start, end) of every unit: unrolled loop, one-vector loop, masked tail."""
             b.store(start, i)
 
             def chunk():
                 base = b.load(i)
                 for u in range(U):
-                    for r in range(len(rows)):
+                    for r in range(len(units)):
                         body(r, u % A, b.add(base, self.i64(u * W)), None, aligned_stores)
                 b.store(b.add(base, self.i64(U * W)), i)
 
             def one_vector():
                 base = b.load(i)
-                for r in range(len(rows)):
+                for r in range(len(units)):
                     body(r, 0, base, None, aligned_stores)
                 b.store(b.add(base, self.i64(W)), i)
 
             def tail():
                 mask = self.tail_mask(b.load(i), end)
-                for r in range(len(rows)):
+                for r in range(len(units)):
                     body(r, 0, b.load(i), mask, False)
 
             if U > 1:
@@ -522,8 +577,9 @@ class _KernelEmitter:
 
         def element_fn(block_fast: bool):
             def element(r, a, offset, mask, aligned):
+                u = units[r]
                 states = load_states(inner[r][a])
-                new = self.emit_body(p, plan, lowerings, rows[r], offset, states, mask, fast,
+                new = self.emit_body(u.p, u.plan, u.lowerings, u.row, offset, states, mask, u.fast,
                                      block_fast, nontemporal and aligned)
                 store_states(inner[r][a], new)
             return element
@@ -532,7 +588,7 @@ class _KernelEmitter:
             for row in rows:
                 row.prefetch = elements
 
-        if not accs:
+        if not any(u.accs for u in units):
             set_prefetch(self.schedule.prefetch // 4)
             start = self.i64(0)
             if nontemporal:  # a masked head up to the first aligned vector of y
@@ -542,21 +598,21 @@ class _KernelEmitter:
                              "head")
                 self.used_nontemporal = True
             sweep(start, self.n, element_fn(False), aligned_stores=nontemporal)
-            return [[] for _ in rows]
+            return [[] for _ in units]
 
         def block(start, end):
-            """The reductions over [start, end) of every row, as inner states."""
+            """The reductions over [start, end) of every unit, as inner states."""
             set_prefetch(0)
-            block_fast = self.block_max_scan(p, plan, rows, start, end, sweep) if plan.block_max else None
+            block_fast = self.block_max_scan(units[0].p, plan, rows, start, end, sweep) if plan.block_max else None
             # the sweep re-reads the block from L1: fetch the next one meanwhile
             set_prefetch(self.schedule.block if plan.block_max else self.schedule.prefetch // 4)
 
             def sum_block():
-                for r, row in enumerate(rows):
+                for r, u in enumerate(units):
                     for op, slot in zip(plan.running, exponents[r]):
-                        row.shifts[op] = vm.splat(b.load(slot))
+                        u.row.shifts[op] = vm.splat(b.load(slot))
                     for a in range(A):
-                        store_states(inner[r][a], [low.identity(vm) for low in lowerings])
+                        store_states(inner[r][a], [low.identity(vm) for low in u.lowerings])
                 if block_fast is None:
                     sweep(start, end, element_fn(False))
                 else:
@@ -565,14 +621,15 @@ class _KernelEmitter:
 
             if plan.running:
                 self.seed_exponents(plan, rows, exponents, start, end)
-                self.do_while(lambda: [sum_block(), self.raise_exponents(plan, rows, lowerings, inner, exponents)][1],
+                self.do_while(lambda: [sum_block(), self.raise_exponents(plan, rows, units[0].lowerings, inner,
+                                                                         exponents)][1],
                               "block.again")
             else:
                 sum_block()
-            merged = [self.tree_merge(lowerings, [load_states(inner[r][a]) for a in range(A)])
-                      for r in range(len(rows))]
-            return [[low.finish(self, row, m) for low, m in zip(lowerings, per_row)]
-                    for row, per_row in zip(rows, merged)]
+            merged = [self.tree_merge(u.lowerings, [load_states(inner[r][a]) for a in range(A)])
+                      for r, u in enumerate(units)]
+            return [[low.finish(self, u.row, m) for low, m in zip(u.lowerings, per_unit)]
+                    for u, per_unit in zip(units, merged)]
 
         def one_block():
             start = b.load(i)
@@ -580,16 +637,16 @@ class _KernelEmitter:
             end = b.select(b.icmp_signed("<", end, self.n), end, self.n)
             for r, merged in enumerate(block(start, end)):
                 store_states(outer[r], [acc.fold(vm, o, m) for acc, o, m
-                                        in zip(accs, load_states(outer[r]), merged)])
+                                        in zip(units[r].accs, load_states(outer[r]), merged)])
             b.store(end, i)
 
         def blocks():
-            for per_row in outer:
-                store_states(per_row, [[vm.const(c) for c in acc.outer_identity] for acc in accs])
+            for u, per_unit in zip(units, outer):
+                store_states(per_unit, [[vm.const(c) for c in acc.outer_identity] for acc in u.accs])
             b.store(self.i64(0), i)
             self.loop_while(lambda: b.icmp_signed("<", b.load(i), self.n), one_block, "block")
-            for r in range(len(rows)):
-                store_states(final[r], [acc.unfold(vm, state) for acc, state in zip(accs, load_states(outer[r]))])
+            for r, u in enumerate(units):
+                store_states(final[r], [acc.unfold(vm, state) for acc, state in zip(u.accs, load_states(outer[r]))])
 
         def one_block_only():
             """A row of one block: folding it into the empty outer state and unfolding
@@ -597,12 +654,12 @@ class _KernelEmitter:
             for r, merged in enumerate(block(self.i64(0), self.n)):
                 store_states(final[r], merged)
 
-        exponents = [[self.var(self.one.ty, self.one.const(float("-inf"))) for _ in plan.running] for _ in rows]
-        final = [[[self.var(vm.ty) for _ in acc.identity] for acc in accs] for _ in rows]
+        exponents = [[self.var(self.one.ty, self.one.const(float("-inf"))) for _ in plan.running] for _ in units]
+        final = [[[self.var(vm.ty) for _ in acc.identity] for acc in u.accs] for u in units]
         self.if_then(b.icmp_signed("<=", self.n, self.i64(self.schedule.block)), one_block_only, "short",
                      else_fn=blocks)
         set_prefetch(0)
-        return [load_states(final[r]) for r in range(len(rows))]
+        return [load_states(final[r]) for r in range(len(units))]
 
     def seed_exponents(self, plan: PassPlan, rows: list, exponents, start, end):
         """At a row's first block, _PairRunning starts from the exponent of the largest of

@@ -65,6 +65,8 @@ class Schedule:
     # out of cache the scan's reads and the sums' compute stop overlapping), "running" (a
     # plain sum against the largest exponent of earlier blocks, see _PairRunning)
     pair_sum: str = "running"
+    # software-pipeline the passes across row groups (see _KernelEmitter.emit_pipelined)
+    pipeline: bool = False
 
     def __post_init__(self):
         for name in ("unroll", "rows", "interleave", "block"):
@@ -84,6 +86,35 @@ class Schedule:
     @property
     def acc_sets(self) -> int:
         return self.accumulators or self.unroll
+
+
+@dataclass
+class _Stage:
+    """A pipeline stage: a pass with the row ops around it."""
+    before: list  # row ops before the first pass (stage 0 only)
+    pass_: Pass
+    after: list   # row ops after the pass, up to the next pass
+
+
+def _stages(program: Program) -> list[_Stage]:
+    stages, before = [], []
+    for step in program.steps:
+        if isinstance(step, Pass):
+            stages.append(_Stage(before if not stages else [], step, []))
+        elif stages:
+            stages[-1].after.append(step)
+        else:
+            before.append(step)
+    return stages
+
+
+def _carried_values(stages: list[_Stage]) -> list[list]:
+    """Per stage: the row values defined by earlier stages (what it may read)."""
+    out, defined = [], []
+    for st in stages:
+        out.append(list(defined))
+        defined += [v for op in st.before + st.after for v in op.results if v.type is Type.ROW]
+    return out
 
 
 def kernel_name(program: Program) -> str:
@@ -338,7 +369,9 @@ class _KernelEmitter:
         r = self.var(I64, self.i64(0))
         rows = b.select(b.icmp_signed(">", self.rows, self.i64(0)), self.rows, self.i64(0))
         group = min(self.schedule.rows, self.width)
-        if group > 1:
+        if self.pipelinable(program):
+            self.emit_pipelined(program, r, rows, group)
+        elif group > 1:
             self.loop_while(lambda: b.icmp_signed("<=", b.add(b.load(r), self.i64(group)), rows),
                             lambda: self.emit_group(program, r, group), "group")
         self.loop_while(lambda: b.icmp_signed("<", b.load(r), rows),
@@ -356,6 +389,108 @@ class _KernelEmitter:
         self.emit_program(program, done)
         b.position_at_end(done)
         b.store(b.add(self.first, self.i64(count)), r_slot)
+
+    # --- software pipelining: the passes of consecutive row groups in one sweep ----------
+    def pipelinable(self, program: Program) -> bool:
+        """Schedule.pipeline applies to programs of two or more passes with no guard (whose
+        fallback would need its own pipeline) and no per-block reductions."""
+        if not self.schedule.pipeline or len(program.passes) < 2:
+            return False
+        if any(isinstance(s, Op) and s.kind is Kind.GUARD for s in program.steps):
+            return False
+        return all(not self.pass_setup_plan(p).block_max and not self.pass_setup_plan(p).running
+                   for p in program.passes)
+
+    def pass_setup_plan(self, p: Pass) -> PassPlan:
+        return plan_pass(p, fast_exp=self.schedule.fast_exp, online_block_max=self.schedule.online_block_max,
+                         pair_sum=self.schedule.pair_sum)
+
+    def emit_pipelined(self, program: Program, r_slot, rows, group: int):
+        """Stage k (pass k and the row ops after it) of iteration t runs on group t - k, so the
+        steady state sweeps group t's first pass, group t-1's second, ... side by side: their
+        work uses different units of the core (the max pass loads, the exp pass the FMA pipes,
+        the output pass the store port), and the first pass's loads from memory overlap the
+        later passes' math.  Stages hand their row values to the next through stack slots.
+        Rows after the last full group run unpipelined."""
+        b = self.b
+        self.rm = self.vm.with_width(group)
+        stages = _stages(program)
+        count = len(stages)
+        groups = b.udiv(rows, self.i64(group))
+        carried = [{v: self.var(self.rm.ty) for v in values} for values in _carried_values(stages)]
+        t_slot = self.var(I64, self.i64(0))
+
+        def iteration():
+            t = b.load(t_slot)
+            firsts = [b.mul(b.sub(t, self.i64(k)), self.i64(group)) for k in range(count)]
+            active = [b.and_(b.icmp_signed(">=", t, self.i64(k)), b.icmp_signed("<", b.sub(t, self.i64(k)), groups))
+                      for k in range(count)]
+            self.if_then(b.and_(active[0], active[-1]), lambda: self.pipelined_steady(stages, carried, firsts),
+                         "steady", else_fn=lambda: self.pipelined_ramp(stages, carried, firsts, active))
+            b.store(b.add(t, self.i64(1)), t_slot)
+        self.loop_while(lambda: b.icmp_signed("<", b.load(t_slot), b.add(groups, self.i64(count - 1))),
+                        iteration, "pipeline")
+        b.store(b.mul(groups, self.i64(group)), r_slot)
+
+    def stage_start(self, stages, carried, firsts, k: int) -> dict:
+        """Stage k's env: the row values its group got from stage k - 1 (and its row ops before
+        the first pass)."""
+        self.first = firsts[k]
+        env = {v: self.b.load(slot) for v, slot in carried[k].items()}
+        for op in stages[k].before:
+            self.emit_row_op(op, env)
+        return env
+
+    def stage_end(self, stages, carried, firsts, k: int, env: dict):
+        """Stage k's row ops after its pass, then its row values to stage k + 1."""
+        self.first = firsts[k]
+        for op in stages[k].after:
+            self.emit_row_op(op, env)
+        if k + 1 < len(stages):
+            for v, slot in carried[k + 1].items():
+                self.b.store(env[v], slot)
+
+    def pipelined_ramp(self, stages, carried, firsts, active):
+        """Filling or draining the pipeline: the active stages one after another, the last
+        first (it reads its slots before the stage before it writes them)."""
+        for k in reversed(range(len(stages))):
+            def run(k=k):
+                env = self.stage_start(stages, carried, firsts, k)
+                self.emit_pass(stages[k].pass_, env, is_output=k == len(stages) - 1)
+                self.stage_end(stages, carried, firsts, k, env)
+            self.if_then(active[k], run, f"ramp{k}")
+
+    def pipelined_steady(self, stages, carried, firsts):
+        """Every stage on its group in one sweep, when all take the folded or all the shifted
+        form; otherwise one pass after another (each picking its own form)."""
+        count = len(stages)
+        envs = [self.stage_start(stages, carried, firsts, k) for k in range(count)]
+        setups = [self.pass_setup(st.pass_, is_output=k == count - 1) for k, st in enumerate(stages)]
+
+        def all_ok(form: str):
+            out = ir.Constant(ir.IntType(1), 1)
+            for setup, env in zip(setups, envs):
+                out = self.b.and_(out, self.form_ok(setup, env, form))
+            return out
+
+        def fused(form: str):
+            own = [dict(env) for env in envs]
+            tables = [self.pass_tables(setup, env, form) for setup, env in zip(setups, own)]
+            self.count_loop(self.group, lambda j0: self.sweep_rows(list(zip(setups, tables, firsts)), j0, form),
+                            "fused", setups[0].step)
+            for k, (setup, env) in enumerate(zip(setups, own)):
+                self.pass_finish(setup, env)
+                self.stage_end(stages, carried, firsts, k, env)
+
+        def one_by_one():
+            for k, env in enumerate(dict(env) for env in envs):
+                self.first = firsts[k]
+                self.emit_pass(stages[k].pass_, env, is_output=k == count - 1)
+                self.stage_end(stages, carried, firsts, k, env)
+
+        self.if_then(all_ok("folded"), lambda: fused("folded"), "fused.folded",
+                     else_fn=lambda: self.if_then(all_ok("shifted"), lambda: fused("shifted"), "fused.shifted",
+                                                  else_fn=one_by_one))
 
     def emit_program(self, program: Program, done: ir.Block):
         """Emit `program` for the group's rows, ending with a branch to `done`.
@@ -550,23 +685,26 @@ class _KernelEmitter:
             """Vectors [start, end) of every unit: unrolled loop, one-vector loop, masked tail."""
             b.store(start, i)
 
+            def step(a, offset, mask, aligned):
+                # every unit's loads before any unit's stores: rows a multiple of 4 KB apart
+                # would otherwise make each load wait on the store before it (4K aliasing)
+                loads = [self.preload(u, offset, mask) for u in units]
+                for r in range(len(units)):
+                    body(r, a, offset, mask, aligned, loads[r])
+
             def chunk():
                 base = b.load(i)
                 for u in range(U):
-                    for r in range(len(units)):
-                        body(r, u % A, b.add(base, self.i64(u * W)), None, aligned_stores)
+                    step(u % A, b.add(base, self.i64(u * W)), None, aligned_stores)
                 b.store(b.add(base, self.i64(U * W)), i)
 
             def one_vector():
                 base = b.load(i)
-                for r in range(len(units)):
-                    body(r, 0, base, None, aligned_stores)
+                step(0, base, None, aligned_stores)
                 b.store(b.add(base, self.i64(W)), i)
 
             def tail():
-                mask = self.tail_mask(b.load(i), end)
-                for r in range(len(units)):
-                    body(r, 0, b.load(i), mask, False)
+                step(0, b.load(i), self.tail_mask(b.load(i), end), False)
 
             if U > 1:
                 self.loop_while(lambda: b.icmp_signed("<=", b.add(b.load(i), self.i64(U * W)), end),
@@ -576,11 +714,11 @@ class _KernelEmitter:
             self.if_then(b.icmp_signed("<", b.load(i), end), tail, "tail")
 
         def element_fn(block_fast: bool):
-            def element(r, a, offset, mask, aligned):
+            def element(r, a, offset, mask, aligned, loads):
                 u = units[r]
                 states = load_states(inner[r][a])
                 new = self.emit_body(u.p, u.plan, u.lowerings, u.row, offset, states, mask, u.fast,
-                                     block_fast, nontemporal and aligned)
+                                     block_fast, nontemporal and aligned, loads)
                 store_states(inner[r][a], new)
             return element
 
@@ -594,7 +732,7 @@ class _KernelEmitter:
             if nontemporal:  # a masked head up to the first aligned vector of y
                 start = self.aligned_start(rows[0].y, self.n)
                 self.if_then(b.icmp_signed(">", start, self.i64(0)),
-                             lambda: element_fn(False)(0, 0, self.i64(0), self.tail_mask(self.i64(0), start), False),
+                             lambda: element_fn(False)(0, 0, self.i64(0), self.tail_mask(self.i64(0), start), False, {}),
                              "head")
                 self.used_nontemporal = True
             sweep(start, self.n, element_fn(False), aligned_stores=nontemporal)
@@ -720,8 +858,8 @@ class _KernelEmitter:
                 for s in per_set:
                     b.store(neg_inf, s)
 
-        def scan(r, a, offset, mask, aligned):
-            vals = self.eval_ops(p, plan, keys, rows[r], offset, mask)
+        def scan(r, a, offset, mask, aligned, loads):
+            vals = self.eval_ops(p, plan, keys, rows[r], offset, mask, loads)
             for s, key in zip(slots[r][a], keys):
                 v = vals[key] if mask is None else vm.select(mask, vals[key], neg_inf)
                 old = b.load(s)
@@ -829,11 +967,20 @@ class _KernelEmitter:
         return tuple(b.shuffle_vector(v, v, first) for v in vecs[0])
 
     # --- one vector of a pass body ------------------------------------------------
-    def eval_ops(self, p: Pass, plan: PassPlan, wanted, row: _Row, offset, mask) -> dict:
+    def eval_ops(self, p: Pass, plan: PassPlan, wanted, row: _Row, offset, mask, loads=None) -> dict:
         """Values of `wanted` for one vector: only the ops they depend on (loads, math)."""
-        vals: dict = {}
+        vals = dict(loads or {})
         for op in needed_ops(p, wanted):
-            self.emit_elementwise(op, plan, row, offset, mask, vals, fast=False)
+            if op.results[0] not in vals:
+                self.emit_elementwise(op, plan, row, offset, mask, vals, fast=False)
+        return vals
+
+    def preload(self, unit: _Unit, offset, mask) -> dict:
+        """The loads of one vector of the unit's pass."""
+        vals: dict = {}
+        for op in unit.p.ops:
+            if op.kind in (Kind.LOAD_X, Kind.LOAD_Y):
+                self.emit_elementwise(op, unit.plan, unit.row, offset, mask, vals, fast=False)
         return vals
 
     def emit_elementwise(self, op: Op, plan: PassPlan, row: _Row, offset, mask, vals: dict, fast: bool):
@@ -859,15 +1006,15 @@ class _KernelEmitter:
         vals[op.results[0]] = out
 
     def emit_body(self, p: Pass, plan: PassPlan, lowerings, row: _Row, offset, states, mask,
-                  fast: bool, block_fast: bool, nontemporal: bool):
-        """One vector of the pass; returns the new accumulator states."""
+                  fast: bool, block_fast: bool, nontemporal: bool, loads: dict):
+        """One vector of the pass (its loads already done); returns the new accumulator states."""
         vm = self.vm
-        vals: dict = {}
+        vals = dict(loads)
         new_states = []
         fused_x = {}  # pair_scale op -> the x of its fused exp_pair
         for op in p.ops:
             k = op.kind
-            if op in plan.skipped:
+            if op in plan.skipped or (op.results and op.results[0] in vals):
                 continue
             if fast and op in plan.fused:
                 fused_x[plan.fused[op]] = vals[op.args[0]]

@@ -102,17 +102,19 @@ def builtin(op: str, rows: int, n: int) -> Choice:
 
 
 def builtin_schedule(op: str, algorithm: str, rows: int, n: int) -> Schedule:
-    """The schedule the built-in rule gives `algorithm` for this shape: short rows in groups
-    of 16 (their reductions vectorized across rows); outputs that do not fit in the cache
-    streamed past it (except for reload)."""
+    """The schedule the built-in rule gives `algorithm` for this shape: in cache, the passes
+    of consecutive row groups pipelined (except logsumexp's long rows, where it did not pay),
+    short rows in groups of 16 (their reductions vectorized across rows); outputs that do
+    not fit in the cache streamed past it (except for reload)."""
     if not in_cache(op, rows, n):
         # reload's output pass re-reads y, partly still cached: streaming stores do not pay
         return Schedule(nontemporal=op != "logsumexp" and algorithm != "three_pass_reload")
     if n <= SHORT_ROW:
-        return Schedule(rows=16, unroll=4, accumulators=1, online_block_max=False)
+        return Schedule(rows=16, unroll=1, pipeline=True, online_block_max=False)
+    pipeline = op != "logsumexp"
     if n <= GROUP_ROW:
-        return Schedule(rows=16)
-    return Schedule()
+        return Schedule(rows=16, pipeline=pipeline)
+    return Schedule(pipeline=pipeline)
 
 
 # --- wisdom -----------------------------------------------------------------------------------
@@ -204,8 +206,12 @@ def candidates(op: str, rows: int, n: int) -> list[Choice]:
     algos = [a for a in algorithms.ALGORITHMS if not (a == "three_pass_reload" and op != "softmax")]
     cached = in_cache(op, rows, n)
     shapes = [dict(unroll=u, accumulators=a) for u, a in ((2, 0), (4, 0), (4, 1))]
+    if n <= SHORT_ROW:
+        shapes.insert(0, dict(unroll=1, accumulators=0))
     if n <= GROUP_ROW and rows >= 16:
         shapes += [dict(s, rows=16) for s in shapes]
+    if cached and rows > 1:  # pipelined, and the plain form of each row grouping
+        shapes = [dict(s, pipeline=True) for s in shapes] + [s for s in shapes if s["unroll"] == 4 and not s["accumulators"]]
     stores = [False] if cached or op == "logsumexp" else [False, True]
     out = []
     for algo in algos:

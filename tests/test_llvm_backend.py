@@ -64,6 +64,45 @@ def test_schedules(unroll, block, op, algo):
         check(op, x, kernel(x))
 
 
+PIPELINES = [Schedule(pipeline=True), Schedule(pipeline=True, rows=16, unroll=1),
+             Schedule(pipeline=True, rows=4, interleave=2, unroll=2, block=48),
+             Schedule(pipeline=True, rows=2, online_block_max=False)]
+
+
+def special_rows(rng, rows: int, n: int) -> np.ndarray:
+    """Random rows with, every few rows, the cases that take other paths: all -inf, NaN,
+    +inf, a max beyond the folded form's range (|m| > 40) and beyond the shifted form's."""
+    x = (rng.standard_normal((rows, n)) * 4).astype(np.float32)
+    specials = [lambda r: r.fill(-np.inf), lambda r: r.__setitem__(n // 2, np.nan),
+                lambda r: r.__setitem__(0, np.inf), lambda r: r.__iadd__(np.float32(300.0)),
+                lambda r: r.__iadd__(np.float32(3e6))]
+    for i in range(0, rows, 7):
+        specials[(i // 7) % len(specials)](x[i])
+    return x
+
+
+@pytest.mark.parametrize("schedule", PIPELINES, ids=lambda s: f"rows{s.rows}-il{s.interleave}-u{s.unroll}-obm{int(s.online_block_max)}")
+@pytest.mark.parametrize("op,algo", PAIRS)
+def test_pipelined_schedules(schedule, op, algo):
+    """Passes of consecutive row groups in one sweep: any row count (ramp up, steady state,
+    ramp down, leftover rows), rows that leave the fused form, in place."""
+    kernel = softgen.compile(op, algorithm=algo, schedule=schedule)
+    # two_pass has a guard, online's per-block max scan needs a sweep of its own, and
+    # online logsumexp is a single pass
+    pipelined = algo in ("three_pass_reload", "three_pass_recompute") or (
+        algo == "online" and op != "logsumexp" and not schedule.online_block_max)
+    assert ("fused.folded" in kernel.llvm_ir) == pipelined
+    rng = np.random.default_rng(schedule.rows)
+    for rows, n in [(1, 33), (2, 16), (3, 100), (17, 5), (40, 64), (37, 200), (9, 3000)]:
+        x = special_rows(rng, rows, n)
+        with np.errstate(all="ignore"):
+            check(op, x, kernel(x))
+            if op != "logsumexp":
+                y = x.copy()
+                kernel(y, out=y)
+                check(op, x, y)
+
+
 @pytest.mark.parametrize("op,algo", PAIRS)
 def test_machine_code_has_no_libm_exp_and_uses_the_widest_registers(op, algo):
     asm = softgen.compile(op, algorithm=algo).asm
@@ -82,6 +121,7 @@ GUARD_PAGE_SCRIPT = textwrap.dedent("""
     import ctypes, mmap, sys
     import numpy as np
     import softgen
+    from softgen.backends.llvm import Schedule
     PAGE = mmap.PAGESIZE
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -105,6 +145,14 @@ GUARD_PAGE_SCRIPT = textwrap.dedent("""
                 keep += [mx, my]
                 x[:] = np.linspace(-5, 5, n, dtype=np.float32)
                 k.run_rows(x.reshape(1, n), y.reshape(1, n))
+            # several rows, pipelined: the last row ends at the page
+            k = softgen.compile(op, algorithm=algo, schedule=Schedule(pipeline=True, rows=4))
+            for n in (1, 13, 31, 100):
+                out = 1 if op == "logsumexp" else n
+                mx, x = guarded(7 * n); my, y = guarded(7 * out)
+                keep += [mx, my]
+                x[:] = np.linspace(-5, 5, 7 * n, dtype=np.float32)
+                k.run_rows(x.reshape(7, n), y.reshape(7, out))
     print("ok")
 """)
 

@@ -104,8 +104,8 @@ def builtin(op: str, rows: int, n: int) -> Choice:
 def builtin_schedule(op: str, algorithm: str, rows: int, n: int) -> Schedule:
     """The schedule the built-in rule gives `algorithm` for this shape: in cache, the passes
     of consecutive row groups pipelined (except logsumexp's long rows, where it did not pay),
-    short rows in groups of 16 (their reductions vectorized across rows); outputs that do
-    not fit in the cache streamed past it (except for reload)."""
+    rows in groups of 16 up to GROUP_ROW (short rows' reductions vectorized across rows), of 4
+    beyond; outputs that do not fit in the cache streamed past it (except for reload)."""
     if not in_cache(op, rows, n):
         # reload's output pass re-reads y, partly still cached: streaming stores do not pay
         return Schedule(nontemporal=op != "logsumexp" and algorithm != "three_pass_reload")
@@ -114,7 +114,8 @@ def builtin_schedule(op: str, algorithm: str, rows: int, n: int) -> Schedule:
     pipeline = op != "logsumexp"
     if n <= GROUP_ROW:
         return Schedule(rows=16, pipeline=pipeline)
-    return Schedule(pipeline=pipeline)
+    # long rows: groups of 4 keep more of the first pass's loads from memory in flight
+    return Schedule(rows=4, pipeline=True) if pipeline else Schedule()
 
 
 # --- wisdom -----------------------------------------------------------------------------------

@@ -225,22 +225,20 @@ def _same_layout(a: np.ndarray, b: np.ndarray) -> bool:
     return a.ctypes.data == b.ctypes.data and a.strides == b.strides and a.shape == b.shape
 
 
-_kernels: dict = {}  # (op, algorithm or (rows, n) for auto) -> Kernel: the per-call lookup
+_kernels: dict = {}  # (op, algorithm, rows, n, tuning generation) -> Kernel: the per-call lookup
 
 
 def _kernel_for(op: str, algorithm: str, arr: np.ndarray, ax: int) -> Kernel:
-    if algorithm != "auto":
-        key = (op, algorithm)
-    else:
-        n = arr.shape[ax]
-        key = (op, arr.size // n if n else 0, n, tune.generation)
+    n = arr.shape[ax]
+    rows = arr.size // n if n else 0
+    key = (op, algorithm, rows, n, tune.generation)
     kernel = _kernels.get(key)
     if kernel is None:
         if algorithm == "auto":
-            choice = tune.choose(op, key[1], key[2])
-            kernel = compile(op, algorithm=choice.algorithm, schedule=choice.schedule)
-        else:
-            kernel = compile(op, algorithm=algorithm)
+            choice = tune.choose(op, rows, n)
+        else:  # the algorithm asked for, with the schedule the built-in rule gives it here
+            choice = tune.Choice(algorithm, tune.builtin_schedule(op, algorithm, rows, n))
+        kernel = compile(op, algorithm=choice.algorithm, schedule=choice.schedule)
         if len(_kernels) > 4096:  # many distinct shapes: start over rather than grow
             _kernels.clear()
         _kernels[key] = kernel

@@ -162,17 +162,17 @@ def peers(op: str = "softmax", names=None) -> dict[str, Callable[[np.ndarray], o
 # --- one case ------------------------------------------------------------------------
 
 def softgen_fn(op: str, variant: str, preallocated: np.ndarray | None = None):
-    """fn(x) -> y running softgen's `variant` through the public API: an algorithm, or
-    "auto" (softgen.softmax(x) etc.).  With `preallocated` the output goes there (measures
-    the kernel, not the allocator)."""
+    """fn(x) -> y running softgen's `variant` through the public API (softgen.softmax(x,
+    algorithm=variant) etc.): an algorithm (with the built-in schedule for the shape), or
+    "auto".  With `preallocated` the output goes there (measures the kernel, not the
+    allocator).  NotImplementedError for an algorithm that does not exist for `op`."""
     from . import api
-    if variant == "auto":
-        fn = getattr(api, op)
-        return (lambda x: fn(x)) if preallocated is None else (lambda x: fn(x, out=preallocated))
-    kernel = api.compile(op, algorithm=variant)
+    if variant != "auto":
+        algorithms.build(op, variant)
+    fn = getattr(api, op)
     if preallocated is None:
-        return kernel
-    return lambda x: kernel(x, out=preallocated)
+        return lambda x: fn(x, algorithm=variant)
+    return lambda x: fn(x, algorithm=variant, out=preallocated)
 
 
 def measure(op: str, shape: tuple[int, int], variants=SOFTGEN_VARIANTS, peer_fns=None,

@@ -42,3 +42,11 @@ def test_measure_skips_pairs_that_do_not_exist():
     results = bench.measure("logsumexp", (4, 50), peer_fns={}, budget=0.001)
     assert "softgen:three_pass_reload" not in [r.name for r in results]
     assert len(results) == len(bench.SOFTGEN_VARIANTS) - 1
+
+
+@pytest.mark.parametrize("delta", [0, 16, 4032])
+def test_same_page_offset_places_the_output(delta):
+    x = np.ones((3, 100), np.float32)[:, 1:]
+    y = bench.same_page_offset(x, (5, 7), delta)
+    assert y.shape == (5, 7) and y.dtype == np.float32 and y.flags.c_contiguous
+    assert (y.ctypes.data - x.ctypes.data - delta) % bench.PAGE == 0

@@ -13,6 +13,11 @@ written.  Reducing passes run that in blocks of `block` elements folded into a
 compensated outer accumulator (a row of one block skips the fold).  Loop-carried state
 lives in allocas that LLVM's SROA promotes to registers.
 
+With `pipeline`, row groups are software-pipelined: stage k (pass k and the row ops after
+it) of iteration t runs on group t - k, and in the steady state one sweep runs every
+stage's rows side by side, so the max pass's loads, the exp pass's FMAs and the output
+pass's stores overlap (emit_pipelined).
+
 Lowerings (softgen.lowering decides them per pass, numerics.py has the formulas):
   exp(x, c)       exp_scaled with row constants from c, no x - c TwoSum: "folded" when the
                   shift is small, "shifted" while |c| is in range, exp_diff beyond; the
@@ -398,10 +403,9 @@ class _KernelEmitter:
             return False
         if any(isinstance(s, Op) and s.kind is Kind.GUARD for s in program.steps):
             return False
-        return all(not self.pass_setup_plan(p).block_max and not self.pass_setup_plan(p).running
-                   for p in program.passes)
+        return not any(plan.block_max or plan.running for plan in map(self.plan_of, program.passes))
 
-    def pass_setup_plan(self, p: Pass) -> PassPlan:
+    def plan_of(self, p: Pass) -> PassPlan:
         return plan_pass(p, fast_exp=self.schedule.fast_exp, online_block_max=self.schedule.online_block_max,
                          pair_sum=self.schedule.pair_sum)
 
@@ -584,8 +588,7 @@ class _KernelEmitter:
         self.pass_finish(setup, env)
 
     def pass_setup(self, p: Pass, is_output: bool) -> "_PassSetup":
-        plan = plan_pass(p, fast_exp=self.schedule.fast_exp, online_block_max=self.schedule.online_block_max,
-                         pair_sum=self.schedule.pair_sum)
+        plan = self.plan_of(p)
         accs = [numerics.ACCUMULATORS[op.results[0].type] for op in p.reductions]
         step = min(self.schedule.interleave, self.group)  # rows of the group done side by side
         return _PassSetup(

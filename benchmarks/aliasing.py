@@ -12,9 +12,10 @@ import argparse
 import numpy as np
 
 import softgen
-from softgen.bench import median_time, same_page_offset
+from softgen.api import same_page_offset
+from softgen.bench import median_time
 
-DELTAS = (0, 16, 64, 128, 256, 512, 1024, 2048, 4032)
+DELTAS = (0, 16, 64, 128, 256, 512, 1024, 2048, 4032)  # bytes; softgen allocates at 2048
 
 
 def main():

@@ -162,6 +162,30 @@ def _rows_view(a: np.ndarray) -> np.ndarray | None:
     return v
 
 
+PAGE = 4096
+# Where softgen puts a new output relative to x (mod PAGE): half a page from where loads of
+# x running ahead of stores to y could alias them, in either direction.
+OUTPUT_DELTA = PAGE // 2
+
+
+def same_page_offset(x: np.ndarray, shape: tuple, delta: int = OUTPUT_DELTA) -> np.ndarray:
+    """An empty float32 array of `shape` that starts `delta` bytes after x's offset within a
+    4 KB page.  Where the output sits relative to the input (mod 4 KB) changes the speed of
+    streaming kernels: a load that follows a store to an address equal in its low 12 bits
+    waits on it (4K aliasing), which costs up to 45% when y lies 64-256 bytes after x
+    (benchmarks/aliasing.py).  softgen allocates its outputs this way."""
+    size = int(np.prod(shape))
+    buf = np.empty(size + PAGE // 4, np.float32)
+    start = ((_address(x) + delta - _address(buf)) % PAGE) // 4
+    return buf[start:start + size].reshape(shape)
+
+
+def _new_output(x: np.ndarray, shape: tuple) -> np.ndarray:
+    """A new output for x, OUTPUT_DELTA after x mod PAGE once it spans pages (numpy's own
+    placement put it 64 or 96 bytes after x in some runs)."""
+    return same_page_offset(x, shape) if x.nbytes > PAGE else np.empty(shape, _F32)
+
+
 def _fast_call(kernel: Kernel, x, axis, out):
     """The common case with no copies or views: a C-contiguous float32 array over its last
     axis, a new output or a C-contiguous one.  None when the case does not apply."""
@@ -171,7 +195,7 @@ def _fast_call(kernel: Kernel, x, axis, out):
     row_output = kernel.row_output
     shape = x.shape[:-1] if row_output else x.shape
     if out is None:
-        y = np.empty(shape, _F32)
+        y = _new_output(x, shape)
     elif (type(out) is np.ndarray and out.dtype is _F32 and out.shape == shape
           and out.flags.c_contiguous and out.flags.writeable
           and (out is x or not np.may_share_memory(out, x))):  # overlap: the general path
@@ -198,7 +222,7 @@ def _run(kernel: Kernel, x, axis, out):
     if out is not None:
         y = out if row_output else np.moveaxis(out, ax, -1)
     else:
-        y = np.empty(out_shape, np.float32) if row_output else np.empty_like(moved, order="C")
+        y = np.empty(out_shape, np.float32) if row_output else _new_output(arr, moved.shape)
     if arr.size == 0 and not row_output:
         return out if out is not None else np.moveaxis(y, -1, ax)
     xin = _rows_view(moved)

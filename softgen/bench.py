@@ -19,6 +19,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_
 import numpy as np  # noqa: E402
 
 from . import algorithms  # noqa: E402
+from .api import same_page_offset  # noqa: E402
 
 # The six cases of shared/bench/peers.py: in-cache small, medium and long rows, then 256 MB.
 CASES = ((4096, 64), (1024, 1024), (64, 32768), (1, 1 << 20), (16, 1 << 22), (1, 1 << 26))
@@ -181,8 +182,9 @@ def measure(op: str, shape: tuple[int, int], variants=SOFTGEN_VARIANTS, peer_fns
 
     peer_fns: {name: fn} as from peers(op); None means peers(op).  A variant that does not
     exist for `op` (three_pass_reload for log_softmax) is skipped.  preallocate: softgen
-    writes into one output array reused across calls, at x's offset within a 4 KB page
-    (benchmarks/aliasing.py shows why that is pinned down); peers always allocate."""
+    writes into one output array reused across calls, placed as softgen places the outputs
+    it allocates (api.same_page_offset; benchmarks/aliasing.py shows why that is pinned
+    down); peers always allocate."""
     rows, n = shape
     x = (np.random.default_rng(seed).standard_normal((rows, n)) * 4).astype(np.float32)
     peer_fns = peers(op) if peer_fns is None else peer_fns
@@ -198,21 +200,6 @@ def measure(op: str, shape: tuple[int, int], variants=SOFTGEN_VARIANTS, peer_fns
     for name, fn in peer_fns.items():
         results.append(_result(name, lambda: fn(x), x.size, budget))
     return results
-
-
-PAGE = 4096
-
-
-def same_page_offset(x: np.ndarray, shape: tuple, delta: int = 0) -> np.ndarray:
-    """An empty float32 array of `shape` that starts `delta` bytes after x's offset within a
-    4 KB page.  Where the output sits relative to the input (mod 4 KB) changes the speed of
-    streaming kernels: a load that follows a store to an address equal in its low 12 bits
-    waits on it (4K aliasing)."""
-    size = int(np.prod(shape))
-    buf = np.empty(size + 2 * PAGE // 4, np.float32)
-    want = (x.ctypes.data + delta) % PAGE
-    start = ((want - buf.ctypes.data) % PAGE) // 4
-    return buf[start:start + size].reshape(shape)
 
 
 def _result(name: str, call, elements: int, budget: float) -> Result:

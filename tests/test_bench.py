@@ -47,6 +47,16 @@ def test_measure_skips_pairs_that_do_not_exist():
 @pytest.mark.parametrize("delta", [0, 16, 4032])
 def test_same_page_offset_places_the_output(delta):
     x = np.ones((3, 100), np.float32)[:, 1:]
-    y = bench.same_page_offset(x, (5, 7), delta)
+    y = softgen.api.same_page_offset(x, (5, 7), delta)
     assert y.shape == (5, 7) and y.dtype == np.float32 and y.flags.c_contiguous
-    assert (y.ctypes.data - x.ctypes.data - delta) % bench.PAGE == 0
+    assert (y.ctypes.data - x.ctypes.data - delta) % softgen.api.PAGE == 0
+
+
+def test_new_outputs_sit_half_a_page_from_the_input():
+    """softgen's own outputs avoid 4K aliasing with x (api.OUTPUT_DELTA), any axis."""
+    from softgen import api
+    x = np.random.default_rng(0).standard_normal((64, 1000)).astype(np.float32)
+    for y in (softgen.softmax(x), np.moveaxis(softgen.log_softmax(x.T, axis=0), 0, -1)):
+        assert y.shape == x.shape
+        assert (y.ctypes.data - x.ctypes.data - api.OUTPUT_DELTA) % api.PAGE == 0
+    check("softmax", x, softgen.softmax(x))

@@ -8,7 +8,9 @@ softgen's four algorithms (each with the schedule the built-in rule gives it for
 shape, output preallocated), auto (out=: preallocated; alloc: a new output per call, as
 the peers do), the peers (numpy, scipy, torch, onnxruntime, jax, numba: those installed),
 and the ceilings from benchmarks/ceilings.c built with cc -O2 -march=native: the in-L1
-exp pass (compute) and the two-pass memory bound measured right before the case.
+exp pass (compute), the two-pass memory bound (at 2^24 floats or more: out of cache), and
+`rw_at_size`, one pass that reads x and writes y through the cache at the case's own size
+(what a kernel that touches each byte once could reach; reload's later passes hit L2).
 
 Each number is elements/ns, the best of `rounds` medians (repeats alternate between
 variants so that a noisy neighbour slows all of them, not one).  Peak memory is what
@@ -32,6 +34,7 @@ import numpy as np
 
 import softgen
 from softgen import bench, tune
+from softgen.api import same_page_offset
 
 HERE = Path(__file__).resolve().parent
 
@@ -59,8 +62,9 @@ def run_ceiling(exe: Path | None, *args) -> dict:
 # --- measuring -----------------------------------------------------------------------------
 
 def variants(op: str, rows: int, n: int, x: np.ndarray) -> dict:
-    """{name: fn()} for softgen on this case (outputs preallocated except 'auto alloc')."""
-    out = np.empty((rows,) if op == "logsumexp" else (rows, n), np.float32)
+    """{name: fn()} for softgen on this case (outputs preallocated except 'auto alloc'),
+    placed relative to x as softgen places its own outputs (4K aliasing: aliasing.py)."""
+    out = same_page_offset(x, (rows,) if op == "logsumexp" else (rows, n))
     fns = {}
     for algo in softgen.ALGORITHMS:
         if algo == "three_pass_reload" and op != "softmax":
@@ -108,8 +112,11 @@ def run_case(op: str, rows: int, n: int, peers: dict, ceilings: Path | None, bud
                        "el_per_ns": x.size / seconds[name] / 1e9, "seconds": seconds[name],
                        "peak_bytes": peak_bytes(fn) if traced else None})
     memory = run_ceiling(ceilings, "memory", max(rows * n, 1 << 24), 3)
+    at_size = run_ceiling(ceilings, "memory", rows * n, 5)
     compute = run_ceiling(ceilings, "exp", 4096, 20000)
+    rw = at_size.get("rw_GBps")
     for name, value in (("ceiling:two_pass_memory_bound", memory.get("two_pass_bound")),
+                        ("ceiling:rw_at_size", rw / 8 if rw is not None else None),
                         ("ceiling:exp_pass_in_L1", compute.get("exp_pass"))):
         if value is not None:
             result.append({"op": op, "rows": rows, "n": n, "name": name, "el_per_ns": value,

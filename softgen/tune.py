@@ -93,8 +93,10 @@ def band(op: str, rows: int, n: int) -> str:
 
 def builtin(op: str, rows: int, n: int) -> Choice:
     """Measured on AMD Zen 4 (README, Performance): in cache, the algorithm that evaluates exp
-    the fewest times; out of cache, two-pass (the least traffic)."""
-    if not in_cache(op, rows, n):
+    the fewest times; out of cache, two-pass (the least traffic).  logsumexp has no output
+    pass, so two-pass is one pass with one exp per element against recompute's two passes
+    (5.5 vs 4.8 elements/ns at 1024x1024); only short rows' groups favour recompute."""
+    if not in_cache(op, rows, n) or (op == "logsumexp" and n > SHORT_ROW):
         algorithm = "two_pass"
     else:
         algorithm = "three_pass_reload" if op == "softmax" else "three_pass_recompute"

@@ -46,6 +46,8 @@ def test_wisdom_path_follows_env_and_xdg(tmp_path, monkeypatch):
     ("log_softmax", 100, 1000, "three_pass_recompute", False),
     ("softmax", 16, 1 << 22, "two_pass", True),
     ("logsumexp", 1, 1 << 26, "two_pass", False),
+    ("logsumexp", 64, 1000, "two_pass", False),
+    ("logsumexp", 4096, 64, "three_pass_recompute", False),
 ])
 def test_builtin_rule_without_wisdom(wisdom, monkeypatch, op, rows, n, algorithm, nontemporal):
     monkeypatch.setattr(tune, "llc_bytes", lambda: 32 << 20)  # the rule's split, whatever the CPU

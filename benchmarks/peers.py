@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import softgen
-from softgen import bench, tune
+from softgen import bench
 from softgen.api import same_page_offset
 
 HERE = Path(__file__).resolve().parent
@@ -65,13 +65,9 @@ def variants(op: str, rows: int, n: int, x: np.ndarray) -> dict:
     """{name: fn()} for softgen on this case (outputs preallocated except 'auto alloc'),
     placed relative to x as softgen places its own outputs (4K aliasing: aliasing.py)."""
     out = same_page_offset(x, (rows,) if op == "logsumexp" else (rows, n))
-    fns = {}
-    for algo in softgen.ALGORITHMS:
-        if algo == "three_pass_reload" and op != "softmax":
-            continue
-        kernel = softgen.compile(op, algorithm=algo, schedule=tune.builtin_schedule(op, algo, rows, n))
-        fns[f"softgen:{algo}"] = lambda k=kernel: k(x, out=out)
     entry = getattr(softgen, op)
+    fns = {f"softgen:{algo}": lambda a=algo: entry(x, algorithm=a, out=out)  # the built-in schedule for the shape
+           for algo in softgen.ALGORITHMS if not (algo == "three_pass_reload" and op != "softmax")}
     fns["softgen:auto"] = lambda: entry(x, out=out)
     fns["softgen:auto alloc"] = lambda: entry(x)
     return fns
@@ -133,8 +129,8 @@ def crossover(op: str, budget: float, rounds: int, log2_sizes=range(10, 27, 2)) 
         n = 1 << k
         x = (np.random.default_rng(k).standard_normal((1, n)) * 4).astype(np.float32)
         y = np.empty((1,) if op == "logsumexp" else (1, n), np.float32)
-        fns = {a: (lambda kern=softgen.compile(op, algorithm=a, schedule=tune.builtin_schedule(op, a, 1, n)):
-                   kern(x, out=y)) for a in algos}
+        entry = getattr(softgen, op)
+        fns = {a: (lambda a=a: entry(x, algorithm=a, out=y)) for a in algos}
         seconds = best_of_rounds(fns, budget, rounds)
         speeds = {a: n / s / 1e9 for a, s in seconds.items()}
         out.append({"n": n, **speeds, "ratio": speeds[algos[0]] / speeds[algos[1]]})

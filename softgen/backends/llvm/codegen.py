@@ -241,9 +241,14 @@ class _PairRunning(_Inner):
         return vm.add(a[0], b[0]), vm.select(vm.lt(a[1], b[1]), b[1], a[1])
 
     def finish(self, emitter, row, state):
+        """(S, E) with E the largest exponent seen, as a merge would leave it: S may reach
+        2^RUNNING_SLACK against the running e, and pair_scale's fast forms assume no
+        element exceeds 2^(E + 1)."""
         vm = emitter.vm
-        s = state[0]
-        return s, vm.select(vm.b.fcmp_unordered("uno", s, s), vm.const(float("nan")), row.shifts[self.op])
+        s, k_max, e = state[0], state[1], row.shifts[self.op]
+        top = vm.select(vm.lt(e, k_max), k_max, e)
+        s = vm.ldexp(s, vm.sub(e, top))
+        return s, vm.select(vm.b.fcmp_unordered("uno", s, s), vm.const(float("nan")), top)
 
 
 @dataclass
@@ -732,11 +737,10 @@ class _KernelEmitter:
         if not any(u.accs for u in units):
             set_prefetch(self.schedule.prefetch // 4)
             start = self.i64(0)
-            if nontemporal:  # a masked head up to the first aligned vector of y
+            if nontemporal:  # plain stores up to the first aligned vector of y: that head
+                # may hold more elements than one vector (15 at 4 bytes and 8 lanes)
                 start = self.aligned_start(rows[0].y, self.n)
-                self.if_then(b.icmp_signed(">", start, self.i64(0)),
-                             lambda: element_fn(False)(0, 0, self.i64(0), self.tail_mask(self.i64(0), start), False, {}),
-                             "head")
+                sweep(self.i64(0), start, element_fn(False))
                 self.used_nontemporal = True
             sweep(start, self.n, element_fn(False), aligned_stores=nontemporal)
             return [[] for _ in units]

@@ -10,10 +10,15 @@ Accepted strings:
   riscv64[:<cpu>]     RV64GC with the V extension (generic) or a named CPU: sifive-x280, ...
 
 No CPU table lives here: LLVM knows every CPU's features.  What softgen needs from
-them, the vector registers, is read off LLVM's own code for a probe (which registers
-a 16-float add lands in), so it follows the CPU and any feature override exactly.
-LLVM only *warns* (on stderr) about an unknown CPU or feature and then ignores it;
-softgen catches those warnings and raises ValueError instead.
+them is read off LLVM's own code for a probe (which registers a 16-float add lands in,
+which instructions an fma or an integer shift becomes), so it follows the CPU and any
+feature override exactly.  LLVM only *warns* (on stderr) about an unknown CPU or feature
+and then ignores it; softgen checks the names against LLVM's own lists first (asked of a
+fresh interpreter, so nothing in this process's stderr is touched) and raises ValueError.
+
+A target runs in this process (JIT) when the host has every feature the target needs:
+the x86-64 level's features, the features the string turns on, and those the probe's
+code uses (AVX-512 registers, AVX, AVX2 integer vectors, FMA).
 """
 from __future__ import annotations
 
@@ -22,9 +27,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -53,13 +55,34 @@ LANES = {"zmm": 16, "ymm": 8, "xmm": 4, "neon": 4, "rvv": 8, "scalar": 4}
 _REGISTER_PATTERNS = (("zmm", r"%zmm"), ("ymm", r"%ymm"), ("xmm", r"%xmm"),
                       ("neon", r"\bv\d+\.4s\b"), ("rvv", r"\bvle32\.v\b"))
 _PROBE_IR = """
-define void @probe(ptr %p) {
+declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>)
+define void @probe(ptr %p, ptr %q, ptr %r) {
   %v = load <16 x float>, ptr %p, align 4
   %w = fadd <16 x float> %v, %v
   store <16 x float> %w, ptr %p, align 4
+  %f = call <16 x float> @llvm.fma.v16f32(<16 x float> %v, <16 x float> %w, <16 x float> %v)
+  store <16 x float> %f, ptr %q, align 4
+  %i = bitcast <16 x float> %f to <16 x i32>
+  %s = shl <16 x i32> %i, <i32 23, i32 23, i32 23, i32 23, i32 23, i32 23, i32 23, i32 23,
+                           i32 23, i32 23, i32 23, i32 23, i32 23, i32 23, i32 23, i32 23>
+  store <16 x i32> %s, ptr %r, align 4
   ret void
 }
+define double @probe_double(double %a, double %b) {
+  %c = fadd double %a, %b
+  ret double %c
+}
 """
+# What the probe's x86 assembly uses -> the host feature it needs to run.
+_X86_NEEDS = (("avx512f", r"%zmm"), ("avx", r"%ymm"), ("avx2", r"\bvp\w+\s+[^\n]*%ymm"),
+              ("fma", r"\bvfn?m(add|sub)"), ("avx512vl", r"%[xy]mm(1[6-9]|2\d|3[01])\b"),
+              ("egpr", r"%r(1[6-9]|2\d|3[01])[bwd]?\b"))   # APX's extra registers
+# The x86-64 micro-architecture levels (psABI), in LLVM's feature names.
+_X86_LEVEL_FEATURES = {
+    "x86-64-v2": ("cx16", "popcnt", "sahf", "sse3", "sse4.1", "sse4.2", "ssse3"),
+    "x86-64-v3": ("avx", "avx2", "bmi", "bmi2", "f16c", "fma", "lzcnt", "movbe", "xsave"),
+    "x86-64-v4": ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"),
+}
 _FEATURE = re.compile(r"[+-][A-Za-z0-9_.\-]+")
 
 
@@ -86,8 +109,9 @@ class Target:
     is_host: bool = False
 
     def __post_init__(self):
-        _check_features(self.features, self.name)
-        _vector_registers(self.triple, self.cpu, self.features, self.name)
+        _check_features(self.arch, self.features, self.name)
+        _check_cpu(self.arch, self.cpu, self.name)
+        _probe_asm(self.triple, self.cpu, self.features, self.name)
 
     @property
     def arch(self) -> str:
@@ -101,7 +125,8 @@ class Target:
     @property
     def vector_registers(self) -> str:
         """The vector register class LLVM uses for this target: one of LANES."""
-        return _vector_registers(self.triple, self.cpu, self.features, self.name)
+        asm = _probe_asm(self.triple, self.cpu, self.features, self.name)
+        return next((cls for cls, pattern in _REGISTER_PATTERNS if re.search(pattern, asm)), "scalar")
 
     @property
     def vector_width(self) -> int:
@@ -115,6 +140,39 @@ class Target:
     @property
     def abiname(self) -> str:
         return _abiname(self.arch)
+
+    @property
+    def needed_host_features(self) -> frozenset[str]:
+        """The host features this target's code may use (see the module doc)."""
+        if self.arch != "x86_64":
+            return frozenset()
+        levels = _X86_LEVELS[:_X86_LEVELS.index(self.cpu) + 1] if self.cpu in _X86_LEVELS else ()
+        asm = _probe_asm(self.triple, self.cpu, self.features, self.name)
+        return frozenset([f for level in levels for f in _X86_LEVEL_FEATURES[level]]
+                         + [f for f, pattern in _X86_NEEDS if re.search(pattern, asm)]) | self.feature_set
+
+    @property
+    def runs_here(self) -> bool:
+        """Whether this machine can run the target's code (JIT it in this process)."""
+        return self.triple == llvm.get_process_triple() and not self.missing_host_features
+
+    @property
+    def missing_host_features(self) -> frozenset[str]:
+        return self.needed_host_features - _real_host_features()
+
+    def check_runs_here(self) -> None:
+        """ValueError, naming what is missing, unless this machine can run the target."""
+        if self.runs_here:
+            return
+        if self.triple != llvm.get_process_triple():
+            raise ValueError(f"target {self.name!r} ({self.arch}) cannot run on this "
+                             f"{llvm.get_process_triple().split('-')[0]} machine; "
+                             f"use softgen.generate() to build code for it")
+        raise ValueError(f"target {self.name!r} (CPU {self.cpu}) needs "
+                         f"{', '.join(sorted(self.missing_host_features))}, which this CPU "
+                         f"({llvm.get_host_cpu_name()}) lacks; it would die on an illegal "
+                         f"instruction. Use a narrower target (x86-64-v2, x86-64-v3, ...) "
+                         f"or softgen.generate() to build code for another machine")
 
     @classmethod
     def parse(cls, spec: "str | Target") -> "Target":
@@ -142,76 +200,79 @@ def _target_machine(triple: str, cpu: str, features: str, abiname: str, jit: boo
         codemodel="jitdefault" if jit else "default", jit=jit, abiname=abiname)
 
 
-def _check_features(features: str, name: str) -> None:
-    """LLVM aborts the process on a feature without a +/- sign: check the syntax first."""
+def _check_features(arch: str, features: str, name: str) -> None:
+    """LLVM aborts the process on a feature without a +/- sign and ignores an unknown one:
+    check the syntax, then the names against LLVM's list."""
+    names = []
     for feature in filter(None, features.split(",")):
         if not _FEATURE.fullmatch(feature):
             raise ValueError(f"bad LLVM feature {feature!r} in target {name!r}: expected a "
                              f"comma-separated list like '+avx2,+fma,-avx512f'")
-
-
-@lru_cache(maxsize=None)
-def _vector_registers(triple: str, cpu: str, features: str, name: str) -> str:
-    """Compile the probe for this target and see which vector registers LLVM used.
-    What LLVM warns about on the way (unknown CPU or feature, an ABI the CPU cannot do)
-    is an error here rather than a silently different target."""
-    arch = triple.split("-")[0]
-    with _stderr_captured() as warnings:  # LLVM warns when the target machine is made
-        tm = _target_machine(triple, cpu, features, _abiname(arch))
-    _raise_for_warnings(warnings, arch, cpu, features, name)  # before codegen: it may abort
-    with _stderr_captured() as warnings:
-        module = llvm.parse_assembly(_PROBE_IR)
-        module.triple = triple
-        module.data_layout = str(tm.target_data)
-        asm = tm.emit_assembly(module)
-    _raise_for_warnings(warnings, arch, cpu, features, name)
-    return next((cls for cls, pattern in _REGISTER_PATTERNS if re.search(pattern, asm)), "scalar")
-
-
-def _raise_for_warnings(warnings: list[str], arch: str, cpu: str, features: str, name: str):
-    message = " ".join("".join(warnings).split())
-    if "not a recognized processor" in message:
-        raise ValueError(_unknown_cpu_message(arch, cpu, name))
-    if "not a recognized feature" in message:
+        names.append(feature[1:])
+    known = _llvm_help(arch)[1]
+    unknown = [f for f in names if known and f not in known]
+    if unknown:
+        close = [c for f in unknown for c in difflib.get_close_matches(f, known, n=2)]
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise ValueError(f"target {name!r}: LLVM {llvm_version()} does not know a feature in "
-                         f"{features!r} ({message})")
-    if message:
-        raise ValueError(f"target {name!r}: LLVM rejects it: {message}")
+                         f"{features!r}: {', '.join(unknown)}{hint}")
 
 
-_stderr_lock = threading.Lock()
-
-
-@contextmanager
-def _stderr_captured():
-    """Capture what native code writes to file descriptor 2 (LLVM's warnings)."""
-    captured: list[str] = []
-    with _stderr_lock, tempfile.TemporaryFile() as tmp:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            captured.append(tmp.read().decode(errors="replace"))
+def _check_cpu(arch: str, cpu: str, name: str) -> None:
+    """The CPU is one LLVM knows (the defaults and the host's own name need no look-up)."""
+    if cpu in (_GENERIC[arch][0], *_X86_LEVELS) or cpu == llvm.get_host_cpu_name():
+        return
+    cpus = known_cpus(arch)
+    if cpus and cpu not in cpus:
+        raise ValueError(_unknown_cpu_message(arch, cpu, name))
 
 
 @lru_cache(maxsize=None)
-def known_cpus(arch: str) -> tuple[str, ...]:
-    """LLVM's CPU names for an arch.  LLVM prints its list for the CPU name "help" only
-    once per process, so ask a fresh interpreter."""
+def _probe_asm(triple: str, cpu: str, features: str, name: str) -> str:
+    """The probe compiled for this target: what its registers and instructions show."""
+    arch = triple.split("-")[0]
+    tm = _target_machine(triple, cpu, features, "")   # no ABI yet: LLVM would warn
+    module = llvm.parse_assembly(_PROBE_IR)
+    module.triple = triple
+    module.data_layout = str(tm.target_data)
+    asm = tm.emit_assembly(module)
+    if arch == "riscv64" and "fadd.d" not in asm:
+        raise ValueError(f"target {name!r}: CPU {cpu} has no D extension (double-precision "
+                         f"floats), which the {_abiname(arch)} ABI that Linux toolchains use needs")
+    return asm
+
+
+@lru_cache(maxsize=None)
+def _llvm_help(arch: str) -> tuple[tuple[str, ...], frozenset[str]]:
+    """LLVM's CPU and feature names for an arch.  LLVM prints them (to stderr) for the CPU
+    name "help", once per process, so ask a fresh interpreter; () when that fails."""
     code = ("import sys, llvmlite.binding as l; l.initialize_all_targets(); "
             "l.Target.from_triple(sys.argv[1]).create_target_machine(cpu='help')")
     try:
         out = subprocess.run([sys.executable, "-c", code, _TRIPLES[arch]], capture_output=True,
                              text=True, timeout=60).stderr
     except (OSError, subprocess.SubprocessError):
-        return ()
-    cpus_part = out.partition("Available CPUs for this target:")[2].partition("Available features")[0]
-    return tuple(m.group(1) for m in re.finditer(r"^\s+(\S+)\s+- ", cpus_part, re.M))
+        return (), frozenset()
+    cpus_part, _, features_part = out.partition("Available CPUs for this target:")[2].partition(
+        "Available features")
+    entries = re.compile(r"^\s+(\S+)\s+- ", re.M)
+    return (tuple(m.group(1) for m in entries.finditer(cpus_part)),
+            frozenset(m.group(1) for m in entries.finditer(features_part)))
+
+
+def known_cpus(arch: str) -> tuple[str, ...]:
+    """LLVM's CPU names for an arch."""
+    return _llvm_help(arch)[0]
+
+
+@lru_cache(maxsize=None)
+def _real_host_features() -> frozenset[str]:
+    """What this CPU has (LLVM reads CPUID), whatever SOFTGEN_HOST_* say."""
+    initialize_llvm()
+    try:
+        return frozenset(k for k, on in llvm.get_host_cpu_features().items() if on)
+    except RuntimeError:
+        return frozenset()
 
 
 def _unknown_cpu_message(arch: str, cpu: str, name: str) -> str:
@@ -243,7 +304,9 @@ def _host(cpu_override: str, features_override: str | None) -> Target:
         except RuntimeError:   # LLVM cannot read this CPU's features: use the CPU name's
             features = ""
     try:
-        return Target("host", llvm.get_process_triple(), cpu, features, is_host=True)
+        target = Target("host", llvm.get_process_triple(), cpu, features, is_host=True)
+        target.check_runs_here()
+        return target
     except ValueError as e:
         if cpu_override or features_override is not None:
             raise ValueError(f"{e} (set by SOFTGEN_HOST_CPU / SOFTGEN_HOST_FEATURES)") from None

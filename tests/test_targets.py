@@ -137,3 +137,92 @@ def test_bad_host_overrides(monkeypatch, cpu, features, match):
         monkeypatch.setenv("SOFTGEN_HOST_FEATURES", features)
     with pytest.raises(ValueError, match=match):
         host()
+
+
+# --- targets this machine runs -------------------------------------------------------
+
+X86_LEVEL_NEEDS = {"x86-64-v2": "sse4.2", "x86-64-v3": "avx2", "x86-64-v4": "avx512f"}
+
+
+@x86_host
+@pytest.mark.parametrize("level", X86_LEVEL_NEEDS)
+def test_compile_for_an_x86_level(level):
+    """compile() JITs any target this CPU runs, and refuses the others by name."""
+    t = Target.parse(level)
+    runs = X86_LEVEL_NEEDS[level] in HOST.feature_set or X86_LEVEL_NEEDS[level] in _real_features()
+    assert t.runs_here == runs
+    if not runs:
+        with pytest.raises(ValueError, match=rf"needs .*{X86_LEVEL_NEEDS[level]}.*lacks"):
+            softgen.compile("softmax", algorithm="online", target=level)
+        return
+    kernel = softgen.compile("softmax", algorithm="two_pass", target=level)
+    assert kernel.target == t and kernel.target.vector_width == t.vector_width
+    for wider in WIDER[t.vector_registers]:
+        assert wider not in kernel.asm
+    x = (np.random.default_rng(5).standard_normal((3, 1000)) * 30).astype(np.float32)
+    check("softmax", x, kernel(x))
+
+
+def _real_features():
+    from softgen import targets
+    return targets._real_host_features()
+
+
+@pytest.fixture
+def avx2_only_cpu(monkeypatch):
+    """This machine as if it were an AVX2 CPU (what a Zen 3 reports)."""
+    from softgen import targets
+    features = frozenset(_real_features()) - {f for f in _real_features() if f.startswith("avx512")}
+    monkeypatch.setattr(targets, "_real_host_features", lambda: features)
+    targets._host.cache_clear()
+    yield
+    targets._host.cache_clear()
+
+
+@x86_host
+def test_targets_the_cpu_lacks_are_refused(avx2_only_cpu, monkeypatch):
+    for spec in ("x86-64-v4", "x86_64:znver4", "x86_64:skylake-avx512"):
+        with pytest.raises(ValueError, match=r"needs avx512.*lacks.*illegal instruction"):
+            softgen.compile("softmax", algorithm="online", target=spec)
+    assert Target.parse("x86-64-v3").runs_here
+    monkeypatch.setenv("SOFTGEN_HOST_CPU", "znver4")   # on a Zen 3 this used to die on SIGILL
+    monkeypatch.delenv("SOFTGEN_HOST_FEATURES", raising=False)
+    with pytest.raises(ValueError, match=r"needs avx512f.*SOFTGEN_HOST_CPU"):
+        host()
+    monkeypatch.setenv("SOFTGEN_HOST_CPU", "")
+    monkeypatch.setenv("SOFTGEN_HOST_FEATURES", "+avx512f")
+    with pytest.raises(ValueError, match=r"needs avx512f.*SOFTGEN_HOST_FEATURES"):
+        host()
+
+
+def test_other_architectures_are_refused_for_jit():
+    other = "riscv64" if HOST.arch != "riscv64" else "aarch64"
+    with pytest.raises(ValueError, match=rf"cannot run on this .* machine.*generate"):
+        softgen.compile("softmax", algorithm="online", target=other)
+
+
+def test_targets_are_checked_without_touching_stderr(capfd):
+    """Another thread's log lines on fd 2 neither break a target check nor get lost:
+    names are checked against LLVM's lists, not by capturing LLVM's warnings."""
+    import os
+    import threading
+    from softgen import targets
+
+    stop = threading.Event()
+
+    def log():
+        while not stop.is_set():
+            os.write(2, b"INFO:server:request handled\n")
+    thread = threading.Thread(target=log)
+    thread.start()
+    try:
+        targets._probe_asm.cache_clear()
+        assert Target.parse("x86_64:goldmont").vector_registers == "xmm"
+        with pytest.raises(ValueError, match=r"unknown CPU 'goldmnot'.*did you mean goldmont"):
+            Target.parse("x86_64:goldmnot")
+        with pytest.raises(ValueError, match=r"does not know a feature.*avx513f.*did you mean avx512f"):
+            Target("t", "x86_64-unknown-linux-gnu", "x86-64", "+avx513f")
+    finally:
+        stop.set()
+        thread.join()
+    assert "INFO:server:request handled" in capfd.readouterr().err

@@ -56,8 +56,7 @@ def compile_program(program: Program, target: Target, schedule: Schedule = Sched
     text = str(mod)
     compiled = CompiledModule(name, target, text, text)
     if jit:
-        if not target.is_host:
-            raise ValueError(f"cannot JIT-run code for target {target}: it is not this machine")
+        target.check_runs_here()
         lljit = llvm.create_lljit_compiler(target.create_target_machine(jit=True))
         lib = (llvm.JITLibraryBuilder().add_ir(text).add_current_process()
                .export_symbol(name).link(lljit, name))

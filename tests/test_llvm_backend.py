@@ -11,24 +11,15 @@ import pytest
 import softgen
 from softgen import algorithms
 from softgen.backends.llvm import Schedule, compile_program
-from softgen.targets import Target, host
+from softgen.targets import host
 from reference import check
+from widths import width_targets
 from test_api import PAIRS, special_rows
 
 ABI = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                        ctypes.c_void_p, ctypes.c_int64)
 HOST = host()
-# Narrower ISAs this host can run too, so every vector width is exercised here.
-WIDTH_VARIANTS = {
-    16: "+avx512f,+avx512vl,+avx512dq,+avx512bw,+avx2,+avx,+fma",
-    8: "+avx2,+avx,+fma,-avx512f",
-    4: "+sse4.2,-avx,-avx2,-fma,-avx512f",
-}
-
-
-def runnable_widths():
-    return [w for w, feats in WIDTH_VARIANTS.items()
-            if all(f[1:] in HOST.feature_set for f in feats.split(",") if f.startswith("+"))]
+WIDTHS = width_targets()
 
 
 def run_compiled(compiled, x, row_output):
@@ -38,11 +29,10 @@ def run_compiled(compiled, x, row_output):
     return y[:, 0] if row_output else y
 
 
-@pytest.mark.parametrize("width", runnable_widths())
+@pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("op,algo", PAIRS)
 def test_each_vector_width(width, op, algo):
-    target = Target(f"host-{width}", HOST.triple, HOST.cpu, WIDTH_VARIANTS[width], is_host=True)
-    assert target.vector_width == width
+    target = WIDTHS[width]
     program = algorithms.build(op, algo)
     compiled = compile_program(program, target, jit=True)
     rng = np.random.default_rng(width)

@@ -645,7 +645,8 @@ class _KernelEmitter:
                 row = _Row(self.row_ptr(self.x, self.xs, j, first), self.row_ptr(self.y, self.ys, j, first),
                            {v: self.row_splat(t, j) for v, t in tables.items()},
                            {k: self.shift_splat(t, j) for k, t in shift_tables.items()})
-                units.append(_Unit(row, setup.p, setup.plan, setup.accs, lowerings, form != "exact"))
+                fast = form != "exact" and setup.plan.has_fast_form   # a fused sweep may mix passes
+                units.append(_Unit(row, setup.p, setup.plan, setup.accs, lowerings, fast))
                 where.append((setup, j))
         nontemporal = len(units) == 1 and passes[0][0].nontemporal
         for (setup, j), states in zip(where, self.emit_row_pass(units, nontemporal)):

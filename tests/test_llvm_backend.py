@@ -41,6 +41,39 @@ def test_each_vector_width(width, op, algo):
         check(op, x, run_compiled(compiled, x, program.row_output))
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("pair_sum", ["running", "merge", "scan"])
+def test_two_pass_larger_value_in_a_later_vector(width, pair_sum):
+    """A large value early and one ~20 larger in a later vector: the running pair sum left
+    S up to 2^32 against an older exponent, and the output's folded form then built 2^k
+    beyond the float exponent range (-0.0 for the row's max at 4 and 8 lanes)."""
+    kernel = softgen.compile("softmax", algorithm="two_pass", target=WIDTHS[width],
+                             schedule=Schedule(pair_sum=pair_sum))
+    for n in (5, 9, 12, 17, 24, 33, 40, 1000, 5000):
+        for early, late in ((30, 50), (1, 33), (-40, -10), (60, 90)):
+            x = np.zeros((1, n), np.float32)
+            x[0, 1], x[0, -1] = early, late
+            check("softmax", x, kernel(x))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("algo", softgen.ALGORITHMS)
+def test_streaming_stores_at_every_output_offset(width, algo):
+    """Streaming stores start at the first 64-byte aligned element of y; the plain-store
+    head before it holds up to 15 elements, more than one vector of 4 or 8 lanes."""
+    kernel = softgen.compile("softmax", algorithm=algo, target=WIDTHS[width],
+                             schedule=Schedule(nontemporal=True))
+    rng = np.random.default_rng(width)
+    x = (rng.standard_normal((2, 3001)) * 4).astype(np.float32)
+    for shift in range(16):
+        raw = np.full(2 * 3001 + 32, 7.0, np.float32)
+        start = (-raw.ctypes.data // 4) % 16 + shift
+        y = raw[start:start + 2 * 3001].reshape(2, 3001)
+        kernel.run_rows(x, y)
+        check("softmax", x, y)
+        assert np.all(raw[:start] == 7.0) and np.all(raw[start + 2 * 3001:] == 7.0)
+
+
 @pytest.mark.parametrize("unroll", [1, 2, 3, 8])
 @pytest.mark.parametrize("block", [16, 48, 4096])
 @pytest.mark.parametrize("op,algo", [("softmax", a) for a in softgen.ALGORITHMS])

@@ -2,14 +2,17 @@
 tuner or the built-in rule can pick x every op and algorithm x row lengths past the block
 and streaming code paths x x and y at every 4-byte offset in a 64-byte line, row strides
 larger than n, in place, and values at scales 1 to 300 with -inf, huge and tiny ones mixed
-in.  Hypothesis samples the cross product: a fixed-seed sample by default, many more
-examples with SOFTGEN_LONG_TESTS=1 (or a number of examples).  Results are compared
+in.  Every op x algorithm x width is a test; hypothesis samples the rest of the cross
+product for each: a fixed-seed sample by default, many more examples with
+SOFTGEN_LONG_TESTS=1 (or a number: that many examples per test).  Results are compared
 against float64 (tests/reference.py) and the memory around the output rows is checked
 untouched."""
 import os
+import zlib
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
+import pytest
+from hypothesis import HealthCheck, given, seed, settings, strategies as st
 
 import softgen
 from softgen import numerics, tune
@@ -25,7 +28,8 @@ LINE = 64 // 4            # float32 elements in a 64-byte line
 ELEMENT_BUDGET = 1 << 21  # elements per example, so each stays well under a second
 SENTINEL = np.float32(-1234.5)
 _long = os.environ.get("SOFTGEN_LONG_TESTS", "")
-EXAMPLES = (int(_long) if _long.isdigit() and int(_long) > 1 else 3000) if _long else 160
+WORST: dict = {}          # (op, algorithm, width) -> worst error seen (conftest prints it)
+EXAMPLES = (int(_long) if _long.isdigit() and int(_long) > 1 else 300) if _long else 6
 
 
 @st.composite
@@ -101,13 +105,11 @@ def outside(buf: np.ndarray, view: np.ndarray) -> np.ndarray:
 
 @st.composite
 def cases(draw):
-    op, algo = draw(st.sampled_from(PAIRS))
     n = draw(row_lengths())
-    rows = draw(st.integers(0, max(0, min(40, ELEMENT_BUDGET // max(n, 1)))))
-    in_place = op != "logsumexp" and draw(st.booleans())
+    rows = draw(st.integers(0 if n < 100 else 1, max(1, min(40, ELEMENT_BUDGET // max(n, 1)))))
+    in_place = draw(st.booleans())
     x_offset = draw(st.integers(0, LINE - 1))
-    return dict(op=op, algo=algo, n=n, rows=rows, in_place=in_place,
-                width=draw(st.sampled_from(sorted(WIDTHS))),
+    return dict(n=n, rows=rows, in_place=in_place,
                 schedule=draw(st.one_of(schedules(), st.just(None))),
                 x_offset=x_offset, x_stride=n + draw(st.integers(0, 2 * LINE)),
                 y_offset=x_offset if in_place else draw(st.integers(0, LINE - 1)),
@@ -117,14 +119,24 @@ def cases(draw):
                 seed=draw(st.integers(0, 2 ** 32 - 1)))
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=not _long, print_blob=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(case=cases())
-def test_matrix(case):
-    op, algo, n, rows = case["op"], case["algo"], case["n"], case["rows"]
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("op,algo", PAIRS)
+def test_matrix(op, algo, width):
+    """Each op x algorithm x width draws its own sample (its own fixed seed)."""
+    settle = settings(max_examples=EXAMPLES, deadline=None, database=None, print_blob=True,
+                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    run = settle(given(case=cases())(lambda case: run_case(op, algo, width, case)))
+    if not _long:
+        run = seed(zlib.crc32(f"{op} {algo} {width}".encode()))(run)
+    run()
+
+
+def run_case(op: str, algo: str, width: int, case: dict):
+    n, rows = case["n"], case["rows"]
     # no schedule drawn: the one the built-in rule gives this shape
     schedule = case["schedule"] or tune.builtin_schedule(op, algo, rows, n)
-    kernel = softgen.compile(op, algorithm=algo, target=WIDTHS[case["width"]], schedule=schedule)
+    kernel = softgen.compile(op, algorithm=algo, target=WIDTHS[width], schedule=schedule)
+    in_place = case["in_place"] and not kernel.row_output
     rng = np.random.default_rng(case["seed"])
     x_buf, x = placed(rows, n, case["x_offset"], case["x_stride"])
     kinds = case["kinds"]
@@ -132,15 +144,17 @@ def test_matrix(case):
         x[r] = make_row(rng, n, case["scale"], kinds[r % len(kinds)])
     x_before, x_buf_before = x.copy(), x_buf.copy()
     out_cols = 1 if kernel.row_output else n
-    if case["in_place"]:
+    if in_place:
         y_buf, y = x_buf, x
     else:
         y_buf, y = placed(rows, out_cols, case["y_offset"], out_cols + case["y_pad"])
     kernel.run_rows(x, y)
     got = y[:, 0].copy() if kernel.row_output else y.copy()
-    check(op, x_before, got)
+    err = check(op, x_before, got)
+    key = (op, algo, width)
+    WORST[key] = max(WORST.get(key, 0.0), err)
     around = outside(y_buf, y)
-    assert np.array_equal(y_buf[around].view(np.int32), (x_buf_before if case["in_place"] else
+    assert np.array_equal(y_buf[around].view(np.int32), (x_buf_before if in_place else
                           np.full(y_buf.size, SENTINEL))[around].view(np.int32)), "wrote outside the rows"
-    if not case["in_place"]:
+    if not in_place:
         assert np.array_equal(x_buf.view(np.int32), x_buf_before.view(np.int32)), "changed x"

@@ -314,6 +314,29 @@ def test_parses_as_cxx(cbuild, isa):
     run([*cxx, "-fsyntax-only", "-std=c++11", "-Wall", "-Wextra", "-Werror", *ISAS[isa].flags, unity])
 
 
+def refused(cmd: list, message: str) -> None:
+    """cmd fails, and its only error is the source's own #error containing `message`."""
+    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    errors = [line for line in res.stderr.splitlines() if "error:" in line]
+    assert res.returncode and len(errors) == 1 and "#error" in res.stderr and message in errors[0], \
+        f"`{' '.join(map(str, cmd))}`: expected only the #error {message!r}, got:\n{res.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+@pytest.mark.parametrize("isa", [isa for isa in X86_ISAS if ISAS[isa].flags])
+def test_a_missing_isa_flag_is_named(cbuild, tmp_path, compiler, isa):
+    """Without any one of the ISA's flags (-mavx2 but no -mfma...) the build stops at the
+    source's #error naming that flag, not at a failed always_inline of an intrinsic."""
+    need(compiler)
+    if HOST.arch != "x86_64":
+        pytest.skip("x86 flags")
+    d, srcs = cbuild.sources(isa)
+    for macro, flag in ISAS[isa].requires:
+        others = [f for f in ISAS[isa].flags if f != flag]
+        refused([compiler, "-O2", *others, "-mno-" + flag[2:], "-c", d / f"{srcs['softmax', 'online'].name}.c",
+                 "-o", tmp_path / "k.o"], f"{macro} is not defined: compile with {flag}")
+
+
 @pytest.mark.parametrize("isa", list(ISAS))
 def test_no_per_element_libm_calls(cbuild, isa):
     """The only external calls: logf once per row (log ops) and memcpy for short tails."""

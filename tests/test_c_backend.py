@@ -323,6 +323,23 @@ def refused(cmd: list, message: str) -> None:
 
 
 @pytest.mark.parametrize("compiler", COMPILERS)
+@pytest.mark.parametrize("isa", sorted({"scalar", BEST_ISA}))
+@pytest.mark.parametrize("flags", [["-Ofast"], ["-O2", "-ffast-math"], ["-O2", "-ffinite-math-only"], ["-O2"]],
+                         ids=" ".join)
+def test_refuses_fast_math(cbuild, tmp_path, compiler, isa, flags):
+    """Fast math assumes away the infinities and NaN the kernels compute with (an all -inf
+    row came out inf, a two-pass row summed to 0): the source refuses it; -O2 compiles."""
+    need(compiler)
+    d, srcs = cbuild.sources(isa)
+    cmd = [compiler, *flags, *ISAS[isa].flags, "-c", d / f"{srcs['softmax', 'two_pass'].name}.c",
+           "-o", tmp_path / "k.o"]
+    if flags == ["-O2"]:
+        run(cmd)
+    else:
+        refused(cmd, "must not be compiled with -ffast-math, -Ofast or -ffinite-math-only")
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
 @pytest.mark.parametrize("isa", [isa for isa in X86_ISAS if ISAS[isa].flags])
 def test_a_missing_isa_flag_is_named(cbuild, tmp_path, compiler, isa):
     """Without any one of the ISA's flags (-mavx2 but no -mfma...) the build stops at the

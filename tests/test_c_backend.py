@@ -482,6 +482,16 @@ def test_correctness_matrix(cbuild, op, algorithm, isa, unroll, accumulators):
             expect(op, x[rows], y[rows], f"{isa} unroll={unroll} accumulators={accumulators} n={n} {what}")
 
 
+def test_header_links_from_cxx(cbuild, cxx_caller):
+    """The header's extern "C": a C++ program includes it and links the C object."""
+    need("gcc")
+    d, srcs = cbuild.sources(BEST_ISA)
+    src = srcs["log_softmax", "online"]
+    obj = cbuild.objects(BEST_ISA, "gcc")[CASES.index(("log_softmax", "online"))]
+    x, y = cxx_caller(d / f"{src.name}.h", [obj], src.name)
+    expect("log_softmax", x, y, "called from C++")
+
+
 # --- a driver program: sanitizers and qemu -------------------------------------------------
 
 DRIVER = r"""

@@ -23,7 +23,7 @@ VARIANTS = {
 
 
 def run(cmd) -> str:
-    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, f"`{' '.join(map(str, cmd))}` failed ({res.returncode}):\n{res.stderr[-2000:]}"
     return res.stdout
 

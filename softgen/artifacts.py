@@ -94,9 +94,12 @@ class Artifact:
 
 def _header(artifact: Artifact) -> str:
     guard = f"{artifact.name.upper()}_H"
+    # extern "C": the object defines the plain C symbol, which C++ callers must not mangle
     return (f"/* softgen {artifact.op} ({artifact.algorithm}) for {artifact.target} */\n"
             f"#ifndef {guard}\n#define {guard}\n#include <stdint.h>\n"
-            f"{artifact.c_declaration}\n#endif\n")
+            '#ifdef __cplusplus\nextern "C" {\n#endif\n'
+            f"{artifact.c_declaration}\n"
+            "#ifdef __cplusplus\n}\n#endif\n#endif\n")
 
 
 def generate(op: str, *, algorithm: str, target, dtype="float32", name: str | None = None) -> Artifact:

@@ -189,6 +189,14 @@ def test_host_shared_library_matches_the_jit(tmp_path):
     np.testing.assert_array_equal(y, softgen.compile("softmax", algorithm="two_pass")(x))
 
 
+def test_header_links_from_cxx(tmp_path, cxx_caller):
+    """The .h declares the kernel extern "C": a C++ program includes it and links the object."""
+    artifact = softgen.generate("softmax", algorithm="two_pass", target="host", name="k_cxx")
+    header, obj = artifact.write(tmp_path / "k_cxx.h"), artifact.write(tmp_path / "k_cxx.o")
+    x, y = cxx_caller(header, [obj], artifact.name)
+    check("softmax", x, y)
+
+
 @pytest.mark.parametrize("op,algo", PAIRS)
 def test_generate_for_the_host_is_the_jits_code(op, algo):
     """One code path: the JIT and generate() optimize the same module the same way."""

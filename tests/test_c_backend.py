@@ -162,17 +162,34 @@ def expect_like_jit(op: str, x: np.ndarray, y: np.ndarray, jit, what: str) -> No
         f"{what}: infinities differ from the JIT's"
 
 
-def call(fn, x: np.ndarray, row_output: bool, pad: int = 3) -> np.ndarray:
-    """Run a C-ABI kernel on x with padded row strides; the padding must stay untouched."""
+SENTINEL = np.float32(-12345.0)
+
+
+def aligned(size: int, fill) -> np.ndarray:
+    """`size` float32s filled with `fill`, starting on a 64-byte boundary."""
+    raw = np.full(size + 16, fill, np.float32)
+    skip = (-raw.ctypes.data % 64) // 4
+    return raw[skip:skip + size]
+
+
+def call(fn, x: np.ndarray, row_output: bool, x_at: int = 0, y_at: int = 0, x_stride: int | None = None,
+         y_stride: int | None = None) -> np.ndarray:
+    """Run a C-ABI kernel on x placed `x_at` floats past a 64-byte boundary with row stride
+    x_stride (default n + 3), output likewise; nothing around the output rows may change."""
     rows, n = x.shape
-    xp = np.full((rows, n + pad), np.nan, np.float32)   # reading past a row would poison it
-    xp[:, :n] = x
     width = 1 if row_output else n
-    sentinel = np.float32(-12345.0)
-    yp = np.full((rows, width + pad), sentinel, np.float32)
-    fn(rows, n, xp.ctypes.data, n + pad, yp.ctypes.data, width + pad)
-    assert (yp[:, width:] == sentinel).all(), "the kernel wrote past the end of a row"
-    return yp[:, 0] if row_output else yp[:, :n]
+    x_stride, y_stride = x_stride or n + 3, y_stride or width + 3
+    xb = aligned(x_at + rows * x_stride + 16, np.nan)   # reading past a row would poison it
+    xb[x_at:x_at + rows * x_stride].reshape(rows, x_stride)[:, :n] = x
+    x_before = xb.copy()
+    yb = aligned(y_at + rows * y_stride + 16, SENTINEL)
+    fn(rows, n, xb.ctypes.data + 4 * x_at, x_stride, yb.ctypes.data + 4 * y_at, y_stride)
+    ys = yb[y_at:y_at + rows * y_stride].reshape(rows, y_stride)[:, :width]
+    y = ys.copy()
+    ys[...] = SENTINEL
+    assert (yb == SENTINEL).all(), "the kernel wrote outside its output rows"
+    assert np.array_equal(xb, x_before, equal_nan=True), "the kernel wrote to x"
+    return y[:, 0] if row_output else y
 
 
 def kernel(lib, src):
@@ -297,6 +314,46 @@ def test_parses_as_cxx(cbuild, isa):
     run([*cxx, "-fsyntax-only", "-std=c++11", "-Wall", "-Wextra", "-Werror", *ISAS[isa].flags, unity])
 
 
+def refused(cmd: list, message: str) -> None:
+    """cmd fails, and its only error is the source's own #error containing `message`."""
+    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=False)
+    errors = [line for line in res.stderr.splitlines() if "error:" in line]
+    assert res.returncode and len(errors) == 1 and "#error" in res.stderr and message in errors[0], \
+        f"`{' '.join(map(str, cmd))}`: expected only the #error {message!r}, got:\n{res.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+@pytest.mark.parametrize("isa", sorted({"scalar", BEST_ISA}))
+@pytest.mark.parametrize("flags", [["-Ofast"], ["-O2", "-ffast-math"], ["-O2", "-ffinite-math-only"], ["-O2"]],
+                         ids=" ".join)
+def test_refuses_fast_math(cbuild, tmp_path, compiler, isa, flags):
+    """Fast math assumes away the infinities and NaN the kernels compute with (an all -inf
+    row came out inf, a two-pass row summed to 0): the source refuses it; -O2 compiles."""
+    need(compiler)
+    d, srcs = cbuild.sources(isa)
+    cmd = [compiler, *flags, *ISAS[isa].flags, "-c", d / f"{srcs['softmax', 'two_pass'].name}.c",
+           "-o", tmp_path / "k.o"]
+    if flags == ["-O2"]:
+        run(cmd)
+    else:
+        refused(cmd, "must not be compiled with -ffast-math, -Ofast or -ffinite-math-only")
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+@pytest.mark.parametrize("isa", [isa for isa in X86_ISAS if ISAS[isa].flags])
+def test_a_missing_isa_flag_is_named(cbuild, tmp_path, compiler, isa):
+    """Without any one of the ISA's flags (-mavx2 but no -mfma...) the build stops at the
+    source's #error naming that flag, not at a failed always_inline of an intrinsic."""
+    need(compiler)
+    if HOST.arch != "x86_64":
+        pytest.skip("x86 flags")
+    d, srcs = cbuild.sources(isa)
+    for macro, flag in ISAS[isa].requires:
+        others = [f for f in ISAS[isa].flags if f != flag]
+        refused([compiler, "-O2", *others, "-mno-" + flag[2:], "-c", d / f"{srcs['softmax', 'online'].name}.c",
+                 "-o", tmp_path / "k.o"], f"{macro} is not defined: compile with {flag}")
+
+
 @pytest.mark.parametrize("isa", list(ISAS))
 def test_no_per_element_libm_calls(cbuild, isa):
     """The only external calls: logf once per row (log ops) and memcpy for short tails."""
@@ -351,6 +408,88 @@ def test_unroll_and_accumulator_variants(cbuild, unroll, accumulators):
             x = random_rows(n)
             expect(op, x, call(fn, x, op == "logsumexp"),
                    f"{op} x {algorithm} unroll={unroll} accumulators={accumulators} n={n}")
+
+
+# --- the correctness matrix: long rows, misaligned and strided, special values ------------
+
+SCHEDULES = [(4, None), (3, 2)]   # (unroll, accumulators): the default, and sets that do not divide
+LONG = 2 ** 17
+
+
+def matrix_lengths(isa: str, unroll: int, accumulators: int | None) -> tuple[int, list[int]]:
+    """(block, lengths): around one reduction block, several blocks and a partial one that
+    goes through the unrolled loop, the one-vector loop and the tail, and a row past LONG."""
+    width = ISAS[isa].width
+    block = block_size(ISAS[isa], accumulators or unroll)
+    partial = block // 2 + unroll * width + width + max(width - 1, 1)
+    return block, [block - 1, block, block + 1, 3 * block + partial, LONG + partial]
+
+
+def _late_large(x, at, rng):
+    x[1], x[-1] = 30, 50   # the row max moves by ~20 after a block: the two-pass exponent
+    return x
+
+
+ROW_KINDS = {  # name: (scale, inject(x, positions, rng))
+    "scale 1": (1, lambda x, at, rng: x),
+    "-inf": (30, lambda x, at, rng: np.put(x, at, -np.inf) or x),
+    "tiny": (300, lambda x, at, rng: np.put(x, at, rng.choice([1e-40, -1e-45, 1e-38, -0.0], len(at))) or x),
+    "+-3e38": (30, lambda x, at, rng: np.put(x, at, np.where(np.arange(len(at)) % 2, 3e38, -3e38)) or x),
+    "+inf late": (1, lambda x, at, rng: np.put(x, at[-1:], np.inf) or x),
+    "30 early, 50 late": (1, _late_large),
+    "-inf first block": (300, lambda x, at, rng: np.put(x, np.arange(min(at[2], len(x))), -np.inf) or x),
+    "all -inf": (1, lambda x, at, rng: np.put(x, np.arange(len(x)), -np.inf) or x),
+}
+
+
+@lru_cache(maxsize=None)
+def matrix_rows(n: int, block: int, count: int) -> np.ndarray:
+    """`count` rows cycling through ROW_KINDS: normal values at scale 1, 30 or 300 with
+    entries injected at both ends, around the first block boundary and in the middle."""
+    rng = np.random.default_rng([n, block])
+    at = np.unique(np.clip([0, 1, block - 1, block, n // 2, n - 2, n - 1], 0, n - 1))
+    rows = []
+    for r in range(count):
+        scale, inject = list(ROW_KINDS.values())[r % len(ROW_KINDS)]
+        rows.append(inject((rng.standard_normal(n) * scale).astype(np.float32), at, rng))
+    return np.stack(rows)
+
+
+def odd_stride(n: int, pad: int) -> int:
+    """n + pad or one more, odd: consecutive rows then start at every 4-byte offset of a
+    64-byte line in turn."""
+    return n + pad + (n + pad + 1) % 2
+
+
+@pytest.mark.parametrize("unroll, accumulators", SCHEDULES)
+@pytest.mark.parametrize("isa", HOST_ISAS)
+@pytest.mark.parametrize("op, algorithm", CASES)
+def test_correctness_matrix(cbuild, op, algorithm, isa, unroll, accumulators):
+    """Rows past every block and tail path, each at its own misaligned address with row
+    strides larger than n, with -inf, +-3e38, tiny and late-large entries: float64 agrees
+    and nothing outside the output rows is written."""
+    need("gcc")
+    _, srcs = cbuild.sources(isa, unroll, accumulators)
+    fn = kernel(cbuild.library(isa, "gcc", unroll, accumulators), srcs[op, algorithm])
+    block, lengths = matrix_lengths(isa, unroll, accumulators)
+    row_output = op == "logsumexp"
+    for i, n in enumerate(lengths):
+        x = matrix_rows(n, block, len(ROW_KINDS) if n > LONG else 2 * len(ROW_KINDS))
+        y = call(fn, x, row_output, x_at=(7 * i + 3) % 16, y_at=(5 * i + 1) % 16, x_stride=odd_stride(n, 5),
+                 y_stride=3 if row_output else odd_stride(n, 2))
+        for r, what in enumerate(ROW_KINDS):
+            rows = slice(r, None, len(ROW_KINDS))
+            expect(op, x[rows], y[rows], f"{isa} unroll={unroll} accumulators={accumulators} n={n} {what}")
+
+
+def test_header_links_from_cxx(cbuild, cxx_caller):
+    """The header's extern "C": a C++ program includes it and links the C object."""
+    need("gcc")
+    d, srcs = cbuild.sources(BEST_ISA)
+    src = srcs["log_softmax", "online"]
+    obj = cbuild.objects(BEST_ISA, "gcc")[CASES.index(("log_softmax", "online"))]
+    x, y = cxx_caller(d / f"{src.name}.h", [obj], src.name)
+    expect("log_softmax", x, y, "called from C++")
 
 
 # --- a driver program: sanitizers and qemu -------------------------------------------------

@@ -43,8 +43,9 @@ class Isa:
     ivec: str                       # ... of an int32 vector (as_int / shl)
     mask: str                       # ... of a comparison result
     include: str | None             # intrinsics header
-    macro: str | None               # predefined macro that says the compiler targets the ISA
-    flags: tuple[str, ...]          # gcc/clang flags that enable it
+    # (predefined macro, gcc/clang flag that defines it) per target feature the intrinsics
+    # use: the source refuses to compile without each, before a compiler fails to inline one
+    requires: tuple[tuple[str, str | None], ...]
     ops: dict                       # primitive -> format string
     # lane reduction: swaps[half] brings lane k + half to lane k; first: lane 0 as a float
     swaps: dict = field(default_factory=dict)
@@ -53,9 +54,14 @@ class Isa:
     masked_store: str | None = None
     host_features: frozenset = frozenset()  # LLVM feature names needed to run it on x86-64
 
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """gcc/clang flags that enable the ISA."""
+        return tuple(flag for _, flag in self.requires if flag)
+
 
 _SCALAR = Isa(
-    "scalar", "portable C99", 1, "float", "uint32_t", "int", None, None, (),
+    "scalar", "portable C99", 1, "float", "uint32_t", "int", None, (),
     {
         "set1": "{v}", "load": "*({p})", "store": "*({p}) = {v}",
         "add": "{a} + {b}", "sub": "{a} - {b}", "mul": "{a} * {b}",
@@ -68,7 +74,7 @@ _SCALAR = Isa(
     })
 
 _SSE2 = Isa(
-    "sse2", "SSE2", 4, "__m128", "__m128i", "__m128", "emmintrin.h", "__SSE2__", ("-msse2",),
+    "sse2", "SSE2", 4, "__m128", "__m128i", "__m128", "emmintrin.h", (("__SSE2__", "-msse2"),),
     {
         "set1": "_mm_set1_ps({v})", "load": "_mm_loadu_ps({p})", "store": "_mm_storeu_ps({p}, {v})",
         "add": "_mm_add_ps({a}, {b})", "sub": "_mm_sub_ps({a}, {b})", "mul": "_mm_mul_ps({a}, {b})",
@@ -88,8 +94,8 @@ _SSE2 = Isa(
     host_features=frozenset({"sse2"}))
 
 _AVX2 = Isa(
-    "avx2", "AVX2 + FMA", 8, "__m256", "__m256i", "__m256", "immintrin.h", "__AVX2__",
-    ("-mavx2", "-mfma"),
+    "avx2", "AVX2 + FMA", 8, "__m256", "__m256i", "__m256", "immintrin.h",
+    (("__AVX2__", "-mavx2"), ("__FMA__", "-mfma")),
     {
         "set1": "_mm256_set1_ps({v})", "load": "_mm256_loadu_ps({p})",
         "store": "_mm256_storeu_ps({p}, {v})",
@@ -111,8 +117,8 @@ _AVX2 = Isa(
     host_features=frozenset({"avx2", "fma"}))
 
 _AVX512 = Isa(
-    "avx512", "AVX-512F", 16, "__m512", "__m512i", "__mmask16", "immintrin.h", "__AVX512F__",
-    ("-mavx512f",),
+    "avx512", "AVX-512F", 16, "__m512", "__m512i", "__mmask16", "immintrin.h",
+    (("__AVX512F__", "-mavx512f"),),   # every intrinsic it uses is AVX-512F (gcc's -mavx512f sets no __FMA__)
     {
         "set1": "_mm512_set1_ps({v})", "load": "_mm512_loadu_ps({p})",
         "store": "_mm512_storeu_ps({p}, {v})",
@@ -138,7 +144,7 @@ _AVX512 = Isa(
 
 _NEON = Isa(
     "neon", "AArch64 NEON", 4, "float32x4_t", "int32x4_t", "uint32x4_t", "arm_neon.h",
-    "__aarch64__", (),
+    (("__aarch64__", None),),
     {
         "set1": "vdupq_n_f32({v})", "load": "vld1q_f32({p})", "store": "vst1q_f32({p}, {v})",
         "add": "vaddq_f32({a}, {b})", "sub": "vsubq_f32({a}, {b})", "mul": "vmulq_f32({a}, {b})",

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import softgen
+from softgen.backends.llvm import Schedule
 from softgen.targets import host
 from reference import check
 from test_api import PAIRS, special_rows
@@ -196,6 +197,16 @@ def test_generate_for_the_host_is_the_jits_code(op, algo):
             == softgen.compile(op, algorithm=algo).llvm_ir)
 
 
+def test_generate_takes_a_schedule():
+    """generate(schedule=) compiles what compile(schedule=) runs; Schedule() is the default."""
+    schedule = Schedule(rows=4, pipeline=True)
+    artifact = softgen.generate("softmax", algorithm="three_pass_recompute", target="host", schedule=schedule)
+    assert artifact.schedule == schedule
+    assert artifact.llvm_ir == softgen.compile("softmax", algorithm="three_pass_recompute", schedule=schedule).llvm_ir
+    default = softgen.generate("softmax", algorithm="three_pass_recompute", target="host")
+    assert default.schedule == Schedule() and default.llvm_ir != artifact.llvm_ir
+
+
 @pytest.mark.parametrize("kwargs,err,match", [
     (dict(op="softmax", algorithm="online", target="aarch64", name="1st"), ValueError, "not a C identifier"),
     (dict(op="softmax", algorithm="online", target="aarch64", name="a-b"), ValueError, "not a C identifier"),
@@ -205,6 +216,7 @@ def test_generate_for_the_host_is_the_jits_code(op, algo):
     (dict(op="softmax", algorithm="fast", target="aarch64"), ValueError, "unknown algorithm"),
     (dict(op="logsumexp", algorithm="three_pass_reload", target="aarch64"), NotImplementedError, "recompute"),
     (dict(op="softmax", algorithm="online", target="mips"), ValueError, "unknown target"),
+    (dict(op="softmax", algorithm="online", target="aarch64", schedule="fast"), TypeError, "schedule must be"),
 ])
 def test_bad_arguments(kwargs, err, match):
     op = kwargs.pop("op")

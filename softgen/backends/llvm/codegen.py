@@ -1094,7 +1094,8 @@ class _KernelEmitter:
         b, vm = self.b, self.vm
         ptr = b.gep(row_ptr, [offset], source_etype=F32)
         if mask is None:
-            st = b.store(value, ptr, align=VECTOR_ALIGN if nontemporal else 4)
+            # streaming stores start at a VECTOR_ALIGN boundary and go on a vector at a time
+            st = b.store(value, ptr, align=min(VECTOR_ALIGN, 4 * vm.width) if nontemporal else 4)
             if nontemporal:
                 st.set_metadata("nontemporal", b.module.add_metadata([ir.Constant(I32, 1)]))
             return

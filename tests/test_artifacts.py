@@ -109,6 +109,8 @@ def long_rows(n: int, rng) -> dict:
     """Rows of n at scales 1, 30 and 300, the special values injected late (last block, tail)."""
     rows = {f"scale {s}": (rng.standard_normal(n) * s).astype(np.float32) for s in (1, 30, 300)}
     rows["x[1]=30, x[-1]=50"] = bumped(rows["scale 1"])
+    for d in (0.82, 2.8):   # terms e^-d but one: plain sums of equal terms drift one way
+        rows[f"x[0]={d}, 0 after"] = np.float32(d) * (np.arange(n) == 0).astype(np.float32)
     for name, at, value in (("-inf", slice(n // 3, None, 97), -np.inf), ("nan last", -1, np.nan),
                             ("+inf last", -1, np.inf), ("3e38 last", -1, 3e38)):
         rows[name] = rows["scale 30"].copy()

@@ -19,7 +19,7 @@ import llvmlite.binding as llvm
 
 from . import algorithms
 from .api import _check_dtype
-from .backends.llvm import CompiledModule, compile_program
+from .backends.llvm import CompiledModule, Schedule, compile_program
 from .targets import Target
 
 C_PARAMETERS = ("int64_t rows, int64_t n, const float *x, int64_t x_row_stride, "
@@ -28,11 +28,12 @@ C_PARAMETERS = ("int64_t rows, int64_t n, const float *x, int64_t x_row_stride, 
 
 @dataclass(frozen=True, eq=False)
 class Artifact:
-    """A kernel compiled for `target`.  `asm` and `object` are made on first use."""
+    """A kernel compiled for `target` with `schedule`.  `asm` and `object` are made on first use."""
     op: str
     algorithm: str
     target: Target
     compiled: CompiledModule
+    schedule: Schedule = Schedule()
 
     @property
     def name(self) -> str:
@@ -102,11 +103,16 @@ def _header(artifact: Artifact) -> str:
             "#ifdef __cplusplus\n}\n#endif\n#endif\n")
 
 
-def generate(op: str, *, algorithm: str, target, dtype="float32", name: str | None = None) -> Artifact:
+def generate(op: str, *, algorithm: str, target, dtype="float32", name: str | None = None,
+             schedule: Schedule | None = None) -> Artifact:
     """Compile `op` with `algorithm` for `target` (a Target or a target string such as
     "x86-64-v3", "aarch64:neoverse-v1", "riscv64"), without running it.  `name` is the C
-    symbol (default softgen_<op>_<algorithm>)."""
+    symbol (default softgen_<op>_<algorithm>); `schedule` the code shape (default
+    Schedule(), as softgen.compile)."""
     _check_dtype(dtype)
     tgt = Target.parse(target)
+    schedule = Schedule() if schedule is None else schedule
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a softgen.backends.llvm.Schedule, not {type(schedule).__name__}")
     program = algorithms.build(op, algorithm)
-    return Artifact(op, algorithm, tgt, compile_program(program, tgt, name=name))
+    return Artifact(op, algorithm, tgt, compile_program(program, tgt, schedule, name=name), schedule)

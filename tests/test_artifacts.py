@@ -2,6 +2,7 @@
 riscv64 objects linked with cross compilers and run under qemu-user, an x86-64-v3 shared
 library loaded here, all compared against float64."""
 import ctypes
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -10,6 +11,9 @@ import numpy as np
 import pytest
 
 import softgen
+from softgen import algorithms, numerics
+from softgen.backends.llvm import Schedule
+from softgen.ir import Kind
 from softgen.targets import host
 from reference import check
 from test_api import PAIRS, special_rows
@@ -17,37 +21,61 @@ from test_api import PAIRS, special_rows
 HOST = host()
 ELF_MACHINE = {"x86_64": 62, "aarch64": 183, "riscv64": 243}
 
-# Runs the kernel on records read from stdin (int64 rows, n, y_cols, then rows*n floats) and
-# writes rows*y_cols floats per record; exits 3 if the kernel wrote past its output.
+BLOCK = numerics.REDUCTION_BLOCK
+SENTINEL = 0x7FA5A5A5   # a NaN no kernel makes: y outside the rows must keep it
+# Runs kernels on records read from stdin: int64 kernel index, rows, n, x's placement (offset
+# in floats from a 64-byte aligned buffer, row stride, buffer size), y's placement, then x's
+# buffer.  Writes back y's buffer, filled with SENTINEL before the call.
 DRIVER = r"""
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-void KERNEL(int64_t rows, int64_t n, const float *x, int64_t xs, float *y, int64_t ys);
-enum { GUARD = 16 };
+typedef void kernel_fn(int64_t rows, int64_t n, const float *x, int64_t xs, float *y, int64_t ys);
+kernel_fn KERNELS;
+static kernel_fn *const kernels[] = {KERNELS};
+static float *buffer(size_t floats) { return aligned_alloc(64, (floats * 4 / 64 + 1) * 64); }
 int main(void) {
-    int64_t h[3];
+    int64_t h[9];
+    const uint32_t sentinel = SENTINEL;
     while (fread(h, sizeof h, 1, stdin) == 1) {
-        size_t in = (size_t)(h[0] * h[1]), out = (size_t)(h[0] * h[2]);
-        float *x = malloc((in + 1) * sizeof *x), *y = malloc((out + GUARD) * sizeof *y);
-        if (!x || !y || fread(x, sizeof *x, in, stdin) != in) return 2;
-        for (int i = 0; i < GUARD; i++) y[out + i] = 1234.5f;
-        KERNEL(h[0], h[1], x, h[1], y, h[2]);
-        for (int i = 0; i < GUARD; i++) if (y[out + i] != 1234.5f) return 3;
-        fwrite(y, sizeof *y, out, stdout);
+        size_t xn = (size_t)h[5], yn = (size_t)h[8];
+        float *x = buffer(xn), *y = buffer(yn);
+        if (!x || !y || fread(x, sizeof *x, xn, stdin) != xn) return 2;
+        for (size_t i = 0; i < yn; i++) memcpy(y + i, &sentinel, sizeof sentinel);
+        kernels[h[0]](h[1], h[2], x + h[3], h[4], y + h[6], h[7]);
+        if (fwrite(y, sizeof *y, yn, stdout) != yn) return 2;
         free(x);
         free(y);
     }
     return 0;
 }
 """
-# arch -> (cross compiler, the qemu command lines to run each binary under)
+# arch -> (cross compiler, the qemu command lines to run the binary under)
 CROSS = {
     "aarch64": ("aarch64-linux-gnu-gcc", [["qemu-aarch64"]]),
-    "riscv64": ("riscv64-linux-gnu-gcc",   # V 1.0 at two vector lengths: code must not assume one
-                [["qemu-riscv64", "-cpu", f"rv64,v=true,vext_spec=v1.0,vlen={vlen}"] for vlen in (128, 256)]),
+    "riscv64": ("riscv64-linux-gnu-gcc",   # V 1.0 at three vector lengths: code must not assume one
+                [["qemu-riscv64", "-cpu", f"rv64,v=true,vext_spec=v1.0,vlen={vlen}"] for vlen in (128, 256, 512)]),
 }
+SCHEDULES = [Schedule(), Schedule(nontemporal=True), Schedule(pipeline=True, rows=4, interleave=2, unroll=2, block=48),
+             Schedule(pair_sum="merge"), Schedule(pair_sum="scan"), Schedule(online_block_max=False),
+             Schedule(unroll=1, accumulators=1, rows=16, pipeline=True)]
+# Schedule fields that change only programs with a pass op of this kind
+ONLY_FOR = {"nontemporal": Kind.STORE, "pair_sum": Kind.ACC_PAIR, "online_block_max": Kind.ACC_ONLINE}
+OFFSETS = (4, 20, 60, 0)   # bytes from a 64-byte aligned base
+PADS = (3, 0, 17)          # row stride - row length, in elements
+
+
+def takes(op, algo, schedule) -> bool:
+    """Whether `schedule` gives op x algo other code than Schedule() does (or is Schedule())."""
+    kinds = {o.kind for p in algorithms.build(op, algo).passes for o in p.ops}
+    needs = [ONLY_FOR.get(name) for name in changed_fields(schedule)]
+    return not needs or any(kind is None or kind in kinds for kind in needs)
+
+
+def changed_fields(schedule) -> dict:
+    return {f.name: getattr(schedule, f.name) for f in dataclasses.fields(Schedule)
+            if getattr(schedule, f.name) != getattr(Schedule(), f.name)}
 
 
 def inputs() -> list:
@@ -69,21 +97,98 @@ def check_all(op, cases, outputs):
             raise AssertionError(f"rows x n = {x.shape}: {e}") from None
 
 
-def encode(op, cases) -> bytes:
-    out_cols = [1 if op == "logsumexp" else x.shape[1] for x in cases]
-    return b"".join(np.int64([x.shape[0], x.shape[1], c]).tobytes() + x.tobytes()
-                    for x, c in zip(cases, out_cols))
+def bumped(row: np.ndarray) -> np.ndarray:
+    """x[1] = 30 and x[-1] = 50 over small values: two_pass once lost the later, larger
+    block exponent."""
+    row = row.copy()
+    row[1], row[-1] = 30, 50
+    return row
 
 
-def decode(op, cases, data: bytes) -> list:
-    outputs, at = [], 0
-    for x in cases:
-        cols = 1 if op == "logsumexp" else x.shape[1]
-        size = x.shape[0] * cols
-        outputs.append(np.frombuffer(data, np.float32, size, at).reshape(x.shape[0], cols))
-        at += 4 * size
-    assert at == len(data), "driver output has the wrong length"
-    return outputs
+def long_rows(n: int, rng) -> dict:
+    """Rows of n at scales 1, 30 and 300, the special values injected late (last block, tail)."""
+    rows = {f"scale {s}": (rng.standard_normal(n) * s).astype(np.float32) for s in (1, 30, 300)}
+    rows["x[1]=30, x[-1]=50"] = bumped(rows["scale 1"])
+    for d in (0.82, 2.8):   # terms e^-d but one: plain sums of equal terms drift one way
+        rows[f"x[0]={d}, 0 after"] = np.float32(d) * (np.arange(n) == 0).astype(np.float32)
+    for name, at, value in (("-inf", slice(n // 3, None, 97), -np.inf), ("nan last", -1, np.nan),
+                            ("+inf last", -1, np.inf), ("3e38 last", -1, 3e38)):
+        rows[name] = rows["scale 30"].copy()
+        rows[name][at] = value
+    return rows
+
+
+def cross_cases(full: bool) -> list:
+    """(name, x) cases: tails around 4 and 8 lanes over 37 rows (groups of 16, 8, 4 and
+    single rows), rows a few reduction blocks long, special rows; with `full` also rows of
+    5 blocks and one of 2^20 (too slow under qemu for every schedule)."""
+    rng = np.random.default_rng(11)
+    scales = np.float32([1, 30, 300] * 13)[:37, None]
+    cases = [(f"37 rows of {n}", (rng.standard_normal((37, n)) * scales).astype(np.float32))
+             for n in (0, 1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 100)]
+    cases.append(("no rows", np.zeros((0, 5), np.float32)))
+    for n in (BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 17) + ((5 * BLOCK + 3,) if full else ()):
+        cases.append((f"long rows of {n}", long_rows(n, rng)))
+    cases += [(f"special rows of {n}", special_rows(n)) for n in (2, 37, 300, 3 * BLOCK + 17)]
+    if full:
+        row = bumped(rng.standard_normal(2 ** 20).astype(np.float32))
+        cases.append(("a row of 2^20", {"x[1]=30, x[-1]=50": row}))
+    return cases
+
+
+@dataclasses.dataclass
+class Placed:
+    """A case placed in the driver's buffers: x at an offset with padding (NaN) between rows,
+    y at another offset and stride."""
+    name: str
+    x: np.ndarray
+    row_names: list
+    cols: int
+    x_at: tuple   # (offset, row stride) in floats
+    y_at: tuple
+
+    def __str__(self):
+        (xo, xs), (yo, ys) = self.x_at, self.y_at
+        return (f"{self.name} (rows x n = {self.x.shape}; x at +{4 * xo} B, row stride {xs}; "
+                f"y at +{4 * yo} B, row stride {ys})")
+
+    def record(self, kernel: int) -> bytes:
+        rows, n = self.x.shape
+        (xo, xs), (yo, ys) = self.x_at, self.y_at
+        image = np.full(xo + rows * xs, np.nan, np.float32)
+        image[xo:].reshape(rows, xs)[:, :n] = self.x
+        head = [kernel, rows, n, xo, xs, image.size, yo, ys, self.y_size]
+        return np.int64(head).tobytes() + image.tobytes()
+
+    @property
+    def y_size(self) -> int:
+        yo, ys = self.y_at
+        return yo + self.x.shape[0] * ys + 16
+
+    def rows_of(self, y_buffer: np.ndarray) -> np.ndarray:
+        """y's rows; AssertionError if anything else in the buffer changed."""
+        yo, ys = self.y_at
+        at = yo + np.arange(self.x.shape[0])[:, None] * ys + np.arange(self.cols)
+        outside = np.ones(y_buffer.size, bool)
+        outside[at.ravel()] = False
+        bad = np.flatnonzero(y_buffer.view(np.uint32)[outside] != SENTINEL)
+        if bad.size:
+            raise AssertionError(f"wrote outside its rows at buffer floats {np.flatnonzero(outside)[bad[:5]]}")
+        return y_buffer[at]
+
+
+def place(cases, op: str) -> list:
+    """Each case at its own x and y offsets (OFFSETS) and row stride paddings (PADS)."""
+    cols_of = (lambda n: 1) if op == "logsumexp" else (lambda n: n)
+    placed = []
+    for i, (name, rows) in enumerate(cases):
+        x = rows if isinstance(rows, np.ndarray) else np.stack(list(rows.values()))
+        row_names = list(rows) if isinstance(rows, dict) else [f"row {r}" for r in range(x.shape[0])]
+        n, cols = x.shape[1], cols_of(x.shape[1])
+        x_at = (OFFSETS[i % 4] // 4, n + PADS[i % 3])
+        y_at = (OFFSETS[(i + 2) % 4] // 4, cols + PADS[(i + 1) % 3])
+        placed.append(Placed(name, x, row_names, cols, x_at, y_at))
+    return placed
 
 
 @pytest.fixture(scope="module", params=list(CROSS))
@@ -103,19 +208,83 @@ def cross(request, tmp_path_factory):
     return arch, cc, runners, work
 
 
-@pytest.mark.parametrize("op,algo", PAIRS)
-def test_cross_kernel_runs_under_qemu(cross, op, algo):
-    arch, cc, runners, work = cross
-    artifact = softgen.generate(op, algorithm=algo, target=arch, name=f"k_{op}_{algo}")
-    obj = artifact.write(work / f"{artifact.name}.o")
-    exe = work / artifact.name
-    subprocess.run([cc, "-O1", "-static", f"-DKERNEL={artifact.name}", "driver.c", obj.name, "-lm",
-                    "-o", exe.name], cwd=work, check=True, capture_output=True)
-    cases = inputs()
+def cross_kernels() -> list:
+    """(op, algorithm, schedule) of every kernel the cross test runs: each op x algorithm
+    with every schedule of SCHEDULES that changes its code."""
+    return [(op, algo, s) for op, algo in PAIRS for s in SCHEDULES if takes(op, algo, s)]
+
+
+@pytest.fixture(scope="module")
+def cross_binary(cross):
+    """The driver linked with every kernel of cross_kernels() as k0, k1, ...: (path, kernels)."""
+    arch, cc, _, work = cross
+    kernels = cross_kernels()
+    names = [f"k{i}" for i in range(len(kernels))]
+    for name, (op, algo, schedule) in zip(names, kernels):
+        softgen.generate(op, algorithm=algo, target=arch, name=name, schedule=schedule).write(work / f"{name}.o")
+    subprocess.run([cc, "-O1", "-static", f"-DKERNELS={','.join(names)}", f"-DSENTINEL={SENTINEL:#x}u",
+                    "driver.c", *(f"{name}.o" for name in names), "-lm", "-o", "driver"],
+                   cwd=work, check=True, capture_output=True)
+    return work / "driver", kernels
+
+
+def test_cross_kernels_run_under_qemu(cross, cross_binary):
+    """Every op x algorithm x schedule it takes on every case of cross_cases (the full set for
+    Schedule() only), placed at offsets and strides, in one driver run per qemu CPU."""
+    _, _, runners, _ = cross
+    exe, kernels = cross_binary
+    placed = {(op, full): place(cross_cases(full), op) for op in softgen.OPS for full in (False, True)}
+    jobs = [(k, p) for k, (op, _, schedule) in enumerate(kernels) for p in placed[op, schedule == Schedule()]]
+    stdin = b"".join(p.record(k) for k, p in jobs)
+    failures = []
     for runner in runners:
-        done = subprocess.run(runner + [str(exe)], input=encode(op, cases), capture_output=True, timeout=120)
-        assert done.returncode == 0, f"{' '.join(runner)}: exit {done.returncode} {done.stderr[-500:]!r}"
-        check_all(op, cases, decode(op, cases, done.stdout))
+        done = subprocess.run(runner + [str(exe)], input=stdin, capture_output=True, timeout=600)
+        failures += wrong_outputs(kernels, jobs, done, " ".join(runner))
+    assert not failures, f"{len(failures)} wrong:\n" + "\n".join(failures[:40])
+
+
+def wrong_outputs(kernels, jobs, done, runner: str) -> list:
+    """A line per (kernel, case) whose output in the driver's run `done` is wrong."""
+    out = np.frombuffer(done.stdout, np.float32)
+    failures, at = [], 0
+    for k, p in jobs:
+        op, algo, schedule = kernels[k]
+        fields = ", ".join(f"{a}={v!r}" for a, v in changed_fields(schedule).items())
+        where = f"{runner}: {op} {algo} Schedule({fields}) {p}"
+        if at + p.y_size > out.size:
+            return failures + [f"{where}: the driver stopped: exit {done.returncode} {done.stderr[-300:]!r}"]
+        try:
+            check_rows(op, p, p.rows_of(out[at:at + p.y_size]))
+        except AssertionError as e:
+            failures.append(f"{where}: {e}")
+        at += p.y_size
+    if done.returncode:
+        failures.append(f"{runner}: exit {done.returncode} {done.stderr[-300:]!r}")
+    return failures
+
+
+def check_rows(op, p, y):
+    """check() the case, then (if wrong) its rows one by one to name the first wrong one."""
+    y = y[:, 0] if op == "logsumexp" else y
+    try:
+        check(op, p.x, y)
+    except AssertionError:
+        for r, name in enumerate(p.row_names):
+            try:
+                check(op, p.x[r:r + 1], y[r:r + 1])
+            except AssertionError as e:
+                raise AssertionError(f"row {r} '{name}': {e}") from None
+        raise
+
+
+@pytest.mark.parametrize("field", list(ONLY_FOR))
+def test_schedules_the_cross_test_skips_change_nothing(field):
+    """takes() is right to skip: a schedule that changes `field` gives an op x algorithm
+    without the op kind ONLY_FOR names the code Schedule() gives it."""
+    schedule = next(s for s in SCHEDULES if field in changed_fields(s))
+    op, algo = next(pair for pair in PAIRS if not takes(*pair, schedule))
+    assert (softgen.generate(op, algorithm=algo, target="aarch64", schedule=schedule).llvm_ir
+            == softgen.generate(op, algorithm=algo, target="aarch64").llvm_ir)
 
 
 def test_cross_object_is_pic(cross):
@@ -204,6 +373,16 @@ def test_generate_for_the_host_is_the_jits_code(op, algo):
             == softgen.compile(op, algorithm=algo).llvm_ir)
 
 
+def test_generate_takes_a_schedule():
+    """generate(schedule=) compiles what compile(schedule=) runs; Schedule() is the default."""
+    schedule = Schedule(rows=4, pipeline=True)
+    artifact = softgen.generate("softmax", algorithm="three_pass_recompute", target="host", schedule=schedule)
+    assert artifact.schedule == schedule
+    assert artifact.llvm_ir == softgen.compile("softmax", algorithm="three_pass_recompute", schedule=schedule).llvm_ir
+    default = softgen.generate("softmax", algorithm="three_pass_recompute", target="host")
+    assert default.schedule == Schedule() and default.llvm_ir != artifact.llvm_ir
+
+
 @pytest.mark.parametrize("kwargs,err,match", [
     (dict(op="softmax", algorithm="online", target="aarch64", name="1st"), ValueError, "not a C identifier"),
     (dict(op="softmax", algorithm="online", target="aarch64", name="a-b"), ValueError, "not a C identifier"),
@@ -213,6 +392,7 @@ def test_generate_for_the_host_is_the_jits_code(op, algo):
     (dict(op="softmax", algorithm="fast", target="aarch64"), ValueError, "unknown algorithm"),
     (dict(op="logsumexp", algorithm="three_pass_reload", target="aarch64"), NotImplementedError, "recompute"),
     (dict(op="softmax", algorithm="online", target="mips"), ValueError, "unknown target"),
+    (dict(op="softmax", algorithm="online", target="aarch64", schedule="fast"), TypeError, "schedule must be"),
 ])
 def test_bad_arguments(kwargs, err, match):
     op = kwargs.pop("op")

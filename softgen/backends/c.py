@@ -159,15 +159,10 @@ _NEON = Isa(
 
 ISAS = {isa.name: isa for isa in (_SCALAR, _SSE2, _AVX2, _AVX512, _NEON)}
 
-# Plain float additions per accumulator lane between two compensated folds.  A reducing
-# pass works in blocks of min(REDUCTION_BLOCK, CHAIN * lanes * accumulators) elements:
-# 2048 for AVX-512 x 4 accumulators, like the LLVM backend, but 128 for scalar C, whose
-# few accumulators would otherwise run 512-long plain sums (~1e-6 relative error).
-CHAIN = 32
-
-
 def block_size(isa: Isa, accumulators: int) -> int:
-    return min(numerics.REDUCTION_BLOCK, CHAIN * isa.width * accumulators)
+    """Elements per block of a reducing pass (numerics.reduction_block): 2048 for AVX-512 x 4
+    accumulators, 128 for scalar C."""
+    return numerics.reduction_block(numerics.REDUCTION_BLOCK, isa.width, accumulators)
 
 
 def c_float(v: float) -> str:

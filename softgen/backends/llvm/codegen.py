@@ -9,8 +9,9 @@ rows are vectorized across rows; each pass runs over the group's rows in turn
 (`interleave` of them side by side).  Per row, each pass is: an unrolled main loop
 (`unroll` vectors per iteration over `accumulators` accumulator sets), a one-vector
 remainder loop, then one masked vector for the tail, so nothing past the row is read or
-written.  Reducing passes run that in blocks of `block` elements folded into a
-compensated outer accumulator (a row of one block skips the fold).  Loop-carried state
+written.  Reducing passes run that in blocks of `block` elements (fewer if a lane
+would sum more than numerics.SUM_CHAIN of them) folded into a compensated outer
+accumulator (a row of one block skips the fold).  Loop-carried state
 lives in allocas that LLVM's SROA promotes to registers.
 
 With `pipeline`, row groups are software-pipelined: stage k (pass k and the row ops after
@@ -59,7 +60,7 @@ class Schedule:
     rows: int = 1            # rows per group (a power of 2; capped at the vector width):
                              # row math and lane merges are vectorized across the group
     interleave: int = 1      # rows of a group each pass handles side by side (divides rows)
-    block: int = numerics.REDUCTION_BLOCK
+    block: int = numerics.REDUCTION_BLOCK  # shortened to numerics.SUM_CHAIN additions per lane
     nontemporal: bool = False  # streaming (cache-bypassing) stores in the output pass
     prefetch: int = 0        # software prefetch distance in bytes for loads of x (0: none)
     fast_exp: bool = True    # exp(x, c) without the TwoSum where c allows (module doc)
@@ -302,6 +303,11 @@ class _KernelEmitter:
     @property
     def group(self) -> int:
         return self.rm.width
+
+    @property
+    def block(self) -> int:
+        """Elements per reduction block (the schedule's, at most SUM_CHAIN per accumulator lane)."""
+        return numerics.reduction_block(self.schedule.block, self.width, self.schedule.acc_sets)
 
     # --- small helpers ---------------------------------------------------------
     def var(self, ty, init=None):
@@ -751,7 +757,7 @@ class _KernelEmitter:
             set_prefetch(0)
             block_fast = self.block_max_scan(units[0].p, plan, rows, start, end, sweep) if plan.block_max else None
             # the sweep re-reads the block from L1: fetch the next one meanwhile
-            set_prefetch(self.schedule.block if plan.block_max else self.schedule.prefetch // 4)
+            set_prefetch(self.block if plan.block_max else self.schedule.prefetch // 4)
 
             def sum_block():
                 for r, u in enumerate(units):
@@ -779,7 +785,7 @@ class _KernelEmitter:
 
         def one_block():
             start = b.load(i)
-            end = b.add(start, self.i64(self.schedule.block))
+            end = b.add(start, self.i64(self.block))
             end = b.select(b.icmp_signed("<", end, self.n), end, self.n)
             for r, merged in enumerate(block(start, end)):
                 store_states(outer[r], [acc.fold(vm, o, m) for acc, o, m
@@ -802,7 +808,7 @@ class _KernelEmitter:
 
         exponents = [[self.var(self.one.ty, self.one.const(float("-inf"))) for _ in plan.running] for _ in units]
         final = [[[self.var(vm.ty) for _ in acc.identity] for acc in u.accs] for u in units]
-        self.if_then(b.icmp_signed("<=", self.n, self.i64(self.schedule.block)), one_block_only, "short",
+        self.if_then(b.icmp_signed("<=", self.n, self.i64(self.block)), one_block_only, "short",
                      else_fn=blocks)
         set_prefetch(0)
         return [load_states(final[r]) for r in range(len(units))]
@@ -1089,7 +1095,8 @@ class _KernelEmitter:
         b, vm = self.b, self.vm
         ptr = b.gep(row_ptr, [offset], source_etype=F32)
         if mask is None:
-            st = b.store(value, ptr, align=VECTOR_ALIGN if nontemporal else 4)
+            # streaming stores start at a VECTOR_ALIGN boundary and go on a vector at a time
+            st = b.store(value, ptr, align=min(VECTOR_ALIGN, 4 * vm.width) if nontemporal else 4)
             if nontemporal:
                 st.set_metadata("nontemporal", b.module.add_metadata([ir.Constant(I32, 1)]))
             return

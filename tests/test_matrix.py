@@ -59,7 +59,8 @@ def row_lengths():
     return st.one_of(st.integers(0, 80), blocks, long_rows)
 
 
-ROW_KINDS = ("normal", "ramp", "large early, larger late", "specials", "all -inf", "subnormal outputs")
+ROW_KINDS = ("normal", "ramp", "large early, larger late", "specials", "all -inf", "subnormal outputs",
+             "equal but the max")
 
 
 def make_row(rng, n: int, scale: float, kind: str) -> np.ndarray:
@@ -75,6 +76,9 @@ def make_row(rng, n: int, scale: float, kind: str) -> np.ndarray:
                 x[rng.integers(0, n, size=max(1, n // 16))] = value
     elif kind == "all -inf":
         x[:] = -np.inf
+    elif kind == "equal but the max":   # every addition of a plain sum rounds the same way
+        x[:] = 0
+        x[: min(1, n)] = 0.82
     elif kind == "subnormal outputs":
         x = np.linspace(-103, -87, n)
         x[: min(1, n)] = 0

@@ -197,7 +197,7 @@ def test_targets_the_cpu_lacks_are_refused(avx2_only_cpu, monkeypatch):
 
 def test_other_architectures_are_refused_for_jit():
     other = "riscv64" if HOST.arch != "riscv64" else "aarch64"
-    with pytest.raises(ValueError, match=rf"cannot run on this .* machine.*generate"):
+    with pytest.raises(ValueError, match=r"cannot run on this .* machine.*generate"):
         softgen.compile("softmax", algorithm="online", target=other)
 
 

@@ -93,12 +93,13 @@ def two_pass(op: str) -> Program:
         with b.pass_():
             b.store(b.pair_scale(b.exp_pair(b.load_x()), r, e))
         return verify(b.program)
-    lse = b.add(b.log(s), b.mul_row(e, b.const(numerics.LN2)))
+    # lse = hi + lo: x - lse rounded once more than x - hi, which is exact near lse
+    hi, lo = b.log_pair(s, e)
     if op == "log_softmax":
         with b.pass_():
-            b.store(b.sub(b.load_x(), lse))
+            b.store(b.sub(b.sub(b.load_x(), hi), lo))
     else:
-        b.store_row(lse)
+        b.store_row(b.add(hi, lo))
     return verify(b.program)
 
 

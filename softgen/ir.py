@@ -67,6 +67,7 @@ class Kind(enum.Enum):
     MUL_ROW = ("mul.row", Where.ROW, (R, R), (R,))
     RECIP = ("recip", Where.ROW, (R,), (R,))
     LOG = ("log", Where.ROW, (R,), (R,))
+    LOG_PAIR = ("log.pair", Where.ROW, (R, R), (R, R))  # log(s) + e*ln2 as hi + lo (numerics.log_pair)
     WHERE_FINITE = ("where_finite", Where.ROW, (R, R, R), (R,))  # isfinite(a) ? b : c
     GUARD = ("guard", Where.ROW, (R,), ())  # lo <= v <= hi, else run the fallback program
     STORE_ROW = ("store.row", Where.ROW, (R,), ())  # y[row * y_row_stride] = v

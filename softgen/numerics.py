@@ -1,7 +1,7 @@
 """The one definition of softgen's numeric recipes, shared by every backend.
 
 Recipes are written against a small `Math` interface (const, add, sub, mul, fma,
-maximum, lt, gt, select, as_int, as_float, shl, ldexp).  A backend implements
+maximum, lt, gt, select, as_int, as_float, shl, ldexp; log for row values only).  A backend implements
 those primitives for its own values (LLVM vectors, C expressions) and calls
 the recipes here, so constants, polynomial and cut-offs exist in one place.
 
@@ -88,13 +88,20 @@ def _pow2_from_biased(m, biased):
     return m.as_float(m.shl(m.as_int(biased), 23))
 
 
+def two_sum(m, a, b, subtract: bool = False):
+    """(s, err) with a + b = s + err exactly (Knuth's TwoSum); a - b with `subtract`,
+    which spares a negation where b is an input."""
+    plus, minus = (m.sub, m.add) if subtract else (m.add, m.sub)
+    s = plus(a, b)
+    z = m.sub(s, a)
+    return s, plus(m.sub(a, m.sub(s, z)), minus(b, z))
+
+
 def exp_diff(m, x, c):
     """e^(x - c) for x <= c (or -inf, NaN): the difference is carried exactly (TwoSum),
     so the result is accurate even where x - c rounds in float32; subnormal results
     are kept, e^-inf = 0, NaN -> NaN."""
-    d = m.sub(x, c)
-    z = m.sub(d, x)
-    err = m.sub(m.sub(x, m.sub(d, z)), m.add(c, z))  # x - c = d + err exactly
+    d, err = two_sum(m, x, c, subtract=True)
     lo = m.const(EXP_MIN_ARG)
     underflow = m.lt(d, lo)  # false for NaN, which must propagate
     d = m.select(underflow, lo, d)
@@ -121,6 +128,26 @@ def ldexp_generic(m, v, d):
     d = clamp_below(m, d, LDEXP_MIN_EXP)
     s = _pow2_from_biased(m, m.add(d, m.const(EXP_MAGIC)))
     return m.mul(m.mul(v, s), m.const(TWO_POW_MINUS_BIAS))
+
+
+def _exact_product(m, a, c: float):
+    """(p, err) with a * c = p + err exactly (one fma; -p is a * -c, rounded alike)."""
+    p = m.mul(a, m.const(c))
+    return p, m.fma(a, m.const(c), m.mul(a, m.const(-c)))
+
+
+def log_pair(m, s, e):
+    """(hi, lo) with hi + lo = log(s) + e*ln2 (e integer-valued, |e| <= PAIR_EXP_LIMIT) to
+    the accuracy of log(s), hi = hi + lo rounded.  A float32 lse rounded to ulp(e*ln2)
+    would cost x - lse that much wherever x is near lse (the largest elements' outputs);
+    e*ln2 goes in exact parts e*LN2_HI + e*LN2_LO summed by TwoSum instead."""
+    a, a_err = _exact_product(m, e, LN2_HI)
+    b, b_err = _exact_product(m, e, LN2_LO)
+    t, t_err = two_sum(m, b, m.log(s))
+    hi, h_err = two_sum(m, a, t)
+    lo = m.add(h_err, m.add(t_err, m.add(a_err, b_err)))
+    top = m.add(hi, lo)
+    return top, m.sub(lo, m.sub(top, hi))
 
 
 def pair_scale(m, pair, c, e):

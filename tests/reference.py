@@ -56,3 +56,28 @@ def check(op: str, x: np.ndarray, y: np.ndarray, rtol: float = 1e-6) -> float:
     worst = float(rel.max()) if rel.size else 0.0
     assert worst <= rtol, f"max relative error {worst:.3g} > {rtol:g}"
     return worst
+
+
+OFFSETS = (0.0, 128.0, 1e3, 1e4, 1e5, 1e6)
+
+
+def offset_rows(n: int, seed: int = 0) -> np.ndarray:
+    """Rows base + offset and base - offset (small random base): x - lse must stay exact
+    where x is near lse, however large both are."""
+    base = np.random.default_rng(seed).standard_normal((2 * len(OFFSETS), n))
+    offsets = np.repeat(np.array(OFFSETS), 2) * np.tile([1.0, -1.0], len(OFFSETS))
+    return (base + offsets[:, None]).astype(np.float32)
+
+
+def check_ulps(op: str, x: np.ndarray, y: np.ndarray, ulps: float = 4.0) -> float:
+    """check(), and for the log ops an absolute error within `ulps` float32 ulps of
+    max(|ref|, 1): check's measure (relative to |y| + |lse| + 1) lets an output near 0 lose
+    ulps of a large lse.  Returns the worst error in those ulps."""
+    check(op, x, y)
+    ref = reference(op, x)
+    finite = np.isfinite(ref)
+    err = np.abs(y[finite].astype(np.float64) - ref[finite])
+    unit = np.spacing(np.maximum(np.abs(ref[finite]), 1.0).astype(np.float32)).astype(np.float64)
+    worst = float((err / unit).max()) if err.size else 0.0
+    assert worst <= ulps, f"max error {worst:.3g} ulps of max(|y|, 1) > {ulps:g}"
+    return worst

@@ -72,6 +72,8 @@ def _row_op(op, a):
         return (a[0],)
     if k in (Kind.MERGE_PAIR, Kind.MERGE_ONLINE):
         return a[0]
+    if k is Kind.LOG_PAIR:
+        return (np.log(a[0]) + a[1] * np.log(2), 0.0)
     table = {Kind.CONST: lambda: op.attrs["value"], Kind.ADD: lambda: a[0] + a[1],
              Kind.SUB_ROW: lambda: a[0] - a[1], Kind.MUL_ROW: lambda: a[0] * a[1],
              Kind.RECIP: lambda: 1.0 / a[0], Kind.LOG: lambda: np.log(a[0]),

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import softgen
-from reference import check, reference
+from reference import check, check_ulps, offset_rows, reference
 
 PAIRS = [(op, algo) for op in softgen.OPS for algo in softgen.ALGORITHMS
          if not (algo == "three_pass_reload" and op != "softmax")]
@@ -62,6 +62,15 @@ def test_special_inputs(op, algo, n):
             check(op, x[i:i + 1], y[i:i + 1])
         except AssertionError as e:
             raise AssertionError(f"row '{name}': {e}") from None
+
+
+@pytest.mark.parametrize("op,algo", PAIRS)
+@pytest.mark.parametrize("n", [1, 2, 37, 300, 5000])
+def test_large_offsets_keep_absolute_accuracy(op, algo, n):
+    """Rows around +-1e6 and below: outputs within 4 ulps of max(|y|, 1) (two_pass once
+    rounded lse to float32 before x - lse: 5e-3 off at 1e5)."""
+    x = offset_rows(n, seed=n)
+    check_ulps(op, x, run(op, algo, x))
 
 
 def test_special_values_match_numpy_peers_table():

@@ -65,6 +65,8 @@ _SCALAR = Isa(
         "maximum": "({a} > {b} || {a} != {a}) ? {a} : {b}",
         "lt": "{a} < {b}", "gt": "{a} > {b}", "select": "{c} ? {a} : {b}",
         "as_int": "{fn}_bits({a})", "as_float": "{fn}_from_bits({a})", "shl": "{a} << {n}",
+        # row values only (once per row, so a libm call is fine)
+        "log": "logf({a})",
     })
 
 _SSE2 = Isa(
@@ -267,6 +269,9 @@ class CMath:
     def shl(self, a, n: int):
         return self._op(self.isa.ivec, "shl", a=a, n=n)
 
+    def log(self, a):
+        return self._op(self.isa.vec, "log", a=a)
+
     def ldexp(self, v, d):
         if "ldexp" in self.isa.ops:
             return self._op(self.isa.vec, "ldexp", a=v, b=d)
@@ -416,6 +421,10 @@ class _GuardView:
     kind: str = "guard"
 
 
+# row ops computed by a numerics recipe, in scalar C
+_ROW_RECIPES = {Kind.LOG_PAIR: numerics.log_pair}
+
+
 def _in_range(v: str, limit: float) -> str:
     return f"{c_float(-limit)} <= {v} && {v} <= {c_float(limit)}"
 
@@ -461,6 +470,11 @@ class _Emitter:
             return []
         if k is Kind.STORE_ROW:
             return [f"yr[0] = {a[0]};"]
+        if k in _ROW_RECIPES:
+            cm = self.helpers.math(_SCALAR, f"{prefix}v{op.results[0].id}_")
+            out = _ROW_RECIPES[k](cm, *a)
+            env.update(zip(op.results, out if isinstance(out, tuple) else (out,)))
+            return cm.lines
         expr = {
             Kind.CONST: lambda: c_float(op.attrs["value"]),
             Kind.ADD: lambda: f"{a[0]} + {a[1]}",

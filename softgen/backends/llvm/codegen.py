@@ -542,6 +542,8 @@ class _KernelEmitter:
             results = (rm.div(rm.const(1.0), a[0]),)
         elif k is Kind.LOG:
             results = (rm.log(a[0]),)
+        elif k is Kind.LOG_PAIR:
+            results = numerics.log_pair(rm, *a)
         elif k is Kind.WHERE_FINITE:
             results = (rm.select(rm.isfinite(a[0]), a[1], a[2]),)
         elif k is Kind.STORE_ROW:

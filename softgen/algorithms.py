@@ -86,7 +86,7 @@ def two_pass(op: str) -> Program:
     with b.pass_():
         acc = b.acc_pair(b.exp_pair(b.load_x()))
     s, e = b.merge_pair(acc)
-    b.guard(e, lo=-numerics.PAIR_EXP_LIMIT, hi=numerics.PAIR_EXP_LIMIT,
+    b.guard(e, ranges=((-numerics.PAIR_EXP_LIMIT, numerics.PAIR_EXP_LIMIT),),
             fallback=three_pass_recompute(op))
     if op == "softmax":
         r = b.recip(s)

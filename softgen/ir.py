@@ -69,7 +69,8 @@ class Kind(enum.Enum):
     LOG = ("log", Where.ROW, (R,), (R,))
     LOG_PAIR = ("log.pair", Where.ROW, (R, R), (R, R))  # log(s) + e*ln2 as hi + lo (numerics.log_pair)
     WHERE_FINITE = ("where_finite", Where.ROW, (R, R, R), (R,))  # isfinite(a) ? b : c
-    GUARD = ("guard", Where.ROW, (R,), ())  # lo <= v <= hi, else run the fallback program
+    # guard v1, v2, ... ranges=((lo1, hi1), ...): every lo <= v <= hi, else run the fallback program
+    GUARD = ("guard", Where.ROW, (R,), ())  # (its operand count is that of its ranges)
     STORE_ROW = ("store.row", Where.ROW, (R,), ())  # y[row * y_row_stride] = v
 
     def __init__(self, mnemonic, where, args, results):
@@ -159,9 +160,12 @@ def verify(program: Program) -> Program:
         raise VerifyError(f"{program.name}: `{op}`: {msg}")
 
     def check_args(op: Op, visible: set[Value]):
-        if len(op.args) != len(op.kind.arg_types):
-            fail(op, f"{op.kind.mnemonic} takes {len(op.kind.arg_types)} operands, got {len(op.args)}")
-        for i, (arg, want) in enumerate(zip(op.args, op.kind.arg_types)):
+        arg_types = op.kind.arg_types
+        if op.kind is Kind.GUARD:
+            arg_types = (Type.ROW,) * len(op.attrs.get("ranges", ()))
+        if len(op.args) != len(arg_types):
+            fail(op, f"{op.kind.mnemonic} takes {len(arg_types)} operands, got {len(op.args)}")
+        for i, (arg, want) in enumerate(zip(op.args, arg_types)):
             if arg not in visible:
                 fail(op, f"operand {i} ({arg}) is undefined here")
             if arg.type is not want:
@@ -195,6 +199,8 @@ def verify(program: Program) -> Program:
             for a in op.args:
                 pending_acc.pop(a, None)
             if op.kind is Kind.GUARD:
+                if not op.args:
+                    fail(op, "guard needs ranges=((lo, hi), ...), one per operand")
                 if not isinstance(op.attrs.get("fallback"), Program):
                     fail(op, "guard needs a fallback program")
                 verify(op.attrs["fallback"])

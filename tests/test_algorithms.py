@@ -23,8 +23,8 @@ def interpret(program: Program, x: np.ndarray) -> np.ndarray:
                     if op.kind is Kind.STORE:
                         y = a[0] * np.ones_like(x)
             elif step.kind is Kind.GUARD:
-                v = env[step.args[0]]
-                if not step.attrs["lo"] <= v <= step.attrs["hi"]:
+                values = [env[v] for v in step.args]
+                if not all(lo <= v <= hi for v, (lo, hi) in zip(values, step.attrs["ranges"])):
                     return interpret(step.attrs["fallback"], x)
             elif step.kind is Kind.STORE_ROW:
                 y = np.array([env[step.args[0]]])

@@ -425,8 +425,12 @@ class _GuardView:
 _ROW_RECIPES = {Kind.LOG_PAIR: numerics.log_pair}
 
 
+def _between(v: str, lo: float, hi: float) -> str:
+    return f"{c_float(lo)} <= {v} && {v} <= {c_float(hi)}"
+
+
 def _in_range(v: str, limit: float) -> str:
-    return f"{c_float(-limit)} <= {v} && {v} <= {c_float(limit)}"
+    return _between(v, -limit, limit)
 
 
 def _shift_values(shift: numerics.ExpShift) -> list[str]:
@@ -453,11 +457,9 @@ class _Emitter:
                 index = program.passes.index(step)
                 steps.append(self.pass_(step, env, index, f"{prefix}p{index}_"))
             elif step.kind is Kind.GUARD:
-                v = env[step.args[0]]
-                lo, hi = c_float(step.attrs["lo"]), c_float(step.attrs["hi"])
+                condition = " && ".join(_between(env[v], lo, hi) for v, (lo, hi) in zip(step.args, step.attrs["ranges"]))
                 fallback = step.attrs["fallback"]
-                steps.append(_GuardView(f"{lo} <= {v} && {v} <= {hi}",
-                                        self.program(fallback, prefix + "f_"), fallback.algorithm))
+                steps.append(_GuardView(condition, self.program(fallback, prefix + "f_"), fallback.algorithm))
             else:
                 steps.append(_RowView(self.row_op(step, env, prefix)))
         return steps

@@ -517,7 +517,7 @@ class _KernelEmitter:
 
     def emit_guard(self, op: Op, env: dict, done: ir.Block):
         """All rows in range go on; otherwise the whole group runs the fallback program."""
-        ok = self.all_lanes([self.in_range(self.rm, env[op.args[0]], op.attrs["lo"], op.attrs["hi"])])
+        ok = self.all_lanes([self.in_range(self.rm, env[v], lo, hi) for v, (lo, hi) in zip(op.args, op.attrs["ranges"])])
         cont = self.fn.append_basic_block("guard.ok")
         fallback = self.fn.append_basic_block("guard.fallback")
         self.b.cbranch(ok, cont, fallback)

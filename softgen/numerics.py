@@ -1,13 +1,14 @@
 """The one definition of softgen's numeric recipes, shared by every backend.
 
 Recipes are written against a small `Math` interface (const, add, sub, mul, fma,
-maximum, lt, gt, select, as_int, as_float, shl, ldexp; log for row values only).  A backend implements
-those primitives for its own values (LLVM vectors, C expressions) and calls
-the recipes here, so constants, polynomial and cut-offs exist in one place.
+maximum, lt, gt, eq, select, as_int, as_float, shl, ldexp; div and log for row values
+only).  A backend implements those primitives for its own values (LLVM vectors, C
+expressions) and calls the recipes here, so constants, polynomial and cut-offs exist
+in one place.
 
 Float semantics that the recipes rely on:
   maximum(a, b)   NaN if either is NaN (IEEE 754-2019 maximum)
-  lt / gt         ordered comparisons: false when either side is NaN
+  lt / gt / eq    ordered comparisons: false when either side is NaN
   select(c, a, b) c ? a : b, lane-wise
 """
 from __future__ import annotations
@@ -43,6 +44,11 @@ LDEXP_MIN_EXP = -190.0
 # Two-pass: exponents beyond this lose accuracy in the Cody-Waite reduction
 # (k*|ln2 - LN2_HI - LN2_LO| ~ 2^-25), so such rows take the fallback program.
 PAIR_EXP_LIMIT = float(2 ** 20)
+# Two-pass log ops: lse = hi + lo carries log(S)'s error, about 2e-7 (S's own rounding),
+# so outputs nearer 0 than this would lose their relative accuracy.  Such rows (logsumexp
+# itself, log_softmax at the row max: -log(sum e^(x - max))) take the fallback, whose
+# log1p keeps it.
+PAIR_LOG_MIN = 0.25
 FLT_MAX = f("0x1.fffffep+127")
 # Elements per block of a reducing pass: lanes accumulate plainly inside a block,
 # blocks are folded into a compensated (Kahan) outer accumulator.  This keeps the
@@ -148,6 +154,17 @@ def log_pair(m, s, e):
     lo = m.add(h_err, m.add(t_err, m.add(a_err, b_err)))
     top = m.add(hi, lo)
     return top, m.sub(lo, m.sub(top, hi))
+
+
+def log1p(m, u):
+    """log(1 + u) for u >= -1 (finite, or NaN) to a few ulp of itself, also where 1 + u
+    rounds to 1: log(w) * u / (w - 1) with w = 1 + u, the quotient undoing w's rounding
+    (Goldberg); u itself where w is 1.  A row-value recipe (log, div)."""
+    one = m.const(1.0)
+    w = m.add(one, u)
+    d = m.sub(w, one)
+    r = m.mul(m.log(w), m.div(u, d))
+    return m.select(m.gt(d, m.const(0.0)), r, m.select(m.lt(d, m.const(0.0)), r, u))
 
 
 def pair_scale(m, pair, c, e):
@@ -263,14 +280,47 @@ def _merge_pair(m, a, b):
     return m.add(m.ldexp(a[0], m.sub(a[1], e)), m.ldexp(b[0], m.sub(b[1], e))), e
 
 
-def _merge_online(m, a, b):
-    """(m, d) + (m', d'): the smaller-max side is scaled by e^(min - max); one exp."""
-    (m1, d1), (m2, d2) = a, b
-    b_bigger = m.gt(m2, m1)
+def _combine_online(m, m1, rc1, m2, rc2):
+    """(m1, r1, c1) + (m2, r2, c2), online states: a max, the sum r of its terms below it
+    and the count c of its terms at it (exactly 1 each).  Returns (second, hi, t, c): whether
+    side 2 has the larger max, that max, what the other side adds to r (its terms scaled
+    by e^(lo - hi), its count too unless the maxes tie) and the count.  One exp."""
+    (r1, c1), (r2, c2) = rc1, rc2
+    second = m.gt(m2, m1)
+    tie = m.eq(m1, m2)
     hi = m.maximum(m1, m2)
-    lo = m.select(b_bigger, m1, m2)
-    e = exp_diff(m, lo, hi)
-    return hi, m.select(b_bigger, m.fma(d1, e, d2), m.fma(d2, e, d1))
+    f = exp_diff(m, m.select(second, m1, m2), hi)
+    c_lo = m.select(second, c1, c2)
+    lo = m.add(m.select(second, r1, r2), m.select(tie, m.const(-0.0), c_lo))
+    c = m.add(m.select(second, c2, c1), m.select(tie, c_lo, m.const(-0.0)))
+    return second, hi, m.mul(lo, f), c
+
+
+def _merge_online(m, a, b):
+    """Counting the max terms apart keeps the small terms' relative accuracy next to them,
+    for log1p(excess) (a sum 1 + small would round it away), also across lanes and blocks
+    whose max is not the row's."""
+    second, hi, t, c = _combine_online(m, a[0], a[1:], b[0], b[1:])
+    return hi, m.add(m.select(second, b[1], a[1]), t), c
+
+
+def _merge_excess(m, a, b):
+    return m.add(a[0], b[0]), m.add(a[1], b[1])
+
+
+def excess_element(m, e, x, c):
+    """The excess state of one term e = e^(x - c): (e, 0), or (nothing, 1) where x is c:
+    max terms are counted, not summed.  -0.0 is the nothing (v + -0.0 = v), so that a
+    backend may add under a mask; a NaN x is not c, so its NaN term is summed."""
+    top = m.eq(x, c)
+    return m.select(top, m.const(-0.0), e), m.select(top, m.const(1.0), m.const(-0.0))
+
+
+def excess(m, r, n):
+    """Sum e^(x - c) - 1 from its excess state: r, the terms below the max c, plus n - 1
+    for the n terms at c (exactly 1 each).  r keeps its relative accuracy where the sum
+    is 1 + r, which the sum itself rounds away: logsumexp = c + log1p(excess)."""
+    return m.add(r, m.sub(n, m.const(1.0)))
 
 
 def kahan_add(m, s, c, v):
@@ -296,12 +346,24 @@ def _fold_pair(m, outer, inner):
     return s, c, e
 
 
+def _fold_excess(m, outer, inner):
+    r, c = kahan_add(m, outer[0], outer[1], inner[0])
+    return r, c, m.add(outer[2], inner[1])
+
+
 def _fold_online(m, outer, inner):
-    mx, d, c = outer
-    hi = m.maximum(mx, inner[0])
-    f_out, f_in = exp_diff(m, mx, hi), exp_diff(m, inner[0], hi)
-    d, c = kahan_add(m, m.mul(d, f_out), m.mul(c, f_out), m.mul(inner[1], f_in))
-    return hi, d, c
+    """_merge_online into the outer state (max, r, compensation, c)."""
+    mx, r, comp, c = outer
+    second, hi, t, c = _combine_online(m, mx, (m.sub(r, comp), c), inner[0], inner[1:])
+    r, comp = m.select(second, inner[1], r), m.select(second, m.const(0.0), comp)
+    r, comp = kahan_add(m, r, comp, t)
+    return hi, r, comp, c
+
+
+def block_online_state(m, block_max, summed):
+    """The online state of a block whose terms e^(x - block_max) were summed by ACC_EXCESS
+    (the block-max lowering, see lowering.py)."""
+    return (block_max, *summed)
 
 
 @dataclass(frozen=True)
@@ -309,11 +371,12 @@ class Accumulator:
     """How one reduction kind accumulates.  States are tuples of values.
 
     identity:        the empty state (inner)
-    element(m, v):   the state of one element (v: the acc op's argument, a value or a pair)
+    element(m, *a):  the state of one element (a: the acc op's arguments, values or pairs)
     merge:           combine two states (elements into lanes, unrolled copies, lanes)
     outer_identity:  the empty block-level state (with a compensation term where it helps)
     fold:            add an inner state into the outer one (once per block)
     unfold:          the outer state as an inner one, for the final lane merge
+    result:          the row values of the merged state
     """
     identity: tuple[float, ...]
     element: Callable
@@ -321,6 +384,7 @@ class Accumulator:
     outer_identity: tuple[float, ...]
     fold: Callable
     unfold: Callable
+    result: Callable = lambda m, state: state  # the merge.* op's row values
 
 
 ACCUMULATORS = {
@@ -332,7 +396,15 @@ ACCUMULATORS = {
     Type.ACC_PAIR: Accumulator((0.0, -FLT_MAX), lambda m, v: v, _merge_pair,
                                (0.0, 0.0, -FLT_MAX), _fold_pair,
                                lambda m, o: (m.sub(o[0], o[1]), o[2])),
-    Type.ACC_ONLINE: Accumulator((-FLT_MAX, 0.0), lambda m, v: (v, m.const(1.0)), _merge_online,
-                                 (-FLT_MAX, 0.0, 0.0), _fold_online,
-                                 lambda m, o: (o[0], m.sub(o[1], o[2]))),
+    # (max, r, c): merge.online gives the max and the sum's excess over 1, r + c - 1
+    Type.ACC_ONLINE: Accumulator((-FLT_MAX, 0.0, 0.0), lambda m, v: (v, m.const(0.0), m.const(1.0)),
+                                 _merge_online, (-FLT_MAX, 0.0, 0.0, 0.0), _fold_online,
+                                 lambda m, o: (o[0], m.sub(o[1], o[2]), o[3]),
+                                 lambda m, s: (s[0], excess(m, s[1], s[2]))),
+    Type.ACC_EXCESS: Accumulator((0.0, 0.0), excess_element, _merge_excess,
+                                 (0.0, 0.0, 0.0), _fold_excess,
+                                 lambda m, o: (m.sub(o[0], o[1]), o[2]),
+                                 lambda m, s: (excess(m, *s),)),
 }
+# The block-max lowering (lowering.py) sums a block's terms with these accumulators.
+BLOCK_SUMS = {Type.ACC_ONLINE: Type.ACC_EXCESS, Type.ACC_PAIR: Type.ACC_SUM}

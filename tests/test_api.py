@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import softgen
-from reference import check, check_ulps, offset_rows, reference
+from reference import check, check_relative, check_ulps, near_zero_rows, offset_rows, reference
 
 PAIRS = [(op, algo) for op in softgen.OPS for algo in softgen.ALGORITHMS
          if not (algo == "three_pass_reload" and op != "softmax")]
@@ -71,6 +71,26 @@ def test_large_offsets_keep_absolute_accuracy(op, algo, n):
     rounded lse to float32 before x - lse: 5e-3 off at 1e5)."""
     x = offset_rows(n, seed=n)
     check_ulps(op, x, run(op, algo, x))
+
+
+@pytest.mark.parametrize("op,algo", PAIRS)
+@pytest.mark.parametrize("n", [2, 3, 37, 300, 5000])
+def test_results_near_zero_keep_relative_accuracy(op, algo, n):
+    """Rows dominated by their max: logsumexp = max + log1p(tiny) and the max's log_softmax
+    -log1p(tiny) within 1e-6 of themselves (a float32 sum 1 + tiny gave 0 for 4e-18)."""
+    x = near_zero_rows(n, seed=n)
+    check_relative(op, x, run(op, algo, x))
+
+
+@pytest.mark.parametrize("op,algo", PAIRS)
+def test_results_near_zero_spelled_out(op, algo):
+    x = np.float32([[0, -40, NEG_INF], [0, -20, -30], [5, 5 - 50, NEG_INF], [0, -10, -103]])
+    y = run(op, algo, x)
+    check_relative(op, x, y)
+    if op == "logsumexp":
+        assert abs(y[0] / 4.248354e-18 - 1) < 1e-6 and y[2] == 5
+    if op == "log_softmax":
+        assert abs(y[0, 0] / -4.248354e-18 - 1) < 1e-6 and y[0, 1] == -40
 
 
 def test_special_values_match_numpy_peers_table():

@@ -284,12 +284,13 @@ def _combine_online(m, m1, rc1, m2, rc2):
     """(m1, r1, c1) + (m2, r2, c2), online states: a max, the sum r of its terms below it
     and the count c of its terms at it (exactly 1 each).  Returns (second, hi, t, c): whether
     side 2 has the larger max, that max, what the other side adds to r (its terms scaled
-    by e^(lo - hi), its count too unless the maxes tie) and the count.  One exp."""
+    by e^(lo - hi), its count too unless the maxes tie) and the count.  One exp, taken as
+    1 on a tie (e^(inf - inf) would be NaN)."""
     (r1, c1), (r2, c2) = rc1, rc2
     second = m.gt(m2, m1)
     tie = m.eq(m1, m2)
     hi = m.maximum(m1, m2)
-    f = exp_diff(m, m.select(second, m1, m2), hi)
+    f = m.select(tie, m.const(1.0), exp_diff(m, m.select(second, m1, m2), hi))
     c_lo = m.select(second, c1, c2)
     lo = m.add(m.select(second, r1, r2), m.select(tie, m.const(-0.0), c_lo))
     c = m.add(m.select(second, c2, c1), m.select(tie, c_lo, m.const(-0.0)))
@@ -360,6 +361,13 @@ def _fold_online(m, outer, inner):
     return hi, r, comp, c
 
 
+def _online_result(m, mx, r, c):
+    """merge.online's (max, excess); the max is NaN where the sum is: a block's max scan
+    skips NaN, so a row with +inf and NaN would otherwise have the max +inf."""
+    u = excess(m, r, c)
+    return m.select(m.eq(u, u), mx, u), u
+
+
 def block_online_state(m, block_max, summed):
     """The online state of a block whose terms e^(x - block_max) were summed by ACC_EXCESS
     (the block-max lowering, see lowering.py)."""
@@ -400,7 +408,7 @@ ACCUMULATORS = {
     Type.ACC_ONLINE: Accumulator((-FLT_MAX, 0.0, 0.0), lambda m, v: (v, m.const(0.0), m.const(1.0)),
                                  _merge_online, (-FLT_MAX, 0.0, 0.0, 0.0), _fold_online,
                                  lambda m, o: (o[0], m.sub(o[1], o[2]), o[3]),
-                                 lambda m, s: (s[0], excess(m, s[1], s[2]))),
+                                 lambda m, s: _online_result(m, *s)),
     Type.ACC_EXCESS: Accumulator((0.0, 0.0), excess_element, _merge_excess,
                                  (0.0, 0.0, 0.0), _fold_excess,
                                  lambda m, o: (m.sub(o[0], o[1]), o[2]),

@@ -213,6 +213,7 @@ def special_rows() -> dict[str, np.ndarray]:
         "all -inf": np.full((2, 37), -np.inf, np.float32),
         "+inf": with_(i7=np.inf),
         "+inf and -inf": with_(i7=np.inf, i8=-np.inf),
+        "+inf and NaN": with_(i7=np.inf, i20=np.nan),
         "NaN": with_(i20=np.nan),
         "3e38, -3e38": np.array([[3e38, -3e38, 3e38, -3e38]], np.float32),
         "3e38 in a long row": huge[None],

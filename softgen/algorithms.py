@@ -2,7 +2,7 @@
 
 Each algorithm first reduces the row to a normalizer, then the op decides the
 output: softmax y = e^(x-m) / s, log_softmax y = (x - m) - log s, logsumexp
-one value m + log s per row.
+one value m + log s per row (log s as log1p(s - 1), s - 1 summed as such).
 """
 from __future__ import annotations
 
@@ -18,23 +18,26 @@ def _check_op(op: str):
         raise ValueError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
 
 
-def _log_sum_exp(b: Builder, m, s):
-    """m + log s, passing m through where it is +-inf (all -inf row: -inf; +inf: +inf)."""
-    return b.where_finite(m, b.add(m, b.log(s)), m)
+def _log_sum_exp(b: Builder, m, u):
+    """m + log1p(u), u the sum's excess over 1 (the max term): near 0 the result keeps its
+    relative accuracy, as SciPy's; m passes through where it is +-inf (all -inf: -inf)."""
+    return b.where_finite(m, b.add(m, b.log1p(u)), m)
 
 
-def _normalize(b: Builder, op: str, m, s, exp_of_x):
-    """The output pass of the max-based algorithms, given the row max m and sum s."""
+def _normalize(b: Builder, op: str, m, u, r=None):
+    """The output of the max-based algorithms from the row max m and the sum's excess u
+    (softmax: from r = 1 / sum)."""
     if op == "softmax":
-        r = b.recip(s)
         with b.pass_():
-            b.store(b.mul(exp_of_x(), r))
+            b.store(b.mul(b.exp(b.load_x(), m), r))
     elif op == "log_softmax":
-        log_s = b.log(s)
+        # NaN rows where m is not finite: a +inf max's terms are counted, not summed, so
+        # u is finite there (numpy: NaN)
+        log_s = b.where_finite(m, b.log1p(u), b.const(float("nan")))
         with b.pass_():
             b.store(b.sub(b.sub(b.load_x(), m), log_s))
     else:
-        b.store_row(_log_sum_exp(b, m, s))
+        b.store_row(_log_sum_exp(b, m, u))
 
 
 def _max_pass(b: Builder):
@@ -65,40 +68,56 @@ def three_pass_reload(op: str) -> Program:
 
 
 def three_pass_recompute(op: str) -> Program:
-    """max; s = sum e^(x-m); output recomputes e^(x-m)."""
+    """max; s = sum e^(x-m) (log ops: its excess s - 1); output recomputes e^(x-m)."""
     _check_op(op)
     b = Builder(op, "three_pass_recompute", row_output=op == "logsumexp")
     m = _max_pass(b)
     with b.pass_():
-        s_acc = b.acc_sum(b.exp(b.load_x(), m))
-    s = b.merge_sum(s_acc)
-    _normalize(b, op, m, s, lambda: b.exp(b.load_x(), m))
+        x = b.load_x()
+        e = b.exp(x, m)
+        acc = b.acc_sum(e) if op == "softmax" else b.acc_excess(e, x, m)
+    if op == "softmax":
+        _normalize(b, op, m, None, b.recip(b.merge_sum(acc)))
+    else:
+        _normalize(b, op, m, b.merge_excess(acc))
     return verify(b.program)
 
 
 def two_pass(op: str) -> Program:
     """Dukhan & Ablavatski: accumulate e^x as (mantissa, exponent) pairs, no max pass.
 
-    Rows whose exponent leaves the accurate range (huge values, inf, NaN, all -inf)
-    are computed by the three_pass_recompute program instead (the guard)."""
+    Rows whose exponent leaves the accurate range (huge values, inf, NaN, all -inf), and
+    log outputs within PAIR_LOG_MIN of 0, are computed by the three_pass_recompute
+    program instead (the guard)."""
     _check_op(op)
     b = Builder(op, "two_pass", row_output=op == "logsumexp")
     with b.pass_():
-        acc = b.acc_pair(b.exp_pair(b.load_x()))
+        x = b.load_x()
+        acc = b.acc_pair(b.exp_pair(x))
+        max_acc = b.acc_max(x) if op == "log_softmax" else None
     s, e = b.merge_pair(acc)
-    b.guard(e, lo=-numerics.PAIR_EXP_LIMIT, hi=numerics.PAIR_EXP_LIMIT,
-            fallback=three_pass_recompute(op))
+    fallback = three_pass_recompute(op)
+    pair_range = (-numerics.PAIR_EXP_LIMIT, numerics.PAIR_EXP_LIMIT)
     if op == "softmax":
+        b.guard(e, ranges=(pair_range,), fallback=fallback)
         r = b.recip(s)
         with b.pass_():
             b.store(b.pair_scale(b.exp_pair(b.load_x()), r, e))
         return verify(b.program)
-    lse = b.add(b.log(s), b.mul_row(e, b.const(numerics.LN2)))
-    if op == "log_softmax":
-        with b.pass_():
-            b.store(b.sub(b.load_x(), lse))
-    else:
+    # lse = hi + lo: x - lse rounded once more than x - hi, which is exact near lse
+    hi, lo = b.log_pair(s, e)
+    near_zero = (numerics.PAIR_LOG_MIN, numerics.FLT_MAX)
+    if op == "logsumexp":
+        lse = b.add(hi, lo)
+        near_zero = (numerics.PAIR_LOG_MIN ** 2, numerics.FLT_MAX)
+        b.guard(e, b.mul_row(lse, lse), ranges=(pair_range, near_zero), fallback=fallback)
         b.store_row(lse)
+        return verify(b.program)
+    # log s = lse - max: the largest output is -log s
+    log_s = b.add(b.sub_row(hi, b.merge_max(max_acc)), lo)
+    b.guard(e, log_s, ranges=(pair_range, near_zero), fallback=fallback)
+    with b.pass_():
+        b.store(b.sub(b.sub(b.load_x(), hi), lo))
     return verify(b.program)
 
 
@@ -108,21 +127,13 @@ def online(op: str) -> Program:
     b = Builder(op, "online", row_output=op == "logsumexp")
     with b.pass_():
         acc = b.acc_online(b.load_x())
-    m, d = b.merge_online(acc)
-    if op == "logsumexp":
-        b.store_row(_log_sum_exp(b, m, d))
-        return verify(b.program)
-    # The running max starts at -FLT_MAX, so +inf and NaN must be caught here:
-    # a row whose max is not finite is a NaN row (all -inf rows give 0 * 1/0 = NaN).
-    nan = b.const(float("nan"))
+    m, u = b.merge_online(acc)  # u: the sum's excess over 1
+    r = None
     if op == "softmax":
-        r = b.where_finite(m, b.recip(d), nan)
-        with b.pass_():
-            b.store(b.mul(b.exp(b.load_x(), m), r))
-    else:
-        log_d = b.where_finite(m, b.log(d), nan)
-        with b.pass_():
-            b.store(b.sub(b.sub(b.load_x(), m), log_d))
+        # The running max starts at -FLT_MAX, so +inf and NaN must be caught here:
+        # a row whose max is not finite is a NaN row (all -inf rows give 0 * 1/0 = NaN).
+        r = b.where_finite(m, b.recip(b.add(u, b.const(1.0))), b.const(float("nan")))
+    _normalize(b, op, m, u, r)
     return verify(b.program)
 
 

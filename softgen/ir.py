@@ -26,6 +26,7 @@ class Type(enum.Enum):
     ACC_SUM = "acc.sum"
     ACC_PAIR = "acc.pair"
     ACC_ONLINE = "acc.online"
+    ACC_EXCESS = "acc.excess"
 
     @property
     def is_accumulator(self) -> bool:
@@ -56,19 +57,25 @@ class Kind(enum.Enum):
     ACC_SUM = ("acc.sum", Where.PASS, (E,), (Type.ACC_SUM,))
     ACC_PAIR = ("acc.pair", Where.PASS, (P,), (Type.ACC_PAIR,))
     ACC_ONLINE = ("acc.online", Where.PASS, (E,), (Type.ACC_ONLINE,))
+    # sum of e = e^(x - m) as its excess over the max term (see numerics.excess): acc.excess e, x, m
+    ACC_EXCESS = ("acc.excess", Where.PASS, (E, E, R), (Type.ACC_EXCESS,))
     # row ops
     MERGE_MAX = ("merge.max", Where.ROW, (Type.ACC_MAX,), (R,))
     MERGE_SUM = ("merge.sum", Where.ROW, (Type.ACC_SUM,), (R,))
     MERGE_PAIR = ("merge.pair", Where.ROW, (Type.ACC_PAIR,), (R, R))        # -> S, E
-    MERGE_ONLINE = ("merge.online", Where.ROW, (Type.ACC_ONLINE,), (R, R))  # -> m, d
+    MERGE_ONLINE = ("merge.online", Where.ROW, (Type.ACC_ONLINE,), (R, R))  # -> m, d - 1
+    MERGE_EXCESS = ("merge.excess", Where.ROW, (Type.ACC_EXCESS,), (R,))     # -> sum - 1
     CONST = ("const", Where.ROW, (), (R,))
     ADD = ("add", Where.ROW, (R, R), (R,))
     SUB_ROW = ("sub.row", Where.ROW, (R, R), (R,))
     MUL_ROW = ("mul.row", Where.ROW, (R, R), (R,))
     RECIP = ("recip", Where.ROW, (R,), (R,))
     LOG = ("log", Where.ROW, (R,), (R,))
+    LOG1P = ("log1p", Where.ROW, (R,), (R,))  # log(1 + u), accurate for small u
+    LOG_PAIR = ("log.pair", Where.ROW, (R, R), (R, R))  # log(s) + e*ln2 as hi + lo (numerics.log_pair)
     WHERE_FINITE = ("where_finite", Where.ROW, (R, R, R), (R,))  # isfinite(a) ? b : c
-    GUARD = ("guard", Where.ROW, (R,), ())  # lo <= v <= hi, else run the fallback program
+    # guard v1, v2, ... ranges=((lo1, hi1), ...): every lo <= v <= hi, else run the fallback program
+    GUARD = ("guard", Where.ROW, (R,), ())  # (its operand count is that of its ranges)
     STORE_ROW = ("store.row", Where.ROW, (R,), ())  # y[row * y_row_stride] = v
 
     def __init__(self, mnemonic, where, args, results):
@@ -158,9 +165,12 @@ def verify(program: Program) -> Program:
         raise VerifyError(f"{program.name}: `{op}`: {msg}")
 
     def check_args(op: Op, visible: set[Value]):
-        if len(op.args) != len(op.kind.arg_types):
-            fail(op, f"{op.kind.mnemonic} takes {len(op.kind.arg_types)} operands, got {len(op.args)}")
-        for i, (arg, want) in enumerate(zip(op.args, op.kind.arg_types)):
+        arg_types = op.kind.arg_types
+        if op.kind is Kind.GUARD:
+            arg_types = (Type.ROW,) * len(op.attrs.get("ranges", ()))
+        if len(op.args) != len(arg_types):
+            fail(op, f"{op.kind.mnemonic} takes {len(arg_types)} operands, got {len(op.args)}")
+        for i, (arg, want) in enumerate(zip(op.args, arg_types)):
             if arg not in visible:
                 fail(op, f"operand {i} ({arg}) is undefined here")
             if arg.type is not want:
@@ -194,6 +204,8 @@ def verify(program: Program) -> Program:
             for a in op.args:
                 pending_acc.pop(a, None)
             if op.kind is Kind.GUARD:
+                if not op.args:
+                    fail(op, "guard needs ranges=((lo, hi), ...), one per operand")
                 if not isinstance(op.attrs.get("fallback"), Program):
                     fail(op, "guard needs a fallback program")
                 verify(op.attrs["fallback"])

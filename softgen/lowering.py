@@ -10,8 +10,9 @@ backend only spells the chosen forms.
   exp_pair -> pair_scale
                   an exp_pair whose only user is a pair_scale is fused into it: one
                   exp_scaled with 1/S and 2^-E in row constants (fast_exp).
-  acc.online      per block: a max pre-scan of its argument, then plain sums of
-                  e^(x - block max) folded once per block (online_block_max).
+  acc.online      per block: a max pre-scan of its argument, then sums of e^(x - block max)
+                  (the max's terms counted apart, numerics.BLOCK_SUMS) folded once per
+                  block (online_block_max).
   acc.pair        of an exp_pair used only by it (pair_sum):
                   "merge"   per element: max of exponents, two ldexp;
                   "scan"    per block like acc.online, the scan over the exp_pair's x;

@@ -1,13 +1,14 @@
 """The one definition of softgen's numeric recipes, shared by every backend.
 
 Recipes are written against a small `Math` interface (const, add, sub, mul, fma,
-maximum, lt, gt, select, as_int, as_float, shl, ldexp).  A backend implements
-those primitives for its own values (LLVM vectors, C expressions) and calls
-the recipes here, so constants, polynomial and cut-offs exist in one place.
+maximum, lt, gt, eq, select, as_int, as_float, shl, ldexp; div and log for row values
+only).  A backend implements those primitives for its own values (LLVM vectors, C
+expressions) and calls the recipes here, so constants, polynomial and cut-offs exist
+in one place.
 
 Float semantics that the recipes rely on:
   maximum(a, b)   NaN if either is NaN (IEEE 754-2019 maximum)
-  lt / gt         ordered comparisons: false when either side is NaN
+  lt / gt / eq    ordered comparisons: false when either side is NaN
   select(c, a, b) c ? a : b, lane-wise
 """
 from __future__ import annotations
@@ -43,6 +44,11 @@ LDEXP_MIN_EXP = -190.0
 # Two-pass: exponents beyond this lose accuracy in the Cody-Waite reduction
 # (k*|ln2 - LN2_HI - LN2_LO| ~ 2^-25), so such rows take the fallback program.
 PAIR_EXP_LIMIT = float(2 ** 20)
+# Two-pass log ops: lse = hi + lo carries log(S)'s error, about 2e-7 (S's own rounding),
+# so outputs nearer 0 than this would lose their relative accuracy.  Such rows (logsumexp
+# itself, log_softmax at the row max: -log(sum e^(x - max))) take the fallback, whose
+# log1p keeps it.
+PAIR_LOG_MIN = 0.25
 FLT_MAX = f("0x1.fffffep+127")
 # Elements per block of a reducing pass: lanes accumulate plainly inside a block,
 # blocks are folded into a compensated (Kahan) outer accumulator.  This keeps the
@@ -98,13 +104,20 @@ def _pow2_from_biased(m, biased):
     return m.as_float(m.shl(m.as_int(biased), 23))
 
 
+def two_sum(m, a, b, subtract: bool = False):
+    """(s, err) with a + b = s + err exactly (Knuth's TwoSum); a - b with `subtract`,
+    which spares a negation where b is an input."""
+    plus, minus = (m.sub, m.add) if subtract else (m.add, m.sub)
+    s = plus(a, b)
+    z = m.sub(s, a)
+    return s, plus(m.sub(a, m.sub(s, z)), minus(b, z))
+
+
 def exp_diff(m, x, c):
     """e^(x - c) for x <= c (or -inf, NaN): the difference is carried exactly (TwoSum),
     so the result is accurate even where x - c rounds in float32; subnormal results
     are kept, e^-inf = 0, NaN -> NaN."""
-    d = m.sub(x, c)
-    z = m.sub(d, x)
-    err = m.sub(m.sub(x, m.sub(d, z)), m.add(c, z))  # x - c = d + err exactly
+    d, err = two_sum(m, x, c, subtract=True)
     lo = m.const(EXP_MIN_ARG)
     underflow = m.lt(d, lo)  # false for NaN, which must propagate
     d = m.select(underflow, lo, d)
@@ -131,6 +144,37 @@ def ldexp_generic(m, v, d):
     d = clamp_below(m, d, LDEXP_MIN_EXP)
     s = _pow2_from_biased(m, m.add(d, m.const(EXP_MAGIC)))
     return m.mul(m.mul(v, s), m.const(TWO_POW_MINUS_BIAS))
+
+
+def _exact_product(m, a, c: float):
+    """(p, err) with a * c = p + err exactly (one fma; -p is a * -c, rounded alike)."""
+    p = m.mul(a, m.const(c))
+    return p, m.fma(a, m.const(c), m.mul(a, m.const(-c)))
+
+
+def log_pair(m, s, e):
+    """(hi, lo) with hi + lo = log(s) + e*ln2 (e integer-valued, |e| <= PAIR_EXP_LIMIT) to
+    the accuracy of log(s), hi = hi + lo rounded.  A float32 lse rounded to ulp(e*ln2)
+    would cost x - lse that much wherever x is near lse (the largest elements' outputs);
+    e*ln2 goes in exact parts e*LN2_HI + e*LN2_LO summed by TwoSum instead."""
+    a, a_err = _exact_product(m, e, LN2_HI)
+    b, b_err = _exact_product(m, e, LN2_LO)
+    t, t_err = two_sum(m, b, m.log(s))
+    hi, h_err = two_sum(m, a, t)
+    lo = m.add(h_err, m.add(t_err, m.add(a_err, b_err)))
+    top = m.add(hi, lo)
+    return top, m.sub(lo, m.sub(top, hi))
+
+
+def log1p(m, u):
+    """log(1 + u) for u >= -1 (finite, or NaN) to a few ulp of itself, also where 1 + u
+    rounds to 1: log(w) * u / (w - 1) with w = 1 + u, the quotient undoing w's rounding
+    (Goldberg); u itself where w is 1.  A row-value recipe (log, div)."""
+    one = m.const(1.0)
+    w = m.add(one, u)
+    d = m.sub(w, one)
+    r = m.mul(m.log(w), m.div(u, d))
+    return m.select(m.gt(d, m.const(0.0)), r, m.select(m.lt(d, m.const(0.0)), r, u))
 
 
 def pair_scale(m, pair, c, e):
@@ -246,14 +290,48 @@ def _merge_pair(m, a, b):
     return m.add(m.ldexp(a[0], m.sub(a[1], e)), m.ldexp(b[0], m.sub(b[1], e))), e
 
 
-def _merge_online(m, a, b):
-    """(m, d) + (m', d'): the smaller-max side is scaled by e^(min - max); one exp."""
-    (m1, d1), (m2, d2) = a, b
-    b_bigger = m.gt(m2, m1)
+def _combine_online(m, m1, rc1, m2, rc2):
+    """(m1, r1, c1) + (m2, r2, c2), online states: a max, the sum r of its terms below it
+    and the count c of its terms at it (exactly 1 each).  Returns (second, hi, t, c): whether
+    side 2 has the larger max, that max, what the other side adds to r (its terms scaled
+    by e^(lo - hi), its count too unless the maxes tie) and the count.  One exp, taken as
+    1 on a tie (e^(inf - inf) would be NaN)."""
+    (r1, c1), (r2, c2) = rc1, rc2
+    second = m.gt(m2, m1)
+    tie = m.eq(m1, m2)
     hi = m.maximum(m1, m2)
-    lo = m.select(b_bigger, m1, m2)
-    e = exp_diff(m, lo, hi)
-    return hi, m.select(b_bigger, m.fma(d1, e, d2), m.fma(d2, e, d1))
+    f = m.select(tie, m.const(1.0), exp_diff(m, m.select(second, m1, m2), hi))
+    c_lo = m.select(second, c1, c2)
+    lo = m.add(m.select(second, r1, r2), m.select(tie, m.const(-0.0), c_lo))
+    c = m.add(m.select(second, c2, c1), m.select(tie, c_lo, m.const(-0.0)))
+    return second, hi, m.mul(lo, f), c
+
+
+def _merge_online(m, a, b):
+    """Counting the max terms apart keeps the small terms' relative accuracy next to them,
+    for log1p(excess) (a sum 1 + small would round it away), also across lanes and blocks
+    whose max is not the row's."""
+    second, hi, t, c = _combine_online(m, a[0], a[1:], b[0], b[1:])
+    return hi, m.add(m.select(second, b[1], a[1]), t), c
+
+
+def _merge_excess(m, a, b):
+    return m.add(a[0], b[0]), m.add(a[1], b[1])
+
+
+def excess_element(m, e, x, c):
+    """The excess state of one term e = e^(x - c): (e, 0), or (nothing, 1) where x is c:
+    max terms are counted, not summed.  -0.0 is the nothing (v + -0.0 = v), so that a
+    backend may add under a mask; a NaN x is not c, so its NaN term is summed."""
+    top = m.eq(x, c)
+    return m.select(top, m.const(-0.0), e), m.select(top, m.const(1.0), m.const(-0.0))
+
+
+def excess(m, r, n):
+    """Sum e^(x - c) - 1 from its excess state: r, the terms below the max c, plus n - 1
+    for the n terms at c (exactly 1 each).  r keeps its relative accuracy where the sum
+    is 1 + r, which the sum itself rounds away: logsumexp = c + log1p(excess)."""
+    return m.add(r, m.sub(n, m.const(1.0)))
 
 
 def kahan_add(m, s, c, v):
@@ -279,26 +357,57 @@ def _fold_pair(m, outer, inner):
     return s, c, e
 
 
-# The outer online state sums against a reference max that moves only when a block's max
-# passes it by more than ONLINE_SLACK: each move rescales the sum by an inexact e^(old - new),
-# and on a rising row (a ramp, sorted logits) a move per block added up (8192 blocks:
-# 3.7e-5).  Terms stay below e^ONLINE_SLACK times the block's sum (exp_diff holds for
-# x - c up to ~43); unfold rescales once, to the row's true max.
+def _fold_excess(m, outer, inner):
+    r, c = kahan_add(m, outer[0], outer[1], inner[0])
+    return r, c, m.add(outer[2], inner[1])
+
+
+# The outer online state sums the terms below the max against a reference that moves only
+# when a block's max passes it by more than ONLINE_SLACK: each move rescales the sum by an
+# inexact e^(old - new), and on a rising row (a ramp, sorted logits) a move per block added
+# up (8192 blocks: 3.7e-5).  Terms stay below e^ONLINE_SLACK (exp_diff holds for x - c up
+# to ~43); the count of max terms stays exact, and unfold rescales once, to the max.
 ONLINE_SLACK = 16.0
 
 
+def _exp_diff_or_one(m, x, c):
+    """e^(x - c), exactly 1 where x is c (also where both are inf)."""
+    return m.select(m.eq(x, c), m.const(1.0), exp_diff(m, x, c))
+
+
 def _fold_online(m, outer, inner):
-    ref, d, c, top = outer
-    m_in, d_in = inner
+    """An online block state into the outer state (max, r, compensation, c, reference):
+    r + compensation sums the terms below the max, scaled by e^-reference."""
+    mx, r, comp, c, ref = outer
+    m_in, r_in, c_in = inner
     new_ref = m.select(m.gt(m_in, m.add(ref, m.const(ONLINE_SLACK))), m_in, ref)
-    f_out, f_in = exp_diff(m, ref, new_ref), exp_diff(m, m_in, new_ref)
-    d, c = kahan_add(m, m.mul(d, f_out), m.mul(c, f_out), m.mul(d_in, f_in))
-    return new_ref, d, c, m.maximum(top, m_in)
+    second, tie = m.gt(m_in, mx), m.eq(m_in, mx)
+    # the counted max terms of the side whose max is not the row's join the sum
+    f_in = _exp_diff_or_one(m, m_in, new_ref)
+    added = m.mul(m.add(r_in, m.select(m.gt(mx, m_in), c_in, m.const(-0.0))), f_in)
+    added = m.add(added, m.select(second, m.mul(c, _exp_diff_or_one(m, mx, new_ref)), m.const(-0.0)))
+    f_ref = _exp_diff_or_one(m, ref, new_ref)
+    r, comp = kahan_add(m, m.mul(r, f_ref), m.mul(comp, f_ref), added)
+    c = m.select(second, c_in, m.add(c, m.select(tie, c_in, m.const(-0.0))))
+    return m.maximum(mx, m_in), r, comp, c, new_ref
 
 
 def _unfold_online(m, outer):
-    ref, d, c, top = outer
-    return top, m.mul(m.sub(d, c), exp_diff(m, ref, top))
+    mx, r, comp, c, ref = outer
+    return mx, m.mul(m.sub(r, comp), _exp_diff_or_one(m, ref, mx)), c
+
+
+def _online_result(m, mx, r, c):
+    """merge.online's (max, excess); the max is NaN where the sum is: a block's max scan
+    skips NaN, so a row with +inf and NaN would otherwise have the max +inf."""
+    u = excess(m, r, c)
+    return m.select(m.eq(u, u), mx, u), u
+
+
+def block_online_state(m, block_max, summed):
+    """The online state of a block whose terms e^(x - block_max) were summed by ACC_EXCESS
+    (the block-max lowering, see lowering.py)."""
+    return (block_max, *summed)
 
 
 @dataclass(frozen=True)
@@ -306,11 +415,12 @@ class Accumulator:
     """How one reduction kind accumulates.  States are tuples of values.
 
     identity:        the empty state (inner)
-    element(m, v):   the state of one element (v: the acc op's argument, a value or a pair)
+    element(m, *a):  the state of one element (a: the acc op's arguments, values or pairs)
     merge:           combine two states (elements into lanes, unrolled copies, lanes)
     outer_identity:  the empty block-level state (with a compensation term where it helps)
     fold:            add an inner state into the outer one (once per block)
     unfold:          the outer state as an inner one, for the final lane merge
+    result:          the row values of the merged state
     """
     identity: tuple[float, ...]
     element: Callable
@@ -318,6 +428,7 @@ class Accumulator:
     outer_identity: tuple[float, ...]
     fold: Callable
     unfold: Callable
+    result: Callable = lambda m, state: state  # the merge.* op's row values
 
 
 ACCUMULATORS = {
@@ -329,6 +440,15 @@ ACCUMULATORS = {
     Type.ACC_PAIR: Accumulator((0.0, -FLT_MAX), lambda m, v: v, _merge_pair,
                                (0.0, 0.0, -FLT_MAX), _fold_pair,
                                lambda m, o: (m.sub(o[0], o[1]), o[2])),
-    Type.ACC_ONLINE: Accumulator((-FLT_MAX, 0.0), lambda m, v: (v, m.const(1.0)), _merge_online,
-                                 (-FLT_MAX, 0.0, 0.0, -FLT_MAX), _fold_online, _unfold_online),
+    # (max, r, c): merge.online gives the max and the sum's excess over 1, r + c - 1
+    Type.ACC_ONLINE: Accumulator((-FLT_MAX, 0.0, 0.0), lambda m, v: (v, m.const(0.0), m.const(1.0)),
+                                 _merge_online, (-FLT_MAX, 0.0, 0.0, 0.0, -FLT_MAX), _fold_online,
+                                 _unfold_online,
+                                 lambda m, s: _online_result(m, *s)),
+    Type.ACC_EXCESS: Accumulator((0.0, 0.0), excess_element, _merge_excess,
+                                 (0.0, 0.0, 0.0), _fold_excess,
+                                 lambda m, o: (m.sub(o[0], o[1]), o[2]),
+                                 lambda m, s: (excess(m, *s),)),
 }
+# The block-max lowering (lowering.py) sums a block's terms with these accumulators.
+BLOCK_SUMS = {Type.ACC_ONLINE: Type.ACC_EXCESS, Type.ACC_PAIR: Type.ACC_SUM}

@@ -5,21 +5,25 @@ SMALLEST_SUBNORMAL = 2.0 ** -149
 
 
 def _stats(x: np.ndarray):
+    """(x, m, u) in float64: the row max and the sum of e^(x - m) less 1, as SciPy forms
+    it (the max terms counted apart), so that log1p(u) is right where u is tiny; NaN
+    where m is not finite, as numpy's sum of exp(x - m) would be."""
     x = x.astype(np.float64)
     with np.errstate(all="ignore"):
         m = x.max(-1, keepdims=True) if x.shape[-1] else np.full(x.shape[:-1] + (1,), -np.inf)
-        s = np.exp(x - m).sum(-1, keepdims=True)
-    return x, m, s
+        top = x == m
+        u = np.where(top, 0.0, np.exp(x - m)).sum(-1, keepdims=True) + (top.sum(-1, keepdims=True) - 1.0)
+    return x, m, np.where(np.isfinite(m), u, np.nan)
 
 
 def reference(op: str, x: np.ndarray) -> np.ndarray:
-    x, m, s = _stats(x)
+    x, m, u = _stats(x)
     with np.errstate(all="ignore"):
         if op == "softmax":
-            return np.exp(x - m) / s
+            return np.exp(x - m) / (1.0 + u)
         if op == "log_softmax":
-            return (x - m) - np.log(s)
-        lse = np.where(np.isfinite(m), m + np.log(s), m)
+            return (x - m) - np.log1p(u)
+        lse = np.where(np.isfinite(m), m + np.log1p(u), m)
         return lse[..., 0]
 
 
@@ -48,11 +52,65 @@ def check(op: str, x: np.ndarray, y: np.ndarray, rtol: float = 1e-6) -> float:
         assert not np.any((ref > 4 * SMALLEST_SUBNORMAL) & (got == 0)), "subnormal outputs flushed to 0"
         return worst
     # log outputs: error relative to the magnitudes the float32 computation goes through
-    _, m, s = _stats(x)
+    _, m, u = _stats(x)
     with np.errstate(all="ignore"):
-        scale = np.abs(np.where(np.isfinite(m), m + np.log(s), 0.0))
+        scale = np.abs(np.where(np.isfinite(m), m + np.log1p(u), 0.0))
     scale = np.broadcast_to(scale if op == "log_softmax" else scale[..., 0], y.shape)[ok][~inf]
     rel = np.abs(got - ref) / (np.abs(ref) + scale + 1.0)
     worst = float(rel.max()) if rel.size else 0.0
     assert worst <= rtol, f"max relative error {worst:.3g} > {rtol:g}"
+    return worst
+
+
+OFFSETS = (0.0, 128.0, 1e3, 1e4, 1e5, 1e6)
+
+
+def offset_rows(n: int, seed: int = 0) -> np.ndarray:
+    """Rows base + offset and base - offset (small random base): x - lse must stay exact
+    where x is near lse, however large both are."""
+    base = np.random.default_rng(seed).standard_normal((2 * len(OFFSETS), n))
+    offsets = np.repeat(np.array(OFFSETS), 2) * np.tile([1.0, -1.0], len(OFFSETS))
+    return (base + offsets[:, None]).astype(np.float32)
+
+
+def check_ulps(op: str, x: np.ndarray, y: np.ndarray, ulps: float = 4.0) -> float:
+    """check(), and for the log ops an absolute error within `ulps` float32 ulps of
+    max(|ref|, 1): check's measure (relative to |y| + |lse| + 1) lets an output near 0 lose
+    ulps of a large lse.  Returns the worst error in those ulps."""
+    check(op, x, y)
+    ref = reference(op, x)
+    finite = np.isfinite(ref)
+    err = np.abs(y[finite].astype(np.float64) - ref[finite])
+    unit = np.spacing(np.maximum(np.abs(ref[finite]), 1.0).astype(np.float32)).astype(np.float64)
+    worst = float((err / unit).max()) if err.size else 0.0
+    assert worst <= ulps, f"max error {worst:.3g} ulps of max(|y|, 1) > {ulps:g}"
+    return worst
+
+
+def near_zero_rows(n: int, seed: int = 0) -> np.ndarray:
+    """Rows dominated by their max (>= 0): logsumexp and the max's log_softmax are
+    log1p(tiny) away from max and 0, which a float32 sum of 1 + tiny rounds away.  The
+    max sits first, last or in the middle, some entries are -inf."""
+    rng = np.random.default_rng(seed)
+    tops = [(0, 0.0), (n - 1, 5.0), (n // 2, 0.75), (n // 3, 0.0)]
+    rows = np.empty((len(tops), n))
+    for row, (at, top) in zip(rows, tops):
+        row[:] = top - rng.uniform(12.0, 60.0, n)
+        row[at] = top
+    rows[3, 1::3] = -np.inf
+    rows[3, n // 3] = 0.0
+    return rows.astype(np.float32)
+
+
+def check_relative(op: str, x: np.ndarray, y: np.ndarray, rtol: float = 1e-6) -> float:
+    """check(), and every finite output within rtol of itself (and a few subnormals), also
+    near 0, as SciPy's logsumexp (log1p around the max).  For rows whose outputs have no
+    cancellation: any row for log_softmax, max >= 0 for logsumexp.  Returns the worst."""
+    check(op, x, y)
+    ref = reference(op, x)
+    finite = np.isfinite(ref)
+    err = np.abs(y[finite].astype(np.float64) - ref[finite])
+    rel = err / (np.abs(ref[finite]) + 4 * SMALLEST_SUBNORMAL / rtol)
+    worst = float(rel.max()) if rel.size else 0.0
+    assert worst <= rtol, f"max relative error {worst:.3g} > {rtol:g} (near 0 too)"
     return worst

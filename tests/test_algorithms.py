@@ -23,8 +23,8 @@ def interpret(program: Program, x: np.ndarray) -> np.ndarray:
                     if op.kind is Kind.STORE:
                         y = a[0] * np.ones_like(x)
             elif step.kind is Kind.GUARD:
-                v = env[step.args[0]]
-                if not step.attrs["lo"] <= v <= step.attrs["hi"]:
+                values = [env[v] for v in step.args]
+                if not all(lo <= v <= hi for v, (lo, hi) in zip(values, step.attrs["ranges"])):
                     return interpret(step.attrs["fallback"], x)
             elif step.kind is Kind.STORE_ROW:
                 y = np.array([env[step.args[0]]])
@@ -60,9 +60,13 @@ def _elementwise(op, a, x, y):
         p, kk = a[0]
         e = kk.max(initial=-numerics.FLT_MAX)
         return ((np.sum(p * np.exp2(kk - e)), e),)
-    if k is Kind.ACC_ONLINE:
+    if k is Kind.ACC_ONLINE:  # (max, sum - 1)
         m = a[0].max(initial=-numerics.FLT_MAX)
-        return ((m, np.exp(a[0] - m).sum()),)
+        top = a[0] == m
+        return ((m, np.exp(a[0][~top] - m).sum() + (top.sum() - 1.0)),)
+    if k is Kind.ACC_EXCESS:
+        e, xs, m = a
+        return ((e[xs != m].sum(), float((xs == m).sum())),)
     return ()
 
 
@@ -70,11 +74,15 @@ def _row_op(op, a):
     k = op.kind
     if k in (Kind.MERGE_MAX, Kind.MERGE_SUM):
         return (a[0],)
+    if k is Kind.MERGE_EXCESS:
+        return (a[0][0] + (a[0][1] - 1.0),)
     if k in (Kind.MERGE_PAIR, Kind.MERGE_ONLINE):
         return a[0]
+    if k is Kind.LOG_PAIR:
+        return (np.log(a[0]) + a[1] * np.log(2), 0.0)
     table = {Kind.CONST: lambda: op.attrs["value"], Kind.ADD: lambda: a[0] + a[1],
              Kind.SUB_ROW: lambda: a[0] - a[1], Kind.MUL_ROW: lambda: a[0] * a[1],
-             Kind.RECIP: lambda: 1.0 / a[0], Kind.LOG: lambda: np.log(a[0]),
+             Kind.RECIP: lambda: 1.0 / a[0], Kind.LOG: lambda: np.log(a[0]), Kind.LOG1P: lambda: np.log1p(a[0]),
              Kind.WHERE_FINITE: lambda: a[1] if np.isfinite(a[0]) else a[2]}
     return (table[k](),)
 

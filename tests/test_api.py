@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import softgen
-from reference import check, reference
+from reference import check, check_relative, check_ulps, near_zero_rows, offset_rows, reference
 
 PAIRS = [(op, algo) for op in softgen.OPS for algo in softgen.ALGORITHMS
          if not (algo == "three_pass_reload" and op != "softmax")]
@@ -39,6 +39,9 @@ def special_rows(n: int) -> dict:
         r[n // 2] = value
         rows[name] = r
     rows["+inf and -inf"] = np.where(np.arange(n) % 2, POS_INF, NEG_INF).astype(np.float32)
+    r = base.copy()
+    r[n // 3], r[n - 1] = POS_INF, NAN
+    rows["+inf and nan"] = r
     rows["huge"] = np.tile(np.float32([3e38, -3e38]), n // 2 + 1)[:n]
     rows["+-FLT_MAX"] = np.tile(np.float32([3.4028235e38, -3.4028235e38, 0]), n)[:n]
     sub = np.linspace(-103, -87, n).astype(np.float32)  # e^(x - max) is subnormal
@@ -64,6 +67,35 @@ def test_special_inputs(op, algo, n):
             raise AssertionError(f"row '{name}': {e}") from None
 
 
+@pytest.mark.parametrize("op,algo", PAIRS)
+@pytest.mark.parametrize("n", [1, 2, 37, 300, 5000])
+def test_large_offsets_keep_absolute_accuracy(op, algo, n):
+    """Rows around +-1e6 and below: outputs within 4 ulps of max(|y|, 1) (two_pass once
+    rounded lse to float32 before x - lse: 5e-3 off at 1e5)."""
+    x = offset_rows(n, seed=n)
+    check_ulps(op, x, run(op, algo, x))
+
+
+@pytest.mark.parametrize("op,algo", PAIRS)
+@pytest.mark.parametrize("n", [2, 3, 37, 300, 5000])
+def test_results_near_zero_keep_relative_accuracy(op, algo, n):
+    """Rows dominated by their max: logsumexp = max + log1p(tiny) and the max's log_softmax
+    -log1p(tiny) within 1e-6 of themselves (a float32 sum 1 + tiny gave 0 for 4e-18)."""
+    x = near_zero_rows(n, seed=n)
+    check_relative(op, x, run(op, algo, x))
+
+
+@pytest.mark.parametrize("op,algo", PAIRS)
+def test_results_near_zero_spelled_out(op, algo):
+    x = np.float32([[0, -40, NEG_INF], [0, -20, -30], [5, 5 - 50, NEG_INF], [0, -10, -103]])
+    y = run(op, algo, x)
+    check_relative(op, x, y)
+    if op == "logsumexp":
+        assert abs(y[0] / 4.248354e-18 - 1) < 1e-6 and y[2] == 5
+    if op == "log_softmax":
+        assert abs(y[0, 0] / -4.248354e-18 - 1) < 1e-6 and y[0, 1] == -40
+
+
 def test_special_values_match_numpy_peers_table():
     """The table in shared/README.md section 4, spelled out."""
     for algo in softgen.ALGORITHMS:
@@ -74,6 +106,26 @@ def test_special_values_match_numpy_peers_table():
         assert np.isnan(softgen.softmax(np.float32([[NEG_INF] * 5]), algorithm=algo)).all()
         assert np.isnan(softgen.softmax(np.float32([[1, POS_INF, 2]]), algorithm=algo)).all()
         assert softgen.softmax(np.float32([[0.0, -87.0]]), algorithm=algo)[0, 1] > 0
+
+
+@pytest.mark.parametrize("algo", softgen.ALGORITHMS[1:])
+def test_log_special_values_as_documented(algo):
+    """README's semantics for the log ops, spelled out: -inf entries, all -inf and empty
+    rows, +inf, NaN (rows of 2 and of 300, which take the per-block lowerings)."""
+    for pad in (0, 298):
+        def row(*v):
+            return np.float32([list(v) + [NEG_INF] * pad])
+        lse = lambda *v: softgen.logsumexp(row(*v), algorithm=algo)[0]
+        lsm = lambda *v: softgen.log_softmax(row(*v), algorithm=algo)[0, :len(v)]
+        assert lse(NEG_INF, NEG_INF) == NEG_INF and lse(NEG_INF, 0.0) == 0.0
+        assert lse(1.0, POS_INF) == POS_INF and lse(POS_INF, POS_INF) == POS_INF
+        assert np.isnan(lse(1.0, NAN)) and np.isnan(lse(POS_INF, NAN)) and np.isnan(lse(NEG_INF, NAN))
+        assert lse(0.0, 0.0) == np.float32(np.log(2))
+        assert lsm(NEG_INF, 0.0).tolist() == [NEG_INF, 0.0]
+        assert np.isnan(softgen.log_softmax(row(NEG_INF, NEG_INF), algorithm=algo)).all()
+        for bad in (POS_INF, NAN):
+            assert np.isnan(softgen.log_softmax(row(1.0, bad), algorithm=algo)).all()
+    assert np.all(softgen.logsumexp(np.zeros((2, 0), np.float32), algorithm=algo) == NEG_INF)
 
 
 @pytest.mark.parametrize("op,algo", [p for p in PAIRS if p[0] != "log_softmax"] +

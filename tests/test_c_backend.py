@@ -20,7 +20,7 @@ import softgen
 from softgen import algorithms
 from softgen.backends.c import ISAS, block_size
 
-from reference import check
+from reference import check, check_relative, check_ulps, near_zero_rows, offset_rows
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = softgen.Target.parse("host")
@@ -230,6 +230,7 @@ def special_rows() -> dict[str, np.ndarray]:
         "all -inf": np.full((2, 37), -np.inf, np.float32),
         "+inf": with_(i7=np.inf),
         "+inf and -inf": with_(i7=np.inf, i8=-np.inf),
+        "+inf and NaN": with_(i7=np.inf, i20=np.nan),
         "NaN": with_(i20=np.nan),
         "3e38, -3e38": np.array([[3e38, -3e38, 3e38, -3e38]], np.float32),
         "3e38 in a long row": huge[None],
@@ -384,12 +385,20 @@ def test_matches_float64_and_jit(cbuild, op, algorithm, isa, compiler):
 @pytest.mark.parametrize("isa", HOST_ISAS)
 @pytest.mark.parametrize("op, algorithm", CASES)
 def test_special_inputs(cbuild, op, algorithm, isa):
-    """-inf masks, all -inf, +inf, NaN, +-3e38, subnormal outputs, n = 0, rows = 0."""
+    """-inf masks, all -inf, +inf, NaN, +-3e38, subnormal outputs, n = 0, rows = 0, offsets,
+    outputs near 0."""
     need("gcc")
     d, srcs = cbuild.sources(isa)
     fn = kernel(cbuild.library(isa, "gcc"), srcs[op, algorithm])
     for what, x in special_rows().items():
         expect(op, x, call(fn, x, op == "logsumexp"), f"{isa}: {what}")
+    for n in (1, 37, 300):  # outputs near 0 in rows around +-1e6: within ulps, not of lse's ulps
+        for what, rows, checker in (("offset", offset_rows, check_ulps), ("near 0", near_zero_rows, check_relative)):
+            x = rows(n)
+            try:
+                checker(op, x, call(fn, x, op == "logsumexp"))
+            except AssertionError as e:
+                raise AssertionError(f"{isa}: {what} rows, n={n}: {e}") from None
     if op == "softmax":  # the peers' answers, spelled out
         y = call(fn, np.array([[3e38, -3e38, 3e38, -3e38], [-np.inf] * 4], np.float32), False)
         assert y[0].tolist() == [0.5, 0.0, 0.5, 0.0] and np.isnan(y[1]).all()

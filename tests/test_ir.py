@@ -115,8 +115,15 @@ def test_structure_errors():
     b = Builder("softmax", "t")
     with b.pass_():
         acc = b.acc_max(b.load_x())
-    b.guard(b.merge_max(acc), lo=0.0, hi=1.0)
+    m = b.merge_max(acc)
+    b.guard(m, ranges=((0.0, 1.0),))
     with pytest.raises(VerifyError, match="guard needs a fallback program"):
+        verify(b.program)
+    b.program.steps[-1].attrs["ranges"] = ((0.0, 1.0), (2.0, 3.0))  # one range per operand
+    with pytest.raises(VerifyError, match="guard takes 2 operands, got 1"):
+        verify(b.program)
+    b.program.steps[-1].args, b.program.steps[-1].attrs["ranges"] = (), ()
+    with pytest.raises(VerifyError, match="guard needs ranges"):
         verify(b.program)
 
 

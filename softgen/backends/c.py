@@ -69,8 +69,10 @@ _SCALAR = Isa(
         # is exact in double, so this rounds (almost always) like a fused multiply-add.
         "fma": "(float)((double){a} * (double){b} + (double){c})",
         "maximum": "({a} > {b} || {a} != {a}) ? {a} : {b}",
-        "lt": "{a} < {b}", "gt": "{a} > {b}", "select": "{c} ? {a} : {b}",
+        "lt": "{a} < {b}", "gt": "{a} > {b}", "eq": "{a} == {b}", "select": "{c} ? {a} : {b}",
         "as_int": "{fn}_bits({a})", "as_float": "{fn}_from_bits({a})", "shl": "{a} << {n}",
+        # row values only (once per row, so a libm call is fine)
+        "div": "{a} / {b}", "log": "logf({a})",
     })
 
 _SSE2 = Isa(
@@ -83,7 +85,7 @@ _SSE2 = Isa(
         "fma": "{fn}_fma({a}, {b}, {c})",
         # maxps returns b when either is NaN; OR-ing a NaN a back in keeps it NaN
         "maximum": "_mm_or_ps(_mm_max_ps({a}, {b}), _mm_and_ps(_mm_cmpunord_ps({a}, {a}), {a}))",
-        "lt": "_mm_cmplt_ps({a}, {b})", "gt": "_mm_cmpgt_ps({a}, {b})",
+        "lt": "_mm_cmplt_ps({a}, {b})", "gt": "_mm_cmpgt_ps({a}, {b})", "eq": "_mm_cmpeq_ps({a}, {b})",
         "select": "_mm_or_ps(_mm_and_ps({c}, {a}), _mm_andnot_ps({c}, {b}))",
         "greater": "_mm_max_ps({a}, {b})", "less": "_mm_min_ps({a}, {b})",
         "as_int": "_mm_castps_si128({a})", "as_float": "_mm_castsi128_ps({a})",
@@ -103,6 +105,7 @@ _AVX2 = Isa(
         "mul": "_mm256_mul_ps({a}, {b})", "fma": "_mm256_fmadd_ps({a}, {b}, {c})",
         "maximum": "_mm256_blendv_ps(_mm256_max_ps({a}, {b}), {a}, _mm256_cmp_ps({a}, {a}, _CMP_UNORD_Q))",
         "lt": "_mm256_cmp_ps({a}, {b}, _CMP_LT_OQ)", "gt": "_mm256_cmp_ps({a}, {b}, _CMP_GT_OQ)",
+        "eq": "_mm256_cmp_ps({a}, {b}, _CMP_EQ_OQ)",
         "select": "_mm256_blendv_ps({b}, {a}, {c})",
         "greater": "_mm256_max_ps({a}, {b})", "less": "_mm256_min_ps({a}, {b})",
         "as_int": "_mm256_castps_si256({a})", "as_float": "_mm256_castsi256_ps({a})",
@@ -126,6 +129,7 @@ _AVX512 = Isa(
         "mul": "_mm512_mul_ps({a}, {b})", "fma": "_mm512_fmadd_ps({a}, {b}, {c})",
         "maximum": "_mm512_mask_mov_ps(_mm512_max_ps({a}, {b}), _mm512_cmp_ps_mask({a}, {a}, _CMP_UNORD_Q), {a})",
         "lt": "_mm512_cmp_ps_mask({a}, {b}, _CMP_LT_OQ)", "gt": "_mm512_cmp_ps_mask({a}, {b}, _CMP_GT_OQ)",
+        "eq": "_mm512_cmp_ps_mask({a}, {b}, _CMP_EQ_OQ)",
         "select": "_mm512_mask_blend_ps({c}, {b}, {a})",
         "greater": "_mm512_max_ps({a}, {b})", "less": "_mm512_min_ps({a}, {b})",
         "as_int": "_mm512_castps_si512({a})", "as_float": "_mm512_castsi512_ps({a})",
@@ -150,7 +154,8 @@ _NEON = Isa(
         "add": "vaddq_f32({a}, {b})", "sub": "vsubq_f32({a}, {b})", "mul": "vmulq_f32({a}, {b})",
         "fma": "vfmaq_f32({c}, {a}, {b})",
         "maximum": "vmaxq_f32({a}, {b})",  # FMAX propagates NaN
-        "lt": "vcltq_f32({a}, {b})", "gt": "vcgtq_f32({a}, {b})", "select": "vbslq_f32({c}, {a}, {b})",
+        "lt": "vcltq_f32({a}, {b})", "gt": "vcgtq_f32({a}, {b})", "eq": "vceqq_f32({a}, {b})",
+        "select": "vbslq_f32({c}, {a}, {b})",
         "as_int": "vreinterpretq_s32_f32({a})", "as_float": "vreinterpretq_f32_s32({a})",
         "shl": "vshlq_n_s32({a}, {n})",
     },
@@ -249,6 +254,9 @@ class CMath:
         self._compares[mask] = ("gt", a, b)
         return mask
 
+    def eq(self, a, b):
+        return self._op(self.isa.mask, "eq", a=a, b=b)
+
     def select(self, c, a, b):
         if "greater" in self.isa.ops and c in self._compares:
             op, p, q = self._compares[c]
@@ -267,6 +275,12 @@ class CMath:
 
     def shl(self, a, n: int):
         return self._op(self.isa.ivec, "shl", a=a, n=n)
+
+    def div(self, a, b):
+        return self._op(self.isa.vec, "div", a=a, b=b)
+
+    def log(self, a):
+        return self._op(self.isa.vec, "log", a=a)
 
     def ldexp(self, v, d):
         if "ldexp" in self.isa.ops:
@@ -365,7 +379,7 @@ class _Reduction:
     outer_identity: list[str]
     final: list[str]              # the unfolded vector state, merged across lanes
     results: list[str]            # the row scalars
-    merge: CFunction              # merges inner states (blocked: plain sums)
+    merge: CFunction              # merges inner states (blocked: block sums)
     fold: CFunction
     unfold: CFunction
     lane_merge: CFunction | None  # None: one lane, nothing to merge
@@ -375,8 +389,9 @@ class _Reduction:
 
     @property
     def block_inputs(self) -> list[str]:
-        """The inner state that the fold adds (blocked: the block's max and the sums)."""
-        return [self.block_max, self.inner[0][0]] if self.blocked else self.inner[0]
+        """The inner state that the fold adds (blocked: the block's max and its sums, an
+        online state as numerics.block_online_state makes it)."""
+        return [self.block_max, *self.inner[0]] if self.blocked else self.inner[0]
 
 
 @dataclass
@@ -417,8 +432,16 @@ class _GuardView:
     kind: str = "guard"
 
 
+# row ops computed by a numerics recipe, in scalar C
+_ROW_RECIPES = {Kind.LOG_PAIR: numerics.log_pair, Kind.LOG1P: numerics.log1p}
+
+
+def _between(v: str, lo: float, hi: float) -> str:
+    return f"{c_float(lo)} <= {v} && {v} <= {c_float(hi)}"
+
+
 def _in_range(v: str, limit: float) -> str:
-    return f"{c_float(-limit)} <= {v} && {v} <= {c_float(limit)}"
+    return _between(v, -limit, limit)
 
 
 def _shift_values(shift: numerics.ExpShift) -> list[str]:
@@ -429,7 +452,7 @@ class _Emitter:
     """Walks a Program into views the templates render.  The lowering is softgen.lowering's
     plan, as in llvm/codegen.py: exp(x, c) as exp_scaled with row constants where |c| allows,
     exp_pair -> pair_scale fused into one exp_scaled, and online reductions per block
-    as a max pre-scan plus plain sums folded into the row state."""
+    as a max pre-scan plus block sums (numerics.BLOCK_SUMS) folded into the row state."""
 
     def __init__(self, isa: Isa, fn: str, accumulators: int):
         self.isa, self.fn, self.accumulators = isa, fn, accumulators
@@ -445,11 +468,9 @@ class _Emitter:
                 index = program.passes.index(step)
                 steps.append(self.pass_(step, env, index, f"{prefix}p{index}_"))
             elif step.kind is Kind.GUARD:
-                v = env[step.args[0]]
-                lo, hi = c_float(step.attrs["lo"]), c_float(step.attrs["hi"])
+                condition = " && ".join(_between(env[v], lo, hi) for v, (lo, hi) in zip(step.args, step.attrs["ranges"]))
                 fallback = step.attrs["fallback"]
-                steps.append(_GuardView(f"{lo} <= {v} && {v} <= {hi}",
-                                        self.program(fallback, prefix + "f_"), fallback.algorithm))
+                steps.append(_GuardView(condition, self.program(fallback, prefix + "f_"), fallback.algorithm))
             else:
                 steps.append(_RowView(self.row_op(step, env, prefix)))
         return steps
@@ -457,11 +478,16 @@ class _Emitter:
     def row_op(self, op: Op, env: dict, prefix: str) -> list[str]:
         a = [env[v] for v in op.args]
         k = op.kind
-        if k in (Kind.MERGE_MAX, Kind.MERGE_SUM, Kind.MERGE_PAIR, Kind.MERGE_ONLINE):
-            env.update(zip(op.results, a[0]))
-            return []
         if k is Kind.STORE_ROW:
             return [f"yr[0] = {a[0]};"]
+        recipe = _ROW_RECIPES.get(k)
+        if op.args and op.args[0].type.is_accumulator:  # merge.*
+            recipe = numerics.ACCUMULATORS[op.args[0].type].result
+        if recipe:
+            cm = self.helpers.math(_SCALAR, f"{prefix}v{op.results[0].id}_")
+            out = recipe(cm, *a)
+            env.update(zip(op.results, out if isinstance(out, (tuple, list)) else (out,)))
+            return cm.lines
         expr = {
             Kind.CONST: lambda: c_float(op.attrs["value"]),
             Kind.ADD: lambda: f"{a[0]} + {a[1]}",
@@ -557,7 +583,8 @@ class _Emitter:
     def reduction(self, op: Op, prefix: str, blocked: bool) -> _Reduction:
         t = op.results[0].type
         acc = numerics.ACCUMULATORS[t]
-        inner_acc = numerics.ACCUMULATORS[Type.ACC_SUM] if blocked else acc
+        inner_t = numerics.BLOCK_SUMS[t] if blocked else t
+        inner_acc = numerics.ACCUMULATORS[inner_t]
         base = f"{prefix}{_acc_name(t)}{op.results[0].id}"
         h = self.helpers
         return _Reduction(
@@ -567,7 +594,7 @@ class _Emitter:
             [f"{base}_o{j}" for j in range(len(acc.outer_identity))], [c_float(c) for c in acc.outer_identity],
             [f"{base}_l{j}" for j in range(len(acc.identity))],
             [f"{base}_r{j}" for j in range(len(acc.identity))],
-            h.merge(Type.ACC_SUM if blocked else t), h.fold(t), h.unfold(t),
+            h.merge(inner_t), h.fold(t), h.unfold(t),
             h.merge(t) if self.isa.width > 1 else None,
             [f"{base}_m{s}" for s in range(self.accumulators)] if blocked else [])
 
@@ -610,7 +637,7 @@ class _Emitter:
                 self.scan_max(cm, reductions[op], a[0], acc_set, masked)
                 continue
             elif op in reductions:
-                self.accumulate(cm, reductions[op], a[0], acc_set, masked, block_fast)
+                self.accumulate(cm, reductions[op], a, acc_set, masked, block_fast)
                 continue
             else:
                 raise NotImplementedError(f"C backend: no lowering for pass op {op}")
@@ -624,14 +651,16 @@ class _Emitter:
         s = red.scan[acc_set]
         cm.lines.append(f"{s} = {cm.select(cm.lt(s, v), v, s)};")
 
-    def accumulate(self, cm: CMath, red: _Reduction, arg, acc_set: int, masked: bool, block_fast: bool):
-        """state = merge(state, element(arg)); in the tail only where the lane is live."""
+    def accumulate(self, cm: CMath, red: _Reduction, args, acc_set: int, masked: bool, block_fast: bool):
+        """state = merge(state, element(*args)); in the tail only where the lane is live.
+        Blocked: the block sum's element of e^(x - block max), x = args[0]."""
         if red.blocked:
-            h = self.helpers
-            element = self.call(cm, h.exp_scaled(), [arg, *red.block_shift]) if block_fast else \
-                self.call(cm, h.exp_diff(), [arg, red.block_max])
+            h, x = self.helpers, args[0]
+            e = self.call(cm, h.exp_scaled(), [x, *red.block_shift]) if block_fast else \
+                self.call(cm, h.exp_diff(), [x, red.block_max])
+            element = numerics.ACCUMULATORS[numerics.BLOCK_SUMS[red.type]].element(cm, *e, x, red.block_max)
         else:
-            element = numerics.ACCUMULATORS[red.type].element(cm, arg)
+            element = numerics.ACCUMULATORS[red.type].element(cm, *args)
         state = red.inner[acc_set]
         if not masked:
             cm.lines.append(assign(red.merge, [*state, *element], state))

@@ -28,8 +28,9 @@ Lowerings (softgen.lowering decides them per pass, numerics.py has the formulas)
   acc.max (x86)   maxps plus a NaN lane mask (_MaxNaNMask).
   acc.pair        a plain sum against a running block exponent (_PairRunning), or a
                   block max scan, or a merge per element (Schedule.pair_sum).
-  acc.online      per block: a max scan (the block is then in L1), then a plain sum of
-                  e^(x - block max), folded once per block (Schedule.online_block_max).
+  acc.online      per block: a max scan (the block is then in L1), then a sum of
+                  e^(x - block max) (the max's terms counted apart), folded once per block
+                  (Schedule.online_block_max).
 """
 from __future__ import annotations
 
@@ -152,8 +153,8 @@ class _Inner:
     def identity(self, vm):
         return [vm.const(c) for c in self.acc.identity]
 
-    def step(self, vm, old, value):
-        return self.acc.merge(vm, old, self.acc.element(vm, value))
+    def step(self, vm, old, *args):
+        return self.acc.merge(vm, old, self.acc.element(vm, *args))
 
     def merge(self, vm, a, b):
         return self.acc.merge(vm, a, b)
@@ -163,23 +164,12 @@ class _Inner:
 
 
 class _BlockSum(_Inner):
-    """block_max reductions: a plain sum of the block's terms (see block_term)."""
+    """block_max reductions: the block's terms (see block_term) summed by the accumulator
+    numerics.BLOCK_SUMS names."""
 
     def __init__(self, acc, op):
-        super().__init__(acc)
+        super().__init__(numerics.ACCUMULATORS[numerics.BLOCK_SUMS[op.results[0].type]])
         self.op = op
-
-    def types(self, vm):
-        return [vm.ty]
-
-    def identity(self, vm):
-        return [vm.const(0.0)]
-
-    def step(self, vm, old, term):
-        return (vm.add(old[0], term),)
-
-    def merge(self, vm, a, b):
-        return (vm.add(a[0], b[0]),)
 
     def finish(self, emitter, row, state):
         return emitter.block_state(self.op, row, state)
@@ -523,7 +513,7 @@ class _KernelEmitter:
 
     def emit_guard(self, op: Op, env: dict, done: ir.Block):
         """All rows in range go on; otherwise the whole group runs the fallback program."""
-        ok = self.all_lanes([self.in_range(self.rm, env[op.args[0]], op.attrs["lo"], op.attrs["hi"])])
+        ok = self.all_lanes([self.in_range(self.rm, env[v], lo, hi) for v, (lo, hi) in zip(op.args, op.attrs["ranges"])])
         cont = self.fn.append_basic_block("guard.ok")
         fallback = self.fn.append_basic_block("guard.fallback")
         self.b.cbranch(ok, cont, fallback)
@@ -534,8 +524,8 @@ class _KernelEmitter:
     def emit_row_op(self, op: Op, env: dict):
         rm, k = self.rm, op.kind
         a = [env[v] for v in op.args]
-        if k in (Kind.MERGE_MAX, Kind.MERGE_SUM, Kind.MERGE_PAIR, Kind.MERGE_ONLINE):
-            results = a[0]
+        if op.args and op.args[0].type.is_accumulator:  # merge.*
+            results = numerics.ACCUMULATORS[op.args[0].type].result(rm, a[0])
         elif k is Kind.CONST:
             results = (rm.const(op.attrs["value"]),)
         elif k is Kind.ADD:
@@ -548,6 +538,10 @@ class _KernelEmitter:
             results = (rm.div(rm.const(1.0), a[0]),)
         elif k is Kind.LOG:
             results = (rm.log(a[0]),)
+        elif k is Kind.LOG_PAIR:
+            results = numerics.log_pair(rm, *a)
+        elif k is Kind.LOG1P:
+            results = (numerics.log1p(rm, a[0]),)
         elif k is Kind.WHERE_FINITE:
             results = (rm.select(rm.isfinite(a[0]), a[1], a[2]),)
         elif k is Kind.STORE_ROW:
@@ -908,21 +902,23 @@ class _KernelEmitter:
                                  tuple(vm.splat(c) for c in shift.coeffs))
 
     def block_term(self, op: Op, row: _Row, key, block_fast: bool):
-        """The value a block_max reduction sums for one vector of its key."""
-        shift, m = row.shifts[op]
-        if op.kind is Kind.ACC_PAIR or block_fast:
-            return numerics.exp_scaled(self.vm, key, shift)
-        return numerics.exp_diff(self.vm, key, m)
+        """The element arguments of a block_max reduction's block sum for one vector of its
+        key: e^x * 2^-e (pair), or e^(x - m), x, m (online)."""
+        shift, e_or_m = row.shifts[op]
+        if op.kind is Kind.ACC_PAIR:
+            return (numerics.exp_scaled(self.vm, key, shift),)
+        e = numerics.exp_scaled(self.vm, key, shift) if block_fast else numerics.exp_diff(self.vm, key, e_or_m)
+        return e, key, e_or_m
 
     def block_state(self, op: Op, row: _Row, merged):
         """A block's lane sums as the accumulator's inner state, for the fold."""
         vm = self.vm
-        s = merged[0]
         _, e_or_m = row.shifts[op]
         if op.kind is Kind.ACC_PAIR:
+            s = merged[0]
             # a NaN input makes the sum NaN; the exponent carries that to the guard
             return s, vm.select(self.b.fcmp_unordered("uno", s, s), vm.const(float("nan")), e_or_m)
-        return e_or_m, s
+        return numerics.block_online_state(vm, e_or_m, merged)
 
     # --- merges ------------------------------------------------------------------------
     def inner_lowering(self, op: Op, acc: numerics.Accumulator, plan: PassPlan) -> _Inner:
@@ -1034,7 +1030,7 @@ class _KernelEmitter:
                 fused_x[plan.fused[op]] = vals[op.args[0]]
             elif op in plan.block_max:
                 old = states[len(new_states)]
-                new = lowerings[len(new_states)].step(vm, old, self.block_term(op, row, vals[plan.keys[op]], block_fast))
+                new = lowerings[len(new_states)].step(vm, old, *self.block_term(op, row, vals[plan.keys[op]], block_fast))
                 new_states.append(new if mask is None else tuple(vm.select(mask, n, o) for n, o in zip(new, old)))
             elif k is Kind.PAIR_SCALE and op in fused_x:
                 vals[op.results[0]] = numerics.exp_scaled(vm, fused_x[op], row.shifts[op])
@@ -1049,7 +1045,8 @@ class _KernelEmitter:
                 new_states.append(new)
             elif op.results and op.results[0].type.is_accumulator:
                 old = states[len(new_states)]
-                new = lowerings[len(new_states)].step(vm, old, vals[op.args[0]])
+                new = lowerings[len(new_states)].step(vm, old, *(vals[v] if v in vals else row.splats[v]
+                                                                   for v in op.args))
                 if mask is not None:
                     new = tuple(vm.select(mask, n, o) for n, o in zip(new, old))
                 new_states.append(new)

@@ -78,6 +78,9 @@ class LLVMMath:
     def gt(self, a, b):
         return self.b.fcmp_ordered(">", a, b)
 
+    def eq(self, a, b):
+        return self.b.fcmp_ordered("==", a, b)
+
     def le(self, a, b):
         return self.b.fcmp_ordered("<=", a, b)
 

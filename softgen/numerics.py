@@ -290,6 +290,11 @@ def _merge_pair(m, a, b):
     return m.add(m.ldexp(a[0], m.sub(a[1], e)), m.ldexp(b[0], m.sub(b[1], e))), e
 
 
+def _exp_diff_or_one(m, x, c):
+    """e^(x - c), exactly 1 where x is c (also where both are inf)."""
+    return m.select(m.eq(x, c), m.const(1.0), exp_diff(m, x, c))
+
+
 def _combine_online(m, m1, rc1, m2, rc2):
     """(m1, r1, c1) + (m2, r2, c2), online states: a max, the sum r of its terms below it
     and the count c of its terms at it (exactly 1 each).  Returns (second, hi, t, c): whether
@@ -300,7 +305,7 @@ def _combine_online(m, m1, rc1, m2, rc2):
     second = m.gt(m2, m1)
     tie = m.eq(m1, m2)
     hi = m.maximum(m1, m2)
-    f = m.select(tie, m.const(1.0), exp_diff(m, m.select(second, m1, m2), hi))
+    f = _exp_diff_or_one(m, m.select(second, m1, m2), hi)
     c_lo = m.select(second, c1, c2)
     lo = m.add(m.select(second, r1, r2), m.select(tie, m.const(-0.0), c_lo))
     c = m.add(m.select(second, c2, c1), m.select(tie, c_lo, m.const(-0.0)))
@@ -368,11 +373,6 @@ def _fold_excess(m, outer, inner):
 # up (8192 blocks: 3.7e-5).  Terms stay below e^ONLINE_SLACK (exp_diff holds for x - c up
 # to ~43); the count of max terms stays exact, and unfold rescales once, to the max.
 ONLINE_SLACK = 16.0
-
-
-def _exp_diff_or_one(m, x, c):
-    """e^(x - c), exactly 1 where x is c (also where both are inf)."""
-    return m.select(m.eq(x, c), m.const(1.0), exp_diff(m, x, c))
 
 
 def _fold_online(m, outer, inner):

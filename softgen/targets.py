@@ -158,7 +158,9 @@ class Target:
 
     @property
     def missing_host_features(self) -> frozenset[str]:
-        return self.needed_host_features - _real_host_features()
+        """Needed features this CPU lacks (none known where LLVM cannot read its features)."""
+        have = _host_feature_map()
+        return frozenset(f for f in self.needed_host_features if have and not have.get(f))
 
     def check_runs_here(self) -> None:
         """ValueError, naming what is missing, unless this machine can run the target."""
@@ -209,7 +211,9 @@ def _check_features(arch: str, features: str, name: str) -> None:
             raise ValueError(f"bad LLVM feature {feature!r} in target {name!r}: expected a "
                              f"comma-separated list like '+avx2,+fma,-avx512f'")
         names.append(feature[1:])
-    known = _llvm_help(arch)[1]
+    # names in the host's own feature map are LLVM's: no need to ask for its list then
+    names = [f for f in names if arch != _host_arch() or f not in _host_feature_map()]
+    known = _llvm_help(arch)[1] if names else frozenset()
     unknown = [f for f in names if known and f not in known]
     if unknown:
         close = [c for f in unknown for c in difflib.get_close_matches(f, known, n=2)]
@@ -266,13 +270,18 @@ def known_cpus(arch: str) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=None)
-def _real_host_features() -> frozenset[str]:
-    """What this CPU has (LLVM reads CPUID), whatever SOFTGEN_HOST_* say."""
+def _host_feature_map() -> dict:
+    """LLVM's feature name -> whether this CPU has it (LLVM reads CPUID), whatever
+    SOFTGEN_HOST_* say; empty where LLVM cannot read them."""
     initialize_llvm()
     try:
-        return frozenset(k for k, on in llvm.get_host_cpu_features().items() if on)
+        return dict(llvm.get_host_cpu_features())
     except RuntimeError:
-        return frozenset()
+        return {}
+
+
+def _host_arch() -> str:
+    return llvm.get_process_triple().split("-")[0]
 
 
 def _unknown_cpu_message(arch: str, cpu: str, name: str) -> str:

@@ -165,15 +165,15 @@ def test_compile_for_an_x86_level(level):
 
 def _real_features():
     from softgen import targets
-    return targets._real_host_features()
+    return {f for f, on in targets._host_feature_map().items() if on}
 
 
 @pytest.fixture
 def avx2_only_cpu(monkeypatch):
     """This machine as if it were an AVX2 CPU (what a Zen 3 reports)."""
     from softgen import targets
-    features = frozenset(_real_features()) - {f for f in _real_features() if f.startswith("avx512")}
-    monkeypatch.setattr(targets, "_real_host_features", lambda: features)
+    features = {f: on and not f.startswith("avx512") for f, on in targets._host_feature_map().items()}
+    monkeypatch.setattr(targets, "_host_feature_map", lambda: features)
     targets._host.cache_clear()
     yield
     targets._host.cache_clear()

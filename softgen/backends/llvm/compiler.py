@@ -51,12 +51,13 @@ class CompiledModule:
 def compile_program(program: Program, target: Target, schedule: Schedule = Schedule(),
                     name: str | None = None, jit: bool = False) -> CompiledModule:
     name = kernel_name(program) if name is None else check_symbol_name(name)
+    if jit:
+        target.check_runs_here()   # before the work: a target this CPU cannot run fails fast
     module = build_module(program, target, schedule, name)
     mod = optimize(str(module), target.create_target_machine())
     text = str(mod)
     compiled = CompiledModule(name, target, text, text)
     if jit:
-        target.check_runs_here()
         lljit = llvm.create_lljit_compiler(target.create_target_machine(jit=True))
         lib = (llvm.JITLibraryBuilder().add_ir(text).add_current_process()
                .export_symbol(name).link(lljit, name))

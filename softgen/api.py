@@ -8,7 +8,8 @@ from functools import cached_property
 import numpy as np
 
 from . import algorithms, tune
-from .backends.llvm import CompiledModule, Schedule, compile_program
+from .backends.llvm import CompiledModule, compile_program
+from .lower import Schedule
 from .ir import Program
 from .targets import Target
 

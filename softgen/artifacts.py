@@ -19,7 +19,8 @@ import llvmlite.binding as llvm
 
 from . import algorithms
 from .api import _check_dtype
-from .backends.llvm import CompiledModule, Schedule, compile_program
+from .backends.llvm import CompiledModule, compile_program
+from .lower import Schedule
 from .targets import Target
 
 C_PARAMETERS = ("int64_t rows, int64_t n, const float *x, int64_t x_row_stride, "
@@ -113,6 +114,6 @@ def generate(op: str, *, algorithm: str, target, dtype="float32", name: str | No
     tgt = Target.parse(target)
     schedule = Schedule() if schedule is None else schedule
     if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a softgen.backends.llvm.Schedule, not {type(schedule).__name__}")
+        raise TypeError(f"schedule must be a softgen.lower.Schedule, not {type(schedule).__name__}")
     program = algorithms.build(op, algorithm)
     return Artifact(op, algorithm, tgt, compile_program(program, tgt, schedule, name=name), schedule)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import algorithms
-from .backends.llvm import Schedule
+from .lower import Schedule
 from .targets import Target
 
 WISDOM_ENV = "SOFTGEN_WISDOM"

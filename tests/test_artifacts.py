@@ -12,7 +12,7 @@ import pytest
 
 import softgen
 from softgen import algorithms, numerics
-from softgen.backends.llvm import Schedule
+from softgen.lower import Schedule
 from softgen.ir import Kind
 from softgen.targets import host
 from reference import check

@@ -10,7 +10,8 @@ import pytest
 
 import softgen
 from softgen import algorithms
-from softgen.backends.llvm import Schedule, compile_program
+from softgen.backends.llvm import compile_program
+from softgen.lower import Schedule
 from softgen.targets import Target, host
 from reference import check, check_relative, check_ulps, near_zero_rows, offset_rows
 from widths import width_targets
@@ -216,7 +217,7 @@ GUARD_PAGE_SCRIPT = textwrap.dedent("""
     import ctypes, mmap, sys
     import numpy as np
     import softgen
-    from softgen.backends.llvm import Schedule
+    from softgen.lower import Schedule
     PAGE = mmap.PAGESIZE
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]

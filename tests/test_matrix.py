@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, seed, settings, strategies as st
 
 import softgen
 from softgen import numerics, tune
-from softgen.backends.llvm import Schedule
-from softgen.lowering import PAIR_SUMS
+from softgen.lower import Schedule
+from softgen.lower.plan import PAIR_SUMS
 from reference import check
 from widths import width_targets
 

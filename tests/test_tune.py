@@ -11,7 +11,7 @@ import pytest
 
 import softgen
 from softgen import api, tune
-from softgen.backends.llvm import Schedule
+from softgen.lower import Schedule
 from reference import check
 from test_api import special_rows
 

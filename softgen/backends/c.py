@@ -21,7 +21,7 @@ from pathlib import Path
 import jinja2
 
 from .. import algorithms, numerics
-from ..lowering import PassPlan, plan_pass
+from ..lower.plan import PassPlan, plan_pass
 from ..ir import Kind, Op, Pass, Program, Type, Value
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"

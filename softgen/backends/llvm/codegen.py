@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from llvmlite import ir
 
 from ... import numerics
-from ...lowering import PAIR_SUMS, PassPlan, needed_ops, plan_pass
+from ...lower.plan import PassPlan, needed_ops, plan_pass
+from ...lower.schedule import Schedule
 from ...ir import Kind, Op, Pass, Program, Type
 from ...targets import Target
 from .vmath import F32, I32, LLVMMath, intrinsic
@@ -51,48 +52,6 @@ VECTOR_ALIGN = 64  # bytes: an aligned full-width store may be non-temporal
 # below it terms stay under 2^33 and a row's sum under 2^64, which ldexp_generic (it
 # scales by 2^(d + 64) first) and the lane merges need.
 RUNNING_SLACK = 32.0
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Code-shape parameters of one kernel (the autotuner searches over these)."""
-    unroll: int = 4          # vectors per main-loop iteration and row
-    accumulators: int = 0    # accumulator sets per row (0: one per unrolled vector); divides unroll
-    rows: int = 1            # rows per group (a power of 2; capped at the vector width):
-                             # row math and lane merges are vectorized across the group
-    interleave: int = 1      # rows of a group each pass handles side by side (divides rows)
-    block: int = numerics.REDUCTION_BLOCK  # shortened to numerics.SUM_CHAIN additions per lane
-    nontemporal: bool = False  # streaming (cache-bypassing) stores in the output pass
-    prefetch: int = 0        # software prefetch distance in bytes for loads of x (0: none)
-    fast_exp: bool = True    # exp(x, c) without the TwoSum where c allows (module doc)
-    # online reductions as a per-block max scan (the block is then in L1) + plain sums of
-    # e^(x - block max), instead of a merge (with an exp) per element
-    online_block_max: bool = True
-    # pair reductions: "merge" (per element: max, two ldexp), "scan" (like online_block_max;
-    # out of cache the scan's reads and the sums' compute stop overlapping), "running" (a
-    # plain sum against the largest exponent of earlier blocks, see _PairRunning)
-    pair_sum: str = "running"
-    # software-pipeline the passes across row groups (see _KernelEmitter.emit_pipelined)
-    pipeline: bool = False
-
-    def __post_init__(self):
-        for name in ("unroll", "rows", "interleave", "block"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"Schedule.{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if self.accumulators < 0 or (self.accumulators and self.unroll % self.accumulators):
-            raise ValueError(f"Schedule.accumulators ({self.accumulators}) must divide unroll "
-                             f"({self.unroll}) (0: one set per unrolled vector)")
-        if self.rows & (self.rows - 1) or self.rows % self.interleave:
-            raise ValueError(f"Schedule.rows ({self.rows}) must be a power of 2 and a multiple "
-                             f"of interleave ({self.interleave})")
-        if self.pair_sum not in PAIR_SUMS:
-            raise ValueError(f"Schedule.pair_sum must be one of {', '.join(PAIR_SUMS)}, not {self.pair_sum!r}")
-        if self.prefetch < 0:
-            raise ValueError("Schedule.prefetch is a distance in bytes, >= 0")
-
-    @property
-    def acc_sets(self) -> int:
-        return self.accumulators or self.unroll
 
 
 @dataclass

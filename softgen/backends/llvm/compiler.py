@@ -14,7 +14,8 @@ import llvmlite.binding as llvm
 
 from ...ir import Program
 from ...targets import Target, initialize_llvm
-from .codegen import Schedule, build_module, kernel_name
+from ...lower import Schedule
+from .codegen import build_module, kernel_name
 
 
 def optimize(module_text: str, tm) -> "llvm.ModuleRef":

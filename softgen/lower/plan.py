@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .ir import Kind, Op, Pass
+from ..ir import Kind, Op, Pass
 
 PAIR_SUMS = ("merge", "scan", "running")
 

@@ -1,9 +1,9 @@
-"""The per-pass lowering plan (softgen.lowering) on the algorithms' programs."""
+"""The per-pass lowering plan (softgen.lower.plan) on the algorithms' programs."""
 import pytest
 
 from softgen import algorithms
 from softgen.ir import Kind, Pass
-from softgen.lowering import PAIR_SUMS, needed_ops, plan_pass
+from softgen.lower.plan import PAIR_SUMS, needed_ops, plan_pass
 
 FLAGS = dict(fast_exp=True, online_block_max=True, pair_sum="running")
 PROGRAMS = [(op, a) for op in algorithms.OPS for a in algorithms.ALGORITHMS

@@ -15,7 +15,8 @@ import llvmlite.binding as llvm
 from ...ir import Program
 from ...targets import Target, initialize_llvm
 from ...lower import Schedule
-from .codegen import build_module, kernel_name
+from ...lower.kernel import kernel_name
+from .codegen import build_module
 
 
 def optimize(module_text: str, tm) -> "llvm.ModuleRef":

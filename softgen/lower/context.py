@@ -1,0 +1,137 @@
+"""The state every lowering step shares: the loop-IR builder, the kernel's parameters,
+the vector math, the group being lowered, and memory access by element offset."""
+from __future__ import annotations
+
+from .. import numerics
+from .capabilities import Capabilities
+from .loopir import I64, PTR, Builder, Const, Kernel, Val, array_ty, bool_ty, float_ty, i64
+from .loopmath import LoopMath
+from .schedule import Schedule
+
+VECTOR_ALIGN = 64  # bytes: an aligned full-width store may be non-temporal
+PARAMS = ("rows", "n", "x", "x_row_stride", "y", "y_row_stride")
+
+
+class Context:
+    def __init__(self, name: str, caps: Capabilities, schedule: Schedule, elem_bits: int = 32):
+        self.caps, self.schedule = caps, schedule
+        self.width = caps.lanes
+        self.elem = float_ty(elem_bits)
+        types = (I64, I64, PTR, I64, PTR, I64)
+        self.kernel = Kernel(name, [Val(k, t, p) for k, (t, p) in enumerate(zip(types, PARAMS))])
+        self.b = Builder(self.kernel)
+        self.vm = LoopMath(self.b, self.elem.vector(self.width), caps.native_ldexp)
+        self.one = self.vm.with_width(1)  # scalar math of one row (block constants)
+        self.rows, self.n, self.x, self.xs, self.y, self.ys = self.kernel.params
+        self.used_nontemporal = False
+        self.first = None  # first row of the group being lowered (i64)
+        self.rm = None     # row math: one lane per row of the group
+
+    @property
+    def group(self) -> int:
+        return self.rm.width
+
+    @property
+    def block(self) -> int:
+        """Elements per reduction block (the schedule's, at most SUM_CHAIN per accumulator lane)."""
+        return numerics.reduction_block(self.schedule.block, self.width, self.schedule.acc_sets)
+
+    # --- integers and control flow ------------------------------------------------------
+    def var(self, ty, init=None):
+        return self.b.var(ty, init)
+
+    def int_op(self, op: str, a, b):
+        return self.b.emit(op, a, b, ty=I64)
+
+    def cmp(self, op: str, a, b):
+        return self.b.emit(op, a, b, ty=bool_ty())
+
+    def both(self, a, b):
+        return self.b.emit("and", a, b, ty=a.ty)
+
+    def pick(self, cond, a, b):
+        return self.b.emit("select", cond, a, b, ty=a.ty)
+
+    def minimum(self, a, b):
+        return self.pick(self.cmp("lt", a, b), a, b)
+
+    def count_loop(self, count: int, body_fn, name: str, step: int = 1):
+        """body_fn(j) for j in [0, count) by `step`: straight-line for one step, else a loop."""
+        if count == step:
+            body_fn(i64(0))
+            return
+        b = self.b
+        j = self.var(I64, i64(0))
+
+        def body():
+            body_fn(b.read(j))
+            b.write(j, self.int_op("add", b.read(j), i64(step)))
+        b.loop_while(lambda: self.cmp("lt", b.read(j), i64(count)), body, name)
+
+    def all_lanes(self, conds):
+        """True when every condition holds in every lane (conds: bools with a lane per row)."""
+        out = conds[0]
+        for c in conds[1:]:
+            out = self.both(out, c)
+        return self.b.emit("all", out, ty=bool_ty()) if self.group > 1 else out
+
+    def in_range(self, m: LoopMath, v, lo: float, hi: float):
+        return self.both(m.le(m.const(lo), v), m.le(v, m.const(hi)))
+
+    # --- memory -------------------------------------------------------------------------
+    def row_ptr(self, base, stride, j, first=None):
+        """Row `first + j` (first: the group's first row by default)."""
+        row = self.int_op("add", self.first if first is None else first, j)
+        return self.element_ptr(base, self.int_op("mul", row, stride))
+
+    def element_ptr(self, base, offset):
+        return self.b.emit("gep", base, offset, ty=PTR, elem=self.elem)
+
+    def tail_mask(self, start, end):
+        """Lanes below end - start (at most a vector's worth)."""
+        return self.b.emit("lanes_below", self.int_op("sub", end, start), ty=bool_ty(self.width))
+
+    def aligned_start(self, row_ptr, n):
+        """Elements before the first VECTOR_ALIGN-aligned address of the row (at most n)."""
+        skip = self.b.emit("align_skip", row_ptr, ty=I64, align=VECTOR_ALIGN, elem=self.elem)
+        return self.minimum(skip, n)
+
+    def load(self, row_ptr, offset, mask, prefetch: int = 0):
+        vm, b = self.vm, self.b
+        ptr = self.element_ptr(row_ptr, offset)
+        if mask is None:
+            if prefetch:
+                b.emit("prefetch", self.element_ptr(row_ptr, self.int_op("add", offset, i64(prefetch))))
+            return b.emit("load", ptr, ty=vm.ty, align=self.elem.bytes)
+        return b.emit("masked_load", ptr, mask, ty=vm.ty)
+
+    def store(self, value, row_ptr, offset, mask, nontemporal):
+        ptr = self.element_ptr(row_ptr, offset)
+        if mask is not None:
+            self.b.emit("masked_store", ptr, value, mask)
+        elif nontemporal:
+            # streaming stores start at a VECTOR_ALIGN boundary and go on a vector at a time
+            self.b.emit("store", ptr, value, align=min(VECTOR_ALIGN, self.elem.bytes * self.width),
+                        nontemporal=True)
+        else:
+            self.b.emit("store", ptr, value, align=self.elem.bytes)
+
+    # --- row values inside the per-row loops ----------------------------------------------
+    def row_table(self, v):
+        """A row value readable per row inside the row loop: itself for one row, else kept
+        in a var (then one broadcast load per row)."""
+        if self.group == 1:
+            return v
+        return self.var(self.rm.ty, v)
+
+    def row_splat(self, table, j):
+        if self.group == 1:
+            return self.vm.splat(table)
+        return self.vm.splat(self.b.emit("read_at", table, j, ty=self.elem))
+
+    def results_var(self):
+        """Per row of the group: one vector of a reduction's lane state."""
+        return self.var(array_ty(self.vm.ty, self.group))
+
+    def true(self) -> Const:
+        return Const(bool_ty(), 1)

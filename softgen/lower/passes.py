@@ -1,0 +1,203 @@
+"""One pass over a row group: its exp form picked per group, its row constants, the sweep
+of its rows, and the merge of their reductions into row values.
+
+The exp forms (numerics has the recipes; lower.plan says which ops have one):
+  exact    exp_diff / exp_pair: always right;
+  shifted  exp_scaled with row constants from c, no x - c TwoSum: while |c| is in range;
+  folded   the shift's exponent folded into the scale: while |c| is small.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import numerics
+from ..ir import Kind, Op, Pass, Type
+from .context import Context
+from .loopir import i64
+from .plan import PassPlan, plan_pass
+from .reductions import BlockSum, Inner, MaxNaNMask, PairRunning
+from .sweep import Row, RowSweep, Unit
+
+FORMS = ("folded", "shifted", "exact")
+
+
+@dataclass
+class PassSetup:
+    """What a pass needs before its rows are swept (shared by every form)."""
+    p: Pass
+    plan: PassPlan
+    accs: list
+    results: list     # per reduction and state component: every row's final lane state (vars)
+    row_values: list  # row Values the pass reads
+    rows_side_by_side: int
+    nontemporal: bool
+
+
+class PassLowering(Context):
+    def plan_of(self, p: Pass) -> PassPlan:
+        s = self.schedule
+        return plan_pass(p, fast_exp=s.fast_exp, online_block_max=s.online_block_max, pair_sum=s.pair_sum)
+
+    def emit_pass(self, p: Pass, env: dict, is_output: bool):
+        """One pass over the group's rows, its form picked per group."""
+        setup = self.pass_setup(p, is_output)
+
+        def emit(form: str):
+            tables = self.pass_tables(setup, env, form)
+            self.count_loop(self.group, lambda j0: self.sweep_rows([(setup, tables, self.first)], j0, form),
+                            "rowpass", setup.rows_side_by_side)
+
+        if setup.plan.has_fast_form:
+            self.pick_form(lambda form: self.form_ok(setup, env, form), emit)
+        else:
+            emit("exact")
+        self.pass_finish(setup, env)
+
+    def pick_form(self, condition, emit, fallback=None):
+        """emit(form) under the first form whose condition holds: folded, shifted, then
+        exact (or fallback())."""
+        def chain(k: int):
+            if k == 2:
+                return fallback() if fallback else emit("exact")
+            self.b.if_then(condition(FORMS[k]), lambda: emit(FORMS[k]), FORMS[k], else_fn=lambda: chain(k + 1))
+        chain(0)
+
+    def pass_setup(self, p: Pass, is_output: bool) -> PassSetup:
+        plan = self.plan_of(p)
+        accs = [numerics.ACCUMULATORS[op.results[0].type] for op in p.reductions]
+        step = min(self.schedule.interleave, self.group)
+        return PassSetup(
+            p, plan, accs,
+            results=[[self.results_var() for _ in acc.identity] for acc in accs],
+            row_values=list(dict.fromkeys(v for op in p.ops for v in op.args if v.type is Type.ROW)),
+            rows_side_by_side=step,
+            nontemporal=(self.schedule.nontemporal and is_output and not accs and step == 1
+                         and any(op.kind is Kind.STORE for op in p.ops)))
+
+    def form_ok(self, setup: PassSetup, env: dict, form: str):
+        """Whether every row of the group may run the pass in `form`."""
+        if form == "exact" or not setup.plan.has_fast_form:
+            return self.true()
+        # |c| * log2(e) + 1/2 within EXP_FOLD_LIMIT: the shift's exponent may be folded
+        c_limit, e_limit = (((numerics.EXP_FOLD_LIMIT - 1) / numerics.LOG2E, numerics.EXP_FOLD_LIMIT)
+                            if form == "folded" else (numerics.EXP_SHIFT_LIMIT, numerics.PAIR_EXP_LIMIT))
+        rm, plan = self.rm, setup.plan
+        return self.all_lanes(
+            [self.in_range(rm, env[c], -c_limit, c_limit) for c in plan.exp_shifts] +
+            [self.in_range(rm, env[s.args[2]], -e_limit, e_limit) for s in plan.fused.values()])
+
+    def pass_tables(self, setup: PassSetup, env: dict, form: str):
+        """The pass's row constants, readable per row: (row value tables, exp shift tables)."""
+        rm, plan = self.rm, setup.plan
+        tables = {v: self.row_table(env[v]) for v in setup.row_values}
+        shift_tables = {}
+        if form != "exact":
+            folded = form == "folded"
+            for c in plan.exp_shifts:
+                recipe = numerics.exp_diff_shift_folded if folded else numerics.exp_diff_shift
+                shift_tables[c] = self.shift_table(recipe(rm, env[c]))
+            for scale_op in plan.fused.values():
+                _, c, e = scale_op.args
+                recipe = numerics.exp_shift_folded if folded else numerics.exp_shift
+                shift_tables[scale_op] = self.shift_table(recipe(rm, env[c], env[e]))
+        return tables, shift_tables
+
+    def shift_table(self, shift: numerics.ExpShift):
+        return numerics.ExpShift(self.row_table(shift.lo), self.row_table(shift.e_magic),
+                                 tuple(self.row_table(c) for c in shift.coeffs))
+
+    def shift_splat(self, table: numerics.ExpShift, j):
+        return numerics.ExpShift(self.row_splat(table.lo, j), self.row_splat(table.e_magic, j),
+                                 tuple(self.row_splat(c, j) for c in table.coeffs))
+
+    def units_of(self, setup: PassSetup, tables, first, j0, form: str) -> list:
+        """The rows j0 .. j0 + rows_side_by_side - 1 of one pass, as sweep units."""
+        row_tables, shift_tables = tables
+        lowerings = [self.inner_lowering(op, acc, setup.plan) for op, acc in zip(setup.p.reductions, setup.accs)]
+        units = []
+        for d in range(setup.rows_side_by_side):
+            j = self.int_op("add", j0, i64(d)) if d else j0
+            row = Row(self.row_ptr(self.x, self.xs, j, first), self.row_ptr(self.y, self.ys, j, first),
+                      {v: self.row_splat(t, j) for v, t in row_tables.items()},
+                      {k: self.shift_splat(t, j) for k, t in shift_tables.items()})
+            fast = form != "exact" and setup.plan.has_fast_form   # a fused sweep may mix passes
+            units.append((Unit(row, setup.p, setup.plan, setup.accs, lowerings, fast), j))
+        return units
+
+    def sweep_rows(self, passes: list, j0, form: str):
+        """Rows j0 .. of each (setup, tables, first row) in `passes`, in one sweep; their
+        reduction states go to each setup's result vars."""
+        units, where = [], []
+        for setup, tables, first in passes:
+            for unit, j in self.units_of(setup, tables, first, j0, form):
+                units.append(unit)
+                where.append((setup, j))
+        nontemporal = len(units) == 1 and passes[0][0].nontemporal
+        for (setup, j), states in zip(where, RowSweep(self, units, nontemporal).emit()):
+            for results, state in zip(setup.results, states):
+                for var, v in zip(results, state):
+                    self.b.emit("write_at", var, j, v)
+
+    def pass_finish(self, setup: PassSetup, env: dict):
+        """The pass's reductions, their rows merged lane-wise, into env."""
+        for op, acc, results in zip(setup.p.reductions, setup.accs, setup.results):
+            per_row = [tuple(self.b.emit("read_at", var, i64(j), ty=self.vm.ty) for var in results)
+                       for j in range(self.group)]
+            env[op.results[0]] = self.merge_rows(acc, per_row)
+
+    def inner_lowering(self, op: Op, acc: numerics.Accumulator, plan: PassPlan) -> Inner:
+        if op in plan.block_max:
+            return BlockSum(acc, op)
+        if op in plan.running:
+            return PairRunning(acc, op)
+        if op.kind is Kind.ACC_MAX and self.caps.nan_ignoring_max:
+            return MaxNaNMask(acc)
+        return Inner(acc)
+
+    # --- merges ---------------------------------------------------------------------------
+    def tree_merge(self, lowerings, per_set):
+        """Merge the accumulator sets pairwise into one."""
+        while len(per_set) > 1:
+            nxt = [[low.merge(self.vm, a, c) for low, a, c in zip(lowerings, s1, s2)]
+                   for s1, s2 in zip(per_set[::2], per_set[1::2])]
+            per_set = nxt + ([per_set[-1]] if len(per_set) % 2 else [])
+        return per_set[0]
+
+    def shuffle(self, u, v, lanes: list):
+        return self.b.emit("shuffle", u, v, ty=u.ty.vector(len(lanes)), lanes=tuple(lanes))
+
+    def lane_merge(self, acc, state):
+        """Reduce one vector state to a scalar state, halving the lanes each step."""
+        width = self.width
+        while width > 1:
+            half = width // 2
+            lo = tuple(self.shuffle(v, v, list(range(half))) for v in state)
+            hi = tuple(self.shuffle(v, v, list(range(half, width))) for v in state)
+            if half == 1:
+                lo = tuple(self.b.emit("extract", v, ty=v.ty.scalar, lane=0) for v in lo)
+                hi = tuple(self.b.emit("extract", v, ty=v.ty.scalar, lane=0) for v in hi)
+            state = acc.merge(self.vm.with_width(half), lo, hi)
+            width = half
+        return state
+
+    def merge_rows(self, acc, per_row):
+        """per_row[j]: row j's state as vectors -> one state with row j's lanes merged in
+        lane j (a scalar state for one row).  Rows are merged pairwise into shared vectors
+        (a transposing reduction): R rows cost about R-1 vector merges, not R*log2(W)."""
+        if self.group == 1:
+            return self.lane_merge(acc, per_row[0])
+        W = self.width
+        vecs, rows_per_vec, lanes = per_row, 1, W  # lanes: per row in each vector
+        while lanes > 1:
+            pairs = list(zip(vecs[0::2], vecs[1::2])) if len(vecs) > 1 else [(vecs[0], vecs[0])]
+            half = lanes // 2
+            lo_idx = [src + r * lanes + t for src in (0, W) for r in range(rows_per_vec) for t in range(half)]
+            hi_idx = [i + half for i in lo_idx]
+            vecs = [acc.merge(self.vm, tuple(self.shuffle(u, v, lo_idx) for u, v in zip(s1, s2)),
+                              tuple(self.shuffle(u, v, hi_idx) for u, v in zip(s1, s2)))
+                    for s1, s2 in pairs]
+            rows_per_vec, lanes = rows_per_vec * 2, half
+        return tuple(self.shuffle(v, v, list(range(self.group))) for v in vecs[0])
+
+    def lane(self, v, j: int):
+        return v if self.group == 1 else self.b.emit("extract", v, ty=v.ty.scalar, lane=j)

@@ -1,0 +1,116 @@
+"""How each reduction accumulates inside a block: its lanes' state, one element's step,
+the merge of two sets, and what the block hands to the outer fold.
+
+The default is the numerics Accumulator itself; the others are lowerings the plan or the
+target picks (lower.plan; x86's NaN-ignoring max)."""
+from __future__ import annotations
+
+from .. import numerics
+from .loopir import Const
+
+# PairRunning sums a block again when one of its exponents exceeds the block's by more:
+# below it terms stay under 2^33 and a row's sum under 2^64, which ldexp_generic (it
+# scales by 2^(d + 64) first) and the lane merges need.
+RUNNING_SLACK = 32.0
+
+
+class Inner:
+    """How one reduction accumulates inside a block: its lanes' state until the fold.
+    The default is the numerics Accumulator itself (identity, element + merge)."""
+
+    def __init__(self, acc: numerics.Accumulator):
+        self.acc = acc
+
+    def types(self, vm):
+        return [vm.ty for _ in self.acc.identity]
+
+    def identity(self, vm):
+        return [vm.const(c) for c in self.acc.identity]
+
+    def step(self, vm, old, *args):
+        return self.acc.merge(vm, old, self.acc.element(vm, *args))
+
+    def merge(self, vm, a, b):
+        return self.acc.merge(vm, a, b)
+
+    def finish(self, emitter, row, state):
+        return state
+
+
+class BlockSum(Inner):
+    """block_max reductions: the block's terms (see block_term) summed by the accumulator
+    numerics.BLOCK_SUMS names."""
+
+    def __init__(self, acc, op):
+        super().__init__(numerics.ACCUMULATORS[numerics.BLOCK_SUMS[op.results[0].type]])
+        self.op = op
+
+    def finish(self, emitter, row, state):
+        return emitter.block_state(self.op, row, state)
+
+
+class MaxIgnoringNaN:
+    """For lane merges of values whose NaNs are dealt with elsewhere: x86 maxps."""
+
+    @staticmethod
+    def merge(m, a, b):
+        return (m.select(m.lt(a[0], b[0]), b[0], a[0]),)
+
+
+MAX_IGNORING_NAN = MaxIgnoringNaN()
+
+
+class MaxNaNMask(Inner):
+    """acc.max as a NaN-ignoring max plus a lane mask of NaNs seen, made NaN at the end:
+    x86's maxps is one instruction where the NaN-propagating maximum takes three, and
+    the mask OR runs outside the vector float pipes."""
+
+    def types(self, vm):
+        return [vm.ty, vm.mask_ty]
+
+    def identity(self, vm):
+        return [vm.const(float("-inf")), Const(vm.mask_ty, 0)]
+
+    def step(self, vm, old, x):
+        m, nan = old
+        return vm.select(vm.lt(m, x), x, m), vm.mask_or(nan, vm.isnan(x))
+
+    def merge(self, vm, a, b):
+        return vm.select(vm.lt(a[0], b[0]), b[0], a[0]), vm.mask_or(a[1], b[1])
+
+    def finish(self, emitter, row, state):
+        vm = emitter.vm
+        return (vm.select(state[1], vm.const(float("nan")), state[0]),)
+
+
+class PairRunning(Inner):
+    """acc.pair as a plain sum of p * 2^(k - e) (one ldexp and one add per element instead of
+    a merge's max, two ldexps and add), plus the largest k seen.  e is per row and block: the
+    largest k of earlier blocks (-inf at first); a block whose largest k exceeds e by more
+    than RUNNING_SLACK is summed again with that k as e.  Terms far below e vanish, which is
+    right: e is an exponent the row really has.  A NaN makes the sum NaN, and finish makes
+    the exponent NaN then, for the two-pass guard."""
+
+    def __init__(self, acc, op):
+        super().__init__(acc)
+        self.op = op
+
+    def identity(self, vm):
+        return [vm.const(0.0), vm.const(float("-inf"))]
+
+    def step(self, vm, old, term_and_k):
+        term, k = term_and_k
+        return vm.add(old[0], term), vm.select(vm.lt(old[1], k), k, old[1])
+
+    def merge(self, vm, a, b):
+        return vm.add(a[0], b[0]), vm.select(vm.lt(a[1], b[1]), b[1], a[1])
+
+    def finish(self, emitter, row, state):
+        """(S, E) with E the largest exponent seen, as a merge would leave it: S may reach
+        2^RUNNING_SLACK against the running e, and pair_scale's fast forms assume no
+        element exceeds 2^(E + 1)."""
+        vm = emitter.vm
+        s, k_max, e = state[0], state[1], row.shifts[self.op]
+        top = vm.select(vm.lt(e, k_max), k_max, e)
+        s = vm.ldexp(s, vm.sub(e, top))
+        return s, vm.select(vm.isnan(s), vm.const(float("nan")), top)

@@ -7,7 +7,7 @@ one value m + log s per row (log s as log1p(s - 1), s - 1 summed as such).
 from __future__ import annotations
 
 from . import numerics, ops
-from .ir import Builder, Program, verify
+from .ir import Builder, DType, Program, verify
 from .ops import Normalizer, OpSpec, Rule
 
 OPS = ops.NAMES
@@ -36,9 +36,9 @@ def _normalize(b: Builder, spec: OpSpec, m, u, r=None):
         b.store_row(_log_sum_exp(b, m, u))
 
 
-def _builder(spec: OpSpec, algorithm: str) -> Builder:
+def _builder(spec: OpSpec, algorithm: str, storage: DType, compute: DType) -> Builder:
     spec.check_algorithm(algorithm)
-    return Builder(spec.name, algorithm, row_output=spec.row_output)
+    return Builder(spec.name, algorithm, spec.row_output, storage, compute)
 
 
 def _max_pass(b: Builder):
@@ -47,9 +47,9 @@ def _max_pass(b: Builder):
     return b.merge_max(acc)
 
 
-def three_pass_reload(op) -> Program:
+def three_pass_reload(op, storage: DType = DType.F32, compute: DType = DType.F32) -> Program:
     """max; y = e^(x-m) stored while summing; y *= 1/s re-reading y."""
-    b = _builder(ops.get(op), "three_pass_reload")
+    b = _builder(ops.get(op), "three_pass_reload", storage, compute)
     m = _max_pass(b)
     with b.pass_():
         e = b.exp(b.load_x(), m)
@@ -62,10 +62,10 @@ def three_pass_reload(op) -> Program:
     return verify(b.program)
 
 
-def three_pass_recompute(op) -> Program:
+def three_pass_recompute(op, storage: DType = DType.F32, compute: DType = DType.F32) -> Program:
     """max; s = sum e^(x-m) (log ops: its excess s - 1); output recomputes e^(x-m)."""
     spec = ops.get(op)
-    b = _builder(spec, "three_pass_recompute")
+    b = _builder(spec, "three_pass_recompute", storage, compute)
     m = _max_pass(b)
     plain_sum = spec.normalizer is Normalizer.SUM
     with b.pass_():
@@ -79,20 +79,20 @@ def three_pass_recompute(op) -> Program:
     return verify(b.program)
 
 
-def two_pass(op) -> Program:
+def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32) -> Program:
     """Dukhan & Ablavatski: accumulate e^x as (mantissa, exponent) pairs, no max pass.
 
     Rows whose exponent leaves the accurate range (huge values, inf, NaN, all -inf), and
     log outputs within PAIR_LOG_MIN of 0, are computed by the three_pass_recompute
     program instead (the guard)."""
     spec = ops.get(op)
-    b = _builder(spec, "two_pass")
+    b = _builder(spec, "two_pass", storage, compute)
     with b.pass_():
         x = b.load_x()
         acc = b.acc_pair(b.exp_pair(x))
         max_acc = b.acc_max(x) if spec.rule is Rule.SHIFT else None
     s, e = b.merge_pair(acc)
-    fallback = three_pass_recompute(spec)
+    fallback = three_pass_recompute(spec, storage, compute)
     pair_range = (-numerics.PAIR_EXP_LIMIT, numerics.PAIR_EXP_LIMIT)
     if spec.normalizer is Normalizer.SUM:
         b.guard(e, ranges=(pair_range,), fallback=fallback)
@@ -117,10 +117,10 @@ def two_pass(op) -> Program:
     return verify(b.program)
 
 
-def online(op) -> Program:
+def online(op, storage: DType = DType.F32, compute: DType = DType.F32) -> Program:
     """Milakov & Gimelshein: running (max, sum) in one pass, then the output pass."""
     spec = ops.get(op)
-    b = _builder(spec, "online")
+    b = _builder(spec, "online", storage, compute)
     with b.pass_():
         acc = b.acc_online(b.load_x())
     m, u = b.merge_online(acc)  # u: the sum's excess over 1
@@ -136,10 +136,11 @@ def online(op) -> Program:
 _BUILDERS = {f.__name__: f for f in (three_pass_reload, three_pass_recompute, two_pass, online)}
 
 
-def build(op, algorithm: str) -> Program:
-    """The IR program for op (a name or an OpSpec) x algorithm (ValueError for unknown
-    names, NotImplementedError for an algorithm the op does not have)."""
+def build(op, algorithm: str, storage: DType = DType.F32, compute: DType = DType.F32) -> Program:
+    """The IR program for op (a name or an OpSpec) x algorithm over rows of `storage`
+    computed in `compute` (ValueError for unknown names, NotImplementedError for an
+    algorithm the op does not have).  The IR takes any dtypes; the backends, float32."""
     ops.get(op)
     if algorithm not in _BUILDERS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
-    return _BUILDERS[algorithm](op)
+    return _BUILDERS[algorithm](op, storage, compute)

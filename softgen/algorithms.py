@@ -93,7 +93,8 @@ def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32) -> Prog
         max_acc = b.acc_max(x) if spec.rule is Rule.SHIFT else None
     s, e = b.merge_pair(acc)
     fallback = three_pass_recompute(spec, storage, compute)
-    pair_range = (-numerics.PAIR_EXP_LIMIT, numerics.PAIR_EXP_LIMIT)
+    fmt = numerics.float_format(compute)
+    pair_range = (-fmt.pair_exp_limit, fmt.pair_exp_limit)
     if spec.normalizer is Normalizer.SUM:
         b.guard(e, ranges=(pair_range,), fallback=fallback)
         r = b.recip(s)
@@ -102,10 +103,10 @@ def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32) -> Prog
         return verify(b.program)
     # lse = hi + lo: x - lse rounded once more than x - hi, which is exact near lse
     hi, lo = b.log_pair(s, e)
-    near_zero = (numerics.PAIR_LOG_MIN, numerics.FLT_MAX)
+    near_zero = (fmt.pair_log_min, fmt.max)
     if spec.rule is Rule.VALUE:
         lse = b.add(hi, lo)
-        near_zero = (numerics.PAIR_LOG_MIN ** 2, numerics.FLT_MAX)
+        near_zero = (fmt.pair_log_min ** 2, fmt.max)
         b.guard(e, b.mul_row(lse, lse), ranges=(pair_range, near_zero), fallback=fallback)
         b.store_row(lse)
         return verify(b.program)

@@ -6,16 +6,12 @@ one value m + log s per row (log s as log1p(s - 1), s - 1 summed as such).
 """
 from __future__ import annotations
 
-from . import numerics
-from .ir import Builder, Program, verify
+from . import numerics, ops
+from .ir import Builder, DType, Program, verify
+from .ops import Normalizer, OpSpec, Rule
 
-OPS = ("softmax", "log_softmax", "logsumexp")
-ALGORITHMS = ("three_pass_reload", "three_pass_recompute", "two_pass", "online")
-
-
-def _check_op(op: str):
-    if op not in OPS:
-        raise ValueError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
+OPS = ops.NAMES
+ALGORITHMS = ops.ALL_ALGORITHMS
 
 
 def _log_sum_exp(b: Builder, m, u):
@@ -24,13 +20,13 @@ def _log_sum_exp(b: Builder, m, u):
     return b.where_finite(m, b.add(m, b.log1p(u)), m)
 
 
-def _normalize(b: Builder, op: str, m, u, r=None):
+def _normalize(b: Builder, spec: OpSpec, m, u, r=None):
     """The output of the max-based algorithms from the row max m and the sum's excess u
-    (softmax: from r = 1 / sum)."""
-    if op == "softmax":
+    (Normalizer.SUM: from r = 1 / sum)."""
+    if spec.rule is Rule.SCALE:
         with b.pass_():
             b.store(b.mul(b.exp(b.load_x(), m), r))
-    elif op == "log_softmax":
+    elif spec.rule is Rule.SHIFT:
         # NaN rows where m is not finite: a +inf max's terms are counted, not summed, so
         # u is finite there (numpy: NaN)
         log_s = b.where_finite(m, b.log1p(u), b.const(float("nan")))
@@ -40,21 +36,20 @@ def _normalize(b: Builder, op: str, m, u, r=None):
         b.store_row(_log_sum_exp(b, m, u))
 
 
+def _builder(spec: OpSpec, algorithm: str, storage: DType, compute: DType) -> Builder:
+    spec.check_algorithm(algorithm)
+    return Builder(spec.name, algorithm, spec.row_output, storage, compute)
+
+
 def _max_pass(b: Builder):
     with b.pass_():
         acc = b.acc_max(b.load_x())
     return b.merge_max(acc)
 
 
-def three_pass_reload(op: str) -> Program:
+def three_pass_reload(op, storage: DType = DType.F32, compute: DType = DType.F32) -> Program:
     """max; y = e^(x-m) stored while summing; y *= 1/s re-reading y."""
-    _check_op(op)
-    if op != "softmax":
-        raise NotImplementedError(
-            f"{op} x three_pass_reload: reload keeps e^(x-m) in the output row for a third pass, "
-            f"but {op} never outputs e^(x-m) ({'one value per row' if op == 'logsumexp' else 'it outputs x - m - log s'}); "
-            "use three_pass_recompute")
-    b = Builder(op, "three_pass_reload")
+    b = _builder(ops.get(op), "three_pass_reload", storage, compute)
     m = _max_pass(b)
     with b.pass_():
         e = b.exp(b.load_x(), m)
@@ -67,38 +62,40 @@ def three_pass_reload(op: str) -> Program:
     return verify(b.program)
 
 
-def three_pass_recompute(op: str) -> Program:
+def three_pass_recompute(op, storage: DType = DType.F32, compute: DType = DType.F32) -> Program:
     """max; s = sum e^(x-m) (log ops: its excess s - 1); output recomputes e^(x-m)."""
-    _check_op(op)
-    b = Builder(op, "three_pass_recompute", row_output=op == "logsumexp")
+    spec = ops.get(op)
+    b = _builder(spec, "three_pass_recompute", storage, compute)
     m = _max_pass(b)
+    plain_sum = spec.normalizer is Normalizer.SUM
     with b.pass_():
         x = b.load_x()
         e = b.exp(x, m)
-        acc = b.acc_sum(e) if op == "softmax" else b.acc_excess(e, x, m)
-    if op == "softmax":
-        _normalize(b, op, m, None, b.recip(b.merge_sum(acc)))
+        acc = b.acc_sum(e) if plain_sum else b.acc_excess(e, x, m)
+    if plain_sum:
+        _normalize(b, spec, m, None, b.recip(b.merge_sum(acc)))
     else:
-        _normalize(b, op, m, b.merge_excess(acc))
+        _normalize(b, spec, m, b.merge_excess(acc))
     return verify(b.program)
 
 
-def two_pass(op: str) -> Program:
+def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32) -> Program:
     """Dukhan & Ablavatski: accumulate e^x as (mantissa, exponent) pairs, no max pass.
 
     Rows whose exponent leaves the accurate range (huge values, inf, NaN, all -inf), and
     log outputs within PAIR_LOG_MIN of 0, are computed by the three_pass_recompute
     program instead (the guard)."""
-    _check_op(op)
-    b = Builder(op, "two_pass", row_output=op == "logsumexp")
+    spec = ops.get(op)
+    b = _builder(spec, "two_pass", storage, compute)
     with b.pass_():
         x = b.load_x()
         acc = b.acc_pair(b.exp_pair(x))
-        max_acc = b.acc_max(x) if op == "log_softmax" else None
+        max_acc = b.acc_max(x) if spec.rule is Rule.SHIFT else None
     s, e = b.merge_pair(acc)
-    fallback = three_pass_recompute(op)
-    pair_range = (-numerics.PAIR_EXP_LIMIT, numerics.PAIR_EXP_LIMIT)
-    if op == "softmax":
+    fallback = three_pass_recompute(spec, storage, compute)
+    fmt = numerics.float_format(compute)
+    pair_range = (-fmt.pair_exp_limit, fmt.pair_exp_limit)
+    if spec.normalizer is Normalizer.SUM:
         b.guard(e, ranges=(pair_range,), fallback=fallback)
         r = b.recip(s)
         with b.pass_():
@@ -106,10 +103,10 @@ def two_pass(op: str) -> Program:
         return verify(b.program)
     # lse = hi + lo: x - lse rounded once more than x - hi, which is exact near lse
     hi, lo = b.log_pair(s, e)
-    near_zero = (numerics.PAIR_LOG_MIN, numerics.FLT_MAX)
-    if op == "logsumexp":
+    near_zero = (fmt.pair_log_min, fmt.max)
+    if spec.rule is Rule.VALUE:
         lse = b.add(hi, lo)
-        near_zero = (numerics.PAIR_LOG_MIN ** 2, numerics.FLT_MAX)
+        near_zero = (fmt.pair_log_min ** 2, fmt.max)
         b.guard(e, b.mul_row(lse, lse), ranges=(pair_range, near_zero), fallback=fallback)
         b.store_row(lse)
         return verify(b.program)
@@ -121,28 +118,30 @@ def two_pass(op: str) -> Program:
     return verify(b.program)
 
 
-def online(op: str) -> Program:
+def online(op, storage: DType = DType.F32, compute: DType = DType.F32) -> Program:
     """Milakov & Gimelshein: running (max, sum) in one pass, then the output pass."""
-    _check_op(op)
-    b = Builder(op, "online", row_output=op == "logsumexp")
+    spec = ops.get(op)
+    b = _builder(spec, "online", storage, compute)
     with b.pass_():
         acc = b.acc_online(b.load_x())
     m, u = b.merge_online(acc)  # u: the sum's excess over 1
     r = None
-    if op == "softmax":
+    if spec.normalizer is Normalizer.SUM:
         # The running max starts at -FLT_MAX, so +inf and NaN must be caught here:
         # a row whose max is not finite is a NaN row (all -inf rows give 0 * 1/0 = NaN).
         r = b.where_finite(m, b.recip(b.add(u, b.const(1.0))), b.const(float("nan")))
-    _normalize(b, op, m, u, r)
+    _normalize(b, spec, m, u, r)
     return verify(b.program)
 
 
 _BUILDERS = {f.__name__: f for f in (three_pass_reload, three_pass_recompute, two_pass, online)}
 
 
-def build(op: str, algorithm: str) -> Program:
-    """The IR program for op x algorithm (ValueError for unknown names)."""
-    _check_op(op)
+def build(op, algorithm: str, storage: DType = DType.F32, compute: DType = DType.F32) -> Program:
+    """The IR program for op (a name or an OpSpec) x algorithm over rows of `storage`
+    computed in `compute` (ValueError for unknown names, NotImplementedError for an
+    algorithm the op does not have).  The IR takes any dtypes; the backends, float32."""
+    ops.get(op)
     if algorithm not in _BUILDERS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
-    return _BUILDERS[algorithm](op)
+    return _BUILDERS[algorithm](op, storage, compute)

@@ -7,7 +7,7 @@ from functools import cached_property
 
 import numpy as np
 
-from . import algorithms, tune
+from . import algorithms, ops, tune
 from .backends.llvm import CompiledModule, compile_program
 from .lower import Schedule
 from .ir import Program
@@ -268,7 +268,9 @@ def _kernel_for(op: str, algorithm: str, arr: np.ndarray, ax: int) -> Kernel:
     return kernel
 
 
-def _op_entry(op: str):
+def _op_entry(spec: ops.OpSpec):
+    op = spec.name
+
     def run(x, axis: int = -1, *, algorithm: str = "auto", out=None):
         if type(x) is np.ndarray and x.dtype is _F32 and x.ndim and type(axis) is int and -x.ndim <= axis < x.ndim:
             arr, ax = x, axis % x.ndim
@@ -283,6 +285,6 @@ def _op_entry(op: str):
     return run
 
 
-softmax = _op_entry("softmax")
-log_softmax = _op_entry("log_softmax")
-logsumexp = _op_entry("logsumexp")
+softmax = _op_entry(ops.SOFTMAX)
+log_softmax = _op_entry(ops.LOG_SOFTMAX)
+logsumexp = _op_entry(ops.LOGSUMEXP)

@@ -6,6 +6,7 @@ numpy, scipy, torch, onnxruntime, jax, numba.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import statistics
 import time
@@ -18,7 +19,8 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_
 
 import numpy as np  # noqa: E402
 
-from . import algorithms  # noqa: E402
+from . import algorithms, ops  # noqa: E402
+from .ops import Output, Rule  # noqa: E402
 from .api import same_page_offset  # noqa: E402
 
 # The six cases of shared/bench/peers.py: in-cache small, medium and long rows, then 256 MB.
@@ -62,34 +64,39 @@ def _numpy(op: str):
         m = x.max(axis=-1, keepdims=True)
         return (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))[..., 0]
 
-    return {"softmax": softmax, "log_softmax": log_softmax, "logsumexp": logsumexp}[op]
+    return {Rule.SCALE: softmax, Rule.SHIFT: log_softmax, Rule.VALUE: logsumexp}[ops.get(op).rule]
+
+
+def _peer_function(op: str, library: str):
+    """The op's function in `library` (OpSpec.peers), imported."""
+    module, _, name = ops.get(op).peers[library].rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def _scipy(op: str):
-    import scipy.special as ss
-    fn = {"softmax": ss.softmax, "log_softmax": ss.log_softmax, "logsumexp": ss.logsumexp}[op]
+    fn = _peer_function(op, "scipy")
     return lambda x: fn(x, axis=-1)
 
 
 def _torch(op: str):
     import torch
     torch.set_num_threads(1)
-    fn = {"softmax": torch.softmax, "log_softmax": torch.log_softmax, "logsumexp": torch.logsumexp}[op]
+    fn = _peer_function(op, "torch")
     return lambda x: fn(torch.from_numpy(x), dim=-1)
 
 
 def _onnxruntime(op: str):
     import onnxruntime as ort
     from onnx import TensorProto, helper
+    spec = ops.get(op)
     sessions: dict = {}
 
     def model(shape):
-        if op == "logsumexp":
-            node = helper.make_node("ReduceLogSumExp", ["x"], ["y"], axes=[-1], keepdims=0)
-            out_shape = list(shape[:-1])
+        if spec.output is Output.VALUE:  # a reduction operator
+            node = helper.make_node(spec.peers["onnx"], ["x"], ["y"], axes=[-1], keepdims=0)
         else:
-            node = helper.make_node("Softmax" if op == "softmax" else "LogSoftmax", ["x"], ["y"], axis=-1)
-            out_shape = list(shape)
+            node = helper.make_node(spec.peers["onnx"], ["x"], ["y"], axis=-1)
+        out_shape = list(spec.output_shape(*shape))
         g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
@@ -106,14 +113,13 @@ def _onnxruntime(op: str):
 
 def _jax(op: str):
     import jax
-    import jax.scipy.special as jss
-    fn = {"softmax": jax.nn.softmax, "log_softmax": jax.nn.log_softmax, "logsumexp": jss.logsumexp}[op]
+    fn = _peer_function(op, "jax")
     f = jax.jit(lambda x: fn(x, axis=-1))
     return lambda x: f(x).block_until_ready()
 
 
 def _numba(op: str):
-    if op != "softmax":
+    if ops.get(op).rule is not Rule.SCALE:
         raise NotImplementedError("the numba peer is a softmax loop only")
     import math
 
@@ -145,7 +151,7 @@ _PEERS = {"numpy": _numpy, "scipy": _scipy, "torch": _torch, "onnxruntime": _onn
           "jax": _jax, "numba": _numba}
 
 
-def peers(op: str = "softmax", names=None) -> dict[str, Callable[[np.ndarray], object]]:
+def peers(op: str = ops.SOFTMAX.name, names=None) -> dict[str, Callable[[np.ndarray], object]]:
     """{name: fn(x) -> y} for every installed peer (or those in `names`), one thread each.
     Each fn computes `op` over the last axis of a 2-D float32 array and allocates its output,
     like a user's call would."""
@@ -189,7 +195,7 @@ def measure(op: str, shape: tuple[int, int], variants=SOFTGEN_VARIANTS, peer_fns
     x = (np.random.default_rng(seed).standard_normal((rows, n)) * 4).astype(np.float32)
     peer_fns = peers(op) if peer_fns is None else peer_fns
     results = []
-    out_shape = (rows,) if op == "logsumexp" else (rows, n)
+    out_shape = ops.get(op).output_shape(rows, n)
     out = same_page_offset(x, out_shape) if preallocate else None
     for variant in variants:
         try:

@@ -22,7 +22,7 @@ from typing import Callable
 
 import llvmlite
 
-from . import __version__, algorithms
+from . import __version__, algorithms, ops
 from .artifacts import generate
 from .targets import ACCEPTED, Target, known_cpus, llvm_version
 
@@ -40,7 +40,7 @@ def _one_line(message) -> str:
 # --- arguments shared by several commands -------------------------------------------------
 
 def _add_kernel_arguments(p: argparse.ArgumentParser, default_output: str | None):
-    p.add_argument("--op", choices=algorithms.OPS, default="softmax", help="default: %(default)s")
+    p.add_argument("--op", choices=ops.NAMES, default=ops.SOFTMAX.name, help="default: %(default)s")
     p.add_argument("--algorithm", choices=algorithms.ALGORITHMS, default="two_pass",
                    help="default: %(default)s")
     p.add_argument("--name", help="the kernel's C symbol (default: softgen_<op>_<algorithm>)")
@@ -140,7 +140,7 @@ def tune(args) -> None:
     if not Target.parse(args.target).is_host:
         raise ValueError(f"tune times kernels on this machine: --target must be host, not {args.target!r}")
     path = args.wisdom or tuning.wisdom_path()
-    results = tuning.tune(tuple(dict.fromkeys(args.op or ["softmax"])), shapes=args.shape or tuning.DEFAULT_SHAPES,
+    results = tuning.tune(tuple(dict.fromkeys(args.op or [ops.SOFTMAX.name])), shapes=args.shape or tuning.DEFAULT_SHAPES,
                           budget=args.budget, path=path, progress=not args.quiet)
     for band, (choice, speed) in results.items():
         print(f"  {band:<32} {speed:7.3f} el/ns  {choice.describe()}")
@@ -208,7 +208,7 @@ def _emit_c_arguments(p):
 
 
 def _bench_arguments(p):
-    p.add_argument("--op", choices=algorithms.OPS, default="softmax", help="default: %(default)s")
+    p.add_argument("--op", choices=ops.NAMES, default=ops.SOFTMAX.name, help="default: %(default)s")
     p.add_argument("--algorithm", choices=algorithms.ALGORITHMS + ("auto", "all"), default="all",
                    help="softgen variant(s) to time (default: %(default)s)")
     _add_target_argument(p)
@@ -221,8 +221,8 @@ def _bench_arguments(p):
 
 
 def _tune_arguments(p):
-    p.add_argument("--op", choices=algorithms.OPS, action="append",
-                   help="op to tune, may be repeated (default: softmax)")
+    p.add_argument("--op", choices=ops.NAMES, action="append",
+                   help=f"op to tune, may be repeated (default: {ops.SOFTMAX.name})")
     _add_target_argument(p)
     p.add_argument("--shape", type=_shape, action="append",
                    help="ROWSxN, may be repeated; one per band counts (default: a spread of bands)")

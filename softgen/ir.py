@@ -1,6 +1,6 @@
 """The normalization IR: a kernel is a short program of passes over one row.
 
-A program runs once per row of a row-major [rows, n] float32 array.  It is a list
+A program runs once per row of a row-major [rows, n] array of its storage dtype.  It is a list
 of *steps*: a `Pass` is a loop over the n elements of the row whose ops act on one
 element at a time (the backends vectorize it), and between passes there are
 row-level ops on scalars (one value per row).
@@ -11,6 +11,10 @@ Value types:
   ROW    one f32 per row
   ACC_*  a reduction accumulator: defined by an `acc.*` op in a pass, consumed
          after the pass by the matching `merge.*` op, which combines the lanes
+
+Every value also has a dtype: loads give values of the program's storage dtype (what x
+and y hold), stores take them, and everything else computes in its compute dtype; where
+the two differ, `cast` / `cast.row` convert between them.
 """
 from __future__ import annotations
 
@@ -38,6 +42,17 @@ class Where(enum.Enum):
     ROW = "row"    # once per row, between passes
 
 
+class DType(enum.Enum):
+    """A floating-point element type: (short name, numpy name, bits)."""
+    F32 = ("f32", "float32", 32)
+    F64 = ("f64", "float64", 64)
+    F16 = ("f16", "float16", 16)
+    BF16 = ("bf16", "bfloat16", 16)
+
+    def __init__(self, short, numpy_name, bits):
+        self.short, self.numpy_name, self.bits = short, numpy_name, bits
+
+
 E, P, R = Type.ELEM, Type.PAIR, Type.ROW
 
 
@@ -53,6 +68,7 @@ class Kind(enum.Enum):
     EXP_PAIR = ("exp_pair", Where.PASS, (E,), (P,))
     PAIR_SCALE = ("pair_scale", Where.PASS, (P, R, R), (E,))  # p * c * 2^(k - e)
     STORE = ("store", Where.PASS, (E,), ())
+    CAST = ("cast", Where.PASS, (E,), (E,))          # cast v to=dtype: storage <-> compute
     ACC_MAX = ("acc.max", Where.PASS, (E,), (Type.ACC_MAX,))
     ACC_SUM = ("acc.sum", Where.PASS, (E,), (Type.ACC_SUM,))
     ACC_PAIR = ("acc.pair", Where.PASS, (P,), (Type.ACC_PAIR,))
@@ -77,6 +93,7 @@ class Kind(enum.Enum):
     # guard v1, v2, ... ranges=((lo1, hi1), ...): every lo <= v <= hi, else run the fallback program
     GUARD = ("guard", Where.ROW, (R,), ())  # (its operand count is that of its ranges)
     STORE_ROW = ("store.row", Where.ROW, (R,), ())  # y[row * y_row_stride] = v
+    CAST_ROW = ("cast.row", Where.ROW, (R,), (R,))   # cast.row v to=dtype, before store.row
 
     def __init__(self, mnemonic, where, args, results):
         self.mnemonic, self.where, self.arg_types, self.result_types = mnemonic, where, args, results
@@ -86,6 +103,7 @@ class Kind(enum.Enum):
 class Value:
     id: int
     type: Type
+    dtype: DType = DType.F32
 
     def __str__(self) -> str:
         return f"%{self.id}"
@@ -107,6 +125,8 @@ class Op:
 
 
 def _fmt_attr(v) -> str:
+    if isinstance(v, DType):
+        return v.short
     return v.name if isinstance(v, Program) else repr(v)
 
 
@@ -121,12 +141,15 @@ class Pass:
 
 @dataclass(eq=False)
 class Program:
-    """One kernel: `op` (softmax, ...) computed with `algorithm`, as a list of steps."""
+    """One kernel: `op` (softmax, ...) computed with `algorithm`, as a list of steps, over
+    rows of `storage` computed in `compute`."""
 
     op: str
     algorithm: str
     steps: list  # of Pass | Op
     row_output: bool = False  # True: one value per row (logsumexp); False: a full row
+    storage: DType = DType.F32
+    compute: DType = DType.F32
 
     @property
     def name(self) -> str:
@@ -138,7 +161,9 @@ class Program:
 
     def __str__(self) -> str:
         out = "y[row]" if self.row_output else "y[n]"
-        lines = [f"kernel {self.name} (x[n] -> {out})"]
+        dtypes = (f" {self.storage.short} storage, {self.compute.short} compute"
+                  if (self.storage, self.compute) != (DType.F32, DType.F32) else "")  # f32: implied
+        lines = [f"kernel {self.name} (x[n] -> {out}){dtypes}"]
         n_pass = 0
         for step in self.steps:
             if isinstance(step, Pass):
@@ -154,64 +179,105 @@ class VerifyError(ValueError):
     """A malformed IR program; the message names the offending op."""
 
 
+def _fail(program: Program, op: Op, msg: str):
+    raise VerifyError(f"{program.name}: `{op}`: {msg}")
+
+
+def value_dtypes(program: Program, op: Op) -> tuple[DType, DType]:
+    """(operand dtype, result dtype) of op: loads give storage values and stores take
+    them, a cast converts to its `to` from the other of storage and compute, everything
+    else computes."""
+    storage, compute = program.storage, program.compute
+    if op.kind in (Kind.LOAD_X, Kind.LOAD_Y, Kind.STORE, Kind.STORE_ROW):
+        return storage, storage
+    if op.kind in (Kind.CAST, Kind.CAST_ROW):
+        to = op.attrs.get("to")
+        return (compute if to is storage else storage), to
+    return compute, compute
+
+
+def _check_cast(program: Program, op: Op):
+    if program.storage is program.compute:
+        _fail(program, op, f"nothing to cast: storage and compute are both {program.compute.short}")
+    if op.attrs.get("to") not in (program.storage, program.compute):
+        _fail(program, op, f"cast needs to={program.storage.short} or to={program.compute.short} "
+                           "(storage <-> compute)")
+
+
+def _check_args(program: Program, op: Op, visible: set[Value]):
+    """Operand count, definition, type and dtype; result types and dtypes."""
+    arg_types = op.kind.arg_types
+    if op.kind is Kind.GUARD:
+        arg_types = (Type.ROW,) * len(op.attrs.get("ranges", ()))
+    if len(op.args) != len(arg_types):
+        _fail(program, op, f"{op.kind.mnemonic} takes {len(arg_types)} operands, got {len(op.args)}")
+    if op.kind in (Kind.CAST, Kind.CAST_ROW):
+        _check_cast(program, op)
+    arg_dtype, result_dtype = value_dtypes(program, op)
+    for i, (arg, want) in enumerate(zip(op.args, arg_types)):
+        if arg not in visible:
+            _fail(program, op, f"operand {i} ({arg}) is undefined here")
+        if arg.type is not want:
+            _fail(program, op, f"operand {i} ({arg}) has type {arg.type.value}, expected {want.value}")
+        if arg.dtype is not arg_dtype:
+            _fail(program, op, f"operand {i} ({arg}) has dtype {arg.dtype.short}, expected {arg_dtype.short}")
+    if tuple(r.type for r in op.results) != op.kind.result_types:
+        _fail(program, op, "result types do not match the op")
+    if any(r.dtype is not result_dtype for r in op.results):
+        _fail(program, op, f"results must have dtype {result_dtype.short}")
+
+
+def _check_pass(program: Program, step: Pass, defined_row: set, pending_acc: dict, stored: bool):
+    """Checks one pass; its accumulators go into pending_acc."""
+    local: set[Value] = set()
+    if not step.ops:
+        raise VerifyError(f"{program.name}: empty pass")
+    for op in step.ops:
+        if op.kind.where is not Where.PASS:
+            _fail(program, op, "a row op cannot appear inside a pass")
+        if op.kind is Kind.LOAD_Y and not stored:
+            _fail(program, op, "load.y reads the output row before any pass stored to it")
+        _check_args(program, op, defined_row | local)
+        for r in op.results:
+            if r.type.is_accumulator:
+                pending_acc[r] = op
+            else:
+                local.add(r)
+
+
+def _check_row_op(program: Program, op: Op, defined_row: set, pending_acc: dict):
+    if op.kind.where is not Where.ROW:
+        _fail(program, op, "a per-element op must be inside a pass")
+    _check_args(program, op, defined_row)
+    for a in op.args:
+        pending_acc.pop(a, None)
+    if op.kind is Kind.GUARD:
+        fallback = op.attrs.get("fallback")
+        if not op.args:
+            _fail(program, op, "guard needs ranges=((lo, hi), ...), one per operand")
+        if not isinstance(fallback, Program):
+            _fail(program, op, "guard needs a fallback program")
+        if (fallback.storage, fallback.compute) != (program.storage, program.compute):
+            _fail(program, op, "the fallback program must have the same storage and compute dtypes")
+        verify(fallback)
+    if op.kind is Kind.CONST and not isinstance(op.attrs.get("value"), float):
+        _fail(program, op, "const needs a float value")
+
+
 def verify(program: Program) -> Program:
-    """Check types, def-before-use, scoping of per-element values, and that every
-    reduction is merged.  Returns the program so calls can be chained."""
+    """Check types and dtypes, def-before-use, scoping of per-element values, and that
+    every reduction is merged.  Returns the program so calls can be chained."""
     defined_row: set[Value] = set()
     pending_acc: dict[Value, Op] = {}
     stored = False
-
-    def fail(op: Op, msg: str):
-        raise VerifyError(f"{program.name}: `{op}`: {msg}")
-
-    def check_args(op: Op, visible: set[Value]):
-        arg_types = op.kind.arg_types
-        if op.kind is Kind.GUARD:
-            arg_types = (Type.ROW,) * len(op.attrs.get("ranges", ()))
-        if len(op.args) != len(arg_types):
-            fail(op, f"{op.kind.mnemonic} takes {len(arg_types)} operands, got {len(op.args)}")
-        for i, (arg, want) in enumerate(zip(op.args, arg_types)):
-            if arg not in visible:
-                fail(op, f"operand {i} ({arg}) is undefined here")
-            if arg.type is not want:
-                fail(op, f"operand {i} ({arg}) has type {arg.type.value}, expected {want.value}")
-        if tuple(r.type for r in op.results) != op.kind.result_types:
-            fail(op, "result types do not match the op")
-
     for step in program.steps:
         if isinstance(step, Pass):
-            local: set[Value] = set()
-            if not step.ops:
-                raise VerifyError(f"{program.name}: empty pass")
-            for op in step.ops:
-                if op.kind.where is not Where.PASS:
-                    fail(op, "a row op cannot appear inside a pass")
-                if op.kind is Kind.LOAD_Y and not stored:
-                    fail(op, "load.y reads the output row before any pass stored to it")
-                check_args(op, defined_row | local)
-                for r in op.results:
-                    if r.type.is_accumulator:
-                        pending_acc[r] = op
-                    else:
-                        local.add(r)
+            _check_pass(program, step, defined_row, pending_acc, stored)
             stored = stored or any(op.kind is Kind.STORE for op in step.ops)
             defined_row |= set(pending_acc)
         else:
-            op = step
-            if op.kind.where is not Where.ROW:
-                fail(op, "a per-element op must be inside a pass")
-            check_args(op, defined_row)
-            for a in op.args:
-                pending_acc.pop(a, None)
-            if op.kind is Kind.GUARD:
-                if not op.args:
-                    fail(op, "guard needs ranges=((lo, hi), ...), one per operand")
-                if not isinstance(op.attrs.get("fallback"), Program):
-                    fail(op, "guard needs a fallback program")
-                verify(op.attrs["fallback"])
-            if op.kind is Kind.CONST and not isinstance(op.attrs.get("value"), float):
-                fail(op, "const needs a float value")
-            defined_row |= set(op.results)
+            _check_row_op(program, step, defined_row, pending_acc)
+            defined_row |= set(step.results)
     if pending_acc:
         acc, op = next(iter(pending_acc.items()))
         raise VerifyError(f"{program.name}: `{op}`: reduction {acc} is never merged (unused reduction)")
@@ -225,10 +291,12 @@ def verify(program: Program) -> Program:
 
 
 class Builder:
-    """Builds a Program; `b.exp(x)` appends an EXP op and returns its result(s)."""
+    """Builds a Program; `b.exp(x)` appends an EXP op and returns its result(s).  Loads
+    and stores cast between storage and compute where those differ."""
 
-    def __init__(self, op: str, algorithm: str, row_output: bool = False):
-        self.program = Program(op, algorithm, [], row_output)
+    def __init__(self, op: str, algorithm: str, row_output: bool = False,
+                 storage: DType = DType.F32, compute: DType = DType.F32):
+        self.program = Program(op, algorithm, [], row_output, storage, compute)
         self._next_id = 0
         self._pass: Pass | None = None
 
@@ -236,21 +304,37 @@ class Builder:
         return _PassScope(self)
 
     def emit(self, kind: Kind, *args: Value, **attrs):
-        results = tuple(self._new(t) for t in kind.result_types)
-        op = Op(kind, tuple(args), results, attrs)
+        op = Op(kind, tuple(args), (), attrs)
+        dtype = value_dtypes(self.program, op)[1]
+        op.results = tuple(self._new(t, dtype) for t in kind.result_types)
         (self._pass.ops if self._pass is not None else self.program.steps).append(op)
-        return results[0] if len(results) == 1 else (results or None)
+        return op.results[0] if len(op.results) == 1 else (op.results or None)
 
     def const(self, value: float) -> Value:
         return self.emit(Kind.CONST, value=float(value))
+
+    def load_x(self) -> Value:
+        return self._cast(self.emit(Kind.LOAD_X), Kind.CAST, self.program.compute)
+
+    def load_y(self) -> Value:
+        return self._cast(self.emit(Kind.LOAD_Y), Kind.CAST, self.program.compute)
+
+    def store(self, v: Value):
+        return self.emit(Kind.STORE, self._cast(v, Kind.CAST, self.program.storage))
+
+    def store_row(self, v: Value):
+        return self.emit(Kind.STORE_ROW, self._cast(v, Kind.CAST_ROW, self.program.storage))
+
+    def _cast(self, v: Value, cast: Kind, to: DType) -> Value:
+        return v if v.dtype is to else self.emit(cast, v, to=to)
 
     def __getattr__(self, name: str):
         kind = Kind[name.upper()]
         return lambda *args, **attrs: self.emit(kind, *args, **attrs)
 
-    def _new(self, t: Type) -> Value:
+    def _new(self, t: Type, dtype: DType) -> Value:
         self._next_id += 1
-        return Value(self._next_id - 1, t)
+        return Value(self._next_id - 1, t, dtype)
 
 
 class _PassScope:

@@ -16,40 +16,114 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .ir import Type
+from .ir import DType, Type
 
 f = float.fromhex
 
-LOG2E = f("0x1.715476p+0")
 LN2 = f("0x1.62e42fefa39efp-1")
-# Cody-Waite split of ln 2: k*LN2_HI is exact for the k that matter, LN2_LO carries the rest.
-LN2_HI = f("0x1.62E400p-1")
-LN2_LO = f("0x1.7F7D1Cp-20")
-# e^t ~ 1 + t*(c1 + t*(c2 + t*(c3 + t*(c4 + t*c5)))) on |t| <= ln2/2 (XNNPACK's degree-5 fit)
-EXP_POLY = tuple(map(f, ("0x1.FFFFF6p-1", "0x1.FFFDC6p-2", "0x1.555A80p-3",
-                         "0x1.573A1Ap-5", "0x1.0F9F9Cp-7")))
-# Adding 1.5*2^23 rounds a float to an integer held in the low mantissa bits.
-ROUND_MAGIC = f("0x1.8p23")
-# 2^k is built from exponent bits with k biased by 64 more than IEEE's 127, so that
-# k down to -190 still gives a normal float; a final *2^-64 makes results below
-# 2^-126 exact subnormals instead of flushing them (numpy keeps them).
-SCALE_BIAS = 64
-EXP_MAGIC = ROUND_MAGIC + 127 + SCALE_BIAS
-TWO_POW_MINUS_BIAS = 2.0 ** -SCALE_BIAS
-# Below about -103.97, e^x rounds to +0 in float32; the clamp sits lower so that the
-# TwoSum correction (|err| <= 1 there) cannot lift a clamped result above zero.
-EXP_MIN_ARG = -110.0
-# ldexp clamps its (integer) exponent here: 2^-190 * v rounds to 0 for any |v| < 2^40.
-LDEXP_MIN_EXP = -190.0
-# Two-pass: exponents beyond this lose accuracy in the Cody-Waite reduction
-# (k*|ln2 - LN2_HI - LN2_LO| ~ 2^-25), so such rows take the fallback program.
-PAIR_EXP_LIMIT = float(2 ** 20)
-# Two-pass log ops: lse = hi + lo carries log(S)'s error, about 2e-7 (S's own rounding),
-# so outputs nearer 0 than this would lose their relative accuracy.  Such rows (logsumexp
-# itself, log_softmax at the row max: -log(sum e^(x - max))) take the fallback, whose
-# log1p keeps it.
-PAIR_LOG_MIN = 0.25
-FLT_MAX = f("0x1.fffffep+127")
+
+
+@dataclass(frozen=True)
+class FloatFormat:
+    """The recipes' constants for one compute dtype (bit layout, polynomial, limits)."""
+    dtype: DType
+    exponent_bits: int
+    mantissa_bits: int
+    max: float
+    log2e: float
+    # Cody-Waite split of ln 2: k*ln2_hi is exact for the k that matter, ln2_lo carries the rest.
+    ln2_hi: float
+    ln2_lo: float
+    # e^t ~ 1 + t*(c1 + t*(c2 + ...)) on |t| <= ln2/2
+    exp_poly: tuple[float, ...]
+    # 2^k is built from exponent bits with k biased by scale_bias more than IEEE's bias, so
+    # that k far below the normal range still gives a normal number; a final *2^-scale_bias
+    # makes results in the subnormal range exact subnormals instead of flushing them.
+    scale_bias: int
+    exp_min_arg: float       # exp_diff clamps its argument here (below it e^x rounds to 0)
+    ldexp_min_exp: float     # ldexp_generic clamps its exponent here
+    pair_exp_limit: float    # two-pass: exponents beyond lose accuracy (guard)
+    pair_log_min: float      # two-pass log ops: outputs nearer 0 take the fallback
+    exp_shift_limit: float   # exp_scaled with row constants: |x|, |c| up to here
+    exp_shift_floor: float
+    block_max_floor: float
+    exp_fold_limit: float    # exp_shift_folded: |e| up to here
+    pair_input_floor: float
+
+    @property
+    def exponent_bias(self) -> int:
+        return (1 << (self.exponent_bits - 1)) - 1
+
+    @property
+    def round_magic(self) -> float:
+        """Adding 1.5*2^mantissa_bits rounds a value to an integer held in the low mantissa bits."""
+        return 1.5 * 2.0 ** self.mantissa_bits
+
+    @property
+    def exp_magic(self) -> float:
+        return self.round_magic + self.exponent_bias + self.scale_bias
+
+    @property
+    def two_pow_minus_bias(self) -> float:
+        return 2.0 ** -self.scale_bias
+
+
+F32 = FloatFormat(
+    DType.F32, exponent_bits=8, mantissa_bits=23, max=f("0x1.fffffep+127"), log2e=f("0x1.715476p+0"),
+    ln2_hi=f("0x1.62E400p-1"), ln2_lo=f("0x1.7F7D1Cp-20"),
+    # XNNPACK's degree-5 fit
+    exp_poly=tuple(map(f, ("0x1.FFFFF6p-1", "0x1.FFFDC6p-2", "0x1.555A80p-3", "0x1.573A1Ap-5",
+                           "0x1.0F9F9Cp-7"))),
+    # k down to -190 still gives a normal float; 2^-126 and below become exact subnormals
+    scale_bias=64,
+    # Below about -103.97, e^x rounds to +0 in float32; the clamp sits lower so that the
+    # TwoSum correction (|err| <= 1 there) cannot lift a clamped result above zero.
+    exp_min_arg=-110.0,
+    # 2^-190 * v rounds to 0 for any |v| < 2^40.
+    ldexp_min_exp=-190.0,
+    # k*|ln2 - LN2_HI - LN2_LO| ~ 2^-25 here, in the Cody-Waite reduction.
+    pair_exp_limit=float(2 ** 20),
+    # lse = hi + lo carries log(S)'s error, about 2e-7 (S's own rounding), so outputs nearer
+    # 0 than this would lose their relative accuracy.  Such rows (logsumexp itself,
+    # log_softmax at the row max: -log(sum e^(x - max))) take the fallback, whose log1p keeps it.
+    pair_log_min=0.25,
+    exp_shift_limit=float(2 ** 19),
+    # Elements below (e - exp_shift_floor) * ln2 give 0 whatever the scale (<= 2): they are
+    # clamped there, which also turns -inf and huge negative inputs into a harmless 0.
+    exp_shift_floor=160.0,
+    # A block whose maximum is below this (-inf, all -inf) takes an exponent that still lies
+    # beyond pair_exp_limit, so an all -inf row fails the two-pass guard as it must.
+    block_max_floor=-1.0e6,
+    exp_fold_limit=58.0,
+    # exp_pair_floored clamps inputs here: k = -2.16e6 is still inside the magic rounding's
+    # range and beyond pair_exp_limit, so a row of -inf fails the two-pass guard as it must.
+    pair_input_floor=-1.5e6)
+
+# Compute dtypes with constants; others are not enabled yet.
+FORMATS = {F32.dtype: F32}
+
+
+def float_format(dtype: DType) -> FloatFormat:
+    if dtype not in FORMATS:
+        raise NotImplementedError(f"computing in {dtype.numpy_name} is not enabled; "
+                                  f"softgen computes in {', '.join(d.numpy_name for d in FORMATS)}")
+    return FORMATS[dtype]
+
+
+def _fmt(m) -> FloatFormat:
+    """The constants of m's compute dtype: its `float_format` attribute, float32 for a Math
+    that has none."""
+    return getattr(m, "float_format", F32)
+
+
+# float32 names, for code that reads the constants directly
+LOG2E, LN2_HI, LN2_LO, EXP_POLY = F32.log2e, F32.ln2_hi, F32.ln2_lo, F32.exp_poly
+ROUND_MAGIC, SCALE_BIAS, EXP_MAGIC = F32.round_magic, F32.scale_bias, F32.exp_magic
+TWO_POW_MINUS_BIAS, EXP_MIN_ARG, LDEXP_MIN_EXP = F32.two_pow_minus_bias, F32.exp_min_arg, F32.ldexp_min_exp
+PAIR_EXP_LIMIT, PAIR_LOG_MIN, FLT_MAX = F32.pair_exp_limit, F32.pair_log_min, F32.max
+EXP_SHIFT_LIMIT, EXP_SHIFT_FLOOR, BLOCK_MAX_FLOOR = F32.exp_shift_limit, F32.exp_shift_floor, F32.block_max_floor
+EXP_FOLD_LIMIT, PAIR_INPUT_FLOOR = F32.exp_fold_limit, F32.pair_input_floor
+
 # Elements per block of a reducing pass: lanes accumulate plainly inside a block,
 # blocks are folded into a compensated (Kahan) outer accumulator.  This keeps the
 # error of a 2^24-element sum at a few ulp.
@@ -80,28 +154,31 @@ def clamp_finite(m, x, lo: float, hi: float):
 
 
 def _round_int(m, x, magic: float):
-    """(biased, k): k = round(x*log2 e) as float, biased holds k + (magic - 1.5*2^23) in its low bits."""
-    biased = m.fma(x, m.const(LOG2E), m.const(magic))
+    """(biased, k): k = round(x*log2 e) as float, biased holds k + (magic - round_magic) in its
+    low bits."""
+    biased = m.fma(x, m.const(_fmt(m).log2e), m.const(magic))
     return biased, m.sub(biased, m.const(magic))
 
 
 def _reduce(m, x, k):
     """t = x - k*ln2 in two exact-ish steps (Cody-Waite)."""
-    t = m.fma(k, m.const(-LN2_HI), x)
-    return m.fma(k, m.const(-LN2_LO), t)
+    fmt = _fmt(m)
+    t = m.fma(k, m.const(-fmt.ln2_hi), x)
+    return m.fma(k, m.const(-fmt.ln2_lo), t)
 
 
 def _poly(m, t):
     """c1 + t*(c2 + ...): e^t = 1 + t*poly(t)."""
-    p = m.const(EXP_POLY[-1])
-    for c in reversed(EXP_POLY[:-1]):
+    poly = _fmt(m).exp_poly
+    p = m.const(poly[-1])
+    for c in reversed(poly[:-1]):
         p = m.fma(p, t, m.const(c))
     return p
 
 
 def _pow2_from_biased(m, biased):
-    """2^(k + SCALE_BIAS) from a value whose low mantissa bits hold k + 127 + SCALE_BIAS."""
-    return m.as_float(m.shl(m.as_int(biased), 23))
+    """2^(k + scale_bias) from a value whose low mantissa bits hold k + exponent bias + scale_bias."""
+    return m.as_float(m.shl(m.as_int(biased), _fmt(m).mantissa_bits))
 
 
 def two_sum(m, a, b, subtract: bool = False):
@@ -117,16 +194,17 @@ def exp_diff(m, x, c):
     """e^(x - c) for x <= c (or -inf, NaN): the difference is carried exactly (TwoSum),
     so the result is accurate even where x - c rounds in float32; subnormal results
     are kept, e^-inf = 0, NaN -> NaN."""
+    fmt = _fmt(m)
     d, err = two_sum(m, x, c, subtract=True)
-    lo = m.const(EXP_MIN_ARG)
+    lo = m.const(fmt.exp_min_arg)
     underflow = m.lt(d, lo)  # false for NaN, which must propagate
     d = m.select(underflow, lo, d)
     err = m.select(underflow, m.const(0.0), err)
-    biased, k = _round_int(m, d, EXP_MAGIC)
+    biased, k = _round_int(m, d, fmt.exp_magic)
     s = _pow2_from_biased(m, biased)
     t = m.add(_reduce(m, d, k), err)
     y = m.fma(m.mul(t, s), _poly(m, t), s)
-    return m.mul(y, m.const(TWO_POW_MINUS_BIAS))
+    return m.mul(y, m.const(fmt.two_pow_minus_bias))
 
 
 def exp_pair(m, x):
@@ -134,16 +212,17 @@ def exp_pair(m, x):
 
     Valid for |k| <= PAIR_EXP_LIMIT; outside (and for inf/NaN) p stays finite and k
     is whatever it is, which the two-pass guard detects through the merged exponent."""
-    _, k = _round_int(m, x, ROUND_MAGIC)
+    _, k = _round_int(m, x, _fmt(m).round_magic)
     t = clamp_finite(m, _reduce(m, x, k), -1.0, 1.0)
     return m.fma(t, _poly(m, t), m.const(1.0)), k
 
 
 def ldexp_generic(m, v, d):
     """v * 2^d for integer-valued d <= 0 (or -inf), keeping subnormal results."""
-    d = clamp_below(m, d, LDEXP_MIN_EXP)
-    s = _pow2_from_biased(m, m.add(d, m.const(EXP_MAGIC)))
-    return m.mul(m.mul(v, s), m.const(TWO_POW_MINUS_BIAS))
+    fmt = _fmt(m)
+    d = clamp_below(m, d, fmt.ldexp_min_exp)
+    s = _pow2_from_biased(m, m.add(d, m.const(fmt.exp_magic)))
+    return m.mul(m.mul(v, s), m.const(fmt.two_pow_minus_bias))
 
 
 def _exact_product(m, a, c: float):
@@ -157,8 +236,9 @@ def log_pair(m, s, e):
     the accuracy of log(s), hi = hi + lo rounded.  A float32 lse rounded to ulp(e*ln2)
     would cost x - lse that much wherever x is near lse (the largest elements' outputs);
     e*ln2 goes in exact parts e*LN2_HI + e*LN2_LO summed by TwoSum instead."""
-    a, a_err = _exact_product(m, e, LN2_HI)
-    b, b_err = _exact_product(m, e, LN2_LO)
+    fmt = _fmt(m)
+    a, a_err = _exact_product(m, e, fmt.ln2_hi)
+    b, b_err = _exact_product(m, e, fmt.ln2_lo)
     t, t_err = two_sum(m, b, m.log(s))
     hi, h_err = two_sum(m, a, t)
     lo = m.add(h_err, m.add(t_err, m.add(a_err, b_err)))
@@ -189,14 +269,7 @@ def pair_scale(m, pair, c, e):
 # 24 bits for every float x), so only 2^-e and the factor scale remain, and those fold into
 # the exponent add and the polynomial coefficients.  That drops exp_diff's TwoSum and its
 # clamps (about a third of its work) at the same accuracy.  Valid while |x|, |c| stay
-# below EXP_SHIFT_LIMIT (k * |ln2 - LN2_HI - LN2_LO| < 2^-24 there); beyond, use exp_diff.
-EXP_SHIFT_LIMIT = float(2 ** 19)
-# Elements below (e - EXP_SHIFT_FLOOR) * ln2 give 0 whatever the scale (<= 2): they are
-# clamped there, which also turns -inf and huge negative inputs into a harmless 0.
-EXP_SHIFT_FLOOR = 160.0
-# A block whose maximum is below this (-inf, all -inf) takes an exponent that still lies
-# beyond PAIR_EXP_LIMIT, so an all -inf row fails the two-pass guard as it must.
-BLOCK_MAX_FLOOR = -1.0e6
+# below exp_shift_limit (k * |ln2 - LN2_HI - LN2_LO| < 2^-24 there); beyond, use exp_diff.
 
 
 @dataclass(frozen=True)
@@ -209,9 +282,10 @@ class ExpShift:
 
 def exp_shift(m, scale, e) -> ExpShift:
     """Row constants for scale * e^x * 2^-e (e integer-valued, |e| <= PAIR_EXP_LIMIT)."""
-    lo = m.mul(m.sub(e, m.const(EXP_SHIFT_FLOOR)), m.const(LN2))
-    coeffs = tuple(m.mul(scale, m.const(c)) for c in (*reversed(EXP_POLY), 1.0))
-    return ExpShift(lo, m.add(e, m.const(ROUND_MAGIC)), coeffs)
+    fmt = _fmt(m)
+    lo = m.mul(m.sub(e, m.const(fmt.exp_shift_floor)), m.const(LN2))
+    coeffs = tuple(m.mul(scale, m.const(c)) for c in (*reversed(fmt.exp_poly), 1.0))
+    return ExpShift(lo, m.add(e, m.const(fmt.round_magic)), coeffs)
 
 
 def exp_diff_shift(m, c) -> ExpShift:
@@ -221,18 +295,18 @@ def exp_diff_shift(m, c) -> ExpShift:
     return exp_shift(m, p, m.sub(m.const(0.0), k))
 
 
-# While |e| <= EXP_FOLD_LIMIT, 2^-e folds into the scale as well (scale * 2^-e stays a
+# While |e| <= exp_fold_limit, 2^-e folds into the scale as well (scale * 2^-e stays a
 # normal float, inside ldexp_generic's range), so exp_scaled needs no exponent subtraction.
-EXP_FOLD_LIMIT = 58.0
 
 
 def exp_shift_folded(m, scale, e) -> ExpShift:
     """exp_shift with 2^-e folded into the scale (|e| <= EXP_FOLD_LIMIT): the same values,
     one subtraction per element less."""
-    lo = m.mul(m.sub(e, m.const(EXP_SHIFT_FLOOR)), m.const(LN2))
+    fmt = _fmt(m)
+    lo = m.mul(m.sub(e, m.const(fmt.exp_shift_floor)), m.const(LN2))
     folded = m.ldexp(scale, m.sub(m.const(0.0), e))
-    coeffs = tuple(m.mul(folded, m.const(c)) for c in (*reversed(EXP_POLY), 1.0))
-    return ExpShift(lo, m.const(ROUND_MAGIC), coeffs)
+    coeffs = tuple(m.mul(folded, m.const(c)) for c in (*reversed(fmt.exp_poly), 1.0))
+    return ExpShift(lo, m.const(fmt.round_magic), coeffs)
 
 
 def exp_diff_shift_folded(m, c) -> ExpShift:
@@ -245,7 +319,7 @@ def exp_scaled(m, x, shift: ExpShift):
     """scale * e^x * 2^-e (see exp_shift) for x up to about (e + 1) * ln2: results below
     2^-149 are 0, subnormal results are kept, NaN stays NaN."""
     x = m.select(m.lt(x, shift.lo), shift.lo, x)
-    biased, k = _round_int(m, x, ROUND_MAGIC)
+    biased, k = _round_int(m, x, _fmt(m).round_magic)
     t = _reduce(m, x, k)
     p = shift.coeffs[0]
     for c in shift.coeffs[1:]:
@@ -253,17 +327,15 @@ def exp_scaled(m, x, shift: ExpShift):
     return m.ldexp(p, m.sub(biased, shift.e_magic))
 
 
-# exp_pair_floored clamps inputs here: k = -2.16e6 is still inside the magic rounding's range
-# and beyond PAIR_EXP_LIMIT, so a row of -inf fails the two-pass guard as it must.
-PAIR_INPUT_FLOOR = -1.5e6
 
 
 def exp_pair_floored(m, x):
     """exp_pair for summing: one clamp of x (NaN kept) instead of clamping t.  Where k
     leaves +-PAIR_EXP_LIMIT, p may be inf or NaN; the two-pass guard on the merged
     exponent (which is then out of range or NaN too) sends such rows to the fallback."""
-    x = clamp_below(m, x, PAIR_INPUT_FLOOR)
-    _, k = _round_int(m, x, ROUND_MAGIC)
+    fmt = _fmt(m)
+    x = clamp_below(m, x, fmt.pair_input_floor)
+    _, k = _round_int(m, x, fmt.round_magic)
     t = _reduce(m, x, k)
     return m.fma(t, _poly(m, t), m.const(1.0)), k
 
@@ -271,7 +343,8 @@ def exp_pair_floored(m, x):
 def block_exponent(m, block_max):
     """The exponent e of a block whose largest element is block_max: every term
     e^x * 2^-e of the block is then below 2, and the largest above 1/2."""
-    return _round_int(m, clamp_below(m, block_max, BLOCK_MAX_FLOOR), ROUND_MAGIC)[1]
+    fmt = _fmt(m)
+    return _round_int(m, clamp_below(m, block_max, fmt.block_max_floor), fmt.round_magic)[1]
 
 
 # --- accumulators: element step, merge of two states, blocked compensated fold ---

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import algorithms
+from . import algorithms, ops
 from .lower import Schedule
 from .targets import Target
 
@@ -80,7 +80,7 @@ def llc_bytes() -> int:
 
 
 def in_cache(op: str, rows: int, n: int) -> bool:
-    out = rows if op == "logsumexp" else rows * n
+    out = rows if ops.get(op).row_output else rows * n
     return (rows * n + out) * 4 <= llc_bytes()
 
 
@@ -96,10 +96,12 @@ def builtin(op: str, rows: int, n: int) -> Choice:
     the fewest times; out of cache, two-pass (the least traffic).  logsumexp has no output
     pass, so two-pass is one pass with one exp per element against recompute's two passes
     (5.5 vs 4.8 elements/ns at 1024x1024); only short rows' groups favour recompute."""
-    if not in_cache(op, rows, n) or (op == "logsumexp" and n > SHORT_ROW):
+    spec = ops.get(op)
+    if not in_cache(op, rows, n) or (spec.row_output and n > SHORT_ROW):
         algorithm = "two_pass"
-    else:
-        algorithm = "three_pass_reload" if op == "softmax" else "three_pass_recompute"
+    else:  # reload evaluates exp once per element where the op has it
+        reload = "three_pass_reload" in spec.algorithms
+        algorithm = "three_pass_reload" if reload else "three_pass_recompute"
     return Choice(algorithm, builtin_schedule(op, algorithm, rows, n))
 
 
@@ -108,12 +110,13 @@ def builtin_schedule(op: str, algorithm: str, rows: int, n: int) -> Schedule:
     of consecutive row groups pipelined (except logsumexp's long rows, where it did not pay),
     rows in groups of 16 up to GROUP_ROW (short rows' reductions vectorized across rows), of 4
     beyond; outputs that do not fit in the cache streamed past it (except for reload)."""
+    row_output = ops.get(op).row_output
     if not in_cache(op, rows, n):
         # reload's output pass re-reads y, partly still cached: streaming stores do not pay
-        return Schedule(nontemporal=op != "logsumexp" and algorithm != "three_pass_reload")
+        return Schedule(nontemporal=not row_output and algorithm != "three_pass_reload")
     if n <= SHORT_ROW:
         return Schedule(rows=16, unroll=1, pipeline=True, online_block_max=False)
-    pipeline = op != "logsumexp"
+    pipeline = not row_output
     if n <= GROUP_ROW:
         return Schedule(rows=16, pipeline=pipeline)
     # long rows: groups of 4 keep more of the first pass's loads from memory in flight
@@ -206,7 +209,8 @@ def choose(op: str, rows: int, n: int) -> Choice:
 def candidates(op: str, rows: int, n: int) -> list[Choice]:
     """What tune() measures for one shape: each algorithm that exists for `op`, with the
     schedule knobs that matter for this band (a small grid, not every combination)."""
-    algos = [a for a in algorithms.ALGORITHMS if not (a == "three_pass_reload" and op != "softmax")]
+    spec = ops.get(op)
+    algos = list(spec.algorithms)
     cached = in_cache(op, rows, n)
     shapes = [dict(unroll=u, accumulators=a) for u, a in ((2, 0), (4, 0), (4, 1))]
     if n <= SHORT_ROW:
@@ -215,7 +219,7 @@ def candidates(op: str, rows: int, n: int) -> list[Choice]:
         shapes += [dict(s, rows=16) for s in shapes]
     if cached and rows > 1:  # pipelined, and the plain form of each row grouping
         shapes = [dict(s, pipeline=True) for s in shapes] + [s for s in shapes if s["unroll"] == 4 and not s["accumulators"]]
-    stores = [False] if cached or op == "logsumexp" else [False, True]
+    stores = [False] if cached or spec.row_output else [False, True]
     out = []
     for algo in algos:
         for s in shapes:
@@ -232,7 +236,7 @@ def _progress(done: int, total: int, label: str, stream) -> None:
     stream.flush()
 
 
-def tune(op: str | tuple = "softmax", shapes=DEFAULT_SHAPES, target="host", budget: float = 0.05,
+def tune(op: str | tuple = ops.SOFTMAX.name, shapes=DEFAULT_SHAPES, target="host", budget: float = 0.05,
          path: str | os.PathLike | None = None, progress: bool = True, stream=None) -> dict:
     """Time every candidate on each shape and save the fastest per band as wisdom.
 
@@ -244,12 +248,12 @@ def tune(op: str | tuple = "softmax", shapes=DEFAULT_SHAPES, target="host", budg
     tgt = Target.parse(target)
     if not tgt.is_host:
         raise ValueError(f"tune() times kernels on this machine: target must be the host, not {tgt}")
-    ops = (op,) if isinstance(op, str) else tuple(op)
-    for o in ops:
-        algorithms.build(o, "two_pass")  # ValueError for unknown ops
+    names = (op,) if isinstance(op, str) else tuple(op)
+    for o in names:
+        ops.get(o)  # ValueError for unknown ops
     shapes = [_check_shape(s) for s in shapes]
     work = {}
-    for o in ops:
+    for o in names:
         for rows, n in shapes:
             work.setdefault(band(o, rows, n), (o, rows, n))
     total = sum(len(candidates(o, r, n)) for o, r, n in work.values())
@@ -257,7 +261,7 @@ def tune(op: str | tuple = "softmax", shapes=DEFAULT_SHAPES, target="host", budg
     done, results = 0, {}
     for key, (o, rows, n) in work.items():
         x = (np.random.default_rng(0).standard_normal((rows, n)) * 4).astype(np.float32)
-        y = np.empty((rows, 1) if o == "logsumexp" else (rows, n), np.float32)
+        y = np.empty((rows, 1) if ops.get(o).row_output else (rows, n), np.float32)
         calls = max(1, (1 << 18) // x.size)  # small shapes: time many calls, not Python
         best = None
         for choice in candidates(o, rows, n):

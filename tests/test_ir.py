@@ -1,7 +1,8 @@
 """The IR: printer and verifier."""
 import pytest
 
-from softgen.ir import Builder, Kind, Op, Pass, Program, Type, Value, VerifyError, verify
+from softgen import algorithms, ops
+from softgen.ir import Builder, DType, Kind, Op, Pass, Program, Type, Value, VerifyError, verify
 
 
 def softmax_like():
@@ -130,3 +131,79 @@ def test_structure_errors():
 def test_builder_rejects_unknown_ops():
     with pytest.raises(KeyError):
         Builder("softmax", "t").frobnicate()
+
+
+# --- dtypes ---------------------------------------------------------------------------
+
+def test_values_carry_the_programs_dtypes():
+    program = verify(softmax_like())
+    assert (program.storage, program.compute) == (DType.F32, DType.F32)
+    assert {v.dtype for step in program.steps for op in (step.ops if isinstance(step, Pass) else [step])
+            for v in op.results} == {DType.F32}
+
+
+@pytest.mark.parametrize("op", algorithms.OPS)
+def test_a_narrow_storage_casts_at_loads_and_stores(op):
+    algos = [a for a in algorithms.ALGORITHMS if a in ops.get(op).algorithms]
+    for algo in algos:
+        program = algorithms.build(op, algo, storage=DType.F16, compute=DType.F32)  # verified
+        text = str(program)
+        assert text.splitlines()[0].endswith(" f16 storage, f32 compute")
+        loads = text.count("= load.")
+        assert text.count(" = cast %") == loads + (0 if program.row_output else text.count("    store "))
+        assert ("cast.row" in text) == program.row_output
+        for step in program.steps:
+            for o in (step.ops if isinstance(step, Pass) else [step]):
+                if o.kind in (Kind.LOAD_X, Kind.LOAD_Y):
+                    assert o.results[0].dtype is DType.F16
+                if o.kind is Kind.CAST:
+                    assert o.results[0].dtype is o.attrs["to"]
+
+
+def test_cast_prints_and_verifies():
+    b = Builder("softmax", "t", storage=DType.BF16, compute=DType.F32)
+    with b.pass_():
+        b.store(b.load_x())
+    text = str(verify(b.program))
+    assert "%1 = cast %0 to=f32" in text and "%2 = cast %1 to=bf16" in text and "store %2" in text
+
+
+def test_mismatched_dtypes_are_rejected():
+    b = Builder("softmax", "t", storage=DType.F16, compute=DType.F32)
+    two = b.const(2.0)
+    with b.pass_():
+        b.emit(Kind.STORE, b.mul(b.load_x(), two))  # f32 stored to f16 storage
+    with pytest.raises(VerifyError, match=r"`store %\d+`: operand 0 \(%\d+\) has dtype f32, expected f16"):
+        verify(b.program)
+
+
+def test_compute_ops_take_compute_values():
+    b = Builder("softmax", "t", storage=DType.F16, compute=DType.F32)
+    with b.pass_():
+        acc = b.acc_max(b.emit(Kind.LOAD_X))
+    b.merge_max(acc)
+    with b.pass_():
+        b.store(b.load_x())
+    with pytest.raises(VerifyError, match=r"`%1 = acc.max %0`: operand 0 \(%0\) has dtype f16, expected f32"):
+        verify(b.program)
+
+
+def test_cast_needs_two_dtypes_and_a_target():
+    b = Builder("softmax", "t")
+    with b.pass_():
+        b.store(b.cast(b.load_x(), to=DType.F32))
+    with pytest.raises(VerifyError, match="nothing to cast: storage and compute are both f32"):
+        verify(b.program)
+    b = Builder("softmax", "t", storage=DType.F16, compute=DType.F32)
+    with b.pass_():
+        b.emit(Kind.STORE, b.cast(b.load_x(), to=DType.F64))
+    with pytest.raises(VerifyError, match=r"cast needs to=f16 or to=f32"):
+        verify(b.program)
+
+
+def test_a_fallback_shares_the_dtypes():
+    fallback = algorithms.build("softmax", "three_pass_recompute", storage=DType.F16)
+    program = algorithms.build("softmax", "two_pass")
+    next(s for s in program.steps if isinstance(s, Op) and s.kind is Kind.GUARD).attrs["fallback"] = fallback
+    with pytest.raises(VerifyError, match="same storage and compute dtypes"):
+        verify(program)

@@ -13,8 +13,9 @@ lane merges, helper functions, header) lives in jinja2 templates in templates/.
 from __future__ import annotations
 
 import re
+import string
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import jinja2
 
 from .. import algorithms, numerics
 from ..lower.plan import PassPlan, plan_pass
-from ..ir import Kind, Op, Pass, Program, Type, Value
+from ..ir import DType, Kind, Op, Pass, Program, Type, Value
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
 # C kernels have no schedule: the fast forms, online reductions per block, pair merged per element
@@ -30,139 +31,185 @@ _LOWERING = dict(fast_exp=True, online_block_max=True, pair_sum="merge")
 
 
 @dataclass(frozen=True)
+class CType:
+    """How C spells one element dtype."""
+    dtype: DType
+    name: str            # the C type
+    uint: str            # an unsigned integer of its size
+    suffix: str          # of its literals and of libm's functions (1.0f, logf)
+    struct_code: str     # its bits for struct.pack
+    digits: int          # significant decimal digits that round-trip
+    spell: dict          # the Isa patterns' tokens: $ps (ps/pd), $ss, $d (__m256d), $bits
+
+
+C_TYPES = {
+    DType.F32: CType(DType.F32, "float", "uint32_t", "f", "f", 9, dict(ps="ps", ss="ss", d="", bits="32")),
+    DType.F64: CType(DType.F64, "double", "uint64_t", "", "d", 17, dict(ps="pd", ss="sd", d="d", bits="64")),
+}
+
+
+@dataclass(frozen=True)
 class Isa:
     """How one instruction set spells the numerics primitives (str.format templates).
 
+    An ISA is written once as a pattern whose spellings name the element type by tokens
+    ($ps, $ss, $d, $bits, $ctype, $uint, $lf, $lanes; see CType); `for_dtype` fills them in.
     Optional spellings: `ldexp` (else numerics.ldexp_generic), and `greater` / `less`:
     a > b ? a : b and a < b ? a : b, b when unordered (x86 maxps/minps), which CMath
     uses for a select of a comparison's own operands (the clamps)."""
     name: str
     title: str
-    width: int                      # float32 lanes per vector
-    vec: str                        # C type of a float vector
-    ivec: str                       # ... of an int32 vector (as_int / shl)
+    vector_bits: int | None         # None: scalar C, one element at a time
+    vec: str                        # C type of a vector
+    ivec: str                       # ... of an integer vector of the same lanes (as_int / shl)
     mask: str                       # ... of a comparison result
     include: str | None             # intrinsics header
     # (predefined macro, gcc/clang flag that defines it) per target feature the intrinsics
     # use: the source refuses to compile without each, before a compiler fails to inline one
     requires: tuple[tuple[str, str | None], ...]
     ops: dict                       # primitive -> format string
-    # lane reduction: swaps[half] brings lane k + half to lane k; first: lane 0 as a float
+    # lane reduction per dtype (a lane layout, not a spelling; its keys are the dtypes the
+    # ISA has): swaps[dtype][half] brings lane k + half to lane k; first: lane 0 as a scalar
     swaps: dict = field(default_factory=dict)
     first: str = "{v}"
     masked_load: str | None = None  # native masked tail access; None: through a stack buffer
     masked_store: str | None = None
     host_features: frozenset = frozenset()  # LLVM feature names needed to run it on x86-64
+    ctype: CType = C_TYPES[DType.F32]
+
+    @property
+    def width(self) -> int:
+        """Elements per vector."""
+        return 1 if self.vector_bits is None else self.vector_bits // self.ctype.dtype.bits
 
     @property
     def flags(self) -> tuple[str, ...]:
         """gcc/clang flags that enable the ISA."""
         return tuple(flag for _, flag in self.requires if flag)
 
+    def for_dtype(self, dtype: DType) -> "Isa":
+        """This pattern's spellings for vectors of `dtype`."""
+        if dtype not in C_TYPES or dtype not in self.swaps:
+            raise NotImplementedError(f"the {self.name} C backend has no {dtype.numpy_name} spelling")
+        ctype = C_TYPES[dtype]
+        typed = replace(self, ctype=ctype)
+        tokens = dict(ctype.spell, ctype=ctype.name, uint=ctype.uint, lf=ctype.suffix, lanes=typed.width)
+
+        def spell(text):
+            return text if text is None else string.Template(text).substitute(tokens)
+        return replace(typed, vec=spell(self.vec), ivec=spell(self.ivec), mask=spell(self.mask),
+                       ops={k: spell(v) for k, v in self.ops.items()},
+                       swaps={k: spell(v) for k, v in self.swaps[dtype].items()},
+                       first=spell(self.first), masked_load=spell(self.masked_load),
+                       masked_store=spell(self.masked_store))
+
 
 _SCALAR = Isa(
-    "scalar", "portable C99", 1, "float", "uint32_t", "int", None, (),
+    "scalar", "portable C99", None, "$ctype", "$uint", "int", None, (),
     {
         "set1": "{v}", "load": "*({p})", "store": "*({p}) = {v}",
         "add": "{a} + {b}", "sub": "{a} - {b}", "mul": "{a} * {b}",
         # fmaf would be a libm call per element without hardware FMA.  A float product
         # is exact in double, so this rounds (almost always) like a fused multiply-add.
-        "fma": "(float)((double){a} * (double){b} + (double){c})",
+        "fma": "($ctype)((double){a} * (double){b} + (double){c})",
         "maximum": "({a} > {b} || {a} != {a}) ? {a} : {b}",
         "lt": "{a} < {b}", "gt": "{a} > {b}", "eq": "{a} == {b}", "select": "{c} ? {a} : {b}",
         "as_int": "{fn}_bits({a})", "as_float": "{fn}_from_bits({a})", "shl": "{a} << {n}",
         # row values only (once per row, so a libm call is fine)
-        "div": "{a} / {b}", "log": "logf({a})",
-    })
+        "div": "{a} / {b}", "log": "log$lf({a})",
+    },
+    swaps={DType.F32: {}})  # the fma spelling needs a wider type: float32 only
 
 _SSE2 = Isa(
-    "sse2", "SSE2", 4, "__m128", "__m128i", "__m128", "emmintrin.h", (("__SSE2__", "-msse2"),),
+    "sse2", "SSE2", 128, "__m128$d", "__m128i", "__m128$d", "emmintrin.h", (("__SSE2__", "-msse2"),),
     {
-        "set1": "_mm_set1_ps({v})", "load": "_mm_loadu_ps({p})", "store": "_mm_storeu_ps({p}, {v})",
-        "add": "_mm_add_ps({a}, {b})", "sub": "_mm_sub_ps({a}, {b})", "mul": "_mm_mul_ps({a}, {b})",
+        "set1": "_mm_set1_$ps({v})", "load": "_mm_loadu_$ps({p})", "store": "_mm_storeu_$ps({p}, {v})",
+        "add": "_mm_add_$ps({a}, {b})", "sub": "_mm_sub_$ps({a}, {b})", "mul": "_mm_mul_$ps({a}, {b})",
         # No FMA in SSE2, and mul+add is not enough: exp_pair needs k*ln2_hi exact for
         # |k| up to 2^20.  The helper computes in double like the scalar spelling.
         "fma": "{fn}_fma({a}, {b}, {c})",
         # maxps returns b when either is NaN; OR-ing a NaN a back in keeps it NaN
-        "maximum": "_mm_or_ps(_mm_max_ps({a}, {b}), _mm_and_ps(_mm_cmpunord_ps({a}, {a}), {a}))",
-        "lt": "_mm_cmplt_ps({a}, {b})", "gt": "_mm_cmpgt_ps({a}, {b})", "eq": "_mm_cmpeq_ps({a}, {b})",
-        "select": "_mm_or_ps(_mm_and_ps({c}, {a}), _mm_andnot_ps({c}, {b}))",
-        "greater": "_mm_max_ps({a}, {b})", "less": "_mm_min_ps({a}, {b})",
-        "as_int": "_mm_castps_si128({a})", "as_float": "_mm_castsi128_ps({a})",
-        "shl": "_mm_slli_epi32({a}, {n})",
+        "maximum": "_mm_or_$ps(_mm_max_$ps({a}, {b}), _mm_and_$ps(_mm_cmpunord_$ps({a}, {a}), {a}))",
+        "lt": "_mm_cmplt_$ps({a}, {b})", "gt": "_mm_cmpgt_$ps({a}, {b})", "eq": "_mm_cmpeq_$ps({a}, {b})",
+        "select": "_mm_or_$ps(_mm_and_$ps({c}, {a}), _mm_andnot_$ps({c}, {b}))",
+        "greater": "_mm_max_$ps({a}, {b})", "less": "_mm_min_$ps({a}, {b})",
+        "as_int": "_mm_cast${ps}_si128({a})", "as_float": "_mm_castsi128_$ps({a})",
+        "shl": "_mm_slli_epi$bits({a}, {n})",
     },
-    swaps={2: "_mm_movehl_ps({v}, {v})", 1: "_mm_shuffle_ps({v}, {v}, _MM_SHUFFLE(2, 3, 0, 1))"},
-    first="_mm_cvtss_f32({v})",
+    swaps={DType.F32: {2: "_mm_movehl_ps({v}, {v})", 1: "_mm_shuffle_ps({v}, {v}, _MM_SHUFFLE(2, 3, 0, 1))"}},
+    first="_mm_cvt${ss}_f$bits({v})",
     host_features=frozenset({"sse2"}))
 
 _AVX2 = Isa(
-    "avx2", "AVX2 + FMA", 8, "__m256", "__m256i", "__m256", "immintrin.h",
+    "avx2", "AVX2 + FMA", 256, "__m256$d", "__m256i", "__m256$d", "immintrin.h",
     (("__AVX2__", "-mavx2"), ("__FMA__", "-mfma")),
     {
-        "set1": "_mm256_set1_ps({v})", "load": "_mm256_loadu_ps({p})",
-        "store": "_mm256_storeu_ps({p}, {v})",
-        "add": "_mm256_add_ps({a}, {b})", "sub": "_mm256_sub_ps({a}, {b})",
-        "mul": "_mm256_mul_ps({a}, {b})", "fma": "_mm256_fmadd_ps({a}, {b}, {c})",
-        "maximum": "_mm256_blendv_ps(_mm256_max_ps({a}, {b}), {a}, _mm256_cmp_ps({a}, {a}, _CMP_UNORD_Q))",
-        "lt": "_mm256_cmp_ps({a}, {b}, _CMP_LT_OQ)", "gt": "_mm256_cmp_ps({a}, {b}, _CMP_GT_OQ)",
-        "eq": "_mm256_cmp_ps({a}, {b}, _CMP_EQ_OQ)",
-        "select": "_mm256_blendv_ps({b}, {a}, {c})",
-        "greater": "_mm256_max_ps({a}, {b})", "less": "_mm256_min_ps({a}, {b})",
-        "as_int": "_mm256_castps_si256({a})", "as_float": "_mm256_castsi256_ps({a})",
-        "shl": "_mm256_slli_epi32({a}, {n})",
+        "set1": "_mm256_set1_$ps({v})", "load": "_mm256_loadu_$ps({p})",
+        "store": "_mm256_storeu_$ps({p}, {v})",
+        "add": "_mm256_add_$ps({a}, {b})", "sub": "_mm256_sub_$ps({a}, {b})",
+        "mul": "_mm256_mul_$ps({a}, {b})", "fma": "_mm256_fmadd_$ps({a}, {b}, {c})",
+        "maximum": "_mm256_blendv_$ps(_mm256_max_$ps({a}, {b}), {a}, _mm256_cmp_$ps({a}, {a}, _CMP_UNORD_Q))",
+        "lt": "_mm256_cmp_$ps({a}, {b}, _CMP_LT_OQ)", "gt": "_mm256_cmp_$ps({a}, {b}, _CMP_GT_OQ)",
+        "eq": "_mm256_cmp_$ps({a}, {b}, _CMP_EQ_OQ)",
+        "select": "_mm256_blendv_$ps({b}, {a}, {c})",
+        "greater": "_mm256_max_$ps({a}, {b})", "less": "_mm256_min_$ps({a}, {b})",
+        "as_int": "_mm256_cast${ps}_si256({a})", "as_float": "_mm256_castsi256_$ps({a})",
+        "shl": "_mm256_slli_epi$bits({a}, {n})",
     },
-    swaps={4: "_mm256_permute2f128_ps({v}, {v}, 1)",
-           2: "_mm256_permute_ps({v}, _MM_SHUFFLE(1, 0, 3, 2))",
-           1: "_mm256_permute_ps({v}, _MM_SHUFFLE(2, 3, 0, 1))"},
-    first="_mm256_cvtss_f32({v})",
-    masked_load="_mm256_maskload_ps({p}, _mm256_castps_si256({m}))",
-    masked_store="_mm256_maskstore_ps({p}, _mm256_castps_si256({m}), {v})",
+    swaps={DType.F32: {4: "_mm256_permute2f128_ps({v}, {v}, 1)",
+                       2: "_mm256_permute_ps({v}, _MM_SHUFFLE(1, 0, 3, 2))",
+                       1: "_mm256_permute_ps({v}, _MM_SHUFFLE(2, 3, 0, 1))"}},
+    first="_mm256_cvt${ss}_f$bits({v})",
+    masked_load="_mm256_maskload_$ps({p}, _mm256_cast${ps}_si256({m}))",
+    masked_store="_mm256_maskstore_$ps({p}, _mm256_cast${ps}_si256({m}), {v})",
     host_features=frozenset({"avx2", "fma"}))
 
 _AVX512 = Isa(
-    "avx512", "AVX-512F", 16, "__m512", "__m512i", "__mmask16", "immintrin.h",
+    "avx512", "AVX-512F", 512, "__m512$d", "__m512i", "__mmask$lanes", "immintrin.h",
     (("__AVX512F__", "-mavx512f"),),   # every intrinsic it uses is AVX-512F (gcc's -mavx512f sets no __FMA__)
     {
-        "set1": "_mm512_set1_ps({v})", "load": "_mm512_loadu_ps({p})",
-        "store": "_mm512_storeu_ps({p}, {v})",
-        "add": "_mm512_add_ps({a}, {b})", "sub": "_mm512_sub_ps({a}, {b})",
-        "mul": "_mm512_mul_ps({a}, {b})", "fma": "_mm512_fmadd_ps({a}, {b}, {c})",
-        "maximum": "_mm512_mask_mov_ps(_mm512_max_ps({a}, {b}), _mm512_cmp_ps_mask({a}, {a}, _CMP_UNORD_Q), {a})",
-        "lt": "_mm512_cmp_ps_mask({a}, {b}, _CMP_LT_OQ)", "gt": "_mm512_cmp_ps_mask({a}, {b}, _CMP_GT_OQ)",
-        "eq": "_mm512_cmp_ps_mask({a}, {b}, _CMP_EQ_OQ)",
-        "select": "_mm512_mask_blend_ps({c}, {b}, {a})",
-        "greater": "_mm512_max_ps({a}, {b})", "less": "_mm512_min_ps({a}, {b})",
-        "as_int": "_mm512_castps_si512({a})", "as_float": "_mm512_castsi512_ps({a})",
-        "shl": "_mm512_slli_epi32({a}, {n})",
+        "set1": "_mm512_set1_$ps({v})", "load": "_mm512_loadu_$ps({p})",
+        "store": "_mm512_storeu_$ps({p}, {v})",
+        "add": "_mm512_add_$ps({a}, {b})", "sub": "_mm512_sub_$ps({a}, {b})",
+        "mul": "_mm512_mul_$ps({a}, {b})", "fma": "_mm512_fmadd_$ps({a}, {b}, {c})",
+        "maximum": "_mm512_mask_mov_$ps(_mm512_max_$ps({a}, {b}), _mm512_cmp_${ps}_mask({a}, {a}, _CMP_UNORD_Q), {a})",
+        "lt": "_mm512_cmp_${ps}_mask({a}, {b}, _CMP_LT_OQ)", "gt": "_mm512_cmp_${ps}_mask({a}, {b}, _CMP_GT_OQ)",
+        "eq": "_mm512_cmp_${ps}_mask({a}, {b}, _CMP_EQ_OQ)",
+        "select": "_mm512_mask_blend_$ps({c}, {b}, {a})",
+        "greater": "_mm512_max_$ps({a}, {b})", "less": "_mm512_min_$ps({a}, {b})",
+        "as_int": "_mm512_cast${ps}_si512({a})", "as_float": "_mm512_castsi512_$ps({a})",
+        "shl": "_mm512_slli_epi$bits({a}, {n})",
         # vscalefps: v * 2^floor(d), with subnormal results and d = -inf handled
-        "ldexp": "_mm512_scalef_ps({a}, {b})",
+        "ldexp": "_mm512_scalef_$ps({a}, {b})",
     },
-    swaps={8: "_mm512_shuffle_f32x4({v}, {v}, _MM_SHUFFLE(1, 0, 3, 2))",
-           4: "_mm512_shuffle_f32x4({v}, {v}, _MM_SHUFFLE(2, 3, 0, 1))",
-           2: "_mm512_permute_ps({v}, _MM_SHUFFLE(1, 0, 3, 2))",
-           1: "_mm512_permute_ps({v}, _MM_SHUFFLE(2, 3, 0, 1))"},
-    first="_mm512_cvtss_f32({v})",
-    masked_load="_mm512_maskz_loadu_ps({m}, {p})",
-    masked_store="_mm512_mask_storeu_ps({p}, {m}, {v})",
+    swaps={DType.F32: {8: "_mm512_shuffle_f32x4({v}, {v}, _MM_SHUFFLE(1, 0, 3, 2))",
+                       4: "_mm512_shuffle_f32x4({v}, {v}, _MM_SHUFFLE(2, 3, 0, 1))",
+                       2: "_mm512_permute_ps({v}, _MM_SHUFFLE(1, 0, 3, 2))",
+                       1: "_mm512_permute_ps({v}, _MM_SHUFFLE(2, 3, 0, 1))"}},
+    first="_mm512_cvt${ss}_f$bits({v})",
+    masked_load="_mm512_maskz_loadu_$ps({m}, {p})",
+    masked_store="_mm512_mask_storeu_$ps({p}, {m}, {v})",
     host_features=frozenset({"avx512f"}))
 
 _NEON = Isa(
-    "neon", "AArch64 NEON", 4, "float32x4_t", "int32x4_t", "uint32x4_t", "arm_neon.h",
-    (("__aarch64__", None),),
+    "neon", "AArch64 NEON", 128, "float${bits}x${lanes}_t", "int${bits}x${lanes}_t", "uint${bits}x${lanes}_t",
+    "arm_neon.h", (("__aarch64__", None),),
     {
-        "set1": "vdupq_n_f32({v})", "load": "vld1q_f32({p})", "store": "vst1q_f32({p}, {v})",
-        "add": "vaddq_f32({a}, {b})", "sub": "vsubq_f32({a}, {b})", "mul": "vmulq_f32({a}, {b})",
-        "fma": "vfmaq_f32({c}, {a}, {b})",
-        "maximum": "vmaxq_f32({a}, {b})",  # FMAX propagates NaN
-        "lt": "vcltq_f32({a}, {b})", "gt": "vcgtq_f32({a}, {b})", "eq": "vceqq_f32({a}, {b})",
-        "select": "vbslq_f32({c}, {a}, {b})",
-        "as_int": "vreinterpretq_s32_f32({a})", "as_float": "vreinterpretq_f32_s32({a})",
-        "shl": "vshlq_n_s32({a}, {n})",
+        "set1": "vdupq_n_f$bits({v})", "load": "vld1q_f$bits({p})", "store": "vst1q_f$bits({p}, {v})",
+        "add": "vaddq_f$bits({a}, {b})", "sub": "vsubq_f$bits({a}, {b})", "mul": "vmulq_f$bits({a}, {b})",
+        "fma": "vfmaq_f$bits({c}, {a}, {b})",
+        "maximum": "vmaxq_f$bits({a}, {b})",  # FMAX propagates NaN
+        "lt": "vcltq_f$bits({a}, {b})", "gt": "vcgtq_f$bits({a}, {b})", "eq": "vceqq_f$bits({a}, {b})",
+        "select": "vbslq_f$bits({c}, {a}, {b})",
+        "as_int": "vreinterpretq_s${bits}_f$bits({a})", "as_float": "vreinterpretq_f${bits}_s$bits({a})",
+        "shl": "vshlq_n_s$bits({a}, {n})",
     },
-    swaps={2: "vextq_f32({v}, {v}, 2)", 1: "vrev64q_f32({v})"},
-    first="vgetq_lane_f32({v}, 0)")
+    swaps={DType.F32: {2: "vextq_f32({v}, {v}, 2)", 1: "vrev64q_f32({v})"}},
+    first="vgetq_lane_f$bits({v}, 0)")
 
-ISAS = {isa.name: isa for isa in (_SCALAR, _SSE2, _AVX2, _AVX512, _NEON)}
+PATTERNS = {isa.name: isa for isa in (_SCALAR, _SSE2, _AVX2, _AVX512, _NEON)}
+# the ISAs as float32 kernels use them
+ISAS = {name: isa.for_dtype(DType.F32) for name, isa in PATTERNS.items()}
 
 def block_size(isa: Isa, accumulators: int) -> int:
     """Elements per block of a reducing pass (numerics.reduction_block): 2048 for AVX-512 x 4
@@ -170,15 +217,16 @@ def block_size(isa: Isa, accumulators: int) -> int:
     return numerics.reduction_block(numerics.REDUCTION_BLOCK, isa.width, accumulators)
 
 
-def c_float(v: float) -> str:
-    """A C float literal holding exactly float32(v) (no hex floats: C++ before 17 lacks them)."""
+def c_float(v: float, ctype: CType = C_TYPES[DType.F32]) -> str:
+    """A C literal of `ctype` holding exactly v rounded to it (no hex floats: C++ before 17
+    lacks them)."""
     if v != v:
         return "NAN"
     if v in (float("inf"), float("-inf")):
         return "INFINITY" if v > 0 else "-INFINITY"
-    f32 = struct.unpack("f", struct.pack("f", v))[0]
-    text = f"{f32:.9g}"
-    return text + ("f" if any(c in text for c in ".e") else ".0f")
+    rounded = struct.unpack(ctype.struct_code, struct.pack(ctype.struct_code, v))[0]
+    text = f"{rounded:.{ctype.digits}g}"
+    return text + (ctype.suffix if any(c in text for c in ".e") else ".0" + ctype.suffix)
 
 
 _TEMP = re.compile(r"const [\w ]+ (\w+) = ")
@@ -204,6 +252,7 @@ class CMath:
 
     def __init__(self, isa: Isa, fn: str, used: set, prefix: str = "t"):
         self.isa, self.fn, self.prefix = isa, fn, prefix
+        self.float_format = numerics.float_format(isa.ctype.dtype)  # the recipes' constants
         self.lines: list[str] = []
         self.used = used   # "isa.primitive" spelled, so the file emits the helpers they call
         self._consts: dict[str, str] = {}
@@ -224,7 +273,7 @@ class CMath:
         return self.temp(ctype, self.isa.ops[prim].format(fn=self.fn, **args))
 
     def const(self, v: float) -> str:
-        lit = c_float(v)
+        lit = c_float(v, self.isa.ctype)
         if lit not in self._consts:
             self._consts[lit] = self._op(self.isa.vec, "set1", v=lit)
         return self._consts[lit]
@@ -336,7 +385,7 @@ class _Helpers:
 
     def exp_scaled(self) -> CFunction:
         """exp_scaled(x, lo, e_magic, *coeffs): the ExpShift spread over parameters."""
-        n = len(numerics.EXP_POLY) + 1
+        n = len(numerics.float_format(self.isa.ctype.dtype).exp_poly) + 1
         return self._get("exp_scaled", 3 + n, lambda m, x, lo, em, *cs: numerics.exp_scaled(
             m, x, numerics.ExpShift(lo, em, cs)), self.isa)
 
@@ -436,12 +485,12 @@ class _GuardView:
 _ROW_RECIPES = {Kind.LOG_PAIR: numerics.log_pair, Kind.LOG1P: numerics.log1p}
 
 
-def _between(v: str, lo: float, hi: float) -> str:
-    return f"{c_float(lo)} <= {v} && {v} <= {c_float(hi)}"
+def _between(v: str, lo: float, hi: float, ctype: CType) -> str:
+    return f"{c_float(lo, ctype)} <= {v} && {v} <= {c_float(hi, ctype)}"
 
 
-def _in_range(v: str, limit: float) -> str:
-    return _between(v, -limit, limit)
+def _in_range(v: str, limit: float, ctype: CType) -> str:
+    return _between(v, -limit, limit, ctype)
 
 
 def _shift_values(shift: numerics.ExpShift) -> list[str]:
@@ -456,6 +505,8 @@ class _Emitter:
 
     def __init__(self, isa: Isa, fn: str, accumulators: int):
         self.isa, self.fn, self.accumulators = isa, fn, accumulators
+        self.ctype, self.fmt = isa.ctype, numerics.float_format(isa.ctype.dtype)
+        self.scalar = _SCALAR.for_dtype(isa.ctype.dtype)   # row values
         self.helpers = _Helpers(isa, fn)
         self.tail_helpers: set[str] = set()   # lane_index, load_partial, store_partial
 
@@ -468,7 +519,7 @@ class _Emitter:
                 index = program.passes.index(step)
                 steps.append(self.pass_(step, env, index, f"{prefix}p{index}_"))
             elif step.kind is Kind.GUARD:
-                condition = " && ".join(_between(env[v], lo, hi) for v, (lo, hi) in zip(step.args, step.attrs["ranges"]))
+                condition = " && ".join(_between(env[v], lo, hi, self.ctype) for v, (lo, hi) in zip(step.args, step.attrs["ranges"]))
                 fallback = step.attrs["fallback"]
                 steps.append(_GuardView(condition, self.program(fallback, prefix + "f_"), fallback.algorithm))
             else:
@@ -477,31 +528,31 @@ class _Emitter:
 
     def row_op(self, op: Op, env: dict, prefix: str) -> list[str]:
         a = [env[v] for v in op.args]
-        k = op.kind
+        k, ct = op.kind, self.ctype
         if k is Kind.STORE_ROW:
             return [f"yr[0] = {a[0]};"]
         recipe = _ROW_RECIPES.get(k)
         if op.args and op.args[0].type.is_accumulator:  # merge.*
             recipe = numerics.ACCUMULATORS[op.args[0].type].result
         if recipe:
-            cm = self.helpers.math(_SCALAR, f"{prefix}v{op.results[0].id}_")
+            cm = self.helpers.math(self.scalar, f"{prefix}v{op.results[0].id}_")
             out = recipe(cm, *a)
             env.update(zip(op.results, out if isinstance(out, (tuple, list)) else (out,)))
             return cm.lines
         expr = {
-            Kind.CONST: lambda: c_float(op.attrs["value"]),
+            Kind.CONST: lambda: c_float(op.attrs["value"], ct),
             Kind.ADD: lambda: f"{a[0]} + {a[1]}",
             Kind.SUB_ROW: lambda: f"{a[0]} - {a[1]}",
             Kind.MUL_ROW: lambda: f"{a[0]} * {a[1]}",
-            Kind.RECIP: lambda: f"1.0f / {a[0]}",
-            Kind.LOG: lambda: f"logf({a[0]})",  # once per row: a libm call is fine here
+            Kind.RECIP: lambda: f"{c_float(1.0, ct)} / {a[0]}",
+            Kind.LOG: lambda: f"log{ct.suffix}({a[0]})",  # once per row: a libm call is fine here
             Kind.WHERE_FINITE: lambda: f"isfinite({a[0]}) ? {a[1]} : {a[2]}",
         }.get(k)
         if expr is None:
             raise NotImplementedError(f"C backend: no lowering for row op {op}")
         name = f"{prefix}v{op.results[0].id}"
         env[op.results[0]] = name
-        return [f"const float {name} = {expr()};"]
+        return [f"const {ct.name} {name} = {expr()};"]
 
     # --- passes -----------------------------------------------------------------------
     def splat(self, cm: CMath, scalar: str) -> str:
@@ -543,11 +594,11 @@ class _Emitter:
     def fast_form(self, plan: PassPlan, env: dict, prefix: str):
         """Row constants of the fast form: exp_diff_shift per exp shift c, exp_shift per
         fused exp_pair -> pair_scale.  Returns (lines, condition, shifts)."""
-        scalar, vec = self.helpers.math(_SCALAR, f"{prefix}r"), self.helpers.math(self.isa, f"{prefix}f")
+        scalar, vec = self.helpers.math(self.scalar, f"{prefix}r"), self.helpers.math(self.isa, f"{prefix}f")
         shifts, conditions = {}, []
         for c in plan.exp_shifts:
             shifts[c] = numerics.exp_diff_shift(scalar, env[c])
-            conditions.append(_in_range(env[c], numerics.EXP_SHIFT_LIMIT))
+            conditions.append(_in_range(env[c], self.fmt.exp_shift_limit, self.ctype))
         for user in plan.fused.values():
             # pair_scale's e is the two-pass exponent, which the guard keeps in range
             shifts[user] = numerics.exp_shift(scalar, env[user.args[1]], env[user.args[2]])
@@ -561,7 +612,7 @@ class _Emitter:
         if not any(r.blocked for r in reductions):
             return [], ""
         vec = self.helpers.math(self.isa, f"{prefix}b")
-        scalar = self.helpers.math(_SCALAR, f"{prefix}c")
+        scalar = self.helpers.math(self.scalar, f"{prefix}c")
         splats = self.helpers.math(self.isa, f"{prefix}d")
         conditions, roots = [], []
         for red in (r for r in reductions if r.blocked):
@@ -571,10 +622,10 @@ class _Emitter:
             for half in _halves(self.isa):
                 w = vec.temp(self.isa.vec, self.isa.swaps[half].format(v=v))
                 v = vec.select(vec.lt(v, w), w, v)
-            top = vec.temp("float", self.isa.first.format(v=v))
+            top = vec.temp(self.ctype.name, self.isa.first.format(v=v))
             # an all -inf block: m = -FLT_MAX, so e^(x - m) is 0 for its -inf entries
-            m = numerics.clamp_below(scalar, top, -numerics.FLT_MAX)
-            conditions.append(_in_range(m, numerics.EXP_SHIFT_LIMIT))
+            m = numerics.clamp_below(scalar, top, -self.fmt.max)
+            conditions.append(_in_range(m, self.fmt.exp_shift_limit, self.ctype))
             red.block_max = self.splat(splats, m)
             red.block_shift = [self.splat(splats, s) for s in _shift_values(numerics.exp_diff_shift(scalar, m))]
             roots += [m, red.block_max, *red.block_shift]
@@ -590,8 +641,9 @@ class _Emitter:
         return _Reduction(
             t, blocked,
             [[f"{base}_a{s}_{j}" for j in range(len(inner_acc.identity))] for s in range(self.accumulators)],
-            [c_float(c) for c in inner_acc.identity],
-            [f"{base}_o{j}" for j in range(len(acc.outer_identity))], [c_float(c) for c in acc.outer_identity],
+            [c_float(c, self.ctype) for c in inner_acc.identity],
+            [f"{base}_o{j}" for j in range(len(acc.outer_identity))],
+            [c_float(c, self.ctype) for c in acc.outer_identity],
             [f"{base}_l{j}" for j in range(len(acc.identity))],
             [f"{base}_r{j}" for j in range(len(acc.identity))],
             h.merge(inner_t), h.fold(t), h.unfold(t),
@@ -702,7 +754,7 @@ class _Emitter:
         self.tail_helpers.add("lane_index")
         cm = self.helpers.math(self.isa, "m")
         index = cm.temp(self.isa.vec, self.isa.ops["load"].format(p=f"{self.fn}_lane_index"))
-        mask = cm.lt(index, cm.temp(self.isa.vec, self.isa.ops["set1"].format(v="(float)rem")))
+        mask = cm.lt(index, cm.temp(self.isa.vec, self.isa.ops["set1"].format(v=f"({self.ctype.name})rem")))
         return cm.lines + [f"const {self.isa.mask} tail_mask = {mask};"]
 
 
@@ -808,11 +860,11 @@ def emit_c(op: str, *, algorithm: str, dtype="float32", isa: str = "scalar", nam
     (CSource.flags, e.g. -mavx512f) and link with -lm."""
     from ..api import _check_dtype  # one dtype rule for the package
 
-    _check_dtype(dtype)
-    target = ISAS[_check_choice("isa", isa, tuple(ISAS))]
-    program = algorithms.build(op, algorithm)
+    storage = next(d for d in DType if d.numpy_name == _check_dtype(dtype).name)
+    program = algorithms.build(op, algorithm, storage, storage)
+    target = PATTERNS[_check_choice("isa", isa, tuple(PATTERNS))].for_dtype(program.compute)
     if name is None:
-        name = f"softgen_{op}_{algorithm}_float32_{isa}"
+        name = f"softgen_{op}_{algorithm}_{storage.numpy_name}_{isa}"
     if not isinstance(name, str):
         raise TypeError(f"name must be a string, not {type(name).__name__}")
     if not _IDENT.match(name):
@@ -826,13 +878,16 @@ def _render(program: Program, isa: Isa, name: str, unroll: int, accumulators: in
     from .. import __version__
 
     emitter = _Emitter(isa, name, accumulators)
+    # ctype: what the kernel computes in; storage: what x and y hold
     ctx = dict(name=name, op=program.op, algorithm=program.algorithm, isa=isa, version=__version__,
+               ctype=isa.ctype, storage=C_TYPES[program.storage], dtype=program.storage.numpy_name,
                row_output=program.row_output, steps=emitter.program(program), unroll=unroll,
                accumulators=accumulators, block=block_size(isa, accumulators), tree=_tree(accumulators),
                tail_mask=emitter.tail_mask, assign=assign, zip=zip,
                halves=_halves(isa),
                swapped=lambda names, half: [isa.swaps[half].format(v=v) for v in names],
-               lane_index=[c_float(i) for i in range(isa.width)],
+               lane_index=[c_float(i, isa.ctype) for i in range(isa.width)],
+               zero=c_float(0.0, C_TYPES[program.storage]),
                guard=f"{name.upper()}_H")
     env = _environment(str(TEMPLATES))
     # The kernel first: rendering its passes generates the helpers it calls.

@@ -46,6 +46,11 @@ class Kernel:
         return str(self.program)
 
     @property
+    def loop_ir(self) -> str:
+        """The kernel after lowering: its loops, forms and merges, before LLVM."""
+        return self._compiled.loop_ir
+
+    @property
     def llvm_ir(self) -> str:
         return self._compiled.llvm_ir
 

@@ -45,6 +45,11 @@ class Artifact:
     def llvm_ir(self) -> str:
         return self.compiled.llvm_ir
 
+    @property
+    def loop_ir(self) -> str:
+        """The kernel after lowering (softgen.lower.loopir), before LLVM."""
+        return self.compiled.loop_ir
+
     @cached_property
     def asm(self) -> str:
         return self.compiled.asm()

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..ir import DType
 from ..targets import Target
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    lanes: int                  # float32 lanes per vector register
-    native_ldexp: frozenset     # lane counts with a one-instruction v * 2^d (vscalefps)
+    vector_bits: int            # bits per vector register the kernels use
+    native_ldexp: frozenset     # (bits, lanes) of float vectors with a one-instruction v * 2^d
     nan_ignoring_max: bool      # a one-instruction max that skips NaN (x86 maxps): acc.max
                                 # then keeps a NaN lane mask beside it
     streaming_fence: bool       # streaming stores are weakly ordered: fence before returning
@@ -20,6 +21,9 @@ class Capabilities:
     @classmethod
     def of(cls, target: Target) -> "Capabilities":
         x86 = target.arch == "x86_64"
-        return cls(lanes=target.vector_width,
-                   native_ldexp=frozenset({16}) if target.has_avx512 else frozenset(),
+        return cls(vector_bits=32 * target.vector_width,   # vector_width counts float32 lanes
+                   native_ldexp=frozenset({(32, 16)}) if target.has_avx512 else frozenset(),
                    nan_ignoring_max=x86, streaming_fence=x86)
+
+    def lanes(self, dtype: DType) -> int:
+        return self.vector_bits // dtype.bits

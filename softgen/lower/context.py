@@ -3,6 +3,7 @@ the vector math, the group being lowered, and memory access by element offset.""
 from __future__ import annotations
 
 from .. import numerics
+from ..ir import DType
 from .capabilities import Capabilities
 from .loopir import I64, PTR, Builder, Const, Kernel, Val, array_ty, bool_ty, float_ty, i64
 from .loopmath import LoopMath
@@ -13,14 +14,15 @@ PARAMS = ("rows", "n", "x", "x_row_stride", "y", "y_row_stride")
 
 
 class Context:
-    def __init__(self, name: str, caps: Capabilities, schedule: Schedule, elem_bits: int = 32):
+    def __init__(self, name: str, caps: Capabilities, schedule: Schedule, storage: DType, compute: DType):
         self.caps, self.schedule = caps, schedule
-        self.width = caps.lanes
-        self.elem = float_ty(elem_bits)
+        self.width = caps.lanes(compute)
+        self.elem = float_ty(storage.bits)   # what x and y hold
         types = (I64, I64, PTR, I64, PTR, I64)
         self.kernel = Kernel(name, [Val(k, t, p) for k, (t, p) in enumerate(zip(types, PARAMS))])
         self.b = Builder(self.kernel)
-        self.vm = LoopMath(self.b, self.elem.vector(self.width), caps.native_ldexp)
+        self.vm = LoopMath(self.b, float_ty(compute.bits, self.width), numerics.float_format(compute),
+                           caps.native_ldexp)
         self.one = self.vm.with_width(1)  # scalar math of one row (block constants)
         self.rows, self.n, self.x, self.xs, self.y, self.ys = self.kernel.params
         self.used_nontemporal = False

@@ -61,7 +61,7 @@ def kernel_name(program: Program) -> str:
 def lower(program: Program, caps: Capabilities, schedule: Schedule = Schedule(),
           name: str | None = None) -> Kernel:
     """The loop-IR kernel of `program` under `schedule` for a target with `caps` (verified)."""
-    lowering = KernelLowering(name or kernel_name(program), caps, schedule)
+    lowering = KernelLowering(name or kernel_name(program), caps, schedule, program.storage, program.compute)
     lowering.emit(program)
     return verify(lowering.kernel)
 

@@ -13,12 +13,14 @@ from .loopir import Builder, Const, Ty, bool_ty, int_ty
 class LoopMath:
     """Lane-wise math on values of float type `ty` (lanes 1: scalars)."""
 
-    def __init__(self, builder: Builder, ty: Ty, native_ldexp: frozenset = frozenset()):
+    def __init__(self, builder: Builder, ty: Ty, float_format: numerics.FloatFormat,
+                 native_ldexp: frozenset = frozenset()):
         self.b = builder
         self.ty = ty
+        self.float_format = float_format   # the recipes' constants for this dtype
         self.ity = int_ty(ty.bits, ty.lanes)
         self.mask_ty = bool_ty(ty.lanes)
-        self.native_ldexp = native_ldexp   # lane counts with a one-instruction ldexp
+        self.native_ldexp = native_ldexp   # (bits, lanes) with a one-instruction ldexp
 
     @property
     def width(self) -> int:
@@ -26,7 +28,7 @@ class LoopMath:
 
     def with_width(self, width: int) -> "LoopMath":
         """The same math (same target choices) on vectors of another width."""
-        return LoopMath(self.b, self.ty.vector(width), self.native_ldexp)
+        return LoopMath(self.b, self.ty.vector(width), self.float_format, self.native_ldexp)
 
     def _op(self, op: str, *args, ty: Ty | None = None):
         return self.b.emit(op, *args, ty=ty or self.ty)
@@ -93,7 +95,7 @@ class LoopMath:
         return self._op("shl", a, Const(self.ity, n), ty=self.ity)
 
     def ldexp(self, v, d):
-        if self.width in self.native_ldexp:
+        if (self.ty.bits, self.width) in self.native_ldexp:
             return self._op("ldexp", v, d)
         return numerics.ldexp_generic(self, v, d)
 

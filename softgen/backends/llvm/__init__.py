@@ -1,5 +1,5 @@
-"""LLVM backend: IR program -> vectorized LLVM IR (codegen) -> machine code (compiler)."""
-from .codegen import build_module
+"""LLVM backend: a loop-IR kernel -> LLVM IR (render) -> machine code (compiler)."""
 from .compiler import CompiledModule, compile_program
+from .render import render
 
-__all__ = ["build_module", "CompiledModule", "compile_program"]
+__all__ = ["render", "CompiledModule", "compile_program"]

@@ -15,8 +15,9 @@ import llvmlite.binding as llvm
 from ...ir import Program
 from ...targets import Target, initialize_llvm
 from ...lower import Schedule
-from ...lower.kernel import kernel_name
-from .codegen import build_module
+from ...lower.capabilities import Capabilities
+from ...lower.kernel import kernel_name, lower
+from .render import render
 
 
 def optimize(module_text: str, tm) -> "llvm.ModuleRef":
@@ -36,6 +37,7 @@ class CompiledModule:
     target: Target
     llvm_ir: str
     _mod_text: str
+    loop_ir: str = ""   # the lowered kernel (softgen.lower.loopir) this was rendered from
     _jit: object = field(default=None, repr=False)   # keeps the JIT library alive
     address: int | None = None
 
@@ -55,10 +57,10 @@ def compile_program(program: Program, target: Target, schedule: Schedule = Sched
     name = kernel_name(program) if name is None else check_symbol_name(name)
     if jit:
         target.check_runs_here()   # before the work: a target this CPU cannot run fails fast
-    module = build_module(program, target, schedule, name)
-    mod = optimize(str(module), target.create_target_machine())
+    kernel = lower(program, Capabilities.of(target), schedule, name)
+    mod = optimize(str(render(kernel, target)), target.create_target_machine())
     text = str(mod)
-    compiled = CompiledModule(name, target, text, text)
+    compiled = CompiledModule(name, target, text, text, str(kernel))
     if jit:
         lljit = llvm.create_lljit_compiler(target.create_target_machine(jit=True))
         lib = (llvm.JITLibraryBuilder().add_ir(text).add_current_process()

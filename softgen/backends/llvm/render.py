@@ -196,7 +196,7 @@ class _Renderer:
         # AVX-512 vscalefps: v * 2^floor(d), subnormals and -inf handled
         ty = llvm_type(t)
         fn = intrinsic(self.b.module, "llvm.x86.avx512.mask.scalef.ps.512", ty, [ty, ty, ty, ir.IntType(16), I32])
-        return self.b.call(fn, [v, d, v, ir.Constant(ir.IntType(16), -1), ir.Constant(I32, 4)])
+        return self.b.call(fn, [v, d, v, ir.Constant(ir.IntType(16), -1), ir.Constant(I32, 4)])   # rounding: the current mode
 
     def op_splat(self, s, scalar):
         ty = llvm_type(s.result.ty)

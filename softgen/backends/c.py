@@ -8,7 +8,8 @@ Python walks the Program the way the LLVM backend does (same lowerings, see _Emi
 and runs the numerics recipes through `CMath`, which writes one C statement per
 primitive using a small per-ISA table of intrinsic spellings.  The shape of the code (row loop, pass loops with
 `unroll` vectors and `accumulators` accumulator sets, blocked reductions, tails,
-lane merges, helper functions, header) lives in jinja2 templates in templates/.
+lane merges, helper functions, header) lives in jinja2 templates in softgen/templates/
+(package data, so an installed wheel has them).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .. import algorithms, numerics
 from ..lower.plan import PassPlan, plan_pass
 from ..ir import Kind, Op, Pass, Program, Type, Value
 
-TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 # C kernels have no schedule: the fast forms, online reductions per block, pair merged per element
 _LOWERING = dict(fast_exp=True, online_block_max=True, pair_sum="merge")
 

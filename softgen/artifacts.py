@@ -18,8 +18,8 @@ from pathlib import Path
 import llvmlite.binding as llvm
 
 from . import algorithms
-from .api import _check_dtype
 from .backends.llvm import CompiledModule, compile_program
+from .dtypes import check_dtype
 from .lower import Schedule
 from .targets import Target
 
@@ -110,7 +110,7 @@ def generate(op: str, *, algorithm: str, target, dtype="float32", name: str | No
     "x86-64-v3", "aarch64:neoverse-v1", "riscv64"), without running it.  `name` is the C
     symbol (default softgen_<op>_<algorithm>); `schedule` the code shape (default
     Schedule(), as softgen.compile)."""
-    _check_dtype(dtype)
+    check_dtype(dtype)
     tgt = Target.parse(target)
     schedule = Schedule() if schedule is None else schedule
     if not isinstance(schedule, Schedule):

@@ -22,9 +22,13 @@ from typing import Callable
 
 import llvmlite
 
-from . import __version__, algorithms
+from . import algorithms
+from . import bench as measuring
+from . import tune as tuning
 from .artifacts import generate
+from .backends.c import emit_c as emit_c_source
 from .targets import ACCEPTED, Target, known_cpus, llvm_version
+from .version import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,16 +108,12 @@ def _output(args, artifact, suffix: str, prefix: str = "") -> Path:
 
 
 def emit_c(args) -> None:
-    import softgen
-    if not hasattr(softgen, "emit_c"):
-        raise RuntimeError("this softgen has no C backend (softgen.emit_c)")
-    source = softgen.emit_c(args.op, algorithm=args.algorithm, isa=args.isa, name=args.name)
+    source = emit_c_source(args.op, algorithm=args.algorithm, isa=args.isa, name=args.name)
     written = source.write(args.output)
     print(f"wrote {written if written is not None else args.output}")
 
 
 def bench(args) -> None:
-    from . import bench as measuring   # loads the peers: only when benchmarking
     if not Target.parse(args.target).is_host:
         raise ValueError(f"bench runs kernels on this machine: --target must be host, not {args.target!r}")
     variants = measuring.SOFTGEN_VARIANTS if args.algorithm == "all" else (args.algorithm,)
@@ -136,7 +136,6 @@ def bench(args) -> None:
 
 
 def tune(args) -> None:
-    from . import tune as tuning
     if not Target.parse(args.target).is_host:
         raise ValueError(f"tune times kernels on this machine: --target must be host, not {args.target!r}")
     path = args.wisdom or tuning.wisdom_path()

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import algorithms
+from . import algorithms, runtime
 from .lower import Schedule
 from .targets import Target
+from .timing import median_time
 
 WISDOM_ENV = "SOFTGEN_WISDOM"
 WISDOM_VERSION = 1
@@ -239,8 +240,6 @@ def tune(op: str | tuple = "softmax", shapes=DEFAULT_SHAPES, target="host", budg
     op: one op or several; shapes: (rows, n) pairs (one measurement stands for its band;
     the first shape of a band wins it); budget: seconds of timing per candidate.
     Returns {band: (Choice, elements/ns)} for what was saved."""
-    from . import api
-    from .bench import median_time
     tgt = Target.parse(target)
     if not tgt.is_host:
         raise ValueError(f"tune() times kernels on this machine: target must be the host, not {tgt}")
@@ -263,7 +262,7 @@ def tune(op: str | tuple = "softmax", shapes=DEFAULT_SHAPES, target="host", budg
         for choice in candidates(o, rows, n):
             if progress:
                 _progress(done, total, f"{o} {rows}x{n} {choice.describe()}", stream)
-            kernel = api.compile(o, algorithm=choice.algorithm, schedule=choice.schedule)
+            kernel = runtime.compile(o, algorithm=choice.algorithm, schedule=choice.schedule)
             seconds = median_time(lambda: [kernel.run_rows(x, y) for _ in range(calls)], budget)
             speed = calls * x.size / seconds / 1e9
             if best is None or speed > best[1]:

@@ -22,8 +22,10 @@ from pathlib import Path
 import jinja2
 
 from .. import algorithms, numerics
+from ..dtypes import check_dtype
 from ..lower.plan import PassPlan, plan_pass
 from ..ir import Kind, Op, Pass, Program, Type, Value
+from ..version import __version__
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 # C kernels have no schedule: the fast forms, online reductions per block, pair merged per element
@@ -807,9 +809,7 @@ def emit_c(op: str, *, algorithm: str, dtype="float32", isa: str = "scalar", nam
     unroll: vectors per main-loop iteration; accumulators: independent accumulator sets
     (default: one per unrolled vector).  Compile the .c with the ISA's flags
     (CSource.flags, e.g. -mavx512f) and link with -lm."""
-    from ..api import _check_dtype  # one dtype rule for the package
-
-    _check_dtype(dtype)
+    check_dtype(dtype)
     target = ISAS[_check_choice("isa", isa, tuple(ISAS))]
     program = algorithms.build(op, algorithm)
     if name is None:
@@ -824,8 +824,6 @@ def emit_c(op: str, *, algorithm: str, dtype="float32", isa: str = "scalar", nam
 
 
 def _render(program: Program, isa: Isa, name: str, unroll: int, accumulators: int) -> CSource:
-    from .. import __version__
-
     emitter = _Emitter(isa, name, accumulators)
     ctx = dict(name=name, op=program.op, algorithm=program.algorithm, isa=isa, version=__version__,
                row_output=program.row_output, steps=emitter.program(program), unroll=unroll,

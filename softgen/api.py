@@ -5,17 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import algorithms, tune
-from .runtime import (  # noqa: F401  (api's names since before runtime.py)
-    _F32,
-    OUTPUT_DELTA,
-    PAGE,
-    Kernel,
-    _as_input,
-    _normalize_axis,
-    _run,
-    compile,
-    same_page_offset,
-)
+from .runtime import _F32, Kernel, _as_input, _normalize_axis, _run, compile
+from .runtime import OUTPUT_DELTA, PAGE, same_page_offset  # noqa: F401  (api's names before runtime.py)
 
 
 def choose_algorithm(op: str, n: int, rows: int = 1) -> str:

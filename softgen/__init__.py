@@ -14,8 +14,8 @@ from above, not even inside a function; tests/test_layering.py checks this):
 from . import tune
 from .algorithms import ALGORITHMS, OPS
 from .api import Kernel, compile, log_softmax, logsumexp, softmax
-from .artifacts import Artifact, generate
-from .backends.c import CSource, emit_c
+from .artifacts import Artifact, emit_c, generate
+from .backends.c import CSource
 from .ir import VerifyError
 from .targets import Target
 from .version import __version__

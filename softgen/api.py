@@ -23,10 +23,7 @@ def _kernel_for(op: str, algorithm: str, arr: np.ndarray, ax: int) -> Kernel:
     key = (op, algorithm, rows, n, tune.generation)
     kernel = _kernels.get(key)
     if kernel is None:
-        if algorithm == "auto":
-            choice = tune.choose(op, rows, n)
-        else:  # the algorithm asked for, with the schedule the built-in rule gives it here
-            choice = tune.Choice(algorithm, tune.builtin_schedule(op, algorithm, rows, n))
+        choice = tune.resolve(op, algorithm, rows, n)
         kernel = compile(op, algorithm=choice.algorithm, schedule=choice.schedule)
         if len(_kernels) > 4096:  # many distinct shapes: start over rather than grow
             _kernels.clear()

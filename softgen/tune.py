@@ -1,6 +1,9 @@
 """Choosing a kernel for a shape: the built-in rule, and the autotuner with its wisdom file.
 
-`algorithm="auto"` asks `choose(op, rows, n)` for an (algorithm, schedule) pair.  Shapes
+`algorithm="auto"` asks `choose(op, rows, n)` for an (algorithm, schedule) pair;
+`resolve` is the whole rule the JIT follows (an explicit algorithm gets the built-in
+schedule), and ahead-of-time output (generate, emit_c, the CLI) reaches it through the
+schedule spelling "auto:ROWSxN".  Shapes
 fall into bands: the row length's power of two, and whether input plus output fit in
 the last-level cache (beyond it the kernel should move as few bytes as possible and
 stream its output past the cache).  `tune()` times candidate pairs on this machine per
@@ -55,13 +58,13 @@ class Choice:
         return self.algorithm + "".join(f" {k}={v}" for k, v in changed.items())
 
     def to_json(self) -> dict:
-        return {"algorithm": self.algorithm, "schedule": dataclasses.asdict(self.schedule)}
+        return {"algorithm": self.algorithm, "schedule": self.schedule.to_dict()}
 
     @classmethod
     def from_json(cls, data: dict) -> "Choice":
         if data["algorithm"] not in algorithms.ALGORITHMS:
             raise ValueError(f"unknown algorithm {data['algorithm']!r}")
-        return cls(data["algorithm"], Schedule(**data["schedule"]))
+        return cls(data["algorithm"], Schedule.from_dict(data["schedule"]))
 
 
 # --- bands ----------------------------------------------------------------------------------
@@ -188,18 +191,50 @@ def refresh() -> None:
     $SOFTGEN_WISDOM changed (auto choices are cached per shape until then)."""
     global generation
     generation += 1
-    _host_wisdom.cache_clear()
+    _wisdom.cache_clear()
 
 
 @lru_cache(maxsize=4)
-def _host_wisdom(path: str) -> dict:
-    return load_wisdom(Path(path), Target.parse("host"))
+def _wisdom(path: str, target: Target) -> dict:
+    return load_wisdom(Path(path), target)
 
 
-def choose(op: str, rows: int, n: int) -> Choice:
-    """The kernel `algorithm="auto"` runs for a [rows, n] problem on this machine."""
-    tuned = _host_wisdom(str(wisdom_path())).get(band(op, rows, n))
+def choose(op: str, rows: int, n: int, target="host") -> Choice:
+    """The kernel `algorithm="auto"` runs for a [rows, n] problem on this machine (or what
+    wisdom tuned for `target` says; the bands use this machine's cache size)."""
+    tuned = _wisdom(str(wisdom_path()), Target.parse(target)).get(band(op, rows, n))
     return tuned if tuned is not None else builtin(op, rows, n)
+
+
+def resolve(op: str, algorithm: str, rows: int, n: int, target="host") -> Choice:
+    """The kernel the JIT runs for op on [rows, n]: for "auto", choose()'s; for an
+    algorithm, that algorithm with the schedule the built-in rule gives it there."""
+    if algorithm == "auto":
+        return choose(op, rows, n, target)
+    return Choice(algorithm, builtin_schedule(op, algorithm, rows, n))
+
+
+AUTO = "auto:"  # schedule="auto:ROWSxN": what resolve() gives that shape
+
+
+def auto_shape(spec: str) -> tuple[int, int]:
+    """(rows, n) of an "auto:ROWSxN" schedule spelling; ValueError for anything else."""
+    rows, x, n = spec.removeprefix(AUTO).lower().partition("x")
+    if spec.startswith(AUTO) and x and rows.isdigit() and n.isdigit() and int(rows) and int(n):
+        return int(rows), int(n)
+    raise ValueError(f"schedule {spec!r} is neither a Schedule nor {AUTO}ROWSxN with positive sizes "
+                     f"(e.g. {AUTO}1024x1024)")
+
+
+def resolve_request(op: str, algorithm: str, schedule, target="host") -> tuple[str, Schedule | None]:
+    """(algorithm, schedule) for ahead-of-time output asked for `algorithm` and `schedule`
+    (None, a Schedule or "auto:ROWSxN"); algorithm "auto" needs an auto schedule."""
+    if isinstance(schedule, str) and schedule.startswith(AUTO):
+        choice = resolve(op, algorithm, *auto_shape(schedule), target)
+        return choice.algorithm, choice.schedule
+    if algorithm == "auto":
+        raise ValueError(f"algorithm 'auto' picks a kernel for a shape: give schedule='{AUTO}ROWSxN'")
+    return algorithm, schedule
 
 
 # --- the tuner --------------------------------------------------------------------------------

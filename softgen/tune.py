@@ -195,14 +195,15 @@ def refresh() -> None:
 
 
 @lru_cache(maxsize=4)
-def _wisdom(path: str, target: Target) -> dict:
-    return load_wisdom(Path(path), target)
+def _wisdom(path: str, target) -> dict:
+    """Cached by the target as given ("host" is parsed once, not per choice)."""
+    return load_wisdom(Path(path), Target.parse(target))
 
 
 def choose(op: str, rows: int, n: int, target="host") -> Choice:
     """The kernel `algorithm="auto"` runs for a [rows, n] problem on this machine (or what
     wisdom tuned for `target` says; the bands use this machine's cache size)."""
-    tuned = _wisdom(str(wisdom_path()), Target.parse(target)).get(band(op, rows, n))
+    tuned = _wisdom(str(wisdom_path()), target).get(band(op, rows, n))
     return tuned if tuned is not None else builtin(op, rows, n)
 
 

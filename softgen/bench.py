@@ -20,7 +20,7 @@ from .timing import median_time
 ONE_THREAD = {"OMP_NUM_THREADS": "1",
               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
 
-# The six cases of shared/bench/peers.py: in-cache small, medium and long rows, then 256 MB.
+# The six benchmark cases (benchmarks/peers.py runs them): in-cache small, medium and long rows, then 256 MB.
 CASES = ((4096, 64), (1024, 1024), (64, 32768), (1, 1 << 20), (16, 1 << 22), (1, 1 << 26))
 SOFTGEN_VARIANTS = algorithms.ALGORITHMS + ("auto",)
 

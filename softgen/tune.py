@@ -3,8 +3,9 @@
 `algorithm="auto"` asks `choose(op, rows, n)` for an (algorithm, schedule) pair;
 `resolve` is the whole rule the JIT follows (an explicit algorithm gets the built-in
 schedule), and ahead-of-time output (generate, emit_c, the CLI) reaches it through the
-schedule spelling "auto:ROWSxN".  Shapes
-fall into bands: the row length's power of two, and whether input plus output fit in
+schedule spelling "auto:ROWSxN".
+
+Shapes fall into bands: the row length's power of two, and whether input plus output fit in
 the last-level cache (beyond it the kernel should move as few bytes as possible and
 stream its output past the cache).  `tune()` times candidate pairs on this machine per
 band and saves the winners in a JSON "wisdom" file; `choose` prefers wisdom for the

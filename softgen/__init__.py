@@ -1,16 +1,28 @@
-"""softgen: a compiler-style code generator for softmax-family kernels."""
+"""softgen: a compiler-style code generator for softmax-family kernels.
+
+Layers, bottom to top (a module imports only from its own layer or those below it, never
+from above, not even inside a function; tests/test_layering.py checks this):
+
+  base      version, dtypes, timing, targets, ops, ir, numerics, algorithms
+  lower     lower/ (the schedule, per-pass plans, the loop IR and the lowering to it)
+  backends  backends/c.py, backends/llvm/
+  runtime   runtime.py (JIT kernels, calling them on arrays)
+  tuning    tune.py (the built-in rule, wisdom, the tuner)
+  entry     api.py (softmax & co.), artifacts.py (generate, emit_c with auto schedules)
+  tools     bench.py, cli.py, this package
+"""
+from . import tune
 from .algorithms import ALGORITHMS, OPS
 from .ops import OpSpec
 from .api import Kernel, compile, log_softmax, logsumexp, softmax
-from .backends.c import CSource, emit_c
-from .artifacts import Artifact, generate
+from .artifacts import Artifact, emit_c, generate
+from .backends.c import CSource
 from .ir import VerifyError
 from .targets import Target
+from .version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["ALGORITHMS", "OPS", "OpSpec", "Kernel", "Target", "VerifyError", "compile", "log_softmax",
            "logsumexp", "softmax", "__version__"]
 __all__ += ["Artifact", "generate"]
 __all__ += ["CSource", "emit_c"]
-from . import tune  # noqa: E402  softgen.tune(op, shapes=...) and softgen.tune.choose(...)
-__all__ += ["tune"]
+__all__ += ["tune"]  # softgen.tune(op, shapes=...) and softgen.tune.choose(...)

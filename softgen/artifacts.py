@@ -1,5 +1,6 @@
 """softgen.generate(): one kernel for any target, as LLVM IR, assembly, an object file, or
-(for this machine's architecture) a shared library.
+(for this machine's architecture) a shared library; softgen.emit_c(): one kernel as C.
+Both take schedule="auto:ROWSxN": the kernel the JIT runs for that shape (tune.resolve).
 
 The kernel has softgen's C ABI (see `Artifact.c_declaration`); rows are read from x and
 written to y with the given row strides (in elements).  logsumexp writes one value per
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import llvmlite.binding as llvm
 
-from . import algorithms
-from .api import _check_dtype
+from . import algorithms, tune
+from .backends import c
 from .backends.llvm import CompiledModule, compile_program
+from .dtypes import check_dtype
 from .lower import Schedule
 from .targets import Target
 
@@ -110,15 +112,28 @@ def _header(artifact: Artifact) -> str:
 
 
 def generate(op: str, *, algorithm: str, target, dtype="float32", name: str | None = None,
-             schedule: Schedule | None = None) -> Artifact:
+             schedule: Schedule | str | None = None) -> Artifact:
     """Compile `op` with `algorithm` for `target` (a Target or a target string such as
     "x86-64-v3", "aarch64:neoverse-v1", "riscv64"), without running it.  `name` is the C
     symbol (default softgen_<op>_<algorithm>); `schedule` the code shape (default
-    Schedule(), as softgen.compile)."""
-    _check_dtype(dtype)
+    Schedule(), as softgen.compile), or "auto:ROWSxN" for the algorithm's schedule that
+    the JIT would run for that shape (algorithm "auto": its choice of both; wisdom tuned
+    for `target` if there is some)."""
+    check_dtype(dtype)
     tgt = Target.parse(target)
+    algorithm, schedule = tune.resolve_request(op, algorithm, schedule, tgt)
     schedule = Schedule() if schedule is None else schedule
     if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a softgen.lower.Schedule, not {type(schedule).__name__}")
+        raise TypeError(f"schedule must be a softgen.lower.Schedule or '{tune.AUTO}ROWSxN', "
+                        f"not {schedule!r}")
     program = algorithms.build(op, algorithm)
     return Artifact(op, algorithm, tgt, compile_program(program, tgt, schedule, name=name), schedule)
+
+
+def emit_c(op: str, *, algorithm: str, schedule: Schedule | str | None = None, **options) -> c.CSource:
+    """softgen.backends.c.emit_c (see there for `options`: dtype, isa, name, unroll,
+    accumulators) that also takes schedule="auto:ROWSxN" (and then algorithm "auto"): the
+    kernel the JIT runs for that shape on this machine, rendered as far as the C backend
+    renders schedules (CSource.not_rendered)."""
+    algorithm, schedule = tune.resolve_request(op, algorithm, schedule)
+    return c.emit_c(op, algorithm=algorithm, schedule=schedule, **options)

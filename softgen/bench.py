@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import importlib
 import os
-import statistics
-import time
 from dataclasses import dataclass
 from typing import Callable
 
-# Peers must run on one thread; these must be set before the libraries load.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+import numpy as np
 
-import numpy as np  # noqa: E402
+from . import algorithms, api, ops
+from .api import same_page_offset
+from .ops import Output, Rule
+from .timing import median_time
 
-from . import algorithms, ops  # noqa: E402
-from .ops import Output, Rule  # noqa: E402
-from .api import same_page_offset  # noqa: E402
+# What makes the peers run on one thread; read by their libraries when they load.
+ONE_THREAD = {"OMP_NUM_THREADS": "1",
+              "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
 
-# The six cases of shared/bench/peers.py: in-cache small, medium and long rows, then 256 MB.
+
+# The six benchmark cases (benchmarks/peers.py runs them): in-cache small, medium and long rows, then 256 MB.
 CASES = ((4096, 64), (1024, 1024), (64, 32768), (1, 1 << 20), (16, 1 << 22), (1, 1 << 26))
 SOFTGEN_VARIANTS = algorithms.ALGORITHMS + ("auto",)
 
@@ -35,17 +35,11 @@ class Result:
     seconds: float     # median seconds per call
 
 
-def median_time(fn: Callable[[], object], budget: float = 0.5, min_reps: int = 3,
-                max_reps: int = 200) -> float:
-    """Median wall time of fn() after one warm-up call, repeating for about `budget` seconds."""
-    fn()
-    times = []
-    stop = time.perf_counter() + budget
-    while len(times) < min_reps or (time.perf_counter() < stop and len(times) < max_reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def one_thread_environment() -> None:
+    """Set ONE_THREAD in os.environ where unset.  peers() calls it before loading a peer;
+    a program that imports peer libraries itself calls it first."""
+    for key, value in ONE_THREAD.items():
+        os.environ.setdefault(key, value)
 
 
 # --- peers -------------------------------------------------------------------------
@@ -155,6 +149,7 @@ def peers(op: str = ops.SOFTMAX.name, names=None) -> dict[str, Callable[[np.ndar
     """{name: fn(x) -> y} for every installed peer (or those in `names`), one thread each.
     Each fn computes `op` over the last axis of a 2-D float32 array and allocates its output,
     like a user's call would."""
+    one_thread_environment()
     found = {}
     for name, make in _PEERS.items():
         if names is not None and name not in names:
@@ -173,7 +168,6 @@ def softgen_fn(op: str, variant: str, preallocated: np.ndarray | None = None):
     algorithm=variant) etc.): an algorithm (with the built-in schedule for the shape), or
     "auto".  With `preallocated` the output goes there (measures the kernel, not the
     allocator).  NotImplementedError for an algorithm that does not exist for `op`."""
-    from . import api
     if variant != "auto":
         algorithms.build(op, variant)
     fn = getattr(api, op)

@@ -1,8 +1,8 @@
 """The softgen command line.
 
     softgen info [--target T] [--cpus]
-    softgen emit-asm|emit-obj|emit-so --op OP --algorithm ALGO --target T [--name SYM] [-o FILE]
-    softgen emit-c --op OP --algorithm ALGO --isa ISA [--name SYM] [-o DIR]
+    softgen emit-asm|emit-obj|emit-so --op OP --algorithm ALGO --target T [--schedule S] [--name SYM] [-o FILE]
+    softgen emit-c --op OP --algorithm ALGO --isa ISA [--schedule S] [--name SYM] [-o DIR]
     softgen bench --op OP [--algorithm ALGO] [--shape ROWSxN] [--peers a,b] [-o FILE.csv]
     softgen tune [--op OP]... [--shape ROWSxN]... [--budget S] [--wisdom FILE] [--quiet]
 
@@ -22,9 +22,14 @@ from typing import Callable
 
 import llvmlite
 
-from . import __version__, algorithms, ops
+from . import algorithms, ops
+from . import bench as measuring
+from . import tune as tuning
+from .artifacts import emit_c as emit_c_source
 from .artifacts import generate
+from .lower import Schedule
 from .targets import ACCEPTED, Target, known_cpus, llvm_version
+from .version import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,8 +46,11 @@ def _one_line(message) -> str:
 
 def _add_kernel_arguments(p: argparse.ArgumentParser, default_output: str | None):
     p.add_argument("--op", choices=ops.NAMES, default=ops.SOFTMAX.name, help="default: %(default)s")
-    p.add_argument("--algorithm", choices=algorithms.ALGORITHMS, default="two_pass",
-                   help="default: %(default)s")
+    p.add_argument("--algorithm", choices=algorithms.ALGORITHMS + ("auto",), default="two_pass",
+                   help="default: %(default)s; auto (with --schedule auto:ROWSxN): the JIT's choice")
+    p.add_argument("--schedule", type=_schedule,
+                   help="the code shape: a Schedule as JSON ('{\"unroll\": 2}'), a JSON file, or "
+                        "auto:ROWSxN (what the JIT runs for that shape; default: Schedule())")
     p.add_argument("--name", help="the kernel's C symbol (default: softgen_<op>_<algorithm>)")
     p.add_argument("-o", "--output", default=default_output,
                    help="output path (default: %(default)s)" if default_output
@@ -55,7 +63,8 @@ def _add_target_argument(p: argparse.ArgumentParser):
 
 
 def _artifact(args):
-    return generate(args.op, algorithm=args.algorithm, target=args.target, name=args.name)
+    return generate(args.op, algorithm=args.algorithm, target=args.target, name=args.name,
+                    schedule=args.schedule)
 
 
 def _describe(artifact) -> str:
@@ -104,16 +113,14 @@ def _output(args, artifact, suffix: str, prefix: str = "") -> Path:
 
 
 def emit_c(args) -> None:
-    import softgen
-    if not hasattr(softgen, "emit_c"):
-        raise RuntimeError("this softgen has no C backend (softgen.emit_c)")
-    source = softgen.emit_c(args.op, algorithm=args.algorithm, isa=args.isa, name=args.name)
-    written = source.write(args.output)
-    print(f"wrote {written if written is not None else args.output}")
+    source = emit_c_source(args.op, algorithm=args.algorithm, isa=args.isa, name=args.name,
+                           schedule=args.schedule)
+    header, c_file = source.write(args.output)
+    left_out = "".join(f" {k}={v}" for k, v in source.not_rendered.items())
+    print(f"wrote {header} and {c_file}" + (f" (not rendered by the C backend:{left_out})" if left_out else ""))
 
 
 def bench(args) -> None:
-    from . import bench as measuring   # loads the peers: only when benchmarking
     if not Target.parse(args.target).is_host:
         raise ValueError(f"bench runs kernels on this machine: --target must be host, not {args.target!r}")
     variants = measuring.SOFTGEN_VARIANTS if args.algorithm == "all" else (args.algorithm,)
@@ -136,7 +143,6 @@ def bench(args) -> None:
 
 
 def tune(args) -> None:
-    from . import tune as tuning
     if not Target.parse(args.target).is_host:
         raise ValueError(f"tune times kernels on this machine: --target must be host, not {args.target!r}")
     path = args.wisdom or tuning.wisdom_path()
@@ -168,6 +174,19 @@ def _shape(text: str) -> tuple[int, int]:
     if x != "x" or min(shape) < 1:
         raise argparse.ArgumentTypeError(f"shape {text!r} is not ROWSxN with positive sizes")
     return shape
+
+
+def _schedule(text: str) -> Schedule | str:
+    """--schedule: auto:ROWSxN as it is (generate and emit_c resolve it), JSON, or a JSON file."""
+    try:
+        if text.startswith(tuning.AUTO):
+            tuning.auto_shape(text)
+            return text
+        if text.lstrip().startswith("{"):
+            return Schedule.from_json(text)
+        return Schedule.from_json(Path(text).read_text())
+    except (OSError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive_float(text: str) -> float:

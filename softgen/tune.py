@@ -1,7 +1,11 @@
 """Choosing a kernel for a shape: the built-in rule, and the autotuner with its wisdom file.
 
-`algorithm="auto"` asks `choose(op, rows, n)` for an (algorithm, schedule) pair.  Shapes
-fall into bands: the row length's power of two, and whether input plus output fit in
+`algorithm="auto"` asks `choose(op, rows, n)` for an (algorithm, schedule) pair;
+`resolve` is the whole rule the JIT follows (an explicit algorithm gets the built-in
+schedule), and ahead-of-time output (generate, emit_c, the CLI) reaches it through the
+schedule spelling "auto:ROWSxN".
+
+Shapes fall into bands: the row length's power of two, and whether input plus output fit in
 the last-level cache (beyond it the kernel should move as few bytes as possible and
 stream its output past the cache).  `tune()` times candidate pairs on this machine per
 band and saves the winners in a JSON "wisdom" file; `choose` prefers wisdom for the
@@ -25,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import algorithms, ops
+from . import algorithms, ops, runtime
 from .lower import Schedule
 from .targets import Target
+from .timing import median_time
 
 WISDOM_ENV = "SOFTGEN_WISDOM"
 WISDOM_VERSION = 1
@@ -54,13 +59,13 @@ class Choice:
         return self.algorithm + "".join(f" {k}={v}" for k, v in changed.items())
 
     def to_json(self) -> dict:
-        return {"algorithm": self.algorithm, "schedule": dataclasses.asdict(self.schedule)}
+        return {"algorithm": self.algorithm, "schedule": self.schedule.to_dict()}
 
     @classmethod
     def from_json(cls, data: dict) -> "Choice":
         if data["algorithm"] not in algorithms.ALGORITHMS:
             raise ValueError(f"unknown algorithm {data['algorithm']!r}")
-        return cls(data["algorithm"], Schedule(**data["schedule"]))
+        return cls(data["algorithm"], Schedule.from_dict(data["schedule"]))
 
 
 # --- bands ----------------------------------------------------------------------------------
@@ -190,18 +195,51 @@ def refresh() -> None:
     $SOFTGEN_WISDOM changed (auto choices are cached per shape until then)."""
     global generation
     generation += 1
-    _host_wisdom.cache_clear()
+    _wisdom.cache_clear()
 
 
 @lru_cache(maxsize=4)
-def _host_wisdom(path: str) -> dict:
-    return load_wisdom(Path(path), Target.parse("host"))
+def _wisdom(path: str, target) -> dict:
+    """Cached by the target as given ("host" is parsed once, not per choice)."""
+    return load_wisdom(Path(path), Target.parse(target))
 
 
-def choose(op: str, rows: int, n: int) -> Choice:
-    """The kernel `algorithm="auto"` runs for a [rows, n] problem on this machine."""
-    tuned = _host_wisdom(str(wisdom_path())).get(band(op, rows, n))
+def choose(op: str, rows: int, n: int, target="host") -> Choice:
+    """The kernel `algorithm="auto"` runs for a [rows, n] problem on this machine (or what
+    wisdom tuned for `target` says; the bands use this machine's cache size)."""
+    tuned = _wisdom(str(wisdom_path()), target).get(band(op, rows, n))
     return tuned if tuned is not None else builtin(op, rows, n)
+
+
+def resolve(op: str, algorithm: str, rows: int, n: int, target="host") -> Choice:
+    """The kernel the JIT runs for op on [rows, n]: for "auto", choose()'s; for an
+    algorithm, that algorithm with the schedule the built-in rule gives it there."""
+    if algorithm == "auto":
+        return choose(op, rows, n, target)
+    return Choice(algorithm, builtin_schedule(op, algorithm, rows, n))
+
+
+AUTO = "auto:"  # schedule="auto:ROWSxN": what resolve() gives that shape
+
+
+def auto_shape(spec: str) -> tuple[int, int]:
+    """(rows, n) of an "auto:ROWSxN" schedule spelling; ValueError for anything else."""
+    rows, x, n = spec.removeprefix(AUTO).lower().partition("x")
+    if spec.startswith(AUTO) and x and rows.isdigit() and n.isdigit() and int(rows) and int(n):
+        return int(rows), int(n)
+    raise ValueError(f"schedule {spec!r} is neither a Schedule nor {AUTO}ROWSxN with positive sizes "
+                     f"(e.g. {AUTO}1024x1024)")
+
+
+def resolve_request(op: str, algorithm: str, schedule, target="host") -> tuple[str, Schedule | None]:
+    """(algorithm, schedule) for ahead-of-time output asked for `algorithm` and `schedule`
+    (None, a Schedule or "auto:ROWSxN"); algorithm "auto" needs an auto schedule."""
+    if isinstance(schedule, str) and schedule.startswith(AUTO):
+        choice = resolve(op, algorithm, *auto_shape(schedule), target)
+        return choice.algorithm, choice.schedule
+    if algorithm == "auto":
+        raise ValueError(f"algorithm 'auto' picks a kernel for a shape: give schedule='{AUTO}ROWSxN'")
+    return algorithm, schedule
 
 
 # --- the tuner --------------------------------------------------------------------------------
@@ -243,8 +281,6 @@ def tune(op: str | tuple = ops.SOFTMAX.name, shapes=DEFAULT_SHAPES, target="host
     op: one op or several; shapes: (rows, n) pairs (one measurement stands for its band;
     the first shape of a band wins it); budget: seconds of timing per candidate.
     Returns {band: (Choice, elements/ns)} for what was saved."""
-    from . import api
-    from .bench import median_time
     tgt = Target.parse(target)
     if not tgt.is_host:
         raise ValueError(f"tune() times kernels on this machine: target must be the host, not {tgt}")
@@ -267,7 +303,7 @@ def tune(op: str | tuple = ops.SOFTMAX.name, shapes=DEFAULT_SHAPES, target="host
         for choice in candidates(o, rows, n):
             if progress:
                 _progress(done, total, f"{o} {rows}x{n} {choice.describe()}", stream)
-            kernel = api.compile(o, algorithm=choice.algorithm, schedule=choice.schedule)
+            kernel = runtime.compile(o, algorithm=choice.algorithm, schedule=choice.schedule)
             seconds = median_time(lambda: [kernel.run_rows(x, y) for _ in range(calls)], budget)
             speed = calls * x.size / seconds / 1e9
             if best is None or speed > best[1]:

@@ -398,3 +398,25 @@ def test_bad_arguments(kwargs, err, match):
     op = kwargs.pop("op")
     with pytest.raises(err, match=match):
         softgen.generate(op, **kwargs)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no system C compiler (cc)")
+@pytest.mark.parametrize("op, algorithm, shape", [("softmax", "auto", (64, 100)), ("log_softmax", "online", (3, 5000))])
+def test_auto_schedule_shared_library_is_the_jits_kernel(tmp_path, op, algorithm, shape):
+    """generate(schedule="auto:ROWSxN"): the kernel softgen.<op> runs on that shape, as a .so."""
+    x = (np.random.default_rng(4).standard_normal(shape) * 4).astype(np.float32)
+    artifact = softgen.generate(op, algorithm=algorithm, target="host", name="k",
+                                schedule=f"auto:{shape[0]}x{shape[1]}")
+    assert artifact.schedule != Schedule()   # the shape's own schedule, not the default
+    fn = ctypes.CDLL(str(artifact.write(tmp_path / "libk.so"))).k
+    fn.argtypes, fn.restype = ABI, None
+    y = np.empty_like(x)
+    fn(shape[0], shape[1], x.ctypes.data, shape[1], y.ctypes.data, shape[1])
+    np.testing.assert_array_equal(y, getattr(softgen, op)(x, algorithm=algorithm))
+    check(op, x, y)
+
+
+def test_generate_takes_a_schedule_from_json():
+    schedule = Schedule.from_json('{"rows": 4, "pipeline": true}')
+    artifact = softgen.generate("softmax", algorithm="three_pass_recompute", target="x86-64-v3", schedule=schedule)
+    assert artifact.schedule == Schedule(rows=4, pipeline=True)

@@ -18,7 +18,8 @@ import pytest
 
 import softgen
 from softgen import algorithms
-from softgen.backends.c import ISAS, block_size
+from softgen.backends.c import ISAS, NOT_RENDERED, block_size, rendered_schedule
+from softgen.lower import Schedule
 
 from reference import check, check_relative, check_ulps, near_zero_rows, offset_rows
 
@@ -417,6 +418,66 @@ def test_unroll_and_accumulator_variants(cbuild, unroll, accumulators):
             x = random_rows(n)
             expect(op, x, call(fn, x, op == "logsumexp"),
                    f"{op} x {algorithm} unroll={unroll} accumulators={accumulators} n={n}")
+
+
+# --- schedules -------------------------------------------------------------------------------
+
+def test_schedule_or_unroll_keywords_render_the_same_c():
+    """schedule= says what unroll= / accumulators= say; the CSource records the schedule."""
+    by_keywords = softgen.emit_c("softmax", algorithm="online", isa="avx2", name="k", unroll=4, accumulators=2)
+    by_schedule = softgen.emit_c("softmax", algorithm="online", isa="avx2", name="k",
+                                 schedule=Schedule(unroll=4, accumulators=2, pair_sum="merge"))
+    assert by_keywords.source == by_schedule.source
+    assert by_keywords.schedule == by_schedule.schedule == Schedule(unroll=4, accumulators=2, pair_sum="merge")
+    assert by_schedule.not_rendered == {}
+    default = softgen.emit_c("softmax", algorithm="online", isa="avx2", name="k")
+    assert default.schedule == rendered_schedule(Schedule())[0] and default.not_rendered == {}
+    assert softgen.emit_c("softmax", algorithm="online", unroll=3, accumulators=2).schedule is None  # no Schedule says it
+
+
+def test_knobs_c_does_not_render_are_reported_not_claimed():
+    asked = Schedule(unroll=2, rows=16, interleave=4, pipeline=True, nontemporal=True, prefetch=256, block=512)
+    src = softgen.emit_c("softmax", algorithm="two_pass", isa="avx2", schedule=asked)
+    assert src.not_rendered == {"rows": 16, "interleave": 4, "pipeline": True, "nontemporal": True,
+                                "prefetch": 256, "pair_sum": "running"}
+    assert src.schedule == Schedule(unroll=2, block=512, pair_sum="merge") == rendered_schedule(asked)[0]
+    assert set(NOT_RENDERED) == set(src.not_rendered)
+    assert f"i + {block_size(ISAS['avx2'], 2, 512)}" in src.source and "i += 16" in src.source
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(schedule=Schedule(), unroll=2), TypeError, "a schedule or unroll= / accumulators=, not both"),
+    (dict(schedule=Schedule(), accumulators=1), TypeError, "not both"),
+    (dict(schedule={"unroll": 2}), TypeError, "schedule must be a softgen.lower.Schedule"),
+    (dict(schedule="fast"), TypeError, "schedule must be"),
+    (dict(schedule="auto:8"), ValueError, "auto:ROWSxN"),
+    (dict(schedule=Schedule(unroll=32)), ValueError, "unroll must be between 1 and 16"),
+])
+def test_bad_schedules(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        softgen.emit_c("softmax", algorithm="online", **kwargs)
+
+
+C_SCHEDULES = [Schedule(fast_exp=False), Schedule(online_block_max=False, unroll=2, accumulators=1, block=96),
+               Schedule(rows=16, unroll=1, pipeline=True, online_block_max=False)]   # what auto:4096x64 asks
+
+
+@pytest.mark.parametrize("schedule", C_SCHEDULES, ids=lambda s: s.to_json())
+def test_emitted_schedules_compute_correctly(tmp_path, schedule):
+    need("gcc")
+    sources = {case: softgen.emit_c(case[0], algorithm=case[1], isa=BEST_ISA, name=f"k_{case[0]}_{case[1]}",
+                                    schedule=schedule) for case in CASES}
+    for src in sources.values():
+        src.write(tmp_path)
+    lib_path = tmp_path / "libk.so"
+    run(["gcc", *strict_flags(BEST_ISA), "-fPIC", "-shared", "-o", lib_path,
+         *(tmp_path / f"{src.name}.c" for src in sources.values()), "-lm"])
+    lib = ctypes.CDLL(str(lib_path))
+    for (op, algorithm), src in sources.items():
+        fn = kernel(lib, src)
+        for n in (1, 17, 65, 200, 5000):
+            x = random_rows(n)
+            expect(op, x, call(fn, x, op == "logsumexp"), f"{op} x {algorithm} {schedule} n={n}")
 
 
 # --- the correctness matrix: long rows, misaligned and strided, special values ------------

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 import softgen
+from softgen import tune
 from softgen.cli import COMMANDS
+from softgen.lower import Schedule
 from softgen.targets import host, llvm_version
 
 HOST = host()
@@ -36,7 +38,7 @@ def test_help(command):
     if command is None:
         assert all(c.name in out for c in COMMANDS)
     elif command.startswith("emit-"):
-        options = ["--op", "--algorithm", "--name", "-o", "--isa" if command == "emit-c" else "--target"]
+        options = ["--op", "--algorithm", "--schedule", "--name", "-o", "--isa" if command == "emit-c" else "--target"]
         assert all(option in out for option in options)
 
 
@@ -104,6 +106,36 @@ def test_bench(tmp_path):
     assert len(rows) == 2 * len(names) and all(float(r["el_per_ns"]) > 0 for r in rows)
 
 
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no system C compiler (cc)")
+@pytest.mark.parametrize("how", ["json", "file", "auto"])
+def test_emit_so_with_a_schedule_runs_here(tmp_path, how):
+    """--schedule as JSON, as a JSON file, or auto:ROWSxN: the .so is the JIT's kernel for it."""
+    schedule = Schedule(unroll=2, accumulators=1, rows=4, pipeline=True)
+    (tmp_path / "s.json").write_text(schedule.to_json())
+    arg = {"json": schedule.to_json(), "file": tmp_path / "s.json", "auto": "auto:4096x64"}[how]
+    ok("emit-so", "--op", "log_softmax", "--algorithm", "two_pass", "--schedule", arg, "--name", "lsm", cwd=tmp_path)
+    fn = ctypes.CDLL(str(tmp_path / "liblsm.so")).lsm
+    fn.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                   ctypes.c_int64]
+    x = (np.random.default_rng(0).standard_normal((9, 64)) * 4).astype(np.float32)
+    y = np.empty_like(x)
+    fn(9, 64, x.ctypes.data, 64, y.ctypes.data, 64)
+    if how == "auto":
+        schedule = tune.builtin_schedule("log_softmax", "two_pass", 4096, 64)
+    np.testing.assert_array_equal(y, softgen.compile("log_softmax", algorithm="two_pass", schedule=schedule)(x))
+
+
+def test_emit_asm_and_c_take_auto(tmp_path):
+    choice = tune.choose("softmax", 4096, 64)
+    out = ok("emit-asm", "--algorithm", "auto", "--schedule", "auto:4096x64", "--target", "host", "-o", "k.s",
+             cwd=tmp_path)
+    assert f"softgen_softmax_{choice.algorithm}" in out
+    out = ok("emit-c", "--algorithm", "auto", "--schedule", "auto:4096x64", "--name", "k", "-o", tmp_path)
+    assert "not rendered by the C backend: rows=16 pipeline=True" in out and "k.c" in out
+    out = ok("emit-c", "--schedule", '{"unroll": 2, "pair_sum": "merge"}', "--name", "k2", "-o", tmp_path)
+    assert "not rendered" not in out and (tmp_path / "k2.c").exists()
+
+
 BAD = [
     [],
     ["frobnicate"],
@@ -118,6 +150,12 @@ BAD = [
     ["emit-obj", "-o", "no/such/dir/k.o"],
     ["emit-so", "--target", "aarch64"],
     ["emit-asm", "--unknown-flag"],
+    ["emit-asm", "--schedule", '{"unrol": 2}'],
+    ["emit-obj", "--schedule", '{"unroll": true}'],
+    ["emit-so", "--schedule", "no/such/schedule.json"],
+    ["emit-c", "--schedule", "auto:64"],
+    ["emit-c", "--schedule", '{"unroll": 2', "-o", "out"],
+    ["emit-asm", "--algorithm", "auto"],
     ["bench", "--shape", "100"],
     ["bench", "--shape", "0x100"],
     ["bench", "--budget", "0"],

@@ -1,5 +1,6 @@
 """The autotuner: built-in rule, wisdom file (written, used, refused when corrupt or
 foreign), progress bar, and that every schedule it may pick computes the right thing."""
+import dataclasses
 import io
 import json
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 
 import softgen
 from softgen import api, tune
+from softgen.backends.c import rendered_schedule
 from softgen.lower import Schedule
 from reference import check
 from test_api import special_rows
@@ -186,3 +188,90 @@ def test_cli_tune_writes_the_wisdom_file(tmp_path):
     assert "logsumexp/n<=2^6/cache" in res.stdout and f"wrote {path}" in res.stdout
     data = json.loads(path.read_text())
     assert "logsumexp/n<=2^6/cache" in data["targets"][tune.target_key(softgen.Target.parse("host"))]
+
+
+# --- the schedule's JSON form, and "auto:ROWSxN" ---------------------------------------------
+
+@pytest.mark.parametrize("schedule", [Schedule(), Schedule(unroll=3, block=96, pair_sum="merge"),
+                                      Schedule(rows=16, interleave=4, pipeline=True, nontemporal=True,
+                                               prefetch=512, fast_exp=False, online_block_max=False)])
+def test_schedule_json_round_trip(schedule):
+    assert Schedule.from_json(schedule.to_json()) == schedule
+    assert Schedule.from_dict(json.loads(json.dumps(schedule.to_dict()))) == schedule
+    assert set(schedule.to_dict()) == {f.name for f in dataclasses.fields(Schedule)}
+
+
+def test_schedule_json_missing_knobs_take_defaults():
+    assert Schedule.from_json('{"unroll": 2, "pipeline": true}') == Schedule(unroll=2, pipeline=True)
+    assert Schedule.from_dict({}) == Schedule()
+
+
+@pytest.mark.parametrize("text, match", [
+    ('{"unrol": 2}', "unknown schedule knob.*'unrol'.*the knobs are unroll"),
+    ('{"unroll": true}', "Schedule.unroll must be int, not True"),
+    ('{"unroll": 2.0}', "Schedule.unroll must be int"),
+    ('{"pipeline": 1}', "Schedule.pipeline must be bool"),
+    ('{"pair_sum": 3}', "Schedule.pair_sum must be str"),
+    ('{"pair_sum": "sideways"}', "pair_sum must be one of"),
+    ('{"unroll": 3, "accumulators": 2}', "must divide unroll"),
+    ('{"unroll": 0}', "integer >= 1"),
+    ("[4]", "an object of knobs, not list"),
+    ("unroll=4", "a schedule in JSON"),
+])
+def test_schedule_json_errors(text, match):
+    with pytest.raises(ValueError, match=match):
+        Schedule.from_json(text)
+
+
+def test_wisdom_holds_the_schedules_json_form(wisdom):
+    """The file keeps every knob (Schedule.to_dict), the format files had before it."""
+    odd = tune.Choice("online", Schedule(unroll=2, accumulators=1, rows=4))
+    tune.save_wisdom(wisdom, softgen.Target.parse("host"), {tune.band("softmax", 4, 100): (odd, 1.0)})
+    entry = json.loads(wisdom.read_text())["targets"][tune.target_key(softgen.Target.parse("host"))]
+    stored = entry[tune.band("softmax", 4, 100)]["choice"]["schedule"]
+    assert stored == dataclasses.asdict(odd.schedule) == odd.schedule.to_dict()
+    assert tune.choose("softmax", 4, 100) == odd
+
+
+@pytest.mark.parametrize("algorithm", ["auto", "two_pass", "online"])
+@pytest.mark.parametrize("op, rows, n", [("softmax", 4096, 64), ("log_softmax", 5, 300), ("logsumexp", 1, 1 << 20)])
+def test_auto_schedule_is_what_the_jit_runs(wisdom, op, rows, n, algorithm):
+    """generate(schedule="auto:ROWSxN") and emit_c(...) get the kernel the JIT runs for that
+    shape: choose() for algorithm "auto" (here partly from wisdom), else the built-in rule."""
+    odd = tune.Choice("online", Schedule(unroll=3, block=96))
+    tune.save_wisdom(wisdom, softgen.Target.parse("host"), {tune.band("log_softmax", 5, 300): (odd, 1.0)})
+    expected = tune.choose(op, rows, n) if algorithm == "auto" else \
+        tune.Choice(algorithm, tune.builtin_schedule(op, algorithm, rows, n))
+    assert tune.resolve(op, algorithm, rows, n) == expected
+    jit = api._kernel_for(op, algorithm, np.zeros((rows, n), np.float32), 1)
+    assert (jit.algorithm, jit.schedule) == (expected.algorithm, expected.schedule)
+    artifact = softgen.generate(op, algorithm=algorithm, target="host", schedule=f"auto:{rows}x{n}")
+    assert (artifact.algorithm, artifact.schedule) == (expected.algorithm, expected.schedule)
+    source = softgen.emit_c(op, algorithm=algorithm, schedule=f"auto:{rows}X{n}")  # x or X
+    assert (source.algorithm, source.schedule) == (expected.algorithm, rendered_schedule(expected.schedule)[0])
+
+
+@pytest.mark.parametrize("spec", ["auto:", "auto:64", "auto:0x64", "auto:64x-1", "auto:axb", "auto:4x4x4"])
+def test_bad_auto_schedules(spec):
+    with pytest.raises(ValueError, match="auto:ROWSxN"):
+        tune.auto_shape(spec)
+    with pytest.raises(ValueError, match="auto:ROWSxN"):
+        softgen.generate("softmax", algorithm="online", target="host", schedule=spec)
+
+
+def test_algorithm_auto_needs_an_auto_schedule():
+    with pytest.raises(ValueError, match="give schedule='auto:ROWSxN'"):
+        softgen.generate("softmax", algorithm="auto", target="host")
+    with pytest.raises(ValueError, match="give schedule='auto:ROWSxN'"):
+        softgen.emit_c("softmax", algorithm="auto", schedule=Schedule())
+
+
+def test_choose_for_another_target_uses_its_wisdom(wisdom):
+    """Wisdom tuned elsewhere (for aarch64) is what auto gives when generating for aarch64."""
+    odd = tune.Choice("two_pass", Schedule(unroll=2))
+    aarch64 = softgen.Target.parse("aarch64")
+    tune.save_wisdom(wisdom, aarch64, {tune.band("softmax", 8, 500): (odd, 1.0)})
+    assert tune.choose("softmax", 8, 500, target="aarch64") == odd
+    assert softgen.generate("softmax", algorithm="auto", target=aarch64, schedule="auto:8x500").schedule == odd.schedule
+    with pytest.warns(tune.WisdomWarning, match="another CPU"):  # not for this machine
+        assert tune.choose("softmax", 8, 500) == tune.builtin("softmax", 8, 500)

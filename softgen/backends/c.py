@@ -8,10 +8,12 @@ Python walks the Program the way the LLVM backend does (same lowerings, see _Emi
 and runs the numerics recipes through `CMath`, which writes one C statement per
 primitive using a small per-ISA table of intrinsic spellings.  The shape of the code (row loop, pass loops with
 `unroll` vectors and `accumulators` accumulator sets, blocked reductions, tails,
-lane merges, helper functions, header) lives in jinja2 templates in templates/.
+lane merges, helper functions, header) lives in jinja2 templates in softgen/templates/
+(package data, so an installed wheel has them).
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import string
 import struct
@@ -22,12 +24,26 @@ from pathlib import Path
 import jinja2
 
 from .. import algorithms, numerics
+from ..dtypes import check_dtype
 from ..lower.plan import PassPlan, plan_pass
+from ..lower.schedule import Schedule
 from ..ir import DType, Kind, Op, Pass, Program, Type, Value
+from ..version import __version__
 
-TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
-# C kernels have no schedule: the fast forms, online reductions per block, pair merged per element
-_LOWERING = dict(fast_exp=True, online_block_max=True, pair_sum="merge")
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# What the C backend renders of a Schedule: unroll, accumulators, block, fast_exp and
+# online_block_max.  Not yet the knobs below: whatever a schedule asks, the C code has these
+# values (one row at a time, pairs merged per element); emit_c records the schedule it
+# rendered and the knobs it left out on the CSource.
+NOT_RENDERED = {"rows": 1, "interleave": 1, "pipeline": False, "nontemporal": False, "prefetch": 0,
+                "pair_sum": "merge"}
+
+
+def rendered_schedule(schedule: Schedule) -> tuple[Schedule, dict]:
+    """The schedule the C backend renders for `schedule`, and {knob: value asked} of the
+    knobs it leaves out (NOT_RENDERED)."""
+    left_out = {k: getattr(schedule, k) for k, v in NOT_RENDERED.items() if getattr(schedule, k) != v}
+    return dataclasses.replace(schedule, **NOT_RENDERED), left_out
 
 
 @dataclass(frozen=True)
@@ -211,10 +227,10 @@ PATTERNS = {isa.name: isa for isa in (_SCALAR, _SSE2, _AVX2, _AVX512, _NEON)}
 # the ISAs as float32 kernels use them
 ISAS = {name: isa.for_dtype(DType.F32) for name, isa in PATTERNS.items()}
 
-def block_size(isa: Isa, accumulators: int) -> int:
+def block_size(isa: Isa, accumulators: int, block: int = numerics.REDUCTION_BLOCK) -> int:
     """Elements per block of a reducing pass (numerics.reduction_block): 2048 for AVX-512 x 4
-    accumulators, 128 for scalar C."""
-    return numerics.reduction_block(numerics.REDUCTION_BLOCK, isa.width, accumulators)
+    accumulators, 128 for scalar C (with the default block)."""
+    return numerics.reduction_block(block, isa.width, accumulators)
 
 
 def c_float(v: float, ctype: CType = C_TYPES[DType.F32]) -> str:
@@ -503,10 +519,11 @@ class _Emitter:
     exp_pair -> pair_scale fused into one exp_scaled, and online reductions per block
     as a max pre-scan plus block sums (numerics.BLOCK_SUMS) folded into the row state."""
 
-    def __init__(self, isa: Isa, fn: str, accumulators: int):
+    def __init__(self, isa: Isa, fn: str, accumulators: int, lowering: dict):
         self.isa, self.fn, self.accumulators = isa, fn, accumulators
         self.ctype, self.fmt = isa.ctype, numerics.float_format(isa.ctype.dtype)
         self.scalar = _SCALAR.for_dtype(isa.ctype.dtype)   # row values
+        self.lowering = lowering   # plan_pass's flags
         self.helpers = _Helpers(isa, fn)
         self.tail_helpers: set[str] = set()   # lane_index, load_partial, store_partial
 
@@ -566,7 +583,7 @@ class _Emitter:
             for v in op.args:
                 if v.type is Type.ROW and v not in splats:
                     splats[v] = self.splat(row, env[v])
-        plan = plan_pass(p, **_LOWERING)
+        plan = plan_pass(p, **self.lowering)
         reductions = {op: self.reduction(op, prefix, op in plan.block_max) for op in p.reductions}
         for op, red in reductions.items():
             env[op.results[0]] = red.results
@@ -816,6 +833,10 @@ class CSource:
     isa: str
     header: str
     source: str
+    # the schedule rendered (None: unroll= / accumulators= that no Schedule says, sets that
+    # do not divide unroll), and {knob: value asked} of the knobs left out (NOT_RENDERED)
+    schedule: Schedule | None = None
+    not_rendered: dict = field(default_factory=dict)
 
     @property
     def flags(self) -> tuple[str, ...]:
@@ -852,15 +873,16 @@ def _check_count(what: str, value, lo: int, hi: int) -> int:
 
 
 def emit_c(op: str, *, algorithm: str, dtype="float32", isa: str = "scalar", name: str | None = None,
-           unroll: int = 4, accumulators: int | None = None) -> CSource:
+           schedule: Schedule | None = None, unroll: int | None = None,
+           accumulators: int | None = None) -> CSource:
     """C source for op x algorithm on `isa` (scalar, sse2, avx2, avx512, neon).
 
-    unroll: vectors per main-loop iteration; accumulators: independent accumulator sets
-    (default: one per unrolled vector).  Compile the .c with the ISA's flags
+    schedule: the code shape (default: Schedule() as far as NOT_RENDERED allows); or
+    instead unroll: vectors per main-loop iteration (default 4) and accumulators:
+    independent accumulator sets (default: one per unrolled vector; need not divide unroll).
+    softgen.emit_c also takes schedule="auto:ROWSxN".  Compile the .c with the ISA's flags
     (CSource.flags, e.g. -mavx512f) and link with -lm."""
-    from ..api import _check_dtype  # one dtype rule for the package
-
-    storage = next(d for d in DType if d.numpy_name == _check_dtype(dtype).name)
+    storage = next(d for d in DType if d.numpy_name == check_dtype(dtype).name)
     program = algorithms.build(op, algorithm, storage, storage)
     target = PATTERNS[_check_choice("isa", isa, tuple(PATTERNS))].for_dtype(program.compute)
     if name is None:
@@ -869,21 +891,38 @@ def emit_c(op: str, *, algorithm: str, dtype="float32", isa: str = "scalar", nam
         raise TypeError(f"name must be a string, not {type(name).__name__}")
     if not _IDENT.match(name):
         raise ValueError(f"name {name!r} is not a C identifier")
-    _check_count("unroll", unroll, 1, 16)
-    accumulators = unroll if accumulators is None else _check_count("accumulators", accumulators, 1, unroll)
-    return _render(program, target, name, unroll, accumulators)
+    return _render(program, target, name, *_c_schedule(schedule, unroll, accumulators))
 
 
-def _render(program: Program, isa: Isa, name: str, unroll: int, accumulators: int) -> CSource:
-    from .. import __version__
+def _c_schedule(schedule, unroll, accumulators) -> tuple[Schedule, int, int, dict]:
+    """(the rendered schedule's other knobs, unroll, accumulator sets, knobs left out) from
+    emit_c's schedule= or its unroll= / accumulators=."""
+    if schedule is None:
+        unroll = 4 if unroll is None else _check_count("unroll", unroll, 1, 16)
+        accumulators = unroll if accumulators is None else _check_count("accumulators", accumulators, 1, unroll)
+        sets = 0 if accumulators == unroll else accumulators
+        knobs = Schedule(unroll=unroll, accumulators=sets) if unroll % accumulators == 0 else Schedule()
+        return rendered_schedule(knobs)[0], unroll, accumulators, {}
+    if unroll is not None or accumulators is not None:
+        raise TypeError("emit_c takes a schedule or unroll= / accumulators=, not both")
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a softgen.lower.Schedule (softgen.emit_c also takes 'auto:ROWSxN'), "
+                        f"not {schedule!r}")
+    _check_count("Schedule.unroll", schedule.unroll, 1, 16)
+    rendered, left_out = rendered_schedule(schedule)
+    return rendered, rendered.unroll, rendered.acc_sets, left_out
 
-    emitter = _Emitter(isa, name, accumulators)
+
+def _render(program: Program, isa: Isa, name: str, knobs: Schedule, unroll: int, accumulators: int,
+            left_out: dict) -> CSource:
+    lowering = dict(fast_exp=knobs.fast_exp, online_block_max=knobs.online_block_max, pair_sum=knobs.pair_sum)
+    emitter = _Emitter(isa, name, accumulators, lowering)
     # ctype: what the kernel computes in; storage: what x and y hold
     ctx = dict(name=name, op=program.op, algorithm=program.algorithm, isa=isa, version=__version__,
                ctype=isa.ctype, storage=C_TYPES[program.storage], dtype=program.storage.numpy_name,
                row_output=program.row_output, steps=emitter.program(program), unroll=unroll,
-               accumulators=accumulators, block=block_size(isa, accumulators), tree=_tree(accumulators),
-               tail_mask=emitter.tail_mask, assign=assign, zip=zip,
+               accumulators=accumulators, block=block_size(isa, accumulators, knobs.block),
+               tree=_tree(accumulators), tail_mask=emitter.tail_mask, assign=assign, zip=zip,
                halves=_halves(isa),
                swapped=lambda names, half: [isa.swaps[half].format(v=v) for v in names],
                lane_index=[c_float(i, isa.ctype) for i in range(isa.width)],
@@ -897,4 +936,5 @@ def _render(program: Program, isa: Isa, name: str, unroll: int, accumulators: in
         ctx, kernel=kernel, functions=list(helpers.functions.values()), tail_helpers=emitter.tail_helpers,
         used=helpers.used)
     header = env.get_template("header.h.j2").render(ctx)
-    return CSource(name, program.op, program.algorithm, isa.name, header, _reindent(source))
+    rendered = knobs if (knobs.unroll, knobs.acc_sets) == (unroll, accumulators) else None
+    return CSource(name, program.op, program.algorithm, isa.name, header, _reindent(source), rendered, left_out)

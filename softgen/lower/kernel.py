@@ -233,7 +233,7 @@ class _Pipeline:
             for k, env in enumerate(dict(env) for env in envs):
                 self.run_alone(k, env)
 
-        low.pick_form(all_ok, fused, fallback=one_by_one)
+        low.pick_form(all_ok, fused, fallback=one_by_one, name="fused.")
 
 
 ROW_RECIPES = {

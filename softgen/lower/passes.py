@@ -53,13 +53,14 @@ class PassLowering(Context):
             emit("exact")
         self.pass_finish(setup, env)
 
-    def pick_form(self, condition, emit, fallback=None):
+    def pick_form(self, condition, emit, fallback=None, name: str = ""):
         """emit(form) under the first form whose condition holds: folded, shifted, then
         exact (or fallback())."""
         def chain(k: int):
             if k == 2:
                 return fallback() if fallback else emit("exact")
-            self.b.if_then(condition(FORMS[k]), lambda: emit(FORMS[k]), FORMS[k], else_fn=lambda: chain(k + 1))
+            self.b.if_then(condition(FORMS[k]), lambda: emit(FORMS[k]), name + FORMS[k],
+                           else_fn=lambda: chain(k + 1))
         chain(0)
 
     def pass_setup(self, p: Pass, is_output: bool) -> PassSetup:

@@ -1,7 +1,11 @@
 """The schedule: how a kernel's loops are shaped, apart from what it computes (the
-algorithm).  Backend-neutral: every backend and the tuner read the same object."""
+algorithm).  Backend-neutral: every backend and the tuner read the same object.  Its
+JSON form (to_json / from_json: an object of knob names, missing ones at their defaults)
+is what wisdom files and `softgen --schedule` hold."""
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 
 from .. import numerics
@@ -48,3 +52,35 @@ class Schedule:
     @property
     def acc_sets(self) -> int:
         return self.accumulators or self.unroll
+
+    def to_dict(self) -> dict:
+        """Every knob by name, JSON-ready (all of them: a changed default does not change
+        what a stored schedule means)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data) -> Schedule:
+        """The Schedule of {knob: value}; missing knobs take their defaults.  ValueError for
+        an unknown knob or a value of another JSON type than the knob's (1 is not true)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a schedule is an object of knobs, not {type(data).__name__}")
+        fields = {f.name: type(f.default) for f in dataclasses.fields(cls)}
+        unknown = [key for key in data if key not in fields]
+        if unknown:
+            raise ValueError(f"unknown schedule knob(s) {', '.join(map(repr, unknown))}; "
+                             f"the knobs are {', '.join(fields)}")
+        for key, value in data.items():
+            if type(value) is not fields[key]:
+                raise ValueError(f"Schedule.{key} must be {fields[key].__name__}, not {value!r}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Schedule:
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise ValueError(f"a schedule in JSON, e.g. {{\"unroll\": 2}}, not {text!r} ({e})") from None
+        return cls.from_dict(data)

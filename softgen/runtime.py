@@ -1,0 +1,240 @@
+"""The JIT runtime: compile() a kernel for this machine (Kernel) and call it on numpy arrays
+(any layout, axis and output; the copies and views that takes).  Which kernel runs for a
+shape is decided above this module (softgen.tune, softgen.api)."""
+from __future__ import annotations
+
+import ctypes
+import threading
+from functools import cached_property
+
+import numpy as np
+
+from . import algorithms
+from .backends.llvm import CompiledModule, compile_program
+from .dtypes import check_dtype
+from .lower import Schedule
+from .ir import Program
+from .targets import Target
+
+_ABI = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                        ctypes.c_void_p, ctypes.c_int64)
+_F32 = np.dtype(np.float32)
+
+
+class Kernel:
+    """A compiled kernel for one op x algorithm on the host.  `kernel(x, out=None)` runs it
+    over the last axis of a 2-D (or any-D) float32 array."""
+
+    def __init__(self, program: Program, compiled: CompiledModule, schedule: Schedule):
+        self.program = program
+        self.op, self.algorithm = program.op, program.algorithm
+        self.row_output = program.row_output
+        self.schedule = schedule
+        self._compiled = compiled
+        self._fn = _ABI(compiled.address)
+
+    @property
+    def ir(self) -> str:
+        return str(self.program)
+
+    @property
+    def loop_ir(self) -> str:
+        """The kernel after lowering: its loops, forms and merges, before LLVM."""
+        return self._compiled.loop_ir
+
+    @property
+    def llvm_ir(self) -> str:
+        return self._compiled.llvm_ir
+
+    @cached_property
+    def asm(self) -> str:
+        return self._compiled.asm()
+
+    @property
+    def target(self) -> Target:
+        return self._compiled.target
+
+    def __repr__(self) -> str:
+        return f"<softgen.Kernel {self.program.name} on {self.target.cpu}, {self.target.vector_width} lanes>"
+
+    def __call__(self, x, out=None, axis: int = -1):
+        return _run(self, x, axis, out)
+
+    def run_rows(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Raw call on 2-D arrays with unit element stride (no checks beyond shape)."""
+        self._fn(x.shape[0], x.shape[1], _address(x), x.strides[0] // 4, _address(y),
+                 y.strides[0] // 4)
+
+
+_cache: dict = {}
+_cache_lock = threading.Lock()
+
+
+def compile(op: str, *, algorithm: str, dtype="float32", target="host",
+            schedule: Schedule | None = None) -> Kernel:
+    """JIT-compile op x algorithm for the host, or for a narrower target this machine runs
+    (e.g. "x86-64-v3" on an AVX-512 host).  Cached: compiling twice costs nothing."""
+    check_dtype(dtype)
+    tgt = Target.parse(target)
+    schedule = schedule or Schedule()
+    key = (op, algorithm, tgt, schedule)
+    with _cache_lock:
+        if key not in _cache:
+            program = algorithms.build(op, algorithm)
+            _cache[key] = Kernel(program, compile_program(program, tgt, schedule, jit=True), schedule)
+        return _cache[key]
+
+
+_char_at = ctypes.c_char.from_buffer
+
+
+def _address(a: np.ndarray) -> int:
+    """The data pointer; through the buffer protocol when it is writable and contiguous
+    (a quarter of the cost of a.ctypes.data)."""
+    flags = a.flags
+    if flags.writeable and flags.c_contiguous and a.size:
+        return ctypes.addressof(_char_at(a))
+    return a.__array_interface__["data"][0]
+
+
+def _as_input(x) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as e:  # noqa: BLE001 - anything numpy cannot convert
+            raise TypeError(f"expected a float32 array, got {type(x).__name__}: {e}") from None
+    if arr.dtype == object:
+        raise TypeError("object arrays are not supported; pass a float32 array")
+    if arr.dtype != np.float32:
+        raise TypeError(f"unsupported dtype {arr.dtype}; softgen supports float32 "
+                        f"(convert with x.astype(np.float32))")
+    return arr
+
+
+def _normalize_axis(axis, ndim: int) -> int:
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"axis must be an integer, not {type(axis).__name__}")
+    if ndim == 0:
+        raise ValueError("softgen needs at least a 1-D array (got a 0-d array)")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of range for an array of dimension {ndim}")
+    return int(axis) % ndim
+
+
+def _check_out(out, shape: tuple) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array, not {type(out).__name__}")
+    if out.dtype != np.float32:
+        raise TypeError(f"out has dtype {out.dtype}; expected float32")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}; expected {shape}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    return out
+
+
+def _rows_view(a: np.ndarray) -> np.ndarray | None:
+    """a as a 2-D [rows, n] view with unit element stride, or None if that needs a copy."""
+    if a.ndim == 0:
+        return None
+    n = a.shape[-1]
+    if a.size and n > 1 and a.strides[-1] != 4:
+        return None
+    lead = a.shape[:-1]
+    try:
+        v = a.view()
+        v.shape = (int(np.prod(lead)) if lead else 1, n)  # raises if not expressible as a view
+    except AttributeError:
+        return None
+    if v.size and (v.strides[0] % 4 or v.strides[0] < 0):
+        return None
+    return v
+
+
+PAGE = 4096
+# Where softgen puts a new output relative to x (mod PAGE): half a page from where loads of
+# x running ahead of stores to y could alias them, in either direction.
+OUTPUT_DELTA = PAGE // 2
+
+
+def same_page_offset(x: np.ndarray, shape: tuple, delta: int = OUTPUT_DELTA) -> np.ndarray:
+    """An empty float32 array of `shape` that starts `delta` bytes after x's offset within a
+    4 KB page.  Where the output sits relative to the input (mod 4 KB) changes the speed of
+    streaming kernels: a load that follows a store to an address equal in its low 12 bits
+    waits on it (4K aliasing), which costs up to 45% when y lies 64-256 bytes after x
+    (benchmarks/aliasing.py).  softgen allocates its outputs this way."""
+    size = int(np.prod(shape))
+    buf = np.empty(size + PAGE // 4, np.float32)
+    start = ((_address(x) + delta - _address(buf)) % PAGE) // 4
+    return buf[start:start + size].reshape(shape)
+
+
+def _new_output(x: np.ndarray, shape: tuple) -> np.ndarray:
+    """A new output for x, OUTPUT_DELTA after x mod PAGE once it spans pages (numpy's own
+    placement put it 64 or 96 bytes after x in some runs)."""
+    return same_page_offset(x, shape) if x.nbytes > PAGE else np.empty(shape, _F32)
+
+
+def _fast_call(kernel: Kernel, x, axis, out):
+    """The common case with no copies or views: a C-contiguous float32 array over its last
+    axis, a new output or a C-contiguous one.  None when the case does not apply."""
+    if not (type(x) is np.ndarray and x.dtype is _F32 and x.size
+            and (axis == -1 or axis == x.ndim - 1) and x.flags.c_contiguous):
+        return None
+    row_output = kernel.row_output
+    shape = x.shape[:-1] if row_output else x.shape
+    if out is None:
+        y = _new_output(x, shape)
+    elif (type(out) is np.ndarray and out.dtype is _F32 and out.shape == shape
+          and out.flags.c_contiguous and out.flags.writeable
+          and (out is x or not np.may_share_memory(out, x))):  # overlap: the general path
+        y = out
+    else:
+        return None
+    n = x.shape[-1]
+    kernel._fn(x.size // n, n, _address(x), n, ctypes.addressof(_char_at(y)), 1 if row_output else n)
+    return y
+
+
+def _run(kernel: Kernel, x, axis, out):
+    y = _fast_call(kernel, x, axis, out)
+    if y is not None:
+        return y
+    arr = _as_input(x)
+    ax = _normalize_axis(axis, arr.ndim)
+    moved = np.moveaxis(arr, ax, -1)
+    row_output = kernel.program.row_output
+    out_shape = moved.shape[:-1] if row_output else arr.shape
+    if out is not None:
+        _check_out(out, out_shape)
+    y_moved_shape = moved.shape[:-1] + ((1,) if row_output else moved.shape[-1:])
+    if out is not None:
+        y = out if row_output else np.moveaxis(out, ax, -1)
+    else:
+        y = np.empty(out_shape, np.float32) if row_output else _new_output(arr, moved.shape)
+    if arr.size == 0 and not row_output:
+        return out if out is not None else np.moveaxis(y, -1, ax)
+    xin = _rows_view(moved)
+    copied = xin is None
+    if copied:
+        xin = _rows_view(np.ascontiguousarray(moved))
+    y2 = y.reshape(y_moved_shape) if row_output else y
+    yout = _rows_view(y2)
+    # The kernel reads each element before it writes the same element, so an output laid
+    # out exactly like its input is safe; any other overlap goes through a temporary.
+    direct = yout is not None and (copied or out is None or _same_layout(xin, yout)
+                                   or not np.shares_memory(xin, yout))
+    target = yout if direct else np.empty((xin.shape[0], y_moved_shape[-1]), np.float32)
+    if xin.shape[0]:
+        kernel.run_rows(xin, target)
+    if not direct:
+        y2[...] = target.reshape(y2.shape)
+    if out is not None:
+        return out
+    return y if row_output else np.moveaxis(y, -1, ax)
+
+
+def _same_layout(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.ctypes.data == b.ctypes.data and a.strides == b.strides and a.shape == b.shape

@@ -1,0 +1,2 @@
+"""softgen's version (its own module so that every layer can name it)."""
+__version__ = "0.1.0"

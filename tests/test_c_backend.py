@@ -269,9 +269,10 @@ def test_templates_make_the_variants():
     """Unroll and accumulator count change the emitted loops, not a copy per ISA."""
     a = softgen.emit_c("softmax", algorithm="online", isa="avx512", name="k", unroll=4, accumulators=2)
     b = softgen.emit_c("softmax", algorithm="online", isa="avx512", name="k", unroll=2)
-    assert "i += 64" in a.source and "i += 32" in b.source
-    assert "online1_a1_0" in a.source and "online1_a2_0" not in a.source
-    assert f"i + {block_size(ISAS['avx512'], 2)}" in a.source
+    assert "+ 64;" in a.source and "+ 64;" not in b.source and "+ 32;" in b.source   # unroll x 16 lanes
+    assert "unroll 4 over 2 accumulator sets" in a.source and "unroll 2 over 2 accumulator sets" in b.source
+    block = block_size(ISAS['avx512'], 2)
+    assert f"blocks of {block}" in a.source and f"+ {block};" in a.source
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
@@ -426,23 +427,28 @@ def test_schedule_or_unroll_keywords_render_the_same_c():
     """schedule= says what unroll= / accumulators= say; the CSource records the schedule."""
     by_keywords = softgen.emit_c("softmax", algorithm="online", isa="avx2", name="k", unroll=4, accumulators=2)
     by_schedule = softgen.emit_c("softmax", algorithm="online", isa="avx2", name="k",
-                                 schedule=Schedule(unroll=4, accumulators=2, pair_sum="merge"))
+                                 schedule=Schedule(unroll=4, accumulators=2))
     assert by_keywords.source == by_schedule.source
-    assert by_keywords.schedule == by_schedule.schedule == Schedule(unroll=4, accumulators=2, pair_sum="merge")
+    assert by_keywords.schedule == by_schedule.schedule == Schedule(unroll=4, accumulators=2)
     assert by_schedule.not_rendered == {}
     default = softgen.emit_c("softmax", algorithm="online", isa="avx2", name="k")
     assert default.schedule == rendered_schedule(Schedule())[0] and default.not_rendered == {}
-    assert softgen.emit_c("softmax", algorithm="online", unroll=3, accumulators=2).schedule is None  # no Schedule says it
+    assert softgen.emit_c("softmax", algorithm="online", unroll=3, accumulators=2).schedule == \
+        Schedule(unroll=3, accumulators=2)   # vector u updates set u % 2
 
 
 def test_knobs_c_does_not_render_are_reported_not_claimed():
+    """C renders every knob but vectors of rows (rows per group, interleave): those are
+    reported, the rest are in the code (pipeline stages, streaming stores, prefetches)."""
     asked = Schedule(unroll=2, rows=16, interleave=4, pipeline=True, nontemporal=True, prefetch=256, block=512)
-    src = softgen.emit_c("softmax", algorithm="two_pass", isa="avx2", schedule=asked)
-    assert src.not_rendered == {"rows": 16, "interleave": 4, "pipeline": True, "nontemporal": True,
-                                "prefetch": 256, "pair_sum": "running"}
-    assert src.schedule == Schedule(unroll=2, block=512, pair_sum="merge") == rendered_schedule(asked)[0]
+    src = softgen.emit_c("softmax", algorithm="three_pass_recompute", isa="avx2", schedule=asked)
+    assert src.not_rendered == {"rows": 16, "interleave": 4}
+    assert src.schedule == Schedule(unroll=2, block=512, pipeline=True, nontemporal=True, prefetch=256) \
+        == rendered_schedule(asked)[0]
     assert set(NOT_RENDERED) == set(src.not_rendered)
-    assert f"i + {block_size(ISAS['avx2'], 2, 512)}" in src.source and "i += 16" in src.source
+    assert f"blocks of {block_size(ISAS['avx2'], 2, 512)}" in src.source and "+ 16;" in src.source
+    for spelled in ("/* pipeline */", "/* fused.folded */", "_mm256_stream_ps", "_mm_prefetch", "_mm_sfence"):
+        assert spelled in src.source, spelled
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

@@ -213,7 +213,7 @@ def test_schedule_json_missing_knobs_take_defaults():
     ('{"pipeline": 1}', "Schedule.pipeline must be bool"),
     ('{"pair_sum": 3}', "Schedule.pair_sum must be str"),
     ('{"pair_sum": "sideways"}', "pair_sum must be one of"),
-    ('{"unroll": 3, "accumulators": 2}', "must divide unroll"),
+    ('{"unroll": 2, "accumulators": 3}', "must be at most unroll"),
     ('{"unroll": 0}', "integer >= 1"),
     ("[4]", "an object of knobs, not list"),
     ("unroll=4", "a schedule in JSON"),

@@ -17,6 +17,11 @@ class Capabilities:
     nan_ignoring_max: bool      # a one-instruction max that skips NaN (x86 maxps): acc.max
                                 # then keeps a NaN lane mask beside it
     streaming_fence: bool       # streaming stores are weakly ordered: fence before returning
+    # what the renderer can spell: vectors of rows (one lane per row of a group, merged by
+    # shuffles across vectors) and vectors narrower than a register (halving lane merges);
+    # without them rows go one at a time and lanes merge by swaps within a register
+    row_groups: bool = True
+    narrow_vectors: bool = True
 
     @classmethod
     def of(cls, target: Target) -> "Capabilities":

@@ -292,3 +292,41 @@ def _check_cond(cond, visible: set, where: str, name: str) -> None:
         raise VerifyError(f"{where}: the condition of {name} is not an i1 value")
     if isinstance(cond, Val) and cond not in visible:
         raise VerifyError(f"{where}: the condition of {name} ({cond}) is not defined there")
+
+
+def remove_dead_code(kernel: Kernel) -> Kernel:
+    """Drop, until none is left, values nothing uses and writes to vars nothing reads, then
+    the vars themselves (a renderer whose compiler warns of them needs this; LLVM does it
+    itself).  Returns the kernel."""
+    while True:
+        live, read = set(), set()
+        for s in _walk(kernel.body):
+            args = s.args if isinstance(s, Instr) else (s.cond,)
+            live.update(a for a in args if isinstance(a, Val))
+            if isinstance(s, Instr) and s.op in ("read", "read_at"):
+                read.add(s.args[0])
+        if not _sweep_dead(kernel.body, live, read):
+            kernel.vars = [v for v in kernel.vars if v in read]
+            return kernel
+
+
+def _walk(block: list):
+    for s in block:
+        yield s
+        for part in ("head", "body", "then", "else_"):
+            yield from _walk(getattr(s, part, None) or [])
+
+
+def _sweep_dead(block: list, live: set, read: set) -> bool:
+    removed = False
+    for s in list(block):
+        if isinstance(s, Instr):
+            dead_value = s.result is not None and s.result not in live
+            dead_write = s.op in ("write", "write_at") and s.args[0] not in read
+            if dead_value or dead_write:
+                block.remove(s)
+                removed = True
+            continue
+        for part in ("head", "body", "then", "else_"):
+            removed |= _sweep_dead(getattr(s, part, None) or [], live, read)
+    return removed

@@ -168,7 +168,10 @@ class PassLowering(Context):
         return self.b.emit("shuffle", u, v, ty=u.ty.vector(len(lanes)), lanes=tuple(lanes))
 
     def lane_merge(self, acc, state):
-        """Reduce one vector state to a scalar state, halving the lanes each step."""
+        """Reduce one vector state to a scalar state, halving the lanes each step (or, where
+        the target has no narrower vectors, merging each lane with its swapped partner)."""
+        if not self.caps.narrow_vectors:
+            return self.lane_merge_by_swaps(acc, state)
         width = self.width
         while width > 1:
             half = width // 2
@@ -180,6 +183,14 @@ class PassLowering(Context):
             state = acc.merge(self.vm.with_width(half), lo, hi)
             width = half
         return state
+
+    def lane_merge_by_swaps(self, acc, state):
+        half = self.width // 2
+        while half:
+            swapped = tuple(self.b.emit("swap", v, ty=v.ty, half=half) for v in state)
+            state = acc.merge(self.vm, state, swapped)
+            half //= 2
+        return tuple(self.b.emit("extract", v, ty=v.ty.scalar, lane=0) for v in state)
 
     def merge_rows(self, acc, per_row):
         """per_row[j]: row j's state as vectors -> one state with row j's lanes merged in

@@ -16,7 +16,8 @@ from .plan import PAIR_SUMS
 class Schedule:
     """Code-shape parameters of one kernel (the autotuner searches over these)."""
     unroll: int = 4          # vectors per main-loop iteration and row
-    accumulators: int = 0    # accumulator sets per row (0: one per unrolled vector); divides unroll
+    accumulators: int = 0    # accumulator sets per row (0: one per unrolled vector), at most unroll:
+                             # unrolled vector u updates set u % accumulators
     rows: int = 1            # rows per group (a power of 2; capped at the vector width):
                              # row math and lane merges are vectorized across the group
     interleave: int = 1      # rows of a group each pass handles side by side (divides rows)
@@ -38,8 +39,8 @@ class Schedule:
         for name in ("unroll", "rows", "interleave", "block"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"Schedule.{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if self.accumulators < 0 or (self.accumulators and self.unroll % self.accumulators):
-            raise ValueError(f"Schedule.accumulators ({self.accumulators}) must divide unroll "
+        if not 0 <= self.accumulators <= self.unroll:
+            raise ValueError(f"Schedule.accumulators ({self.accumulators}) must be at most unroll "
                              f"({self.unroll}) (0: one set per unrolled vector)")
         if self.rows & (self.rows - 1) or self.rows % self.interleave:
             raise ValueError(f"Schedule.rows ({self.rows}) must be a power of 2 and a multiple "

@@ -79,8 +79,9 @@ class RowSweep:
         if U > 1:
             b.loop_while(fits(U), lambda: advance(U, aligned_stores), "chunk")
         b.loop_while(fits(1), lambda: advance(1, aligned_stores), "vec")
-        b.if_then(ctx.cmp("lt", b.read(i), end),
-                  lambda: self.step(body, 0, b.read(i), ctx.tail_mask(b.read(i), end), False), "tail")
+        if W > 1:   # a partial vector
+            b.if_then(ctx.cmp("lt", b.read(i), end),
+                      lambda: self.step(body, 0, b.read(i), ctx.tail_mask(b.read(i), end), False), "tail")
 
     def step(self, body, acc_set: int, offset, mask, aligned: bool):
         # every unit's loads before any unit's stores: rows a multiple of 4 KB apart

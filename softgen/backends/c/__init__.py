@@ -1,0 +1,182 @@
+"""C backend: a loop-IR kernel -> one readable, embeddable C file (plus header).
+
+The emitted function has softgen's C ABI:
+  void name(int64_t rows, int64_t n, const T *restrict x, int64_t x_row_stride,
+            T *restrict y, int64_t y_row_stride)
+
+The program is lowered once (softgen.lower, with the capabilities C has on the ISA:
+render.capabilities) to the same loop IR the LLVM backend renders; render.py spells its
+statements through the ISA's table (isa.py); the file around them (includes, feature
+checks, helpers, the header) lives in jinja2 templates in softgen/templates/ (package
+data, so an installed wheel has them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from ... import algorithms
+from ...dtypes import check_dtype
+from ...ir import DType, Program
+from ...lower.kernel import lower
+from ...lower.schedule import Schedule
+from ...version import __version__
+from .isa import C_TYPES, ISAS, PATTERNS, CType, Isa, block_size, c_float
+from .render import CRenderer, capabilities
+
+__all__ = ["C_TYPES", "ISAS", "PATTERNS", "CType", "CSource", "Isa", "NOT_RENDERED", "block_size", "c_float",
+           "emit_c", "rendered_schedule"]
+
+TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+# What C does not render of a Schedule (render.capabilities: no vectors of rows): whatever a
+# schedule asks, the C code has these values; emit_c records the schedule it rendered and
+# the knobs it left out on the CSource.
+NOT_RENDERED = {"rows": 1, "interleave": 1}
+
+
+def rendered_schedule(schedule: Schedule) -> tuple[Schedule, dict]:
+    """The schedule the C backend renders for `schedule`, and {knob: value asked} of the
+    knobs it leaves out (NOT_RENDERED)."""
+    left_out = {k: getattr(schedule, k) for k, v in NOT_RENDERED.items() if getattr(schedule, k) != v}
+    return dataclasses.replace(schedule, **NOT_RENDERED), left_out
+
+
+@lru_cache(maxsize=None)
+def _environment(directory: str) -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(directory), undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+
+_COMMENT_CONTINUATION = re.compile(r"\*(\s|/|$)")
+
+
+def _reindent(text: str) -> str:
+    """Indent C by brace depth, so templates need not care about indentation.  Comment
+    lines keep their own layout; a line after one ending in a comma is a continuation."""
+    out, depth, blank, continued = [], 0, False, False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            if not blank and out:
+                out.append("")
+            blank = True
+            continue
+        blank = False
+        if line.startswith("#"):
+            out.append(line)
+            continue
+        if _COMMENT_CONTINUATION.match(line):
+            out.append("    " * depth + " " + line)
+            continue
+        if line.startswith("}"):
+            depth -= 1
+        out.append("    " * (depth + continued) + line)
+        depth += line.count("{") - line.count("}") + line.startswith("}")
+        continued = line.endswith(",")
+    return "\n".join(out).strip() + "\n"
+
+
+@dataclass(frozen=True)
+class CSource:
+    """An emitted kernel: `header` (<name>.h) and `source` (<name>.c)."""
+    name: str
+    op: str
+    algorithm: str
+    isa: str
+    header: str
+    source: str
+    # the schedule rendered, and {knob: value asked} of the knobs left out (NOT_RENDERED)
+    schedule: Schedule | None = None
+    not_rendered: dict = field(default_factory=dict)
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """Compiler flags that enable the kernel's ISA (gcc/clang)."""
+        return ISAS[self.isa].flags
+
+    def write(self, directory) -> tuple[Path, Path]:
+        """Write <name>.h and <name>.c into `directory` (created if missing)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        h, c = d / f"{self.name}.h", d / f"{self.name}.c"
+        h.write_text(self.header)
+        c.write_text(self.source)
+        return h, c
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _check_choice(what: str, value, choices) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, not {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(choices)}")
+    return value
+
+
+def _check_count(what: str, value, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{what} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def emit_c(op: str, *, algorithm: str, dtype="float32", isa: str = "scalar", name: str | None = None,
+           schedule: Schedule | None = None, unroll: int | None = None,
+           accumulators: int | None = None) -> CSource:
+    """C source for op x algorithm on `isa` (scalar, sse2, avx2, avx512, neon).
+
+    schedule: the code shape (default: Schedule() as far as NOT_RENDERED allows); or
+    instead unroll: vectors per main-loop iteration (default 4) and accumulators:
+    independent accumulator sets (default: one per unrolled vector).  softgen.emit_c also
+    takes schedule="auto:ROWSxN".  Compile the .c with the ISA's flags (CSource.flags,
+    e.g. -mavx512f) and link with -lm."""
+    storage = next(d for d in DType if d.numpy_name == check_dtype(dtype).name)
+    program = algorithms.build(op, algorithm, storage, storage)
+    target = PATTERNS[_check_choice("isa", isa, tuple(PATTERNS))].for_dtype(program.compute)
+    if name is None:
+        name = f"softgen_{op}_{algorithm}_{storage.numpy_name}_{isa}"
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string, not {type(name).__name__}")
+    if not _IDENT.match(name):
+        raise ValueError(f"name {name!r} is not a C identifier")
+    return _render(program, target, name, *_c_schedule(schedule, unroll, accumulators))
+
+
+def _c_schedule(schedule, unroll, accumulators) -> tuple[Schedule, dict]:
+    """(the schedule rendered, knobs left out) from emit_c's schedule= or its unroll= /
+    accumulators=."""
+    if schedule is None:
+        unroll = 4 if unroll is None else _check_count("unroll", unroll, 1, 16)
+        accumulators = unroll if accumulators is None else _check_count("accumulators", accumulators, 1, unroll)
+        return rendered_schedule(Schedule(unroll=unroll, accumulators=0 if accumulators == unroll else accumulators))
+    if unroll is not None or accumulators is not None:
+        raise TypeError("emit_c takes a schedule or unroll= / accumulators=, not both")
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a softgen.lower.Schedule (softgen.emit_c also takes 'auto:ROWSxN'), "
+                        f"not {schedule!r}")
+    _check_count("Schedule.unroll", schedule.unroll, 1, 16)
+    return rendered_schedule(schedule)
+
+
+def _render(program: Program, isa: Isa, name: str, schedule: Schedule, left_out: dict) -> CSource:
+    kernel = lower(program, capabilities(isa), schedule, name)
+    renderer = CRenderer(kernel, isa, name)
+    body = renderer.body()
+    # ctype: what the kernel computes in; storage: what x and y hold
+    ctx = dict(name=name, op=program.op, algorithm=program.algorithm, isa=isa, version=__version__,
+               ctype=isa.ctype, storage=C_TYPES[program.storage], dtype=program.storage.numpy_name,
+               row_output=program.row_output, notes=kernel.notes, body=body,
+               lane_index=[c_float(i, isa.ctype) for i in range(isa.width)],
+               zero=c_float(0.0, C_TYPES[program.storage]), guard=f"{name.upper()}_H")
+    env = _environment(str(TEMPLATES))
+    source = env.get_template("source.c.j2").render(ctx, tail_helpers=renderer.tail_helpers, used=renderer.used)
+    header = env.get_template("header.h.j2").render(ctx)
+    return CSource(name, program.op, program.algorithm, isa.name, header, _reindent(source), schedule, left_out)

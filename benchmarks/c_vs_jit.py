@@ -1,9 +1,14 @@
-"""The emitted C kernel (built with gcc -O2) next to the JIT kernel, elements/ns.
+"""The emitted C kernel next to the JIT kernel, elements/ns: the same algorithm and schedule
+(what auto picks for the shape), for each ISA and compiler.
 
-    taskset -c 1 python benchmarks/c_vs_jit.py [--isa avx512] [--ops softmax] [--cc gcc]
+    taskset -c 1 python benchmarks/c_vs_jit.py [--isa avx512 avx2] [--cc gcc clang]
+                                               [--ops softmax] [--cases 0,1,2,3,4,5]
 
-Shapes: 1024 x 1024 (in cache) and one 2^24 row (out of cache); single thread, median
-of repeated runs (C and JIT alternating).  C/JIT is the C kernel's speed relative to the JIT's (1.00 = same).
+Cases: the six of softgen.bench.CASES (single thread).  The JIT runs for the ISA's x86-64
+level (avx2: x86-64-v3, avx512: x86-64-v4); C is built with `cc -O2` and the ISA's flags.
+C renders one row at a time (no vectors of rows), so where auto groups rows the C kernel
+runs the same schedule with rows of one.  Median of alternating runs; C/JIT is the C
+kernel's speed relative to the JIT's (1.00 = same).
 """
 from __future__ import annotations
 
@@ -18,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 import softgen
-from softgen import algorithms
-from softgen.backends.c import ISAS
+from softgen import ops, tune
+from softgen.bench import CASES
 
-SHAPES = ((1024, 1024), (1, 1 << 24))
+LEVELS = {"avx2": "x86-64-v3", "avx512": "x86-64-v4"}
 
 
-def median_seconds(fns, budget: float = 2.0, least: int = 7) -> list[float]:
+def median_seconds(fns, budget: float, least: int = 5) -> list[float]:
     """Median time of each function; runs alternate, so drift (clock, neighbours) hits all."""
     for fn in fns:
         fn()
@@ -37,8 +42,9 @@ def median_seconds(fns, budget: float = 2.0, least: int = 7) -> list[float]:
     return [statistics.median(ts) for ts in times]
 
 
-def build_c(op: str, algorithm: str, isa: str, cc: str, workdir: Path):
-    src = softgen.emit_c(op, algorithm=algorithm, isa=isa)
+def build_c(op: str, choice: tune.Choice, isa: str, cc: str, workdir: Path):
+    src = softgen.emit_c(op, algorithm=choice.algorithm, isa=isa, schedule=choice.schedule,
+                         name=f"k_{op}_{choice.algorithm}_{isa}_{cc}_{abs(hash(choice.schedule))}")
     _, c_file = src.write(workdir)
     lib = workdir / f"{src.name}.so"
     subprocess.run([cc, "-O2", "-std=c99", *src.flags, "-shared", "-fPIC", "-o", str(lib), str(c_file), "-lm"],
@@ -50,33 +56,38 @@ def build_c(op: str, algorithm: str, isa: str, cc: str, workdir: Path):
     return fn
 
 
+def one_case(op: str, shape, isa: str, compilers, workdir: Path, budget: float) -> str:
+    rows, n = shape
+    target = softgen.Target.parse(LEVELS[isa])
+    choice = tune.choose(op, rows, n, LEVELS[isa])
+    jit = softgen.compile(op, algorithm=choice.algorithm, target=target, schedule=choice.schedule)
+    x = (np.random.default_rng(0).standard_normal(shape) * 4).astype(np.float32)
+    y = np.empty(ops.get(op).output_shape(rows, n), np.float32).reshape(rows, -1)
+    ys = y.shape[1]
+    c_fns = [build_c(op, choice, isa, cc, workdir) for cc in compilers]
+    calls = [lambda fn=fn: fn(rows, n, x.ctypes.data, n, y.ctypes.data, ys) for fn in c_fns]
+    *t_c, t_jit = median_seconds(calls + [lambda: jit.run_rows(x, y)], budget)
+    cells = " ".join(f"{x.size / t / 1e9:7.2f} {t_jit / t:6.2f}" for t in t_c)
+    return f"{op:<12} {isa:<7} {f'{rows}x{n}':>12} {choice.algorithm:<21} {x.size / t_jit / 1e9:7.2f} {cells}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--isa", default="avx512", choices=[i for i in ISAS if i != "neon"])
+    ap.add_argument("--isa", nargs="+", default=[i for i in LEVELS if softgen.Target.parse(LEVELS[i]).runs_here],
+                    choices=list(LEVELS))
+    ap.add_argument("--cc", nargs="+", default=["gcc", "clang"])
     ap.add_argument("--ops", nargs="+", default=["softmax"], choices=softgen.OPS)
-    ap.add_argument("--cc", default="gcc")
+    ap.add_argument("--cases", default=",".join(map(str, range(len(CASES)))))
+    ap.add_argument("--budget", type=float, default=1.0, help="seconds per case (default: %(default)s)")
     args = ap.parse_args()
-    rng = np.random.default_rng(0)
-    inputs = {shape: (rng.standard_normal(shape) * 4).astype(np.float32) for shape in SHAPES}
-    print(f"{args.isa} C ({args.cc} -O2) vs JIT on {softgen.Target.parse('host').cpu}, elements/ns, median")
-    print(f"{'op':<12} {'algorithm':<22} {'shape':>12} {'C':>7} {'JIT':>7} {'C/JIT':>6}")
+    print(f"C (-O2) vs JIT on {softgen.Target.parse('host').cpu}, elements/ns, median; schedule: auto's")
+    print(f"{'op':<12} {'isa':<7} {'shape':>12} {'algorithm':<21} {'JIT':>7} "
+          + " ".join(f"{cc:>7} {'C/JIT':>6}" for cc in args.cc))
     with tempfile.TemporaryDirectory() as tmp:
         for op in args.ops:
-            for algorithm in softgen.ALGORITHMS:
-                try:
-                    algorithms.build(op, algorithm)
-                except NotImplementedError:
-                    continue
-                c_fn = build_c(op, algorithm, args.isa, args.cc, Path(tmp))
-                jit = softgen.compile(op, algorithm=algorithm)
-                for shape, x in inputs.items():
-                    rows, n = shape
-                    y = np.empty((rows, 1) if op == "logsumexp" else shape, np.float32)
-                    ys = y.shape[1]
-                    t_c, t_jit = median_seconds([lambda: c_fn(rows, n, x.ctypes.data, n, y.ctypes.data, ys),
-                                                 lambda: jit.run_rows(x, y)])
-                    print(f"{op:<12} {algorithm:<22} {f'{rows}x{n}':>12} {x.size / t_c / 1e9:7.2f} "
-                          f"{x.size / t_jit / 1e9:7.2f} {t_jit / t_c:6.2f}")
+            for isa in args.isa:
+                for k in map(int, args.cases.split(",")):
+                    print(one_case(op, CASES[k], isa, args.cc, Path(tmp), args.budget), flush=True)
 
 
 if __name__ == "__main__":

@@ -432,20 +432,24 @@ def test_schedule_or_unroll_keywords_render_the_same_c():
     assert by_keywords.schedule == by_schedule.schedule == Schedule(unroll=4, accumulators=2)
     assert by_schedule.not_rendered == {}
     default = softgen.emit_c("softmax", algorithm="online", isa="avx2", name="k")
-    assert default.schedule == rendered_schedule(Schedule())[0] and default.not_rendered == {}
+    assert default.schedule == Schedule() == rendered_schedule(Schedule(), ISAS['avx2'])[0]
+    assert default.not_rendered == {}
     assert softgen.emit_c("softmax", algorithm="online", unroll=3, accumulators=2).schedule == \
         Schedule(unroll=3, accumulators=2)   # vector u updates set u % 2
 
 
 def test_knobs_c_does_not_render_are_reported_not_claimed():
-    """C renders every knob but vectors of rows (rows per group, interleave): those are
-    reported, the rest are in the code (pipeline stages, streaming stores, prefetches)."""
-    asked = Schedule(unroll=2, rows=16, interleave=4, pipeline=True, nontemporal=True, prefetch=256, block=512)
+    """C renders every knob, rows per group only as a register's worth of rows or one row
+    (no narrower vectors): other group sizes are reported, the rest is in the code
+    (pipeline stages, streaming stores, prefetches)."""
+    asked = Schedule(unroll=2, rows=4, interleave=4, pipeline=True, nontemporal=True, prefetch=256, block=512)
     src = softgen.emit_c("softmax", algorithm="three_pass_recompute", isa="avx2", schedule=asked)
-    assert src.not_rendered == {"rows": 16, "interleave": 4}
+    assert src.not_rendered == {"rows": 4, "interleave": 4}
     assert src.schedule == Schedule(unroll=2, block=512, pipeline=True, nontemporal=True, prefetch=256) \
-        == rendered_schedule(asked)[0]
+        == rendered_schedule(asked, ISAS["avx2"])[0]
     assert set(NOT_RENDERED) == set(src.not_rendered)
+    full = Schedule(rows=16, interleave=4, pipeline=True)    # 8 rows of 8 lanes, as the JIT's
+    assert softgen.emit_c("softmax", algorithm="two_pass", isa="avx2", schedule=full).not_rendered == {}
     assert f"blocks of {block_size(ISAS['avx2'], 2, 512)}" in src.source and "+ 16;" in src.source
     for spelled in ("/* pipeline */", "/* fused.folded */", "_mm256_stream_ps", "_mm_prefetch", "_mm_sfence"):
         assert spelled in src.source, spelled

@@ -12,7 +12,7 @@ import pytest
 
 import softgen
 from softgen import api, tune
-from softgen.backends.c import rendered_schedule
+from softgen.backends.c import ISAS, rendered_schedule
 from softgen.lower import Schedule
 from reference import check
 from test_api import special_rows
@@ -248,7 +248,7 @@ def test_auto_schedule_is_what_the_jit_runs(wisdom, op, rows, n, algorithm):
     artifact = softgen.generate(op, algorithm=algorithm, target="host", schedule=f"auto:{rows}x{n}")
     assert (artifact.algorithm, artifact.schedule) == (expected.algorithm, expected.schedule)
     source = softgen.emit_c(op, algorithm=algorithm, schedule=f"auto:{rows}X{n}")  # x or X
-    assert (source.algorithm, source.schedule) == (expected.algorithm, rendered_schedule(expected.schedule)[0])
+    assert (source.algorithm, source.schedule) == (expected.algorithm, rendered_schedule(expected.schedule, ISAS['scalar'])[0])
 
 
 @pytest.mark.parametrize("spec", ["auto:", "auto:64", "auto:0x64", "auto:64x-1", "auto:axb", "auto:4x4x4"])

@@ -17,11 +17,15 @@ class Capabilities:
     nan_ignoring_max: bool      # a one-instruction max that skips NaN (x86 maxps): acc.max
                                 # then keeps a NaN lane mask beside it
     streaming_fence: bool       # streaming stores are weakly ordered: fence before returning
-    # what the renderer can spell: vectors of rows (one lane per row of a group, merged by
-    # shuffles across vectors) and vectors narrower than a register (halving lane merges);
-    # without them rows go one at a time and lanes merge by swaps within a register
-    row_groups: bool = True
+    # what the renderer can spell: vectors narrower than a register (halving lane merges,
+    # groups of fewer rows than lanes; without them lanes merge by swaps within a register
+    # and a group is a register's worth of rows or one row)
     narrow_vectors: bool = True
+
+    def group_size(self, rows: int, lanes: int) -> int:
+        """Rows per group for a schedule asking `rows` (row values are vectors of them)."""
+        group = min(rows, lanes)
+        return group if self.narrow_vectors or group == lanes else 1
 
     @classmethod
     def of(cls, target: Target) -> "Capabilities":

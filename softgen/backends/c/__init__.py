@@ -33,17 +33,20 @@ __all__ = ["C_TYPES", "ISAS", "PATTERNS", "CType", "CSource", "Isa", "NOT_RENDER
            "emit_c", "rendered_schedule"]
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
-# What C does not render of a Schedule (render.capabilities: no vectors of rows): whatever a
-# schedule asks, the C code has these values; emit_c records the schedule it rendered and
-# the knobs it left out on the CSource.
-NOT_RENDERED = {"rows": 1, "interleave": 1}
+# The knobs C may render otherwise than asked: rows per group only as a register's worth of
+# rows or one row (render.capabilities: no vectors narrower than a register), interleave
+# then at most that.  emit_c records the schedule it rendered and what it changed.
+NOT_RENDERED = ("rows", "interleave")
 
 
-def rendered_schedule(schedule: Schedule) -> tuple[Schedule, dict]:
-    """The schedule the C backend renders for `schedule`, and {knob: value asked} of the
-    knobs it leaves out (NOT_RENDERED)."""
-    left_out = {k: getattr(schedule, k) for k, v in NOT_RENDERED.items() if getattr(schedule, k) != v}
-    return dataclasses.replace(schedule, **NOT_RENDERED), left_out
+def rendered_schedule(schedule: Schedule, isa: Isa) -> tuple[Schedule, dict]:
+    """The schedule the C backend renders for `schedule` on `isa`, and {knob: value asked}
+    of the knobs it renders otherwise (see NOT_RENDERED)."""
+    rows = capabilities(isa).group_size(schedule.rows, isa.width)
+    if rows == min(schedule.rows, isa.width):
+        return schedule, {}
+    rendered = dataclasses.replace(schedule, rows=rows, interleave=min(schedule.interleave, rows))
+    return rendered, {k: getattr(schedule, k) for k in NOT_RENDERED if getattr(schedule, k) != getattr(rendered, k)}
 
 
 @lru_cache(maxsize=None)
@@ -147,23 +150,24 @@ def emit_c(op: str, *, algorithm: str, dtype="float32", isa: str = "scalar", nam
         raise TypeError(f"name must be a string, not {type(name).__name__}")
     if not _IDENT.match(name):
         raise ValueError(f"name {name!r} is not a C identifier")
-    return _render(program, target, name, *_c_schedule(schedule, unroll, accumulators))
+    return _render(program, target, name, *_c_schedule(schedule, unroll, accumulators, target))
 
 
-def _c_schedule(schedule, unroll, accumulators) -> tuple[Schedule, dict]:
+def _c_schedule(schedule, unroll, accumulators, isa: Isa) -> tuple[Schedule, dict]:
     """(the schedule rendered, knobs left out) from emit_c's schedule= or its unroll= /
     accumulators=."""
     if schedule is None:
         unroll = 4 if unroll is None else _check_count("unroll", unroll, 1, 16)
         accumulators = unroll if accumulators is None else _check_count("accumulators", accumulators, 1, unroll)
-        return rendered_schedule(Schedule(unroll=unroll, accumulators=0 if accumulators == unroll else accumulators))
+        return rendered_schedule(Schedule(unroll=unroll, accumulators=0 if accumulators == unroll else accumulators),
+                                 isa)
     if unroll is not None or accumulators is not None:
         raise TypeError("emit_c takes a schedule or unroll= / accumulators=, not both")
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a softgen.lower.Schedule (softgen.emit_c also takes 'auto:ROWSxN'), "
                         f"not {schedule!r}")
     _check_count("Schedule.unroll", schedule.unroll, 1, 16)
-    return rendered_schedule(schedule)
+    return rendered_schedule(schedule, isa)
 
 
 def _render(program: Program, isa: Isa, name: str, schedule: Schedule, left_out: dict) -> CSource:

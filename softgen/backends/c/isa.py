@@ -101,6 +101,7 @@ _SCALAR = Isa(
         "le": "{a} <= {b}", "ne": "{a} != {b}", "isnan": "{a} != {a}", "fabs": "fabs$lf({a})",
         "and": "{a} & {b}", "or": "{a} | {b}", "mask_zero": "0", "stream": "*({p}) = {v}",
         "select_mask": "{c} ? {a} : {b}",
+        "all": "{m}",
     },
     swaps={DType.F32: {}})  # the fma spelling needs a wider type: float32 only
 
@@ -122,6 +123,10 @@ _SSE2 = Isa(
         "le": "_mm_cmple_$ps({a}, {b})", "isnan": "_mm_cmpunord_$ps({a}, {a})",
         "and": "_mm_and_$ps({a}, {b})", "or": "_mm_or_$ps({a}, {b})", "mask_zero": "_mm_setzero_$ps()",
         "select_mask": "_mm_or_$ps(_mm_and_$ps({c}, {a}), _mm_andnot_$ps({c}, {b}))",
+        "div": "_mm_div_$ps({a}, {b})", "log": "{fn}_log({a})", "fabs": "_mm_andnot_$ps(_mm_set1_$ps(-0.0$lf), {a})",
+        # cmpneq is true when unordered; ordered != (as LLVM's `one`) is false then
+        "ne": "_mm_and_$ps(_mm_cmpneq_$ps({a}, {b}), _mm_cmpord_$ps({a}, {b}))",
+        "all": "_mm_movemask_$ps({m}) == (1 << $lanes) - 1",
         "stream": "_mm_stream_$ps({p}, {v})", "prefetch": "_mm_prefetch((const char *)({p}), _MM_HINT_T0)",
         "fence": "_mm_sfence()",
     },
@@ -147,6 +152,9 @@ _AVX2 = Isa(
         "le": "_mm256_cmp_$ps({a}, {b}, _CMP_LE_OQ)", "isnan": "_mm256_cmp_$ps({a}, {a}, _CMP_UNORD_Q)",
         "and": "_mm256_and_$ps({a}, {b})", "or": "_mm256_or_$ps({a}, {b})", "mask_zero": "_mm256_setzero_$ps()",
         "select_mask": "_mm256_blendv_$ps({b}, {a}, {c})",
+        "div": "_mm256_div_$ps({a}, {b})", "log": "{fn}_log({a})",
+        "fabs": "_mm256_andnot_$ps(_mm256_set1_$ps(-0.0$lf), {a})", "ne": "_mm256_cmp_$ps({a}, {b}, _CMP_NEQ_OQ)",
+        "all": "_mm256_movemask_$ps({m}) == (1 << $lanes) - 1",
         "stream": "_mm256_stream_$ps({p}, {v})", "prefetch": "_mm_prefetch((const char *)({p}), _MM_HINT_T0)",
         "fence": "_mm_sfence()",
     },
@@ -176,6 +184,8 @@ _AVX512 = Isa(
         "le": "_mm512_cmp_${ps}_mask({a}, {b}, _CMP_LE_OQ)", "isnan": "_mm512_cmp_${ps}_mask({a}, {a}, _CMP_UNORD_Q)",
         "and": "_mm512_kand({a}, {b})", "or": "_mm512_kor({a}, {b})", "mask_zero": "($mask)0",
         "select_mask": "_mm512_kor(_mm512_kand({c}, {a}), _mm512_kandn({c}, {b}))",
+        "div": "_mm512_div_$ps({a}, {b})", "log": "{fn}_log({a})", "fabs": "_mm512_abs_$ps({a})",
+        "ne": "_mm512_cmp_${ps}_mask({a}, {b}, _CMP_NEQ_OQ)", "all": "{m} == ($mask)-1",
         "stream": "_mm512_stream_$ps({p}, {v})", "prefetch": "_mm_prefetch((const char *)({p}), _MM_HINT_T0)",
         "fence": "_mm_sfence()",
         # vscalefps: v * 2^floor(d), with subnormal results and d = -inf handled
@@ -205,6 +215,9 @@ _NEON = Isa(
         "le": "vcleq_f$bits({a}, {b})", "isnan": "vmvnq_u$bits(vceqq_f$bits({a}, {a}))",
         "and": "vandq_u$bits({a}, {b})", "or": "vorrq_u$bits({a}, {b})", "mask_zero": "vdupq_n_u$bits(0)",
         "select_mask": "vbslq_u$bits({c}, {a}, {b})",
+        "div": "vdivq_f$bits({a}, {b})", "log": "{fn}_log({a})", "fabs": "vabsq_f$bits({a})",
+        "ne": "vandq_u$bits(vmvnq_u$bits(vceqq_f$bits({a}, {b})), vandq_u$bits(vceqq_f$bits({a}, {a}), vceqq_f$bits({b}, {b})))",
+        "all": "vminvq_u$bits({m}) != 0",
         "stream": "vst1q_f$bits({p}, {v})", "prefetch": "__builtin_prefetch({p})",
     },
     swaps={DType.F32: {2: "vextq_f32({v}, {v}, 2)", 1: "vrev64q_f32({v})"}},
@@ -230,3 +243,28 @@ def c_float(v: float, ctype: CType = C_TYPES[DType.F32]) -> str:
     rounded = struct.unpack(ctype.struct_code, struct.pack(ctype.struct_code, v))[0]
     text = f"{rounded:.{ctype.digits}g}"
     return text + (ctype.suffix if any(c in text for c in ".e") else ".0" + ctype.suffix)
+
+
+def shuffle(isa: Isa, a: str, b: str, lanes: tuple) -> str | None:
+    """Lanes `lanes` of the concatenation a:b (indices below the width are a's) as one
+    vector, in the ISA's own two-source shuffle (None: it has none for this pattern)."""
+    w = isa.width
+    if lanes == tuple(range(w)):
+        return a
+    if isa.name == "avx512":
+        idx = ", ".join(map(str, reversed(lanes)))
+        return f"_mm512_permutex2var_ps({a}, _mm512_set_epi32({idx}), {b})"
+    if isa.name == "avx2":
+        within = ", ".join(str(i % w) for i in reversed(lanes))
+        from_b = ", ".join("-1" if i >= w else "0" for i in reversed(lanes))
+        return (f"_mm256_blendv_ps(_mm256_permutevar8x32_ps({a}, _mm256_set_epi32({within})), "
+                f"_mm256_permutevar8x32_ps({b}, _mm256_set_epi32({within})), "
+                f"_mm256_castsi256_ps(_mm256_set_epi32({from_b})))")
+    if isa.name == "sse2" and max(lanes[:2]) < w <= min(lanes[2:]):
+        i0, i1, i2, i3 = lanes
+        return f"_mm_shuffle_ps({a}, {b}, _MM_SHUFFLE({i3 - w}, {i2 - w}, {i1}, {i0}))"
+    if isa.name == "neon":
+        idx = ", ".join(str(4 * i + k) for i in lanes for k in range(4))
+        return (f"vreinterpretq_f32_u8(vqtbl2q_u8((uint8x16x2_t){{{{vreinterpretq_u8_f32({a}), "
+                f"vreinterpretq_u8_f32({b})}}}}, (uint8x16_t){{{idx}}}))")
+    return None

@@ -14,21 +14,22 @@ import re
 
 from ...lower.capabilities import Capabilities
 from ...lower.loopir import Const, DoWhile, If, Instr, Kernel, Loop, Ty, Val, Var, remove_dead_code
-from .isa import ISAS, Isa, c_float
+from .isa import ISAS, Isa, c_float, shuffle
 
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 _COMPARES = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 
 
 def capabilities(isa: Isa) -> Capabilities:
-    """What the lowering may produce for C on `isa`: one row at a time, lanes merged by
-    swaps within a register; vscalefps and x86's NaN-ignoring max where the ISA has them."""
+    """What the lowering may produce for C on `isa`: no vectors narrower than a register
+    (lanes merged by swaps, groups of a register's worth of rows or one row); vscalefps
+    and x86's NaN-ignoring max where the ISA has them."""
     bits = isa.ctype.dtype.bits
     x86 = "fence" in isa.ops
     return Capabilities(vector_bits=isa.width * bits,
                         native_ldexp=frozenset({(bits, isa.width)}) if "ldexp" in isa.ops else frozenset(),
                         nan_ignoring_max="greater" in isa.ops, streaming_fence=x86,
-                        row_groups=False, narrow_vectors=False)
+                        narrow_vectors=False)
 
 
 class CRenderer:
@@ -236,9 +237,17 @@ class CRenderer:
         return self.spell(s.result.ty, "set1", v=v)
 
     def op_extract(self, s, v):
-        if s.attrs["lane"] != 0:
-            self.refuse("a lane other than the first")
-        return self.isa.first.format(v=v)
+        lane = s.attrs["lane"]
+        return self.isa.first.format(v=v) if lane == 0 else f"{v}[{lane}]"   # gcc/clang vector subscript
+
+    def op_shuffle(self, s, a, b):
+        text = shuffle(self.isa, a, b, s.attrs["lanes"])
+        if text is None or s.result.ty.lanes != self.isa.width:
+            self.refuse(f"the shuffle `{s}`")
+        return text
+
+    def op_all(self, s, m):
+        return self.spell(s.args[0].ty, "all", m=m)
 
     def op_swap(self, s, v):
         return self.isa.swaps[s.attrs["half"]].format(v=v)
@@ -301,9 +310,7 @@ class CRenderer:
         return f"{var} = {value}"
 
     def op_read_at(self, s, var, j):
-        if s.args[0].ty.kind != "array":
-            self.refuse("a lane of a vector var")
-        return f"{var}[{j}]"
+        return f"{var}[{j}]"   # an array's element, or a vector's lane (gcc/clang vector subscript)
 
     def op_write_at(self, s, var, j, value):
         return f"{var}[{j}] = {value}"

@@ -490,6 +490,47 @@ def test_emitted_schedules_compute_correctly(tmp_path, schedule):
             expect(op, x, call(fn, x, op == "logsumexp"), f"{op} x {algorithm} {schedule} n={n}")
 
 
+
+# the JIT's lowerings, now C's too: pipelined row groups (a register's worth of rows, or one
+# row on scalar C), streaming stores after a plain head, prefetches, the pair-sum forms
+JIT_SCHEDULES = [Schedule(rows=16, pipeline=True), Schedule(rows=16, unroll=1, pipeline=True, interleave=2),
+                 Schedule(nontemporal=True, prefetch=256, unroll=2, accumulators=1),
+                 Schedule(pair_sum="scan", online_block_max=False), Schedule(pair_sum="running", block=96)]
+
+
+def mixed_rows(rows: int, n: int) -> np.ndarray:
+    """Random rows with every fourth one special (-inf, NaN, +inf, huge offsets), so each
+    pipeline position and row group meets them."""
+    rng = np.random.default_rng(rows * n)
+    x = (rng.standard_normal((rows, n)) * 4).astype(np.float32)
+    for k, i in enumerate(range(0, rows, 4)):
+        x[i, k % n] = (-np.inf, np.nan, np.inf, 3e5, -3e5)[k % 5]
+        x[i, (3 * k + 1) % n] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("isa, schedule", [(BEST_ISA, s) for s in JIT_SCHEDULES] +
+                         [(isa, JIT_SCHEDULES[0]) for isa in HOST_ISAS if isa != BEST_ISA],
+                         ids=lambda v: v if isinstance(v, str) else v.to_json())
+def test_jit_lowerings_in_c(tmp_path, isa, schedule):
+    """Every schedule on the widest ISA here, pipelined groups on each narrower one."""
+    need("gcc")
+    sources = {case: softgen.emit_c(case[0], algorithm=case[1], isa=isa, name=f"k_{case[0]}_{case[1]}",
+                                    schedule=schedule) for case in CASES}
+    for src in sources.values():
+        src.write(tmp_path)
+    lib_path = tmp_path / "libk.so"
+    run(["gcc", *strict_flags(isa), "-fPIC", "-shared", "-o", lib_path,
+         *(tmp_path / f"{src.name}.c" for src in sources.values()), "-lm"])
+    lib = ctypes.CDLL(str(lib_path))
+    for (op, algorithm), src in sources.items():
+        fn = kernel(lib, src)
+        for rows, n, at in ((37, 64, 0), (9, 300, 3), (18, 2500, 5), (3, 1, 1)):
+            x = mixed_rows(rows, n)
+            expect(op, x, call(fn, x, op == "logsumexp", x_at=at, y_at=(at * 7) % 16),
+                   f"{isa} {op} x {algorithm} {schedule} {rows}x{n}")
+
+
 # --- the correctness matrix: long rows, misaligned and strided, special values ------------
 
 SCHEDULES = [(4, None), (3, 2)]   # (unroll, accumulators): the default, and sets that do not divide

@@ -120,12 +120,12 @@ def builtin_schedule(op: str, algorithm: str, rows: int, n: int) -> Schedule:
         # reload's output pass re-reads y, partly still cached: streaming stores do not pay
         return Schedule(nontemporal=not row_output and algorithm != "three_pass_reload")
     if n <= SHORT_ROW:
-        return Schedule(rows=16, unroll=1, pipeline=True, online_block_max=False)
+        return Schedule(rows_per_group=16, unroll=1, pipeline=True, online_block_max=False)
     pipeline = not row_output
     if n <= GROUP_ROW:
-        return Schedule(rows=16, pipeline=pipeline)
+        return Schedule(rows_per_group=16, pipeline=pipeline)
     # long rows: groups of 4 keep more of the first pass's loads from memory in flight
-    return Schedule(rows=4, pipeline=True) if pipeline else Schedule()
+    return Schedule(rows_per_group=4, pipeline=True) if pipeline else Schedule()
 
 
 # --- wisdom -----------------------------------------------------------------------------------
@@ -254,7 +254,7 @@ def candidates(op: str, rows: int, n: int) -> list[Choice]:
     if n <= SHORT_ROW:
         shapes.insert(0, dict(unroll=1, accumulators=0))
     if n <= GROUP_ROW and rows >= 16:
-        shapes += [dict(s, rows=16) for s in shapes]
+        shapes += [dict(s, rows_per_group=16) for s in shapes]
     if cached and rows > 1:  # pipelined, and the plain form of each row grouping
         shapes = [dict(s, pipeline=True) for s in shapes] + [s for s in shapes if s["unroll"] == 4 and not s["accumulators"]]
     stores = [False] if cached or spec.row_output else [False, True]

@@ -57,9 +57,9 @@ CROSS = {
     "riscv64": ("riscv64-linux-gnu-gcc",   # V 1.0 at three vector lengths: code must not assume one
                 [["qemu-riscv64", "-cpu", f"rv64,v=true,vext_spec=v1.0,vlen={vlen}"] for vlen in (128, 256, 512)]),
 }
-SCHEDULES = [Schedule(), Schedule(nontemporal=True), Schedule(pipeline=True, rows=4, interleave=2, unroll=2, block=48),
+SCHEDULES = [Schedule(), Schedule(nontemporal=True), Schedule(pipeline=True, rows_per_group=4, interleave=2, unroll=2, block=48),
              Schedule(pair_sum="merge"), Schedule(pair_sum="scan"), Schedule(online_block_max=False),
-             Schedule(unroll=1, accumulators=1, rows=16, pipeline=True)]
+             Schedule(unroll=1, accumulators=1, rows_per_group=16, pipeline=True)]
 # Schedule fields that change only programs with a pass op of this kind
 ONLY_FOR = {"nontemporal": Kind.STORE, "pair_sum": Kind.ACC_PAIR, "online_block_max": Kind.ACC_ONLINE}
 OFFSETS = (4, 20, 60, 0)   # bytes from a 64-byte aligned base
@@ -375,7 +375,7 @@ def test_generate_for_the_host_is_the_jits_code(op, algo):
 
 def test_generate_takes_a_schedule():
     """generate(schedule=) compiles what compile(schedule=) runs; Schedule() is the default."""
-    schedule = Schedule(rows=4, pipeline=True)
+    schedule = Schedule(rows_per_group=4, pipeline=True)
     artifact = softgen.generate("softmax", algorithm="three_pass_recompute", target="host", schedule=schedule)
     assert artifact.schedule == schedule
     assert artifact.llvm_ir == softgen.compile("softmax", algorithm="three_pass_recompute", schedule=schedule).llvm_ir
@@ -417,6 +417,6 @@ def test_auto_schedule_shared_library_is_the_jits_kernel(tmp_path, op, algorithm
 
 
 def test_generate_takes_a_schedule_from_json():
-    schedule = Schedule.from_json('{"rows": 4, "pipeline": true}')
+    schedule = Schedule.from_json('{"rows": 4, "pipeline": true}')   # rows: rows_per_group's old name
     artifact = softgen.generate("softmax", algorithm="three_pass_recompute", target="x86-64-v3", schedule=schedule)
-    assert artifact.schedule == Schedule(rows=4, pipeline=True)
+    assert artifact.schedule == Schedule(rows_per_group=4, pipeline=True)

@@ -442,13 +442,13 @@ def test_knobs_c_does_not_render_are_reported_not_claimed():
     """C renders every knob, rows per group only as a register's worth of rows or one row
     (no narrower vectors): other group sizes are reported, the rest is in the code
     (pipeline stages, streaming stores, prefetches)."""
-    asked = Schedule(unroll=2, rows=4, interleave=4, pipeline=True, nontemporal=True, prefetch=256, block=512)
+    asked = Schedule(unroll=2, rows_per_group=4, interleave=4, pipeline=True, nontemporal=True, prefetch=256, block=512)
     src = softgen.emit_c("softmax", algorithm="three_pass_recompute", isa="avx2", schedule=asked)
-    assert src.not_rendered == {"rows": 4, "interleave": 4}
+    assert src.not_rendered == {"rows_per_group": 4, "interleave": 4}
     assert src.schedule == Schedule(unroll=2, block=512, pipeline=True, nontemporal=True, prefetch=256) \
         == rendered_schedule(asked, ISAS["avx2"])[0]
     assert set(NOT_RENDERED) == set(src.not_rendered)
-    full = Schedule(rows=16, interleave=4, pipeline=True)    # 8 rows of 8 lanes, as the JIT's
+    full = Schedule(rows_per_group=16, interleave=4, pipeline=True)    # 8 rows of 8 lanes, as the JIT's
     assert softgen.emit_c("softmax", algorithm="two_pass", isa="avx2", schedule=full).not_rendered == {}
     assert f"blocks of {block_size(ISAS['avx2'], 2, 512)}" in src.source and "+ 16;" in src.source
     for spelled in ("/* pipeline */", "/* fused.folded */", "_mm256_stream_ps", "_mm_prefetch", "_mm_sfence"):
@@ -469,7 +469,7 @@ def test_bad_schedules(kwargs, error, match):
 
 
 C_SCHEDULES = [Schedule(fast_exp=False), Schedule(online_block_max=False, unroll=2, accumulators=1, block=96),
-               Schedule(rows=16, unroll=1, pipeline=True, online_block_max=False)]   # what auto:4096x64 asks
+               Schedule(rows_per_group=16, unroll=1, pipeline=True, online_block_max=False)]   # what auto:4096x64 asks
 
 
 @pytest.mark.parametrize("schedule", C_SCHEDULES, ids=lambda s: s.to_json())
@@ -493,7 +493,7 @@ def test_emitted_schedules_compute_correctly(tmp_path, schedule):
 
 # the JIT's lowerings, now C's too: pipelined row groups (a register's worth of rows, or one
 # row on scalar C), streaming stores after a plain head, prefetches, the pair-sum forms
-JIT_SCHEDULES = [Schedule(rows=16, pipeline=True), Schedule(rows=16, unroll=1, pipeline=True, interleave=2),
+JIT_SCHEDULES = [Schedule(rows_per_group=16, pipeline=True), Schedule(rows_per_group=16, unroll=1, pipeline=True, interleave=2),
                  Schedule(nontemporal=True, prefetch=256, unroll=2, accumulators=1),
                  Schedule(pair_sum="scan", online_block_max=False), Schedule(pair_sum="running", block=96)]
 

@@ -110,7 +110,7 @@ def test_bench(tmp_path):
 @pytest.mark.parametrize("how", ["json", "file", "auto"])
 def test_emit_so_with_a_schedule_runs_here(tmp_path, how):
     """--schedule as JSON, as a JSON file, or auto:ROWSxN: the .so is the JIT's kernel for it."""
-    schedule = Schedule(unroll=2, accumulators=1, rows=4, pipeline=True)
+    schedule = Schedule(unroll=2, accumulators=1, rows_per_group=4, pipeline=True)
     (tmp_path / "s.json").write_text(schedule.to_json())
     arg = {"json": schedule.to_json(), "file": tmp_path / "s.json", "auto": "auto:4096x64"}[how]
     ok("emit-so", "--op", "log_softmax", "--algorithm", "two_pass", "--schedule", arg, "--name", "lsm", cwd=tmp_path)
@@ -132,8 +132,8 @@ def test_emit_asm_and_c_take_auto(tmp_path):
     assert f"softgen_softmax_{choice.algorithm}" in out
     out = ok("emit-c", "--algorithm", "auto", "--schedule", "auto:4096x64", "--name", "k", "-o", tmp_path)
     assert "not rendered" not in out and "k.c" in out     # scalar C: one row per group, as the JIT's 1 lane
-    out = ok("emit-c", "--isa", "avx2", "--schedule", '{"rows": 4}', "--name", "k4", "-o", tmp_path)
-    assert "not rendered by the C backend: rows=4" in out
+    out = ok("emit-c", "--isa", "avx2", "--schedule", '{"rows_per_group": 4}', "--name", "k4", "-o", tmp_path)
+    assert "not rendered by the C backend: rows_per_group=4" in out
     out = ok("emit-c", "--schedule", '{"unroll": 2, "pair_sum": "merge"}', "--name", "k2", "-o", tmp_path)
     assert "not rendered" not in out and (tmp_path / "k2.c").exists()
 

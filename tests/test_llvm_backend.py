@@ -132,11 +132,11 @@ def test_online_on_rising_rows(width, block, op):
     check(op, ramps, kernel(ramps))
 
 
-LOG_SCHEDULES = [Schedule(online_block_max=False), Schedule(block=48), Schedule(rows=16, block=48),
+LOG_SCHEDULES = [Schedule(online_block_max=False), Schedule(block=48), Schedule(rows_per_group=16, block=48),
                  Schedule(pair_sum="merge"), Schedule(pair_sum="scan", block=48), Schedule(fast_exp=False)]
 
 
-@pytest.mark.parametrize("schedule", LOG_SCHEDULES, ids=lambda s: f"obm{int(s.online_block_max)}-b{s.block}-rows{s.rows}-{s.pair_sum}-fast{int(s.fast_exp)}")
+@pytest.mark.parametrize("schedule", LOG_SCHEDULES, ids=lambda s: f"obm{int(s.online_block_max)}-b{s.block}-rows{s.rows_per_group}-{s.pair_sum}-fast{int(s.fast_exp)}")
 @pytest.mark.parametrize("op,algo", [p for p in PAIRS if p[0] != "softmax"])
 def test_log_ops_accuracy_across_schedules(schedule, op, algo):
     """Every lowering of the sums (per element, per block, pair merges, scans) keeps outputs
@@ -150,9 +150,9 @@ def test_log_ops_accuracy_across_schedules(schedule, op, algo):
         check_ulps(op, x, kernel(x))
 
 
-PIPELINES = [Schedule(pipeline=True), Schedule(pipeline=True, rows=16, unroll=1),
-             Schedule(pipeline=True, rows=4, interleave=2, unroll=2, block=48),
-             Schedule(pipeline=True, rows=2, online_block_max=False)]
+PIPELINES = [Schedule(pipeline=True), Schedule(pipeline=True, rows_per_group=16, unroll=1),
+             Schedule(pipeline=True, rows_per_group=4, interleave=2, unroll=2, block=48),
+             Schedule(pipeline=True, rows_per_group=2, online_block_max=False)]
 
 
 def mixed_rows(rng, rows: int, n: int) -> np.ndarray:
@@ -166,7 +166,7 @@ def mixed_rows(rng, rows: int, n: int) -> np.ndarray:
     return x
 
 
-@pytest.mark.parametrize("schedule", PIPELINES, ids=lambda s: f"rows{s.rows}-il{s.interleave}-u{s.unroll}-obm{int(s.online_block_max)}")
+@pytest.mark.parametrize("schedule", PIPELINES, ids=lambda s: f"rows{s.rows_per_group}-il{s.interleave}-u{s.unroll}-obm{int(s.online_block_max)}")
 @pytest.mark.parametrize("op,algo", PAIRS)
 def test_pipelined_schedules(schedule, op, algo):
     """Passes of consecutive row groups in one sweep: any row count (ramp up, steady state,
@@ -177,7 +177,7 @@ def test_pipelined_schedules(schedule, op, algo):
     pipelined = algo in ("three_pass_reload", "three_pass_recompute") or (
         algo == "online" and op != "logsumexp" and not schedule.online_block_max)
     assert ("fused.folded" in kernel.llvm_ir) == pipelined
-    rng = np.random.default_rng(schedule.rows)
+    rng = np.random.default_rng(schedule.rows_per_group)
     for rows, n in [(1, 33), (2, 16), (3, 100), (17, 5), (40, 64), (37, 200), (9, 3000)]:
         x = mixed_rows(rng, rows, n)
         with np.errstate(all="ignore"):
@@ -242,7 +242,7 @@ GUARD_PAGE_SCRIPT = textwrap.dedent("""
                 x[:] = np.linspace(-5, 5, n, dtype=np.float32)
                 k.run_rows(x.reshape(1, n), y.reshape(1, n))
             # several rows, pipelined: the last row ends at the page
-            k = softgen.compile(op, algorithm=algo, schedule=Schedule(pipeline=True, rows=4))
+            k = softgen.compile(op, algorithm=algo, schedule=Schedule(pipeline=True, rows_per_group=4))
             for n in (1, 13, 31, 100):
                 out = 1 if op == "logsumexp" else n
                 mx, x = guarded(7 * n); my, y = guarded(7 * out)

@@ -19,8 +19,8 @@ from softgen.targets import Target
 
 SCHEDULES = {
     "default": Schedule(),
-    "groups": Schedule(rows=4, interleave=2, unroll=2, accumulators=1),
-    "pipelined": Schedule(rows=4, pipeline=True),
+    "groups": Schedule(rows_per_group=4, interleave=2, unroll=2, accumulators=1),
+    "pipelined": Schedule(rows_per_group=4, pipeline=True),
     "streaming": Schedule(nontemporal=True, prefetch=256),
     "scan": Schedule(pair_sum="scan", online_block_max=False, fast_exp=False),
     "merge": Schedule(pair_sum="merge", unroll=1),
@@ -62,7 +62,7 @@ def test_every_program_lowers_to_a_verified_kernel(op, algorithm, schedule, caps
 
 def test_the_printout_names_the_schedule_shape():
     kernel = lower(algorithms.build("softmax", "three_pass_recompute"), CAPS["x86-8"],
-                   Schedule(rows=4, pipeline=True, unroll=2))
+                   Schedule(rows_per_group=4, pipeline=True, unroll=2))
     text = str(kernel)
     assert "8 lanes, 4 rows per group, pipelined" in text
     for part in ("loop pipeline:", "if steady", "if folded", "if shifted", "loop chunk:", "loop vec:",

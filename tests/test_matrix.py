@@ -39,8 +39,8 @@ def schedules(draw):
     rows = draw(st.sampled_from([1, 2, 4, 8, 16]))
     return Schedule(
         unroll=unroll,
-        accumulators=draw(st.sampled_from([0] + [a for a in (1, 2, 4) if unroll % a == 0])),
-        rows=rows,
+        accumulators=draw(st.sampled_from([0] + [a for a in (1, 2, 3) if a <= unroll])),   # u % sets
+        rows_per_group=rows,
         # unrolled vectors x interleaved rows (x pipeline stages) is the sweep's body: LLVM took
         # 124 s on 8 x 4 x 3 at 4 lanes, so the sample stays at sizes the tuner picks
         interleave=draw(st.sampled_from([i for i in (1, 2, 4) if rows % i == 0 and unroll * i <= 8])),

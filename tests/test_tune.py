@@ -193,7 +193,7 @@ def test_cli_tune_writes_the_wisdom_file(tmp_path):
 # --- the schedule's JSON form, and "auto:ROWSxN" ---------------------------------------------
 
 @pytest.mark.parametrize("schedule", [Schedule(), Schedule(unroll=3, block=96, pair_sum="merge"),
-                                      Schedule(rows=16, interleave=4, pipeline=True, nontemporal=True,
+                                      Schedule(rows_per_group=16, interleave=4, pipeline=True, nontemporal=True,
                                                prefetch=512, fast_exp=False, online_block_max=False)])
 def test_schedule_json_round_trip(schedule):
     assert Schedule.from_json(schedule.to_json()) == schedule
@@ -225,7 +225,7 @@ def test_schedule_json_errors(text, match):
 
 def test_wisdom_holds_the_schedules_json_form(wisdom):
     """The file keeps every knob (Schedule.to_dict), the format files had before it."""
-    odd = tune.Choice("online", Schedule(unroll=2, accumulators=1, rows=4))
+    odd = tune.Choice("online", Schedule(unroll=2, accumulators=1, rows_per_group=4))
     tune.save_wisdom(wisdom, softgen.Target.parse("host"), {tune.band("softmax", 4, 100): (odd, 1.0)})
     entry = json.loads(wisdom.read_text())["targets"][tune.target_key(softgen.Target.parse("host"))]
     stored = entry[tune.band("softmax", 4, 100)]["choice"]["schedule"]

@@ -71,7 +71,7 @@ class KernelLowering(PassLowering):
         b = self.b
         r = self.var(I64, i64(0))
         rows = self.pick(self.cmp("gt", self.rows, i64(0)), self.rows, i64(0))
-        group = self.caps.group_size(self.schedule.rows, self.width)
+        group = self.caps.group_size(self.schedule.rows_per_group, self.width)
         pipelined = self.pipelinable(program)
         self.kernel.notes += self.notes(program, group, pipelined)
         if pipelined:

@@ -12,15 +12,19 @@ from .. import numerics
 from .plan import PAIR_SUMS
 
 
+# knobs under the names earlier versions wrote (wisdom files): old -> new
+OLD_NAMES = {"rows": "rows_per_group"}
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Code-shape parameters of one kernel (the autotuner searches over these)."""
     unroll: int = 4          # vectors per main-loop iteration and row
     accumulators: int = 0    # accumulator sets per row (0: one per unrolled vector), at most unroll:
                              # unrolled vector u updates set u % accumulators
-    rows: int = 1            # rows per group (a power of 2; capped at the vector width):
+    rows_per_group: int = 1  # a power of 2, capped at the vector width:
                              # row math and lane merges are vectorized across the group
-    interleave: int = 1      # rows of a group each pass handles side by side (divides rows)
+    interleave: int = 1      # rows of a group each pass handles side by side (divides rows_per_group)
     block: int = numerics.REDUCTION_BLOCK  # shortened to numerics.SUM_CHAIN additions per lane
     nontemporal: bool = False  # streaming (cache-bypassing) stores in the output pass
     prefetch: int = 0        # software prefetch distance in bytes for loads of x (0: none)
@@ -36,14 +40,14 @@ class Schedule:
     pipeline: bool = False
 
     def __post_init__(self):
-        for name in ("unroll", "rows", "interleave", "block"):
+        for name in ("unroll", "rows_per_group", "interleave", "block"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"Schedule.{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not 0 <= self.accumulators <= self.unroll:
             raise ValueError(f"Schedule.accumulators ({self.accumulators}) must be at most unroll "
                              f"({self.unroll}) (0: one set per unrolled vector)")
-        if self.rows & (self.rows - 1) or self.rows % self.interleave:
-            raise ValueError(f"Schedule.rows ({self.rows}) must be a power of 2 and a multiple "
+        if self.rows_per_group & (self.rows_per_group - 1) or self.rows_per_group % self.interleave:
+            raise ValueError(f"Schedule.rows_per_group ({self.rows_per_group}) must be a power of 2 and a multiple "
                              f"of interleave ({self.interleave})")
         if self.pair_sum not in PAIR_SUMS:
             raise ValueError(f"Schedule.pair_sum must be one of {', '.join(PAIR_SUMS)}, not {self.pair_sum!r}")
@@ -65,6 +69,7 @@ class Schedule:
         an unknown knob or a value of another JSON type than the knob's (1 is not true)."""
         if not isinstance(data, dict):
             raise ValueError(f"a schedule is an object of knobs, not {type(data).__name__}")
+        data = {OLD_NAMES.get(key, key): value for key, value in data.items()}
         fields = {f.name: type(f.default) for f in dataclasses.fields(cls)}
         unknown = [key for key in data if key not in fields]
         if unknown:

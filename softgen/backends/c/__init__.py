@@ -36,16 +36,16 @@ TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
 # The knobs C may render otherwise than asked: rows per group only as a register's worth of
 # rows or one row (render.capabilities: no vectors narrower than a register), interleave
 # then at most that.  emit_c records the schedule it rendered and what it changed.
-NOT_RENDERED = ("rows", "interleave")
+NOT_RENDERED = ("rows_per_group", "interleave")
 
 
 def rendered_schedule(schedule: Schedule, isa: Isa) -> tuple[Schedule, dict]:
     """The schedule the C backend renders for `schedule` on `isa`, and {knob: value asked}
     of the knobs it renders otherwise (see NOT_RENDERED)."""
-    rows = capabilities(isa).group_size(schedule.rows, isa.width)
-    if rows == min(schedule.rows, isa.width):
+    rows = capabilities(isa).group_size(schedule.rows_per_group, isa.width)
+    if rows == min(schedule.rows_per_group, isa.width):
         return schedule, {}
-    rendered = dataclasses.replace(schedule, rows=rows, interleave=min(schedule.interleave, rows))
+    rendered = dataclasses.replace(schedule, rows_per_group=rows, interleave=min(schedule.interleave, rows))
     return rendered, {k: getattr(schedule, k) for k in NOT_RENDERED if getattr(schedule, k) != getattr(rendered, k)}
 
 

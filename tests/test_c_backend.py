@@ -472,28 +472,33 @@ C_SCHEDULES = [Schedule(fast_exp=False), Schedule(online_block_max=False, unroll
                Schedule(rows_per_group=16, unroll=1, pipeline=True, online_block_max=False)]   # what auto:4096x64 asks
 
 
-@pytest.mark.parametrize("schedule", C_SCHEDULES, ids=lambda s: s.to_json())
-def test_emitted_schedules_compute_correctly(tmp_path, schedule):
+def scheduled_kernels(tmp_path, isa: str, schedule: Schedule) -> dict:
+    """{(op, algorithm): kernel} of every op x algorithm emitted for `isa` with `schedule`,
+    built with gcc into one library."""
     need("gcc")
-    sources = {case: softgen.emit_c(case[0], algorithm=case[1], isa=BEST_ISA, name=f"k_{case[0]}_{case[1]}",
+    sources = {case: softgen.emit_c(case[0], algorithm=case[1], isa=isa, name=f"k_{case[0]}_{case[1]}",
                                     schedule=schedule) for case in CASES}
     for src in sources.values():
         src.write(tmp_path)
     lib_path = tmp_path / "libk.so"
-    run(["gcc", *strict_flags(BEST_ISA), "-fPIC", "-shared", "-o", lib_path,
+    run(["gcc", *strict_flags(isa), "-fPIC", "-shared", "-o", lib_path,
          *(tmp_path / f"{src.name}.c" for src in sources.values()), "-lm"])
     lib = ctypes.CDLL(str(lib_path))
-    for (op, algorithm), src in sources.items():
-        fn = kernel(lib, src)
+    return {case: kernel(lib, src) for case, src in sources.items()}
+
+
+@pytest.mark.parametrize("schedule", C_SCHEDULES, ids=lambda s: s.to_json())
+def test_emitted_schedules_compute_correctly(tmp_path, schedule):
+    for (op, algorithm), fn in scheduled_kernels(tmp_path, BEST_ISA, schedule).items():
         for n in (1, 17, 65, 200, 5000):
             x = random_rows(n)
             expect(op, x, call(fn, x, op == "logsumexp"), f"{op} x {algorithm} {schedule} n={n}")
 
 
-
 # the JIT's lowerings, now C's too: pipelined row groups (a register's worth of rows, or one
 # row on scalar C), streaming stores after a plain head, prefetches, the pair-sum forms
-JIT_SCHEDULES = [Schedule(rows_per_group=16, pipeline=True), Schedule(rows_per_group=16, unroll=1, pipeline=True, interleave=2),
+JIT_SCHEDULES = [Schedule(rows_per_group=16, pipeline=True),
+                 Schedule(rows_per_group=16, unroll=1, pipeline=True, interleave=2),
                  Schedule(nontemporal=True, prefetch=256, unroll=2, accumulators=1),
                  Schedule(pair_sum="scan", online_block_max=False), Schedule(pair_sum="running", block=96)]
 
@@ -514,17 +519,7 @@ def mixed_rows(rows: int, n: int) -> np.ndarray:
                          ids=lambda v: v if isinstance(v, str) else v.to_json())
 def test_jit_lowerings_in_c(tmp_path, isa, schedule):
     """Every schedule on the widest ISA here, pipelined groups on each narrower one."""
-    need("gcc")
-    sources = {case: softgen.emit_c(case[0], algorithm=case[1], isa=isa, name=f"k_{case[0]}_{case[1]}",
-                                    schedule=schedule) for case in CASES}
-    for src in sources.values():
-        src.write(tmp_path)
-    lib_path = tmp_path / "libk.so"
-    run(["gcc", *strict_flags(isa), "-fPIC", "-shared", "-o", lib_path,
-         *(tmp_path / f"{src.name}.c" for src in sources.values()), "-lm"])
-    lib = ctypes.CDLL(str(lib_path))
-    for (op, algorithm), src in sources.items():
-        fn = kernel(lib, src)
+    for (op, algorithm), fn in scheduled_kernels(tmp_path, isa, schedule).items():
         for rows, n, at in ((37, 64, 0), (9, 300, 3), (18, 2500, 5), (3, 1, 1)):
             x = mixed_rows(rows, n)
             expect(op, x, call(fn, x, op == "logsumexp", x_at=at, y_at=(at * 7) % 16),

@@ -468,10 +468,6 @@ def test_bad_schedules(kwargs, error, match):
         softgen.emit_c("softmax", algorithm="online", **kwargs)
 
 
-C_SCHEDULES = [Schedule(fast_exp=False), Schedule(online_block_max=False, unroll=2, accumulators=1, block=96),
-               Schedule(rows_per_group=16, unroll=1, pipeline=True, online_block_max=False)]   # what auto:4096x64 asks
-
-
 def scheduled_kernels(tmp_path, isa: str, schedule: Schedule) -> dict:
     """{(op, algorithm): kernel} of every op x algorithm emitted for `isa` with `schedule`,
     built with gcc into one library."""
@@ -487,20 +483,13 @@ def scheduled_kernels(tmp_path, isa: str, schedule: Schedule) -> dict:
     return {case: kernel(lib, src) for case, src in sources.items()}
 
 
-@pytest.mark.parametrize("schedule", C_SCHEDULES, ids=lambda s: s.to_json())
-def test_emitted_schedules_compute_correctly(tmp_path, schedule):
-    for (op, algorithm), fn in scheduled_kernels(tmp_path, BEST_ISA, schedule).items():
-        for n in (1, 17, 65, 200, 5000):
-            x = random_rows(n)
-            expect(op, x, call(fn, x, op == "logsumexp"), f"{op} x {algorithm} {schedule} n={n}")
-
-
-# the JIT's lowerings, now C's too: pipelined row groups (a register's worth of rows, or one
-# row on scalar C), streaming stores after a plain head, prefetches, the pair-sum forms
-JIT_SCHEDULES = [Schedule(rows_per_group=16, pipeline=True),
-                 Schedule(rows_per_group=16, unroll=1, pipeline=True, interleave=2),
-                 Schedule(nontemporal=True, prefetch=256, unroll=2, accumulators=1),
-                 Schedule(pair_sum="scan", online_block_max=False), Schedule(pair_sum="running", block=96)]
+# The JIT's lowerings, C's too: pipelined row groups (a register's worth of rows, or one row
+# on scalar C), interleaved rows, streaming stores after a plain head, prefetches, the exact
+# exp form, per-element online merges, short blocks, the pair-sum forms
+C_SCHEDULES = [Schedule(rows_per_group=16, pipeline=True, fast_exp=False),
+               Schedule(rows_per_group=16, unroll=1, pipeline=True, interleave=2, online_block_max=False),
+               Schedule(nontemporal=True, prefetch=256, unroll=2, accumulators=1, block=96, online_block_max=False),
+               Schedule(pair_sum="scan"), Schedule(pair_sum="running", block=96)]
 
 
 def mixed_rows(rows: int, n: int) -> np.ndarray:
@@ -514,12 +503,16 @@ def mixed_rows(rows: int, n: int) -> np.ndarray:
     return x
 
 
-@pytest.mark.parametrize("isa, schedule", [(BEST_ISA, s) for s in JIT_SCHEDULES] +
-                         [(isa, JIT_SCHEDULES[0]) for isa in HOST_ISAS if isa != BEST_ISA],
+@pytest.mark.parametrize("isa, schedule", [(BEST_ISA, s) for s in C_SCHEDULES] +
+                         [(isa, C_SCHEDULES[1]) for isa in HOST_ISAS if isa != BEST_ISA],
                          ids=lambda v: v if isinstance(v, str) else v.to_json())
-def test_jit_lowerings_in_c(tmp_path, isa, schedule):
-    """Every schedule on the widest ISA here, pipelined groups on each narrower one."""
+def test_emitted_schedules_compute_correctly(tmp_path, isa, schedule):
+    """Every schedule on the widest ISA here, pipelined groups on each narrower one; many
+    rows with special ones mixed in, misaligned."""
     for (op, algorithm), fn in scheduled_kernels(tmp_path, isa, schedule).items():
+        for n in (1, 17, 65, 200, 5000):
+            x = random_rows(n)
+            expect(op, x, call(fn, x, op == "logsumexp"), f"{op} x {algorithm} {schedule} n={n}")
         for rows, n, at in ((37, 64, 0), (9, 300, 3), (18, 2500, 5), (3, 1, 1)):
             x = mixed_rows(rows, n)
             expect(op, x, call(fn, x, op == "logsumexp", x_at=at, y_at=(at * 7) % 16),

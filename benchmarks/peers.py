@@ -3,7 +3,7 @@
     taskset -c 1 python benchmarks/peers.py [--op softmax] [--budget 1.0] [--rounds 3]
                     [--csv results.csv] [--png results.png] [--crossover] [--cases 0,1,5]
 
-Cases: the six of shared/bench/peers.py (float32, last axis, single thread).  Columns:
+Cases: the six of softgen.bench.CASES (float32, last axis, single thread).  Columns:
 softgen's four algorithms (each with the schedule the built-in rule gives it for the
 shape, output preallocated), auto (out=: preallocated; alloc: a new output per call, as
 the peers do), the peers (numpy, scipy, torch, onnxruntime, jax, numba: those installed),

@@ -1,4 +1,6 @@
-"""The softmax-family algorithms as IR programs (formulas: shared/README.md §1).
+"""The softmax-family algorithms as IR programs: three-pass (reload, recompute), two-pass
+(Dukhan & Ablavatski, "The Two-Pass Softmax Algorithm", arXiv 2001.04438) and online
+(Milakov & Gimelshein, "Online normalizer calculation for softmax", arXiv 1805.02867).
 
 Each algorithm first reduces the row to a normalizer, then the op decides the
 output: softmax y = e^(x-m) / s, log_softmax y = (x - m) - log s, logsumexp

@@ -97,7 +97,7 @@ def test_results_near_zero_spelled_out(op, algo):
 
 
 def test_special_values_match_numpy_peers_table():
-    """The table in shared/README.md section 4, spelled out."""
+    """The special-value table (README, "Use"), spelled out."""
     for algo in softgen.ALGORITHMS:
         y = softgen.softmax(np.float32([[3e38, -3e38, 3e38, -3e38]]), algorithm=algo)
         assert np.array_equal(y, [[0.5, 0, 0.5, 0]])

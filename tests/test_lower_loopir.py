@@ -14,7 +14,7 @@ from softgen.lower import Schedule
 from softgen.lower.capabilities import Capabilities
 from softgen.lower.kernel import lower
 from softgen.lower.loopir import (I64, Builder, Const, Instr, Kernel, Val, VerifyError, bool_ty, float_ty,
-                                  i64, verify)
+                                  i64, verify, walk)
 from softgen.targets import Target
 
 SCHEDULES = {
@@ -36,13 +36,6 @@ CAPS = {
 PROGRAMS = [(spec.name, algo) for spec in ops.REGISTRY.values() for algo in spec.algorithms]
 
 
-def _statements(block):
-    for s in block:
-        yield s
-        for part in ("head", "body", "then", "else_"):
-            yield from _statements(getattr(s, part, None) or [])
-
-
 @pytest.mark.parametrize("caps", CAPS, ids=str)
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=str)
 @pytest.mark.parametrize("op,algorithm", PROGRAMS, ids=lambda v: str(v))
@@ -52,7 +45,7 @@ def test_every_program_lowers_to_a_verified_kernel(op, algorithm, schedule, caps
     lanes = CAPS[caps].vector_bits // 32
     assert text.startswith(f"kernel softgen_{op}_{algorithm}(rows: i64, n: i64, x: ptr")
     assert f"{lanes} lanes" in text and "loop vec:" in text and "if tail" in text
-    instrs = [s for s in _statements(kernel.body) if isinstance(s, Instr)]
+    instrs = [s for s in walk(kernel.body) if isinstance(s, Instr)]
     used = {s.op for s in instrs}
     assert ("ldexp" in used) <= (caps == "x86-16")          # native only where the target has it
     streaming = [s for s in instrs if s.op == "store" and s.attrs.get("nontemporal")]

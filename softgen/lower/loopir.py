@@ -300,7 +300,7 @@ def remove_dead_code(kernel: Kernel) -> Kernel:
     itself).  Returns the kernel."""
     while True:
         live, read = set(), set()
-        for s in _walk(kernel.body):
+        for s in walk(kernel.body):
             args = s.args if isinstance(s, Instr) else (s.cond,)
             live.update(a for a in args if isinstance(a, Val))
             if isinstance(s, Instr) and s.op in ("read", "read_at"):
@@ -310,11 +310,12 @@ def remove_dead_code(kernel: Kernel) -> Kernel:
             return kernel
 
 
-def _walk(block: list):
+def walk(block: list):
+    """Every statement of `block`, nested ones included, in order."""
     for s in block:
         yield s
         for part in ("head", "body", "then", "else_"):
-            yield from _walk(getattr(s, part, None) or [])
+            yield from walk(getattr(s, part, None) or [])
 
 
 def _sweep_dead(block: list, live: set, read: set) -> bool:

@@ -94,7 +94,7 @@ class CSource:
     header: str
     source: str
     # the schedule rendered, and {knob: value asked} of the knobs left out (NOT_RENDERED)
-    schedule: Schedule | None = None
+    schedule: Schedule = Schedule()
     not_rendered: dict = field(default_factory=dict)
 
     @property

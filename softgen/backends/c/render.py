@@ -14,7 +14,7 @@ import re
 
 from ...lower.capabilities import Capabilities
 from ...lower.loopir import Const, DoWhile, If, Instr, Kernel, Loop, Ty, Val, Var, remove_dead_code
-from .isa import ISAS, Isa, c_float, shuffle
+from .isa import PATTERNS, Isa, c_float, shuffle
 
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 _COMPARES = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
@@ -35,7 +35,7 @@ def capabilities(isa: Isa) -> Capabilities:
 class CRenderer:
     def __init__(self, kernel: Kernel, isa: Isa, fn: str):
         self.kernel, self.isa, self.fn = kernel, isa, fn
-        self.scalar = ISAS["scalar"] if isa.ctype.dtype.bits == 32 else isa
+        self.scalar = PATTERNS["scalar"].for_dtype(isa.ctype.dtype)   # one-lane values
         self.used: set[str] = set()          # "isa.primitive": helpers the file must define
         self.tail_helpers: set[str] = set()  # lane_index, load_partial, store_partial
         self.names = {p: p.name for p in kernel.params}

@@ -9,7 +9,7 @@ one value m + log s per row (log s as log1p(s - 1), s - 1 summed as such).
 from __future__ import annotations
 
 from . import numerics, ops
-from .ir import Builder, DType, Program, verify
+from .ir import Builder, DType, Kind, Program, verify
 from .ops import Normalizer, OpSpec, Rule
 
 OPS = ops.NAMES
@@ -38,9 +38,9 @@ def _normalize(b: Builder, spec: OpSpec, m, u, r=None):
         b.store_row(_log_sum_exp(b, m, u))
 
 
-def _builder(spec: OpSpec, algorithm: str, storage: DType, compute: DType) -> Builder:
+def _builder(spec: OpSpec, algorithm: str, storage: DType, compute: DType, output: DType | None) -> Builder:
     spec.check_algorithm(algorithm)
-    return Builder(spec.name, algorithm, spec.row_output, storage, compute)
+    return Builder(spec.name, algorithm, spec.row_output, storage, compute, output)
 
 
 def _max_pass(b: Builder):
@@ -49,9 +49,10 @@ def _max_pass(b: Builder):
     return b.merge_max(acc)
 
 
-def three_pass_reload(op, storage: DType = DType.F32, compute: DType = DType.F32) -> Program:
+def three_pass_reload(op, storage: DType = DType.F32, compute: DType = DType.F32,
+                      output: DType | None = None) -> Program:
     """max; y = e^(x-m) stored while summing; y *= 1/s re-reading y."""
-    b = _builder(ops.get(op), "three_pass_reload", storage, compute)
+    b = _builder(ops.get(op), "three_pass_reload", storage, compute, output)
     m = _max_pass(b)
     with b.pass_():
         e = b.exp(b.load_x(), m)
@@ -64,10 +65,11 @@ def three_pass_reload(op, storage: DType = DType.F32, compute: DType = DType.F32
     return verify(b.program)
 
 
-def three_pass_recompute(op, storage: DType = DType.F32, compute: DType = DType.F32) -> Program:
+def three_pass_recompute(op, storage: DType = DType.F32, compute: DType = DType.F32,
+                         output: DType | None = None) -> Program:
     """max; s = sum e^(x-m) (log ops: its excess s - 1); output recomputes e^(x-m)."""
     spec = ops.get(op)
-    b = _builder(spec, "three_pass_recompute", storage, compute)
+    b = _builder(spec, "three_pass_recompute", storage, compute, output)
     m = _max_pass(b)
     plain_sum = spec.normalizer is Normalizer.SUM
     with b.pass_():
@@ -81,20 +83,21 @@ def three_pass_recompute(op, storage: DType = DType.F32, compute: DType = DType.
     return verify(b.program)
 
 
-def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32) -> Program:
+def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
+             output: DType | None = None) -> Program:
     """Dukhan & Ablavatski: accumulate e^x as (mantissa, exponent) pairs, no max pass.
 
     Rows whose exponent leaves the accurate range (huge values, inf, NaN, all -inf), and
     log outputs within PAIR_LOG_MIN of 0, are computed by the three_pass_recompute
     program instead (the guard)."""
     spec = ops.get(op)
-    b = _builder(spec, "two_pass", storage, compute)
+    b = _builder(spec, "two_pass", storage, compute, output)
     with b.pass_():
         x = b.load_x()
         acc = b.acc_pair(b.exp_pair(x))
         max_acc = b.acc_max(x) if spec.rule is Rule.SHIFT else None
     s, e = b.merge_pair(acc)
-    fallback = three_pass_recompute(spec, storage, compute)
+    fallback = three_pass_recompute(spec, storage, compute, output)
     fmt = numerics.float_format(compute)
     pair_range = (-fmt.pair_exp_limit, fmt.pair_exp_limit)
     if spec.normalizer is Normalizer.SUM:
@@ -120,10 +123,11 @@ def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32) -> Prog
     return verify(b.program)
 
 
-def online(op, storage: DType = DType.F32, compute: DType = DType.F32) -> Program:
+def online(op, storage: DType = DType.F32, compute: DType = DType.F32,
+           output: DType | None = None) -> Program:
     """Milakov & Gimelshein: running (max, sum) in one pass, then the output pass."""
     spec = ops.get(op)
-    b = _builder(spec, "online", storage, compute)
+    b = _builder(spec, "online", storage, compute, output)
     with b.pass_():
         acc = b.acc_online(b.load_x())
     m, u = b.merge_online(acc)  # u: the sum's excess over 1
@@ -139,11 +143,24 @@ def online(op, storage: DType = DType.F32, compute: DType = DType.F32) -> Progra
 _BUILDERS = {f.__name__: f for f in (three_pass_reload, three_pass_recompute, two_pass, online)}
 
 
-def build(op, algorithm: str, storage: DType = DType.F32, compute: DType = DType.F32) -> Program:
+def build(op, algorithm: str, storage: DType = DType.F32, compute: DType = DType.F32,
+          output: DType | None = None) -> Program:
     """The IR program for op (a name or an OpSpec) x algorithm over rows of `storage`
-    computed in `compute` (ValueError for unknown names, NotImplementedError for an
-    algorithm the op does not have).  The IR takes any dtypes; the backends, float32."""
+    computed in `compute`, writing `output` (None: storage) (ValueError for unknown names,
+    NotImplementedError for an algorithm the op does not have)."""
     ops.get(op)
     if algorithm not in _BUILDERS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
-    return _BUILDERS[algorithm](op, storage, compute)
+    program = _BUILDERS[algorithm](op, storage, compute, output)
+    _check_rereads(program)
+    return program
+
+
+def _check_rereads(program: Program):
+    """A program that re-reads y keeps intermediate values there: in an output dtype narrower
+    than compute they would be rounded twice (and e^(x - m) lose its small values)."""
+    rereads = any(op.kind is Kind.LOAD_Y for p in program.passes for op in p.ops)
+    if rereads and program.out_dtype.bits < program.compute.bits:
+        raise NotImplementedError(
+            f"{program.algorithm} keeps e^(x - max) in y, which a {program.out_dtype.numpy_name} output "
+            f"would round twice; use {', '.join(a for a in ops.get(program.op).algorithms if a != program.algorithm)}")

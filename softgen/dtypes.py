@@ -1,17 +1,46 @@
-"""The dtypes softgen accepts, checked once for every entry point (API, generate, emit_c)."""
+"""The dtypes softgen accepts, checked once for every entry point (API, generate, emit_c),
+and the IR dtype each maps to.  bfloat16 arrays come from ml_dtypes (an optional extra)."""
 from __future__ import annotations
 
 import numpy as np
 
-DTYPES = ("float32",)
+from .ir import DType
+
+DTYPES = tuple(d.numpy_name for d in DType)
+
+
+def _numpy_dtype(dtype) -> np.dtype:
+    if isinstance(dtype, DType):
+        dtype = dtype.numpy_name
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise TypeError("bfloat16 needs the ml_dtypes package (pip install softgen[bfloat16])") from None
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(dtype)
 
 
 def check_dtype(dtype) -> np.dtype:
     """`dtype` as a numpy dtype; TypeError unless softgen supports it."""
     try:
-        dt = np.dtype(dtype)
-    except TypeError:
+        dt = _numpy_dtype(dtype)
+    except TypeError as e:
+        if "ml_dtypes" in str(e):
+            raise
         raise TypeError(f"unsupported dtype {dtype!r}; softgen supports {', '.join(DTYPES)}") from None
     if dt.name not in DTYPES:
         raise TypeError(f"unsupported dtype {dt}; softgen supports {', '.join(DTYPES)}")
     return dt
+
+
+def ir_dtype(dtype) -> DType:
+    """The IR dtype of a numpy dtype or name softgen supports (TypeError otherwise)."""
+    name = check_dtype(dtype).name
+    return next(d for d in DType if d.numpy_name == name)
+
+
+def compute_dtype(*dtypes: DType) -> DType:
+    """What kernels over these storage dtypes compute in: float64 if any is float64, else
+    float32 (16-bit values are widened to float32 in registers)."""
+    return DType.F64 if DType.F64 in dtypes else DType.F32

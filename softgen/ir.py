@@ -12,9 +12,10 @@ Value types:
   ACC_*  a reduction accumulator: defined by an `acc.*` op in a pass, consumed
          after the pass by the matching `merge.*` op, which combines the lanes
 
-Every value also has a dtype: loads give values of the program's storage dtype (what x
-and y hold), stores take them, and everything else computes in its compute dtype; where
-the two differ, `cast` / `cast.row` convert between them.
+Every value also has a dtype: `load.x` gives values of the program's storage dtype (what x
+holds), `load.y` and the stores those of its output dtype (what y holds, the storage dtype
+unless told otherwise), and everything else computes in its compute dtype; where they
+differ, `cast` / `cast.row` convert (`from` and `to` name the two dtypes).
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ class Kind(enum.Enum):
     EXP_PAIR = ("exp_pair", Where.PASS, (E,), (P,))
     PAIR_SCALE = ("pair_scale", Where.PASS, (P, R, R), (E,))  # p * c * 2^(k - e)
     STORE = ("store", Where.PASS, (E,), ())
-    CAST = ("cast", Where.PASS, (E,), (E,))          # cast v to=dtype: storage <-> compute
+    CAST = ("cast", Where.PASS, (E,), (E,))          # cast v from=dtype to=dtype: storage/output <-> compute
     ACC_MAX = ("acc.max", Where.PASS, (E,), (Type.ACC_MAX,))
     ACC_SUM = ("acc.sum", Where.PASS, (E,), (Type.ACC_SUM,))
     ACC_PAIR = ("acc.pair", Where.PASS, (P,), (Type.ACC_PAIR,))
@@ -142,7 +143,8 @@ class Pass:
 @dataclass(eq=False)
 class Program:
     """One kernel: `op` (softmax, ...) computed with `algorithm`, as a list of steps, over
-    rows of `storage` computed in `compute`."""
+    rows of `storage` computed in `compute`, writing rows (or row values) of `output`
+    (None: the storage dtype)."""
 
     op: str
     algorithm: str
@@ -150,6 +152,16 @@ class Program:
     row_output: bool = False  # True: one value per row (logsumexp); False: a full row
     storage: DType = DType.F32
     compute: DType = DType.F32
+    output: DType | None = None
+
+    @property
+    def out_dtype(self) -> DType:
+        return self.output or self.storage
+
+    @property
+    def dtypes(self) -> tuple[DType, DType, DType]:
+        """(x's, compute, y's)."""
+        return self.storage, self.compute, self.out_dtype
 
     @property
     def name(self) -> str:
@@ -162,7 +174,8 @@ class Program:
     def __str__(self) -> str:
         out = "y[row]" if self.row_output else "y[n]"
         dtypes = (f" {self.storage.short} storage, {self.compute.short} compute"
-                  if (self.storage, self.compute) != (DType.F32, DType.F32) else "")  # f32: implied
+                  + (f", {self.out_dtype.short} output" if self.out_dtype is not self.storage else "")
+                  if self.dtypes != (DType.F32,) * 3 else "")  # f32: implied
         lines = [f"kernel {self.name} (x[n] -> {out}){dtypes}"]
         n_pass = 0
         for step in self.steps:
@@ -184,24 +197,26 @@ def _fail(program: Program, op: Op, msg: str):
 
 
 def value_dtypes(program: Program, op: Op) -> tuple[DType, DType]:
-    """(operand dtype, result dtype) of op: loads give storage values and stores take
-    them, a cast converts to its `to` from the other of storage and compute, everything
-    else computes."""
-    storage, compute = program.storage, program.compute
-    if op.kind in (Kind.LOAD_X, Kind.LOAD_Y, Kind.STORE, Kind.STORE_ROW):
-        return storage, storage
+    """(operand dtype, result dtype) of op: load.x gives storage values, load.y gives and
+    the stores take output values, a cast converts `from` one dtype `to` another,
+    everything else computes."""
+    if op.kind is Kind.LOAD_X:
+        return program.storage, program.storage
+    if op.kind in (Kind.LOAD_Y, Kind.STORE, Kind.STORE_ROW):
+        return program.out_dtype, program.out_dtype
     if op.kind in (Kind.CAST, Kind.CAST_ROW):
-        to = op.attrs.get("to")
-        return (compute if to is storage else storage), to
-    return compute, compute
+        return op.attrs.get("from"), op.attrs.get("to")
+    return program.compute, program.compute
 
 
 def _check_cast(program: Program, op: Op):
-    if program.storage is program.compute:
-        _fail(program, op, f"nothing to cast: storage and compute are both {program.compute.short}")
-    if op.attrs.get("to") not in (program.storage, program.compute):
-        _fail(program, op, f"cast needs to={program.storage.short} or to={program.compute.short} "
-                           "(storage <-> compute)")
+    """A cast goes between compute and storage (loaded x) or compute and output (y)."""
+    pair = (op.attrs.get("from"), op.attrs.get("to"))
+    allowed = [p for d in {program.storage, program.out_dtype} if d is not program.compute
+               for p in ((d, program.compute), (program.compute, d))]
+    if pair not in allowed:
+        shown = ", ".join(f"from={a.short} to={b.short}" for a, b in allowed) or "none: every dtype is " + program.compute.short
+        _fail(program, op, f"cast needs one of ({shown})")
 
 
 def _check_args(program: Program, op: Op, visible: set[Value]):
@@ -257,8 +272,8 @@ def _check_row_op(program: Program, op: Op, defined_row: set, pending_acc: dict)
             _fail(program, op, "guard needs ranges=((lo, hi), ...), one per operand")
         if not isinstance(fallback, Program):
             _fail(program, op, "guard needs a fallback program")
-        if (fallback.storage, fallback.compute) != (program.storage, program.compute):
-            _fail(program, op, "the fallback program must have the same storage and compute dtypes")
+        if fallback.dtypes != program.dtypes:
+            _fail(program, op, "the fallback program must have the same storage, compute and output dtypes")
         verify(fallback)
     if op.kind is Kind.CONST and not isinstance(op.attrs.get("value"), float):
         _fail(program, op, "const needs a float value")
@@ -295,8 +310,9 @@ class Builder:
     and stores cast between storage and compute where those differ."""
 
     def __init__(self, op: str, algorithm: str, row_output: bool = False,
-                 storage: DType = DType.F32, compute: DType = DType.F32):
-        self.program = Program(op, algorithm, [], row_output, storage, compute)
+                 storage: DType = DType.F32, compute: DType = DType.F32, output: DType | None = None):
+        self.program = Program(op, algorithm, [], row_output, storage, compute,
+                               None if output is storage else output)
         self._next_id = 0
         self._pass: Pass | None = None
 
@@ -320,13 +336,13 @@ class Builder:
         return self._cast(self.emit(Kind.LOAD_Y), Kind.CAST, self.program.compute)
 
     def store(self, v: Value):
-        return self.emit(Kind.STORE, self._cast(v, Kind.CAST, self.program.storage))
+        return self.emit(Kind.STORE, self._cast(v, Kind.CAST, self.program.out_dtype))
 
     def store_row(self, v: Value):
-        return self.emit(Kind.STORE_ROW, self._cast(v, Kind.CAST_ROW, self.program.storage))
+        return self.emit(Kind.STORE_ROW, self._cast(v, Kind.CAST_ROW, self.program.out_dtype))
 
     def _cast(self, v: Value, cast: Kind, to: DType) -> Value:
-        return v if v.dtype is to else self.emit(cast, v, to=to)
+        return v if v.dtype is to else self.emit(cast, v, **{"from": v.dtype, "to": to})
 
     def __getattr__(self, name: str):
         kind = Kind[name.upper()]

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import algorithms
 from .backends.llvm import CompiledModule, compile_program
-from .dtypes import check_dtype
+from .dtypes import compute_dtype, ir_dtype
 from .lower import Schedule
 from .ir import Program
 from .targets import Target
@@ -70,17 +70,20 @@ _cache: dict = {}
 _cache_lock = threading.Lock()
 
 
-def compile(op: str, *, algorithm: str, dtype="float32", target="host",
+def compile(op: str, *, algorithm: str, dtype="float32", out_dtype=None, target="host",
             schedule: Schedule | None = None) -> Kernel:
     """JIT-compile op x algorithm for the host, or for a narrower target this machine runs
-    (e.g. "x86-64-v3" on an AVX-512 host).  Cached: compiling twice costs nothing."""
-    check_dtype(dtype)
+    (e.g. "x86-64-v3" on an AVX-512 host).  x holds `dtype`, y `out_dtype` (default: dtype);
+    the kernel computes in float64 if either is float64, else in float32.  Cached:
+    compiling twice costs nothing."""
+    storage = ir_dtype(dtype)
+    output = storage if out_dtype is None else ir_dtype(out_dtype)
     tgt = Target.parse(target)
     schedule = schedule or Schedule()
-    key = (op, algorithm, tgt, schedule)
+    key = (op, algorithm, storage, output, tgt, schedule)
     with _cache_lock:
         if key not in _cache:
-            program = algorithms.build(op, algorithm)
+            program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output)
             _cache[key] = Kernel(program, compile_program(program, tgt, schedule, jit=True), schedule)
         return _cache[key]
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import algorithms
 from .backends.llvm import CompiledModule, compile_program
-from .dtypes import compute_dtype, ir_dtype
+from .dtypes import DTYPES, check_dtype, compute_dtype, ir_dtype
 from .lower import Schedule
 from .ir import Program
 from .targets import Target
@@ -19,17 +19,24 @@ from .targets import Target
 _ABI = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                         ctypes.c_void_p, ctypes.c_int64)
 _F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
 
 
 class Kernel:
-    """A compiled kernel for one op x algorithm on the host.  `kernel(x, out=None)` runs it
-    over the last axis of a 2-D (or any-D) float32 array."""
+    """A compiled kernel for one op x algorithm x dtypes on the host.  `kernel(x, out=None)`
+    runs it over the last axis of an array of `dtype` (any dimension and layout), writing
+    `out_dtype`."""
 
     def __init__(self, program: Program, compiled: CompiledModule, schedule: Schedule):
         self.program = program
         self.op, self.algorithm = program.op, program.algorithm
         self.row_output = program.row_output
         self.schedule = schedule
+        x_dtype, _, y_dtype = program.dtypes
+        self.dtype = check_dtype(x_dtype)       # x's numpy dtype
+        self.out_dtype = check_dtype(y_dtype)   # y's
+        # whether both export buffers (the quick way to an address; ml_dtypes' bfloat16 does not)
+        self._buffers = _exports_buffer(self.dtype) and _exports_buffer(self.out_dtype)
         self._compiled = compiled
         self._fn = _ABI(compiled.address)
 
@@ -61,9 +68,10 @@ class Kernel:
         return _run(self, x, axis, out)
 
     def run_rows(self, x: np.ndarray, y: np.ndarray) -> None:
-        """Raw call on 2-D arrays with unit element stride (no checks beyond shape)."""
-        self._fn(x.shape[0], x.shape[1], _address(x), x.strides[0] // 4, _address(y),
-                 y.strides[0] // 4)
+        """Raw call on 2-D arrays of the kernel's dtypes with unit element stride (no checks
+        beyond shape)."""
+        self._fn(x.shape[0], x.shape[1], _address(x), x.strides[0] // x.itemsize, _address(y),
+                 y.strides[0] // y.itemsize)
 
 
 _cache: dict = {}
@@ -93,27 +101,49 @@ _char_at = ctypes.c_char.from_buffer
 
 def _address(a: np.ndarray) -> int:
     """The data pointer; through the buffer protocol when it is writable and contiguous
-    (a quarter of the cost of a.ctypes.data)."""
+    (a quarter of the cost of a.ctypes.data) and its dtype exports one."""
     flags = a.flags
     if flags.writeable and flags.c_contiguous and a.size:
-        return ctypes.addressof(_char_at(a))
+        try:
+            return ctypes.addressof(_char_at(a))
+        except ValueError:  # "cannot include dtype 'E' in a buffer": bfloat16
+            pass
     return a.__array_interface__["data"][0]
 
 
+def _exports_buffer(dtype: np.dtype) -> bool:
+    try:
+        memoryview(np.empty(1, dtype))
+        return True
+    except ValueError:
+        return False
+
+
 def _as_input(x) -> np.ndarray:
+    """x as an array softgen computes on: float32, float64, float16 and bfloat16 arrays as
+    they are (in native byte order), integers and bools converted to float64 (as
+    scipy.special.softmax does); TypeError for anything else."""
     if isinstance(x, np.ndarray):
         arr = x
     else:
         try:
             arr = np.asarray(x)
         except Exception as e:  # noqa: BLE001 - anything numpy cannot convert
-            raise TypeError(f"expected a float32 array, got {type(x).__name__}: {e}") from None
-    if arr.dtype == object:
-        raise TypeError("object arrays are not supported; pass a float32 array")
-    if arr.dtype != np.float32:
-        raise TypeError(f"unsupported dtype {arr.dtype}; softgen supports float32 "
-                        f"(convert with x.astype(np.float32))")
-    return arr
+            raise TypeError(f"expected an array of floats, got {type(x).__name__}: {e}") from None
+    dt = arr.dtype
+    if dt.name in DTYPES:
+        return arr if dt.isnative else arr.astype(dt.newbyteorder("="))
+    if dt.kind in "biu":
+        return arr.astype(np.float64)
+    if dt.kind == "c":
+        raise TypeError(f"complex input ({dt}) is not supported: softgen computes softmax of real "
+                        f"numbers; pass x.real or abs(x)")
+    if dt == object:
+        raise TypeError(f"object arrays are not supported; pass an array of {_SUPPORTED}")
+    raise TypeError(f"unsupported dtype {dt}; softgen supports {_SUPPORTED}")
+
+
+_SUPPORTED = f"{', '.join(DTYPES)} (integers and bools are computed as float64)"
 
 
 def _normalize_axis(axis, ndim: int) -> int:
@@ -126,11 +156,11 @@ def _normalize_axis(axis, ndim: int) -> int:
     return int(axis) % ndim
 
 
-def _check_out(out, shape: tuple) -> np.ndarray:
+def _check_out(out, shape: tuple, dtype: np.dtype) -> np.ndarray:
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy array, not {type(out).__name__}")
-    if out.dtype != np.float32:
-        raise TypeError(f"out has dtype {out.dtype}; expected float32")
+    if out.dtype != dtype or not out.dtype.isnative:
+        raise TypeError(f"out has dtype {out.dtype}; expected {dtype} (the result's dtype)")
     if out.shape != shape:
         raise ValueError(f"out has shape {out.shape}; expected {shape}")
     if not out.flags.writeable:
@@ -142,8 +172,8 @@ def _rows_view(a: np.ndarray) -> np.ndarray | None:
     """a as a 2-D [rows, n] view with unit element stride, or None if that needs a copy."""
     if a.ndim == 0:
         return None
-    n = a.shape[-1]
-    if a.size and n > 1 and a.strides[-1] != 4:
+    n, size = a.shape[-1], a.itemsize
+    if a.size and n > 1 and a.strides[-1] != size:
         return None
     lead = a.shape[:-1]
     try:
@@ -151,7 +181,7 @@ def _rows_view(a: np.ndarray) -> np.ndarray | None:
         v.shape = (int(np.prod(lead)) if lead else 1, n)  # raises if not expressible as a view
     except AttributeError:
         return None
-    if v.size and (v.strides[0] % 4 or v.strides[0] < 0):
+    if v.size and (v.strides[0] % size or v.strides[0] < 0):
         return None
     return v
 
@@ -162,61 +192,75 @@ PAGE = 4096
 OUTPUT_DELTA = PAGE // 2
 
 
-def same_page_offset(x: np.ndarray, shape: tuple, delta: int = OUTPUT_DELTA) -> np.ndarray:
-    """An empty float32 array of `shape` that starts `delta` bytes after x's offset within a
-    4 KB page.  Where the output sits relative to the input (mod 4 KB) changes the speed of
+def same_page_offset(x: np.ndarray, shape: tuple, delta: int = OUTPUT_DELTA, dtype=None) -> np.ndarray:
+    """An empty array of `shape` and `dtype` (default: x's) that starts `delta` bytes after
+    x's offset within a 4 KB page (rounded down to a whole element).  Where the output sits relative to the input (mod 4 KB) changes the speed of
     streaming kernels: a load that follows a store to an address equal in its low 12 bits
     waits on it (4K aliasing), which costs up to 45% when y lies 64-256 bytes after x
     (benchmarks/aliasing.py).  softgen allocates its outputs this way."""
-    size = int(np.prod(shape))
-    buf = np.empty(size + PAGE // 4, np.float32)
-    start = ((_address(x) + delta - _address(buf)) % PAGE) // 4
+    dtype = x.dtype if dtype is None else np.dtype(dtype)
+    size, itemsize = int(np.prod(shape)), dtype.itemsize
+    buf = np.empty(size + PAGE // itemsize, dtype)
+    start = ((_address(x) + delta - _address(buf)) % PAGE) // itemsize
     return buf[start:start + size].reshape(shape)
 
 
-def _new_output(x: np.ndarray, shape: tuple) -> np.ndarray:
+def _new_output(x: np.ndarray, shape: tuple, dtype: np.dtype) -> np.ndarray:
     """A new output for x, OUTPUT_DELTA after x mod PAGE once it spans pages (numpy's own
     placement put it 64 or 96 bytes after x in some runs)."""
-    return same_page_offset(x, shape) if x.nbytes > PAGE else np.empty(shape, _F32)
+    return same_page_offset(x, shape, OUTPUT_DELTA, dtype) if x.nbytes > PAGE else np.empty(shape, dtype)
 
 
 def _fast_call(kernel: Kernel, x, axis, out):
-    """The common case with no copies or views: a C-contiguous float32 array over its last
-    axis, a new output or a C-contiguous one.  None when the case does not apply."""
-    if not (type(x) is np.ndarray and x.dtype is _F32 and x.size
+    """The common case with no copies or views: a C-contiguous array of the kernel's dtype
+    over its last axis, a new output or a C-contiguous one.  None when the case does not
+    apply."""
+    if not (type(x) is np.ndarray and x.dtype is kernel.dtype and x.size
             and (axis == -1 or axis == x.ndim - 1) and x.flags.c_contiguous):
         return None
     row_output = kernel.row_output
     shape = x.shape[:-1] if row_output else x.shape
     if out is None:
-        y = _new_output(x, shape)
-    elif (type(out) is np.ndarray and out.dtype is _F32 and out.shape == shape
+        y = _new_output(x, shape, kernel.out_dtype)
+    elif (type(out) is np.ndarray and out.dtype is kernel.out_dtype and out.shape == shape
           and out.flags.c_contiguous and out.flags.writeable
           and (out is x or not np.may_share_memory(out, x))):  # overlap: the general path
         y = out
     else:
         return None
     n = x.shape[-1]
-    kernel._fn(x.size // n, n, _address(x), n, ctypes.addressof(_char_at(y)), 1 if row_output else n)
+    if kernel._buffers:
+        kernel._fn(x.size // n, n, _address(x), n, ctypes.addressof(_char_at(y)), 1 if row_output else n)
+    else:
+        kernel._fn(x.size // n, n, x.__array_interface__["data"][0], n, y.__array_interface__["data"][0],
+                   1 if row_output else n)
     return y
 
 
 def _run(kernel: Kernel, x, axis, out):
     y = _fast_call(kernel, x, axis, out)
-    if y is not None:
-        return y
+    return y if y is not None else _run_general(kernel, x, axis, out)
+
+
+def _run_general(kernel: Kernel, x, axis, out):
+    """Any array, axis and out: through views, copies and temporaries as needed."""
     arr = _as_input(x)
+    if arr.dtype != kernel.dtype:
+        given = x.dtype if isinstance(x, np.ndarray) else arr.dtype
+        raise TypeError(f"x has dtype {given}; this kernel reads {kernel.dtype} "
+                        f"(softgen.compile(..., dtype=...) for another)")
     ax = _normalize_axis(axis, arr.ndim)
     moved = np.moveaxis(arr, ax, -1)
     row_output = kernel.program.row_output
+    out_dtype = kernel.out_dtype
     out_shape = moved.shape[:-1] if row_output else arr.shape
     if out is not None:
-        _check_out(out, out_shape)
+        _check_out(out, out_shape, out_dtype)
     y_moved_shape = moved.shape[:-1] + ((1,) if row_output else moved.shape[-1:])
     if out is not None:
         y = out if row_output else np.moveaxis(out, ax, -1)
     else:
-        y = np.empty(out_shape, np.float32) if row_output else _new_output(arr, moved.shape)
+        y = np.empty(out_shape, out_dtype) if row_output else _new_output(arr, moved.shape, out_dtype)
     if arr.size == 0 and not row_output:
         return out if out is not None else np.moveaxis(y, -1, ax)
     xin = _rows_view(moved)
@@ -229,7 +273,7 @@ def _run(kernel: Kernel, x, axis, out):
     # out exactly like its input is safe; any other overlap goes through a temporary.
     direct = yout is not None and (copied or out is None or _same_layout(xin, yout)
                                    or not np.shares_memory(xin, yout))
-    target = yout if direct else np.empty((xin.shape[0], y_moved_shape[-1]), np.float32)
+    target = yout if direct else np.empty((xin.shape[0], y_moved_shape[-1]), out_dtype)
     if xin.shape[0]:
         kernel.run_rows(xin, target)
     if not direct:

@@ -1,13 +1,16 @@
 """Choosing a kernel for a shape: the built-in rule, and the autotuner with its wisdom file.
 
-`algorithm="auto"` asks `choose(op, rows, n)` for an (algorithm, schedule) pair;
+`algorithm="auto"` asks `choose(op, rows, n, dtype=, out_dtype=)` for an (algorithm,
+schedule) pair;
 `resolve` is the whole rule the JIT follows (an explicit algorithm gets the built-in
 schedule), and ahead-of-time output (generate, emit_c, the CLI) reaches it through the
 schedule spelling "auto:ROWSxN".
 
 Shapes fall into bands: the row length's power of two, and whether input plus output fit in
 the last-level cache (beyond it the kernel should move as few bytes as possible and
-stream its output past the cache).  `tune()` times candidate pairs on this machine per
+stream its output past the cache), per dtype pair (x's, y's): float32 -> float32's bands
+have no dtype in their key (the wisdom files written before dtypes hold float32's), the
+others end in "/float64", "/bfloat16->float32", ....  `tune()` times candidate pairs on this machine per
 band and saves the winners in a JSON "wisdom" file; `choose` prefers wisdom for the
 host when there is some and falls back to the built-in rule otherwise.
 
@@ -30,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import algorithms, ops, runtime
+from .dtypes import check_dtype, compute_dtype, ir_dtype
 from .lower import Schedule
 from .targets import Target
 from .timing import median_time
@@ -37,6 +41,7 @@ from .timing import median_time
 WISDOM_ENV = "SOFTGEN_WISDOM"
 WISDOM_VERSION = 1
 DEFAULT_LLC_BYTES = 32 << 20
+# The rule's row lengths, measured on float32 (see dtype_thresholds for other dtypes):
 SHORT_ROW = 128   # rows up to this long: many rows per group (the reductions dominate)
 GROUP_ROW = 4096  # rows up to this long: row groups still pay
 # The tuner's default shapes: one per band that the six benchmark cases touch, and more.
@@ -68,6 +73,44 @@ class Choice:
         return cls(data["algorithm"], Schedule.from_dict(data["schedule"]))
 
 
+# --- dtypes ---------------------------------------------------------------------------------
+
+@lru_cache(maxsize=64)
+def _dtype_pair(dtype, out_dtype) -> tuple[np.dtype, np.dtype]:
+    """(x's, y's) numpy dtypes (TypeError for unsupported ones); out_dtype None: dtype."""
+    x = ir_dtype(dtype)
+    y = x if out_dtype is None else ir_dtype(out_dtype)
+    return check_dtype(x), check_dtype(y)
+
+
+def _dtypes(dtype, out_dtype):
+    """_dtype_pair for any spelling, also unhashable ones."""
+    try:
+        return _dtype_pair(dtype, out_dtype)
+    except TypeError as e:
+        if "unhashable" not in str(e):
+            raise
+        return _dtype_pair.__wrapped__(dtype, out_dtype)
+
+
+def reload_allowed(dtype="float32", out_dtype=None) -> bool:
+    """Whether three_pass_reload computes this pair: not where y is narrower than what the
+    kernel computes in (it would keep e^(x - m) in y rounded; algorithms.build refuses it)."""
+    x, y = (ir_dtype(d) for d in _dtypes(dtype, out_dtype))
+    return y.bits >= compute_dtype(x, y).bits
+
+
+def dtype_thresholds(dtype="float32", out_dtype=None) -> tuple[int, int]:
+    """(short row, group row) for a dtype pair: SHORT_ROW is a row of a few vectors (the
+    reductions across rows dominate), so it holds SHORT_ROW float32 lanes' bytes of the
+    compute dtype (float64: 64 elements; 16-bit storage computes in float32: 128);
+    GROUP_ROW is bytes of x a row group keeps in flight, so it holds GROUP_ROW float32's
+    bytes of x's dtype (float64: 2048, 16-bit: 8192).  Only float32 was measured."""
+    x, y = _dtypes(dtype, out_dtype)
+    compute = compute_dtype(ir_dtype(x), ir_dtype(y)).bits // 8
+    return SHORT_ROW * 4 // compute, GROUP_ROW * 4 // x.itemsize
+
+
 # --- bands ----------------------------------------------------------------------------------
 
 @lru_cache(maxsize=None)
@@ -84,45 +127,55 @@ def llc_bytes() -> int:
     return best or DEFAULT_LLC_BYTES
 
 
-def in_cache(op: str, rows: int, n: int) -> bool:
+def in_cache(op: str, rows: int, n: int, dtype="float32", out_dtype=None) -> bool:
+    x, y = _dtypes(dtype, out_dtype)
     out = rows if ops.get(op).row_output else rows * n
-    return (rows * n + out) * 4 <= llc_bytes()
+    return rows * n * x.itemsize + out * y.itemsize <= llc_bytes()
 
 
-def band(op: str, rows: int, n: int) -> str:
-    """The wisdom key of a shape: op, row length rounded up to a power of two, residency."""
-    return f"{op}/n<=2^{max(n - 1, 0).bit_length()}/{'cache' if in_cache(op, rows, n) else 'memory'}"
+def band(op: str, rows: int, n: int, dtype="float32", out_dtype=None) -> str:
+    """The wisdom key of a shape: op, row length rounded up to a power of two, residency,
+    and the dtypes unless both are float32 ("/float64", "/bfloat16->float32")."""
+    x, y = _dtypes(dtype, out_dtype)
+    residency = "cache" if in_cache(op, rows, n, x, y) else "memory"
+    dtypes = "" if x == y == np.float32 else f"/{x.name}" if x == y else f"/{x.name}->{y.name}"
+    return f"{op}/n<=2^{max(n - 1, 0).bit_length()}/{residency}{dtypes}"
 
 
 # --- the built-in rule ------------------------------------------------------------------------
 
-def builtin(op: str, rows: int, n: int) -> Choice:
+def builtin(op: str, rows: int, n: int, dtype="float32", out_dtype=None) -> Choice:
     """Measured on AMD Zen 4 (README, Performance): in cache, the algorithm that evaluates exp
     the fewest times; out of cache, two-pass (the least traffic).  logsumexp has no output
     pass, so two-pass is one pass with one exp per element against recompute's two passes
-    (5.5 vs 4.8 elements/ns at 1024x1024); only short rows' groups favour recompute."""
+    (5.5 vs 4.8 elements/ns at 1024x1024); only short rows' groups favour recompute.
+    Reload only where y is as wide as the compute dtype (reload_allowed); the row lengths
+    per dtype as dtype_thresholds says."""
     spec = ops.get(op)
-    if not in_cache(op, rows, n) or (spec.row_output and n > SHORT_ROW):
+    x, y = _dtypes(dtype, out_dtype)
+    short_row, _ = dtype_thresholds(x, y)
+    if not in_cache(op, rows, n, x, y) or (spec.row_output and n > short_row):
         algorithm = "two_pass"
     else:  # reload evaluates exp once per element where the op has it
-        reload = "three_pass_reload" in spec.algorithms
+        reload = "three_pass_reload" in spec.algorithms and reload_allowed(x, y)
         algorithm = "three_pass_reload" if reload else "three_pass_recompute"
-    return Choice(algorithm, builtin_schedule(op, algorithm, rows, n))
+    return Choice(algorithm, builtin_schedule(op, algorithm, rows, n, x, y))
 
 
-def builtin_schedule(op: str, algorithm: str, rows: int, n: int) -> Schedule:
+def builtin_schedule(op: str, algorithm: str, rows: int, n: int, dtype="float32", out_dtype=None) -> Schedule:
     """The schedule the built-in rule gives `algorithm` for this shape: in cache, the passes
     of consecutive row groups pipelined (except logsumexp's long rows, where it did not pay),
     rows in groups of 16 up to GROUP_ROW (short rows' reductions vectorized across rows), of 4
     beyond; outputs that do not fit in the cache streamed past it (except for reload)."""
     row_output = ops.get(op).row_output
-    if not in_cache(op, rows, n):
+    short_row, group_row = dtype_thresholds(dtype, out_dtype)
+    if not in_cache(op, rows, n, dtype, out_dtype):
         # reload's output pass re-reads y, partly still cached: streaming stores do not pay
         return Schedule(nontemporal=not row_output and algorithm != "three_pass_reload")
-    if n <= SHORT_ROW:
+    if n <= short_row:
         return Schedule(rows_per_group=16, unroll=1, pipeline=True, online_block_max=False)
     pipeline = not row_output
-    if n <= GROUP_ROW:
+    if n <= group_row:
         return Schedule(rows_per_group=16, pipeline=pipeline)
     # long rows: groups of 4 keep more of the first pass's loads from memory in flight
     return Schedule(rows_per_group=4, pipeline=True) if pipeline else Schedule()
@@ -204,19 +257,24 @@ def _wisdom(path: str, target) -> dict:
     return load_wisdom(Path(path), Target.parse(target))
 
 
-def choose(op: str, rows: int, n: int, target="host") -> Choice:
-    """The kernel `algorithm="auto"` runs for a [rows, n] problem on this machine (or what
-    wisdom tuned for `target` says; the bands use this machine's cache size)."""
-    tuned = _wisdom(str(wisdom_path()), target).get(band(op, rows, n))
-    return tuned if tuned is not None else builtin(op, rows, n)
+def choose(op: str, rows: int, n: int, target="host", dtype="float32", out_dtype=None) -> Choice:
+    """The kernel `algorithm="auto"` runs for a [rows, n] problem of `dtype` writing
+    `out_dtype` (None: dtype) on this machine (or what wisdom tuned for `target` says; the
+    bands use this machine's cache size).  Never three_pass_reload where y is narrower than
+    the compute dtype, whatever wisdom says."""
+    tuned = _wisdom(str(wisdom_path()), target).get(band(op, rows, n, dtype, out_dtype))
+    if tuned is not None and (tuned.algorithm != "three_pass_reload" or reload_allowed(dtype, out_dtype)):
+        return tuned
+    return builtin(op, rows, n, dtype, out_dtype)
 
 
-def resolve(op: str, algorithm: str, rows: int, n: int, target="host") -> Choice:
-    """The kernel the JIT runs for op on [rows, n]: for "auto", choose()'s; for an
-    algorithm, that algorithm with the schedule the built-in rule gives it there."""
+def resolve(op: str, algorithm: str, rows: int, n: int, target="host", dtype="float32",
+            out_dtype=None) -> Choice:
+    """The kernel the JIT runs for op on [rows, n] of these dtypes: for "auto", choose()'s;
+    for an algorithm, that algorithm with the schedule the built-in rule gives it there."""
     if algorithm == "auto":
-        return choose(op, rows, n, target)
-    return Choice(algorithm, builtin_schedule(op, algorithm, rows, n))
+        return choose(op, rows, n, target, dtype, out_dtype)
+    return Choice(algorithm, builtin_schedule(op, algorithm, rows, n, dtype, out_dtype))
 
 
 AUTO = "auto:"  # schedule="auto:ROWSxN": what resolve() gives that shape
@@ -231,11 +289,13 @@ def auto_shape(spec: str) -> tuple[int, int]:
                      f"(e.g. {AUTO}1024x1024)")
 
 
-def resolve_request(op: str, algorithm: str, schedule, target="host") -> tuple[str, Schedule | None]:
+def resolve_request(op: str, algorithm: str, schedule, target="host", dtype="float32",
+                    out_dtype=None) -> tuple[str, Schedule | None]:
     """(algorithm, schedule) for ahead-of-time output asked for `algorithm` and `schedule`
-    (None, a Schedule or "auto:ROWSxN"); algorithm "auto" needs an auto schedule."""
+    (None, a Schedule or "auto:ROWSxN": resolve()'s for those dtypes); algorithm "auto"
+    needs an auto schedule."""
     if isinstance(schedule, str) and schedule.startswith(AUTO):
-        choice = resolve(op, algorithm, *auto_shape(schedule), target)
+        choice = resolve(op, algorithm, *auto_shape(schedule), target, dtype, out_dtype)
         return choice.algorithm, choice.schedule
     if algorithm == "auto":
         raise ValueError(f"algorithm 'auto' picks a kernel for a shape: give schedule='{AUTO}ROWSxN'")
@@ -244,16 +304,18 @@ def resolve_request(op: str, algorithm: str, schedule, target="host") -> tuple[s
 
 # --- the tuner --------------------------------------------------------------------------------
 
-def candidates(op: str, rows: int, n: int) -> list[Choice]:
-    """What tune() measures for one shape: each algorithm that exists for `op`, with the
-    schedule knobs that matter for this band (a small grid, not every combination)."""
+def candidates(op: str, rows: int, n: int, dtype="float32", out_dtype=None) -> list[Choice]:
+    """What tune() measures for one shape and dtype pair: each algorithm that computes `op`
+    for those dtypes, with the schedule knobs that matter for this band (a small grid, not
+    every combination)."""
     spec = ops.get(op)
-    algos = list(spec.algorithms)
-    cached = in_cache(op, rows, n)
+    algos = [a for a in spec.algorithms if a != "three_pass_reload" or reload_allowed(dtype, out_dtype)]
+    cached = in_cache(op, rows, n, dtype, out_dtype)
+    short_row, group_row = dtype_thresholds(dtype, out_dtype)
     shapes = [dict(unroll=u, accumulators=a) for u, a in ((2, 0), (4, 0), (4, 1))]
-    if n <= SHORT_ROW:
+    if n <= short_row:
         shapes.insert(0, dict(unroll=1, accumulators=0))
-    if n <= GROUP_ROW and rows >= 16:
+    if n <= group_row and rows >= 16:
         shapes += [dict(s, rows_per_group=16) for s in shapes]
     if cached and rows > 1:  # pipelined, and the plain form of each row grouping
         shapes = [dict(s, pipeline=True) for s in shapes] + [s for s in shapes if s["unroll"] == 4 and not s["accumulators"]]
@@ -262,7 +324,7 @@ def candidates(op: str, rows: int, n: int) -> list[Choice]:
     for algo in algos:
         for s in shapes:
             for nt in stores:
-                extra = {"online_block_max": False} if algo == "online" and n <= SHORT_ROW else {}
+                extra = {"online_block_max": False} if algo == "online" and n <= short_row else {}
                 out.append(Choice(algo, Schedule(nontemporal=nt, **s, **extra)))
     return out
 
@@ -275,15 +337,18 @@ def _progress(done: int, total: int, label: str, stream) -> None:
 
 
 def tune(op: str | tuple = ops.SOFTMAX.name, shapes=DEFAULT_SHAPES, target="host", budget: float = 0.05,
-         path: str | os.PathLike | None = None, progress: bool = True, stream=None) -> dict:
+         path: str | os.PathLike | None = None, progress: bool = True, stream=None,
+         dtype="float32", out_dtype=None) -> dict:
     """Time every candidate on each shape and save the fastest per band as wisdom.
 
     op: one op or several; shapes: (rows, n) pairs (one measurement stands for its band;
-    the first shape of a band wins it); budget: seconds of timing per candidate.
+    the first shape of a band wins it); budget: seconds of timing per candidate; dtype,
+    out_dtype: x's and y's (None: dtype), the wisdom is theirs.
     Returns {band: (Choice, elements/ns)} for what was saved."""
     tgt = Target.parse(target)
     if not tgt.is_host:
         raise ValueError(f"tune() times kernels on this machine: target must be the host, not {tgt}")
+    x_dtype, y_dtype = _dtypes(dtype, out_dtype)
     names = (op,) if isinstance(op, str) else tuple(op)
     for o in names:
         ops.get(o)  # ValueError for unknown ops
@@ -291,19 +356,20 @@ def tune(op: str | tuple = ops.SOFTMAX.name, shapes=DEFAULT_SHAPES, target="host
     work = {}
     for o in names:
         for rows, n in shapes:
-            work.setdefault(band(o, rows, n), (o, rows, n))
-    total = sum(len(candidates(o, r, n)) for o, r, n in work.values())
+            work.setdefault(band(o, rows, n, x_dtype, y_dtype), (o, rows, n))
+    total = sum(len(candidates(o, r, n, x_dtype, y_dtype)) for o, r, n in work.values())
     stream = stream or sys.stderr
     done, results = 0, {}
     for key, (o, rows, n) in work.items():
-        x = (np.random.default_rng(0).standard_normal((rows, n)) * 4).astype(np.float32)
-        y = np.empty((rows, 1) if ops.get(o).row_output else (rows, n), np.float32)
+        x = (np.random.default_rng(0).standard_normal((rows, n)) * 4).astype(x_dtype)
+        y = np.empty((rows, 1) if ops.get(o).row_output else (rows, n), y_dtype)
         calls = max(1, (1 << 18) // x.size)  # small shapes: time many calls, not Python
         best = None
-        for choice in candidates(o, rows, n):
+        for choice in candidates(o, rows, n, x_dtype, y_dtype):
             if progress:
                 _progress(done, total, f"{o} {rows}x{n} {choice.describe()}", stream)
-            kernel = runtime.compile(o, algorithm=choice.algorithm, schedule=choice.schedule)
+            kernel = runtime.compile(o, algorithm=choice.algorithm, dtype=x_dtype, out_dtype=y_dtype,
+                                     schedule=choice.schedule)
             seconds = median_time(lambda: [kernel.run_rows(x, y) for _ in range(calls)], budget)
             speed = calls * x.size / seconds / 1e9
             if best is None or speed > best[1]:

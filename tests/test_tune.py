@@ -1,5 +1,6 @@
 """The autotuner: built-in rule, wisdom file (written, used, refused when corrupt or
-foreign), progress bar, and that every schedule it may pick computes the right thing."""
+foreign), progress bar, and that every schedule it may pick computes the right thing;
+bands, the rule and wisdom per dtype pair."""
 import dataclasses
 import io
 import json
@@ -15,7 +16,7 @@ from softgen import api, tune
 from softgen.backends.c import ISAS, rendered_schedule
 from softgen.lower import Schedule
 from reference import check
-from test_api import special_rows
+from test_api import enabled, special_rows
 
 TINY = dict(budget=0.001, progress=False)
 
@@ -275,3 +276,169 @@ def test_choose_for_another_target_uses_its_wisdom(wisdom):
     assert softgen.generate("softmax", algorithm="auto", target=aarch64, schedule="auto:8x500").schedule == odd.schedule
     with pytest.warns(tune.WisdomWarning, match="another CPU"):  # not for this machine
         assert tune.choose("softmax", 8, 500) == tune.builtin("softmax", 8, 500)
+
+
+# --- dtypes ---------------------------------------------------------------------------------
+
+def _host():
+    return softgen.Target.parse("host")
+
+
+# (x's dtype, y's) whose y is narrower than what the kernel computes in: never reload
+NARROW = [("float16", None), ("bfloat16", None), ("float32", "float16"), ("float32", "bfloat16"),
+          ("float64", "float32"), ("float64", "float16"), ("bfloat16", "float16")]
+WIDE = [("float32", None), ("float64", None), ("bfloat16", "float32"), ("float16", "float32"),
+        ("float16", "float64"), ("float32", "float64")]
+
+
+def test_bands_per_dtype(monkeypatch):
+    """float32's bands keep their keys (wisdom written before dtypes is float32's); the other
+    pairs end in their dtypes; residency counts each array's bytes."""
+    monkeypatch.setattr(tune, "llc_bytes", lambda: 32 << 20)
+    assert tune.band("softmax", 8, 100) == "softmax/n<=2^7/cache"
+    assert tune.band("softmax", 8, 100, np.float32, "float32") == "softmax/n<=2^7/cache"
+    assert tune.band("softmax", 8, 100, "float64") == "softmax/n<=2^7/cache/float64"
+    assert tune.band("softmax", 8, 100, "float64", np.float64) == "softmax/n<=2^7/cache/float64"
+    assert tune.band("softmax", 8, 100, "bfloat16", "float32") == "softmax/n<=2^7/cache/bfloat16->float32"
+    assert tune.band("logsumexp", 8, 100, "float32", "float16") == "logsumexp/n<=2^7/cache/float32->float16"
+    assert tune.in_cache("softmax", 1, 3 << 20) and not tune.in_cache("softmax", 1, 3 << 20, "float64")
+    assert not tune.in_cache("softmax", 1, 6 << 20) and tune.in_cache("softmax", 1, 6 << 20, "bfloat16")
+    assert tune.in_cache("softmax", 1, 5 << 20, "float16", "float32")          # 10 + 20 MB
+    assert not tune.in_cache("softmax", 1, 6 << 20, "float16", "float32")      # 12 + 24 MB
+    assert tune.band("softmax", 1, 3 << 20, "float64").endswith("memory/float64")
+    with pytest.raises(TypeError, match="unsupported dtype"):
+        tune.band("softmax", 1, 8, "int8")
+
+
+@pytest.mark.parametrize("dtype,out_dtype", NARROW, ids=str)
+def test_reload_is_never_chosen_for_narrower_outputs(wisdom, monkeypatch, dtype, out_dtype):
+    monkeypatch.setattr(tune, "llc_bytes", lambda: 32 << 20)
+    assert not tune.reload_allowed(dtype, out_dtype)
+    for op in softgen.OPS:
+        for rows, n in tune.DEFAULT_SHAPES + ((4, 1000), (1, 10), (3, 1)):
+            assert tune.choose(op, rows, n, dtype=dtype, out_dtype=out_dtype).algorithm != "three_pass_reload"
+            assert tune.resolve(op, "auto", rows, n, dtype=dtype, out_dtype=out_dtype).algorithm != "three_pass_reload"
+            assert all(c.algorithm != "three_pass_reload" for c in tune.candidates(op, rows, n, dtype, out_dtype))
+    # where float32 reloads, the rule takes recompute (also exp twice, no re-read of y)
+    assert tune.choose("softmax", 4, 1000).algorithm == "three_pass_reload"
+    assert tune.choose("softmax", 4, 1000, dtype=dtype, out_dtype=out_dtype).algorithm == "three_pass_recompute"
+
+
+@pytest.mark.parametrize("dtype,out_dtype", WIDE, ids=str)
+def test_reload_stays_where_the_output_is_as_wide(wisdom, monkeypatch, dtype, out_dtype):
+    monkeypatch.setattr(tune, "llc_bytes", lambda: 32 << 20)
+    assert tune.reload_allowed(dtype, out_dtype)
+    assert tune.choose("softmax", 4, 1000, dtype=dtype, out_dtype=out_dtype).algorithm == "three_pass_reload"
+    assert any(c.algorithm == "three_pass_reload" for c in tune.candidates("softmax", 4, 1000, dtype, out_dtype))
+
+
+def test_rule_thresholds_scale_with_element_size(monkeypatch):
+    """SHORT_ROW is a row of a few vectors of the compute dtype (float64: half as many
+    elements); GROUP_ROW is bytes of x in flight per row (float64: half, 16-bit: twice)."""
+    monkeypatch.setattr(tune, "llc_bytes", lambda: 32 << 20)
+    assert tune.dtype_thresholds() == (tune.SHORT_ROW, tune.GROUP_ROW) == (128, 4096)
+    assert tune.dtype_thresholds("float64") == (64, 2048)
+    assert tune.dtype_thresholds("float16") == tune.dtype_thresholds("bfloat16", "float32") == (128, 8192)
+    assert tune.dtype_thresholds("float32", "float64") == (64, 4096)
+    assert tune.dtype_thresholds("float64", "float16") == (64, 2048)
+    # logsumexp: recompute for short rows, two-pass beyond
+    assert tune.builtin("logsumexp", 4096, 100).algorithm == "three_pass_recompute"
+    assert tune.builtin("logsumexp", 4096, 100, "float64").algorithm == "two_pass"
+    assert tune.builtin("logsumexp", 4096, 64, "float64").algorithm == "three_pass_recompute"
+    assert tune.builtin("logsumexp", 4096, 100, "bfloat16").algorithm == "three_pass_recompute"
+    short = Schedule(rows_per_group=16, unroll=1, pipeline=True, online_block_max=False)
+    assert tune.builtin_schedule("softmax", "online", 64, 100) == short
+    assert tune.builtin_schedule("softmax", "online", 64, 100, "float64") == Schedule(rows_per_group=16, pipeline=True)
+    assert tune.builtin_schedule("softmax", "online", 64, 64, "float64") == short
+    assert tune.builtin_schedule("softmax", "online", 64, 3000).rows_per_group == 16
+    assert tune.builtin_schedule("softmax", "online", 64, 3000, "float64").rows_per_group == 4
+    assert tune.builtin_schedule("softmax", "online", 64, 6000).rows_per_group == 4
+    assert tune.builtin_schedule("softmax", "online", 64, 6000, "bfloat16", "float32").rows_per_group == 16
+    assert any(c.schedule.unroll == 1 for c in tune.candidates("softmax", 64, 100))
+    assert not any(c.schedule.unroll == 1 for c in tune.candidates("softmax", 64, 100, "float64"))
+
+
+def test_wisdom_is_per_dtype(wisdom, monkeypatch):
+    """Wisdom for one dtype pair is that pair's: a float64 entry leaves float32's rule alone
+    and the other way round, and the JIT runs it for float64 arrays."""
+    odd64 = tune.Choice("online", Schedule(unroll=3, block=96))
+    odd32 = tune.Choice("two_pass", Schedule(unroll=2))
+    tune.save_wisdom(wisdom, _host(), {tune.band("log_softmax", 5, 300, "float64"): (odd64, 1.0)})
+    assert tune.choose("log_softmax", 5, 300, dtype="float64") == odd64
+    assert tune.resolve("log_softmax", "auto", 5, 300, dtype=np.float64) == odd64
+    assert tune.choose("log_softmax", 5, 300) == tune.builtin("log_softmax", 5, 300)
+    assert tune.choose("log_softmax", 5, 300, dtype="float32", out_dtype="float64") == \
+        tune.builtin("log_softmax", 5, 300, "float32", "float64")
+    tune.save_wisdom(wisdom, _host(), {tune.band("log_softmax", 5, 300): (odd32, 1.0)})
+    assert tune.choose("log_softmax", 5, 300) == odd32
+    assert tune.choose("log_softmax", 5, 300, dtype="float64") == odd64
+    assert tune.choose("log_softmax", 5, 300, dtype="float16") == tune.builtin("log_softmax", 5, 300, "float16")
+    # the JIT's lookup asks for the array's dtypes
+    monkeypatch.setattr(api, "_kernels", {})
+    monkeypatch.setattr(api, "compile", lambda op, *, algorithm, dtype, out_dtype, schedule: (algorithm, schedule))
+    assert api._kernel_for("log_softmax", "auto", np.zeros((5, 300), np.float64), 1) == ("online", odd64.schedule)
+    assert api._kernel_for("log_softmax", "auto", np.zeros((5, 300), np.float32), 1) == ("two_pass", odd32.schedule)
+
+
+def test_wisdom_without_dtypes_is_float32s(wisdom):
+    """A file as softgen wrote it before dtypes (bands without a dtype) still reads: float32's."""
+    wisdom.parent.mkdir(parents=True)
+    choice = {"algorithm": "online", "schedule": {"unroll": 3, "block": 96}}
+    wisdom.write_text(json.dumps({"version": 1, "targets": {tune.target_key(_host()): {
+        "log_softmax/n<=2^9/cache": {"choice": choice, "el_per_ns": 2.0}}}}))
+    old = tune.Choice.from_json(choice)
+    assert tune.choose("log_softmax", 5, 300) == tune.choose("log_softmax", 5, 300, dtype="float32", out_dtype="float32") == old
+    for dtype, out_dtype in (("float64", None), ("bfloat16", None), ("float16", "float32"), ("float32", "float64")):
+        assert tune.choose("log_softmax", 5, 300, dtype=dtype, out_dtype=out_dtype) == \
+            tune.builtin("log_softmax", 5, 300, dtype, out_dtype)
+
+
+def test_wisdom_never_reloads_into_narrower_outputs(wisdom, monkeypatch):
+    """A hand-made (or stale) entry naming reload for a 16-bit output is not followed."""
+    monkeypatch.setattr(tune, "llc_bytes", lambda: 32 << 20)
+    reload = tune.Choice("three_pass_reload", Schedule(unroll=2))
+    tune.save_wisdom(wisdom, _host(), {tune.band("softmax", 4, 1000, "float16"): (reload, 1.0),
+                                       tune.band("softmax", 4, 1000, "bfloat16", "float32"): (reload, 1.0)})
+    assert tune.choose("softmax", 4, 1000, dtype="float16") == tune.builtin("softmax", 4, 1000, "float16")
+    assert tune.choose("softmax", 4, 1000, dtype="float16").algorithm == "three_pass_recompute"
+    assert tune.choose("softmax", 4, 1000, dtype="bfloat16", out_dtype="float32") == reload
+
+
+def test_auto_schedules_for_generate_follow_the_dtypes(wisdom, monkeypatch):
+    """schedule="auto:ROWSxN" resolves for the dtypes asked for (what the JIT runs for them)."""
+    monkeypatch.setattr(tune, "llc_bytes", lambda: 32 << 20)
+    f32 = tune.resolve_request("softmax", "auto", "auto:64x100")
+    f64 = tune.resolve_request("softmax", "auto", "auto:64x100", "host", "float64")
+    f16 = tune.resolve_request("softmax", "auto", "auto:64x100", "host", "float16")
+    assert f32 == ("three_pass_reload", tune.builtin_schedule("softmax", "three_pass_reload", 64, 100))
+    assert f64 == ("three_pass_reload", Schedule(rows_per_group=16, pipeline=True)) != f32
+    assert f16[0] == "three_pass_recompute"
+    assert tune.resolve_request("logsumexp", "two_pass", "auto:4096x100", "host", "float64")[1] == \
+        tune.builtin_schedule("logsumexp", "two_pass", 4096, 100, "float64")
+
+
+@pytest.mark.parametrize("dtype,out_dtype", [("float64", None), ("bfloat16", None), ("float16", "float32")], ids=str)
+def test_tune_per_dtype(wisdom, dtype, out_dtype):
+    """tune(dtype=...) times that pair's kernels and saves them under its bands only."""
+    results = enabled(tune.tune, "softmax", shapes=[(8, 40)], dtype=dtype, out_dtype=out_dtype, **TINY)
+    key = tune.band("softmax", 8, 40, dtype, out_dtype)
+    assert set(results) == {key} and key != tune.band("softmax", 8, 40)
+    choice, speed = results[key]
+    assert speed > 0 and choice in tune.candidates("softmax", 8, 40, dtype, out_dtype)
+    assert tune.choose("softmax", 8, 40, dtype=dtype, out_dtype=out_dtype) == choice
+    entries = json.loads(wisdom.read_text())["targets"][tune.target_key(_host())]
+    assert set(entries) == {key}
+    assert tune.choose("softmax", 8, 40) == tune.builtin("softmax", 8, 40)
+
+
+def test_cli_tune_takes_dtypes(tmp_path):
+    path = tmp_path / "w.json"
+    res = subprocess.run([sys.executable, "-m", "softgen.cli", "tune", "--op", "logsumexp", "--shape", "8x33",
+                          "--dtype", "bfloat16", "--out-dtype", "float32", "--budget", "0.001",
+                          "--wisdom", str(path), "--quiet"], capture_output=True, text=True, timeout=300)
+    if res.returncode == 2 and "not enabled" in res.stderr:
+        pytest.skip(f"kernels for these dtypes are not enabled yet: {res.stderr.strip()}")
+    assert res.returncode == 0, res.stderr
+    band = "logsumexp/n<=2^6/cache/bfloat16->float32"
+    assert band in res.stdout
+    assert set(json.loads(path.read_text())["targets"][tune.target_key(_host())]) == {band}

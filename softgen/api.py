@@ -1,50 +1,94 @@
 """The Python API: softmax / log_softmax / logsumexp on numpy arrays, each running the
-kernel chosen for the array's shape (softgen.tune); compile() for one kernel."""
+kernel chosen for the array's shape and dtypes (softgen.tune); compile() for one kernel."""
 from __future__ import annotations
 
 import numpy as np
 
 from . import algorithms, ops, tune
-from .runtime import _F32, Kernel, _as_input, _normalize_axis, _run, compile
+from .dtypes import DTYPES, check_dtype
+from .runtime import _F32, Kernel, _as_input, _fast_call, _normalize_axis, _run, _run_general, compile
 from .runtime import OUTPUT_DELTA, PAGE, same_page_offset  # noqa: F401  (api's names before runtime.py)
 
 
-def choose_algorithm(op: str, n: int, rows: int = 1) -> str:
+def choose_algorithm(op: str, n: int, rows: int = 1, dtype="float32", out_dtype=None) -> str:
     """The algorithm `algorithm="auto"` runs for [rows, n] (see softgen.tune.choose)."""
-    return tune.choose(op, rows, n).algorithm
+    return tune.choose(op, rows, n, dtype=dtype, out_dtype=out_dtype).algorithm
 
 
-_kernels: dict = {}  # (op, algorithm, rows, n, tuning generation) -> Kernel: the per-call lookup
+# (op, algorithm, rows, n, tuning generation) -> Kernel for float32 -> float32, the same with
+# (x's dtype name, y's) appended for every other pair: the per-call lookup
+_kernels: dict = {}
 
 
-def _kernel_for(op: str, algorithm: str, arr: np.ndarray, ax: int) -> Kernel:
+def _f32_kernel(op: str, algorithm: str, arr: np.ndarray, ax: int) -> Kernel:
+    """The float32 -> float32 kernel for op over axis `ax` of arr (the fast path's lookup)."""
     n = arr.shape[ax]
     rows = arr.size // n if n else 0
     key = (op, algorithm, rows, n, tune.generation)
     kernel = _kernels.get(key)
-    if kernel is None:
-        choice = tune.resolve(op, algorithm, rows, n)
-        kernel = compile(op, algorithm=choice.algorithm, schedule=choice.schedule)
-        if len(_kernels) > 4096:  # many distinct shapes: start over rather than grow
-            _kernels.clear()
-        _kernels[key] = kernel
+    return kernel if kernel is not None else _new_kernel(key, op, algorithm, rows, n, _F32, _F32)
+
+
+def _kernel_for(op: str, algorithm: str, arr: np.ndarray, ax: int, out_dtype: np.dtype | None = None) -> Kernel:
+    """The kernel for op over axis `ax` of arr, writing out_dtype (None: arr's dtype)."""
+    x_dtype = arr.dtype
+    out_dtype = x_dtype if out_dtype is None else out_dtype
+    if x_dtype is _F32 and out_dtype is _F32:
+        return _f32_kernel(op, algorithm, arr, ax)
+    n = arr.shape[ax]
+    rows = arr.size // n if n else 0
+    key = (op, algorithm, rows, n, tune.generation, x_dtype.name, out_dtype.name)
+    kernel = _kernels.get(key)
+    return kernel if kernel is not None else _new_kernel(key, op, algorithm, rows, n, x_dtype, out_dtype)
+
+
+def _new_kernel(key: tuple, op: str, algorithm: str, rows: int, n: int, x_dtype, out_dtype) -> Kernel:
+    choice = tune.resolve(op, algorithm, rows, n, dtype=x_dtype, out_dtype=out_dtype)
+    kernel = compile(op, algorithm=choice.algorithm, dtype=x_dtype, out_dtype=out_dtype, schedule=choice.schedule)
+    if len(_kernels) > 4096:  # many distinct shapes: start over rather than grow
+        _kernels.clear()
+    _kernels[key] = kernel
     return kernel
+
+
+def _result_dtype(x_dtype: np.dtype, out, dtype) -> np.dtype:
+    """The result's dtype: `dtype` if given, else out's (a supported float dtype), else x's.
+    TypeError where out's dtype is not the result's."""
+    if dtype is not None:
+        result = check_dtype(dtype)
+        if isinstance(out, np.ndarray) and out.dtype != result:
+            raise TypeError(f"out has dtype {out.dtype}, but dtype={result.name} asks for a {result} result")
+        return result
+    if not isinstance(out, np.ndarray):  # None, or not an array (the runtime says so)
+        return x_dtype
+    if out.dtype.name in DTYPES and out.dtype.isnative:
+        return out.dtype
+    raise TypeError(f"out has dtype {out.dtype}; the result's dtype is {x_dtype} (x's), or with "
+                    f"dtype=None that of an out of {', '.join(DTYPES)}")
 
 
 def _op_entry(spec: ops.OpSpec):
     op = spec.name
 
-    def run(x, axis: int = -1, *, algorithm: str = "auto", out=None):
-        if type(x) is np.ndarray and x.dtype is _F32 and x.ndim and type(axis) is int and -x.ndim <= axis < x.ndim:
-            arr, ax = x, axis % x.ndim
-        else:
-            arr = _as_input(x)
-            ax = _normalize_axis(axis, arr.ndim)
-        return _run(_kernel_for(op, algorithm, arr, ax), arr, ax, out)
+    def run(x, axis: int = -1, *, algorithm: str = "auto", out=None, dtype=None):
+        if (type(x) is np.ndarray and x.dtype is _F32 and dtype is None and x.ndim and type(axis) is int
+                and -x.ndim <= axis < x.ndim and (out is None or type(out) is np.ndarray and out.dtype is _F32)):
+            ax = axis % x.ndim  # float32 in and out: the common case, no checks beyond these
+            kernel = _f32_kernel(op, algorithm, x, ax)
+            y = _fast_call(kernel, x, ax, out)
+            return y if y is not None else _run_general(kernel, x, ax, out)
+        arr = _as_input(x)
+        ax = _normalize_axis(axis, arr.ndim)
+        out_dtype = _result_dtype(arr.dtype, out, dtype)
+        return _run(_kernel_for(op, algorithm, arr, ax, out_dtype), arr, ax, out)
     run.__name__ = op
-    run.__doc__ = (f"{op} of a float32 array along `axis` (numpy semantics).\n\n"
-                   f"algorithm: 'auto' or one of {', '.join(algorithms.ALGORITHMS)}; "
-                   f"out: a float32 array of the result's shape (may be x itself).")
+    run.__doc__ = (f"{op} of an array along `axis` (numpy semantics).\n\n"
+                   f"x: float32, float64, float16 or bfloat16 (ml_dtypes) runs in that dtype (16-bit: "
+                   f"computed in float32); integers and bools are converted to float64.\n"
+                   f"algorithm: 'auto' or one of {', '.join(algorithms.ALGORITHMS)}.\n"
+                   f"out: an array of the result's shape and dtype (may be x itself).\n"
+                   f"dtype: the result's dtype (default: out's, else x's), as torch.{op}'s dtype=; "
+                   f"computed in float64 if it or x is float64, else in float32.")
     return run
 
 

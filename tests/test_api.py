@@ -1,11 +1,13 @@
 """The numpy-facing API against float64: every op x algorithm x row length, special
-inputs, long rows, axes, views, out=, and bad input."""
+inputs, long rows, axes, views, out=, bad input, and the dtypes (dtype=, out=, what
+comes back, what each computes in)."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import softgen
-from reference import check, check_relative, check_ulps, near_zero_rows, offset_rows, reference
+from softgen import api, runtime
+from reference import _stats, check, check_relative, check_ulps, near_zero_rows, offset_rows, reference
 
 PAIRS = [(op, algo) for op in softgen.OPS for algo in softgen.ALGORITHMS
          if not (algo == "three_pass_reload" and op != "softmax")]
@@ -230,11 +232,16 @@ def test_auto_rule_picks_by_row_length():
 # --- bad input ---------------------------------------------------------------
 
 @pytest.mark.parametrize("bad,err,match", [
-    (np.zeros((2, 3), np.float64), TypeError, "float64"),
-    (np.zeros((2, 3), np.int32), TypeError, "int32"),
-    (np.array([[1.0, None]], dtype=object), TypeError, "object"),
-    ([[1.0, 2.0]], TypeError, "float64"),
+    (np.zeros((2, 3), np.complex64), TypeError, "complex input \\(complex64\\) is not supported"),
+    ([[1.0, 2j]], TypeError, "complex input \\(complex128\\)"),
+    (np.array([[1.0, None]], dtype=object), TypeError, "object arrays are not supported"),
+    (np.array([[1.0, 2.0]], dtype=object), TypeError, "object arrays are not supported"),
+    (np.zeros((2, 3), np.longdouble), TypeError, f"unsupported dtype {np.dtype(np.longdouble)}; softgen supports float32"),
+    (np.array([["a", "b"]]), TypeError, "unsupported dtype <U1"),
+    (np.zeros(3, "datetime64[s]"), TypeError, "unsupported dtype datetime64"),
+    ([[1.0], [2.0, 3.0]], TypeError, "expected an array of floats, got list"),
     (np.float32(3.0), ValueError, "0-d"),
+    (3.0, ValueError, "0-d"),
 ])
 def test_bad_inputs(bad, err, match):
     with pytest.raises(err, match=match):
@@ -251,14 +258,16 @@ def test_bad_arguments():
         softgen.softmax(x, algorithm="fast")
     with pytest.raises(ValueError, match="unknown op 'softmin'"):
         softgen.compile("softmin", algorithm="online")
-    with pytest.raises(TypeError, match="float64"):
-        softgen.compile("softmax", algorithm="online", dtype="float64")
+    with pytest.raises(TypeError, match="unsupported dtype int32"):
+        softgen.compile("softmax", algorithm="online", dtype="int32")
+    with pytest.raises(TypeError, match="unsupported dtype 'float8'"):
+        softgen.compile("softmax", algorithm="online", dtype="float8")
     with pytest.raises(NotImplementedError, match="reload"):
         softgen.logsumexp(x, algorithm="three_pass_reload")
     with pytest.raises(ValueError, match="shape"):
         softgen.softmax(x, out=np.zeros((3, 2), np.float32))
-    with pytest.raises(TypeError, match="dtype"):
-        softgen.softmax(x, out=np.zeros((2, 3), np.float64))
+    with pytest.raises(TypeError, match="out has dtype int32; the result's dtype is float32"):
+        softgen.softmax(x, out=np.zeros((2, 3), np.int32))
     with pytest.raises(TypeError, match="numpy array"):
         softgen.softmax(x, out=[[0.0] * 3] * 2)
     ro = np.zeros((2, 3), np.float32)
@@ -267,3 +276,409 @@ def test_bad_arguments():
         softgen.softmax(x, out=ro)
     with pytest.raises(ValueError, match="shape"):
         softgen.logsumexp(x, out=np.zeros((2, 3), np.float32))
+
+
+# --- dtypes --------------------------------------------------------------------
+# float64 runs in float64, float16 and bfloat16 store 16 bits and compute in float32;
+# dtype= and out= choose the result's dtype.  Where the kernels for a dtype are not enabled
+# yet (compile raises NotImplementedError "... not enabled ..."), the tests that need them
+# skip and say so.
+
+try:
+    import ml_dtypes
+    BF16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # the bfloat16 extra
+    BF16 = None
+F32, F64, F16 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)
+needs_bf16 = pytest.mark.skipif(BF16 is None, reason="bfloat16 needs ml_dtypes (pip install softgen[bfloat16])")
+ALL_DTYPES = [F32, F64, F16, pytest.param(BF16, marks=needs_bf16)]
+OTHER_DTYPES = ALL_DTYPES[1:]
+SIXTEEN = [F16, pytest.param(BF16, marks=needs_bf16)]
+
+
+def enabled(fn, *args, **kw):
+    """fn(*args, **kw); skips the test where kernels for its dtypes are not enabled yet."""
+    try:
+        return fn(*args, **kw)
+    except NotImplementedError as e:
+        if "not enabled" in str(e):
+            pytest.skip(f"kernels for these dtypes are not enabled yet: {e}")
+        raise
+
+
+def _ordered(v: np.ndarray) -> np.ndarray:
+    """The bits of v as integers in the order of the values (-0 and +0 alike)."""
+    bits = {2: np.int16, 4: np.int32, 8: np.int64}[v.dtype.itemsize]
+    i = np.ascontiguousarray(v).view(bits).astype(np.int64)
+    return np.where(i < 0, np.iinfo(bits).min - i, i)
+
+
+def check_as(op: str, x: np.ndarray, y: np.ndarray, dtype) -> None:
+    """y (of `dtype`) against the float64 reference of x's values: float32 as check();
+    float64 within 1e-14 (softmax relative, the log ops relative to |y| + |lse| + 1, as
+    check's measure); 16-bit: the reference rounded to the dtype, or a neighbour of it."""
+    dtype = np.dtype(dtype)
+    assert y.dtype == dtype, f"got {y.dtype}, expected {dtype}"
+    if dtype == F32:
+        check(op, x, y)
+        return
+    ref = reference(op, x)
+    assert y.shape == ref.shape
+    got = y.astype(np.float64)
+    nan_ref = np.isnan(ref)
+    assert np.array_equal(nan_ref, np.isnan(got)), \
+        f"NaN positions differ: ref {np.argwhere(nan_ref)[:5]}, got {np.argwhere(np.isnan(got))[:5]}"
+    ok = ~nan_ref
+    if dtype != F64:
+        with np.errstate(over="ignore"):
+            rounded = ref[ok].astype(dtype)
+        apart = np.abs(_ordered(y[ok]) - _ordered(rounded))
+        worst = int(apart.max()) if apart.size else 0
+        assert worst <= 1, (f"{worst} ulps of {dtype} from the rounded reference: got "
+                            f"{got[ok][apart.argmax()]}, expected {rounded.astype(np.float64)[apart.argmax()]}")
+        return
+    ref, got = ref[ok], got[ok]
+    inf = np.isinf(ref)
+    assert np.array_equal(ref[inf], got[inf]), "infinities differ"
+    ref, got = ref[~inf], got[~inf]
+    err = np.abs(got - ref)
+    if op == "softmax":
+        big = ref > 1e-290
+        worst = float(np.max(err[big] / ref[big])) if big.any() else 0.0
+        assert worst <= 1e-14, f"max relative error {worst:.3g} > 1e-14"
+        assert np.all(err[~big] <= 1e-14 * ref[~big] + 4 * 2.0 ** -1074), "tiny outputs wrong"
+        return
+    _, m, u = _stats(x)
+    with np.errstate(all="ignore"):
+        scale = np.abs(np.where(np.isfinite(m), m + np.log1p(u), 0.0))
+    scale = np.broadcast_to(scale if op == "log_softmax" else scale[..., 0], y.shape)[ok][~inf]
+    worst = float((err / (np.abs(ref) + scale + 1.0)).max()) if err.size else 0.0
+    assert worst <= 1e-14, f"max relative error {worst:.3g} > 1e-14"
+
+
+def random_rows(dtype, rows: int, n: int, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal((rows, n)) * 4).astype(dtype)
+
+
+def test_check_as_can_fail():
+    """The per-dtype comparison rejects a result off by 2 ulps or a float32-accurate
+    float64 result (so the tests below mean something)."""
+    x = random_rows(F16, 2, 50)
+    y = reference("softmax", x).astype(F16)
+    check_as("softmax", x, y, F16)
+    y[0, 3] = np.nextafter(np.nextafter(y[0, 3], F16.type(1)), F16.type(1))
+    with pytest.raises(AssertionError, match="2 ulps"):
+        check_as("softmax", x, y, F16)
+    x64 = random_rows(F64, 2, 50)
+    with pytest.raises(AssertionError, match="relative error"):
+        check_as("log_softmax", x64, reference("log_softmax", x64.astype(F32)).astype(F64), F64)
+
+
+@pytest.mark.parametrize("dtype", OTHER_DTYPES, ids=str)
+@pytest.mark.parametrize("op,algo", PAIRS + [(op, "auto") for op in softgen.OPS])
+def test_each_dtype_in_and_out(op, algo, dtype):
+    """x of a dtype gives a result of that dtype, right to its precision, on every
+    algorithm that computes it (reload has no 16-bit output: below)."""
+    if algo == "three_pass_reload" and dtype.itemsize == 2:
+        pytest.skip("three_pass_reload refuses 16-bit outputs (test_reload_refuses_16_bit_outputs)")
+    for n in (1, 7, 64, 129, 1000):
+        x = random_rows(dtype, 5, n, seed=n)
+        check_as(op, x, enabled(run, op, algo, x), dtype)
+
+
+@pytest.mark.parametrize("dtype", SIXTEEN, ids=str)
+def test_reload_refuses_16_bit_outputs(dtype):
+    x = random_rows(dtype, 2, 10)
+    with pytest.raises(NotImplementedError, match=f"a {dtype} output would round twice"):
+        softgen.softmax(x, algorithm="three_pass_reload")
+    with pytest.raises(NotImplementedError, match="round twice"):
+        softgen.softmax(random_rows(F32, 2, 10), algorithm="three_pass_reload", dtype=dtype)
+
+
+def special_rows_as(dtype, n: int) -> dict:
+    """special_rows in `dtype` (values beyond its range become +-inf), and the dtype's own
+    extremes: its largest values, outputs that are its subnormals."""
+    with np.errstate(over="ignore"):
+        rows = {name: r.astype(dtype) for name, r in special_rows(n).items()}
+    if dtype == F64:
+        rows["+-DBL_MAX"] = np.tile([1.7976931348623157e308, -1.7976931348623157e308, 0.0], n)[:n]
+        sub = np.linspace(-744.0, -709.0, n)
+        rows["float64 subnormal outputs"] = np.where(np.arange(n) == 0, 0.0, sub)
+        rows["1e-300"] = special_rows(n)["constant"].astype(F64) * 1e-300
+    elif dtype == F16:
+        rows["+-65504"] = np.tile(np.float16([65504, -65504, 0]), n)[:n]
+        sub = np.linspace(-17.0, -9.0, n).astype(F16)  # e^(x - max): float16 subnormals
+        rows["float16 subnormal outputs"] = np.where(np.arange(n) == 0, F16.type(0), sub)
+    return rows
+
+
+@pytest.mark.parametrize("dtype", OTHER_DTYPES, ids=str)
+@pytest.mark.parametrize("op", softgen.OPS)
+@pytest.mark.parametrize("n", [2, 37, 300])
+def test_special_inputs_per_dtype(op, dtype, n):
+    rows = special_rows_as(dtype, n)
+    x = np.stack(list(rows.values()))
+    y = enabled(OP_FN[op], x)
+    for i, name in enumerate(rows):
+        try:
+            check_as(op, x[i:i + 1], y[i:i + 1], dtype)
+        except AssertionError as e:
+            raise AssertionError(f"row '{name}': {e}") from None
+
+
+def test_integer_and_bool_inputs_compute_in_float64():
+    """As scipy.special.softmax: integers and bools are converted to float64."""
+    scipy_special = pytest.importorskip("scipy.special")
+    inputs = [np.arange(12, dtype=np.int32).reshape(3, 4), np.array([[True, False, True]]),
+              np.arange(6, dtype=np.uint8).reshape(2, 3), np.array([[2 ** 40, 2 ** 40 + 1, -5]], np.int64)]
+    for x in inputs:
+        for op in softgen.OPS:
+            y = enabled(OP_FN[op], x)
+            assert y.dtype == F64
+            check_as(op, x.astype(F64), y, F64)
+            expected = getattr(scipy_special, op)(x, axis=-1)
+            assert expected.dtype == y.dtype and np.allclose(y, expected, rtol=1e-14, atol=0)
+
+
+def test_lists_and_scalars_in_lists():
+    for x, shape in (([[1.0, 2.0, 3.0]], (1, 3)), ([1, 2, 3], (3,)), ([[0.5], [1.5]], (2, 1))):
+        y = enabled(softgen.softmax, x)
+        assert y.dtype == F64 and y.shape == shape
+        check_as("softmax", np.asarray(x, F64), y, F64)
+    lse = enabled(softgen.logsumexp, [[0.0, 0.0]])
+    assert lse.dtype == F64 and abs(lse[0] - np.log(2)) < 1e-15
+
+
+def test_non_native_byte_order_is_read():
+    x = random_rows(F32, 3, 20)
+    y = softgen.softmax(x.astype(">f4"))
+    assert y.dtype == F32 and y.dtype.isnative
+    assert np.array_equal(y, softgen.softmax(x))
+
+
+# (x's dtype, dtype=): the kernel reads x as it is and writes the result's dtype directly
+MIXED = [(F32, F64), (F64, F32), (F16, F32), (F16, F64), (F32, F16), (F64, F16),
+         pytest.param(BF16, F32, marks=needs_bf16), pytest.param(F32, BF16, marks=needs_bf16),
+         pytest.param(BF16, F16, marks=needs_bf16), pytest.param(BF16, F64, marks=needs_bf16)]
+
+
+@pytest.fixture
+def compiled(monkeypatch):
+    """The (dtype, out_dtype, algorithm) of every kernel the API compiles in the test (with
+    the per-call lookup empty at the start)."""
+    calls = []
+    real = api.compile
+
+    def spy(op, *, algorithm, dtype="float32", out_dtype=None, **kw):
+        calls.append((np.dtype(dtype), None if out_dtype is None else np.dtype(out_dtype), algorithm))
+        return real(op, algorithm=algorithm, dtype=dtype, out_dtype=out_dtype, **kw)
+    monkeypatch.setattr(api, "compile", spy)
+    monkeypatch.setattr(api, "_kernels", {})
+    return calls
+
+
+@pytest.mark.parametrize("x_dtype,dtype", MIXED, ids=str)
+@pytest.mark.parametrize("op", softgen.OPS)
+def test_dtype_argument_reads_x_as_it_is(compiled, op, x_dtype, dtype):
+    """dtype= as torch's: the result's dtype, computed in float64 if it or x is float64
+    (float32 x with dtype=float64 is float64-accurate); one kernel reads x's dtype and
+    writes dtype's, no converted copy of x."""
+    x = random_rows(x_dtype, 6, 300)
+    y = enabled(OP_FN[op], x, dtype=dtype)
+    check_as(op, x, y, dtype)
+    assert [c[:2] for c in compiled] == [(x_dtype, dtype)]
+    assert enabled(OP_FN[op], x, dtype=dtype.name).dtype == dtype  # names too
+    view = random_rows(x_dtype, 300, 6).T  # the general path
+    check_as(op, view, enabled(OP_FN[op], view, dtype=dtype), dtype)
+
+
+@pytest.mark.parametrize("x_dtype,dtype", MIXED, ids=str)
+def test_out_of_another_dtype_is_the_result_dtype(compiled, x_dtype, dtype):
+    """dtype=None and out of another supported dtype: out's dtype is the result's (numpy
+    ufunc-like); with dtype= given, out must be of it."""
+    x = random_rows(x_dtype, 4, 100)
+    out = np.full((4, 100), 7, dtype)
+    assert enabled(softgen.log_softmax, x, out=out) is out
+    check_as("log_softmax", x, out, dtype)
+    out2 = np.empty_like(out)
+    assert softgen.log_softmax(x, out=out2, dtype=dtype) is out2
+    assert np.array_equal(out2, out, equal_nan=True)
+    assert {c[:2] for c in compiled} == {(x_dtype, dtype)}
+    lse = np.empty(4, dtype)
+    assert enabled(softgen.logsumexp, x, out=lse) is lse
+    check_as("logsumexp", x, lse, dtype)
+
+
+@pytest.mark.parametrize("dtype", SIXTEEN + [F64], ids=str)
+def test_in_place_and_out_per_dtype(dtype):
+    x = random_rows(dtype, 5, 1000, seed=2)
+    expected = enabled(softgen.softmax, x)
+    x2 = x.copy()
+    assert softgen.softmax(x2, out=x2) is x2
+    assert np.array_equal(x2, expected)
+    t = np.asfortranarray(x)  # in place on a view laid out otherwise
+    assert softgen.softmax(t, out=t) is t
+    assert np.array_equal(t, expected)
+
+
+def test_out_and_dtype_mismatches_name_both():
+    x = random_rows(F32, 2, 3)
+    with pytest.raises(TypeError, match="out has dtype float32, but dtype=float64 asks for a float64 result"):
+        softgen.softmax(x, out=np.zeros((2, 3), F32), dtype=np.float64)
+    with pytest.raises(TypeError, match="out has dtype float64, but dtype=float16"):
+        softgen.log_softmax(x, out=np.zeros((2, 3), F64), dtype="float16")
+    with pytest.raises(TypeError, match="out has dtype float16, but dtype=float32"):
+        softgen.logsumexp(x, out=np.zeros(2, F16), dtype=F32)
+    with pytest.raises(TypeError, match="out has dtype int32; the result's dtype is float32 \\(x's\\)"):
+        softgen.softmax(x, out=np.zeros((2, 3), np.int32))
+    with pytest.raises(TypeError, match="out has dtype complex64; the result's dtype is float16"):
+        softgen.softmax(x.astype(F16), out=np.zeros((2, 3), np.complex64))
+    with pytest.raises(TypeError, match="out has dtype >f8; the result's dtype is float32"):
+        softgen.softmax(x, out=np.zeros((2, 3), ">f8"))
+    with pytest.raises(TypeError, match="out has dtype int64; the result's dtype is float64"):
+        softgen.softmax([[1, 2, 3]], out=np.zeros((1, 3), np.int64))
+    with pytest.raises(TypeError, match="unsupported dtype int32"):
+        softgen.softmax(x, dtype=np.int32)
+    with pytest.raises(TypeError, match="unsupported dtype 'complex64'|unsupported dtype complex64"):
+        softgen.softmax(x, dtype="complex64")
+    with pytest.raises(TypeError, match="out must be a numpy array"):
+        softgen.softmax(x, out=[[0.0] * 3] * 2, dtype=np.float32)
+
+
+def test_float32_fast_path_is_still_taken(monkeypatch):
+    """float32 C-contiguous arrays over the last axis (new output or a float32 out) go
+    straight to the kernel: no input checks, no general path, the float32 lookup key."""
+    x = random_rows(F32, 4, 16)
+    out = np.empty_like(x)
+    expected = {op: OP_FN[op](x) for op in softgen.OPS}
+
+    def general(*args, **kw):
+        raise AssertionError("took the general path")
+    monkeypatch.setattr(api, "_run_general", general)
+    monkeypatch.setattr(runtime, "_run_general", general)
+    monkeypatch.setattr(api, "_as_input", general)
+    monkeypatch.setattr(api, "_result_dtype", general)
+    for op in softgen.OPS:
+        assert np.array_equal(OP_FN[op](x), expected[op])
+        assert np.array_equal(OP_FN[op](x, axis=1), expected[op])
+    assert softgen.softmax(x, out=out) is out and np.array_equal(out, expected["softmax"])
+    assert ("softmax", "auto", 4, 16, softgen.tune.generation) in api._kernels
+    with pytest.raises(AssertionError, match="general path"):  # the spy can fail
+        softgen.softmax(x.T)
+    with pytest.raises(AssertionError, match="general path"):
+        softgen.softmax(x, dtype=np.float32)
+
+
+@pytest.mark.parametrize("dtype", OTHER_DTYPES, ids=str)
+def test_other_dtypes_take_the_fast_call(monkeypatch, dtype):
+    """C-contiguous arrays of any dtype run the kernel with no copies or views."""
+    x = random_rows(dtype, 4, 1000)
+    expected = enabled(softgen.softmax, x)
+
+    def general(*args, **kw):
+        raise AssertionError("took the general path")
+    monkeypatch.setattr(runtime, "_run_general", general)
+    assert np.array_equal(softgen.softmax(x), expected)
+    out = np.empty_like(x)
+    assert softgen.softmax(x, out=out) is out and np.array_equal(out, expected)
+
+
+class _FakeKernel:
+    def __init__(self, op, algorithm, dtype, out_dtype, schedule):
+        self.op, self.algorithm, self.schedule = op, algorithm, schedule
+        self.dtype, self.out_dtype = np.dtype(dtype), np.dtype(dtype if out_dtype is None else out_dtype)
+
+
+def test_kernel_lookup_is_per_dtype(monkeypatch):
+    """The per-call lookup keys each (x dtype, y dtype) apart: one kernel per pair and
+    shape, float32's under the key it had before dtypes; auto never picks three_pass_reload
+    where y is narrower than the compute dtype."""
+    monkeypatch.setattr(api, "_kernels", {})
+    monkeypatch.setattr(api, "compile", lambda op, *, algorithm, dtype, out_dtype, schedule:
+                        _FakeKernel(op, algorithm, dtype, out_dtype, schedule))
+    monkeypatch.setattr(softgen.tune, "llc_bytes", lambda: 32 << 20)
+    pairs = [(F32, None), (F32, F64), (F64, None), (F64, F32), (F16, None), (F16, F32), (F32, F16)]
+    if BF16 is not None:
+        pairs += [(BF16, None), (BF16, F32), (F32, BF16)]
+    kernels = {}
+    for x_dtype, out_dtype in pairs:
+        x = np.zeros((4, 1000), x_dtype)
+        k = api._kernel_for("softmax", "auto", x, 1, out_dtype)
+        y_dtype = x_dtype if out_dtype is None else out_dtype
+        assert (k.dtype, k.out_dtype) == (x_dtype, y_dtype)
+        assert api._kernel_for("softmax", "auto", x, 1, out_dtype) is k
+        kernels[x_dtype, y_dtype] = k
+        narrow = y_dtype.itemsize < max(4, x_dtype.itemsize, y_dtype.itemsize)
+        assert (k.algorithm == "three_pass_reload") == (not narrow), (x_dtype, y_dtype, k.algorithm)
+    assert len({id(k) for k in kernels.values()}) == len(kernels)
+    assert ("softmax", "auto", 4, 1000, softgen.tune.generation) in api._kernels
+    assert ("softmax", "auto", 4, 1000, softgen.tune.generation, "float16", "float32") in api._kernels
+    assert len(api._kernels) == len(pairs)
+    # the API's calls land on these keys (x's dtype, the result's)
+    monkeypatch.setattr(api, "_run", lambda kernel, arr, ax, out: kernel)
+    assert softgen.softmax(np.zeros((4, 1000), F16), dtype=F32) is kernels[F16, F32]
+    assert softgen.softmax(np.zeros((4, 1000), F32), out=np.zeros((4, 1000), F64)) is kernels[F32, F64]
+    assert softgen.softmax(np.zeros((4, 1000), np.int16)) is kernels[F64, F64]
+    assert softgen.softmax(np.zeros((4, 1000), np.int16), dtype=F16) is api._kernel_for(
+        "softmax", "auto", np.zeros((4, 1000), F64), 1, F16)
+
+
+def test_kernel_objects_know_their_dtypes():
+    k = softgen.compile("softmax", algorithm="two_pass")
+    assert (k.dtype, k.out_dtype) == (F32, F32)
+    with pytest.raises(TypeError, match="x has dtype float64; this kernel reads float32"):
+        k(np.zeros((2, 3), F64))
+    with pytest.raises(TypeError, match="x has dtype int32; this kernel reads float32"):
+        k(np.zeros((2, 3), np.int32))
+    with pytest.raises(TypeError, match="out has dtype float64; expected float32"):
+        k(np.zeros((2, 3), F32), out=np.zeros((2, 3), F64))
+
+
+def test_kernels_of_other_dtypes():
+    pairs = [("float64", None), ("float16", "float32"), ("float32", "float64")]
+    if BF16 is not None:
+        pairs.append(("bfloat16", "float32"))
+    for dtype, out_dtype in pairs:
+        k = enabled(softgen.compile, "log_softmax", algorithm="online", dtype=dtype, out_dtype=out_dtype)
+        assert (k.dtype.name, k.out_dtype.name) == (dtype, out_dtype or dtype)
+        x = random_rows(k.dtype, 3, 40)
+        check_as("log_softmax", x, k(x), k.out_dtype)
+        with pytest.raises(TypeError, match=f"this kernel reads {dtype}"):
+            k(np.zeros((2, 3), np.complex64 if dtype == "float64" else F64).real)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+def test_rows_view_and_output_placement_per_itemsize(dtype):
+    a = np.zeros((3, 5, 7), dtype)
+    assert runtime._rows_view(a).shape == (15, 7)
+    assert runtime._rows_view(a[:, :, ::2]) is None       # element stride of two items
+    assert runtime._rows_view(a[:, :, 1:]).strides == (7 * dtype.itemsize, dtype.itemsize)
+    assert runtime._rows_view(a[:, 1:, :]) is None        # no [rows, n] view
+    assert runtime._rows_view(a[:, :, ::-1]) is None
+    x = np.zeros((64, 64), F32)[:, 1:]
+    for out_dtype in (F32, dtype):
+        y = runtime.same_page_offset(x, (10, 9), dtype=out_dtype)
+        assert y.dtype == out_dtype and y.shape == (10, 9)
+        gap = (x.ctypes.data + runtime.OUTPUT_DELTA - y.ctypes.data) % runtime.PAGE
+        assert gap < out_dtype.itemsize
+    assert runtime.same_page_offset(x.astype(dtype), (3,)).dtype == dtype  # default: x's
+
+
+@pytest.mark.parametrize("dtype", OTHER_DTYPES, ids=str)
+@pytest.mark.parametrize("op", softgen.OPS)
+def test_axes_and_views_per_dtype(op, dtype):
+    """Any axis and layout, and arrays spanning pages (outputs placed half a page from x)."""
+    x = random_rows(dtype, 6 * 7, 90, seed=3).reshape(6, 7, 90)
+    for view in (x, x[:, ::2, 1:], x.transpose(2, 0, 1), np.asfortranarray(x)):
+        for axis in (0, 1, -1):
+            y = enabled(OP_FN[op], view, axis=axis)
+            moved = np.moveaxis(view, axis, -1)
+            check_as(op, moved, y if op == "logsumexp" else np.moveaxis(y, axis, -1), dtype)
+
+
+def test_choose_algorithm_per_dtype(monkeypatch):
+    monkeypatch.setattr(softgen.tune, "llc_bytes", lambda: 32 << 20)
+    from softgen.api import choose_algorithm
+    assert choose_algorithm("softmax", 1000) == "three_pass_reload"
+    assert choose_algorithm("softmax", 1000, dtype="float16") == "three_pass_recompute"
+    assert choose_algorithm("softmax", 1000, dtype="float16", out_dtype="float32") == "three_pass_reload"

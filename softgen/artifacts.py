@@ -21,7 +21,7 @@ import llvmlite.binding as llvm
 from . import algorithms, tune
 from .backends import c
 from .backends.llvm import CompiledModule, compile_program
-from .dtypes import check_dtype
+from .dtypes import compute_dtype, ir_dtype
 from .lower import Schedule
 from .targets import Target
 
@@ -111,29 +111,35 @@ def _header(artifact: Artifact) -> str:
             "#ifdef __cplusplus\n}\n#endif\n#endif\n")
 
 
-def generate(op: str, *, algorithm: str, target, dtype="float32", name: str | None = None,
+def generate(op: str, *, algorithm: str, target, dtype="float32", out_dtype=None, name: str | None = None,
              schedule: Schedule | str | None = None) -> Artifact:
     """Compile `op` with `algorithm` for `target` (a Target or a target string such as
-    "x86-64-v3", "aarch64:neoverse-v1", "riscv64"), without running it.  `name` is the C
+    "x86-64-v3", "aarch64:neoverse-v1", "riscv64"), without running it.  x holds `dtype`,
+    y `out_dtype` (default: dtype), computed as softgen.compile does.  `name` is the C
     symbol (default softgen_<op>_<algorithm>); `schedule` the code shape (default
     Schedule(), as softgen.compile), or "auto:ROWSxN" for the algorithm's schedule that
-    the JIT would run for that shape (algorithm "auto": its choice of both; wisdom tuned
-    for `target` if there is some)."""
-    check_dtype(dtype)
+    the JIT would run for that shape and those dtypes (algorithm "auto": its choice of
+    both; wisdom tuned for `target` if there is some)."""
+    storage = ir_dtype(dtype)
+    output = storage if out_dtype is None else ir_dtype(out_dtype)
     tgt = Target.parse(target)
-    algorithm, schedule = tune.resolve_request(op, algorithm, schedule, tgt)
+    algorithm, schedule = tune.resolve_request(op, algorithm, schedule, tgt, storage, output)
     schedule = Schedule() if schedule is None else schedule
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a softgen.lower.Schedule or '{tune.AUTO}ROWSxN', "
                         f"not {schedule!r}")
-    program = algorithms.build(op, algorithm)
+    program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output)
     return Artifact(op, algorithm, tgt, compile_program(program, tgt, schedule, name=name), schedule)
 
 
-def emit_c(op: str, *, algorithm: str, schedule: Schedule | str | None = None, **options) -> c.CSource:
-    """softgen.backends.c.emit_c (see there for `options`: dtype, isa, name, unroll,
-    accumulators) that also takes schedule="auto:ROWSxN" (and then algorithm "auto"): the
-    kernel the JIT runs for that shape on this machine, rendered as far as the C backend
-    renders schedules (CSource.not_rendered)."""
-    algorithm, schedule = tune.resolve_request(op, algorithm, schedule)
-    return c.emit_c(op, algorithm=algorithm, schedule=schedule, **options)
+def emit_c(op: str, *, algorithm: str, schedule: Schedule | str | None = None, dtype="float32",
+           out_dtype=None, **options) -> c.CSource:
+    """softgen.backends.c.emit_c (see there for `options`: isa, name, unroll, accumulators)
+    that also takes schedule="auto:ROWSxN" (and then algorithm "auto"): the kernel the JIT
+    runs for that shape and dtypes on this machine, rendered as far as the C backend
+    renders schedules (CSource.not_rendered).  x holds `dtype`, y `out_dtype` (default:
+    dtype)."""
+    algorithm, schedule = tune.resolve_request(op, algorithm, schedule, "host", dtype, out_dtype)
+    if out_dtype is not None:  # the backend's default is dtype
+        options["out_dtype"] = out_dtype
+    return c.emit_c(op, algorithm=algorithm, schedule=schedule, dtype=dtype, **options)

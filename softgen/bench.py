@@ -15,6 +15,7 @@ import numpy as np
 
 from . import algorithms, api, ops
 from .api import same_page_offset
+from .dtypes import check_dtype, compute_dtype, ir_dtype
 from .ops import Output, Rule
 from .timing import median_time
 
@@ -163,41 +164,59 @@ def peers(op: str = ops.SOFTMAX.name, names=None) -> dict[str, Callable[[np.ndar
 
 # --- one case ------------------------------------------------------------------------
 
-def softgen_fn(op: str, variant: str, preallocated: np.ndarray | None = None):
+def softgen_fn(op: str, variant: str, preallocated: np.ndarray | None = None, dtype="float32",
+               out_dtype=None):
     """fn(x) -> y running softgen's `variant` through the public API (softgen.softmax(x,
     algorithm=variant) etc.): an algorithm (with the built-in schedule for the shape), or
     "auto".  With `preallocated` the output goes there (measures the kernel, not the
-    allocator).  NotImplementedError for an algorithm that does not exist for `op`."""
+    allocator).  x holds `dtype`; out_dtype (default: dtype) is passed as the API's dtype=.
+    NotImplementedError for an algorithm that does not exist for `op` and these dtypes."""
     if variant != "auto":
-        algorithms.build(op, variant)
+        storage = ir_dtype(dtype)
+        output = storage if out_dtype is None else ir_dtype(out_dtype)
+        algorithms.build(op, variant, storage, compute_dtype(storage, output), output)
     fn = getattr(api, op)
+    if out_dtype is not None:
+        result = check_dtype(out_dtype)
+        if preallocated is None:
+            return lambda x: fn(x, algorithm=variant, dtype=result)
+        return lambda x: fn(x, algorithm=variant, out=preallocated, dtype=result)
     if preallocated is None:
         return lambda x: fn(x, algorithm=variant)
     return lambda x: fn(x, algorithm=variant, out=preallocated)
 
 
 def measure(op: str, shape: tuple[int, int], variants=SOFTGEN_VARIANTS, peer_fns=None,
-            budget: float = 0.5, preallocate: bool = False, seed: int = 0) -> list[Result]:
-    """Time softgen `variants` and peers on one [rows, n] float32 case (standard normal * 4).
+            budget: float = 0.5, preallocate: bool = False, seed: int = 0, dtype="float32",
+            out_dtype=None) -> list[Result]:
+    """Time softgen `variants` and peers on one [rows, n] case of `dtype` (standard normal
+    * 4), softgen writing `out_dtype` (default: dtype).
 
     peer_fns: {name: fn} as from peers(op); None means peers(op).  A variant that does not
-    exist for `op` (three_pass_reload for log_softmax) is skipped.  preallocate: softgen
-    writes into one output array reused across calls, placed as softgen places the outputs
-    it allocates (api.same_page_offset; benchmarks/aliasing.py shows why that is pinned
-    down); peers always allocate."""
+    exist for `op` and the dtypes (three_pass_reload for log_softmax, or for 16-bit
+    outputs) is skipped, and so is a peer that fails on the case's dtype (torch on
+    bfloat16 arrays, say).  preallocate: softgen writes into one output array reused across
+    calls, placed as softgen places the outputs it allocates (api.same_page_offset;
+    benchmarks/aliasing.py shows why that is pinned down); peers always allocate."""
     rows, n = shape
-    x = (np.random.default_rng(seed).standard_normal((rows, n)) * 4).astype(np.float32)
+    x_dtype = check_dtype(dtype)
+    x = (np.random.default_rng(seed).standard_normal((rows, n)) * 4).astype(x_dtype)
     peer_fns = peers(op) if peer_fns is None else peer_fns
     results = []
     out_shape = ops.get(op).output_shape(rows, n)
-    out = same_page_offset(x, out_shape) if preallocate else None
+    out = same_page_offset(x, out_shape, dtype=check_dtype(out_dtype or x_dtype)) if preallocate else None
     for variant in variants:
         try:
-            fn = softgen_fn(op, variant, out)
+            fn = softgen_fn(op, variant, out, x_dtype, out_dtype)
         except NotImplementedError:
             continue
         results.append(_result(f"softgen:{variant}", lambda: fn(x), x.size, budget))
     for name, fn in peer_fns.items():
+        if x_dtype != np.float32:
+            try:
+                fn(x)
+            except Exception:  # noqa: BLE001 - the peer does not take this dtype
+                continue
         results.append(_result(name, lambda: fn(x), x.size, budget))
     return results
 

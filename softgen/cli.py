@@ -6,6 +6,9 @@
     softgen bench --op OP [--algorithm ALGO] [--shape ROWSxN] [--peers a,b] [-o FILE.csv]
     softgen tune [--op OP]... [--shape ROWSxN]... [--budget S] [--wisdom FILE] [--quiet]
 
+The commands that make or run kernels (emit-*, bench, tune) take --dtype D (x's, default
+float32) and --out-dtype D (y's, default --dtype).
+
 Each command is one small function plus an entry in COMMANDS (its arguments, its help).
 Errors in what the user asked for (argparse's, and ValueError/TypeError/NotImplementedError
 raised by softgen) exit with status 2 and one line on stderr, never a traceback.
@@ -27,6 +30,7 @@ from . import bench as measuring
 from . import tune as tuning
 from .artifacts import emit_c as emit_c_source
 from .artifacts import generate
+from .dtypes import DTYPES
 from .lower import Schedule
 from .targets import ACCEPTED, Target, known_cpus, llvm_version
 from .version import __version__
@@ -57,14 +61,27 @@ def _add_kernel_arguments(p: argparse.ArgumentParser, default_output: str | None
                    else "output path (default: <name> plus the usual suffix)")
 
 
+def _add_dtype_arguments(p: argparse.ArgumentParser):
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="x's dtype (default: %(default)s); float16 and bfloat16 compute in float32, "
+                        "float64 in float64")
+    p.add_argument("--out-dtype", choices=DTYPES,
+                   help="y's dtype (default: --dtype); float64 computes in float64")
+
+
+def _dtypes_label(args) -> str:
+    out = args.out_dtype
+    return args.dtype if out is None or out == args.dtype else f"{args.dtype}->{out}"
+
+
 def _add_target_argument(p: argparse.ArgumentParser):
     p.add_argument("--target", default="host",
                    help=f"one of {', '.join(ACCEPTED)} (default: %(default)s)")
 
 
 def _artifact(args):
-    return generate(args.op, algorithm=args.algorithm, target=args.target, name=args.name,
-                    schedule=args.schedule)
+    return generate(args.op, algorithm=args.algorithm, target=args.target, dtype=args.dtype,
+                    out_dtype=args.out_dtype, name=args.name, schedule=args.schedule)
 
 
 def _describe(artifact) -> str:
@@ -114,7 +131,7 @@ def _output(args, artifact, suffix: str, prefix: str = "") -> Path:
 
 def emit_c(args) -> None:
     source = emit_c_source(args.op, algorithm=args.algorithm, isa=args.isa, name=args.name,
-                           schedule=args.schedule)
+                           schedule=args.schedule, dtype=args.dtype, out_dtype=args.out_dtype)
     header, c_file = source.write(args.output)
     left_out = "".join(f" {k}={v}" for k, v in source.not_rendered.items())
     print(f"wrote {header} and {c_file}" + (f" (not rendered by the C backend:{left_out})" if left_out else ""))
@@ -127,14 +144,15 @@ def bench(args) -> None:
     peer_fns = _peers(measuring, args.op, args.peers)
     rows = []
     for shape in args.shape or [(1024, 1024)]:
-        results = measuring.measure(args.op, shape, variants, peer_fns, budget=args.budget)
+        results = measuring.measure(args.op, shape, variants, peer_fns, budget=args.budget,
+                                    dtype=args.dtype, out_dtype=args.out_dtype)
         numpy_speed = next((r.el_per_ns for r in results if r.name == "numpy"), None)
-        print(f"{args.op} {shape[0]}x{shape[1]} float32, one thread (elements/ns)")
+        print(f"{args.op} {shape[0]}x{shape[1]} {_dtypes_label(args)}, one thread (elements/ns)")
         for r in results:
             ratio = f"  {r.el_per_ns / numpy_speed:5.2f}x numpy" if numpy_speed else ""
             print(f"  {r.name:>30} {r.el_per_ns:8.3f}{ratio}")
-            rows.append({"op": args.op, "rows": shape[0], "n": shape[1], "name": r.name,
-                         "el_per_ns": f"{r.el_per_ns:.4f}", "seconds": f"{r.seconds:.6g}"})
+            rows.append({"op": args.op, "rows": shape[0], "n": shape[1], "dtype": _dtypes_label(args),
+                         "name": r.name, "el_per_ns": f"{r.el_per_ns:.4f}", "seconds": f"{r.seconds:.6g}"})
     if args.output:
         with open(args.output, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -147,7 +165,8 @@ def tune(args) -> None:
         raise ValueError(f"tune times kernels on this machine: --target must be host, not {args.target!r}")
     path = args.wisdom or tuning.wisdom_path()
     results = tuning.tune(tuple(dict.fromkeys(args.op or [ops.SOFTMAX.name])), shapes=args.shape or tuning.DEFAULT_SHAPES,
-                          budget=args.budget, path=path, progress=not args.quiet)
+                          budget=args.budget, path=path, progress=not args.quiet, dtype=args.dtype,
+                          out_dtype=args.out_dtype)
     for band, (choice, speed) in results.items():
         print(f"  {band:<32} {speed:7.3f} el/ns  {choice.describe()}")
     print(f"wrote {path}")
@@ -217,12 +236,14 @@ def _info_arguments(p):
 def _emit_arguments(default_output: str | None):
     def add(p):
         _add_kernel_arguments(p, default_output)
+        _add_dtype_arguments(p)
         _add_target_argument(p)
     return add
 
 
 def _emit_c_arguments(p):
     _add_kernel_arguments(p, ".")
+    _add_dtype_arguments(p)
     p.add_argument("--isa", default="scalar", help="the C flavour to write (default: %(default)s)")
 
 
@@ -230,6 +251,7 @@ def _bench_arguments(p):
     p.add_argument("--op", choices=ops.NAMES, default=ops.SOFTMAX.name, help="default: %(default)s")
     p.add_argument("--algorithm", choices=algorithms.ALGORITHMS + ("auto", "all"), default="all",
                    help="softgen variant(s) to time (default: %(default)s)")
+    _add_dtype_arguments(p)
     _add_target_argument(p)
     p.add_argument("--shape", type=_shape, action="append",
                    help="ROWSxN, may be repeated (default: 1024x1024)")
@@ -242,6 +264,7 @@ def _bench_arguments(p):
 def _tune_arguments(p):
     p.add_argument("--op", choices=ops.NAMES, action="append",
                    help=f"op to tune, may be repeated (default: {ops.SOFTMAX.name})")
+    _add_dtype_arguments(p)
     _add_target_argument(p)
     p.add_argument("--shape", type=_shape, action="append",
                    help="ROWSxN, may be repeated; one per band counts (default: a spread of bands)")

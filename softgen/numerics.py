@@ -6,6 +6,10 @@ only).  A backend implements those primitives for its own values (LLVM vectors, 
 expressions) and calls the recipes here, so constants, polynomial and cut-offs exist
 in one place.
 
+The 16-bit storage conversions (float16, bfloat16 <-> float32) also use integer lanes of
+the float's width: iconst, iand, ior, iadd, lshr, shl, ilt, ieq (signed), widen/narrow
+(between 16-bit and 32-bit integer lanes, zero-extending / truncating).
+
 Float semantics that the recipes rely on:
   maximum(a, b)   NaN if either is NaN (IEEE 754-2019 maximum)
   lt / gt / eq    ordered comparisons: false when either side is NaN
@@ -525,3 +529,63 @@ ACCUMULATORS = {
 }
 # The block-max lowering (lowering.py) sums a block's terms with these accumulators.
 BLOCK_SUMS = {Type.ACC_ONLINE: Type.ACC_EXCESS, Type.ACC_PAIR: Type.ACC_SUM}
+
+
+# --- 16-bit storage: conversions to and from float32 in integer lanes ------------------
+# For targets without conversion instructions (bfloat16 everywhere: AVX512-BF16's rounding
+# flushes subnormals; float16 without F16C / Zvfhmin).  16-bit values travel as their bits
+# in 16-bit integer lanes; narrowing rounds to nearest even, keeps subnormals, and turns
+# NaN into a quiet NaN.
+
+F32_SIGN = 0x80000000
+F32_QUIET = 0x00400000
+
+
+def bf16_to_f32(m, h):
+    """bfloat16 bits -> float32: the bits are float32's upper half."""
+    return m.as_float(m.shl(m.widen(h), 16))
+
+
+def f32_to_bf16(m, v):
+    """float32 -> bfloat16 bits, rounded to nearest even (a carry into the exponent is the
+    right rounding, up to inf)."""
+    u = m.as_int(v)
+    odd = m.iand(m.lshr(u, 16), m.iconst(1))
+    rounded = m.lshr(m.iadd(u, m.iadd(odd, m.iconst(0x7FFF))), 16)
+    quiet = m.lshr(m.ior(u, m.iconst(F32_QUIET)), 16)   # a NaN's rounding could carry it to inf
+    return m.narrow(m.select(m.isnan(v), quiet, rounded))
+
+
+def f16_to_f32(m, h):
+    """float16 bits -> float32, exactly: exponent and mantissa moved into place and
+    rebiased; subnormals through one float subtraction; inf and NaN to float32's."""
+    w = m.widen(h)
+    em = m.shl(m.iand(w, m.iconst(0x7FFF)), 13)
+    exponent = m.iand(em, m.iconst(0x1F << 23))
+    normal = m.iadd(em, m.iconst((127 - 15) << 23))
+    special = m.iadd(em, m.iconst((255 - 31) << 23))
+    tiny = m.as_int(m.sub(m.as_float(m.iadd(em, m.iconst(113 << 23))), m.const(2.0 ** -14)))
+    bits = m.select(m.ieq(exponent, m.iconst(0x1F << 23)), special,
+                    m.select(m.ieq(exponent, m.iconst(0)), tiny, normal))
+    return m.as_float(m.ior(bits, m.shl(m.iand(w, m.iconst(0x8000)), 16)))
+
+
+def f32_to_f16(m, v):
+    """float32 -> float16 bits, rounded to nearest even, subnormals kept, overflow to inf,
+    NaN to a quiet NaN."""
+    u = m.as_int(v)
+    sign = m.iand(u, m.iconst(F32_SIGN))
+    a = m.iand(u, m.iconst(~F32_SIGN & 0xFFFFFFFF))       # |v|'s bits (non-negative as int)
+    # below 2^-14: adding 0.5 puts the float16 subnormal's bits, rounded, in the low mantissa
+    half = m.const(0.5)
+    tiny = m.isub(m.as_int(m.add(m.as_float(a), half)), m.as_int(half))
+    odd = m.iand(m.lshr(a, 13), m.iconst(1))
+    normal = m.lshr(m.iadd(a, m.iadd(odd, m.iconst(((15 - 127) << 23) + 0xFFF))), 13)
+    big = m.select(m.ilt(m.iconst(255 << 23), a), m.iconst(0x7E00), m.iconst(0x7C00))
+    bits = m.select(m.ilt(a, m.iconst(113 << 23)), tiny,
+                    m.select(m.ilt(a, m.iconst((127 + 16) << 23)), normal, big))
+    return m.narrow(m.ior(bits, m.lshr(sign, 16)))
+
+
+# (storage, compute) -> (widen, narrow) recipes for storage dtypes kept as integer bits
+SHORT_FLOATS = {DType.BF16: (bf16_to_f32, f32_to_bf16), DType.F16: (f16_to_f32, f32_to_f16)}

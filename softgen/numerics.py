@@ -531,25 +531,47 @@ def block_online_state(m, block_max, summed):
     return (block_max, *summed)
 
 
+# An identity entry that stands for the compute format's lowest finite value, -max: a start
+# below every real value that is not -inf (exponents and maxes: -inf - -inf would be NaN).
+# Accumulator.identities(fmt) resolves it.
+LOWEST = "lowest"
+
+
 @dataclass(frozen=True)
 class Accumulator:
     """How one reduction kind accumulates.  States are tuples of values.
 
-    identity:        the empty state (inner)
+    start:           the empty state (inner): floats, or LOWEST
     element(m, *a):  the state of one element (a: the acc op's arguments, values or pairs)
     merge:           combine two states (elements into lanes, unrolled copies, lanes)
-    outer_identity:  the empty block-level state (with a compensation term where it helps)
+    outer_start:     the empty block-level state (with a compensation term where it helps)
     fold:            add an inner state into the outer one (once per block)
     unfold:          the outer state as an inner one, for the final lane merge
     result:          the row values of the merged state
     """
-    identity: tuple[float, ...]
+    start: tuple
     element: Callable
     merge: Callable
-    outer_identity: tuple[float, ...]
+    outer_start: tuple
     fold: Callable
     unfold: Callable
     result: Callable = lambda m, state: state  # the merge.* op's row values
+
+    def identities(self, fmt: FloatFormat) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(identity, outer_identity): the empty inner and outer states in format fmt."""
+        def value(c):
+            return -fmt.max if c is LOWEST else c
+        return tuple(map(value, self.start)), tuple(map(value, self.outer_start))
+
+    @property
+    def identity(self) -> tuple[float, ...]:
+        """The empty inner state in float32 (identities(fmt)[0] for other formats)."""
+        return self.identities(F32)[0]
+
+    @property
+    def outer_identity(self) -> tuple[float, ...]:
+        """The empty outer state in float32 (identities(fmt)[1] for other formats)."""
+        return self.identities(F32)[1]
 
 
 ACCUMULATORS = {
@@ -557,13 +579,13 @@ ACCUMULATORS = {
                               (float("-inf"),), _fold_max, lambda m, o: o),
     Type.ACC_SUM: Accumulator((0.0,), lambda m, v: (v,), _merge_sum,
                               (0.0, 0.0), _fold_sum, lambda m, o: (m.sub(o[0], o[1]),)),
-    # Exponents start at -FLT_MAX, not -inf: -inf - -inf would be NaN.
-    Type.ACC_PAIR: Accumulator((0.0, -FLT_MAX), lambda m, v: v, _merge_pair,
-                               (0.0, 0.0, -FLT_MAX), _fold_pair,
+    # Exponents start at LOWEST, not -inf: -inf - -inf would be NaN.
+    Type.ACC_PAIR: Accumulator((0.0, LOWEST), lambda m, v: v, _merge_pair,
+                               (0.0, 0.0, LOWEST), _fold_pair,
                                lambda m, o: (m.sub(o[0], o[1]), o[2])),
     # (max, r, c): merge.online gives the max and the sum's excess over 1, r + c - 1
-    Type.ACC_ONLINE: Accumulator((-FLT_MAX, 0.0, 0.0), lambda m, v: (v, m.const(0.0), m.const(1.0)),
-                                 _merge_online, (-FLT_MAX, 0.0, 0.0, 0.0, -FLT_MAX), _fold_online,
+    Type.ACC_ONLINE: Accumulator((LOWEST, 0.0, 0.0), lambda m, v: (v, m.const(0.0), m.const(1.0)),
+                                 _merge_online, (LOWEST, 0.0, 0.0, 0.0, LOWEST), _fold_online,
                                  _unfold_online,
                                  lambda m, s: _online_result(m, *s)),
     Type.ACC_EXCESS: Accumulator((0.0, 0.0), excess_element, _merge_excess,

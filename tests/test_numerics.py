@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from softgen import numerics
-from softgen.ir import DType
+from softgen.ir import DType, Type
 
 F32, F64 = numerics.F32, numerics.F64
 BOTH = [pytest.param(F32, np.float32, id="f32"), pytest.param(F64, np.float64, id="f64")]
@@ -147,6 +147,17 @@ def test_float32_and_float64_are_enabled():
         with pytest.raises(NotImplementedError, match=f"computing in {dtype.numpy_name} is not enabled; "
                                                       "softgen computes in float32, float64"):
             numerics.float_format(dtype)
+
+
+def test_accumulator_identities_per_format():
+    for acc in numerics.ACCUMULATORS.values():
+        assert acc.identities(F32) == (acc.identity, acc.outer_identity)
+        identity, outer = acc.identities(F64)
+        assert len(identity) == len(acc.identity) and len(outer) == len(acc.outer_identity)
+        assert all(isinstance(c, float) and (c == -F64.max or c == c32)
+                   for c, c32 in zip(identity + outer, acc.identity + acc.outer_identity))
+    assert numerics.ACCUMULATORS[Type.ACC_PAIR].identities(F64) == ((0.0, -F64.max), (0.0, 0.0, -F64.max))
+    assert numerics.ACCUMULATORS[Type.ACC_ONLINE].identity[0] == -F32.max
 
 
 # --- the recipes in float64 ---------------------------------------------------------------
@@ -362,3 +373,23 @@ def test_f64_log_pair():
             true = log_s + e * LN2
             err = abs(mpmath.mpf(float(hi)) + mpmath.mpf(float(lo)) - true)
             assert err <= _ulp(log_s) + abs(true) * mpmath.mpf(2) ** -84, (s, e, float(err))
+
+
+def test_f64_online_accumulator_below_float32_range():
+    """The online state (max, r, c) of a row below -FLT_MAX starts at float64's LOWEST: its
+    max and the sum's excess over 1 come out right; float32's -FLT_MAX start would stay the
+    max, with every term 0."""
+    acc = numerics.ACCUMULATORS[Type.ACC_ONLINE]
+    row = [-5e38 * (1 + 2.0 ** -50), -5e38, -1e300, -5e38]
+
+    def online(fmt):
+        identity, outer = acc.identities(fmt)
+        state = tuple(map(M.const, identity))
+        for x in row:
+            state = acc.merge(M, state, acc.element(M, M.const(x)))
+        outer = acc.fold(M, tuple(map(M.const, outer)), state)
+        return acc.result(M, acc.unfold(M, outer))
+
+    # two terms at the max, the others e^-4.4e23 and e^-1e300: 0
+    assert online(F64) == (-5e38, 1.0)
+    assert online(F32) == (-F32.max, -1.0)

@@ -6,6 +6,10 @@ only).  A backend implements those primitives for its own values (LLVM vectors, 
 expressions) and calls the recipes here, so constants, polynomial and cut-offs exist
 in one place.
 
+The 16-bit storage conversions (float16, bfloat16 <-> float32) also use integer lanes of
+the float's width: iconst, iand, ior, iadd, lshr, shl, ilt, ieq (signed), widen/narrow
+(between 16-bit and 32-bit integer lanes, zero-extending / truncating).
+
 Float semantics that the recipes rely on:
   maximum(a, b)   NaN if either is NaN (IEEE 754-2019 maximum)
   lt / gt / eq    ordered comparisons: false when either side is NaN
@@ -99,8 +103,54 @@ F32 = FloatFormat(
     # range and beyond pair_exp_limit, so a row of -inf fails the two-pass guard as it must.
     pair_input_floor=-1.5e6)
 
-# Compute dtypes with constants; others are not enabled yet.
-FORMATS = {F32.dtype: F32}
+F64 = FloatFormat(
+    DType.F64, exponent_bits=11, mantissa_bits=52, max=f("0x1.fffffffffffffp+1023"),
+    log2e=f("0x1.71547652b82fep+0"),  # 1/ln 2 rounded to double
+    # fdlibm's split: ln2_hi has 32 significant bits (its low 21 are zero), so k*ln2_hi is
+    # exact for |k| <= 2^21; ln2_lo is ln2 - ln2_hi rounded, |ln2 - ln2_hi - ln2_lo| ~ 2^-86.
+    ln2_hi=f("0x1.62e42fee00000p-1"), ln2_lo=f("0x1.a39ef35793c76p-33"),
+    # Degree 11, c1 = 1 and c2 = 1/2 fixed: a Remez fit (mpmath, 60 digits) of the relative
+    # error of 1 + t*p(t) against e^t on |t| <= ln2/2, the others then rounded to nearest.
+    # Max relative error measured (mpmath, with these doubles): 6.2e-18 (at t = ln2/2), 0.06
+    # ulp; degree 10 reaches only 3.2e-16.
+    exp_poly=tuple(map(f, ("0x1.0000000000000p+0", "0x1.0000000000000p-1", "0x1.5555555555502p-3",
+                           "0x1.5555555553257p-5", "0x1.1111111128519p-7", "0x1.6c16c17ca6a70p-10",
+                           "0x1.a01a011d07827p-13", "0x1.a019ab8fd8ad6p-16", "0x1.71df53f8f03a4p-19",
+                           "0x1.289f206862f87p-22", "0x1.ad20d96cd1667p-26"))),
+    # k down to -1150 still gives a normal double (k + 1023 + 128 >= 1); 2^-1022 and below
+    # become exact subnormals.  k up to 895 stays finite (k + 1151 <= 2046).
+    scale_bias=128,
+    # Below about -745.13 (= -1075 ln2), e^x rounds to +0 in double; the clamp sits lower so
+    # that the TwoSum correction cannot lift a clamped result above zero.  There
+    # round(-760 log2e) = -1096: k + 1151 = 55 >= 1, 2^k is still a normal double.
+    exp_min_arg=-760.0,
+    # The lowest exponent whose 2^(d + 128) is normal; 2^-1150 * v rounds to 0 for any
+    # |v| < 2^75.
+    ldexp_min_exp=-1150.0,
+    # k*ln2_hi is exact up to 2^21; k*|ln2 - ln2_hi - ln2_lo| < 2^-65 here.
+    pair_exp_limit=float(2 ** 20),
+    # log(S)'s error, about 4e-16 (a few ulp of S), has the same ratio to 0.25 as float32's
+    # 2e-7: outputs nearer 0 take the fallback, whose log1p keeps their relative accuracy.
+    pair_log_min=0.25,
+    # The first Cody-Waite step is exact for every double x (x - k*ln2_hi: below 1/2 and a
+    # multiple of 2^-54 where k != 0, at most 53 bits); k*|ln2 - ln2_hi - ln2_lo| < 2^-65
+    # here, and round(c log2e) stays within pair_exp_limit (exp_diff_shift's exp_pair(-c)).
+    exp_shift_limit=float(2 ** 19),
+    # 2^-1075 rounds to 0 in double: elements below (e - 1085) * ln2 give at most
+    # 2 * 2^-1085, 0 whatever the scale (<= 2); k - e >= -1086 stays above ldexp_min_exp.
+    exp_shift_floor=1085.0,
+    # round(-1e6 log2e) = -1442695 lies beyond pair_exp_limit (as for float32).
+    block_max_floor=-1.0e6,
+    # The folded form scales by 2^k (k from x itself), k in [e - 1086, e + 1]: for |e| <= 64
+    # k stays above ldexp_min_exp (a clamped k would leave p * 2^-1150, p up to 2^(|e| + 1.5),
+    # above 0 where the result is 0) and k + 1151 below 2047 (that alone would allow 894).
+    exp_fold_limit=64.0,
+    # k = round(-1.5e6 log2e) = -2.16e6 is inside the magic rounding's range (2^51) and
+    # beyond pair_exp_limit, so a row of -inf fails the two-pass guard as it must.
+    pair_input_floor=-1.5e6)
+
+# Compute dtypes with constants; float16 and bfloat16 are storage dtypes only.
+FORMATS = {F32.dtype: F32, F64.dtype: F64}
 
 
 def float_format(dtype: DType) -> FloatFormat:
@@ -192,7 +242,7 @@ def two_sum(m, a, b, subtract: bool = False):
 
 def exp_diff(m, x, c):
     """e^(x - c) for x <= c (or -inf, NaN): the difference is carried exactly (TwoSum),
-    so the result is accurate even where x - c rounds in float32; subnormal results
+    so the result is accurate even where x - c rounds; subnormal results
     are kept, e^-inf = 0, NaN -> NaN."""
     fmt = _fmt(m)
     d, err = two_sum(m, x, c, subtract=True)
@@ -265,11 +315,12 @@ def pair_scale(m, pair, c, e):
 
 # --- shifted exp: e^x * scale * 2^-e with the shift folded into row constants ---------
 # A backend that knows a row's shift c (or exponent e) before a pass can avoid forming
-# x - c: the Cody-Waite reduction of x itself is exact (|x - k*LN2_HI| < 1/2 needs at most
-# 24 bits for every float x), so only 2^-e and the factor scale remain, and those fold into
-# the exponent add and the polynomial coefficients.  That drops exp_diff's TwoSum and its
-# clamps (about a third of its work) at the same accuracy.  Valid while |x|, |c| stay
-# below exp_shift_limit (k * |ln2 - LN2_HI - LN2_LO| < 2^-24 there); beyond, use exp_diff.
+# x - c: the Cody-Waite reduction of x itself is exact (x - k*ln2_hi, one fma, is a value
+# of the format for every x of it), so only 2^-e and the factor scale remain, and those
+# fold into the exponent add and the polynomial coefficients.  That drops exp_diff's
+# TwoSum and its clamps (about a third of its work) at the same accuracy.  Valid while
+# |x|, |c| stay below exp_shift_limit (k * |ln2 - ln2_hi - ln2_lo| < 2^-24 there in
+# float32, < 2^-65 in double); beyond, use exp_diff.
 
 
 @dataclass(frozen=True)
@@ -317,7 +368,8 @@ def exp_diff_shift_folded(m, c) -> ExpShift:
 
 def exp_scaled(m, x, shift: ExpShift):
     """scale * e^x * 2^-e (see exp_shift) for x up to about (e + 1) * ln2: results below
-    2^-149 are 0, subnormal results are kept, NaN stays NaN."""
+    the smallest subnormal (2^-149, 2^-1074 in double) are 0, subnormal results are kept,
+    NaN stays NaN."""
     x = m.select(m.lt(x, shift.lo), shift.lo, x)
     biased, k = _round_int(m, x, _fmt(m).round_magic)
     t = _reduce(m, x, k)
@@ -483,25 +535,47 @@ def block_online_state(m, block_max, summed):
     return (block_max, *summed)
 
 
+# An identity entry that stands for the compute format's lowest finite value, -max: a start
+# below every real value that is not -inf (exponents and maxes: -inf - -inf would be NaN).
+# Accumulator.identities(fmt) resolves it.
+LOWEST = "lowest"
+
+
 @dataclass(frozen=True)
 class Accumulator:
     """How one reduction kind accumulates.  States are tuples of values.
 
-    identity:        the empty state (inner)
+    start:           the empty state (inner): floats, or LOWEST
     element(m, *a):  the state of one element (a: the acc op's arguments, values or pairs)
     merge:           combine two states (elements into lanes, unrolled copies, lanes)
-    outer_identity:  the empty block-level state (with a compensation term where it helps)
+    outer_start:     the empty block-level state (with a compensation term where it helps)
     fold:            add an inner state into the outer one (once per block)
     unfold:          the outer state as an inner one, for the final lane merge
     result:          the row values of the merged state
     """
-    identity: tuple[float, ...]
+    start: tuple
     element: Callable
     merge: Callable
-    outer_identity: tuple[float, ...]
+    outer_start: tuple
     fold: Callable
     unfold: Callable
     result: Callable = lambda m, state: state  # the merge.* op's row values
+
+    def identities(self, fmt: FloatFormat) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(identity, outer_identity): the empty inner and outer states in format fmt."""
+        def value(c):
+            return -fmt.max if c is LOWEST else c
+        return tuple(map(value, self.start)), tuple(map(value, self.outer_start))
+
+    @property
+    def identity(self) -> tuple[float, ...]:
+        """The empty inner state in float32 (identities(fmt)[0] for other formats)."""
+        return self.identities(F32)[0]
+
+    @property
+    def outer_identity(self) -> tuple[float, ...]:
+        """The empty outer state in float32 (identities(fmt)[1] for other formats)."""
+        return self.identities(F32)[1]
 
 
 ACCUMULATORS = {
@@ -509,13 +583,13 @@ ACCUMULATORS = {
                               (float("-inf"),), _fold_max, lambda m, o: o),
     Type.ACC_SUM: Accumulator((0.0,), lambda m, v: (v,), _merge_sum,
                               (0.0, 0.0), _fold_sum, lambda m, o: (m.sub(o[0], o[1]),)),
-    # Exponents start at -FLT_MAX, not -inf: -inf - -inf would be NaN.
-    Type.ACC_PAIR: Accumulator((0.0, -FLT_MAX), lambda m, v: v, _merge_pair,
-                               (0.0, 0.0, -FLT_MAX), _fold_pair,
+    # Exponents start at LOWEST, not -inf: -inf - -inf would be NaN.
+    Type.ACC_PAIR: Accumulator((0.0, LOWEST), lambda m, v: v, _merge_pair,
+                               (0.0, 0.0, LOWEST), _fold_pair,
                                lambda m, o: (m.sub(o[0], o[1]), o[2])),
     # (max, r, c): merge.online gives the max and the sum's excess over 1, r + c - 1
-    Type.ACC_ONLINE: Accumulator((-FLT_MAX, 0.0, 0.0), lambda m, v: (v, m.const(0.0), m.const(1.0)),
-                                 _merge_online, (-FLT_MAX, 0.0, 0.0, 0.0, -FLT_MAX), _fold_online,
+    Type.ACC_ONLINE: Accumulator((LOWEST, 0.0, 0.0), lambda m, v: (v, m.const(0.0), m.const(1.0)),
+                                 _merge_online, (LOWEST, 0.0, 0.0, 0.0, LOWEST), _fold_online,
                                  _unfold_online,
                                  lambda m, s: _online_result(m, *s)),
     Type.ACC_EXCESS: Accumulator((0.0, 0.0), excess_element, _merge_excess,
@@ -525,3 +599,63 @@ ACCUMULATORS = {
 }
 # The block-max lowering (lowering.py) sums a block's terms with these accumulators.
 BLOCK_SUMS = {Type.ACC_ONLINE: Type.ACC_EXCESS, Type.ACC_PAIR: Type.ACC_SUM}
+
+
+# --- 16-bit storage: conversions to and from float32 in integer lanes ------------------
+# For targets without conversion instructions (bfloat16 everywhere: AVX512-BF16's rounding
+# flushes subnormals; float16 without F16C / Zvfhmin).  16-bit values travel as their bits
+# in 16-bit integer lanes; narrowing rounds to nearest even, keeps subnormals, and turns
+# NaN into a quiet NaN.
+
+F32_SIGN = 0x80000000
+F32_QUIET = 0x00400000
+
+
+def bf16_to_f32(m, h):
+    """bfloat16 bits -> float32: the bits are float32's upper half."""
+    return m.as_float(m.shl(m.widen(h), 16))
+
+
+def f32_to_bf16(m, v):
+    """float32 -> bfloat16 bits, rounded to nearest even (a carry into the exponent is the
+    right rounding, up to inf)."""
+    u = m.as_int(v)
+    odd = m.iand(m.lshr(u, 16), m.iconst(1))
+    rounded = m.lshr(m.iadd(u, m.iadd(odd, m.iconst(0x7FFF))), 16)
+    quiet = m.lshr(m.ior(u, m.iconst(F32_QUIET)), 16)   # a NaN's rounding could carry it to inf
+    return m.narrow(m.select(m.isnan(v), quiet, rounded))
+
+
+def f16_to_f32(m, h):
+    """float16 bits -> float32, exactly: exponent and mantissa moved into place and
+    rebiased; subnormals through one float subtraction; inf and NaN to float32's."""
+    w = m.widen(h)
+    em = m.shl(m.iand(w, m.iconst(0x7FFF)), 13)
+    exponent = m.iand(em, m.iconst(0x1F << 23))
+    normal = m.iadd(em, m.iconst((127 - 15) << 23))
+    special = m.iadd(em, m.iconst((255 - 31) << 23))
+    tiny = m.as_int(m.sub(m.as_float(m.iadd(em, m.iconst(113 << 23))), m.const(2.0 ** -14)))
+    bits = m.select(m.ieq(exponent, m.iconst(0x1F << 23)), special,
+                    m.select(m.ieq(exponent, m.iconst(0)), tiny, normal))
+    return m.as_float(m.ior(bits, m.shl(m.iand(w, m.iconst(0x8000)), 16)))
+
+
+def f32_to_f16(m, v):
+    """float32 -> float16 bits, rounded to nearest even, subnormals kept, overflow to inf,
+    NaN to a quiet NaN."""
+    u = m.as_int(v)
+    sign = m.iand(u, m.iconst(F32_SIGN))
+    a = m.iand(u, m.iconst(~F32_SIGN & 0xFFFFFFFF))       # |v|'s bits (non-negative as int)
+    # below 2^-14: adding 0.5 puts the float16 subnormal's bits, rounded, in the low mantissa
+    half = m.const(0.5)
+    tiny = m.isub(m.as_int(m.add(m.as_float(a), half)), m.as_int(half))
+    odd = m.iand(m.lshr(a, 13), m.iconst(1))
+    normal = m.lshr(m.iadd(a, m.iadd(odd, m.iconst(((15 - 127) << 23) + 0xFFF))), 13)
+    big = m.select(m.ilt(m.iconst(255 << 23), a), m.iconst(0x7E00), m.iconst(0x7C00))
+    bits = m.select(m.ilt(a, m.iconst(113 << 23)), tiny,
+                    m.select(m.ilt(a, m.iconst((127 + 16) << 23)), normal, big))
+    return m.narrow(m.ior(bits, m.lshr(sign, 16)))
+
+
+# (storage, compute) -> (widen, narrow) recipes for storage dtypes kept as integer bits
+SHORT_FLOATS = {DType.BF16: (bf16_to_f32, f32_to_bf16), DType.F16: (f16_to_f32, f32_to_f16)}

@@ -68,6 +68,14 @@ define void @probe(ptr %p, ptr %q, ptr %r) {
   store <16 x i32> %s, ptr %r, align 4
   ret void
 }
+define void @probe_half(ptr %p, ptr %q) {
+  %v = load <8 x half>, ptr %p, align 2
+  %w = fpext <8 x half> %v to <8 x float>
+  %a = fadd <8 x float> %w, %w
+  %t = fptrunc <8 x float> %a to <8 x half>
+  store <8 x half> %t, ptr %q, align 2
+  ret void
+}
 define double @probe_double(double %a, double %b) {
   %c = fadd double %a, %b
   ret double %c
@@ -75,6 +83,7 @@ define double @probe_double(double %a, double %b) {
 """
 # What the probe's x86 assembly uses -> the host feature it needs to run.
 _X86_NEEDS = (("avx512f", r"%zmm"), ("avx", r"%ymm"), ("avx2", r"\bvp\w+\s+[^\n]*%ymm"),
+              ("f16c", r"\bvcvtp[hs]2p[sh]\b"),
               ("fma", r"\bvfn?m(add|sub)"), ("avx512vl", r"%[xy]mm(1[6-9]|2\d|3[01])\b"),
               ("egpr", r"%r(1[6-9]|2\d|3[01])[bwd]?\b"))   # APX's extra registers
 # The x86-64 micro-architecture levels (psABI), in LLVM's feature names.
@@ -136,6 +145,13 @@ class Target:
     @property
     def has_avx512(self) -> bool:
         return self.vector_registers == "zmm"
+
+    @property
+    def converts_half(self) -> bool:
+        """Whether float16 <-> float32 vector conversions are instructions here (F16C, NEON,
+        Zvfhmin), not calls into a runtime library (which a JIT or a C file may lack)."""
+        asm = _probe_asm(self.triple, self.cpu, self.features, self.name)
+        return "__extendhfsf2" not in asm and "__truncsfhf2" not in asm
 
     @property
     def abiname(self) -> str:

@@ -1,44 +1,130 @@
-"""numerics' per-dtype constants: float32's table against numpy's description of the format."""
+"""numerics' per-dtype constants against numpy's description of the formats, and the recipes
+themselves run in float64 through a scalar numpy `Math` (exact fma) against mpmath."""
 import math
+import random
+from fractions import Fraction
 
+import mpmath
 import numpy as np
 import pytest
 
 from softgen import numerics
-from softgen.ir import DType
+from softgen.ir import DType, Type
 
-F32 = numerics.F32
-
-
-def test_float32_layout_matches_numpy():
-    info = np.finfo(np.float32)
-    assert (F32.exponent_bits, F32.mantissa_bits) == (info.nexp, info.nmant)
-    assert F32.exponent_bias == info.maxexp - 1 == 127
-    assert F32.max == float(info.max)
-    assert F32.round_magic == float.fromhex("0x1.8p23")
-    assert F32.exp_magic == F32.round_magic + 127 + F32.scale_bias
+F32, F64 = numerics.F32, numerics.F64
+BOTH = [pytest.param(F32, np.float32, id="f32"), pytest.param(F64, np.float64, id="f64")]
+with mpmath.workprec(300):
+    LN2 = mpmath.log(2)
 
 
-def test_float32_constants_are_float32_values():
-    values = (F32.max, F32.log2e, F32.ln2_hi, F32.ln2_lo, *F32.exp_poly, F32.round_magic, F32.exp_magic,
-              F32.two_pow_minus_bias)
-    assert all(float(np.float32(v)) == v for v in values)
+@pytest.fixture(autouse=True)
+def _precision():
+    with mpmath.workprec(300), np.errstate(all="ignore"):
+        yield
 
 
-def test_cody_waite_split_and_polynomial():
-    assert F32.ln2_hi + F32.ln2_lo == pytest.approx(math.log(2), rel=1e-15)
-    # k * ln2_hi is exact for |k| up to pair_exp_limit: ln2_hi has that many trailing zero bits
-    assert float(np.float32(F32.ln2_hi * F32.pair_exp_limit)) == F32.ln2_hi * F32.pair_exp_limit
-    t = np.linspace(-math.log(2) / 2, math.log(2) / 2, 101)
-    poly = sum(c * t ** (i + 1) for i, c in enumerate(F32.exp_poly))
-    assert np.max(np.abs(1 + poly - np.exp(t))) < 2e-7
+@pytest.mark.parametrize("fmt, dt", BOTH)
+def test_layout_matches_numpy(fmt, dt):
+    info = np.finfo(dt)
+    assert (fmt.exponent_bits, fmt.mantissa_bits) == (info.nexp, info.nmant)
+    assert fmt.exponent_bias == info.maxexp - 1
+    assert fmt.max == float(info.max)
+    assert fmt.round_magic == 1.5 * 2.0 ** info.nmant
+    assert fmt.exp_magic == fmt.round_magic + fmt.exponent_bias + fmt.scale_bias
+    assert fmt.log2e == float(dt(float(1 / LN2)))
 
 
-def test_limits_are_ordered():
-    assert F32.exp_fold_limit < F32.exp_shift_limit < F32.pair_exp_limit
-    assert F32.pair_input_floor * F32.log2e < -F32.pair_exp_limit  # an all -inf row fails the guard
-    assert F32.ldexp_min_exp < -(F32.exponent_bias + F32.mantissa_bits)
-    assert -F32.scale_bias - F32.exponent_bias < F32.ldexp_min_exp
+@pytest.mark.parametrize("fmt, dt", BOTH)
+def test_constants_are_values_of_the_format(fmt, dt):
+    values = (fmt.max, fmt.log2e, fmt.ln2_hi, fmt.ln2_lo, *fmt.exp_poly, fmt.round_magic, fmt.exp_magic,
+              fmt.two_pow_minus_bias, fmt.exp_min_arg, fmt.ldexp_min_exp, fmt.pair_exp_limit,
+              fmt.pair_log_min, fmt.exp_shift_limit, fmt.exp_shift_floor, fmt.block_max_floor,
+              fmt.exp_fold_limit, fmt.pair_input_floor)
+    assert all(float(dt(v)) == v for v in values)
+    # the magic-number rounding: biased exponents down to ldexp_min_exp's stay in the binade
+    # [2^mantissa_bits, 2^(mantissa_bits + 1)) of exp_magic, where the spacing is 1
+    lowest = fmt.exp_magic + fmt.ldexp_min_exp
+    assert float(dt(lowest)) == lowest
+    assert 2.0 ** fmt.mantissa_bits <= lowest < fmt.exp_magic < 2.0 ** (fmt.mantissa_bits + 1)
+
+
+@pytest.mark.parametrize("fmt, dt", BOTH)
+def test_cody_waite_split(fmt, dt):
+    residual = abs(LN2 - fmt.ln2_hi - fmt.ln2_lo)
+    # k * residual up to pair_exp_limit stays below half an ulp of 1: 2^-24.04 in float32,
+    # 2^-66 in double
+    assert fmt.pair_exp_limit * residual < 2.0 ** -(fmt.mantissa_bits + 1)
+    assert float(dt(fmt.ln2_hi * fmt.pair_exp_limit)) == fmt.ln2_hi * fmt.pair_exp_limit
+    # what the recipes rely on: the first step x - k*ln2_hi (one fma) is exact for every x
+    # (|x - k*ln2_hi| grows to k*ln2_lo, 1.5 at float32's pair_exp_limit, 2e-4 at double's)
+    rng = random.Random(1)
+    top = math.log10(fmt.pair_exp_limit * 0.69)
+    xs = [rng.uniform(-1, 1) * 10 ** rng.uniform(-3, top) for _ in range(400)]
+    for x in map(float, map(dt, xs)):
+        k = round(x * fmt.log2e)
+        t = Fraction(x) - k * Fraction(fmt.ln2_hi)
+        assert abs(t) < 2 and Fraction(float(dt(float(t)))) == t, x
+
+
+def test_float64_ln2_hi_products_are_exact():
+    """fdlibm's split: k*ln2_hi is exact for every |k| <= 2^21, so up to pair_exp_limit.
+    (float32's ln2_hi has 15 significant bits: its products are exact up to 2^9 only, the
+    fma carries the rest.)"""
+    assert F64.pair_exp_limit * abs(LN2 - F64.ln2_hi - F64.ln2_lo) < 2.0 ** -65
+    significand = Fraction(F64.ln2_hi).numerator
+    assert significand.bit_length() == 32
+    assert significand.bit_length() + int(F64.pair_exp_limit).bit_length() <= F64.mantissa_bits + 1
+    for k in (2 ** 21 - 1, 2 ** 20 - 1, 1234567, 2 ** 21):
+        assert Fraction(float(k * Fraction(F64.ln2_hi))) == k * Fraction(F64.ln2_hi)
+
+
+@pytest.mark.parametrize("fmt, bound", [(F32, 2e-7), (F64, 1e-17)], ids=["f32", "f64"])
+def test_polynomial_accuracy(fmt, bound):
+    """max |(1 + t*p(t)) / e^t - 1| on |t| <= ln2/2, in high precision with the coefficients
+    as stored (F64: 6.2e-18 measured on a fine grid, at t = ln2/2; 0.06 ulp)."""
+    h = LN2 / 2
+    worst = 0
+    for i in range(-200, 201):
+        t = h * i / 200
+        p = mpmath.mpf(0)
+        for c in reversed(fmt.exp_poly):
+            p = p * t + c
+        worst = max(worst, abs((1 + t * p) * mpmath.exp(-t) - 1))
+    assert worst < bound
+
+
+@pytest.mark.parametrize("fmt, dt", BOTH)
+def test_limits_are_ordered(fmt, dt):
+    bias, mant = fmt.exponent_bias, fmt.mantissa_bits
+    top = 2 ** fmt.exponent_bits - 2   # the largest biased exponent of a finite value
+    tiny = bias + mant                 # 2^-tiny: the smallest subnormal
+    assert fmt.exp_fold_limit < fmt.exp_shift_limit < fmt.pair_exp_limit
+    assert fmt.exp_shift_limit * fmt.log2e < fmt.pair_exp_limit  # exp_diff_shift's exp_pair(-c)
+    assert fmt.pair_input_floor * fmt.log2e < -fmt.pair_exp_limit  # an all -inf row fails the guard
+    assert fmt.block_max_floor * fmt.log2e < -fmt.pair_exp_limit
+    assert fmt.pair_exp_limit < 2.0 ** (mant - 1)  # inside the magic rounding's range
+    # ldexp_generic: 2^(d + scale_bias) normal down to ldexp_min_exp, which is below the subnormals
+    assert fmt.ldexp_min_exp < -(tiny + 1)
+    assert -fmt.scale_bias - bias < fmt.ldexp_min_exp
+    # exp_diff: e^(exp_min_arg + 1) rounds to 0; 2^k is still normal there
+    assert fmt.exp_min_arg + 1 < -(tiny + 1) * math.log(2)
+    assert round(fmt.exp_min_arg * fmt.log2e) + bias + fmt.scale_bias >= 1
+    # exp_scaled: 2 * 2^-exp_shift_floor rounds to 0, its k - e stays inside ldexp_generic's range
+    assert 1 - fmt.exp_shift_floor < -(tiny + 1)
+    assert -fmt.exp_shift_floor - 1 >= fmt.ldexp_min_exp
+    # exp_shift_folded: 2^-e and the folded form's 2^k (k <= e + 1) through ldexp_generic
+    assert fmt.exp_fold_limit + 1 + bias + fmt.scale_bias <= top
+
+
+@pytest.mark.parametrize("fmt, dt", [pytest.param(F32, np.float32, id="f32", marks=pytest.mark.xfail(
+    strict=True, reason="float32's folded form clamps k at ldexp_min_exp for e < -29: a term that "
+                        "should be 0 can come out as p * 2^-190 (up to ~2^-130)")),
+    pytest.param(F64, np.float64, id="f64")])
+def test_folded_form_does_not_clamp(fmt, dt):
+    """In exp_scaled with folded row constants, k ranges down to e - exp_shift_floor - 1 for
+    |e| <= exp_fold_limit: there ldexp_generic must not clamp (a clamped term would be
+    p * 2^ldexp_min_exp with p up to 2^(|e| + 1.5), not 0)."""
+    assert -fmt.exp_fold_limit - fmt.exp_shift_floor - 1 >= fmt.ldexp_min_exp
 
 
 def test_module_names_are_the_float32_table():
@@ -53,8 +139,257 @@ def test_module_names_are_the_float32_table():
         assert getattr(numerics, name) == getattr(F32, attr), name
 
 
-def test_only_float32_is_enabled():
+def test_float32_and_float64_are_enabled():
     assert numerics.float_format(DType.F32) is F32
-    for dtype in (DType.F64, DType.F16, DType.BF16):
-        with pytest.raises(NotImplementedError, match=f"computing in {dtype.numpy_name} is not enabled"):
+    assert numerics.float_format(DType.F64) is F64
+    # float16 and bfloat16 are storage dtypes only
+    for dtype in (DType.F16, DType.BF16):
+        with pytest.raises(NotImplementedError, match=f"computing in {dtype.numpy_name} is not enabled; "
+                                                      "softgen computes in float32, float64"):
             numerics.float_format(dtype)
+
+
+def test_accumulator_identities_per_format():
+    for acc in numerics.ACCUMULATORS.values():
+        assert acc.identities(F32) == (acc.identity, acc.outer_identity)
+        identity, outer = acc.identities(F64)
+        assert len(identity) == len(acc.identity) and len(outer) == len(acc.outer_identity)
+        assert all(isinstance(c, float) and (c == -F64.max or c == c32)
+                   for c, c32 in zip(identity + outer, acc.identity + acc.outer_identity))
+    assert numerics.ACCUMULATORS[Type.ACC_PAIR].identities(F64) == ((0.0, -F64.max), (0.0, 0.0, -F64.max))
+    assert numerics.ACCUMULATORS[Type.ACC_ONLINE].identity[0] == -F32.max
+
+
+# --- the recipes in float64 ---------------------------------------------------------------
+
+def _fma(a: float, b: float, c: float) -> float:
+    """a*b + c rounded once (math.fma exists from Python 3.13 only)."""
+    if not (math.isfinite(a) and math.isfinite(b) and math.isfinite(c)) or a == 0 or b == 0:
+        return a * b + c  # no rounding in the product; inf and NaN as IEEE's fma
+    exact = Fraction(a) * Fraction(b) + Fraction(c)
+    if exact == 0:
+        return 0.0
+    try:
+        return float(exact)  # correctly rounded, subnormals included
+    except OverflowError:
+        return math.copysign(math.inf, exact)
+
+
+class F64Math:
+    """numerics' Math on float64 scalars; ldexp is the recipe's own (ldexp_generic)."""
+    float_format = F64
+
+    def const(self, v):
+        return np.float64(v)
+
+    def add(self, a, b):
+        return np.float64(a) + np.float64(b)
+
+    def sub(self, a, b):
+        return np.float64(a) - np.float64(b)
+
+    def mul(self, a, b):
+        return np.float64(a) * np.float64(b)
+
+    def div(self, a, b):
+        return np.float64(a) / np.float64(b)
+
+    def fma(self, a, b, c):
+        return np.float64(_fma(float(a), float(b), float(c)))
+
+    def maximum(self, a, b):
+        return np.maximum(np.float64(a), np.float64(b))  # NaN if either is
+
+    def lt(self, a, b):
+        return bool(a < b)
+
+    def gt(self, a, b):
+        return bool(a > b)
+
+    def le(self, a, b):
+        return bool(a <= b)
+
+    def eq(self, a, b):
+        return bool(a == b)
+
+    def select(self, c, a, b):
+        return a if c else b
+
+    def as_int(self, a):
+        return np.float64(a).view(np.int64)
+
+    def as_float(self, i):
+        return np.int64(i).view(np.float64)
+
+    def shl(self, i, n):
+        u = (int(i) << n) % 2 ** 64  # bits shifted out are lost, as in a machine shift
+        return np.int64(u - 2 ** 64 if u >= 2 ** 63 else u)
+
+    def ldexp(self, v, d):
+        return numerics.ldexp_generic(self, v, d)
+
+    def log(self, a):
+        return np.log(np.float64(a))
+
+    def isnan(self, a):
+        return bool(np.isnan(a))
+
+    def fabs(self, a):
+        return np.abs(np.float64(a))
+
+    def mask_or(self, a, b):
+        return a or b
+
+
+M = F64Math()
+SMALLEST = 2.0 ** -1074
+
+
+def _ulp(v) -> mpmath.mpf:
+    """The spacing of doubles at |v| (the subnormal spacing below 2^-1022)."""
+    v = abs(mpmath.mpf(v))
+    if v < 2.0 ** -1022:
+        return mpmath.mpf(SMALLEST)
+    return mpmath.ldexp(1, mpmath.frexp(v)[1] - 53)  # v = m * 2^e, 1/2 <= m < 1
+
+
+def _ulps(got, true) -> float:
+    """|got - true| in ulps of true: for results in the subnormal range (or below) the
+    subnormal spacing, so within 1 means exact or next to it."""
+    assert math.isfinite(got), (got, true)
+    return float(abs(mpmath.mpf(float(got)) - true) / _ulp(true))
+
+
+def _deltas(rng):
+    """x - c offsets: small, ordinary, near and inside the subnormal range, past it."""
+    return ([0.0, -1e-300, -2.0 ** -60, -1e-9, -0.5, -0.34657359, -0.34657360, -1.0, -10.0, -700.0, -708.4,
+             -709.1, -744.4, -745.0, -745.13, -745.14, -746.0, -759.9, -760.0, -761.0, -800.0, -1e5, -1e300]
+            + [-rng.uniform(0, 30) for _ in range(40)] + [-rng.uniform(0, 745.2) for _ in range(60)]
+            + [-rng.uniform(707, 746) for _ in range(60)])
+
+
+def test_f64_exp_diff():
+    rng = random.Random(2)
+    worst = 0.0
+    for c in (0.0, 1.5, -3.25, 100.7, -700.3, 1e5 + 0.3, -3e5, 1e15 + 0.5, -2.5e300):
+        for delta in _deltas(rng) + [rng.uniform(0, 16) for _ in range(10)]:  # x > c up to ONLINE_SLACK
+            x = c + delta
+            true = mpmath.exp(mpmath.mpf(x) - mpmath.mpf(c))
+            y = numerics.exp_diff(M, M.const(x), M.const(c))
+            worst = max(worst, _ulps(y, true))
+            if true < 2.0 ** -1075:
+                assert y == 0.0, (x, c)
+            assert y >= 0.0
+        assert numerics.exp_diff(M, M.const(-math.inf), M.const(c)) == 0.0
+        assert math.isnan(numerics.exp_diff(M, M.const(math.nan), M.const(c)))
+        assert math.isnan(numerics.exp_diff(M, M.const(c), M.const(math.nan)))
+        assert numerics.exp_diff(M, M.const(c), M.const(c)) == 1.0
+    assert worst <= 2.0, worst
+
+
+def test_f64_exp_diff_subnormal_results_are_rounded_once():
+    """Down to the smallest subnormal: results next to the subnormal grid's true rounding."""
+    for n in range(1022, 1077):
+        for frac in (0.0, 0.25, 0.5, 0.75, 0.999):
+            d = float(-(n - frac) * LN2)
+            true = mpmath.exp(d)
+            y = numerics.exp_diff(M, M.const(d), M.const(0.0))
+            assert _ulps(y, true) <= (4.0 if true >= 2.0 ** -1022 else 1.0), (n, frac, y)
+            if true < 2.0 ** -1022:  # the correctly rounded subnormal or a neighbour
+                assert abs(y - float(true)) <= SMALLEST
+
+
+def test_f64_exp_pair():
+    rng = random.Random(3)
+    limit = F64.pair_exp_limit * 0.69
+    xs = [0.0, -0.0, 1e-300, 0.34657359, -0.34657359, 709.0, 710.0, -745.2, -1e4, 1e4, limit, -limit]
+    xs += [rng.uniform(-1, 1) * 10 ** rng.uniform(-5, math.log10(limit)) for _ in range(300)]
+    worst = 0.0
+    for x in xs:
+        p, k = numerics.exp_pair(M, M.const(x))
+        assert k == round(k) and abs(k) <= F64.pair_exp_limit
+        assert math.sqrt(0.5) * (1 - 1e-15) < p < math.sqrt(2) * (1 + 1e-15)
+        true = mpmath.exp(mpmath.mpf(x)) / mpmath.mpf(2) ** int(k)
+        worst = max(worst, _ulps(p, true))
+    assert worst <= 2.0, worst
+    for x in (math.inf, -math.inf, math.nan, 1e300, -1e300):  # outside: p stays finite
+        assert math.isfinite(numerics.exp_pair(M, M.const(x))[0])
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["shift", "folded"])
+def test_f64_exp_scaled_with_row_constants(folded):
+    rng = random.Random(4)
+    if folded:  # |round(c log2 e)| <= exp_fold_limit, as the lowering checks it
+        c_limit = (F64.exp_fold_limit - 1) / F64.log2e
+        cs = (0.0, 0.5, -0.5, 10.25, -10.25, 30.0, -30.0, c_limit, -c_limit)
+        recipe = numerics.exp_diff_shift_folded
+    else:
+        cs = (0.0, 0.7, -1.3, 20.5, -40.0, 700.2, -700.2, 1e4 + 0.1, -1e4, 5e5, -5e5,
+              F64.exp_shift_limit, -F64.exp_shift_limit)
+        recipe = numerics.exp_diff_shift
+    worst = 0.0
+    for c in cs:
+        shift = recipe(M, M.const(c))
+        for delta in _deltas(rng):
+            x = c + delta
+            true = mpmath.exp(mpmath.mpf(x) - mpmath.mpf(c))
+            y = numerics.exp_scaled(M, M.const(x), shift)
+            worst = max(worst, _ulps(y, true))
+            if true < 2.0 ** -1075:
+                assert y == 0.0, (x, c, y)
+        assert numerics.exp_scaled(M, M.const(-math.inf), shift) == 0.0
+        assert math.isnan(numerics.exp_scaled(M, M.const(math.nan), shift))
+    assert worst <= 4.0, worst
+
+
+def test_f64_ldexp_generic():
+    """v * 2^d correctly rounded (subnormals included) for d <= 0, 0 below the range."""
+    rng = random.Random(5)
+    vs = [1.0, 1.5, 1 + 2.0 ** -52, 0.7, 3.0, -2.5, 2.0 ** 30 - 1, 1.3 * 2.0 ** 30, 1.9 * 2.0 ** 74, 1e-300]
+    vs += [rng.uniform(0.5, 2) * 2.0 ** rng.randint(-20, 40) for _ in range(20)]
+    ds = [0.0, -1.0, -52.0, -1000.0, -1022.0, -1023.0, -1040.0, -1073.0, -1074.0, -1075.0, -1076.0,
+          -1100.0, -1149.0, -1150.0, -1151.0, -1200.0, -1e6]
+    ds += [float(-rng.randint(0, 1160)) for _ in range(20)]
+    for v in vs:
+        for d in ds:
+            # below 2^-1200, |v| < 2^75 gives 0 (also where ldexp_generic clamps d)
+            expected = float(Fraction(v) / 2 ** int(-d)) if d > -1200 else 0.0
+            assert numerics.ldexp_generic(M, M.const(v), M.const(d)) == expected, (v, d)
+        assert numerics.ldexp_generic(M, M.const(v), M.const(-math.inf)) == 0.0
+
+
+def test_f64_log_pair():
+    """hi + lo = log(s) + e*ln2 to the accuracy of log(s) (np.log's, within an ulp), the
+    e*ln2 part to about 2^-84 of itself; hi is hi + lo rounded."""
+    rng = random.Random(6)
+    ss = [1.0, 1 + 2.0 ** -40, 1 - 2.0 ** -40, 0.5, 1.999, 2.0 ** 30, 3e9]
+    ss += [rng.uniform(1, 2) * 2.0 ** rng.randint(-5, 31) for _ in range(30)]
+    es = [0.0, 1.0, -1.0, 1000.0, -1077.0, 123456.0, -123457.0, F64.pair_exp_limit, -F64.pair_exp_limit]
+    for s in ss:
+        for e in es:
+            hi, lo = numerics.log_pair(M, M.const(s), M.const(e))
+            assert hi + lo == hi
+            log_s = mpmath.log(mpmath.mpf(s))
+            true = log_s + e * LN2
+            err = abs(mpmath.mpf(float(hi)) + mpmath.mpf(float(lo)) - true)
+            assert err <= _ulp(log_s) + abs(true) * mpmath.mpf(2) ** -84, (s, e, float(err))
+
+
+def test_f64_online_accumulator_below_float32_range():
+    """The online state (max, r, c) of a row below -FLT_MAX starts at float64's LOWEST: its
+    max and the sum's excess over 1 come out right; float32's -FLT_MAX start would stay the
+    max, with every term 0."""
+    acc = numerics.ACCUMULATORS[Type.ACC_ONLINE]
+    row = [-5e38 * (1 + 2.0 ** -50), -5e38, -1e300, -5e38]
+
+    def online(fmt):
+        identity, outer = acc.identities(fmt)
+        state = tuple(map(M.const, identity))
+        for x in row:
+            state = acc.merge(M, state, acc.element(M, M.const(x)))
+        outer = acc.fold(M, tuple(map(M.const, outer)), state)
+        return acc.result(M, acc.unfold(M, outer))
+
+    # two terms at the max, the others e^-4.4e23 and e^-1e300: 0
+    assert online(F64) == (-5e38, 1.0)
+    assert online(F32) == (-F32.max, -1.0)

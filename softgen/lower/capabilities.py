@@ -10,6 +10,9 @@ from ..ir import DType
 from ..targets import Target
 
 
+WIDE_CASTS = frozenset({(DType.F32, DType.F64), (DType.F64, DType.F32)})
+
+
 @dataclass(frozen=True)
 class Capabilities:
     vector_bits: int            # bits per vector register the kernels use
@@ -21,6 +24,9 @@ class Capabilities:
     # groups of fewer rows than lanes); without them lanes merge by swaps within a register
     # and a group is one row or a register's worth of rows
     narrow_vectors: bool = True
+    # (from, to) dtype conversions that are vector instructions; others are decomposed by
+    # numerics' integer recipes (float32 <-> float64 is one everywhere)
+    native_casts: frozenset = WIDE_CASTS
 
     def group_size(self, rows: int, lanes: int) -> int:
         """Rows per group for a schedule asking `rows` (row values are vectors of them).
@@ -33,9 +39,10 @@ class Capabilities:
     @classmethod
     def of(cls, target: Target) -> "Capabilities":
         x86 = target.arch == "x86_64"
+        half = {(DType.F16, DType.F32), (DType.F32, DType.F16)} if target.converts_half else set()
         return cls(vector_bits=32 * target.vector_width,   # vector_width counts float32 lanes
-                   native_ldexp=frozenset({(32, 16)}) if target.has_avx512 else frozenset(),
-                   nan_ignoring_max=x86, streaming_fence=x86)
+                   native_ldexp=frozenset({(32, 16), (64, 8)}) if target.has_avx512 else frozenset(),
+                   nan_ignoring_max=x86, streaming_fence=x86, native_casts=frozenset(half | WIDE_CASTS))
 
     def lanes(self, dtype: DType) -> int:
         return self.vector_bits // dtype.bits

@@ -2,10 +2,13 @@
 the vector math, the group being lowered, and memory access by element offset."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .. import numerics
 from ..ir import DType
 from .capabilities import Capabilities
-from .loopir import I64, PTR, Builder, Const, Kernel, Val, array_ty, bool_ty, float_ty, i64
+from .casts import Casts, storage_ty
+from .loopir import I64, PTR, Builder, Const, Kernel, Ty, Val, array_ty, bool_ty, float_ty, i64
 from .loopmath import LoopMath
 from .schedule import Schedule
 
@@ -13,14 +16,24 @@ VECTOR_ALIGN = 64  # bytes: an aligned full-width store may be non-temporal
 PARAMS = ("rows", "n", "x", "x_row_stride", "y", "y_row_stride")
 
 
+@dataclass(frozen=True)
+class RowPtr:
+    """The start of one row of x or y, and the type its elements have in memory."""
+    ptr: Val
+    elem: Ty
+
+
 class Context:
-    def __init__(self, name: str, caps: Capabilities, schedule: Schedule, storage: DType, compute: DType):
+    def __init__(self, name: str, caps: Capabilities, schedule: Schedule, dtypes: tuple[DType, DType, DType]):
         self.caps, self.schedule = caps, schedule
+        self.x_dtype, compute, self.y_dtype = dtypes
         self.width = caps.lanes(compute)
-        self.elem = float_ty(storage.bits)   # what x and y hold
+        self.x_elem, self.y_elem = storage_ty(caps, self.x_dtype, 1), storage_ty(caps, self.y_dtype, 1)
+        self.casts = Casts(None, caps, self.width)
         types = (I64, I64, PTR, I64, PTR, I64)
         self.kernel = Kernel(name, [Val(k, t, p) for k, (t, p) in enumerate(zip(types, PARAMS))])
         self.b = Builder(self.kernel)
+        self.casts.b = self.b
         self.vm = LoopMath(self.b, float_ty(compute.bits, self.width), numerics.float_format(compute),
                            caps.native_ldexp)
         self.one = self.vm.with_width(1)  # scalar math of one row (block constants)
@@ -81,42 +94,51 @@ class Context:
         return self.both(m.le(m.const(lo), v), m.le(v, m.const(hi)))
 
     # --- memory -------------------------------------------------------------------------
-    def row_ptr(self, base, stride, j, first=None):
-        """Row `first + j` (first: the group's first row by default)."""
-        row = self.int_op("add", self.first if first is None else first, j)
-        return self.element_ptr(base, self.int_op("mul", row, stride))
+    def row_x(self, j, first=None) -> RowPtr:
+        """Row `first + j` of x (first: the group's first row by default)."""
+        return self._row(RowPtr(self.x, self.x_elem), self.xs, j, first)
 
-    def element_ptr(self, base, offset):
-        return self.b.emit("gep", base, offset, ty=PTR, elem=self.elem)
+    def row_y(self, j, first=None) -> RowPtr:
+        return self._row(RowPtr(self.y, self.y_elem), self.ys, j, first)
+
+    def _row(self, base: RowPtr, stride, j, first) -> RowPtr:
+        row = self.int_op("add", self.first if first is None else first, j)
+        return RowPtr(self.element_ptr(base, self.int_op("mul", row, stride)), base.elem)
+
+    def element_ptr(self, row: RowPtr, offset):
+        return self.b.emit("gep", row.ptr, offset, ty=PTR, elem=row.elem)
 
     def tail_mask(self, start, end):
         """Lanes below end - start (at most a vector's worth)."""
         return self.b.emit("lanes_below", self.int_op("sub", end, start), ty=bool_ty(self.width))
 
-    def aligned_start(self, row_ptr, n):
+    def aligned_start(self, row: RowPtr, n):
         """Elements before the first VECTOR_ALIGN-aligned address of the row (at most n)."""
-        skip = self.b.emit("align_skip", row_ptr, ty=I64, align=VECTOR_ALIGN, elem=self.elem)
+        skip = self.b.emit("align_skip", row.ptr, ty=I64, align=VECTOR_ALIGN, elem=row.elem)
         return self.minimum(skip, n)
 
-    def load(self, row_ptr, offset, mask, prefetch: int = 0):
-        vm, b = self.vm, self.b
-        ptr = self.element_ptr(row_ptr, offset)
+    def load(self, row: RowPtr, offset, mask, prefetch: int = 0):
+        """A vector of the row's elements as they are stored (a cast follows where they are
+        not the compute dtype)."""
+        b = self.b
+        ty = row.elem.vector(self.width)
+        ptr = self.element_ptr(row, offset)
         if mask is None:
             if prefetch:
-                b.emit("prefetch", self.element_ptr(row_ptr, self.int_op("add", offset, i64(prefetch))))
-            return b.emit("load", ptr, ty=vm.ty, align=self.elem.bytes)
-        return b.emit("masked_load", ptr, mask, ty=vm.ty)
+                b.emit("prefetch", self.element_ptr(row, self.int_op("add", offset, i64(prefetch))))
+            return b.emit("load", ptr, ty=ty, align=row.elem.bytes)
+        return b.emit("masked_load", ptr, mask, ty=ty)
 
-    def store(self, value, row_ptr, offset, mask, nontemporal):
-        ptr = self.element_ptr(row_ptr, offset)
+    def store(self, value, row: RowPtr, offset, mask, nontemporal):
+        ptr = self.element_ptr(row, offset)
         if mask is not None:
             self.b.emit("masked_store", ptr, value, mask)
         elif nontemporal:
             # streaming stores start at a VECTOR_ALIGN boundary and go on a vector at a time
-            self.b.emit("store", ptr, value, align=min(VECTOR_ALIGN, self.elem.bytes * self.width),
+            self.b.emit("store", ptr, value, align=min(VECTOR_ALIGN, row.elem.bytes * self.width),
                         nontemporal=True)
         else:
-            self.b.emit("store", ptr, value, align=self.elem.bytes)
+            self.b.emit("store", ptr, value, align=row.elem.bytes)
 
     # --- row values inside the per-row loops ----------------------------------------------
     def row_table(self, v):
@@ -129,7 +151,7 @@ class Context:
     def row_splat(self, table, j):
         if self.group == 1:
             return self.vm.splat(table)
-        return self.vm.splat(self.b.emit("read_at", table, j, ty=self.elem))
+        return self.vm.splat(self.b.emit("read_at", table, j, ty=self.vm.ty.scalar))
 
     def results_var(self):
         """Per row of the group: one vector of a reduction's lane state."""

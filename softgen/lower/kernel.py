@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from .. import numerics
 from ..ir import Kind, Op, Pass, Program, Type
 from .capabilities import Capabilities
+from .casts import Casts
 from .loopir import I64, Kernel, i64, verify
 from .passes import PassLowering
 from .schedule import Schedule
@@ -61,7 +62,7 @@ def kernel_name(program: Program) -> str:
 def lower(program: Program, caps: Capabilities, schedule: Schedule = Schedule(),
           name: str | None = None) -> Kernel:
     """The loop-IR kernel of `program` under `schedule` for a target with `caps` (verified)."""
-    lowering = KernelLowering(name or kernel_name(program), caps, schedule, program.storage, program.compute)
+    lowering = KernelLowering(name or kernel_name(program), caps, schedule, program.dtypes)
     lowering.emit(program)
     return verify(lowering.kernel)
 
@@ -122,9 +123,11 @@ class KernelLowering(PassLowering):
             results = (rm.const(op.attrs["value"]),)
         elif k is Kind.STORE_ROW:
             for j in range(self.group):
-                value = self.lane(a[0], j)
-                self.b.emit("store", self.row_ptr(self.y, self.ys, i64(j)), value, align=self.elem.bytes)
+                row = self.row_y(i64(j))
+                self.b.emit("store", row.ptr, self.lane(a[0], j), align=row.elem.bytes)
             results = ()
+        elif k is Kind.CAST_ROW:
+            results = (Casts(self.b, self.caps, rm.width).cast(a[0], op.attrs["from"], op.attrs["to"]),)
         elif k in ROW_RECIPES:
             results = ROW_RECIPES[k](rm, *a)
         else:

@@ -99,5 +99,40 @@ class LoopMath:
             return self._op("ldexp", v, d)
         return numerics.ldexp_generic(self, v, d)
 
+    # --- integer lanes of the float's width (the 16-bit storage recipes) ---------------------
+    def iconst(self, v: int) -> Const:
+        bits = self.ity.bits
+        v &= (1 << bits) - 1
+        return Const(self.ity, v - (1 << bits) if v >> (bits - 1) else v)   # as a signed value
+
+    def iand(self, a, b):
+        return self._op("and", a, b, ty=self.ity)
+
+    def ior(self, a, b):
+        return self._op("or", a, b, ty=self.ity)
+
+    def iadd(self, a, b):
+        return self._op("add", a, b, ty=self.ity)
+
+    def isub(self, a, b):
+        return self._op("sub", a, b, ty=self.ity)
+
+    def lshr(self, a, n: int):
+        return self._op("lshr", a, Const(self.ity, n), ty=self.ity)
+
+    def ilt(self, a, b):
+        return self._op("lt", a, b, ty=self.mask_ty)
+
+    def ieq(self, a, b):
+        return self._op("eq", a, b, ty=self.mask_ty)
+
+    def widen(self, a):
+        """16-bit integer lanes zero-extended to the float's width."""
+        return self._op("zext", a, ty=self.ity)
+
+    def narrow(self, a):
+        """Integer lanes truncated to 16 bits."""
+        return self._op("trunc", a, ty=int_ty(16, self.width))
+
     def isfinite(self, a):
         return self._op("ne", self.fabs(a), self.const(float("inf")), ty=self.mask_ty)

@@ -80,8 +80,9 @@ class PassLowering(Context):
         if form == "exact" or not setup.plan.has_fast_form:
             return self.true()
         # |c| * log2(e) + 1/2 within EXP_FOLD_LIMIT: the shift's exponent may be folded
-        c_limit, e_limit = (((numerics.EXP_FOLD_LIMIT - 1) / numerics.LOG2E, numerics.EXP_FOLD_LIMIT)
-                            if form == "folded" else (numerics.EXP_SHIFT_LIMIT, numerics.PAIR_EXP_LIMIT))
+        fmt = self.vm.float_format
+        c_limit, e_limit = (((fmt.exp_fold_limit - 1) / fmt.log2e, fmt.exp_fold_limit)
+                            if form == "folded" else (fmt.exp_shift_limit, fmt.pair_exp_limit))
         rm, plan = self.rm, setup.plan
         return self.all_lanes(
             [self.in_range(rm, env[c], -c_limit, c_limit) for c in plan.exp_shifts] +
@@ -118,7 +119,7 @@ class PassLowering(Context):
         units = []
         for d in range(setup.rows_side_by_side):
             j = self.int_op("add", j0, i64(d)) if d else j0
-            row = Row(self.row_ptr(self.x, self.xs, j, first), self.row_ptr(self.y, self.ys, j, first),
+            row = Row(self.row_x(j, first), self.row_y(j, first),
                       {v: self.row_splat(t, j) for v, t in row_tables.items()},
                       {k: self.shift_splat(t, j) for k, t in shift_tables.items()})
             fast = form != "exact" and setup.plan.has_fast_form   # a fused sweep may mix passes

@@ -108,7 +108,7 @@ class RowSweep:
 
     def elementwise(self):
         ctx = self.ctx
-        self.set_prefetch(ctx.schedule.prefetch // ctx.elem.bytes)
+        self.set_prefetch(ctx.schedule.prefetch // ctx.x_elem.bytes)
         start = i64(0)
         if self.nontemporal:  # plain stores up to the first aligned vector of y: that head
             # may hold more elements than one vector (15 at 4 bytes and 8 lanes)
@@ -141,6 +141,8 @@ class RowSweep:
             out = self.ctx.load(row.x, offset, mask, prefetch=row.prefetch)
         elif k is Kind.LOAD_Y:
             out = self.ctx.load(row.y, offset, mask)
+        elif k is Kind.CAST:
+            out = self.ctx.casts.cast(a[0], op.attrs["from"], op.attrs["to"])
         elif k is Kind.SUB:
             out = vm.sub(*a)
         elif k is Kind.MUL:
@@ -260,7 +262,7 @@ class Blocks:
         s.set_prefetch(0)
         block_fast = self.block_max_scan(start, end) if plan.block_max else None
         # the sweep re-reads the block from L1: fetch the next one meanwhile
-        s.set_prefetch(ctx.block if plan.block_max else ctx.schedule.prefetch // ctx.elem.bytes)
+        s.set_prefetch(ctx.block if plan.block_max else ctx.schedule.prefetch // ctx.x_elem.bytes)
         if plan.running:
             self.seed_exponents(start, end)
             self.b.do_while(lambda: [self.sum_block(start, end, block_fast), self.raise_exponents()][1],

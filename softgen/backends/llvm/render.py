@@ -22,14 +22,14 @@ def llvm_type(t: Ty):
         return ir.ArrayType(llvm_type(t.elem), t.count)
     if t.kind == "ptr":
         return ir.PointerType()
-    base = {"float": {32: ir.FloatType(), 64: ir.DoubleType()}.get(t.bits),
+    base = {"float": {16: ir.HalfType(), 32: ir.FloatType(), 64: ir.DoubleType()}.get(t.bits),
             "int": ir.IntType(t.bits), "bool": ir.IntType(1)}[t.kind]
     return base if t.lanes == 1 else ir.VectorType(base, t.lanes)
 
 
 def _suffix(t: Ty) -> str:
-    """LLVM's overload suffix of a float type: f32, v16f32."""
-    base = f"f{t.bits}"
+    """LLVM's overload suffix of a float or int type: f32, v16f32, v16i16."""
+    base = f"{'f' if t.kind == 'float' else 'i'}{t.bits}"
     return base if t.lanes == 1 else f"v{t.lanes}{base}"
 
 
@@ -189,14 +189,29 @@ class _Renderer:
     def op_shl(self, s, a, n):
         return self.b.shl(a, n)
 
+    def op_lshr(self, s, a, n):
+        return self.b.lshr(a, n)
+
+    def op_zext(self, s, a):
+        return self.b.zext(a, llvm_type(s.result.ty))
+
+    def op_trunc(self, s, a):
+        return self.b.trunc(a, llvm_type(s.result.ty))
+
+    def op_convert(self, s, a):
+        """float <-> float of another width, rounded to nearest."""
+        ty = llvm_type(s.result.ty)
+        return self.b.fpext(a, ty) if s.result.ty.bits > s.args[0].ty.bits else self.b.fptrunc(a, ty)
+
     def op_ldexp(self, s, v, d):
         t = s.result.ty
-        if not (self.target.has_avx512 and t.kind == "float" and t.bits == 32 and t.lanes == 16):
+        suffix = {(32, 16): "ps", (64, 8): "pd"}.get((t.bits, t.lanes))
+        if not (self.target.has_avx512 and t.kind == "float" and suffix):
             raise NotImplementedError(f"LLVM renderer: no native ldexp on {t} for {self.target.name}")
-        # AVX-512 vscalefps: v * 2^floor(d), subnormals and -inf handled
-        ty = llvm_type(t)
-        fn = intrinsic(self.b.module, "llvm.x86.avx512.mask.scalef.ps.512", ty, [ty, ty, ty, ir.IntType(16), I32])
-        return self.b.call(fn, [v, d, v, ir.Constant(ir.IntType(16), -1), ir.Constant(I32, 4)])   # rounding: the current mode
+        # AVX-512 vscalefps/pd: v * 2^floor(d), subnormals and -inf handled
+        ty, mask = llvm_type(t), ir.IntType(t.lanes)
+        fn = intrinsic(self.b.module, f"llvm.x86.avx512.mask.scalef.{suffix}.512", ty, [ty, ty, ty, mask, I32])
+        return self.b.call(fn, [v, d, v, ir.Constant(mask, -1), ir.Constant(I32, 4)])   # rounding: the current mode
 
     def op_splat(self, s, scalar):
         ty = llvm_type(s.result.ty)
@@ -242,7 +257,8 @@ class _Renderer:
         t = s.result.ty
         ty = llvm_type(t)
         fn = intrinsic(self.b.module, f"llvm.masked.load.{_suffix(t)}.p0", ty, [ir.PointerType(), I32, mask.type, ty])
-        return self.b.call(fn, [ptr, ir.Constant(I32, t.bytes), mask, ir.Constant(ty, [0.0] * t.lanes)])
+        zero = 0.0 if t.kind == "float" else 0
+        return self.b.call(fn, [ptr, ir.Constant(I32, t.bytes), mask, ir.Constant(ty, [zero] * t.lanes)])
 
     def op_store(self, s, ptr, value):
         st = self.b.store(value, ptr, align=s.attrs["align"])

@@ -6,7 +6,7 @@ import numpy as np
 
 from . import algorithms, ops, tune
 from .dtypes import DTYPES, check_dtype
-from .runtime import _F32, Kernel, _as_input, _fast_call, _normalize_axis, _run, _run_general, compile
+from .runtime import _F32, _F64, Kernel, _as_input, _check_out, _fast_call, _normalize_axis, _run, _run_general, compile
 from .runtime import OUTPUT_DELTA, PAGE, same_page_offset  # noqa: F401  (api's names before runtime.py)
 
 
@@ -67,6 +67,17 @@ def _result_dtype(x_dtype: np.dtype, out, dtype) -> np.dtype:
                     f"dtype=None that of an out of {', '.join(DTYPES)}")
 
 
+def _round_float64(y: np.ndarray, out, dtype: np.dtype) -> np.ndarray:
+    """A float64 result as a 16-bit one, rounded once (numpy's and ml_dtypes' conversions
+    round float64 directly; kernels would round through float32, so they do not store
+    float64 results in 16 bits)."""
+    if out is None:
+        return y.astype(dtype)
+    _check_out(out, y.shape, dtype)
+    out[...] = y
+    return out
+
+
 def _op_entry(spec: ops.OpSpec):
     op = spec.name
 
@@ -80,6 +91,8 @@ def _op_entry(spec: ops.OpSpec):
         arr = _as_input(x)
         ax = _normalize_axis(axis, arr.ndim)
         out_dtype = _result_dtype(arr.dtype, out, dtype)
+        if arr.dtype == _F64 and out_dtype.itemsize == 2:
+            return _round_float64(_run(_kernel_for(op, algorithm, arr, ax), arr, ax, None), out, out_dtype)
         return _run(_kernel_for(op, algorithm, arr, ax, out_dtype), arr, ax, out)
     run.__name__ = op
     run.__doc__ = (f"{op} of an array along `axis` (numpy semantics).\n\n"

@@ -466,6 +466,12 @@ MIXED = [(F32, F64), (F64, F32), (F16, F32), (F16, F64), (F32, F16), (F64, F16),
          pytest.param(BF16, F16, marks=needs_bf16), pytest.param(BF16, F64, marks=needs_bf16)]
 
 
+def _kernel_dtypes(x_dtype, dtype) -> tuple:
+    """The kernel's (x, y) dtypes for x_dtype and a result of `dtype`: those two, except that
+    a float64 result rounded to 16 bits is a float64 kernel's, rounded once after it."""
+    return (x_dtype, F64) if x_dtype == F64 and dtype.itemsize == 2 else (x_dtype, dtype)
+
+
 @pytest.fixture
 def compiled(monkeypatch):
     """The (dtype, out_dtype, algorithm) of every kernel the API compiles in the test (with
@@ -486,11 +492,11 @@ def compiled(monkeypatch):
 def test_dtype_argument_reads_x_as_it_is(compiled, op, x_dtype, dtype):
     """dtype= as torch's: the result's dtype, computed in float64 if it or x is float64
     (float32 x with dtype=float64 is float64-accurate); one kernel reads x's dtype and
-    writes dtype's, no converted copy of x."""
+    writes dtype's, no converted copy of x (float64 to 16 bits: _kernel_dtypes)."""
     x = random_rows(x_dtype, 6, 300)
     y = enabled(OP_FN[op], x, dtype=dtype)
     check_as(op, x, y, dtype)
-    assert [c[:2] for c in compiled] == [(x_dtype, dtype)]
+    assert [c[:2] for c in compiled] == [_kernel_dtypes(x_dtype, dtype)]
     assert enabled(OP_FN[op], x, dtype=dtype.name).dtype == dtype  # names too
     view = random_rows(x_dtype, 300, 6).T  # the general path
     check_as(op, view, enabled(OP_FN[op], view, dtype=dtype), dtype)
@@ -507,10 +513,33 @@ def test_out_of_another_dtype_is_the_result_dtype(compiled, x_dtype, dtype):
     out2 = np.empty_like(out)
     assert softgen.log_softmax(x, out=out2, dtype=dtype) is out2
     assert np.array_equal(out2, out, equal_nan=True)
-    assert {c[:2] for c in compiled} == {(x_dtype, dtype)}
+    assert {c[:2] for c in compiled} == {_kernel_dtypes(x_dtype, dtype)}
     lse = np.empty(4, dtype)
     assert enabled(softgen.logsumexp, x, out=lse) is lse
     check_as("logsumexp", x, lse, dtype)
+
+
+@pytest.mark.parametrize("dtype", SIXTEEN, ids=str)
+def test_float64_to_16_bits_rounds_once(dtype):
+    """Kernels do not store float64 results in 16 bits (they would round through float32):
+    the API rounds the float64 result once, as numpy converts float64."""
+    x = random_rows(F64, 3, 200)
+    for op in softgen.OPS:
+        expected = OP_FN[op](x).astype(dtype)
+        assert np.array_equal(OP_FN[op](x, dtype=dtype), expected)
+        out = np.empty(expected.shape, dtype)
+        assert OP_FN[op](x, out=out) is out and np.array_equal(out, expected)
+    # a softmax output 2^-40 above a tie of the 16-bit dtype: float32 would hold the tie
+    # itself, which rounds to even (down); rounded once it rounds up
+    ulp = 2.0 ** -2 * float(np.finfo(F16).eps if dtype == F16 else ml_dtypes.finfo(dtype).eps)
+    even = 0.25 + 2 * ulp
+    t = even + ulp / 2 + 2.0 ** -40
+    row = np.array([[0.0, np.log(t / (1 - t))]])
+    y = softgen.softmax(row, dtype=dtype)
+    assert float(y[0, 1]) == even + ulp
+    assert float(np.float32(softgen.softmax(row)[0, 1]).astype(dtype)) == even  # what twice gives
+    with pytest.raises(ValueError, match="shape"):
+        softgen.softmax(x, out=np.empty((3, 5), dtype))
 
 
 @pytest.mark.parametrize("dtype", SIXTEEN + [F64], ids=str)
@@ -623,8 +652,10 @@ def test_kernel_lookup_is_per_dtype(monkeypatch):
     assert softgen.softmax(np.zeros((4, 1000), F16), dtype=F32) is kernels[F16, F32]
     assert softgen.softmax(np.zeros((4, 1000), F32), out=np.zeros((4, 1000), F64)) is kernels[F32, F64]
     assert softgen.softmax(np.zeros((4, 1000), np.int16)) is kernels[F64, F64]
-    assert softgen.softmax(np.zeros((4, 1000), np.int16), dtype=F16) is api._kernel_for(
-        "softmax", "auto", np.zeros((4, 1000), F64), 1, F16)
+    # float64 computed, stored as 16 bits: the float64 kernel, its result rounded once
+    monkeypatch.setattr(api, "_round_float64", lambda y, out, dtype: (y, dtype))
+    assert softgen.softmax(np.zeros((4, 1000), np.int16), dtype=F16) == (kernels[F64, F64], F16)
+    assert softgen.softmax(np.zeros((4, 1000), F64), out=np.zeros((4, 1000), F16)) == (kernels[F64, F64], F16)
 
 
 def test_kernel_objects_know_their_dtypes():

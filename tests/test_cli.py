@@ -257,12 +257,6 @@ def test_emit_so_of_a_dtype_runs_here(tmp_path, dtype, out_dtype):
     np.testing.assert_array_equal(y, kernel(x))
 
 
-@has_emit_c
-def test_emit_c_float64(tmp_path):
-    out = ok_or_skip("emit-c", "--dtype", "float64", "--name", "k64", "-o", tmp_path)
-    assert "wrote" in out and "double" in (tmp_path / "k64.c").read_text()
-
-
 @pytest.mark.parametrize("dtype,out_dtype", [("float64", None), ("float16", None), ("float16", "float32")], ids=str)
 def test_bench_dtype(tmp_path, dtype, out_dtype):
     extra = ["--out-dtype", out_dtype] if out_dtype else []

@@ -6,7 +6,8 @@ import numpy as np
 
 from . import algorithms, ops, tune
 from .dtypes import DTYPES, check_dtype
-from .runtime import _F32, _F64, Kernel, _as_input, _check_out, _fast_call, _normalize_axis, _run, _run_general, compile
+from .runtime import NATIVE_DTYPES, _F32, _F64, Kernel, _as_input, _check_out, _fast_call, _normalize_axis, _run
+from .runtime import _run_general, compile
 from .runtime import OUTPUT_DELTA, PAGE, same_page_offset  # noqa: F401  (api's names before runtime.py)
 
 
@@ -16,7 +17,7 @@ def choose_algorithm(op: str, n: int, rows: int = 1, dtype="float32", out_dtype=
 
 
 # (op, algorithm, rows, n, tuning generation) -> Kernel for float32 -> float32, the same with
-# (x's dtype name, y's) appended for every other pair: the per-call lookup
+# (x's dtype, y's) appended for every other pair: the per-call lookup
 _kernels: dict = {}
 
 
@@ -37,7 +38,7 @@ def _kernel_for(op: str, algorithm: str, arr: np.ndarray, ax: int, out_dtype: np
         return _f32_kernel(op, algorithm, arr, ax)
     n = arr.shape[ax]
     rows = arr.size // n if n else 0
-    key = (op, algorithm, rows, n, tune.generation, x_dtype.name, out_dtype.name)
+    key = (op, algorithm, rows, n, tune.generation, x_dtype, out_dtype)
     kernel = _kernels.get(key)
     return kernel if kernel is not None else _new_kernel(key, op, algorithm, rows, n, x_dtype, out_dtype)
 
@@ -55,16 +56,32 @@ def _result_dtype(x_dtype: np.dtype, out, dtype) -> np.dtype:
     """The result's dtype: `dtype` if given, else out's (a supported float dtype), else x's.
     TypeError where out's dtype is not the result's."""
     if dtype is not None:
-        result = check_dtype(dtype)
+        result = _dtype_argument(dtype)
         if isinstance(out, np.ndarray) and out.dtype != result:
             raise TypeError(f"out has dtype {out.dtype}, but dtype={result.name} asks for a {result} result")
         return result
     if not isinstance(out, np.ndarray):  # None, or not an array (the runtime says so)
         return x_dtype
-    if out.dtype.name in DTYPES and out.dtype.isnative:
+    if out.dtype in NATIVE_DTYPES:
         return out.dtype
     raise TypeError(f"out has dtype {out.dtype}; the result's dtype is {x_dtype} (x's), or with "
                     f"dtype=None that of an out of {', '.join(DTYPES)}")
+
+
+_dtype_arguments: dict = {}  # dtype= as given -> its numpy dtype (check_dtype takes microseconds)
+
+
+def _dtype_argument(dtype) -> np.dtype:
+    try:
+        return _dtype_arguments[dtype]
+    except (KeyError, TypeError):  # new, or unhashable
+        result = check_dtype(dtype)
+        try:
+            if len(_dtype_arguments) < 64:
+                _dtype_arguments[dtype] = result
+        except TypeError:
+            pass
+        return result
 
 
 def _round_float64(y: np.ndarray, out, dtype: np.dtype) -> np.ndarray:
@@ -83,11 +100,17 @@ def _op_entry(spec: ops.OpSpec):
 
     def run(x, axis: int = -1, *, algorithm: str = "auto", out=None, dtype=None):
         if (type(x) is np.ndarray and x.dtype is _F32 and dtype is None and x.ndim and type(axis) is int
-                and -x.ndim <= axis < x.ndim and (out is None or type(out) is np.ndarray and out.dtype is _F32)):
-            ax = axis % x.ndim  # float32 in and out: the common case, no checks beyond these
-            kernel = _f32_kernel(op, algorithm, x, ax)
-            y = _fast_call(kernel, x, ax, out)
-            return y if y is not None else _run_general(kernel, x, ax, out)
+                and -x.ndim <= axis < x.ndim):
+            # float32 x with a float32 kernel for its shape: the common case, no other checks
+            ax = axis % x.ndim
+            n = x.shape[ax]
+            kernel = _kernels.get((op, algorithm, x.size // n if n else 0, n, tune.generation))
+            if kernel is not None:
+                y = _fast_call(kernel, x, ax, out)  # None for an out that is not C-contiguous float32
+                if y is not None:
+                    return y
+                if out is None or type(out) is np.ndarray and out.dtype is _F32:
+                    return _run_general(kernel, x, ax, out)
         arr = _as_input(x)
         ax = _normalize_axis(axis, arr.ndim)
         out_dtype = _result_dtype(arr.dtype, out, dtype)

@@ -618,7 +618,7 @@ def test_other_dtypes_take_the_fast_call(monkeypatch, dtype):
 
 class _FakeKernel:
     def __init__(self, op, algorithm, dtype, out_dtype, schedule):
-        self.op, self.algorithm, self.schedule = op, algorithm, schedule
+        self.op, self.algorithm, self.schedule, self.row_output = op, algorithm, schedule, op == "logsumexp"
         self.dtype, self.out_dtype = np.dtype(dtype), np.dtype(dtype if out_dtype is None else out_dtype)
 
 
@@ -645,7 +645,7 @@ def test_kernel_lookup_is_per_dtype(monkeypatch):
         assert (k.algorithm == "three_pass_reload") == (not narrow), (x_dtype, y_dtype, k.algorithm)
     assert len({id(k) for k in kernels.values()}) == len(kernels)
     assert ("softmax", "auto", 4, 1000, softgen.tune.generation) in api._kernels
-    assert ("softmax", "auto", 4, 1000, softgen.tune.generation, "float16", "float32") in api._kernels
+    assert ("softmax", "auto", 4, 1000, softgen.tune.generation, F16, F32) in api._kernels
     assert len(api._kernels) == len(pairs)
     # the API's calls land on these keys (x's dtype, the result's)
     monkeypatch.setattr(api, "_run", lambda kernel, arr, ax, out: kernel)

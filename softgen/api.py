@@ -76,6 +76,7 @@ def _dtype_argument(dtype) -> np.dtype:
         return _dtype_arguments[dtype]
     except (KeyError, TypeError):  # new, or unhashable
         result = check_dtype(dtype)
+        result = result if result.isnative else result.newbyteorder("=")
         try:
             if len(_dtype_arguments) < 64:
                 _dtype_arguments[dtype] = result

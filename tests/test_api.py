@@ -554,6 +554,17 @@ def test_in_place_and_out_per_dtype(dtype):
     assert np.array_equal(t, expected)
 
 
+@pytest.mark.parametrize("dtype", OTHER_DTYPES, ids=str)
+def test_empty_shapes_per_dtype(dtype):
+    assert enabled(softgen.softmax, np.zeros((0, 5), dtype)).dtype == dtype
+    assert softgen.softmax(np.zeros((3, 0), dtype)).shape == (3, 0)
+    lse = softgen.logsumexp(np.zeros((3, 0), dtype))
+    assert lse.dtype == dtype and lse.shape == (3,) and np.all(lse == -np.inf)
+    assert softgen.log_softmax(np.zeros((2, 0, 3), dtype), axis=1, dtype=F32).dtype == F32
+    y = softgen.softmax(np.zeros((2, 3), dtype), dtype=">f8")  # the result in native order
+    assert y.dtype == F64 and np.allclose(y, 1 / 3, rtol=1e-15)
+
+
 def test_out_and_dtype_mismatches_name_both():
     x = random_rows(F32, 2, 3)
     with pytest.raises(TypeError, match="out has dtype float32, but dtype=float64 asks for a float64 result"):

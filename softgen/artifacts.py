@@ -21,12 +21,12 @@ import llvmlite.binding as llvm
 from . import algorithms, tune
 from .backends import c
 from .backends.llvm import CompiledModule, compile_program
-from .dtypes import compute_dtype, ir_dtype
+from .dtypes import c_parameters, compute_dtype, ir_dtype
+from .ir import DType
 from .lower import Schedule
 from .targets import Target
 
-C_PARAMETERS = ("int64_t rows, int64_t n, const float *x, int64_t x_row_stride, "
-                "float *y, int64_t y_row_stride")
+C_PARAMETERS = c_parameters(DType.F32, DType.F32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,6 +37,7 @@ class Artifact:
     target: Target
     compiled: CompiledModule
     schedule: Schedule = Schedule()
+    dtypes: tuple = (DType.F32, DType.F32, DType.F32)   # x's, compute, y's
 
     @property
     def name(self) -> str:
@@ -63,7 +64,7 @@ class Artifact:
 
     @property
     def c_declaration(self) -> str:
-        return f"void {self.name}({C_PARAMETERS});"
+        return f"void {self.name}({c_parameters(self.dtypes[0], self.dtypes[2])});"
 
     def write(self, path) -> Path:
         """Write the artifact chosen by the file suffix: .s assembly, .ll LLVM IR, .o object,
@@ -129,7 +130,8 @@ def generate(op: str, *, algorithm: str, target, dtype="float32", out_dtype=None
         raise TypeError(f"schedule must be a softgen.lower.Schedule or '{tune.AUTO}ROWSxN', "
                         f"not {schedule!r}")
     program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output)
-    return Artifact(op, algorithm, tgt, compile_program(program, tgt, schedule, name=name), schedule)
+    return Artifact(op, algorithm, tgt, compile_program(program, tgt, schedule, name=name), schedule,
+                    program.dtypes)
 
 
 def emit_c(op: str, *, algorithm: str, schedule: Schedule | str | None = None, dtype="float32",

@@ -82,27 +82,29 @@ def _torch(op: str):
 
 def _onnxruntime(op: str):
     import onnxruntime as ort
-    from onnx import TensorProto, helper
+    from onnx import helper
     spec = ops.get(op)
     sessions: dict = {}
 
-    def model(shape):
+    def model(shape, dtype):
+        elem = helper.np_dtype_to_tensor_dtype(dtype)
         if spec.output is Output.VALUE:  # a reduction operator
             node = helper.make_node(spec.peers["onnx"], ["x"], ["y"], axes=[-1], keepdims=0)
         else:
             node = helper.make_node(spec.peers["onnx"], ["x"], ["y"], axis=-1)
         out_shape = list(spec.output_shape(*shape))
-        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
+        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", elem, list(shape))],
+                              [helper.make_tensor_value_info("y", elem, out_shape)])
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
         so = ort.SessionOptions()
         so.intra_op_num_threads = so.inter_op_num_threads = 1
         return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
     def run(x):
-        if x.shape not in sessions:
-            sessions[x.shape] = model(x.shape)
-        return sessions[x.shape].run(None, {"x": x})[0]
+        key = (x.shape, x.dtype)
+        if key not in sessions:
+            sessions[key] = model(x.shape, x.dtype)
+        return sessions[key].run(None, {"x": x})[0]
     return run
 
 

@@ -44,3 +44,14 @@ def compute_dtype(*dtypes: DType) -> DType:
     """What kernels over these storage dtypes compute in: float64 if any is float64, else
     float32 (16-bit values are widened to float32 in registers)."""
     return DType.F64 if DType.F64 in dtypes else DType.F32
+
+
+# How x and y are declared in the C ABI (generated headers, emitted C): 16-bit floats are
+# passed as their bits (float16: IEEE binary16; bfloat16: the upper half of a float32).
+C_ABI_TYPES = {DType.F32: "float", DType.F64: "double", DType.F16: "uint16_t", DType.BF16: "uint16_t"}
+
+
+def c_parameters(x: DType, y: DType) -> str:
+    """The kernel's C parameter list for x of dtype x and y of dtype y."""
+    return (f"int64_t rows, int64_t n, const {C_ABI_TYPES[x]} *x, int64_t x_row_stride, "
+            f"{C_ABI_TYPES[y]} *y, int64_t y_row_stride")

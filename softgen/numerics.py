@@ -94,11 +94,13 @@ F32 = FloatFormat(
     exp_shift_limit=float(2 ** 19),
     # Elements below (e - exp_shift_floor) * ln2 give 0 whatever the scale (<= 2): they are
     # clamped there, which also turns -inf and huge negative inputs into a harmless 0.
-    exp_shift_floor=160.0,
+    exp_shift_floor=153.0,
     # A block whose maximum is below this (-inf, all -inf) takes an exponent that still lies
     # beyond pair_exp_limit, so an all -inf row fails the two-pass guard as it must.
     block_max_floor=-1.0e6,
-    exp_fold_limit=58.0,
+    # The folded form's k reaches down to -exp_fold_limit - exp_shift_floor - 1, which must not
+    # pass ldexp_generic's clamp (a clamped term would come out as p * 2^-190, not 0).
+    exp_fold_limit=36.0,
     # exp_pair_floored clamps inputs here: k = -2.16e6 is still inside the magic rounding's
     # range and beyond pair_exp_limit, so a row of -inf fails the two-pass guard as it must.
     pair_input_floor=-1.5e6)

@@ -58,5 +58,6 @@ def pytest_terminal_summary(terminalreporter):
     worst = getattr(sys.modules.get("test_matrix"), "WORST", None)
     if worst:
         terminalreporter.section("worst error vs float64 in the matrix (reference.check's measure)")
-        for (op, algo, width), err in sorted(worst.items()):
-            terminalreporter.write_line(f"{op:>12} {algo:<22} {width:>2} lanes  {err:.3g}")
+        for key, err in sorted(worst.items(), key=lambda kv: tuple(map(str, kv[0]))):
+            op, algo, width, *dtypes = key
+            terminalreporter.write_line(f"{op:>12} {algo:<22} {width:>2} lanes {''.join(dtypes) or 'float32':<18} {err:.3g}")

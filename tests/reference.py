@@ -1,16 +1,30 @@
-"""float64 references with numpy's semantics, and the tolerances the tests hold kernels to."""
+"""float64 references with numpy's semantics (longdouble for float64 data), and the
+tolerances the tests hold kernels to, per dtype."""
+import ml_dtypes
 import numpy as np
 
 SMALLEST_SUBNORMAL = 2.0 ** -149
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+# what a kernel computing in each dtype is held to (relative)
+RTOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 4e-15}
+
+
+def finfo(dtype):
+    return ml_dtypes.finfo(dtype) if np.dtype(dtype) == BFLOAT16 else np.finfo(dtype)
+
+
+def compute_dtype(*dtypes) -> np.dtype:
+    """softgen's rule: float64 if x or y is float64, else float32."""
+    return np.dtype(np.float64 if np.dtype(np.float64) in map(np.dtype, dtypes) else np.float32)
 
 
 def _stats(x: np.ndarray):
-    """(x, m, u) in float64: the row max and the sum of e^(x - m) less 1, as SciPy forms
-    it (the max terms counted apart), so that log1p(u) is right where u is tiny; NaN
-    where m is not finite, as numpy's sum of exp(x - m) would be."""
-    x = x.astype(np.float64)
+    """(x, m, u) in float64 (longdouble for float64 x): the row max and the sum of
+    e^(x - m) less 1, as SciPy forms it (the max terms counted apart), so that log1p(u) is
+    right where u is tiny; NaN where m is not finite, as numpy's sum of exp(x - m) would be."""
+    x = x.astype(np.longdouble if x.dtype == np.float64 else np.float64)
     with np.errstate(all="ignore"):
-        m = x.max(-1, keepdims=True) if x.shape[-1] else np.full(x.shape[:-1] + (1,), -np.inf)
+        m = x.max(-1, keepdims=True) if x.shape[-1] else np.full(x.shape[:-1] + (1,), -np.inf, x.dtype)
         top = x == m
         u = np.where(top, 0.0, np.exp(x - m)).sum(-1, keepdims=True) + (top.sum(-1, keepdims=True) - 1.0)
     return x, m, np.where(np.isfinite(m), u, np.nan)
@@ -27,36 +41,53 @@ def reference(op: str, x: np.ndarray) -> np.ndarray:
         return lse[..., 0]
 
 
-def check(op: str, x: np.ndarray, y: np.ndarray, rtol: float = 1e-6) -> float:
-    """Assert y matches the float64 reference; return the worst relative error seen."""
+def half_ulp(ref: np.ndarray, dtype) -> np.ndarray:
+    """Half the spacing of `dtype` at |ref| (its subnormal spacing below the normal range):
+    what rounding a result to a narrower output dtype may add."""
+    info = finfo(dtype)
+    e = np.floor(np.log2(np.maximum(np.abs(ref).astype(np.float64), float(info.smallest_normal))))
+    return 0.5 * 2.0 ** (e - info.nmant)
+
+
+def check(op: str, x: np.ndarray, y: np.ndarray, rtol: float | None = None) -> float:
+    """Assert y matches the reference: within rtol (the compute dtype's by default) of it,
+    plus half an ulp of y's dtype where y is narrower than the computation.  Returns the
+    worst relative error seen (the rounding allowance taken off)."""
     ref = reference(op, x)
-    assert y.shape == ref.shape and y.dtype == np.float32
-    nan_ref, nan_y = np.isnan(ref), np.isnan(y)
+    compute = compute_dtype(x.dtype, y.dtype)
+    rtol = RTOL[compute] if rtol is None else rtol
+    assert y.shape == ref.shape, (y.shape, ref.shape)
+    narrow = y.dtype.itemsize < compute.itemsize
+    got_all = y.astype(np.longdouble if compute == np.float64 else np.float64)
+    nan_ref, nan_y = np.isnan(ref), np.isnan(got_all)
     assert np.array_equal(nan_ref, nan_y), f"NaN positions differ: ref {np.argwhere(nan_ref)[:5]}, got {np.argwhere(nan_y)[:5]}"
     ok = ~nan_ref
-    ref, got = ref[ok], y[ok].astype(np.float64)
+    ref, got = ref[ok], got_all[ok]
     if not ref.size:
         return 0.0
     with np.errstate(over="ignore"):
-        ref32 = ref.astype(np.float32)  # beyond float32's range the right answer is +-inf
-    inf = np.isinf(ref32)
-    assert np.array_equal(ref32[inf], got[inf]), "infinities differ"
+        ref_out = ref.astype(y.dtype)  # beyond the output's range the right answer is +-inf
+    inf = np.isinf(ref_out.astype(np.float64))
+    assert np.array_equal(ref_out[inf].astype(np.float64), got[inf].astype(np.float64)), "infinities differ"
     ref, got = ref[~inf], got[~inf]
+    rounding = half_ulp(ref, y.dtype) if narrow else 0.0
+    err = np.maximum(np.abs(got - ref) - rounding, 0.0)
+    tiny = 4 * float(finfo(compute).smallest_subnormal)
     if op == "softmax":
         big = ref > 1e-30
-        err = np.abs(got - ref)
         worst = float(np.max(err[big] / ref[big])) if big.any() else 0.0
         assert worst <= rtol, f"max relative error {worst:.3g} > {rtol:g}"
         # tiny and subnormal outputs: close in absolute terms, and not flushed to zero
-        assert np.all(err[~big] <= 4 * SMALLEST_SUBNORMAL + rtol * ref[~big]), "tiny outputs wrong"
-        assert not np.any((ref > 4 * SMALLEST_SUBNORMAL) & (got == 0)), "subnormal outputs flushed to 0"
+        assert np.all(err[~big] <= tiny + rtol * ref[~big]), "tiny outputs wrong"
+        smallest_out = 4 * float(finfo(y.dtype).smallest_subnormal)
+        assert not np.any((ref > max(tiny, smallest_out)) & (got == 0)), "subnormal outputs flushed to 0"
         return worst
-    # log outputs: error relative to the magnitudes the float32 computation goes through
+    # log outputs: error relative to the magnitudes the computation goes through
     _, m, u = _stats(x)
     with np.errstate(all="ignore"):
         scale = np.abs(np.where(np.isfinite(m), m + np.log1p(u), 0.0))
     scale = np.broadcast_to(scale if op == "log_softmax" else scale[..., 0], y.shape)[ok][~inf]
-    rel = np.abs(got - ref) / (np.abs(ref) + scale + 1.0)
+    rel = err / (np.abs(ref) + scale + 1.0)
     worst = float(rel.max()) if rel.size else 0.0
     assert worst <= rtol, f"max relative error {worst:.3g} > {rtol:g}"
     return worst

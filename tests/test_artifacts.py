@@ -15,7 +15,7 @@ from softgen import algorithms, numerics
 from softgen.lower import Schedule
 from softgen.ir import Kind
 from softgen.targets import host
-from reference import check
+from reference import BFLOAT16, check
 from test_api import PAIRS, special_rows
 
 HOST = host()
@@ -420,3 +420,96 @@ def test_generate_takes_a_schedule_from_json():
     schedule = Schedule.from_json('{"rows": 4, "pipeline": true}')   # rows: rows_per_group's old name
     artifact = softgen.generate("softmax", algorithm="three_pass_recompute", target="x86-64-v3", schedule=schedule)
     assert artifact.schedule == Schedule(rows_per_group=4, pipeline=True)
+
+
+# --- other dtypes on the cross targets ----------------------------------------------------
+# Like DRIVER, in bytes: the record gives x's and y's offsets and buffer sizes in bytes, row
+# strides in elements; y's buffer is filled with 0xA5 bytes before the call.
+BYTE_DRIVER = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+typedef void kernel_fn(int64_t rows, int64_t n, const void *x, int64_t xs, void *y, int64_t ys);
+kernel_fn KERNELS;
+static kernel_fn *const kernels[] = {KERNELS};
+int main(void) {
+    int64_t h[9];
+    while (fread(h, sizeof h, 1, stdin) == 1) {
+        size_t xn = (size_t)h[5], yn = (size_t)h[8];
+        char *x = aligned_alloc(64, (xn / 64 + 1) * 64), *y = aligned_alloc(64, (yn / 64 + 1) * 64);
+        if (!x || !y || fread(x, 1, xn, stdin) != xn) return 2;
+        memset(y, 0xA5, yn);
+        kernels[h[0]](h[1], h[2], x + h[3], h[4], y + h[6], h[7]);
+        if (fwrite(y, 1, yn, stdout) != yn) return 2;
+        free(x);
+        free(y);
+    }
+    return 0;
+}
+"""
+F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+CROSS_DTYPES = [(F64, F64), (F16, F16), (BFLOAT16, BFLOAT16), (BFLOAT16, F32), (F32, F16)]
+
+
+def dtype_cases(dtype) -> list:
+    """[rows, n] cases in `dtype`: tails around every vector width, a few blocks, specials."""
+    rng = np.random.default_rng(5)
+    cases = [rng.standard_normal((3, n)) * np.array([[1.0], [30.0], [300.0]])
+             for n in (1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 33, 100, 3 * BLOCK + 17)]
+    cases += [np.stack(list(special_rows(n).values())).astype(np.float64) for n in (2, 37, 300)]
+    with np.errstate(over="ignore"):
+        return [c.astype(dtype) for c in cases]
+
+
+def dtype_record(k: int, x: np.ndarray, y_dtype, cols: int, i: int) -> tuple[bytes, tuple]:
+    """The driver record of kernel k on x, x and y at offsets and strides that vary with i;
+    (record, (y offset, y row stride, y buffer bytes))."""
+    rows, n = x.shape
+    xo, xs = OFFSETS[i % 4], n + PADS[i % 3]
+    yo, ys = OFFSETS[(i + 1) % 4], cols + PADS[(i + 2) % 3]
+    image = np.zeros(xo // x.itemsize + rows * xs, x.dtype)
+    image[xo // x.itemsize:].reshape(rows, xs)[:, :n] = x
+    y_bytes = yo + (rows * ys + 16) * y_dtype.itemsize
+    head = [k, rows, n, xo - xo % x.itemsize, xs, image.nbytes, yo - yo % y_dtype.itemsize, ys, y_bytes]
+    return np.int64(head).tobytes() + image.tobytes(), (head[6], ys, y_bytes)
+
+
+def test_cross_dtypes_run_under_qemu(cross):
+    """float64, float16, bfloat16 and mixed kernels (each op x algorithm the dtypes allow) on
+    each cross target, x and y at odd offsets and strides, against the reference."""
+    arch, cc, runners, work = cross
+    kernels = [(op, algo, dt) for dt in CROSS_DTYPES for op, algo in PAIRS
+               if not (algo == "three_pass_reload" and dt[1].itemsize < 4)]
+    names = [f"d{i}" for i in range(len(kernels))]
+    for name, (op, algo, (xd, yd)) in zip(names, kernels):
+        softgen.generate(op, algorithm=algo, target=arch, name=name, dtype=xd.name,
+                         out_dtype=yd.name).write(work / f"{name}.o")
+    (work / "bytes.c").write_text(BYTE_DRIVER)
+    subprocess.run([cc, "-O1", "-static", f"-DKERNELS={','.join(names)}", "bytes.c",
+                    *(f"{name}.o" for name in names), "-lm", "-o", "bytes"], cwd=work, check=True, capture_output=True)
+    jobs, stdin = [], []
+    for k, (op, algo, (xd, yd)) in enumerate(kernels):
+        for i, x in enumerate(dtype_cases(xd)):
+            record, y_at = dtype_record(k, x, yd, 1 if op == "logsumexp" else x.shape[1], i + k)
+            jobs.append((k, x, y_at))
+            stdin.append(record)
+    for runner in runners[:1]:   # one vector length: the f32 test covers the others
+        done = subprocess.run(runner + [str(work / "bytes")], input=b"".join(stdin), capture_output=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-300:]
+        out, at, failures = done.stdout, 0, []
+        for k, x, (yo, ys, y_bytes) in jobs:
+            op, algo, (xd, yd) = kernels[k]
+            buf = np.frombuffer(out[at:at + y_bytes], np.uint8)
+            at += y_bytes
+            cols = 1 if op == "logsumexp" else x.shape[1]
+            rows = np.frombuffer(buf[yo:yo + x.shape[0] * ys * yd.itemsize].tobytes(), yd).reshape(x.shape[0], ys)
+            inside = np.zeros(y_bytes, bool)
+            for r in range(x.shape[0]):
+                inside[yo + r * ys * yd.itemsize: yo + (r * ys + cols) * yd.itemsize] = True
+            try:
+                assert np.all(buf[~inside] == 0xA5), "wrote outside its rows"
+                check(op, x, rows[:, 0] if op == "logsumexp" else rows[:, :cols])
+            except AssertionError as e:
+                failures.append(f"{' '.join(runner)}: {op} {algo} {xd}->{yd} {x.shape}: {e}")
+        assert not failures, f"{len(failures)} wrong:\n" + "\n".join(failures[:20])

@@ -2,6 +2,7 @@
 every width; the verifier rejects malformed kernels; the LLVM renderer refuses what it
 cannot render in one place; the lowering holds no backend's types."""
 import ast
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import softgen
 from softgen import algorithms, ops
 from softgen.backends.llvm import render
+from softgen.ir import DType
 from softgen.lower import Schedule
 from softgen.lower.capabilities import Capabilities
 from softgen.lower.kernel import lower
@@ -51,6 +53,44 @@ def test_every_program_lowers_to_a_verified_kernel(op, algorithm, schedule, caps
     streaming = [s for s in instrs if s.op == "store" and s.attrs.get("nontemporal")]
     assert bool(streaming) <= SCHEDULES[schedule].nontemporal
     assert ("fence" in used) == (bool(streaming) and CAPS[caps].streaming_fence)
+
+
+HALF = frozenset({(DType.F16, DType.F32), (DType.F32, DType.F16)})
+
+
+@pytest.mark.parametrize("caps", CAPS, ids=str)
+@pytest.mark.parametrize("dtypes", [(DType.F64, DType.F64), (DType.F16, DType.F16), (DType.BF16, DType.BF16),
+                                    (DType.BF16, DType.F32), (DType.F32, DType.F64)], ids=lambda d: f"{d[0].short}-{d[1].short}")
+@pytest.mark.parametrize("half", [False, True], ids=["recipes", "native half"])
+def test_casts_are_instructions_or_recipes(caps, dtypes, half):
+    """float64 computes at half the lanes; loads and stores keep x's and y's element types;
+    a 16-bit float is converted by one instruction where the target has it, else it travels
+    as 16-bit integer lanes through numerics' recipes (bfloat16 always)."""
+    x, y = dtypes
+    compute = DType.F64 if DType.F64 in dtypes else DType.F32
+    caps = dataclasses.replace(CAPS[caps], native_casts=CAPS[caps].native_casts | (HALF if half else frozenset()))
+    kernel = lower(algorithms.build("softmax", "two_pass", x, compute, y), caps, Schedule())
+    lanes = caps.vector_bits // compute.bits
+    instrs = [s for s in walk(kernel.body) if isinstance(s, Instr)]
+    types = {s.op: set() for s in instrs}
+    for s in instrs:
+        types[s.op].add(str(s.result.ty) if s.result else str(s.args[1].ty))
+    assert f"{lanes} lanes" in str(kernel)
+    in_memory = {d: (f"i16" if d is DType.BF16 or (d is DType.F16 and not half) else f"f{d.bits}")
+                 for d in dtypes}
+    assert f"<{lanes} x {in_memory[x]}>" in types["load"]
+    assert f"<{lanes} x {in_memory[y]}>" in types["store"]
+    recipes = any(in_memory[d] == "i16" for d in dtypes)
+    assert ("zext" in types) == (in_memory[x] == "i16") and ("trunc" in types) == (in_memory[y] == "i16")
+    assert ("lshr" in types) == (recipes and in_memory[y] == "i16")
+    natively = (x.bits != compute.bits and in_memory[x] != "i16") or (y.bits != compute.bits and in_memory[y] != "i16")
+    assert ("convert" in types) == natively
+
+
+def test_float64_results_are_not_narrowed_to_16_bits():
+    program = algorithms.build("softmax", "online", DType.F64, DType.F64, DType.BF16)
+    with pytest.raises(NotImplementedError, match="storing float64 results as bfloat16 would round twice"):
+        lower(program, CAPS["x86-8"], Schedule())
 
 
 def test_the_printout_names_the_schedule_shape():

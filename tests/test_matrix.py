@@ -4,9 +4,10 @@ and streaming code paths x x and y at every 4-byte offset in a 64-byte line, row
 larger than n, in place, and values at scales 1 to 300 with -inf, huge and tiny ones mixed
 in.  Every op x algorithm x width is a test; hypothesis samples the rest of the cross
 product for each: a fixed-seed sample by default, many more examples with
-SOFTGEN_LONG_TESTS=1 (or a number: that many examples per test).  Results are compared
-against float64 (tests/reference.py) and the memory around the output rows is checked
-untouched."""
+SOFTGEN_LONG_TESTS=1 (or a number: that many examples per test).  Every dtype pair (x's,
+y's) runs the same matrix with fewer examples.  Results are compared against float64
+(longdouble for float64 data; tests/reference.py) and the memory around the output rows
+is checked untouched."""
 import os
 import zlib
 
@@ -18,18 +19,22 @@ import softgen
 from softgen import numerics, tune
 from softgen.lower import Schedule
 from softgen.lower.plan import PAIR_SUMS
-from reference import check
+from reference import BFLOAT16, check, compute_dtype
 from widths import width_targets
 
 WIDTHS = width_targets()
 PAIRS = [(op, algo) for op in softgen.OPS for algo in softgen.ALGORITHMS
          if not (algo == "three_pass_reload" and op != "softmax")]
-LINE = 64 // 4            # float32 elements in a 64-byte line
+F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+# (x's dtype, y's dtype): one dtype each, and the mixed forms users need
+DTYPE_PAIRS = [(F32, F32), (F64, F64), (F16, F16), (BFLOAT16, BFLOAT16), (BFLOAT16, F32), (F32, F16)]
+LINE_BYTES = 64
 ELEMENT_BUDGET = 1 << 21  # elements per example, so each stays well under a second
-SENTINEL = np.float32(-1234.5)
+SENTINEL = -1234.5
 _long = os.environ.get("SOFTGEN_LONG_TESTS", "")
-WORST: dict = {}          # (op, algorithm, width) -> worst error seen (conftest prints it)
+WORST: dict = {}          # (op, algorithm, width, dtypes) -> worst error seen (conftest prints it)
 EXAMPLES = (int(_long) if _long.isdigit() and int(_long) > 1 else 300) if _long else 5
+OTHER_DTYPE_EXAMPLES = EXAMPLES if _long else 2
 
 
 @st.composite
@@ -65,7 +70,7 @@ ROW_KINDS = ("normal", "ramp", "large early, larger late", "specials", "all -inf
              "equal but the max")
 
 
-def make_row(rng, n: int, scale: float, kind: str) -> np.ndarray:
+def make_row(rng, n: int, scale: float, kind: str, dtype=F32) -> np.ndarray:
     x = rng.standard_normal(n) * scale
     if kind == "ramp":
         x = np.linspace(-scale, scale, n) * 3
@@ -82,31 +87,40 @@ def make_row(rng, n: int, scale: float, kind: str) -> np.ndarray:
         x[:] = 0
         x[: min(1, n)] = 0.82
     elif kind == "subnormal outputs":
-        x = np.linspace(-103, -87, n)
+        low = {F64: -745.0, F16: -17.0}.get(np.dtype(dtype), -103.0)   # where e^x leaves the normal range
+        x = np.linspace(low, low + 16, n)
         x[: min(1, n)] = 0
-    return x.astype(np.float32)
+    with np.errstate(over="ignore"):
+        return x.astype(dtype)
 
 
-def placed(rows: int, cols: int, offset: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """(buffer, view): a rows x cols view whose rows are `stride` apart, starting `offset`
-    elements past a 64-byte boundary, inside a sentinel-filled buffer with a line of slack
-    on each side."""
-    size = LINE + offset + max(rows - 1, 0) * stride + cols + LINE
-    raw = np.full(size + LINE, SENTINEL, np.float32)
-    skip = (-raw.ctypes.data // 4) % LINE
+def placed(rows: int, cols: int, offset: int, stride: int, dtype=F32) -> tuple[np.ndarray, np.ndarray]:
+    """(buffer, view): a rows x cols view whose rows are `stride` elements apart, starting
+    `offset` elements past a 64-byte boundary, inside a sentinel-filled buffer with a line
+    of slack on each side."""
+    size_of = np.dtype(dtype).itemsize
+    line = LINE_BYTES // size_of
+    size = line + offset + max(rows - 1, 0) * stride + cols + line
+    raw = np.full(size + line, SENTINEL, dtype)
+    skip = (-raw.ctypes.data // size_of) % line
     buf = raw[skip:skip + size]
-    view = np.lib.stride_tricks.as_strided(buf[LINE + offset:], (rows, cols), (stride * 4, 4))
+    view = np.lib.stride_tricks.as_strided(buf[line + offset:], (rows, cols), (stride * size_of, size_of))
     return buf, view
 
 
 def outside(buf: np.ndarray, view: np.ndarray) -> np.ndarray:
     """A mask of buf's elements that the view does not cover."""
     mask = np.ones(buf.size, bool)
-    start = (view.ctypes.data - buf.ctypes.data) // 4
+    size_of = buf.itemsize
+    start = (view.ctypes.data - buf.ctypes.data) // size_of
     for r in range(view.shape[0]):
-        first = start + r * view.strides[0] // 4
+        first = start + r * view.strides[0] // size_of
         mask[first:first + view.shape[1]] = False
     return mask
+
+
+def bits(a: np.ndarray) -> np.ndarray:
+    return a.view(f"u{a.itemsize}")
 
 
 @st.composite
@@ -114,53 +128,69 @@ def cases(draw):
     n = draw(row_lengths())
     rows = draw(st.integers(0 if n < 100 else 1, max(1, min(40, ELEMENT_BUDGET // max(n, 1)))))
     in_place = draw(st.booleans())
-    x_offset = draw(st.integers(0, LINE - 1))
+    line = LINE_BYTES // 2   # in elements of the smallest dtype; wider ones wrap around lines
+    x_offset = draw(st.integers(0, line - 1))
     return dict(n=n, rows=rows, in_place=in_place,
                 schedule=draw(st.one_of(schedules(), st.just(None))),
-                x_offset=x_offset, x_stride=n + draw(st.integers(0, 2 * LINE)),
-                y_offset=x_offset if in_place else draw(st.integers(0, LINE - 1)),
-                y_pad=draw(st.integers(0, 2 * LINE)),
+                x_offset=x_offset, x_stride=n + draw(st.integers(0, 2 * line)),
+                y_offset=x_offset if in_place else draw(st.integers(0, line - 1)),
+                y_pad=draw(st.integers(0, 2 * line)),
                 scale=draw(st.sampled_from([1.0, 4.0, 30.0, 300.0])),
                 kinds=draw(st.lists(st.sampled_from(ROW_KINDS), min_size=1, max_size=6)),
                 seed=draw(st.integers(0, 2 ** 32 - 1)))
 
 
+def allowed(op: str, algo: str, dtypes) -> bool:
+    """three_pass_reload keeps e^(x - m) in y: refused where y is narrower than compute."""
+    return not (algo == "three_pass_reload" and dtypes[1].itemsize < compute_dtype(*dtypes).itemsize)
+
+
+@pytest.mark.parametrize("dtypes", DTYPE_PAIRS, ids=lambda d: f"{d[0]}-{d[1]}")
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("op,algo", PAIRS)
-def test_matrix(op, algo, width):
-    """Each op x algorithm x width draws its own sample (its own fixed seed)."""
-    settle = settings(max_examples=EXAMPLES, deadline=None, database=None, print_blob=True,
+def test_matrix(op, algo, width, dtypes):
+    """Each op x algorithm x width x dtypes draws its own sample (its own fixed seed)."""
+    if not allowed(op, algo, dtypes):
+        with pytest.raises(NotImplementedError, match="round twice"):
+            softgen.compile(op, algorithm=algo, dtype=dtypes[0].name, out_dtype=dtypes[1].name)
+        return
+    examples = EXAMPLES if dtypes == (F32, F32) else OTHER_DTYPE_EXAMPLES
+    settle = settings(max_examples=examples, deadline=None, database=None, print_blob=True,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    run = settle(given(case=cases())(lambda case: run_case(op, algo, width, case)))
+    run = settle(given(case=cases())(lambda case: run_case(op, algo, width, case, dtypes)))
     if not _long:
-        run = seed(zlib.crc32(f"{op} {algo} {width}".encode()))(run)
+        name = f"{op} {algo} {width}" + ("" if dtypes == (F32, F32) else f" {dtypes[0]} {dtypes[1]}")
+        run = seed(zlib.crc32(name.encode()))(run)
     run()
 
 
-def run_case(op: str, algo: str, width: int, case: dict):
+def run_case(op: str, algo: str, width: int, case: dict, dtypes=(F32, F32)):
     n, rows = case["n"], case["rows"]
+    x_dtype, y_dtype = dtypes
     # no schedule drawn: the one the built-in rule gives this shape
     schedule = case["schedule"] or tune.builtin_schedule(op, algo, rows, n)
-    kernel = softgen.compile(op, algorithm=algo, target=WIDTHS[width], schedule=schedule)
-    in_place = case["in_place"] and not kernel.row_output
+    kernel = softgen.compile(op, algorithm=algo, target=WIDTHS[width], schedule=schedule,
+                             dtype=x_dtype.name, out_dtype=y_dtype.name)
+    in_place = case["in_place"] and not kernel.row_output and x_dtype == y_dtype
     rng = np.random.default_rng(case["seed"])
-    x_buf, x = placed(rows, n, case["x_offset"], case["x_stride"])
+    x_buf, x = placed(rows, n, case["x_offset"], case["x_stride"], x_dtype)
     kinds = case["kinds"]
     for r in range(rows):
-        x[r] = make_row(rng, n, case["scale"], kinds[r % len(kinds)])
+        x[r] = make_row(rng, n, case["scale"], kinds[r % len(kinds)], x_dtype)
     x_before, x_buf_before = x.copy(), x_buf.copy()
     out_cols = 1 if kernel.row_output else n
     if in_place:
         y_buf, y = x_buf, x
     else:
-        y_buf, y = placed(rows, out_cols, case["y_offset"], out_cols + case["y_pad"])
-    kernel.run_rows(x, y)
+        y_buf, y = placed(rows, out_cols, case["y_offset"], out_cols + case["y_pad"], y_dtype)
+    size_of = x_dtype.itemsize, y_dtype.itemsize
+    kernel._fn(rows, n, x.ctypes.data, x.strides[0] // size_of[0], y.ctypes.data, y.strides[0] // size_of[1])
     got = y[:, 0].copy() if kernel.row_output else y.copy()
     err = check(op, x_before, got)
-    key = (op, algo, width)
+    key = (op, algo, width) + ((f"{x_dtype}->{y_dtype}",) if dtypes != (F32, F32) else ())
     WORST[key] = max(WORST.get(key, 0.0), err)
     around = outside(y_buf, y)
-    assert np.array_equal(y_buf[around].view(np.int32), (x_buf_before if in_place else
-                          np.full(y_buf.size, SENTINEL))[around].view(np.int32)), "wrote outside the rows"
+    assert np.array_equal(bits(y_buf[around]), bits(x_buf_before if in_place else
+                          np.full(y_buf.size, SENTINEL, y_dtype))[around]), "wrote outside the rows"
     if not in_place:
-        assert np.array_equal(x_buf.view(np.int32), x_buf_before.view(np.int32)), "changed x"
+        assert np.array_equal(bits(x_buf), bits(x_buf_before)), "changed x"

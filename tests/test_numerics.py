@@ -116,10 +116,8 @@ def test_limits_are_ordered(fmt, dt):
     assert fmt.exp_fold_limit + 1 + bias + fmt.scale_bias <= top
 
 
-@pytest.mark.parametrize("fmt, dt", [pytest.param(F32, np.float32, id="f32", marks=pytest.mark.xfail(
-    strict=True, reason="float32's folded form clamps k at ldexp_min_exp for e < -29: a term that "
-                        "should be 0 can come out as p * 2^-190 (up to ~2^-130)")),
-    pytest.param(F64, np.float64, id="f64")])
+@pytest.mark.parametrize("fmt, dt", [pytest.param(F32, np.float32, id="f32"),
+                                     pytest.param(F64, np.float64, id="f64")])
 def test_folded_form_does_not_clamp(fmt, dt):
     """In exp_scaled with folded row constants, k ranges down to e - exp_shift_floor - 1 for
     |e| <= exp_fold_limit: there ldexp_generic must not clamp (a clamped term would be

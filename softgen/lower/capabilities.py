@@ -25,7 +25,7 @@ class Capabilities:
     # and a group is one row or a register's worth of rows
     narrow_vectors: bool = True
     # (from, to) dtype conversions that are vector instructions; others are decomposed by
-    # numerics' integer recipes (float32 <-> float64 is one everywhere)
+    # numerics' integer recipes (F32 <-> F64 is one everywhere)
     native_casts: frozenset = WIDE_CASTS
 
     def group_size(self, rows: int, lanes: int) -> int:

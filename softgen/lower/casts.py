@@ -2,8 +2,8 @@
 
 A cast is one conversion instruction where the target has it (Capabilities.native_casts);
 otherwise a 16-bit float travels as its bits in 16-bit integer lanes and numerics' integer
-recipes widen it to float32 and round back.  float64 compute reaches 16-bit storage
-through float32: widening is exact that way; narrowing would round twice, so it is refused.
+recipes widen it to DType.F32 and round back.  DType.F64 compute reaches 16-bit storage
+through DType.F32: widening is exact that way; narrowing would round twice, so it is refused.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class Casts:
                         self.caps.native_ldexp)
 
     def _convert(self, v, src: DType, dst: DType):
-        """One step: an instruction, or the integer recipe through float32."""
+        """One step: an instruction, or an integer recipe (to or from DType.F32)."""
         if (src, dst) in self.caps.native_casts:
             return self.b.emit("convert", v, ty=float_ty(dst.bits, self.lanes))
         if src in numerics.SHORT_FLOATS and dst is DType.F32:
@@ -46,10 +46,10 @@ class Casts:
         """v (of src, as storage_ty gives it) as dst."""
         if src is dst:
             return v
-        if DType.F32 not in (src, dst):   # 16-bit <-> float64: through float32
+        if DType.F32 not in (src, dst):   # 16-bit <-> F64: in two steps
             if src is DType.F64:
                 raise NotImplementedError(
-                    f"storing float64 results as {dst.numpy_name} would round twice (through "
-                    "float32); compute in float32 (float32 or 16-bit input) or store float32/float64")
+                    f"storing {src.numpy_name} results as {dst.numpy_name} would round twice (through "
+                    f"{DType.F32.numpy_name}); compute in {DType.F32.numpy_name} or store a wider dtype")
             return self._convert(self._convert(v, src, DType.F32), DType.F32, dst)
         return self._convert(v, src, dst)

@@ -25,7 +25,7 @@ class Inner:
         return [vm.ty for _ in self.acc.identity]
 
     def identity(self, vm):
-        return [vm.const(c) for c in self.acc.identity]
+        return [vm.const(c) for c in self.acc.identities(vm.float_format)[0]]
 
     def step(self, vm, old, *args):
         return self.acc.merge(vm, old, self.acc.element(vm, *args))

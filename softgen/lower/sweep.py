@@ -241,7 +241,7 @@ class Blocks:
     def blocks(self):
         s, vm, b = self.s, self.vm, self.b
         for u, outer in zip(s.units, self.outer):
-            s.store_states(outer, [[vm.const(c) for c in acc.outer_identity] for acc in u.accs])
+            s.store_states(outer, [[vm.const(c) for c in acc.identities(vm.float_format)[1]] for acc in u.accs])
         b.write(s.i, i64(0))
         b.loop_while(lambda: self.ctx.cmp("lt", b.read(s.i), self.ctx.n), self.one_block, "block")
         for u, outer, final in zip(s.units, self.outer, self.final):
@@ -334,10 +334,11 @@ class Blocks:
             e = numerics.block_exponent(one, mx)
             row.shifts[op] = (self.splat_shift(numerics.exp_shift(one, one.const(1.0), e)), vm.splat(e))
             return []
-        # sum e^(x - m), m the block's max (-FLT_MAX for an all -inf block)
-        m = numerics.clamp_below(one, mx, -numerics.FLT_MAX)
+        # sum e^(x - m), m the block's max (the lowest finite value for an all -inf block)
+        fmt = one.float_format
+        m = numerics.clamp_below(one, mx, -fmt.max)
         row.shifts[op] = (self.splat_shift(numerics.exp_diff_shift(one, m)), vm.splat(m))
-        return [ctx.in_range(one, m, -numerics.EXP_SHIFT_LIMIT, numerics.EXP_SHIFT_LIMIT)]
+        return [ctx.in_range(one, m, -fmt.exp_shift_limit, fmt.exp_shift_limit)]
 
     def splat_shift(self, shift: numerics.ExpShift) -> numerics.ExpShift:
         vm = self.vm

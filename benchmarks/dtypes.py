@@ -11,13 +11,17 @@ twice float32's elements/ns; in cache they pay for the conversions.
 from __future__ import annotations
 
 import argparse
-import math
+import sys
+from pathlib import Path
 
 import ml_dtypes
 import numpy as np
 
 import softgen
 from softgen import bench
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import best_of_rounds  # noqa: E402  (the same interleaved timing as peers.py)
 
 CASES = ((4096, 64), (1024, 1024), (1, 1 << 20), (16, 1 << 22))
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -48,14 +52,6 @@ def peer_calls(op: str, x: np.ndarray, label: str, peers: dict) -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def best(fns: dict, budget: float, rounds: int) -> dict:
-    t = {name: math.inf for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t[name] = min(t[name], bench.median_time(fn, budget / rounds))
-    return t
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--op", default="softmax", choices=softgen.OPS)
@@ -74,7 +70,7 @@ def main(argv=None) -> int:
             fns[f"softgen {label}"] = softgen_call(args.op, x, yd)
             for name, fn in peer_calls(args.op, x, label, peers).items():
                 fns[f"{name} {label}"] = fn
-        times = best(fns, args.budget * len(fns) / 4, args.rounds)
+        times = best_of_rounds(fns, args.budget * len(fns) / 4, args.rounds)
         f32 = rows * n / times["softgen float32"] / 1e9
         print(f"\n{rows}x{n}")
         for name, seconds in times.items():

@@ -387,7 +387,7 @@ def test_generate_takes_a_schedule():
     (dict(op="softmax", algorithm="online", target="aarch64", name="1st"), ValueError, "not a C identifier"),
     (dict(op="softmax", algorithm="online", target="aarch64", name="a-b"), ValueError, "not a C identifier"),
     (dict(op="softmax", algorithm="online", target="aarch64", name=3), TypeError, "name must be a string"),
-    (dict(op="softmax", algorithm="online", target="aarch64", dtype="float64"), TypeError, "unsupported dtype"),
+    (dict(op="softmax", algorithm="online", target="aarch64", dtype="complex64"), TypeError, "unsupported dtype"),
     (dict(op="softmin", algorithm="online", target="aarch64"), ValueError, "unknown op"),
     (dict(op="softmax", algorithm="fast", target="aarch64"), ValueError, "unknown algorithm"),
     (dict(op="logsumexp", algorithm="three_pass_reload", target="aarch64"), NotImplementedError, "recompute"),

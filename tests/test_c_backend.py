@@ -18,7 +18,7 @@ import pytest
 
 import softgen
 from softgen import algorithms
-from softgen.backends.c import ISAS, NOT_RENDERED, block_size, rendered_schedule
+from softgen.backends.c import ISAS, NOT_RENDERED, PATTERNS, block_size, rendered_schedule
 from softgen.lower import Schedule
 
 from reference import check, check_relative, check_ulps, near_zero_rows, offset_rows
@@ -103,8 +103,9 @@ class CBuild:
         return self._once(("src", isa, unroll, accumulators), make)
 
     def objects(self, isa: str, compiler: str, unroll: int = 4, accumulators: int | None = None,
-                extra: tuple = ()) -> list[Path]:
-        """Every case compiled with the strict warning flags (warnings are errors)."""
+                extra: tuple = ("-fPIC",)) -> list[Path]:
+        """Every case compiled with the strict warning flags (warnings are errors); -fPIC
+        by default, so the same objects serve the shared libraries."""
         def make():
             d, srcs = self.sources(isa, unroll, accumulators)
             cc = cross(compiler) if isa == "neon" else [compiler]
@@ -117,7 +118,7 @@ class CBuild:
 
     def library(self, isa: str, compiler: str, unroll: int = 4, accumulators: int | None = None):
         def make():
-            objs = self.objects(isa, compiler, unroll, accumulators, ("-fPIC",))
+            objs = self.objects(isa, compiler, unroll, accumulators)
             lib = self.root / f"lib-{isa}-{compiler}-{unroll}-{accumulators}.so"
             run([compiler, "-shared", "-o", lib, *objs, "-lm"])
             return ctypes.CDLL(str(lib))
@@ -280,7 +281,9 @@ def test_templates_make_the_variants():
     (dict(op="softmax", algorithm="fast"), ValueError, "unknown algorithm 'fast'"),
     (dict(op="softmax", algorithm="online", isa="avx1024"), ValueError, "unknown isa 'avx1024'.*neon"),
     (dict(op="softmax", algorithm="online", isa=3), TypeError, "isa must be a string"),
-    (dict(op="softmax", algorithm="online", dtype="float64"), TypeError, "unsupported dtype float64"),
+    (dict(op="softmax", algorithm="online", dtype="int32"), TypeError, "unsupported dtype int32"),
+    (dict(op="softmax", algorithm="online", dtype="float64", out_dtype="float16"), NotImplementedError,
+     "would round twice"),
     (dict(op="softmax", algorithm="online", dtype="nonsense"), TypeError, "unsupported dtype"),
     (dict(op="softmax", algorithm="online", name="2fast"), ValueError, "not a C identifier"),
     (dict(op="softmax", algorithm="online", name="a-b"), ValueError, "not a C identifier"),
@@ -708,3 +711,350 @@ def test_embed_c_example(tmp_path):
                f"ISA={BEST_ISA}", "run"], timeout=300)
     assert "max |row sum - 1| =" in res.stdout and "\nok\n" in res.stdout
     assert (tmp_path / "embed_softmax.c").exists()
+
+
+# --- other dtypes: float64, float16, bfloat16, x and y of their own ------------------------
+
+DTYPE_PAIRS = [("float64", "float64"), ("float16", "float16"), ("bfloat16", "bfloat16"), ("bfloat16", "float32"),
+               ("float32", "float16")]
+# pairs that convert between float32 and float64 in lanes narrower than a register (and
+# 16-bit storage to float64 through float32): a kernel with per-element casts, one with a
+# cast row result (logsumexp, in pipelined row groups by DTYPE_SCHEDULES' turn)
+EXTRA_PAIRS = {("float32", "float64"), ("float64", "float32"), ("float16", "float64"), ("bfloat16", "float64")}
+EXTRA_CASES = [("softmax", "online"), ("logsumexp", "two_pass")]
+# numpy type of the bits, mantissa bits, lowest normal exponent, largest finite, a NaN, a sentinel
+FORMATS = {
+    "float64": (np.float64, 52, -1022, np.finfo(np.float64).max, np.float64(np.nan), np.float64(-12345.0)),
+    "float32": (np.float32, 23, -126, np.finfo(np.float32).max, np.float32(np.nan), np.float32(-12345.0)),
+    "float16": (np.uint16, 10, -14, 65504.0, np.uint16(0x7E00), np.uint16(0xC0DE)),
+    "bfloat16": (np.uint16, 7, -126, 3.3895313892515355e38, np.uint16(0x7FC0), np.uint16(0xC0DE)),
+}
+# Per kernel of a pair, in turn: short unrolls (tails and remainders often), pipelined groups
+# of a register's worth of rows, streaming stores with prefetches and short blocks, scanned
+# pair sums
+DTYPE_SCHEDULES = [Schedule(unroll=2), Schedule(rows_per_group=16, unroll=1),
+                   Schedule(nontemporal=True, prefetch=256, unroll=2, accumulators=1, block=96,
+                            online_block_max=False),
+                   Schedule(unroll=1, pair_sum="scan")]
+
+
+def dtype_cases(x_dtype: str, y_dtype: str) -> list[tuple[str, str]]:
+    """The (op, algorithm)s tested of a pair: every one it has (three_pass_reload keeps
+    e^(x - m) in y, which a narrower y would round twice: refused), EXTRA_CASES of the
+    EXTRA_PAIRS."""
+    if (x_dtype, y_dtype) in EXTRA_PAIRS:
+        return EXTRA_CASES
+    x, y = softgen.dtypes.ir_dtype(x_dtype), softgen.dtypes.ir_dtype(y_dtype)
+    out = []
+    for op, algorithm in CASES:
+        try:
+            algorithms.build(op, algorithm, x, softgen.dtypes.compute_dtype(x, y), y)
+        except NotImplementedError:
+            continue
+        out.append((op, algorithm))
+    return out
+
+
+def to_storage(values: np.ndarray, dtype: str) -> np.ndarray:
+    """float64 values rounded to nearest even in `dtype`, as the bits the kernels take."""
+    if dtype == "float16":
+        with np.errstate(over="ignore"):
+            return values.astype(np.float16).view(np.uint16)
+    if dtype == "bfloat16":
+        with np.errstate(over="ignore"):
+            bits = values.astype(np.float32).view(np.uint32).astype(np.uint64)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        return np.where(np.isnan(values), (bits >> 16) | 0x40, rounded).astype(np.uint16)
+    with np.errstate(over="ignore"):
+        return values.astype(FORMATS[dtype][0])
+
+
+def from_storage(raw: np.ndarray, dtype: str) -> np.ndarray:
+    """The values of `dtype`'s bits, as float64."""
+    if dtype == "float16":
+        return raw.view(np.float16).astype(np.float64)
+    if dtype == "bfloat16":
+        return (raw.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    return raw.astype(np.float64)
+
+
+def reference_ld(op: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(op(x), |lse| or 0 where not finite) in long double, as reference.reference forms them
+    (the max terms counted apart, log1p)."""
+    x = x.astype(np.longdouble)
+    with np.errstate(all="ignore"):
+        m = x.max(-1, keepdims=True) if x.shape[-1] else np.full(x.shape[:-1] + (1,), -np.inf, np.longdouble)
+        top = x == m
+        u = np.where(top, 0.0, np.exp(x - m)).sum(-1, keepdims=True) + (top.sum(-1, keepdims=True) - 1)
+        u = np.where(np.isfinite(m), u, np.nan)
+        lse = np.where(np.isfinite(m), m + np.log1p(u), m)
+        scale = np.where(np.isfinite(lse), np.abs(lse), 0.0)
+        if op == "softmax":
+            return np.exp(x - m) / (1 + u), np.zeros_like(x)
+        if op == "log_softmax":
+            return (x - m) - np.log1p(u), np.broadcast_to(scale, x.shape)
+        return lse[..., 0], scale[..., 0]
+
+
+def ulp(v: np.ndarray, dtype: str) -> np.ndarray:
+    """The spacing of `dtype` at |v| (its subnormals' below the normal range)."""
+    _, mantissa, lowest, *_ = FORMATS[dtype]
+    e = np.frexp(np.abs(v).astype(np.float64))[1] - 1
+    e = np.where(v == 0, lowest, np.maximum(e, lowest))
+    return np.ldexp(1.0, e - mantissa)
+
+
+def expect_dtype(op: str, x: np.ndarray, y: np.ndarray, x_dtype: str, y_dtype: str, what: str) -> None:
+    """y (float64 values of y_dtype) against a long double reference: float64 within 8 ulps
+    (log ops: of the lse as well), narrower results within half an ulp (correctly
+    rounded, but for 2^-20 of the magnitudes a float32 computation goes through, 2^-45 a
+    float64 one); NaN and infinities where it has them.  float32 results of float32
+    computations as the float32 tests hold them (reference.check)."""
+    compute = "float64" if "float64" in (x_dtype, y_dtype) else "float32"
+    if y_dtype == compute == "float32":
+        return expect(op, x.astype(np.float32), y.astype(np.float32), what)
+    ref, scale = reference_ld(op, x)
+    nan_ref, nan_y = np.isnan(ref), np.isnan(y)
+    assert np.array_equal(nan_ref, nan_y), \
+        f"{what}: NaN positions differ: ref {np.argwhere(nan_ref)[:5]}, got {np.argwhere(nan_y)[:5]}"
+    ok = ~nan_ref
+    ref, scale, got = ref[ok], scale[ok], y[ok]
+    with np.errstate(over="ignore"):
+        rounded = from_storage(to_storage(ref.astype(np.float64), y_dtype), y_dtype)
+    inf = np.isinf(rounded)
+    assert np.array_equal(rounded[inf], got[inf]), f"{what}: infinities differ"
+    ref, scale, got = ref[~inf], scale[~inf], got[~inf]
+    err = np.abs(got.astype(np.longdouble) - ref)
+    if y_dtype == "float64":
+        tol = 8 * (ulp(ref, y_dtype) + ulp(scale, y_dtype) * (scale > 0))
+    else:
+        tol = 0.5 * ulp(ref, y_dtype) + 2.0 ** (-45 if compute == "float64" else -20) * (np.abs(ref) + scale)
+    bad = err > tol
+    assert not bad.any(), (f"{what}: {bad.sum()} outputs off by more than the tolerance, e.g. "
+                           f"{float(got[bad][0])!r} for {float(ref[bad][0])!r} (tolerance {float(tol[bad][0]):.3g})")
+
+
+def dtype_rows(x_dtype: str, compute_lanes: int) -> list[np.ndarray]:
+    """Inputs (float64 values of x_dtype): every length up to 2 vectors and past, a long row,
+    special values, many rows with specials mixed in (row groups, pipelines)."""
+    rng = np.random.default_rng(11)
+    big = FORMATS[x_dtype][3]
+    offset = 2e4 if x_dtype == "float16" else 3e5
+    deep = [-700.0, -708.0, -720.0, -740.0, -744.0, -745.1, -750.0] if x_dtype == "float64" else \
+        [-87.5, -90.0, -95.0, -100.0, -103.0, -104.0, -110.0, -88.7]
+    row = rng.standard_normal(37) * 3
+
+    def with_(**pos):
+        r = row.copy()
+        for i, v in pos.items():
+            r[int(i[1:])] = v
+        return r[None]
+    xs = [np.stack([rng.standard_normal(n) * 4, rng.standard_normal(n) * 30 + 100, rng.standard_normal(n)])
+          for n in range(2 * compute_lanes + 2)]
+    xs[-1][0, 1::3] = -np.inf
+    xs += [rng.standard_normal((2, 3001)) * 4, rng.standard_normal((1, 20011)) * 8]
+    many = rng.standard_normal((37, 23)) * 4
+    for k, i in enumerate(range(0, 37, 4)):
+        many[i, k % 23] = (-np.inf, np.nan, np.inf, offset, -offset)[k % 5]
+        many[i, (3 * k + 1) % 23] = -np.inf
+    xs += [many,
+           with_(i0=-np.inf, i5=-np.inf, i36=-np.inf), np.full((2, 37), -np.inf), with_(i7=np.inf),
+           with_(i7=np.inf, i8=-np.inf), with_(i7=np.inf, i20=np.nan), with_(i20=np.nan),
+           np.array([[big, -big, big, -big]]), np.where(np.arange(37) % 9 == 3, big, -big)[None],
+           np.array([[0.0, *deep, -np.inf, -60.0]]),                 # subnormal results of the compute dtype
+           np.array([[0.0, -10.0, -16.0, -17.0, -18.0, -20.0, -25.0, -33.0, -40.0]]),   # of float16's
+           np.array([[2.5], [-np.inf], [np.inf]]), np.zeros((3, 0)), np.zeros((0, 5)),
+           rng.standard_normal((2, 37)) + [[offset / 15], [-offset]]]
+    return [from_storage(to_storage(x, x_dtype), x_dtype) for x in xs]
+
+
+DTYPE_DRIVER = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+{includes}
+
+typedef void (*kernel_fn)(int64_t, int64_t, const void *, int64_t, void *, int64_t);
+{wrappers}
+static const struct {{ const char *name; kernel_fn fn; size_t x_size, y_size; }} kernels[] = {{
+{table}
+}};
+
+/* bytes at a 64-byte boundary inside *raw (free that) */
+static unsigned char *aligned(size_t bytes, void **raw)
+{{
+    *raw = malloc(bytes + 64);
+    return *raw ? (unsigned char *)*raw + (64 - (uintptr_t)*raw % 64) : NULL;
+}}
+
+/* driver IN OUT KERNEL...: IN holds cases, each int64 rows, n, x_row_stride, y_row_stride,
+   x_at, y_at, x_len, y_len, then the x buffer (x_len elements) and the y buffer; every
+   kernel runs every case on copies of the buffers starting at 64-byte boundaries, with
+   rows x_at / y_at elements in, and OUT gets each y buffer afterwards.  Exit 4: a kernel
+   wrote to x. */
+int main(int argc, char **argv)
+{{
+    FILE *in = argc > 3 ? fopen(argv[1], "rb") : NULL, *out = argc > 3 ? fopen(argv[2], "wb") : NULL;
+    unsigned char *data;
+    long size;
+    if (!in || !out || fseek(in, 0, SEEK_END) || (size = ftell(in)) < 0 || fseek(in, 0, SEEK_SET))
+        return 2;
+    data = (unsigned char *)malloc((size_t)size + 1);
+    if (!data || fread(data, 1, (size_t)size, in) != (size_t)size)
+        return 3;
+    for (int a = 3; a < argc; a++) {{
+        size_t k = 0;
+        while (k < sizeof kernels / sizeof kernels[0] && strcmp(kernels[k].name, argv[a]) != 0)
+            k++;
+        if (k == sizeof kernels / sizeof kernels[0]) {{
+            fprintf(stderr, "no kernel %s\n", argv[a]);
+            return 2;
+        }}
+        for (const unsigned char *p = data; p < data + size;) {{
+            int64_t h[8];
+            void *x_raw, *y_raw;
+            memcpy(h, p, sizeof h);
+            p += sizeof h;
+            size_t x_bytes = (size_t)h[6] * kernels[k].x_size, y_bytes = (size_t)h[7] * kernels[k].y_size;
+            unsigned char *x = aligned(x_bytes, &x_raw), *y = aligned(y_bytes, &y_raw);
+            if (!x || !y)
+                return 3;
+            memcpy(x, p, x_bytes);
+            memcpy(y, p + x_bytes, y_bytes);
+            kernels[k].fn(h[0], h[1], x + h[4] * kernels[k].x_size, h[2], y + h[5] * kernels[k].y_size, h[3]);
+            if (memcmp(x, p, x_bytes) != 0) {{
+                fprintf(stderr, "%s wrote to x\n", kernels[k].name);
+                return 4;
+            }}
+            if (fwrite(y, 1, y_bytes, out) != y_bytes)
+                return 3;
+            p += x_bytes + y_bytes;
+            free(x_raw);
+            free(y_raw);
+        }}
+    }}
+    free(data);
+    return fclose(out) != 0;
+}}
+"""
+
+
+def dtype_driver_source(defined, declared) -> str:
+    """DTYPE_DRIVER with the kernels `defined` in its unit (their .c included) and those
+    `declared` (another unit's: their .h)."""
+    size = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+    ctype = {"float64": "double", "float32": "float", "float16": "uint16_t", "bfloat16": "uint16_t"}
+    srcs = [*defined, *declared]
+    return DTYPE_DRIVER.format(
+        includes="\n".join([f'#include "{s.name}.c"' for s in defined] + [f'#include "{s.name}.h"' for s in declared]),
+        wrappers="\n".join(
+            f"static void call_{s.name}(int64_t rows, int64_t n, const void *x, int64_t xs, void *y, int64_t ys)\n"
+            f"{{\n    {s.name}(rows, n, (const {ctype[s.dtype]} *)x, xs, ({ctype[s.out_dtype]} *)y, ys);\n}}"
+            for s in srcs),
+        table="\n".join(f'    {{"{s.name}", call_{s.name}, {size[s.dtype]}, {size[s.out_dtype]}}},' for s in srcs))
+
+
+def dtype_sources(cbuild: CBuild, isa: str, compiler: str) -> tuple[Path, dict]:
+    """{(x dtype, y dtype): [(op, algorithm, CSource)]}: the kernels of each pair's op x
+    algorithm that `compiler` builds for `isa`, written to a directory of their own.  The
+    compilers take every other kernel of a pair, the other way round on the next ISA
+    (each kernel runs once per ISA, and meets both compilers over two ISAs); the schedules
+    are taken in turn."""
+    def make():
+        d = cbuild.root / f"dtypes-{isa}-{compiler}"
+        mine = (COMPILERS.index(compiler) + list(PATTERNS).index(isa)) % 2
+        out = {}
+        for x_dtype, y_dtype in DTYPE_PAIRS + sorted(EXTRA_PAIRS):
+            out[x_dtype, y_dtype] = []
+            for i, (op, algorithm) in enumerate(dtype_cases(x_dtype, y_dtype)):
+                if i % 2 != mine:
+                    continue
+                src = softgen.emit_c(op, algorithm=algorithm, dtype=x_dtype, out_dtype=y_dtype, isa=isa,
+                                     name=f"k_{op}_{algorithm}_{x_dtype}_{y_dtype}_{isa}",
+                                     schedule=DTYPE_SCHEDULES[i % len(DTYPE_SCHEDULES)])
+                src.write(d)
+                out[x_dtype, y_dtype].append((op, algorithm, src))
+        return d, out
+    return cbuild._once(("dtype-src", isa, compiler), make)
+
+
+def dtype_driver(cbuild: CBuild, isa: str, compiler: str, link: list) -> Path:
+    """The kernels of dtype_sources in one program (DTYPE_DRIVER): two translation units
+    compiled side by side with the strict flags and each kernel's own (F16C's -mf16c in
+    AVX2 kernels that convert float16)."""
+    d, srcs = dtype_sources(cbuild, isa, compiler)
+    flat = [s for kernels in srcs.values() for _, _, s in kernels]
+    flags = sorted({f for s in flat for f in s.flags} - set(ISAS[isa].flags))
+    cc = cross(compiler) if isa == "neon" else [compiler]
+    units = [d / "driver.c", d / "kernels.c"]
+    units[0].write_text(dtype_driver_source(flat[0::2], flat[1::2]))
+    units[1].write_text("".join(f'#include "{s.name}.c"\n' for s in flat[1::2]))
+    exe = d / f"driver-{compiler}"
+    objs = [u.with_suffix(f".{compiler}.o") for u in units]
+    run_all([[*cc, *strict_flags(isa), *flags, "-c", u, "-o", o] for u, o in zip(units, objs)])
+    run([*cc, *link, "-o", exe, *objs, "-lm"])
+    return exe
+
+
+def odd_strides(i: int, n: int) -> tuple[int, int, int, int]:
+    """(x_at, y_at, x_row_stride, y_row_stride) of case i: every element offset in turn,
+    odd strides larger than n."""
+    return (7 * i + 3) % 16, (5 * i + 1) % 16, odd_stride(n, 5), odd_stride(n, 2)
+
+
+def check_dtype_kernels(prefix: list, exe: Path, srcs: dict, isa: str, tmp: Path, what: str) -> None:
+    """Every kernel of every pair on dtype_rows (one run of the driver per pair): results
+    within expect_dtype's tolerance, nothing written around the output rows or to x."""
+    for (x_dtype, y_dtype), kernels in srcs.items():
+        compute = "float64" if "float64" in (x_dtype, y_dtype) else "float32"
+        lanes = PATTERNS[isa].for_dtype(softgen.ir.DType.F64 if compute == "float64" else softgen.ir.DType.F32).width
+        xs = dtype_rows(x_dtype, lanes)
+        x_np, _, _, _, x_nan, _ = FORMATS[x_dtype]
+        y_np, *_, y_sentinel = FORMATS[y_dtype]
+        inp, outp = tmp / f"{x_dtype}-{y_dtype}.in", tmp / f"{x_dtype}-{y_dtype}.out"
+        layouts = []
+        with open(inp, "wb") as f:
+            for i, x in enumerate(xs):
+                rows, n = x.shape
+                x_at, y_at, x_stride, y_stride = odd_strides(i, n)
+                xb = np.full(x_at + rows * x_stride + 16, x_nan, x_np)   # reading past a row: NaN
+                xb[x_at:x_at + rows * x_stride].reshape(rows, x_stride)[:, :n] = to_storage(x, x_dtype)
+                y_len = y_at + rows * y_stride + 16
+                f.write(np.array([rows, n, x_stride, y_stride, x_at, y_at, xb.size, y_len], np.int64).tobytes())
+                f.write(xb.tobytes() + np.full(y_len, y_sentinel, y_np).tobytes())
+                layouts.append((y_at, y_stride, y_len))
+        run([*prefix, exe, inp, outp, *(s.name for _, _, s in kernels)], timeout=600)
+        flat, at = np.fromfile(outp, y_np), 0
+        for op, algorithm, src in kernels:
+            for x, (y_at, y_stride, y_len) in zip(xs, layouts):
+                rows, n = x.shape
+                yb, at = flat[at:at + y_len], at + y_len
+                written = np.zeros(y_len, bool)
+                rows_at = written[y_at:y_at + rows * y_stride].reshape(rows, y_stride)
+                rows_at[:, :1 if op == "logsumexp" else n] = True
+                y = from_storage(yb[written].reshape(rows, 1 if op == "logsumexp" else n), y_dtype)
+                assert (yb[~written] == y_sentinel).all(), f"{what} {src.name}: wrote outside its output rows ({rows}x{n})"
+                expect_dtype(op, x, y[:, 0] if op == "logsumexp" else y, x_dtype, y_dtype,
+                             f"{what} {op} x {algorithm} {x_dtype}->{y_dtype} {rows}x{n}")
+        assert at == flat.size
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+@pytest.mark.parametrize("isa", HOST_ISAS)
+def test_dtypes_compute_correctly(cbuild, tmp_path, isa, compiler):
+    """float64, float16 and bfloat16 (and bfloat16 in / float32 out, float32 in / float16
+    out): every op x algorithm each pair has, half of them built by each compiler (strict
+    warnings, one program per ISA and compiler), on every tail length up to two vectors, a
+    long row, special values and many rows, misaligned with odd strides."""
+    need(compiler)
+    exe = dtype_driver(cbuild, isa, compiler, [])
+    check_dtype_kernels([], exe, dtype_sources(cbuild, isa, compiler)[1], isa, tmp_path, f"{isa}/{compiler}")
+
+
+@pytest.mark.parametrize("compiler", COMPILERS)
+def test_dtypes_neon_under_qemu(cbuild, tmp_path, compiler):
+    """The NEON kernels of every pair, cross-compiled for AArch64 (static), under qemu."""
+    need(cross(compiler)[0], "aarch64-linux-gnu-gcc", "qemu-aarch64")
+    exe = dtype_driver(cbuild, "neon", compiler, ["-static"])
+    check_dtype_kernels(["qemu-aarch64"], exe, dtype_sources(cbuild, "neon", compiler)[1], "neon", tmp_path,
+                        f"neon/{compiler} (qemu)")

@@ -2,7 +2,10 @@
 
 The emitted function has softgen's C ABI:
   void name(int64_t rows, int64_t n, const T *restrict x, int64_t x_row_stride,
-            T *restrict y, int64_t y_row_stride)
+            U *restrict y, int64_t y_row_stride)
+T and U are the C types of x's dtype and of the output's (STORAGE_C_TYPES): float, double,
+or uint16_t holding the bits of a bfloat16 (a float32's upper half) or a float16 (IEEE
+binary16).  16-bit dtypes compute in float32, float64 (on either side) in double.
 
 The program is lowered once (softgen.lower, with the capabilities C has on the ISA:
 render.capabilities) to the same loop IR the LLVM backend renders; render.py spells its
@@ -21,16 +24,24 @@ from pathlib import Path
 import jinja2
 
 from ... import algorithms
-from ...dtypes import check_dtype
+from ...dtypes import compute_dtype, ir_dtype
 from ...ir import DType, Program
 from ...lower.kernel import lower
 from ...lower.schedule import Schedule
 from ...version import __version__
-from .isa import C_TYPES, ISAS, PATTERNS, CType, Isa, block_size, c_float
+from .isa import C_TYPES, ISAS, PATTERNS, STORAGE_C_TYPES, CType, Isa, block_size, c_float
 from .render import CRenderer, capabilities
 
-__all__ = ["C_TYPES", "ISAS", "PATTERNS", "CType", "CSource", "Isa", "NOT_RENDERED", "block_size", "c_float",
-           "emit_c", "rendered_schedule"]
+__all__ = ["C_TYPES", "ISAS", "PATTERNS", "STORAGE_C_TYPES", "CType", "CSource", "Isa", "NOT_RENDERED",
+           "block_size", "c_float", "emit_c", "rendered_schedule"]
+
+# How the header describes each storage dtype's layout
+LAYOUTS = {
+    DType.F32: "float32 (float)",
+    DType.F64: "float64 (double)",
+    DType.BF16: "bfloat16 as uint16_t: the upper 16 bits of a float32 (sign, 8 exponent bits, 7 mantissa bits)",
+    DType.F16: "float16 as uint16_t: IEEE 754 binary16 bits (sign, 5 exponent bits, 10 mantissa bits)",
+}
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
 # The knobs C may render otherwise than asked: rows per group only as a register's worth of
@@ -96,11 +107,16 @@ class CSource:
     # the schedule rendered, and {knob: value asked} of the knobs left out (NOT_RENDERED)
     schedule: Schedule = Schedule()
     not_rendered: dict = field(default_factory=dict)
+    # (macro, flag) of features the kernel needs beyond its ISA's (F16C's float16
+    # conversions in an AVX2 kernel)
+    extra_requires: tuple = ()
+    dtype: str = "float32"        # x's
+    out_dtype: str = "float32"    # y's
 
     @property
     def flags(self) -> tuple[str, ...]:
-        """Compiler flags that enable the kernel's ISA (gcc/clang)."""
-        return ISAS[self.isa].flags
+        """Compiler flags that enable the kernel's ISA and what else it uses (gcc/clang)."""
+        return ISAS[self.isa].flags + tuple(flag for _, flag in self.extra_requires if flag)
 
     def write(self, directory) -> tuple[Path, Path]:
         """Write <name>.h and <name>.c into `directory` (created if missing)."""
@@ -131,21 +147,27 @@ def _check_count(what: str, value, lo: int, hi: int) -> int:
     return value
 
 
-def emit_c(op: str, *, algorithm: str, dtype="float32", isa: str = "scalar", name: str | None = None,
-           schedule: Schedule | None = None, unroll: int | None = None,
+def emit_c(op: str, *, algorithm: str, dtype="float32", out_dtype=None, isa: str = "scalar",
+           name: str | None = None, schedule: Schedule | None = None, unroll: int | None = None,
            accumulators: int | None = None) -> CSource:
     """C source for op x algorithm on `isa` (scalar, sse2, avx2, avx512, neon).
 
+    dtype: x's (float32, float64, float16, bfloat16); out_dtype: y's (default: dtype).
+    float64 on either side computes in double, anything else in float32; float64 results
+    are not stored as a 16-bit dtype (they would round twice: NotImplementedError).
     schedule: the code shape (default: Schedule() as far as NOT_RENDERED allows); or
     instead unroll: vectors per main-loop iteration (default 4) and accumulators:
     independent accumulator sets (default: one per unrolled vector).  softgen.emit_c also
-    takes schedule="auto:ROWSxN".  Compile the .c with the ISA's flags (CSource.flags,
-    e.g. -mavx512f) and link with -lm."""
-    storage = next(d for d in DType if d.numpy_name == check_dtype(dtype).name)
-    program = algorithms.build(op, algorithm, storage, storage)
+    takes schedule="auto:ROWSxN".  Compile the .c with the kernel's flags (CSource.flags,
+    e.g. -mavx512f; -mavx2 -mfma -mf16c for an AVX2 kernel converting float16) and link
+    with -lm."""
+    storage = ir_dtype(dtype)
+    output = storage if out_dtype is None else ir_dtype(out_dtype)
+    program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output)
     target = PATTERNS[_check_choice("isa", isa, tuple(PATTERNS))].for_dtype(program.compute)
     if name is None:
-        name = f"softgen_{op}_{algorithm}_{storage.numpy_name}_{isa}"
+        dtypes = storage.numpy_name + ("" if output is storage else f"_{output.numpy_name}")
+        name = f"softgen_{op}_{algorithm}_{dtypes}_{isa}"
     if not isinstance(name, str):
         raise TypeError(f"name must be a string, not {type(name).__name__}")
     if not _IDENT.match(name):
@@ -170,17 +192,40 @@ def _c_schedule(schedule, unroll, accumulators, isa: Isa) -> tuple[Schedule, dic
     return rendered_schedule(schedule, isa)
 
 
+def _layouts(program: Program) -> list[str]:
+    """The header's lines on x's and y's types, unless both are float32."""
+    x, compute, y = program.dtypes
+    if x is y is DType.F32:
+        return []
+    lines = [f"x and y: {LAYOUTS[x]}." if x is y else f"x: {LAYOUTS[x]}; y: {LAYOUTS[y]}."]
+    lines.append(f"Computed in {compute.numpy_name}" + (
+        "; 16-bit results are rounded to nearest even from float32 (NaN stays NaN)."
+        if y.bits == 16 else "."))
+    return lines
+
+
 def _render(program: Program, isa: Isa, name: str, schedule: Schedule, left_out: dict) -> CSource:
     kernel = lower(program, capabilities(isa), schedule, name)
     renderer = CRenderer(kernel, isa, name)
     body = renderer.body()
-    # ctype: what the kernel computes in; storage: what x and y hold
+    text = "\n".join(body)
+    extra = tuple((macro, flag) for pattern, macro, flag in isa.optional_requires if re.search(pattern, text))
+    requires = isa.requires + extra
+    flags = tuple(flag for _, flag in requires if flag)
+    helpers = [macro for _, macro in sorted(renderer.used.items())]
+    tail_helpers = renderer.tail_helpers()
+    x, _, y = program.dtypes
+    # ctype: what the kernel computes in; x_type / y_type: what x and y hold
     ctx = dict(name=name, op=program.op, algorithm=program.algorithm, isa=isa, version=__version__,
-               ctype=isa.ctype, storage=C_TYPES[program.storage], dtype=program.storage.numpy_name,
+               ctype=isa.ctype, x_type=STORAGE_C_TYPES[x], y_type=STORAGE_C_TYPES[y], dtype=x.numpy_name,
+               out_dtype=y.numpy_name, layouts=_layouts(program), requires=requires, flags=flags,
                row_output=program.row_output, notes=kernel.notes, body=body,
-               lane_index=[c_float(i, isa.ctype) for i in range(isa.width)],
-               zero=c_float(0.0, C_TYPES[program.storage]), guard=f"{name.upper()}_H")
+               lane_index_values=[c_float(i, isa.ctype) for i in range(isa.width)],
+               guard=f"{name.upper()}_H")
     env = _environment(str(TEMPLATES))
-    source = env.get_template("source.c.j2").render(ctx, tail_helpers=renderer.tail_helpers, used=renderer.used)
+    needs_string = bool(tail_helpers) or any(k.startswith("scalar.as_") for k in renderer.used)
+    source = env.get_template("source.c.j2").render(ctx, helpers=helpers, lane_index=renderer.lane_index,
+                                                    tail_helpers=tail_helpers, needs_string=needs_string)
     header = env.get_template("header.h.j2").render(ctx)
-    return CSource(name, program.op, program.algorithm, isa.name, header, _reindent(source), schedule, left_out)
+    return CSource(name, program.op, program.algorithm, isa.name, header, _reindent(source), schedule, left_out,
+                   extra, x.numpy_name, y.numpy_name)

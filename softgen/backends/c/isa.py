@@ -1,5 +1,8 @@
 """How C spells the loop IR's operations per instruction set and element type: one
-pattern per ISA, filled in per dtype (CType)."""
+pattern per ISA, filled in per dtype (CType) for the compute dtype's vectors; beside it
+each ISA's table of the other lane types a kernel meets (`Isa.lanes`: 16-bit storage, the
+integer lanes of numerics' conversion recipes, float32 lanes under float64 compute) and
+its conversions between float widths (`Isa.converts`)."""
 from __future__ import annotations
 
 import string
@@ -19,13 +22,27 @@ class CType:
     suffix: str          # of its literals and of libm's functions (1.0f, logf)
     struct_code: str     # its bits for struct.pack
     digits: int          # significant decimal digits that round-trip
-    spell: dict          # the Isa patterns' tokens: $ps (ps/pd), $ss, $d (__m256d), $bits
+    # the Isa patterns' tokens: $ps (ps/pd), $ss, $d (__m256d), $bits, $tag (names of helper
+    # functions of other dtypes than float32: name_bits64)
+    spell: dict
 
 
 C_TYPES = {
-    DType.F32: CType(DType.F32, "float", "uint32_t", "f", "f", 9, dict(ps="ps", ss="ss", d="", bits="32")),
-    DType.F64: CType(DType.F64, "double", "uint64_t", "", "d", 17, dict(ps="pd", ss="sd", d="d", bits="64")),
+    DType.F32: CType(DType.F32, "float", "uint32_t", "f", "f", 9, dict(ps="ps", ss="ss", d="", bits="32", tag="")),
+    DType.F64: CType(DType.F64, "double", "uint64_t", "", "d", 17, dict(ps="pd", ss="sd", d="d", bits="64", tag="64")),
 }
+
+# How x and y hold each storage dtype in memory (the kernel's pointer types): 16-bit floats
+# as their bits, bfloat16 the upper half of a float32's, float16 IEEE binary16.
+STORAGE_C_TYPES = {DType.F32: "float", DType.F64: "double", DType.F16: "uint16_t", DType.BF16: "uint16_t"}
+
+
+def elem_c_type(bits: int, kind: str = "float") -> str:
+    """The C type of one element of a loop-IR float or int of `bits` (pointers' targets,
+    tail buffers): 16-bit floats and ints as uint16_t."""
+    if bits == 16:
+        return "uint16_t"
+    return {"float": {32: "float", 64: "double"}, "int": {32: "uint32_t", 64: "int64_t"}}[kind][bits]
 
 
 @dataclass(frozen=True)
@@ -36,7 +53,12 @@ class Isa:
     ($ps, $ss, $d, $bits, $ctype, $uint, $lf, $lanes; see CType); `for_dtype` fills them in.
     Optional spellings: `ldexp` (else numerics.ldexp_generic), and `greater` / `less`:
     a > b ? a : b and a < b ? a : b, b when unordered (x86 maxps/minps), which CMath
-    uses for a select of a comparison's own operands (the clamps)."""
+    uses for a select of a comparison's own operands (the clamps).
+
+    Vectors of other types than the compute dtype's are spelled by `lanes` (loop-IR type
+    -> its C type and operations, see LANES below) and `converts`; both are concrete per
+    ISA: each lane count there belongs to one compute dtype (16 float32 lanes or 8 float64
+    lanes on AVX-512)."""
     name: str
     title: str
     vector_bits: int | None         # None: scalar C, one element at a time
@@ -56,6 +78,17 @@ class Isa:
     masked_store: str | None = None
     host_features: frozenset = frozenset()  # LLVM feature names needed to run it on x86-64
     ctype: CType = C_TYPES[DType.F32]
+    # per dtype: spellings that differ from the pattern's (dtype -> {primitive: pattern})
+    dtype_ops: dict = field(default_factory=dict)
+    # loop-IR type (str(Ty): "<8 x i16>", "i32") -> {"type": C type, primitive: spelling}
+    lanes: dict = field(default_factory=dict)
+    # (from type, to type) -> spelling of a float conversion, rounding to nearest even
+    converts: dict = field(default_factory=dict)
+    # float16 <-> float32 conversions are instructions here (Capabilities.native_casts)
+    converts_half: bool = False
+    # (regex, macro, flag): a kernel whose code matches the regex needs the feature too
+    # (F16C's conversions beside AVX2)
+    optional_requires: tuple = ()
 
     @property
     def width(self) -> int:
@@ -78,11 +111,181 @@ class Isa:
 
         def spell(text):
             return text if text is None else string.Template(text).substitute(tokens)
+        ops = {**self.ops, **self.dtype_ops.get(dtype, {})}
         return replace(typed, vec=spell(self.vec), ivec=spell(self.ivec), mask=spell(self.mask),
-                       ops={k: spell(v) for k, v in self.ops.items()},
+                       ops={k: spell(v) for k, v in ops.items()},
                        swaps={k: spell(v) for k, v in self.swaps[dtype].items()},
                        first=spell(self.first), masked_load=spell(self.masked_load),
                        masked_store=spell(self.masked_store))
+
+
+# --- lanes of other types than the compute dtype's ---------------------------------------
+# Integer lanes: the 32-bit ops of numerics' 16-bit conversion recipes (lt/eq are signed,
+# lshr logical; zext from and trunc to 16-bit lanes, whose values are below 65536), 16-bit
+# lanes (bfloat16, and float16 where it is not converted natively) loaded, stored and read
+# one lane at a time.  A C type wider than the loop-IR type holds it in its low lanes:
+# "register" says how many elements the C type has, and load_register / store_register
+# move a whole register (tails and 4-byte loads go through a buffer of that size).
+ROUND = "_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC"
+
+_SCALAR_LANES = {
+    "i32": {"type": "uint32_t", "add": "{a} + {b}", "sub": "{a} - {b}", "and": "{a} & {b}", "or": "{a} | {b}",
+            "shl": "{a} << {n}", "lshr": "{a} >> {n}", "lt": "(int32_t){a} < (int32_t){b}", "eq": "{a} == {b}",
+            "select": "{c} ? {a} : {b}", "zext": "(uint32_t){a}", "trunc": "(uint16_t){a}"},
+    "i16": {"type": "uint16_t", "load": "*({p})", "store": "*({p}) = {v}"},
+    "f16": {"type": "uint16_t", "load": "*({p})", "store": "*({p}) = {v}"},
+}
+_SCALAR_CONVERTS = {("f32", "f64"): "(double){a}", ("f64", "f32"): "(float){a}"}
+
+
+def _x86_i32(p: str, si: str, reg: str) -> dict:
+    """32-bit integer lanes in an x86 register: prefix _mm/_mm256/_mm512, its si128 suffix."""
+    return {"type": reg, "set1": f"{p}_set1_epi32({{v}})", "add": f"{p}_add_epi32({{a}}, {{b}})",
+            "sub": f"{p}_sub_epi32({{a}}, {{b}})", "and": f"{p}_and_{si}({{a}}, {{b}})",
+            "or": f"{p}_or_{si}({{a}}, {{b}})", "shl": f"{p}_slli_epi32({{a}}, {{n}})",
+            "lshr": f"{p}_srli_epi32({{a}}, {{n}})"}
+
+
+_REGISTER_MOVES = {  # a whole x86 integer register from or to memory
+    "__m128i": ("_mm_loadu_si128((const __m128i *)({p}))", "_mm_storeu_si128((__m128i *)({p}), {v})"),
+    "__m256i": ("_mm256_loadu_si256((const __m256i *)({p}))", "_mm256_storeu_si256((__m256i *)({p}), {v})"),
+}
+
+
+def _x86_i16(reg: str, load: str | None, store: str | None, lane: str, lanes: int, stream: str | None = None) -> dict:
+    """16-bit lanes (bits of 16-bit floats) in an x86 integer register of `lanes` of them."""
+    load_register, store_register = _REGISTER_MOVES[reg]
+    out = {"type": reg, "load": load, "store": store, "lane": lane, "register": lanes,
+           "load_register": load_register, "store_register": store_register}
+    if stream:
+        out["stream"] = stream
+    return out
+
+
+_M128I_16 = dict(lane="(uint16_t)_mm_extract_epi16({v}, {lane})")
+_SSE_8X16 = _x86_i16("__m128i", "_mm_loadu_si128((const __m128i *)({p}))", "_mm_storeu_si128((__m128i *)({p}), {v})",
+                     _M128I_16["lane"], 8, "_mm_stream_si128((__m128i *)({p}), {v})")
+_SSE_4X16 = _x86_i16("__m128i", "_mm_loadl_epi64((const __m128i *)({p}))", "_mm_storel_epi64((__m128i *)({p}), {v})",
+                     _M128I_16["lane"], 8)
+_SSE_2X16 = _x86_i16("__m128i", None, None, _M128I_16["lane"], 8)   # 4 bytes: through a buffer
+_AVX_16X16 = _x86_i16("__m256i", "_mm256_loadu_si256((const __m256i *)({p}))",
+                      "_mm256_storeu_si256((__m256i *)({p}), {v})", "(uint16_t)_mm256_extract_epi16({v}, {lane})", 16,
+                      "_mm256_stream_si256((__m256i *)({p}), {v})")
+# no packus_epi32 in SSE2: sign-extend the low 16 bits, then a signed pack keeps them
+_SSE_I32 = dict(_x86_i32("_mm", "si128", "__m128i"), zext="_mm_unpacklo_epi16({a}, _mm_setzero_si128())",
+                trunc="_mm_packs_epi32(_mm_srai_epi32(_mm_slli_epi32({a}, 16), 16), _mm_setzero_si128())")
+_AVX_I32 = dict(_x86_i32("_mm256", "si256", "__m256i"), zext="_mm256_cvtepu16_epi32({a})",
+                # packus per 128-bit half, then the halves' low quarters together
+                trunc="_mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32({a}, {a}), 0xD8))")
+_SSE_F32 = {"type": "__m128", "set1": "_mm_set1_ps({v})", "load": "_mm_loadu_ps({p})", "store": "_mm_storeu_ps({p}, {v})",
+            "stream": "_mm_stream_ps({p}, {v})", "sub": "_mm_sub_ps({a}, {b})", "as_int": "_mm_castps_si128({a})",
+            "as_float": "_mm_castsi128_ps({a})", "lane": "{v}[{lane}]"}
+_AVX_F32 = {"type": "__m256", "set1": "_mm256_set1_ps({v})", "load": "_mm256_loadu_ps({p})", "store": "_mm256_storeu_ps({p}, {v})",
+            "stream": "_mm256_stream_ps({p}, {v})", "sub": "_mm256_sub_ps({a}, {b})",
+            "as_int": "_mm256_castps_si256({a})", "as_float": "_mm256_castsi256_ps({a})", "lane": "{v}[{lane}]"}
+
+_SSE2_LANES = {
+    **_SCALAR_LANES,
+    # float32 compute (4 lanes): masks are __m128
+    "<4 x i32>": dict(_SSE_I32, lt="_mm_castsi128_ps(_mm_cmplt_epi32({a}, {b}))",
+                      eq="_mm_castsi128_ps(_mm_cmpeq_epi32({a}, {b}))",
+                      select="_mm_or_si128(_mm_and_si128(_mm_castps_si128({c}), {a}), "
+                             "_mm_andnot_si128(_mm_castps_si128({c}), {b}))"),
+    "<4 x i16>": _SSE_4X16,
+    # float64 compute (2 lanes): masks are __m128d, 64 bits a lane; 32-bit lanes 0 and 1
+    # of a comparison spread to them and back
+    "<2 x i32>": dict(_SSE_I32, lt="_mm_castsi128_pd(_mm_shuffle_epi32(_mm_cmplt_epi32({a}, {b}), _MM_SHUFFLE(1, 1, 0, 0)))",
+                      eq="_mm_castsi128_pd(_mm_shuffle_epi32(_mm_cmpeq_epi32({a}, {b}), _MM_SHUFFLE(1, 1, 0, 0)))",
+                      select="_mm_or_si128(_mm_and_si128(_mm_shuffle_epi32(_mm_castpd_si128({c}), _MM_SHUFFLE(2, 2, 2, 0)), {a}), "
+                             "_mm_andnot_si128(_mm_shuffle_epi32(_mm_castpd_si128({c}), _MM_SHUFFLE(2, 2, 2, 0)), {b}))"),
+    "<2 x i16>": _SSE_2X16,
+    "<2 x f32>": dict(_SSE_F32, load="_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)({p})))",
+                      store="_mm_storel_epi64((__m128i *)({p}), _mm_castps_si128({v}))", register=4,
+                      load_register="_mm_loadu_ps({p})", store_register="_mm_storeu_ps({p}, {v})"),
+}
+_SSE2_CONVERTS = {**_SCALAR_CONVERTS, ("<2 x f32>", "<2 x f64>"): "_mm_cvtps_pd({a})",
+                  ("<2 x f64>", "<2 x f32>"): "_mm_cvtpd_ps({a})"}
+
+_AVX2_LANES = {
+    **_SCALAR_LANES,
+    # float32 compute (8 lanes): masks are __m256
+    "<8 x i32>": dict(_AVX_I32, lt="_mm256_castsi256_ps(_mm256_cmpgt_epi32({b}, {a}))",
+                      eq="_mm256_castsi256_ps(_mm256_cmpeq_epi32({a}, {b}))",
+                      select="_mm256_blendv_epi8({b}, {a}, _mm256_castps_si256({c}))"),
+    "<8 x i16>": _SSE_8X16, "<8 x f16>": _SSE_8X16,
+    # float64 compute (4 lanes)
+    "<4 x i32>": _SSE_I32, "<4 x i16>": _SSE_4X16, "<4 x f16>": _SSE_4X16, "<4 x f32>": _SSE_F32,
+}
+_AVX2_CONVERTS = {
+    **_SCALAR_CONVERTS,
+    ("<8 x f16>", "<8 x f32>"): "_mm256_cvtph_ps({a})", ("<8 x f32>", "<8 x f16>"): f"_mm256_cvtps_ph({{a}}, {ROUND})",
+    ("<4 x f16>", "<4 x f32>"): "_mm_cvtph_ps({a})", ("<4 x f32>", "<4 x f16>"): f"_mm_cvtps_ph({{a}}, {ROUND})",
+    ("<4 x f32>", "<4 x f64>"): "_mm256_cvtps_pd({a})", ("<4 x f64>", "<4 x f32>"): "_mm256_cvtpd_ps({a})",
+    ("f16", "f32"): "_cvtsh_ss({a})", ("f32", "f16"): f"_cvtss_sh({{a}}, {ROUND})",
+}
+
+_AVX512_LANES = {
+    **_SCALAR_LANES,
+    # float32 compute (16 lanes): masks are __mmask16
+    "<16 x i32>": dict(_x86_i32("_mm512", "si512", "__m512i"), zext="_mm512_cvtepu16_epi32({a})",
+                       trunc="_mm512_cvtepi32_epi16({a})", lt="_mm512_cmplt_epi32_mask({a}, {b})",
+                       eq="_mm512_cmpeq_epi32_mask({a}, {b})", select="_mm512_mask_blend_epi32({c}, {b}, {a})"),
+    "<16 x i16>": _AVX_16X16, "<16 x f16>": _AVX_16X16,
+    # float64 compute (8 lanes)
+    "<8 x i32>": _AVX_I32, "<8 x i16>": _SSE_8X16, "<8 x f16>": _SSE_8X16, "<8 x f32>": _AVX_F32,
+}
+_AVX512_CONVERTS = {
+    **_SCALAR_CONVERTS,
+    ("<16 x f16>", "<16 x f32>"): "_mm512_cvtph_ps({a})", ("<16 x f32>", "<16 x f16>"): f"_mm512_cvtps_ph({{a}}, {ROUND})",
+    # 8 lanes in AVX-512F alone (F16C's 256-bit forms need -mf16c): the low half of a 512-bit one
+    ("<8 x f16>", "<8 x f32>"): "_mm512_castps512_ps256(_mm512_cvtph_ps(_mm256_castsi128_si256({a})))",
+    ("<8 x f32>", "<8 x f16>"): f"_mm256_castsi256_si128(_mm512_cvtps_ph(_mm512_castps256_ps512({{a}}), {ROUND}))",
+    ("<8 x f32>", "<8 x f64>"): "_mm512_cvtps_pd({a})", ("<8 x f64>", "<8 x f32>"): "_mm512_cvtpd_ps({a})",
+    ("f16", "f32"): "_mm512_cvtss_f32(_mm512_cvtph_ps(_mm256_set1_epi16((short){a})))",
+    ("f32", "f16"): f"(uint16_t)_mm_cvtsi128_si32(_mm256_castsi256_si128(_mm512_cvtps_ph(_mm512_set1_ps({{a}}), {ROUND})))",
+}
+
+
+def _neon_i32(q: str, reg: str) -> dict:
+    """32-bit integer lanes in a NEON register: q is "q" (128 bits) or "" (64 bits)."""
+    return {"type": reg, "set1": f"vdup{q}_n_s32({{v}})", "add": f"vadd{q}_s32({{a}}, {{b}})",
+            "sub": f"vsub{q}_s32({{a}}, {{b}})", "and": f"vand{q}_s32({{a}}, {{b}})", "or": f"vorr{q}_s32({{a}}, {{b}})",
+            "shl": f"vshl{q}_n_s32({{a}}, {{n}})",
+            "lshr": f"vreinterpret{q}_s32_u32(vshr{q}_n_u32(vreinterpret{q}_u32_s32({{a}}), {{n}}))",
+            "lt": f"vclt{q}_s32({{a}}, {{b}})", "eq": f"vceq{q}_s32({{a}}, {{b}})",
+            "select": f"vbsl{q}_s32({{c}}, {{a}}, {{b}})"}
+
+
+_NEON_U16 = {"type": "uint16x4_t", "load": "vld1_u16({p})", "store": "vst1_u16({p}, {v})",
+             "lane": "vget_lane_u16({v}, {lane})", "register": 4, "load_register": "vld1_u16({p})",
+             "store_register": "vst1_u16({p}, {v})"}
+_NEON_F16 = {"type": "float16x4_t", "load": "vreinterpret_f16_u16(vld1_u16({p}))",
+             "store": "vst1_u16({p}, vreinterpret_u16_f16({v}))",
+             "lane": "vget_lane_u16(vreinterpret_u16_f16({v}), {lane})", "register": 4,
+             "load_register": "vreinterpret_f16_u16(vld1_u16({p}))",
+             "store_register": "vst1_u16({p}, vreinterpret_u16_f16({v}))"}
+_NEON_LANES = {
+    **_SCALAR_LANES,
+    # float32 compute (4 lanes): masks are uint32x4_t
+    "<4 x i32>": dict(_neon_i32("q", "int32x4_t"), zext="vreinterpretq_s32_u32(vmovl_u16({a}))",
+                      trunc="vmovn_u32(vreinterpretq_u32_s32({a}))"),
+    "<4 x i16>": _NEON_U16, "<4 x f16>": _NEON_F16,
+    # float64 compute (2 lanes): in the low half of 64-bit registers; 4 bytes through a buffer
+    "<2 x i32>": {k: v for k, v in _neon_i32("", "int32x2_t").items() if k not in ("lt", "eq", "select")}
+                 | {"zext": "vreinterpret_s32_u32(vget_low_u32(vmovl_u16({a})))"},
+    "<2 x i16>": dict(_NEON_U16, load=None, store=None), "<2 x f16>": dict(_NEON_F16, load=None, store=None),
+    "<2 x f32>": {"type": "float32x2_t", "set1": "vdup_n_f32({v})", "load": "vld1_f32({p})", "store": "vst1_f32({p}, {v})",
+                  "sub": "vsub_f32({a}, {b})", "as_int": "vreinterpret_s32_f32({a})",
+                  "as_float": "vreinterpret_f32_s32({a})", "lane": "vget_lane_f32({v}, {lane})"},
+}
+_NEON_CONVERTS = {
+    **_SCALAR_CONVERTS,
+    ("<4 x f16>", "<4 x f32>"): "vcvt_f32_f16({a})", ("<4 x f32>", "<4 x f16>"): "vcvt_f16_f32({a})",
+    ("<2 x f16>", "<2 x f32>"): "vget_low_f32(vcvt_f32_f16({a}))",
+    ("<2 x f32>", "<2 x f64>"): "vcvt_f64_f32({a})", ("<2 x f64>", "<2 x f32>"): "vcvt_f32_f64({a})",
+    ("f16", "f32"): "vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16({a}))), 0)",
+    ("f32", "f16"): "vget_lane_u16(vreinterpret_u16_f16(vcvt_f16_f32(vdupq_n_f32({a}))), 0)",
+}
 
 
 _SCALAR = Isa(
@@ -95,7 +298,7 @@ _SCALAR = Isa(
         "fma": "($ctype)((double){a} * (double){b} + (double){c})",
         "maximum": "({a} > {b} || {a} != {a}) ? {a} : {b}",
         "lt": "{a} < {b}", "gt": "{a} > {b}", "eq": "{a} == {b}", "select": "{c} ? {a} : {b}",
-        "as_int": "{fn}_bits({a})", "as_float": "{fn}_from_bits({a})", "shl": "{a} << {n}",
+        "as_int": "{fn}_bits$tag({a})", "as_float": "{fn}_from_bits$tag({a})", "shl": "{a} << {n}",
         # row values only (once per row, so a libm call is fine)
         "div": "{a} / {b}", "log": "log$lf({a})",
         "le": "{a} <= {b}", "ne": "{a} != {b}", "isnan": "{a} != {a}", "fabs": "fabs$lf({a})",
@@ -103,7 +306,11 @@ _SCALAR = Isa(
         "select_mask": "{c} ? {a} : {b}",
         "all": "{m}",
     },
-    swaps={DType.F32: {}})  # the fma spelling needs a wider type: float32 only
+    swaps={DType.F32: {}, DType.F64: {}},
+    # no wider type to fuse a double product in: C99's fma (glibc picks the FMA instruction
+    # where the CPU has one); shifts of a double's bits as unsigned (no signed overflow)
+    dtype_ops={DType.F64: {"fma": "fma({a}, {b}, {c})", "shl": "(int64_t)((uint64_t){a} << {n})"}},
+    lanes=_SCALAR_LANES, converts=_SCALAR_CONVERTS)
 
 _SSE2 = Isa(
     "sse2", "SSE2", 128, "__m128$d", "__m128i", "__m128$d", "emmintrin.h", (("__SSE2__", "-msse2"),),
@@ -111,8 +318,9 @@ _SSE2 = Isa(
         "set1": "_mm_set1_$ps({v})", "load": "_mm_loadu_$ps({p})", "store": "_mm_storeu_$ps({p}, {v})",
         "add": "_mm_add_$ps({a}, {b})", "sub": "_mm_sub_$ps({a}, {b})", "mul": "_mm_mul_$ps({a}, {b})",
         # No FMA in SSE2, and mul+add is not enough: exp_pair needs k*ln2_hi exact for
-        # |k| up to 2^20.  The helper computes in double like the scalar spelling.
-        "fma": "{fn}_fma({a}, {b}, {c})",
+        # |k| up to 2^20.  The helper computes in double like the scalar spelling (float64:
+        # C99's fma per lane).
+        "fma": "{fn}_fma$tag({a}, {b}, {c})",
         # maxps returns b when either is NaN; OR-ing a NaN a back in keeps it NaN
         "maximum": "_mm_or_$ps(_mm_max_$ps({a}, {b}), _mm_and_$ps(_mm_cmpunord_$ps({a}, {a}), {a}))",
         "lt": "_mm_cmplt_$ps({a}, {b})", "gt": "_mm_cmpgt_$ps({a}, {b})", "eq": "_mm_cmpeq_$ps({a}, {b})",
@@ -130,9 +338,10 @@ _SSE2 = Isa(
         "stream": "_mm_stream_$ps({p}, {v})", "prefetch": "_mm_prefetch((const char *)({p}), _MM_HINT_T0)",
         "fence": "_mm_sfence()",
     },
-    swaps={DType.F32: {2: "_mm_movehl_ps({v}, {v})", 1: "_mm_shuffle_ps({v}, {v}, _MM_SHUFFLE(2, 3, 0, 1))"}},
+    swaps={DType.F32: {2: "_mm_movehl_ps({v}, {v})", 1: "_mm_shuffle_ps({v}, {v}, _MM_SHUFFLE(2, 3, 0, 1))"},
+           DType.F64: {1: "_mm_shuffle_pd({v}, {v}, 1)"}},
     first="_mm_cvt${ss}_f$bits({v})",
-    host_features=frozenset({"sse2"}))
+    host_features=frozenset({"sse2"}), lanes=_SSE2_LANES, converts=_SSE2_CONVERTS)
 
 _AVX2 = Isa(
     "avx2", "AVX2 + FMA", 256, "__m256$d", "__m256i", "__m256$d", "immintrin.h",
@@ -160,11 +369,14 @@ _AVX2 = Isa(
     },
     swaps={DType.F32: {4: "_mm256_permute2f128_ps({v}, {v}, 1)",
                        2: "_mm256_permute_ps({v}, _MM_SHUFFLE(1, 0, 3, 2))",
-                       1: "_mm256_permute_ps({v}, _MM_SHUFFLE(2, 3, 0, 1))"}},
+                       1: "_mm256_permute_ps({v}, _MM_SHUFFLE(2, 3, 0, 1))"},
+           DType.F64: {2: "_mm256_permute2f128_pd({v}, {v}, 1)", 1: "_mm256_permute_pd({v}, 5)"}},
     first="_mm256_cvt${ss}_f$bits({v})",
     masked_load="_mm256_maskload_$ps({p}, _mm256_cast${ps}_si256({m}))",
     masked_store="_mm256_maskstore_$ps({p}, _mm256_cast${ps}_si256({m}), {v})",
-    host_features=frozenset({"avx2", "fma"}))
+    host_features=frozenset({"avx2", "fma"}), lanes=_AVX2_LANES, converts=_AVX2_CONVERTS, converts_half=True,
+    # float16 conversions (F16C): required of the kernels that convert float16 only
+    optional_requires=((r"_cvtph_ps|_cvtps_ph|_cvtsh_ss|_cvtss_sh", "__F16C__", "-mf16c"),))
 
 _AVX512 = Isa(
     "avx512", "AVX-512F", 512, "__m512$d", "__m512i", "__mmask$lanes", "immintrin.h",
@@ -194,11 +406,14 @@ _AVX512 = Isa(
     swaps={DType.F32: {8: "_mm512_shuffle_f32x4({v}, {v}, _MM_SHUFFLE(1, 0, 3, 2))",
                        4: "_mm512_shuffle_f32x4({v}, {v}, _MM_SHUFFLE(2, 3, 0, 1))",
                        2: "_mm512_permute_ps({v}, _MM_SHUFFLE(1, 0, 3, 2))",
-                       1: "_mm512_permute_ps({v}, _MM_SHUFFLE(2, 3, 0, 1))"}},
+                       1: "_mm512_permute_ps({v}, _MM_SHUFFLE(2, 3, 0, 1))"},
+           DType.F64: {4: "_mm512_shuffle_f64x2({v}, {v}, _MM_SHUFFLE(1, 0, 3, 2))",
+                       2: "_mm512_shuffle_f64x2({v}, {v}, _MM_SHUFFLE(2, 3, 0, 1))",
+                       1: "_mm512_permute_pd({v}, 0x55)"}},
     first="_mm512_cvt${ss}_f$bits({v})",
     masked_load="_mm512_maskz_loadu_$ps({m}, {p})",
     masked_store="_mm512_mask_storeu_$ps({p}, {m}, {v})",
-    host_features=frozenset({"avx512f"}))
+    host_features=frozenset({"avx512f"}), lanes=_AVX512_LANES, converts=_AVX512_CONVERTS, converts_half=True)
 
 _NEON = Isa(
     "neon", "AArch64 NEON", 128, "float${bits}x${lanes}_t", "int${bits}x${lanes}_t", "uint${bits}x${lanes}_t",
@@ -220,8 +435,15 @@ _NEON = Isa(
         "all": "vminvq_u$bits({m}) != 0",
         "stream": "vst1q_f$bits({p}, {v})", "prefetch": "__builtin_prefetch({p})",
     },
-    swaps={DType.F32: {2: "vextq_f32({v}, {v}, 2)", 1: "vrev64q_f32({v})"}},
-    first="vgetq_lane_f$bits({v}, 0)")
+    swaps={DType.F32: {2: "vextq_f32({v}, {v}, 2)", 1: "vrev64q_f32({v})"}, DType.F64: {1: "vextq_f64({v}, {v}, 1)"}},
+    first="vgetq_lane_f$bits({v}, 0)",
+    # no 64-bit NOT or across-lanes min: masks' 64-bit lanes seen as 32-bit ones
+    dtype_ops={DType.F64: {
+        "isnan": "vreinterpretq_u64_u32(vmvnq_u32(vreinterpretq_u32_u64(vceqq_f64({a}, {a}))))",
+        "ne": "vandq_u64(vreinterpretq_u64_u32(vmvnq_u32(vreinterpretq_u32_u64(vceqq_f64({a}, {b})))), "
+              "vandq_u64(vceqq_f64({a}, {a}), vceqq_f64({b}, {b})))",
+        "all": "vminvq_u32(vreinterpretq_u32_u64({m})) != 0"}},
+    lanes=_NEON_LANES, converts=_NEON_CONVERTS, converts_half=True)
 
 PATTERNS = {isa.name: isa for isa in (_SCALAR, _SSE2, _AVX2, _AVX512, _NEON)}
 # the ISAs as float32 kernels use them
@@ -251,20 +473,32 @@ def shuffle(isa: Isa, a: str, b: str, lanes: tuple) -> str | None:
     w = isa.width
     if lanes == tuple(range(w)):
         return a
+    double = isa.ctype.dtype is DType.F64
     if isa.name == "avx512":
         idx = ", ".join(map(str, reversed(lanes)))
+        if double:
+            return f"_mm512_permutex2var_pd({a}, _mm512_set_epi64({idx}), {b})"
         return f"_mm512_permutex2var_ps({a}, _mm512_set_epi32({idx}), {b})"
+    if isa.name == "avx2" and double:   # as float32 lane pairs
+        pairs = tuple(2 * i + k for i in lanes for k in range(2))
+        single = shuffle(PATTERNS["avx2"].for_dtype(DType.F32), f"_mm256_castpd_ps({a})", f"_mm256_castpd_ps({b})",
+                         pairs)
+        return f"_mm256_castps_pd({single})"
     if isa.name == "avx2":
         within = ", ".join(str(i % w) for i in reversed(lanes))
         from_b = ", ".join("-1" if i >= w else "0" for i in reversed(lanes))
         return (f"_mm256_blendv_ps(_mm256_permutevar8x32_ps({a}, _mm256_set_epi32({within})), "
                 f"_mm256_permutevar8x32_ps({b}, _mm256_set_epi32({within})), "
                 f"_mm256_castsi256_ps(_mm256_set_epi32({from_b})))")
-    if isa.name == "sse2" and max(lanes[:2]) < w <= min(lanes[2:]):
+    if isa.name == "sse2" and double and lanes[0] < w <= lanes[1]:
+        return f"_mm_shuffle_pd({a}, {b}, {lanes[0] | (lanes[1] - w) << 1})"
+    if isa.name == "sse2" and not double and max(lanes[:2]) < w <= min(lanes[2:]):
         i0, i1, i2, i3 = lanes
         return f"_mm_shuffle_ps({a}, {b}, _MM_SHUFFLE({i3 - w}, {i2 - w}, {i1}, {i0}))"
     if isa.name == "neon":
-        idx = ", ".join(str(4 * i + k) for i in lanes for k in range(4))
-        return (f"vreinterpretq_f32_u8(vqtbl2q_u8((uint8x16x2_t){{{{vreinterpretq_u8_f32({a}), "
-                f"vreinterpretq_u8_f32({b})}}}}, (uint8x16_t){{{idx}}}))")
+        size = isa.ctype.dtype.bits // 8
+        f = f"f{isa.ctype.dtype.bits}"
+        idx = ", ".join(str(size * i + k) for i in lanes for k in range(size))
+        return (f"vreinterpretq_{f}_u8(vqtbl2q_u8((uint8x16x2_t){{{{vreinterpretq_u8_{f}({a}), "
+                f"vreinterpretq_u8_{f}({b})}}}}, (uint8x16_t){{{idx}}}))")
     return None

@@ -4,40 +4,53 @@ A translation, statement by statement, through the ISA's spelling table (isa.py)
 values become `const` locals (t<N>), vars plain locals (v<N>), loops `for (;;)` with the
 head before a `break`, ifs and do-whiles as themselves.  A value that a loop head or a
 do-while body defines for later is declared before the loop.  Vector values are
-registers of the ISA; one-lane values plain C scalars.  What C cannot render (lane
-shuffles, vectors of rows) the lowering never produces for it (capabilities()); an op
-this table lacks is refused here.
+registers of the ISA; one-lane values plain C scalars.  Values of the compute dtype (and
+its masks and integer lanes) are spelled by the ISA's pattern filled in for that dtype;
+other lane types (16-bit storage, the 32-bit integer lanes of the conversion recipes,
+float32 lanes under float64 compute) by the ISA's `lanes` and `converts` tables.  What C
+cannot render (lane shuffles, vectors of rows) the lowering never produces for it
+(capabilities()); an op the tables lack is refused here.
 """
 from __future__ import annotations
 
 import re
 
-from ...lower.capabilities import Capabilities
+from ...ir import DType
+from ...lower.capabilities import WIDE_CASTS, Capabilities
 from ...lower.loopir import Const, DoWhile, If, Instr, Kernel, Loop, Ty, Val, Var, remove_dead_code
-from .isa import PATTERNS, Isa, c_float, shuffle
+from .isa import C_TYPES, PATTERNS, Isa, c_float, elem_c_type, shuffle
 
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 _COMPARES = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+HALF_CASTS = frozenset({(DType.F16, DType.F32), (DType.F32, DType.F16)})
 
 
 def capabilities(isa: Isa) -> Capabilities:
-    """What the lowering may produce for C on `isa`: no vectors narrower than a register
-    (lanes merged by swaps, groups of a register's worth of rows or one row); vscalefps
-    and x86's NaN-ignoring max where the ISA has them."""
+    """What the lowering may produce for C on `isa` (filled in for the compute dtype): no
+    vectors narrower than a register (lanes merged by swaps, groups of a register's worth
+    of rows or one row); vscalefps/pd and x86's NaN-ignoring max where the ISA has them;
+    float16 <-> float32 in one instruction where it has that (F16C, AVX-512F, NEON), else
+    numerics' integer recipes."""
     bits = isa.ctype.dtype.bits
     x86 = "fence" in isa.ops
     return Capabilities(vector_bits=isa.width * bits,
                         native_ldexp=frozenset({(bits, isa.width)}) if "ldexp" in isa.ops else frozenset(),
                         nan_ignoring_max="greater" in isa.ops, streaming_fence=x86,
-                        narrow_vectors=False)
+                        narrow_vectors=False,
+                        native_casts=WIDE_CASTS | (HALF_CASTS if isa.converts_half else frozenset()))
 
 
 class CRenderer:
     def __init__(self, kernel: Kernel, isa: Isa, fn: str):
         self.kernel, self.isa, self.fn = kernel, isa, fn
         self.scalar = PATTERNS["scalar"].for_dtype(isa.ctype.dtype)   # one-lane values
-        self.used: set[str] = set()          # "isa.primitive": helpers the file must define
-        self.tail_helpers: set[str] = set()  # lane_index, load_partial, store_partial
+        # one-lane floats by their bits (float32 ones beside float64 compute)
+        self.scalars = {t.dtype.bits: PATTERNS["scalar"].for_dtype(t.dtype) for t in C_TYPES.values()}
+        # "isa.primitive" (+ the dtype's tag) -> (macro, the table that spelled it): the
+        # helpers the file may need (templates/primitives.c.j2 defines those it has)
+        self.used: dict[str, tuple[str, Isa]] = {}
+        self.lane_index = False              # the tail masks' lane numbers
+        self.partials: dict = {}             # ("load" | "store", Ty) -> tail helper (partial_helper)
         self.names = {p: p.name for p in kernel.params}
         self.const_ptrs = {kernel.params[2]}  # x and what is derived from it
         self.compares: dict = {}             # mask value -> (op, a, b): select peepholes
@@ -60,17 +73,34 @@ class CRenderer:
         self.lines.append((text, defines))
 
     # --- types and operands -----------------------------------------------------------------
-    def table(self, t: Ty) -> Isa:
-        return self.isa if t.lanes > 1 else self.scalar
+    def table(self, t: Ty) -> Isa | None:
+        """The pattern table of t: the compute dtype's vectors (and their masks and integer
+        lanes of its width), one-lane values by their bits; None for other lane types."""
+        if t.lanes == 1:
+            return self.scalars.get(t.bits, self.scalar)
+        if t.kind == "bool" or t.bits == self.isa.ctype.dtype.bits:
+            return self.isa
+        return None
+
+    def lanes(self, t: Ty) -> dict | None:
+        """The ISA's entry for a lane type other than the compute dtype's (isa.LANES)."""
+        return self.isa.lanes.get(str(t))
+
+    def is_compute(self, t: Ty) -> bool:
+        return t.kind == "float" and t.bits == self.isa.ctype.dtype.bits and t.lanes == self.isa.width
 
     def ctype(self, t: Ty) -> str:
-        if t.kind == "float":
-            return self.table(t).vec
-        if t.kind == "int":
-            return "int64_t" if t.bits == 64 else self.table(t).ivec
         if t.kind == "bool":
             return self.table(t).mask
-        raise NotImplementedError(f"C renderer: no C type for {t}")
+        if t.kind == "int" and t.bits == 64 and t.lanes == 1:
+            return "int64_t"
+        entry = self.lanes(t)
+        if entry is not None:
+            return entry["type"]
+        table = self.table(t)
+        if table is None or t.kind not in ("float", "int"):
+            raise NotImplementedError(f"C renderer: no C type for {t} on {self.isa.name}")
+        return table.vec if t.kind == "float" else table.ivec
 
     def operand(self, a) -> str:
         if isinstance(a, Var):
@@ -84,17 +114,25 @@ class CRenderer:
         if isinstance(c.value, tuple):
             raise NotImplementedError(f"C renderer: no per-lane constant {c}")
         if t.kind == "float":
-            lit = c_float(c.value, self.isa.ctype)
+            lit = c_float(c.value, C_TYPES[DType.F64 if t.bits == 64 else DType.F32])
             return lit if t.lanes == 1 else self.spell(t, "set1", v=lit)
         if t.kind == "bool" and t.lanes > 1:
             return self.spell(t, "mask_zero") if not c.value else self.refuse(f"constant {c}")
-        return str(int(c.value))
+        v = int(c.value)
+        if t.kind == "int" and t.bits < 64:   # lanes of a conversion recipe
+            if t.lanes == 1:
+                return f"{v & ((1 << t.bits) - 1)}u"   # the C type is unsigned
+            return self.spell(t, "set1", v=f"({v + 1} - 1)" if v == -2 ** 31 else str(v))
+        return str(v)
 
     def spell(self, t: Ty, prim: str, **args) -> str:
+        entry = self.lanes(t)
+        if entry is not None and entry.get(prim) is not None:
+            return entry[prim].format(fn=self.fn, **args)
         table = self.table(t)
-        if prim not in table.ops:
-            self.refuse(f"{prim} on {t} ({table.name})")
-        self.used.add(f"{table.name}.{prim}")
+        if table is None or prim not in table.ops:
+            self.refuse(f"{prim} on {t} ({self.isa.name})")
+        self.used[f"{table.name}.{prim}{table.ctype.spell['tag']}"] = (f"{table.name}_{prim}", table)
         return table.ops[prim].format(fn=self.fn, **args)
 
     def refuse(self, what: str):
@@ -147,16 +185,17 @@ class CRenderer:
             self.emit(f"{name} = {text};", name)
         elif s.result.ty.kind == "ptr":
             const = "const " if s.result in self.const_ptrs else ""
-            self.emit(f"{const}{self.isa.ctype.name} *const {name} = {text};", name)
+            elem = s.attrs["elem"]
+            self.emit(f"{const}{elem_c_type(elem.bits, elem.kind)} *const {name} = {text};", name)
         else:
             self.emit(f"const {self.ctype(s.result.ty)} {name} = {text};", name)
 
     # --- arithmetic -----------------------------------------------------------------------------
     def _arith(self, s, a, b):
         t = s.result.ty
-        if t.kind == "float":
-            return self.spell(t, s.op, a=a, b=b)
-        return f"{a} {dict(add='+', sub='-', mul='*')[s.op]} {b}"
+        if t.kind == "int" and t.bits == 64 and t.lanes == 1:   # indices
+            return f"{a} {dict(add='+', sub='-', mul='*')[s.op]} {b}"
+        return self.spell(t, s.op, a=a, b=b)
 
     op_add = op_sub = op_mul = _arith
 
@@ -183,9 +222,10 @@ class CRenderer:
 
     def _compare(self, s, a, b):
         t = s.args[0].ty
-        if t.kind != "float":
+        if t.kind == "int" and t.bits == 64 and t.lanes == 1:
             return f"{a} {_COMPARES[s.op]} {b}"
-        self.compares[s.result] = (s.op, s.args[0], s.args[1])
+        if t.kind == "float":
+            self.compares[s.result] = (s.op, s.args[0], s.args[1])
         return self.spell(t, s.op, a=a, b=b)
 
     op_lt = op_le = op_gt = op_ge = op_eq = op_ne = _compare
@@ -202,8 +242,10 @@ class CRenderer:
         t = s.result.ty
         if t.kind == "bool" and t.lanes > 1:
             return self.spell(t, "select_mask", c=c, a=a, b=b)
-        if t.kind != "float":
+        if t.kind == "int" and (t.bits == 64 or t.lanes == 1) or t.kind == "bool":
             return f"{c} ? {a} : {b}"
+        if t.kind == "int":
+            return self.spell(t, "select", c=c, a=a, b=b)
         peephole = self.min_max(s)
         if peephole:
             return peephole
@@ -227,18 +269,41 @@ class CRenderer:
 
     def op_bitcast(self, s, a):
         t = s.result.ty
-        return self.spell(t, "as_float" if t.kind == "float" else "as_int", a=a)
+        if t.kind == "float":
+            return self.spell(t, "as_float", a=a)
+        return self.spell(s.args[0].ty, "as_int", a=a)
 
     def op_shl(self, s, a, n):
-        return self.spell(s.result.ty, "shl", a=a, n=n)
+        return self.spell(s.result.ty, "shl", a=a, n=int(s.args[1].value))
+
+    def op_lshr(self, s, a, n):
+        return self.spell(s.result.ty, "lshr", a=a, n=int(s.args[1].value))
+
+    def op_zext(self, s, a):
+        return self.spell(s.result.ty, "zext", a=a)
+
+    def op_trunc(self, s, a):
+        return self.spell(s.args[0].ty, "trunc", a=a)
+
+    def op_convert(self, s, a):
+        """float <-> float of another width, rounded to nearest even."""
+        key = (str(s.args[0].ty), str(s.result.ty))
+        if key not in self.isa.converts:
+            self.refuse(f"a conversion from {key[0]} to {key[1]}")
+        return self.isa.converts[key].format(a=a)
 
     # --- lanes ----------------------------------------------------------------------------------
     def op_splat(self, s, v):
         return self.spell(s.result.ty, "set1", v=v)
 
     def op_extract(self, s, v):
-        lane = s.attrs["lane"]
-        return self.isa.first.format(v=v) if lane == 0 else f"{v}[{lane}]"   # gcc/clang vector subscript
+        lane, t = s.attrs["lane"], s.args[0].ty
+        entry = self.lanes(t)
+        if entry is not None and "lane" in entry:
+            return entry["lane"].format(v=v, lane=lane)
+        if lane == 0 and self.is_compute(t):
+            return self.isa.first.format(v=v)
+        return f"{v}[{lane}]"   # gcc/clang vector subscript
 
     def op_shuffle(self, s, a, b):
         text = shuffle(self.isa, a, b, s.attrs["lanes"])
@@ -254,7 +319,7 @@ class CRenderer:
 
     def op_lanes_below(self, s, count):
         t = s.result.ty
-        self.tail_helpers.add("lane_index")
+        self.lane_index = True
         index = self.spell(t, "load", p=f"{self.fn}_lane_index")
         limit = self.spell(t, "set1", v=f"({self.isa.ctype.name})({count})")
         self.mask_counts[s.result] = count
@@ -271,28 +336,70 @@ class CRenderer:
         return f"(int64_t)((((uintptr_t)0 - (uintptr_t)({p})) & {s.attrs['align'] - 1}u) >> {shift})"
 
     def op_load(self, s, p):
-        return self.spell(s.result.ty, "load", p=p)
+        t = s.result.ty
+        entry = self.lanes(t)
+        if entry is not None and entry.get("load") is None:   # smaller than any load: a buffer
+            return self.partial("load", t, p=p, rem=t.lanes)
+        return self.spell(t, "load", p=p)
 
     def op_masked_load(self, s, p, mask):
-        if self.isa.masked_load:
+        t = s.result.ty
+        if self.isa.masked_load and self.is_compute(t):
             return self.isa.masked_load.format(p=p, m=mask)
-        self.tail_helpers.add("load_partial")
-        return f"{self.fn}_load_partial({p}, {self.mask_count(s.args[1])})"
+        return self.partial("load", t, p=p, rem=self.mask_count(s.args[1]))
 
     def op_store(self, s, p, v):
         t = s.args[1].ty
-        return self.spell(t, "stream" if s.attrs.get("nontemporal") else "store", p=p, v=v)
+        entry = self.lanes(t)
+        if entry is not None and entry.get("store") is None:
+            return self.partial("store", t, p=p, v=v, rem=t.lanes)
+        stream = s.attrs.get("nontemporal") and (entry is None or "stream" in entry)
+        return self.spell(t, "stream" if stream else "store", p=p, v=v)
 
     def op_masked_store(self, s, p, v, mask):
-        if self.isa.masked_store:
+        t = s.args[1].ty
+        if self.isa.masked_store and self.is_compute(t):
             return self.isa.masked_store.format(p=p, v=v, m=mask)
-        self.tail_helpers.add("store_partial")
-        return f"{self.fn}_store_partial({p}, {v}, {self.mask_count(s.args[2])})"
+        return self.partial("store", t, p=p, v=v, rem=self.mask_count(s.args[2]))
+
+    def partial(self, kind: str, t: Ty, **args) -> str:
+        """A call of the helper that moves the first `rem` elements of t through a stack
+        buffer (tails, and vectors smaller than any load)."""
+        key = (kind, t)
+        if key not in self.partials:
+            self.partials[key] = self.partial_helper(kind, t)
+        h = self.partials[key]
+        if kind == "load":
+            return f"{self.fn}_load_partial{h['tag']}({args['p']}, {args['rem']})"
+        return f"{self.fn}_store_partial{h['tag']}({args['p']}, {args['v']}, {args['rem']})"
+
+    def partial_helper(self, kind: str, t: Ty) -> dict:
+        """What templates/tail.c.j2 needs to define a partial load or store of t: the
+        vector's C type, the element's, the buffer's length (the C type's elements) and
+        the whole-register move from or to `buf`."""
+        entry = self.lanes(t)
+        if entry is None:
+            table = self.table(t)
+            vec, lanes, load, store = table.vec, t.lanes, table.ops["load"], table.ops["store"]
+        else:
+            vec, lanes = entry["type"], entry.get("register", t.lanes)
+            load = entry.get("load_register", entry.get("load"))
+            store = entry.get("store_register", entry.get("store"))
+        elem = elem_c_type(t.bits, t.kind)
+        zero = c_float(0.0, C_TYPES[DType.F64 if t.bits == 64 else DType.F32]) if t.kind == "float" and t.bits > 16 \
+            else "0"
+        return dict(kind=kind, tag="" if self.is_compute(t) else f"_{t.kind[0]}{t.bits}", vec=vec, elem=elem,
+                    lanes=lanes, zero=zero, load=load.format(p="buf"), store=store.format(p="buf", v="v"))
 
     def mask_count(self, mask) -> str:
         if mask not in self.mask_counts:
             self.refuse("a masked access whose mask is not a tail's")
         return self.mask_counts[mask]
+
+    def tail_helpers(self) -> list[dict]:
+        """The partial loads, then the partial stores (the compute dtype's first)."""
+        order = sorted(self.partials.items(), key=lambda kv: (kv[0][0] != "load", kv[1]["tag"]))
+        return [h for _, h in order]
 
     def op_prefetch(self, s, p):
         return self.isa.ops["prefetch"].format(p=p) if "prefetch" in self.isa.ops else "(void)0"

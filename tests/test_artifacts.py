@@ -449,15 +449,15 @@ int main(void) {
 }
 """
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
-CROSS_DTYPES = [(F64, F64), (F16, F16), (BFLOAT16, BFLOAT16), (BFLOAT16, F32), (F32, F16)]
+CROSS_DTYPES = [(F64, F64), (F16, F16), (BFLOAT16, BFLOAT16), (BFLOAT16, F32)]
 
 
 def dtype_cases(dtype) -> list:
     """[rows, n] cases in `dtype`: tails around every vector width, a few blocks, specials."""
     rng = np.random.default_rng(5)
     cases = [rng.standard_normal((3, n)) * np.array([[1.0], [30.0], [300.0]])
-             for n in (1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 33, 100, 3 * BLOCK + 17)]
-    cases += [np.stack(list(special_rows(n).values())).astype(np.float64) for n in (2, 37, 300)]
+             for n in (1, 3, 5, 8, 9, 16, 17, 33, 3 * BLOCK + 17)]
+    cases += [np.stack(list(special_rows(n).values())).astype(np.float64) for n in (2, 37)]
     with np.errstate(over="ignore"):
         return [c.astype(dtype) for c in cases]
 

@@ -34,7 +34,7 @@ SENTINEL = -1234.5
 _long = os.environ.get("SOFTGEN_LONG_TESTS", "")
 WORST: dict = {}          # (op, algorithm, width, dtypes) -> worst error seen (conftest prints it)
 EXAMPLES = (int(_long) if _long.isdigit() and int(_long) > 1 else 300) if _long else 5
-OTHER_DTYPE_EXAMPLES = EXAMPLES if _long else 2
+OTHER_DTYPE_EXAMPLES = EXAMPLES if _long else 1
 
 
 @st.composite

@@ -417,7 +417,8 @@ def test_auto_schedules_for_generate_follow_the_dtypes(wisdom, monkeypatch):
         tune.builtin_schedule("logsumexp", "two_pass", 4096, 100, "float64")
 
 
-@pytest.mark.parametrize("dtype,out_dtype", [("float64", None), ("bfloat16", None), ("float16", "float32")], ids=str)
+# one pair (the tuner times real kernels; the band keys of the others are tested above)
+@pytest.mark.parametrize("dtype,out_dtype", [("float16", "float32")], ids=str)
 def test_tune_per_dtype(wisdom, dtype, out_dtype):
     """tune(dtype=...) times that pair's kernels and saves them under its bands only."""
     results = enabled(tune.tune, "softmax", shapes=[(8, 40)], dtype=dtype, out_dtype=out_dtype, **TINY)

@@ -733,6 +733,9 @@ DTYPE_PAIRS = [("float64", "float64"), ("float16", "float16"), ("bfloat16", "bfl
 # and per-element casts (softmax, with streaming stores): DTYPE_SCHEDULES from the second
 EXTRA_PAIRS = {("float32", "float64"), ("float64", "float32"), ("float16", "float64"), ("bfloat16", "float64")}
 EXTRA_CASES = [("logsumexp", "two_pass"), ("softmax", "online")]
+# pairs whose x and y each take the paths of another pair's (bfloat16's loads, float32's
+# stores...): half their cases per ISA, the other half on the next
+HALF_PAIRS = {("bfloat16", "float32"), ("float32", "float16")}
 # numpy type of the bits, mantissa bits, lowest normal exponent, largest finite, a NaN, a sentinel
 FORMATS = {
     "float64": (np.float64, 52, -1022, np.finfo(np.float64).max, np.float64(np.nan), np.float64(-12345.0)),
@@ -740,12 +743,12 @@ FORMATS = {
     "float16": (np.uint16, 10, -14, 65504.0, np.uint16(0x7E00), np.uint16(0xC0DE)),
     "bfloat16": (np.uint16, 7, -126, 3.3895313892515355e38, np.uint16(0x7FC0), np.uint16(0xC0DE)),
 }
-# Per kernel of a pair, in turn: short unrolls (tails and remainders often), pipelined groups
-# of a register's worth of rows, streaming stores with prefetches and short blocks, scanned
-# pair sums
-DTYPE_SCHEDULES = [Schedule(unroll=2), Schedule(rows_per_group=16, unroll=1),
-                   Schedule(nontemporal=True, prefetch=256, unroll=2, accumulators=1, block=96,
-                            online_block_max=False),
+# Per kernel of a pair, in turn (small ones: the C compiler's time is most of these tests'):
+# a short unroll, groups of a register's worth of rows (row results cast in vectors, lane
+# merges by shuffles; the exact exp form, whose code is half the fast forms'), streaming
+# stores with prefetches and short blocks, scanned pair sums
+DTYPE_SCHEDULES = [Schedule(unroll=2), Schedule(rows_per_group=16, unroll=1, fast_exp=False),
+                   Schedule(nontemporal=True, prefetch=256, unroll=1, block=96, online_block_max=False),
                    Schedule(unroll=1, pair_sum="scan")]
 
 
@@ -969,17 +972,21 @@ def dtype_sources(cbuild: CBuild, isa: str, compiler: str) -> tuple[Path, dict]:
     """{(x dtype, y dtype): [(op, algorithm, CSource)]}: the kernels of each pair's op x
     algorithm that `compiler` builds for `isa`, written to a directory of their own.  The
     compilers take every other kernel of a pair, the other way round on the next ISA
-    (each kernel runs once per ISA, and meets both compilers over two ISAs); the schedules
-    are taken in turn."""
+    (each kernel runs once per ISA, and meets both compilers over two ISAs; HALF_PAIRS:
+    half their kernels per ISA); the schedules are taken in turn."""
     def make():
         d = cbuild.root / f"dtypes-{isa}-{compiler}"
-        mine = (COMPILERS.index(compiler) + list(PATTERNS).index(isa)) % 2
+        at = list(PATTERNS).index(isa)
+        mine = (COMPILERS.index(compiler) + at) % 2
         out = {}
         for x_dtype, y_dtype in DTYPE_PAIRS + sorted(EXTRA_PAIRS):
             out[x_dtype, y_dtype] = []
             turn = (x_dtype, y_dtype) in EXTRA_PAIRS
-            for i, (op, algorithm) in enumerate(dtype_cases(x_dtype, y_dtype)):
-                if i % 2 != mine:
+            cases = list(enumerate(dtype_cases(x_dtype, y_dtype)))
+            if (x_dtype, y_dtype) in HALF_PAIRS:
+                cases = cases[at % 2::2]
+            for k, (i, (op, algorithm)) in enumerate(cases):
+                if k % 2 != mine:
                     continue
                 src = softgen.emit_c(op, algorithm=algorithm, dtype=x_dtype, out_dtype=y_dtype, isa=isa,
                                      name=f"k_{op}_{algorithm}_{x_dtype}_{y_dtype}_{isa}",

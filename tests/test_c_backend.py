@@ -371,6 +371,18 @@ def test_a_missing_isa_flag_is_named(cbuild, tmp_path, compiler, isa):
                  "-o", tmp_path / "k.o"], f"{macro} is not defined: compile with {flag}")
 
 
+@pytest.mark.parametrize("compiler", COMPILERS)
+def test_a_missing_f16c_flag_is_named(tmp_path, compiler):
+    """An AVX2 kernel that converts float16 needs -mf16c too, and says so."""
+    need(compiler)
+    if HOST.arch != "x86_64":
+        pytest.skip("x86 flags")
+    src = softgen.emit_c("logsumexp", algorithm="online", dtype="float16", isa="avx2", name="k")
+    src.write(tmp_path)
+    refused([compiler, "-O2", "-mavx2", "-mfma", "-mno-f16c", "-c", tmp_path / "k.c", "-o", tmp_path / "k.o"],
+            "__F16C__ is not defined: compile with -mf16c (the kernel needs -mavx2 -mfma -mf16c)")
+
+
 @pytest.mark.parametrize("isa", list(ISAS))
 def test_no_per_element_libm_calls(cbuild, isa):
     """The only external calls: logf once per row (log ops) and memcpy for short tails."""

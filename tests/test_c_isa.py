@@ -92,6 +92,7 @@ def test_f16c_is_required_of_the_avx2_kernels_that_convert_float16():
     half = softgen.emit_c("softmax", algorithm="online", dtype="float16", isa="avx2")
     assert half.flags == ("-mavx2", "-mfma", "-mf16c") and "_mm256_cvtph_ps" in half.source
     assert "#if !defined(__F16C__)" in half.source and "-mavx2 -mfma -mf16c" in half.header
+    assert "isa avx2 (AVX2 + FMA + F16C)" in half.header
     for kwargs in (dict(dtype="bfloat16"), dict(dtype="float64"), dict(isa="avx512", dtype="float16")):
         src = softgen.emit_c("softmax", algorithm="online", **{"isa": "avx2", **kwargs})
         assert "-mf16c" not in src.flags and "F16C" not in src.source, kwargs

@@ -209,7 +209,8 @@ def _render(program: Program, isa: Isa, name: str, schedule: Schedule, left_out:
     renderer = CRenderer(kernel, isa, name)
     body = renderer.body()
     text = "\n".join(body)
-    extra = tuple((macro, flag) for pattern, macro, flag in isa.optional_requires if re.search(pattern, text))
+    extras = [(title, macro, flag) for pattern, title, macro, flag in isa.optional_requires if re.search(pattern, text)]
+    extra = tuple((macro, flag) for _, macro, flag in extras)
     requires = isa.requires + extra
     flags = tuple(flag for _, flag in requires if flag)
     helpers = [macro for _, macro in sorted(renderer.used.items())]
@@ -217,6 +218,7 @@ def _render(program: Program, isa: Isa, name: str, schedule: Schedule, left_out:
     x, _, y = program.dtypes
     # ctype: what the kernel computes in; x_type / y_type: what x and y hold
     ctx = dict(name=name, op=program.op, algorithm=program.algorithm, isa=isa, version=__version__,
+               title=" + ".join([isa.title, *(title for title, _, _ in extras)]),
                ctype=isa.ctype, x_type=STORAGE_C_TYPES[x], y_type=STORAGE_C_TYPES[y], dtype=x.numpy_name,
                out_dtype=y.numpy_name, layouts=_layouts(program), requires=requires, flags=flags,
                row_output=program.row_output, notes=kernel.notes, body=body,

@@ -86,8 +86,8 @@ class Isa:
     converts: dict = field(default_factory=dict)
     # float16 <-> float32 conversions are instructions here (Capabilities.native_casts)
     converts_half: bool = False
-    # (regex, macro, flag): a kernel whose code matches the regex needs the feature too
-    # (F16C's conversions beside AVX2)
+    # (regex, name, macro, flag): a kernel whose code matches the regex needs the feature
+    # too (F16C's conversions beside AVX2)
     optional_requires: tuple = ()
 
     @property
@@ -377,7 +377,7 @@ _AVX2 = Isa(
     masked_store="_mm256_maskstore_$ps({p}, _mm256_cast${ps}_si256({m}), {v})",
     host_features=frozenset({"avx2", "fma", "f16c"}), lanes=_AVX2_LANES, converts=_AVX2_CONVERTS, converts_half=True,
     # float16 conversions (F16C): required of the kernels that convert float16 only
-    optional_requires=((r"_cvtph_ps|_cvtps_ph|_cvtsh_ss|_cvtss_sh", "__F16C__", "-mf16c"),))
+    optional_requires=((r"_cvtph_ps|_cvtps_ph|_cvtsh_ss|_cvtss_sh", "F16C", "__F16C__", "-mf16c"),))
 
 _AVX512 = Isa(
     "avx512", "AVX-512F", 512, "__m512$d", "__m512i", "__mmask$lanes", "immintrin.h",

@@ -1064,7 +1064,8 @@ def check_dtype_kernels(prefix: list, exe: Path, srcs: dict, isa: str, tmp: Path
                 rows_at = written[y_at:y_at + rows * y_stride].reshape(rows, y_stride)
                 rows_at[:, :1 if op == "logsumexp" else n] = True
                 y = from_storage(yb[written].reshape(rows, 1 if op == "logsumexp" else n), y_dtype)
-                assert (yb[~written] == y_sentinel).all(), f"{what} {src.name}: wrote outside its output rows ({rows}x{n})"
+                assert (yb[~written] == y_sentinel).all(), \
+                    f"{what} {src.name}: wrote outside its output rows ({rows}x{n})"
                 expect_dtype(op, x, y[:, 0] if op == "logsumexp" else y, x_dtype, y_dtype,
                              f"{what} {op} x {algorithm} {x_dtype}->{y_dtype} {rows}x{n}")
         assert at == flat.size

@@ -26,7 +26,8 @@ def test_the_isas_are_float32_spellings():
 
 
 def test_float64_spellings_come_from_the_same_patterns():
-    avx2, avx512, neon, scalar, sse2 = (PATTERNS[n].for_dtype(DType.F64) for n in ("avx2", "avx512", "neon", "scalar", "sse2"))
+    avx2, avx512, neon, scalar, sse2 = (PATTERNS[n].for_dtype(DType.F64)
+                                        for n in ("avx2", "avx512", "neon", "scalar", "sse2"))
     assert all("$" not in text for isa in (avx2, avx512, neon, scalar, sse2) for text in _strings(isa))
     assert (avx2.width, avx2.vec, avx2.ops["add"]) == (4, "__m256d", "_mm256_add_pd({a}, {b})")
     assert avx2.ops["shl"] == "_mm256_slli_epi64({a}, {n})" and avx2.first == "_mm256_cvtsd_f64({v})"
@@ -56,7 +57,8 @@ def test_lane_tables():
         ty = (lambda k, b, w: f"{k}{b}" if w == 1 else f"<{w} x {k}{b}>")
         for kind, bits, lanes in [("i", 16, w32), ("i", 32, w32), ("i", 16, w64), ("i", 32, w64)]:
             assert ty(kind, bits, lanes) in isa.lanes, (name, ty(kind, bits, lanes))
-        assert (ty("f", 32, w64), ty("f", 64, w64)) in isa.converts and (ty("f", 64, w64), ty("f", 32, w64)) in isa.converts
+        assert (ty("f", 32, w64), ty("f", 64, w64)) in isa.converts
+        assert (ty("f", 64, w64), ty("f", 32, w64)) in isa.converts
         if isa.converts_half:
             assert (ty("f", 16, w32), ty("f", 32, w32)) in isa.converts and ("f32", "f16") in isa.converts
         lanes = isa.lanes[ty("i", 32, w32)]

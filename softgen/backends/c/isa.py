@@ -126,7 +126,7 @@ class Isa:
 # one lane at a time.  A C type wider than the loop-IR type holds it in its low lanes:
 # "register" says how many elements the C type has, and load_register / store_register
 # move a whole register (tails and 4-byte loads go through a buffer of that size).
-ROUND = "_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC"
+_ROUND = "_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC"
 
 _SCALAR_LANES = {
     "i32": {"type": "uint32_t", "add": "{a} + {b}", "sub": "{a} - {b}", "and": "{a} & {b}", "or": "{a} | {b}",
@@ -162,12 +162,12 @@ def _x86_i16(reg: str, load: str | None, store: str | None, lane: str, lanes: in
     return out
 
 
-_M128I_16 = dict(lane="(uint16_t)_mm_extract_epi16({v}, {lane})")
+_SSE_LANE16 = "(uint16_t)_mm_extract_epi16({v}, {lane})"
 _SSE_8X16 = _x86_i16("__m128i", "_mm_loadu_si128((const __m128i *)({p}))", "_mm_storeu_si128((__m128i *)({p}), {v})",
-                     _M128I_16["lane"], 8, "_mm_stream_si128((__m128i *)({p}), {v})")
+                     _SSE_LANE16, 8, "_mm_stream_si128((__m128i *)({p}), {v})")
 _SSE_4X16 = _x86_i16("__m128i", "_mm_loadl_epi64((const __m128i *)({p}))", "_mm_storel_epi64((__m128i *)({p}), {v})",
-                     _M128I_16["lane"], 8)
-_SSE_2X16 = _x86_i16("__m128i", None, None, _M128I_16["lane"], 8)   # 4 bytes: through a buffer
+                     _SSE_LANE16, 8)
+_SSE_2X16 = _x86_i16("__m128i", None, None, _SSE_LANE16, 8)   # 4 bytes: through a buffer
 _AVX_16X16 = _x86_i16("__m256i", "_mm256_loadu_si256((const __m256i *)({p}))",
                       "_mm256_storeu_si256((__m256i *)({p}), {v})", "(uint16_t)_mm256_extract_epi16({v}, {lane})", 16,
                       "_mm256_stream_si256((__m256i *)({p}), {v})")
@@ -177,10 +177,12 @@ _SSE_I32 = dict(_x86_i32("_mm", "si128", "__m128i"), zext="_mm_unpacklo_epi16({a
 _AVX_I32 = dict(_x86_i32("_mm256", "si256", "__m256i"), zext="_mm256_cvtepu16_epi32({a})",
                 # packus per 128-bit half, then the halves' low quarters together
                 trunc="_mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32({a}, {a}), 0xD8))")
-_SSE_F32 = {"type": "__m128", "set1": "_mm_set1_ps({v})", "load": "_mm_loadu_ps({p})", "store": "_mm_storeu_ps({p}, {v})",
+_SSE_F32 = {"type": "__m128", "set1": "_mm_set1_ps({v})", "load": "_mm_loadu_ps({p})",
+            "store": "_mm_storeu_ps({p}, {v})",
             "stream": "_mm_stream_ps({p}, {v})", "sub": "_mm_sub_ps({a}, {b})", "as_int": "_mm_castps_si128({a})",
             "as_float": "_mm_castsi128_ps({a})", "lane": "{v}[{lane}]"}
-_AVX_F32 = {"type": "__m256", "set1": "_mm256_set1_ps({v})", "load": "_mm256_loadu_ps({p})", "store": "_mm256_storeu_ps({p}, {v})",
+_AVX_F32 = {"type": "__m256", "set1": "_mm256_set1_ps({v})", "load": "_mm256_loadu_ps({p})",
+            "store": "_mm256_storeu_ps({p}, {v})",
             "stream": "_mm256_stream_ps({p}, {v})", "sub": "_mm256_sub_ps({a}, {b})",
             "as_int": "_mm256_castps_si256({a})", "as_float": "_mm256_castsi256_ps({a})", "lane": "{v}[{lane}]"}
 
@@ -194,9 +196,11 @@ _SSE2_LANES = {
     "<4 x i16>": _SSE_4X16,
     # float64 compute (2 lanes): masks are __m128d, 64 bits a lane; 32-bit lanes 0 and 1
     # of a comparison spread to them and back
-    "<2 x i32>": dict(_SSE_I32, lt="_mm_castsi128_pd(_mm_shuffle_epi32(_mm_cmplt_epi32({a}, {b}), _MM_SHUFFLE(1, 1, 0, 0)))",
+    "<2 x i32>": dict(_SSE_I32,
+                      lt="_mm_castsi128_pd(_mm_shuffle_epi32(_mm_cmplt_epi32({a}, {b}), _MM_SHUFFLE(1, 1, 0, 0)))",
                       eq="_mm_castsi128_pd(_mm_shuffle_epi32(_mm_cmpeq_epi32({a}, {b}), _MM_SHUFFLE(1, 1, 0, 0)))",
-                      select="_mm_or_si128(_mm_and_si128(_mm_shuffle_epi32(_mm_castpd_si128({c}), _MM_SHUFFLE(2, 2, 2, 0)), {a}), "
+                      select="_mm_or_si128("
+                             "_mm_and_si128(_mm_shuffle_epi32(_mm_castpd_si128({c}), _MM_SHUFFLE(2, 2, 2, 0)), {a}), "
                              "_mm_andnot_si128(_mm_shuffle_epi32(_mm_castpd_si128({c}), _MM_SHUFFLE(2, 2, 2, 0)), {b}))"),
     "<2 x i16>": _SSE_2X16,
     "<2 x f32>": {**{k: v for k, v in _SSE_F32.items() if k != "stream"},   # 8 bytes: plain stores
@@ -219,10 +223,10 @@ _AVX2_LANES = {
 }
 _AVX2_CONVERTS = {
     **_SCALAR_CONVERTS,
-    ("<8 x f16>", "<8 x f32>"): "_mm256_cvtph_ps({a})", ("<8 x f32>", "<8 x f16>"): f"_mm256_cvtps_ph({{a}}, {ROUND})",
-    ("<4 x f16>", "<4 x f32>"): "_mm_cvtph_ps({a})", ("<4 x f32>", "<4 x f16>"): f"_mm_cvtps_ph({{a}}, {ROUND})",
+    ("<8 x f16>", "<8 x f32>"): "_mm256_cvtph_ps({a})", ("<8 x f32>", "<8 x f16>"): f"_mm256_cvtps_ph({{a}}, {_ROUND})",
+    ("<4 x f16>", "<4 x f32>"): "_mm_cvtph_ps({a})", ("<4 x f32>", "<4 x f16>"): f"_mm_cvtps_ph({{a}}, {_ROUND})",
     ("<4 x f32>", "<4 x f64>"): "_mm256_cvtps_pd({a})", ("<4 x f64>", "<4 x f32>"): "_mm256_cvtpd_ps({a})",
-    ("f16", "f32"): "_cvtsh_ss({a})", ("f32", "f16"): f"_cvtss_sh({{a}}, {ROUND})",
+    ("f16", "f32"): "_cvtsh_ss({a})", ("f32", "f16"): f"_cvtss_sh({{a}}, {_ROUND})",
 }
 
 _AVX512_LANES = {
@@ -237,20 +241,23 @@ _AVX512_LANES = {
 }
 _AVX512_CONVERTS = {
     **_SCALAR_CONVERTS,
-    ("<16 x f16>", "<16 x f32>"): "_mm512_cvtph_ps({a})", ("<16 x f32>", "<16 x f16>"): f"_mm512_cvtps_ph({{a}}, {ROUND})",
+    ("<16 x f16>", "<16 x f32>"): "_mm512_cvtph_ps({a})",
+    ("<16 x f32>", "<16 x f16>"): f"_mm512_cvtps_ph({{a}}, {_ROUND})",
     # 8 lanes in AVX-512F alone (F16C's 256-bit forms need -mf16c): the low half of a 512-bit one
     ("<8 x f16>", "<8 x f32>"): "_mm512_castps512_ps256(_mm512_cvtph_ps(_mm256_castsi128_si256({a})))",
-    ("<8 x f32>", "<8 x f16>"): f"_mm256_castsi256_si128(_mm512_cvtps_ph(_mm512_castps256_ps512({{a}}), {ROUND}))",
+    ("<8 x f32>", "<8 x f16>"): f"_mm256_castsi256_si128(_mm512_cvtps_ph(_mm512_castps256_ps512({{a}}), {_ROUND}))",
     ("<8 x f32>", "<8 x f64>"): "_mm512_cvtps_pd({a})", ("<8 x f64>", "<8 x f32>"): "_mm512_cvtpd_ps({a})",
     ("f16", "f32"): "_mm512_cvtss_f32(_mm512_cvtph_ps(_mm256_set1_epi16((short){a})))",
-    ("f32", "f16"): f"(uint16_t)_mm_cvtsi128_si32(_mm256_castsi256_si128(_mm512_cvtps_ph(_mm512_set1_ps({{a}}), {ROUND})))",
+    ("f32", "f16"):
+        f"(uint16_t)_mm_cvtsi128_si32(_mm256_castsi256_si128(_mm512_cvtps_ph(_mm512_set1_ps({{a}}), {_ROUND})))",
 }
 
 
 def _neon_i32(q: str, reg: str) -> dict:
     """32-bit integer lanes in a NEON register: q is "q" (128 bits) or "" (64 bits)."""
     return {"type": reg, "set1": f"vdup{q}_n_s32({{v}})", "add": f"vadd{q}_s32({{a}}, {{b}})",
-            "sub": f"vsub{q}_s32({{a}}, {{b}})", "and": f"vand{q}_s32({{a}}, {{b}})", "or": f"vorr{q}_s32({{a}}, {{b}})",
+            "sub": f"vsub{q}_s32({{a}}, {{b}})", "and": f"vand{q}_s32({{a}}, {{b}})",
+            "or": f"vorr{q}_s32({{a}}, {{b}})",
             "shl": f"vshl{q}_n_s32({{a}}, {{n}})",
             "lshr": f"vreinterpret{q}_s32_u32(vshr{q}_n_u32(vreinterpret{q}_u32_s32({{a}}), {{n}}))",
             "lt": f"vclt{q}_s32({{a}}, {{b}})", "eq": f"vceq{q}_s32({{a}}, {{b}})",
@@ -275,7 +282,8 @@ _NEON_LANES = {
     "<2 x i32>": {k: v for k, v in _neon_i32("", "int32x2_t").items() if k not in ("lt", "eq", "select")}
                  | {"zext": "vreinterpret_s32_u32(vget_low_u32(vmovl_u16({a})))"},
     "<2 x i16>": dict(_NEON_U16, load=None, store=None), "<2 x f16>": dict(_NEON_F16, load=None, store=None),
-    "<2 x f32>": {"type": "float32x2_t", "set1": "vdup_n_f32({v})", "load": "vld1_f32({p})", "store": "vst1_f32({p}, {v})",
+    "<2 x f32>": {"type": "float32x2_t", "set1": "vdup_n_f32({v})", "load": "vld1_f32({p})",
+                  "store": "vst1_f32({p}, {v})",
                   "sub": "vsub_f32({a}, {b})", "as_int": "vreinterpret_s32_f32({a})",
                   "as_float": "vreinterpret_f32_s32({a})", "lane": "vget_lane_f32({v}, {lane})"},
 }

@@ -56,9 +56,9 @@ class Isa:
     uses for a select of a comparison's own operands (the clamps).
 
     Vectors of other types than the compute dtype's are spelled by `lanes` (loop-IR type
-    -> its C type and operations, see LANES below) and `converts`; both are concrete per
-    ISA: each lane count there belongs to one compute dtype (16 float32 lanes or 8 float64
-    lanes on AVX-512)."""
+    -> its C type and operations: the _*_LANES tables below) and `converts`; both are
+    concrete per ISA: each lane count there belongs to one compute dtype (16 float32
+    lanes or 8 float64 lanes on AVX-512)."""
     name: str
     title: str
     vector_bits: int | None         # None: scalar C, one element at a time
@@ -199,9 +199,10 @@ _SSE2_LANES = {
                       select="_mm_or_si128(_mm_and_si128(_mm_shuffle_epi32(_mm_castpd_si128({c}), _MM_SHUFFLE(2, 2, 2, 0)), {a}), "
                              "_mm_andnot_si128(_mm_shuffle_epi32(_mm_castpd_si128({c}), _MM_SHUFFLE(2, 2, 2, 0)), {b}))"),
     "<2 x i16>": _SSE_2X16,
-    "<2 x f32>": dict(_SSE_F32, load="_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)({p})))",
-                      store="_mm_storel_epi64((__m128i *)({p}), _mm_castps_si128({v}))", register=4,
-                      load_register="_mm_loadu_ps({p})", store_register="_mm_storeu_ps({p}, {v})"),
+    "<2 x f32>": {**{k: v for k, v in _SSE_F32.items() if k != "stream"},   # 8 bytes: plain stores
+                  "load": "_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)({p})))",
+                  "store": "_mm_storel_epi64((__m128i *)({p}), _mm_castps_si128({v}))", "register": 4,
+                  "load_register": "_mm_loadu_ps({p})", "store_register": "_mm_storeu_ps({p}, {v})"},
 }
 _SSE2_CONVERTS = {**_SCALAR_CONVERTS, ("<2 x f32>", "<2 x f64>"): "_mm_cvtps_pd({a})",
                   ("<2 x f64>", "<2 x f32>"): "_mm_cvtpd_ps({a})"}
@@ -374,7 +375,7 @@ _AVX2 = Isa(
     first="_mm256_cvt${ss}_f$bits({v})",
     masked_load="_mm256_maskload_$ps({p}, _mm256_cast${ps}_si256({m}))",
     masked_store="_mm256_maskstore_$ps({p}, _mm256_cast${ps}_si256({m}), {v})",
-    host_features=frozenset({"avx2", "fma"}), lanes=_AVX2_LANES, converts=_AVX2_CONVERTS, converts_half=True,
+    host_features=frozenset({"avx2", "fma", "f16c"}), lanes=_AVX2_LANES, converts=_AVX2_CONVERTS, converts_half=True,
     # float16 conversions (F16C): required of the kernels that convert float16 only
     optional_requires=((r"_cvtph_ps|_cvtps_ph|_cvtsh_ss|_cvtss_sh", "__F16C__", "-mf16c"),))
 

@@ -83,7 +83,7 @@ class CRenderer:
         return None
 
     def lanes(self, t: Ty) -> dict | None:
-        """The ISA's entry for a lane type other than the compute dtype's (isa.LANES)."""
+        """The ISA's entry for a lane type other than the compute dtype's (Isa.lanes)."""
         return self.isa.lanes.get(str(t))
 
     def is_compute(self, t: Ty) -> bool:

@@ -9,25 +9,24 @@ from .ir import DType
 DTYPES = tuple(d.numpy_name for d in DType)
 
 
-def _numpy_dtype(dtype) -> np.dtype:
-    if isinstance(dtype, DType):
-        dtype = dtype.numpy_name
-    if isinstance(dtype, str) and dtype == "bfloat16":
-        try:
-            import ml_dtypes
-        except ImportError:
-            raise TypeError("bfloat16 needs the ml_dtypes package (pip install softgen[bfloat16])") from None
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(dtype)
+def _bfloat16() -> np.dtype:
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError("bfloat16 needs the ml_dtypes package (pip install softgen[bfloat16])") from None
+    return np.dtype(ml_dtypes.bfloat16)
 
 
 def check_dtype(dtype) -> np.dtype:
-    """`dtype` as a numpy dtype; TypeError unless softgen supports it."""
+    """`dtype` (a numpy dtype or name, or an IR DType) as a numpy dtype; TypeError unless
+    softgen supports it."""
+    if isinstance(dtype, DType):
+        dtype = dtype.numpy_name
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        return _bfloat16()
     try:
-        dt = _numpy_dtype(dtype)
-    except TypeError as e:
-        if "ml_dtypes" in str(e):
-            raise
+        dt = np.dtype(dtype)
+    except TypeError:
         raise TypeError(f"unsupported dtype {dtype!r}; softgen supports {', '.join(DTYPES)}") from None
     if dt.name not in DTYPES:
         raise TypeError(f"unsupported dtype {dt}; softgen supports {', '.join(DTYPES)}")

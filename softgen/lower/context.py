@@ -29,11 +29,10 @@ class Context:
         self.x_dtype, compute, self.y_dtype = dtypes
         self.width = caps.lanes(compute)
         self.x_elem, self.y_elem = storage_ty(caps, self.x_dtype, 1), storage_ty(caps, self.y_dtype, 1)
-        self.casts = Casts(None, caps, self.width)
         types = (I64, I64, PTR, I64, PTR, I64)
         self.kernel = Kernel(name, [Val(k, t, p) for k, (t, p) in enumerate(zip(types, PARAMS))])
         self.b = Builder(self.kernel)
-        self.casts.b = self.b
+        self.casts = Casts(self.b, caps, self.width)
         self.vm = LoopMath(self.b, float_ty(compute.bits, self.width), numerics.float_format(compute),
                            caps.native_ldexp)
         self.one = self.vm.with_width(1)  # scalar math of one row (block constants)

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import algorithms
 from .backends.llvm import CompiledModule, compile_program
-from .dtypes import DTYPES, check_dtype, compute_dtype, ir_dtype
+from .dtypes import DTYPES, NATIVE_DTYPES, check_dtype, compute_dtype, ir_dtype
 from .lower import Schedule
 from .ir import Program
 from .targets import Target
@@ -20,21 +20,6 @@ _ABI = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, c
                         ctypes.c_void_p, ctypes.c_int64)
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
-
-
-def _native_dtypes() -> frozenset:
-    """The supported numpy dtypes in native byte order (bfloat16 where ml_dtypes is installed:
-    without it there are no bfloat16 arrays).  A set lookup: dtype.name costs 1.5 us."""
-    found = set()
-    for name in DTYPES:
-        try:
-            found.add(check_dtype(name))
-        except TypeError:
-            pass
-    return frozenset(found)
-
-
-NATIVE_DTYPES = _native_dtypes()
 
 
 class Kernel:
@@ -81,6 +66,12 @@ class Kernel:
     def __repr__(self) -> str:
         return f"<softgen.Kernel {self.program.name} on {self.target.cpu}, {self.target.vector_width} lanes>"
 
+    def __reduce__(self):
+        """A kernel pickles as its recipe; unpickling compiles it again, which the on-disk
+        cache makes a file read: kernels travel to worker processes."""
+        return (_recompile, (self.op, self.algorithm, self.dtype.name, self.out_dtype.name, self.target,
+                             self.schedule))
+
     def __call__(self, x, out=None, axis: int = -1):
         return _run(self, x, axis, out)
 
@@ -111,6 +102,10 @@ def compile(op: str, *, algorithm: str, dtype="float32", out_dtype=None, target=
             program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output)
             _cache[key] = Kernel(program, compile_program(program, tgt, schedule, jit=True), schedule)
         return _cache[key]
+
+
+def _recompile(op: str, algorithm: str, dtype: str, out_dtype: str, target: Target, schedule: Schedule) -> Kernel:
+    return compile(op, algorithm=algorithm, dtype=dtype, out_dtype=out_dtype, target=target, schedule=schedule)
 
 
 _char_at = ctypes.c_char.from_buffer

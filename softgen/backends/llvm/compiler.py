@@ -3,20 +3,24 @@
 `compile_program` gives everything a caller may want from one kernel: the LLVM IR
 text (optimized), the assembly, the object file, and for the host a JIT address.
 It is the one path from IR program to machine code: softgen.compile (JIT) and
-softgen.generate (files for any target) both go through it.
+softgen.generate (files for any target) both go through it.  JIT kernels go through the
+on-disk cache (cache.py): a kernel built once, by any process, links in milliseconds; its
+loop IR and LLVM IR are then rebuilt only when asked for.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import llvmlite.binding as llvm
 
 from ...ir import Program
-from ...targets import Target, initialize_llvm
+from ...targets import Target, initialize_llvm, llvm_version
 from ...lower import Schedule
 from ...lower.capabilities import Capabilities
 from ...lower.kernel import kernel_name, lower
+from . import cache
 from .render import render
 
 
@@ -31,42 +35,74 @@ def optimize(module_text: str, tm) -> "llvm.ModuleRef":
     return mod
 
 
-@dataclass
+@dataclass(eq=False)
 class CompiledModule:
+    """One kernel for one target: what it was built from, and (JIT) where it runs."""
     name: str
     target: Target
-    llvm_ir: str
-    _mod_text: str
-    loop_ir: str = ""   # the lowered kernel (softgen.lower.loopir) this was rendered from
+    program: Program
+    schedule: Schedule
     _jit: object = field(default=None, repr=False)   # keeps the JIT library alive
     address: int | None = None
 
+    @cached_property
+    def _kernel(self):
+        return lower(self.program, Capabilities.of(self.target), self.schedule, self.name)
+
+    @property
+    def loop_ir(self) -> str:
+        """The lowered kernel (softgen.lower.loopir) the LLVM IR is rendered from."""
+        return str(self._kernel)
+
+    @cached_property
+    def _optimized(self) -> "llvm.ModuleRef":
+        return optimize(str(render(self._kernel, self.target)), self.target.create_target_machine())
+
+    @cached_property
+    def llvm_ir(self) -> str:
+        """The optimized LLVM IR."""
+        return str(self._optimized)
+
     def asm(self) -> str:
-        return self._tm().emit_assembly(llvm.parse_assembly(self._mod_text))
+        return self._tm().emit_assembly(llvm.parse_assembly(self.llvm_ir))
 
     def object(self) -> bytes:
         """A relocatable object (ELF for Linux triples), position independent."""
-        return self._tm().emit_object(llvm.parse_assembly(self._mod_text))
+        return self._tm().emit_object(llvm.parse_assembly(self.llvm_ir))
 
     def _tm(self):
         return self.target.create_target_machine()
+
+    def _jit_object(self) -> bytes:
+        """The object code the JIT links, from the disk cache or built (and kept there)."""
+        tgt = self.target
+        key = cache.key(llvm=llvm_version(), triple=tgt.triple, cpu=tgt.cpu, features=tgt.features,
+                        code="jit", name=self.name, program=str(self.program),
+                        schedule=self.schedule.to_json())
+        obj = cache.load(key)
+        if obj is None:
+            obj = tgt.create_target_machine(jit=True).emit_object(self._optimized)
+            cache.store(key, obj)
+        return obj
+
+    def link(self) -> None:
+        """JIT the kernel into this process: `address` is then its entry point."""
+        lljit = llvm.create_lljit_compiler(self.target.create_target_machine(jit=True))
+        lib = (llvm.JITLibraryBuilder().add_object_img(self._jit_object()).add_current_process()
+               .export_symbol(self.name).link(lljit, self.name))
+        self._jit = (lljit, lib)
+        self.address = lib[self.name]
 
 
 def compile_program(program: Program, target: Target, schedule: Schedule = Schedule(),
                     name: str | None = None, jit: bool = False) -> CompiledModule:
     name = kernel_name(program) if name is None else check_symbol_name(name)
+    compiled = CompiledModule(name, target, program, schedule)
     if jit:
         target.check_runs_here()   # before the work: a target this CPU cannot run fails fast
-    kernel = lower(program, Capabilities.of(target), schedule, name)
-    mod = optimize(str(render(kernel, target)), target.create_target_machine())
-    text = str(mod)
-    compiled = CompiledModule(name, target, text, text, str(kernel))
-    if jit:
-        lljit = llvm.create_lljit_compiler(target.create_target_machine(jit=True))
-        lib = (llvm.JITLibraryBuilder().add_ir(text).add_current_process()
-               .export_symbol(name).link(lljit, name))
-        compiled._jit = (lljit, lib)
-        compiled.address = lib[name]
+        compiled.link()
+    else:
+        compiled.llvm_ir   # build now: errors surface here, not at the first write
     return compiled
 
 

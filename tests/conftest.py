@@ -11,6 +11,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 # The tests must not depend on (or write to) the user's tuning wisdom: point it at a
 # fresh path for the session; tests of the tuner set their own.
 os.environ["SOFTGEN_WISDOM"] = os.path.join(tempfile.mkdtemp(prefix="softgen-tests-"), "wisdom.json")
+# Nor on the user's kernel cache: a fresh one for the session, shared by its xdist workers
+# (they inherit the variable), unless the caller names one (CI shares one across its runs).
+os.environ.setdefault("SOFTGEN_CACHE_DIR", tempfile.mkdtemp(prefix="softgen-kernels-"))
 
 # A C++ program that includes a kernel's C header, runs the kernel (row by row output) on
 # ROWS x N values and prints the outputs.

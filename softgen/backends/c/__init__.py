@@ -20,8 +20,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from ... import algorithms
 from ...dtypes import compute_dtype, ir_dtype
@@ -31,6 +30,9 @@ from ...lower.schedule import Schedule
 from ...version import __version__
 from .isa import C_TYPES, ISAS, PATTERNS, STORAGE_C_TYPES, CType, Isa, block_size, c_float
 from .render import CRenderer, capabilities
+
+if TYPE_CHECKING:
+    import jinja2
 
 __all__ = ["C_TYPES", "ISAS", "PATTERNS", "STORAGE_C_TYPES", "CType", "CSource", "Isa", "NOT_RENDERED",
            "block_size", "c_float", "emit_c", "rendered_schedule"]
@@ -62,6 +64,7 @@ def rendered_schedule(schedule: Schedule, isa: Isa) -> tuple[Schedule, dict]:
 
 @lru_cache(maxsize=None)
 def _environment(directory: str) -> jinja2.Environment:
+    import jinja2   # here, not at the top: JIT-only use of softgen never loads it
     return jinja2.Environment(loader=jinja2.FileSystemLoader(directory), undefined=jinja2.StrictUndefined,
                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 

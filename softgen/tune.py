@@ -187,9 +187,14 @@ def builtin_schedule(op: str, algorithm: str, rows: int, n: int, dtype="float32"
 # --- wisdom -----------------------------------------------------------------------------------
 
 def wisdom_path() -> Path:
-    """$SOFTGEN_WISDOM, else wisdom.json in the user's cache directory (see the top)."""
+    """$SOFTGEN_WISDOM, else user_wisdom_path()."""
     if os.environ.get(WISDOM_ENV):
         return Path(os.environ[WISDOM_ENV])
+    return user_wisdom_path()
+
+
+def user_wisdom_path() -> Path:
+    """wisdom.json in the user's cache directory for softgen (see the top)."""
     return Path(platformdirs.user_cache_dir("softgen", appauthor=False)) / "wisdom.json"
 
 

@@ -16,6 +16,7 @@ data, so an installed wheel has them).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -121,13 +122,20 @@ class CSource:
         """Compiler flags that enable the kernel's ISA and what else it uses (gcc/clang)."""
         return ISAS[self.isa].flags + tuple(flag for _, flag in self.extra_requires if flag)
 
-    def write(self, directory) -> tuple[Path, Path]:
-        """Write <name>.h and <name>.c into `directory` (created if missing)."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        h, c = d / f"{self.name}.h", d / f"{self.name}.c"
+    def write(self, path: str | os.PathLike) -> tuple[Path, Path]:
+        """Write the header and the C file, to `path` as its suffix says: a directory (no
+        suffix, or one that exists) gets <name>.h and <name>.c; FILE.c is written with its
+        header FILE.h beside it, which it includes.  Missing directories are created.
+        Returns (header, C file)."""
+        c = Path(path)
+        if c.is_dir() or not c.suffix:
+            c = c / f"{self.name}.c"
+        if c.suffix != ".c":
+            raise ValueError(f"cannot write C to {str(c)!r}: give a directory or a file ending in .c")
+        h = c.with_suffix(".h")
+        c.parent.mkdir(parents=True, exist_ok=True)
         h.write_text(self.header)
-        c.write_text(self.source)
+        c.write_text(self.source.replace(f'#include "{self.name}.h"', f'#include "{h.name}"', 1))
         return h, c
 
 

@@ -400,21 +400,26 @@ def tune(op: str | tuple = ops.SOFTMAX.name, shapes=DEFAULT_SHAPES, target="host
 
 def _fastest(op: str, rows: int, n: int, x_dtype, y_dtype, budget: float,
              report: _Progress) -> tuple[Choice, float]:
-    """The fastest candidate on a (rows, n) array, and its speed in elements/ns."""
+    """The fastest candidate on a (rows, n) array (the first of equals), and its speed in
+    elements/ns."""
     x = (np.random.default_rng(0).standard_normal((rows, n)) * 4).astype(x_dtype)
     y = np.empty((rows, 1) if ops.get(op).row_output else (rows, n), y_dtype)
     calls = max(1, (1 << 18) // x.size)  # small shapes: time many calls, not Python
-    best = None
-    for choice in candidates(op, rows, n, x_dtype, y_dtype):
+
+    def speed(choice: Choice) -> float:
         report.trying(f"{op} {rows}x{n} {choice.describe()}")
         kernel = runtime.compile(op, algorithm=choice.algorithm, dtype=x_dtype, out_dtype=y_dtype,
                                  schedule=choice.schedule)
-        seconds = median_time(lambda: [kernel.run_rows(x, y) for _ in range(calls)], budget)
-        speed = calls * x.size / seconds / 1e9
-        if best is None or speed > best[1]:
-            best = (choice, speed)
+
+        def run() -> None:
+            for _ in range(calls):
+                kernel.run_rows(x, y)
+        seconds = median_time(run, budget)
         report.timed()
-    return best
+        return calls * x.size / seconds / 1e9
+
+    return max(((choice, speed(choice)) for choice in candidates(op, rows, n, x_dtype, y_dtype)),
+               key=lambda timed: timed[1])
 
 
 def _check_shape(shape) -> tuple[int, int]:

@@ -105,13 +105,15 @@ def test_the_installed_wheel_runs_the_readme_example(installed):
     assert where.is_relative_to(python.parent.parent), where   # the wheel's copy, not this tree
 
 
-def test_the_installed_console_script_emits_c(installed):
+def test_the_installed_command_line_emits_c(installed):
     python, outside = installed
     done = _run([python.parent / "softgen", "emit-c", "--op", "log_softmax", "--algorithm", "online",
                  "--name", "cli_k", "-o", outside / "cli"], outside, _clean_env())
     assert done.returncode == 0, done.stderr
     assert "void cli_k(" in (outside / "cli" / "cli_k.c").read_text()
     assert (outside / "cli" / "cli_k.h").exists()
+    done = _run([python, "-m", "softgen", "--version"], outside, _clean_env())
+    assert done.returncode == 0 and done.stdout == f"softgen {softgen.__version__}\n", done.stderr
 
 
 @pytest.mark.skipif(not (shutil.which("make") and shutil.which("cc")), reason="needs make and a C compiler (cc)")

@@ -9,7 +9,7 @@ from above, not even inside a function; tests/test_layering.py checks this):
   runtime   runtime.py (JIT kernels, calling them on arrays)
   tuning    tune.py (the built-in rule, wisdom, the tuner)
   entry     api.py (softmax & co.), artifacts.py (generate, emit_c with auto schedules)
-  tools     bench.py, cli.py, this package
+  tools     bench.py, cli.py, __main__.py, torch.py (softgen's ops in PyTorch), this package
 """
 from . import tune
 from .algorithms import ALGORITHMS, OPS

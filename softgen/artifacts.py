@@ -15,8 +15,10 @@ import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import llvmlite.binding as llvm
+from numpy.typing import DTypeLike
 
 from . import algorithms, tune
 from .backends import c
@@ -66,7 +68,7 @@ class Artifact:
     def c_declaration(self) -> str:
         return f"void {self.name}({c_parameters(self.dtypes[0], self.dtypes[2])});"
 
-    def write(self, path) -> Path:
+    def write(self, path: str | os.PathLike) -> Path:
         """Write the artifact chosen by the file suffix: .s assembly, .ll LLVM IR, .o object,
         .so shared library (this machine's architecture only), .h the C declaration."""
         path = Path(path)
@@ -79,7 +81,7 @@ class Artifact:
         writers[path.suffix](path)
         return path
 
-    def shared_library(self, path) -> Path:
+    def shared_library(self, path: str | os.PathLike) -> Path:
         """Link the object into a shared library with the system C compiler ($CC or cc).
         The target must be this machine's architecture (running it also needs the CPU
         features the target assumes)."""
@@ -112,7 +114,8 @@ def _header(artifact: Artifact) -> str:
             "#ifdef __cplusplus\n}\n#endif\n#endif\n")
 
 
-def generate(op: str, *, algorithm: str, target, dtype="float32", out_dtype=None, name: str | None = None,
+def generate(op: str, *, algorithm: str, target: Target | str, dtype: DTypeLike = "float32",
+             out_dtype: DTypeLike | None = None, name: str | None = None,
              schedule: Schedule | str | None = None) -> Artifact:
     """Compile `op` with `algorithm` for `target` (a Target or a target string such as
     "x86-64-v3", "aarch64:neoverse-v1", "riscv64"), without running it.  x holds `dtype`,
@@ -134,8 +137,8 @@ def generate(op: str, *, algorithm: str, target, dtype="float32", out_dtype=None
                     program.dtypes)
 
 
-def emit_c(op: str, *, algorithm: str, schedule: Schedule | str | None = None, dtype="float32",
-           out_dtype=None, **options) -> c.CSource:
+def emit_c(op: str, *, algorithm: str, schedule: Schedule | str | None = None, dtype: DTypeLike = "float32",
+           out_dtype: DTypeLike | None = None, **options: Any) -> c.CSource:
     """softgen.backends.c.emit_c (see there for `options`: isa, name, unroll, accumulators)
     that also takes schedule="auto:ROWSxN" (and then algorithm "auto"): the kernel the JIT
     runs for that shape and dtypes on this machine, rendered as far as the C backend

@@ -1,13 +1,15 @@
 """The softgen command line.
 
     softgen info [--target T] [--cpus]
-    softgen emit-asm|emit-obj|emit-so --op OP --algorithm ALGO --target T [--schedule S] [--name SYM] [-o FILE]
-    softgen emit-c --op OP --algorithm ALGO --isa ISA [--schedule S] [--name SYM] [-o DIR]
+    softgen emit-asm|emit-obj|emit-so --op OP --algorithm ALGO --target T [--schedule S] [--name SYM] [-o PATH]
+    softgen emit-c --op OP --algorithm ALGO --isa ISA [--schedule S] [--name SYM] [-o PATH]
     softgen bench --op OP [--algorithm ALGO] [--shape ROWSxN] [--peers a,b] [-o FILE.csv]
     softgen tune [--op OP]... [--shape ROWSxN]... [--budget S] [--wisdom FILE] [--quiet]
 
 The commands that make or run kernels (emit-*, bench, tune) take --dtype D (x's, default
-float32) and --out-dtype D (y's, default --dtype).
+float32) and --out-dtype D (y's, default --dtype).  The emit commands' -o is a file if it
+has a suffix (k.s, out/k.c), else a directory (out, out/kernels) for the usual file names;
+either way the directories on the way are created.  `python -m softgen` runs this too.
 
 Each command is one small function plus an entry in COMMANDS (its arguments, its help).
 Errors in what the user asked for (argparse's, and ValueError/TypeError/NotImplementedError
@@ -19,6 +21,7 @@ import argparse
 import csv
 import os
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,6 +33,7 @@ from . import bench as measuring
 from . import tune as tuning
 from .artifacts import emit_c as emit_c_source
 from .artifacts import generate
+from .backends.c import ISAS
 from .dtypes import DTYPES
 from .lower import Schedule
 from .targets import ACCEPTED, Target, known_cpus, llvm_version
@@ -48,17 +52,15 @@ def _one_line(message) -> str:
 
 # --- arguments shared by several commands -------------------------------------------------
 
-def _add_kernel_arguments(p: argparse.ArgumentParser, default_output: str | None):
+def _add_kernel_arguments(p: argparse.ArgumentParser, default_name: str, output_help: str):
     p.add_argument("--op", choices=ops.NAMES, default=ops.SOFTMAX.name, help="default: %(default)s")
     p.add_argument("--algorithm", choices=algorithms.ALGORITHMS + ("auto",), default="two_pass",
                    help="default: %(default)s; auto (with --schedule auto:ROWSxN): the JIT's choice")
     p.add_argument("--schedule", type=_schedule,
                    help="the code shape: a Schedule as JSON ('{\"unroll\": 2}'), a JSON file, or "
                         "auto:ROWSxN (what the JIT runs for that shape; default: Schedule())")
-    p.add_argument("--name", help="the kernel's C symbol (default: softgen_<op>_<algorithm>)")
-    p.add_argument("-o", "--output", default=default_output,
-                   help="output path (default: %(default)s)" if default_output
-                   else "output path (default: <name> plus the usual suffix)")
+    p.add_argument("--name", help=f"the kernel's C symbol (default: {default_name})")
+    p.add_argument("-o", "--output", metavar="PATH", help=output_help)
 
 
 def _add_dtype_arguments(p: argparse.ArgumentParser):
@@ -100,12 +102,14 @@ def info(args) -> None:
     print(f"features: {','.join(sorted(target.feature_set)) or '(those of the CPU)'}")
     print(f"vectors:  {target.vector_registers}, {target.vector_width} float32 lanes")
     if args.cpus:
-        print(f"LLVM CPUs for {target.arch}: {', '.join(known_cpus(target.arch))}")
+        cpus = textwrap.fill(", ".join(known_cpus(target.arch)), width=100, initial_indent="  ",
+                             subsequent_indent="  ", break_on_hyphens=False)
+        print(f"LLVM CPUs for {target.arch}:\n{cpus}")
 
 
 def emit_asm(args) -> None:
     artifact = _artifact(args)
-    if args.output == "-":
+    if args.output in (None, "-"):
         sys.stdout.write(artifact.asm)
         return
     print(f"wrote {artifact.write(_output(args, artifact, '.s'))}: {_describe(artifact)}")
@@ -123,18 +127,25 @@ def emit_so(args) -> None:
 
 
 def _output(args, artifact, suffix: str, prefix: str = "") -> Path:
-    path = Path(args.output or f"{prefix}{artifact.name}{suffix}")
+    """-o as its suffix says: a file, or (no suffix, or a directory already) the directory
+    for <prefix><name><suffix>; the directories on the way are created."""
+    path = Path(args.output or ".")
+    if path.is_dir() or not path.suffix:
+        path = path / f"{prefix}{artifact.name}{suffix}"
     if path.suffix != suffix:
-        raise ValueError(f"output {str(path)!r} should end in {suffix}")
+        raise ValueError(f"output {str(path)!r} should end in {suffix} (or be a directory)")
+    path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def emit_c(args) -> None:
     source = emit_c_source(args.op, algorithm=args.algorithm, isa=args.isa, name=args.name,
                            schedule=args.schedule, dtype=args.dtype, out_dtype=args.out_dtype)
-    header, c_file = source.write(args.output)
-    left_out = "".join(f" {k}={v}" for k, v in source.not_rendered.items())
-    print(f"wrote {header} and {c_file}" + (f" (not rendered by the C backend:{left_out})" if left_out else ""))
+    for path in source.write(args.output or "."):
+        print(f"wrote {path}")
+    if source.not_rendered:
+        asked = " ".join(f"{k}={v}" for k, v in source.not_rendered.items())
+        print(f"not rendered by the C backend: {asked}")
 
 
 def bench(args) -> None:
@@ -233,18 +244,22 @@ def _info_arguments(p):
     p.add_argument("--cpus", action="store_true", help="also list the CPU names LLVM accepts")
 
 
-def _emit_arguments(default_output: str | None):
+def _emit_arguments(file: str, file_in_directory: str, default: str):
     def add(p):
-        _add_kernel_arguments(p, default_output)
+        _add_kernel_arguments(p, "softgen_<op>_<algorithm>",
+                              f"a file ({file}) or a directory for {file_in_directory} (default: {default})")
         _add_dtype_arguments(p)
         _add_target_argument(p)
     return add
 
 
 def _emit_c_arguments(p):
-    _add_kernel_arguments(p, ".")
+    _add_kernel_arguments(p, "softgen_<op>_<algorithm>_<dtype>[_<out-dtype>]_<isa>",
+                          "a file (FILE.c, its header FILE.h beside it) or a directory for <name>.c "
+                          "and <name>.h (default: the current directory)")
     _add_dtype_arguments(p)
-    p.add_argument("--isa", default="scalar", help="the C flavour to write (default: %(default)s)")
+    p.add_argument("--isa", choices=tuple(ISAS), default="scalar",
+                   help="the C flavour to write (default: %(default)s)")
 
 
 def _bench_arguments(p):
@@ -270,17 +285,21 @@ def _tune_arguments(p):
                    help="ROWSxN, may be repeated; one per band counts (default: a spread of bands)")
     p.add_argument("--budget", type=_positive_float, default=0.05,
                    help="seconds of timing per candidate (default: %(default)s)")
-    p.add_argument("--wisdom", help="wisdom file to update (default: $SOFTGEN_WISDOM or ~/.cache/softgen/wisdom.json)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--wisdom", help=f"wisdom file to update (default: ${tuning.WISDOM_ENV}, else "
+                                    f"{tuning.user_wisdom_path()})".replace("%", "%%"))
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress (a bar on a terminal, else a line per band tuned, on stderr)")
 
 
 COMMANDS = (
     Command("info", "the host (or --target): CPU, features, vector width, LLVM version",
             _info_arguments, info),
-    Command("emit-asm", "write a kernel's assembly ('-o -' for stdout)", _emit_arguments("-"), emit_asm),
-    Command("emit-obj", "write a kernel as an object file (.o)", _emit_arguments(None), emit_obj),
+    Command("emit-asm", "write a kernel's assembly (to stdout without -o)",
+            _emit_arguments("FILE.s", "<name>.s", "stdout, also '-o -'"), emit_asm),
+    Command("emit-obj", "write a kernel as an object file (.o)",
+            _emit_arguments("FILE.o", "<name>.o", "the current directory"), emit_obj),
     Command("emit-so", "link a kernel into a shared library (.so) with the system cc",
-            _emit_arguments(None), emit_so),
+            _emit_arguments("FILE.so", "lib<name>.so", "the current directory"), emit_so),
     Command("emit-c", "write a kernel as portable C (softgen.emit_c)", _emit_c_arguments, emit_c),
     Command("bench", "time the op side by side with numpy and installed peers (elements/ns)",
             _bench_arguments, bench),

@@ -301,10 +301,13 @@ def _host_arch() -> str:
 
 
 def _unknown_cpu_message(arch: str, cpu: str, name: str) -> str:
+    """The close names and where to find all of them: LLVM knows over a hundred per arch,
+    too many for an error message."""
     cpus = known_cpus(arch)
     close = difflib.get_close_matches(cpu, cpus, n=3)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
-    listing = f"; LLVM {llvm_version()} knows: {', '.join(cpus)}" if cpus else ""
+    listing = (f"; LLVM {llvm_version()} knows {len(cpus)} {arch} CPUs: "
+               f"`softgen info --target {arch} --cpus` lists them") if cpus else ""
     return f"unknown CPU {cpu!r} for {arch} in target {name!r}{hint}{listing}"
 
 

@@ -14,9 +14,11 @@ others end in "/float64", "/bfloat16->float32", ....  `tune()` times candidate p
 band and saves the winners in a JSON "wisdom" file; `choose` prefers wisdom for the
 host when there is some and falls back to the built-in rule otherwise.
 
-Wisdom lives in $SOFTGEN_WISDOM, else $XDG_CACHE_HOME/softgen/wisdom.json, else
-~/.cache/softgen/wisdom.json.  A file that does not parse, has another format version,
-or was tuned on another CPU is ignored with a warning, never trusted.
+Wisdom lives in $SOFTGEN_WISDOM, else in wisdom.json in the user's cache directory for
+softgen (platformdirs: $XDG_CACHE_HOME/softgen or ~/.cache/softgen on Linux,
+~/Library/Caches/softgen on macOS, %LOCALAPPDATA%\\softgen\\Cache on Windows).  A file
+that does not parse, has another format version, or was tuned on another CPU is ignored
+with a warning, never trusted.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import platformdirs
 
 from . import algorithms, ops, runtime
 from .dtypes import check_dtype, compute_dtype, ir_dtype
@@ -184,10 +187,15 @@ def builtin_schedule(op: str, algorithm: str, rows: int, n: int, dtype="float32"
 # --- wisdom -----------------------------------------------------------------------------------
 
 def wisdom_path() -> Path:
+    """$SOFTGEN_WISDOM, else user_wisdom_path()."""
     if os.environ.get(WISDOM_ENV):
         return Path(os.environ[WISDOM_ENV])
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "softgen" / "wisdom.json"
+    return user_wisdom_path()
+
+
+def user_wisdom_path() -> Path:
+    """wisdom.json in the user's cache directory for softgen (see the top)."""
+    return Path(platformdirs.user_cache_dir("softgen", appauthor=False)) / "wisdom.json"
 
 
 def target_key(target: Target) -> str:
@@ -329,11 +337,32 @@ def candidates(op: str, rows: int, n: int, dtype="float32", out_dtype=None) -> l
     return out
 
 
-def _progress(done: int, total: int, label: str, stream) -> None:
-    width = 30
-    filled = width * done // max(total, 1)
-    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label[:60]:<60}")
-    stream.flush()
+class _Progress:
+    """Tuning's progress on `stream`: a tqdm bar on a terminal; elsewhere (a log, a pipe),
+    where a redrawn bar would be noise, one line per band tuned."""
+
+    def __init__(self, total: int, stream, enabled: bool = True):
+        self.stream = stream if enabled else None
+        self.bar = None
+        if enabled and stream.isatty():
+            from tqdm import tqdm   # here: only tuning on a terminal needs it
+            self.bar = tqdm(total=total, file=stream, unit="kernel", dynamic_ncols=True)
+
+    def trying(self, label: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(label, refresh=False)
+
+    def timed(self) -> None:
+        if self.bar is not None:
+            self.bar.update()
+
+    def band_done(self, key: str, choice: Choice, speed: float) -> None:
+        if self.stream is not None and self.bar is None:
+            print(f"tuned {key}: {choice.describe()} ({speed:.3f} el/ns)", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def tune(op: str | tuple = ops.SOFTMAX.name, shapes=DEFAULT_SHAPES, target="host", budget: float = 0.05,
@@ -343,7 +372,8 @@ def tune(op: str | tuple = ops.SOFTMAX.name, shapes=DEFAULT_SHAPES, target="host
 
     op: one op or several; shapes: (rows, n) pairs (one measurement stands for its band;
     the first shape of a band wins it); budget: seconds of timing per candidate; dtype,
-    out_dtype: x's and y's (None: dtype), the wisdom is theirs.
+    out_dtype: x's and y's (None: dtype), the wisdom is theirs; progress: shown on `stream`
+    (default stderr) as a bar on a terminal, else as one line per band tuned.
     Returns {band: (Choice, elements/ns)} for what was saved."""
     tgt = Target.parse(target)
     if not tgt.is_host:
@@ -358,29 +388,38 @@ def tune(op: str | tuple = ops.SOFTMAX.name, shapes=DEFAULT_SHAPES, target="host
         for rows, n in shapes:
             work.setdefault(band(o, rows, n, x_dtype, y_dtype), (o, rows, n))
     total = sum(len(candidates(o, r, n, x_dtype, y_dtype)) for o, r, n in work.values())
-    stream = stream or sys.stderr
-    done, results = 0, {}
+    report = _Progress(total, stream or sys.stderr, enabled=progress)
+    results = {}
     for key, (o, rows, n) in work.items():
-        x = (np.random.default_rng(0).standard_normal((rows, n)) * 4).astype(x_dtype)
-        y = np.empty((rows, 1) if ops.get(o).row_output else (rows, n), y_dtype)
-        calls = max(1, (1 << 18) // x.size)  # small shapes: time many calls, not Python
-        best = None
-        for choice in candidates(o, rows, n, x_dtype, y_dtype):
-            if progress:
-                _progress(done, total, f"{o} {rows}x{n} {choice.describe()}", stream)
-            kernel = runtime.compile(o, algorithm=choice.algorithm, dtype=x_dtype, out_dtype=y_dtype,
-                                     schedule=choice.schedule)
-            seconds = median_time(lambda: [kernel.run_rows(x, y) for _ in range(calls)], budget)
-            speed = calls * x.size / seconds / 1e9
-            if best is None or speed > best[1]:
-                best = (choice, speed)
-            done += 1
-        results[key] = best
-    if progress:
-        _progress(done, total, "done", stream)
-        stream.write("\n")
+        results[key] = _fastest(o, rows, n, x_dtype, y_dtype, budget, report)
+        report.band_done(key, *results[key])
+    report.close()
     save_wisdom(Path(path) if path is not None else wisdom_path(), tgt, results)
     return results
+
+
+def _fastest(op: str, rows: int, n: int, x_dtype, y_dtype, budget: float,
+             report: _Progress) -> tuple[Choice, float]:
+    """The fastest candidate on a (rows, n) array (the first of equals), and its speed in
+    elements/ns."""
+    x = (np.random.default_rng(0).standard_normal((rows, n)) * 4).astype(x_dtype)
+    y = np.empty((rows, 1) if ops.get(op).row_output else (rows, n), y_dtype)
+    calls = max(1, (1 << 18) // x.size)  # small shapes: time many calls, not Python
+
+    def speed(choice: Choice) -> float:
+        report.trying(f"{op} {rows}x{n} {choice.describe()}")
+        kernel = runtime.compile(op, algorithm=choice.algorithm, dtype=x_dtype, out_dtype=y_dtype,
+                                 schedule=choice.schedule)
+
+        def run() -> None:
+            for _ in range(calls):
+                kernel.run_rows(x, y)
+        seconds = median_time(run, budget)
+        report.timed()
+        return calls * x.size / seconds / 1e9
+
+    return max(((choice, speed(choice)) for choice in candidates(op, rows, n, x_dtype, y_dtype)),
+               key=lambda timed: timed[1])
 
 
 def _check_shape(shape) -> tuple[int, int]:

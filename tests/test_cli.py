@@ -12,7 +12,7 @@ import pytest
 
 import softgen
 from softgen import tune
-from softgen.cli import COMMANDS
+from softgen.cli import COMMANDS, main
 from softgen.lower import Schedule
 from softgen.targets import host, llvm_version
 
@@ -140,6 +140,56 @@ def test_emit_asm_and_c_take_auto(tmp_path):
     assert "not rendered" not in out and (tmp_path / "k2.c").exists()
 
 
+def test_help_lists_the_choices():
+    out = ok("emit-c", "--help")
+    for choices in ("--isa {scalar,sse2,avx2,avx512,neon}", "--op {softmax,log_softmax,logsumexp}",
+                    "--algorithm {three_pass_reload,three_pass_recompute,two_pass,online,auto}",
+                    "--dtype {float32,float64,float16,bfloat16}"):
+        assert choices in out
+    assert "softgen_<op>_<algorithm>_<dtype>[_<out-dtype>]_<isa>" in " ".join(out.split())   # --name's default
+
+
+@has_emit_c
+def test_emit_c_output_is_a_file_or_a_directory_as_its_suffix_says(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["emit-c", "--name", "k", "-o", "out/k.c"]) == 0
+    assert capsys.readouterr().out == "wrote out/k.h\nwrote out/k.c\n"     # one plain path a line
+    assert '#include "k.h"' in (tmp_path / "out" / "k.c").read_text()
+    assert main(["emit-c", "--name", "k", "-o", "out/named.c"]) == 0      # the C file includes its header
+    assert '#include "named.h"' in (tmp_path / "out" / "named.c").read_text()
+    assert main(["emit-c", "--name", "k", "-o", "out/dir"]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == ["wrote out/dir/k.h", "wrote out/dir/k.c"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dir", "k.c", "k.h", "named.c", "named.h"]
+
+
+def test_emit_obj_output_is_a_file_or_a_directory_as_its_suffix_says(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for output in ("new/dir/k.o", "new/objects"):    # the parent, or the directory, created
+        assert main(["emit-obj", "--target", "aarch64", "--name", "k", "-o", output]) == 0
+    assert (tmp_path / "new" / "dir" / "k.o").is_file() and (tmp_path / "new" / "objects" / "k.o").is_file()
+    assert capsys.readouterr().out.startswith("wrote new/dir/k.o: k for aarch64")
+
+
+def test_python_dash_m_softgen():
+    done = subprocess.run([sys.executable, "-m", "softgen", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == f"softgen {softgen.__version__}"
+
+
+def test_an_unknown_cpu_names_close_ones_not_all(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["emit-asm", "--target", "x86_64:pentium9"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and len(err) < 300, err
+    assert "did you mean pentium" in err and "`softgen info --target x86_64 --cpus` lists them" in err
+
+
+def test_info_cpus_wraps_the_list():
+    lines = ok("info", "--target", "aarch64", "--cpus").splitlines()
+    listing = lines[lines.index("LLVM CPUs for aarch64:") + 1:]
+    assert len(listing) > 3 and all(len(line) <= 100 for line in listing)
+    assert "neoverse-v1" in " ".join(listing).replace(",", " ").split()
+
+
 BAD = [
     [],
     ["frobnicate"],
@@ -151,7 +201,9 @@ BAD = [
     ["emit-obj", "--op", "logsumexp", "--algorithm", "three_pass_reload"],
     ["emit-obj", "--name", "9lives"],
     ["emit-obj", "-o", "k.s"],
-    ["emit-obj", "-o", "no/such/dir/k.o"],
+    ["emit-obj", "-o", "k.s/"],
+    ["emit-c", "-o", "k.txt"],
+    ["emit-c", "--isa", "avx3"],
     ["emit-so", "--target", "aarch64"],
     ["emit-asm", "--unknown-flag"],
     ["emit-asm", "--schedule", '{"unrol": 2}'],

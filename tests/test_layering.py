@@ -21,7 +21,7 @@ LAYERS = (
     ("runtime", ("softgen.runtime",)),
     ("tuning", ("softgen.tune",)),
     ("entry", ("softgen.api", "softgen.artifacts")),
-    ("tools", ("softgen.bench", "softgen.cli", "softgen")),
+    ("tools", ("softgen.bench", "softgen.cli", "softgen.__main__", "softgen.torch", "softgen")),
 )
 
 

@@ -74,12 +74,13 @@ def test_unknown_target_lists_what_is_accepted(spec):
         Target.parse(spec)
 
 
-def test_unknown_cpu_lists_llvms_cpus():
+def test_unknown_cpu_names_close_cpus_and_where_all_are_listed():
     with pytest.raises(ValueError, match=r"unknown CPU 'neoverse-v9'.*did you mean neoverse-v\d"
-                                         r".*knows: .*apple-m1.*neoverse-v1"):
+                                         r".*knows \d+ aarch64 CPUs: `softgen info --target aarch64 --cpus`"):
         Target.parse("aarch64:neoverse-v9")
-    with pytest.raises(ValueError, match=r"unknown CPU 'apple-m1' for x86_64.*znver4"):
+    with pytest.raises(ValueError, match=r"unknown CPU 'apple-m1' for x86_64.*--target x86_64 --cpus") as e:
         Target.parse("x86_64:apple-m1")   # a real CPU, of another arch
+    assert len(str(e.value)) < 300     # not every CPU LLVM knows
 
 
 def test_known_cpus_come_from_llvm():

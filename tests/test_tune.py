@@ -128,12 +128,26 @@ def test_corrupt_wisdom_is_ignored_with_a_warning(wisdom, content, match):
         check("softmax", x, softgen.softmax(x))
 
 
-def test_progress_bar_goes_to_the_stream(wisdom):
-    out = io.StringIO()
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_on_a_terminal_is_a_bar(wisdom):
+    out = _Terminal()
     tune.tune("softmax", shapes=[(2, 16)], budget=0.001, stream=out)
-    text = out.getvalue()
     total = len(tune.candidates("softmax", 2, 16))
-    assert f"0/{total}" in text and f"{total}/{total} done" in text and "[" + "#" * 30 + "]" in text
+    assert f"0/{total}" in out.getvalue() and f"{total}/{total}" in out.getvalue()
+
+
+def test_progress_elsewhere_is_one_line_per_band(wisdom):
+    """A log or a pipe gets no redrawn frames ('\\r'): a line for each band tuned."""
+    out = io.StringIO()
+    results = tune.tune("softmax", shapes=[(2, 16), (2, 64)], budget=0.001, stream=out)
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue() and len(lines) == len(results) == 2
+    assert all(line.startswith(f"tuned {band}: {choice.describe()} (") for line, (band, (choice, _)) in
+               zip(lines, results.items()))
 
 
 def test_tune_rejects_bad_requests(wisdom):

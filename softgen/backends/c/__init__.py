@@ -16,12 +16,12 @@ data, so an installed wheel has them).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from ... import algorithms
 from ...dtypes import compute_dtype, ir_dtype
@@ -31,6 +31,9 @@ from ...lower.schedule import Schedule
 from ...version import __version__
 from .isa import C_TYPES, ISAS, PATTERNS, STORAGE_C_TYPES, CType, Isa, block_size, c_float
 from .render import CRenderer, capabilities
+
+if TYPE_CHECKING:
+    import jinja2
 
 __all__ = ["C_TYPES", "ISAS", "PATTERNS", "STORAGE_C_TYPES", "CType", "CSource", "Isa", "NOT_RENDERED",
            "block_size", "c_float", "emit_c", "rendered_schedule"]
@@ -62,6 +65,7 @@ def rendered_schedule(schedule: Schedule, isa: Isa) -> tuple[Schedule, dict]:
 
 @lru_cache(maxsize=None)
 def _environment(directory: str) -> jinja2.Environment:
+    import jinja2   # here, not at the top: JIT-only use of softgen never loads it
     return jinja2.Environment(loader=jinja2.FileSystemLoader(directory), undefined=jinja2.StrictUndefined,
                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 
@@ -118,13 +122,20 @@ class CSource:
         """Compiler flags that enable the kernel's ISA and what else it uses (gcc/clang)."""
         return ISAS[self.isa].flags + tuple(flag for _, flag in self.extra_requires if flag)
 
-    def write(self, directory) -> tuple[Path, Path]:
-        """Write <name>.h and <name>.c into `directory` (created if missing)."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        h, c = d / f"{self.name}.h", d / f"{self.name}.c"
+    def write(self, path: str | os.PathLike) -> tuple[Path, Path]:
+        """Write the header and the C file, to `path` as its suffix says: a directory (no
+        suffix, or one that exists) gets <name>.h and <name>.c; FILE.c is written with its
+        header FILE.h beside it, which it includes.  Missing directories are created.
+        Returns (header, C file)."""
+        c = Path(path)
+        if c.is_dir() or not c.suffix:
+            c = c / f"{self.name}.c"
+        if c.suffix != ".c":
+            raise ValueError(f"cannot write C to {str(c)!r}: give a directory or a file ending in .c")
+        h = c.with_suffix(".h")
+        c.parent.mkdir(parents=True, exist_ok=True)
         h.write_text(self.header)
-        c.write_text(self.source)
+        c.write_text(self.source.replace(f'#include "{self.name}.h"', f'#include "{h.name}"', 1))
         return h, c
 
 

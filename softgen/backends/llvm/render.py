@@ -55,6 +55,7 @@ class _Renderer:
         self.entry = fn.append_basic_block("entry")
         self.b = ir.IRBuilder(self.entry)
         self.values = {}
+        self.constants = {}
         for arg, p in zip(fn.args, kernel.params):
             arg.name = p.name
             self.values[p] = arg
@@ -67,13 +68,22 @@ class _Renderer:
 
     def value(self, a):
         if isinstance(a, Const):
-            ty = llvm_type(a.ty)
-            if isinstance(a.value, tuple):
-                return ir.Constant(ty, list(a.value))
-            return ir.Constant(ty, a.value if a.ty.lanes == 1 else [a.value] * a.ty.lanes)
+            return self.constant(a)
         if isinstance(a, Var):
             return self.slots[a]
         return self.values[a]
+
+    def constant(self, a: Const) -> ir.Constant:
+        """One llvmlite constant per value: it formats itself once and keeps the text, where a
+        new one per use re-formats a vector lane by lane (the larger part of rendering a
+        kernel).  Keyed by repr so that 0.0 and -0.0 (equal, same hash) stay apart."""
+        key = (a.ty, repr(a.value))
+        found = self.constants.get(key)
+        if found is None:
+            ty = llvm_type(a.ty)
+            value = list(a.value) if isinstance(a.value, tuple) else a.value if a.ty.lanes == 1 else [a.value] * a.ty.lanes
+            found = self.constants[key] = ir.Constant(ty, value)
+        return found
 
     # --- control flow ---------------------------------------------------------------------
     def block(self, statements: list):

@@ -5,8 +5,10 @@
     softgen emit-c --op OP --algorithm ALGO --isa ISA [--schedule S] [--name SYM] [-o PATH]
     softgen bench --op OP [--algorithm ALGO] [--shape ROWSxN] [--peers a,b] [-o FILE.csv]
     softgen tune [--op OP]... [--shape ROWSxN]... [--budget S] [--wisdom FILE] [--quiet]
+    softgen warmup [--op OP]... --shape ROWSxN... [--algorithm ALGO]
+    softgen cache info|clear
 
-The commands that make or run kernels (emit-*, bench, tune) take --dtype D (x's, default
+The commands that make or run kernels (emit-*, bench, tune, warmup) take --dtype D (x's, default
 float32) and --out-dtype D (y's, default --dtype).  The emit commands' -o is a file if it
 has a suffix (k.s, out/k.c), else a directory (out, out/kernels) for the usual file names;
 either way the directories on the way are created.  `python -m softgen` runs this too.
@@ -22,18 +24,20 @@ import csv
 import os
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import llvmlite
 
-from . import algorithms, ops
+from . import algorithms, ops, runtime
 from . import bench as measuring
 from . import tune as tuning
 from .artifacts import emit_c as emit_c_source
 from .artifacts import generate
 from .backends.c import ISAS
+from .backends.llvm import cache as kernel_cache
 from .dtypes import DTYPES
 from .lower import Schedule
 from .targets import ACCEPTED, Target, known_cpus, llvm_version
@@ -183,6 +187,31 @@ def tune(args) -> None:
     print(f"wrote {path}")
 
 
+def warmup(args) -> None:
+    """Build the kernels the ops run for these shapes now, into the kernel cache, so that
+    later processes find them (their first call then costs a file read, not a compile)."""
+    for op in dict.fromkeys(args.op or [ops.SOFTMAX.name]):
+        for rows, n in args.shape:
+            start = time.perf_counter()
+            choice = tuning.resolve(op, args.algorithm, rows, n, dtype=args.dtype, out_dtype=args.out_dtype)
+            runtime.compile(op, algorithm=choice.algorithm, dtype=args.dtype, out_dtype=args.out_dtype,
+                            schedule=choice.schedule)
+            print(f"{op} {rows}x{n} {_dtypes_label(args)}: {choice.describe()} "
+                  f"({time.perf_counter() - start:.2f} s)")
+    print(f"kernel cache: {kernel_cache.directory()}")
+
+
+def cache(args) -> None:
+    if args.action == "clear":
+        print(f"removed {kernel_cache.clear()} kernels from {kernel_cache.directory()}")
+        return
+    info = kernel_cache.info()
+    print(f"directory: {info.directory}{'' if info.enabled else ' (off: SOFTGEN_CACHE=0)'}")
+    print(f"kernels:   {info.entries}")
+    print(f"size:      {info.bytes / 2**20:.1f} MB of at most {info.max_bytes / 2**20:.0f} MB "
+          f"(SOFTGEN_CACHE_MAX_MB)")
+
+
 def _peers(measuring, op: str, names: str | None) -> dict:
     if names is None:
         return measuring.peers(op)
@@ -291,6 +320,19 @@ def _tune_arguments(p):
                    help="no progress (a bar on a terminal, else a line per band tuned, on stderr)")
 
 
+def _warmup_arguments(p):
+    p.add_argument("--op", choices=ops.NAMES, action="append",
+                   help=f"op to build, may be repeated (default: {ops.SOFTMAX.name})")
+    p.add_argument("--algorithm", choices=algorithms.ALGORITHMS + ("auto",), default="auto",
+                   help="default: %(default)s (the kernel softmax & co. run for the shape)")
+    _add_dtype_arguments(p)
+    p.add_argument("--shape", type=_shape, action="append", required=True, help="ROWSxN, may be repeated")
+
+
+def _cache_arguments(p):
+    p.add_argument("action", choices=("info", "clear"), help="show the cache's place and size, or empty it")
+
+
 COMMANDS = (
     Command("info", "the host (or --target): CPU, features, vector width, LLVM version",
             _info_arguments, info),
@@ -305,6 +347,10 @@ COMMANDS = (
             _bench_arguments, bench),
     Command("tune", "time candidate kernels per row-length band and save the winners as wisdom "
             "(algorithm='auto' uses them)", _tune_arguments, tune),
+    Command("warmup", "build the kernels for given shapes into the kernel cache (later processes "
+            "then start without compiling)", _warmup_arguments, warmup),
+    Command("cache", "the on-disk kernel cache: where it is and its size, or clear it",
+            _cache_arguments, cache),
 )
 
 

@@ -40,7 +40,7 @@ def test_help(command):
     elif command.startswith("emit-"):
         options = ["--op", "--algorithm", "--schedule", "--name", "-o", "--isa" if command == "emit-c" else "--target"]
         assert all(option in out for option in options)
-    if command and command != "info":
+    if command and command not in ("info", "cache"):
         assert "--dtype {float32,float64,float16,bfloat16}" in out and "--out-dtype" in out
 
 
@@ -223,6 +223,9 @@ BAD = [
     ["tune", "--dtype", "half"],
     ["emit-obj", "--dtype", "float16", "--algorithm", "three_pass_reload"],   # would round twice
     ["emit-asm", "--out-dtype", "bfloat16", "--algorithm", "three_pass_reload"],
+    ["warmup"],
+    ["warmup", "--shape", "2x8", "--dtype", "float16", "--algorithm", "three_pass_reload"],
+    ["cache", "purge"],
 ]
 
 
@@ -321,3 +324,17 @@ def test_bench_dtype(tmp_path, dtype, out_dtype):
     assert {r["dtype"] for r in rows} == {label} and "numpy" in names and "softgen:auto" in names
     # reload has no 16-bit output: left out there, timed where the output is as wide as compute
     assert ("softgen:three_pass_reload" in names) == ((out_dtype or dtype) != "float16")
+
+
+def test_warmup_fills_the_kernel_cache_that_cache_shows_and_clears(tmp_path, monkeypatch):
+    """warmup builds the kernel softmax runs for a shape, in a cache a new process reads;
+    `cache info` counts it, `cache clear` empties it."""
+    monkeypatch.setenv("SOFTGEN_CACHE_DIR", str(tmp_path / "kernels"))
+    out = ok("warmup", "--shape", "3x40", "--op", "log_softmax", "--dtype", "float64")
+    choice = tune.resolve("log_softmax", "auto", 3, 40, dtype="float64")
+    assert f"log_softmax 3x40 float64: {choice.describe()}" in out
+    assert len(list((tmp_path / "kernels").iterdir())) == 1
+    info = ok("cache", "info")
+    assert str(tmp_path / "kernels") in info and "kernels:   1" in info
+    assert "removed 1 kernels" in ok("cache", "clear")
+    assert "kernels:   0" in ok("cache", "info")

@@ -15,6 +15,7 @@ pass's stores overlap.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from .. import numerics
@@ -109,10 +110,25 @@ class KernelLowering(PassLowering):
                 ok = self.all_lanes([self.in_range(self.rm, env[v], lo, hi)
                                      for v, (lo, hi) in zip(step.args, step.attrs["ranges"])])
                 self.b.if_then(ok, lambda: self.emit_steps(steps[k + 1:], env), "guard",
-                               else_fn=lambda: self.emit_steps(step.attrs["fallback"].steps, {}), else_first=True)
+                               else_fn=lambda: self.emit_fallback(step.attrs["fallback"]), else_first=True)
                 return
             else:
                 self.emit_row_op(step, env)
+
+    def emit_fallback(self, fallback: Program):
+        """The fallback program for the group's rows one at a time, in its smallest code
+        shape (one accumulator set, no interleaving): it runs only for rows outside a
+        guard's range, and at the full schedule it more than doubled the kernel's code and
+        compile time."""
+        first, rm, schedule = self.first, self.rm, self.schedule
+        self.schedule = dataclasses.replace(schedule, unroll=1, accumulators=0, interleave=1, fast_exp=False)
+        self.rm = self.vm.with_width(1)
+
+        def one_row(j):
+            self.first = self.int_op("add", first, j)
+            self.emit_steps(fallback.steps, {})
+        self.count_loop(rm.width, one_row, "fallback")
+        self.first, self.rm, self.schedule = first, rm, schedule
 
     def emit_row_op(self, op: Op, env: dict):
         rm, k = self.rm, op.kind
@@ -161,8 +177,12 @@ class KernelLowering(PassLowering):
             active = [self.both(self.cmp("ge", t, i64(k)), self.cmp("lt", self.int_op("sub", t, i64(k)), groups))
                       for k in range(count)]
             pipe = _Pipeline(self, stages, carried, firsts)
-            b.if_then(self.both(active[0], active[-1]), pipe.steady, "steady",
-                      else_fn=lambda: pipe.ramp(active))
+            # the steady state fuses the stages when a form suits them all; otherwise, as
+            # while filling and draining, the stages run one after another (one copy of
+            # that code: it is the kernel's largest part)
+            fused = self.var(I64, i64(0))
+            b.if_then(self.both(active[0], active[-1]), lambda: pipe.steady(fused), "steady")
+            b.if_then(self.cmp("eq", b.read(fused), i64(0)), lambda: pipe.ramp(active), "ramp")
             b.write(t_slot, self.int_op("add", t, i64(1)))
         b.loop_while(lambda: self.cmp("lt", b.read(t_slot), self.int_op("add", groups, i64(count - 1))),
                      iteration, "pipeline")
@@ -209,9 +229,9 @@ class _Pipeline:
         self.low.emit_pass(self.stages[k].pass_, env, is_output=self.is_output(k))
         self.end(k, env)
 
-    def steady(self):
+    def steady(self, fused_slot):
         """Every stage on its group in one sweep, when all take the folded or all the shifted
-        form; otherwise one pass after another (each picking its own form)."""
+        form (then fused_slot is set to 1)."""
         low = self.low
         envs = [self.start(k) for k in range(len(self.stages))]
         setups = [low.pass_setup(st.pass_, is_output=self.is_output(k)) for k, st in enumerate(self.stages)]
@@ -231,12 +251,9 @@ class _Pipeline:
             for k, (setup, env) in enumerate(zip(setups, own)):
                 low.pass_finish(setup, env)
                 self.end(k, env)
+            low.b.write(fused_slot, i64(1))
 
-        def one_by_one():
-            for k, env in enumerate(dict(env) for env in envs):
-                self.run_alone(k, env)
-
-        low.pick_form(all_ok, fused, fallback=one_by_one, name="fused.")
+        low.pick_form(all_ok, fused, fallback=lambda: None, name="fused.")
 
 
 ROW_RECIPES = {

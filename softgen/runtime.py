@@ -4,6 +4,7 @@ shape is decided above this module (softgen.tune, softgen.api)."""
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 from functools import cached_property
 
@@ -305,30 +306,31 @@ def _run_general(kernel: Kernel, x, axis, out):
         y = _run_general(kernel, arr.reshape(1), 0, out if out is None or row_output else out.reshape(1))
         return out if out is not None else y.reshape(())
     axes = _normalize_axes(axis, arr.ndim, who)
-    last = range(arr.ndim - len(axes), arr.ndim)
-    moved = np.moveaxis(arr, axes, last)  # the axes taken together last, the others in order
-    lead = moved.shape[:arr.ndim - len(axes)]
+    perm = tuple(i for i in range(arr.ndim) if i not in axes) + axes  # the axes taken together last
+    lead = tuple(arr.shape[i] for i in perm[:arr.ndim - len(axes)])
     if out is not None:
         y = _check_out(out, lead if row_output else arr.shape, out_dtype, who)
     else:
         y = np.empty(lead, out_dtype) if row_output else _new_output(arr, arr.shape, out_dtype)
     if arr.size == 0 and not row_output:
         return y
+    k = len(axes)
     if row_output:
-        _run_rows(kernel, moved, len(axes), y[..., None], 1, out is None)
+        _run_rows(kernel, arr, perm, k, y[..., None], 1, out is None)
     else:
-        _run_rows(kernel, moved, len(axes), np.moveaxis(y, axes, last), len(axes), out is None)
+        _run_rows(kernel, arr, perm, k, y.transpose(perm), k, out is None)
     return y
 
 
-def _run_rows(kernel: Kernel, xs: np.ndarray, k: int, ys: np.ndarray, k_out: int, fresh: bool) -> None:
-    """Run kernel on the rows of xs (its last k axes merged into one) writing the rows of ys
-    (its last k_out axes merged); ys is a new array if `fresh`.  Rows no view can express
-    go through a C-contiguous copy, and results no view can hold through a temporary."""
-    xin = _rows_of(xs, k)
+def _run_rows(kernel: Kernel, arr: np.ndarray, perm: tuple, k: int, ys: np.ndarray, k_out: int, fresh: bool) -> None:
+    """Run kernel on the rows of arr.transpose(perm) (its last k axes merged into one)
+    writing the rows of ys (its last k_out axes merged); ys is a new array if `fresh`.
+    Rows no view can express go through a copy, results no view can hold through a
+    temporary (or the copy)."""
+    xin = _rows_of(arr.transpose(perm), k)
     copied = xin is None
     if copied:
-        xin = _rows_of(np.ascontiguousarray(xs), k)
+        xin = _row_copy(arr, perm, k)
     yout = _rows_of(ys, k_out)
     # The kernel reads each element before it writes the same element, so an output laid
     # out exactly like its input is safe; any other overlap goes through a temporary.
@@ -342,7 +344,7 @@ def _run_rows(kernel: Kernel, xs: np.ndarray, k: int, ys: np.ndarray, k_out: int
     if xin.shape[0]:
         kernel.run_rows(xin, target)
     if not direct:
-        ys[...] = target.reshape(ys.shape)
+        ys[...] = _split(target, ys.shape)
 
 
 def _rows_of(a: np.ndarray, k: int) -> np.ndarray | None:
@@ -350,10 +352,35 @@ def _rows_of(a: np.ndarray, k: int) -> np.ndarray | None:
     unit element stride, or None if that needs a copy."""
     merged = a.view()
     try:
-        merged.shape = a.shape[:a.ndim - k] + (int(np.prod(a.shape[a.ndim - k:])),)
+        merged.shape = a.shape[:a.ndim - k] + (math.prod(a.shape[a.ndim - k:]),)
     except AttributeError:  # not expressible as a view
         return None
     return _rows_view(merged)
+
+
+def _row_copy(arr: np.ndarray, perm: tuple, k: int) -> np.ndarray:
+    """The rows of arr.transpose(perm) (its last k axes merged) copied into a new [rows, n]
+    array whose rows are a cache line longer than n.  Plain assignment copies a transposed
+    view in the destination's order, reading arr at the stride of the reduced axes; where
+    that is a multiple of 1 KB each line read evicts the last from its cache set.  A ufunc
+    with out= can iterate in the source's memory order instead (256x1024 float32 over axis
+    0: 0.8 ms by assignment, 0.27 ms this way), and the padding keeps the rows' own stride
+    off such multiples for the write-back."""
+    shape = arr.transpose(perm).shape
+    n = math.prod(shape[len(shape) - k:])
+    rows = np.empty((math.prod(shape) // n if n else 0, n + 64 // arr.itemsize), arr.dtype)[:, :n]
+    inverse = tuple(sorted(range(len(perm)), key=perm.__getitem__))
+    # an exact copy (-0.0 and NaNs kept), presented in arr's axis order: on a tie the ufunc
+    # keeps that order
+    np.positive(arr, out=_split(rows, shape).transpose(inverse))
+    return rows
+
+
+def _split(rows: np.ndarray, shape: tuple) -> np.ndarray:
+    """A [rows, n] array seen in `shape` (splitting rows and n into axes: always a view)."""
+    view = rows.view()
+    view.shape = shape
+    return view
 
 
 def _same_layout(a: np.ndarray, b: np.ndarray) -> bool:

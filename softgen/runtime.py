@@ -139,7 +139,7 @@ def _exports_buffer(dtype: np.dtype) -> bool:
         return False
 
 
-def _as_input(x, who: str = "softgen") -> np.ndarray:
+def _as_input(x, who: str) -> np.ndarray:
     """x as an array softgen computes on: float32, float64, float16 and bfloat16 arrays as
     they are (in native byte order), integers and bools converted to float64 (as
     scipy.special.softmax does); objects exporting DLPack without a copy; TypeError naming
@@ -183,7 +183,7 @@ _SUPPORTED = f"{', '.join(DTYPES)} (integers and bools are computed as float64)"
 _AxisError = np.exceptions.AxisError if hasattr(np, "exceptions") else np.AxisError  # numpy < 1.25
 
 
-def _normalize_axes(axis, ndim: int, who: str = "softgen") -> tuple:
+def _normalize_axes(axis, ndim: int, who: str) -> tuple:
     """axis (an integer, a tuple of them, or None: all axes) as sorted non-negative axes.
     A 0-d array counts as 1-d, as in torch: axis -1, 0, None or () take its one element."""
     ndim = max(ndim, 1)
@@ -192,7 +192,7 @@ def _normalize_axes(axis, ndim: int, who: str = "softgen") -> tuple:
     items = axis if isinstance(axis, tuple) else (axis,)
     axes = []
     for item in items:
-        if not isinstance(item, (int, np.integer)) or isinstance(item, (bool, np.bool_)):
+        if not isinstance(item, (int, np.integer)) or isinstance(item, bool):
             raise TypeError(f"{who}(): axis must be an integer, a tuple of integers or None, "
                             f"not {type(item).__name__}")
         if not -ndim <= item < ndim:
@@ -203,7 +203,7 @@ def _normalize_axes(axis, ndim: int, who: str = "softgen") -> tuple:
     return tuple(sorted(axes))
 
 
-def _check_out(out, shape: tuple, dtype: np.dtype, who: str = "softgen") -> np.ndarray:
+def _check_out(out, shape: tuple, dtype: np.dtype, who: str) -> np.ndarray:
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{who}(): out must be a numpy array, not {type(out).__name__}")
     if out.dtype != dtype or not out.dtype.isnative:

@@ -84,23 +84,25 @@ def _signed_logsumexp(a, b, axes: tuple, keepdims: bool, return_sign: bool, dtyp
 
 def _log_abs_weighted_sum(a, b, axes: tuple):
     """(log|S|, sign(S)) of S = sum(b * exp(a)) over axes (kept with length 1), with the
-    terms scaled by exp(-max a).  The sum is split into the weight on the largest terms
-    and the rest relative to it, log|lead + rest| = log|lead| + log1p(rest / lead), which
-    keeps results near 0 accurate; where lead is 0, or max a is not finite, the plain sum."""
+    terms scaled by exp(-max a).  S is split into the weights on the largest terms (lead)
+    and the other terms relative to them, log|lead + rest| = log|lead| + log1p(rest / lead),
+    which keeps results near 0 accurate; where lead is 0 (or max a is not finite: no
+    largest terms) S is the rest."""
     top = np.max(a, axis=axes, keepdims=True)
     finite = np.isfinite(top)
     shift = np.where(finite, top, 0)
-    terms = b * np.exp(a - shift)
+    terms = a - shift
+    np.exp(terms, out=terms)
+    terms *= b
     at_top = (a == top) & finite
-    lead = np.sum(np.where(at_top, b, 0), axis=axes, keepdims=True)
-    rest = np.sum(np.where(at_top, 0, terms), axis=axes, keepdims=True)
-    total = np.sum(terms, axis=axes, keepdims=True)
+    lead = np.sum(b, axis=axes, keepdims=True, where=at_top)
+    rest = np.sum(terms, axis=axes, keepdims=True, where=~at_top)
     q = rest / lead
-    split = finite & (lead != 0)
+    split = lead != 0
     # below -1, |1 + q| = 1 + (-2 - q): log1p keeps its accuracy on either side
     log_split = np.log(np.abs(lead)) + np.log1p(np.where(q < -1, -2 - q, q))
-    out = shift + np.where(split, log_split, np.log(np.abs(total)))
-    sign = np.where(split, np.sign(lead) * np.sign(1 + q), np.sign(total))
+    out = shift + np.where(split, log_split, np.log(np.abs(rest)))
+    sign = np.where(split, np.sign(lead) * np.sign(1 + q), np.sign(rest))
     return out, sign
 
 

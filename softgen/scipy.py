@@ -16,8 +16,12 @@ over the array, splitting off the largest terms as SciPy does for accuracy near 
 
 Differences: results on 16-bit input are computed in float32 and rounded once (SciPy
 computes in the 16-bit dtype); log_softmax of a row holding +inf (and no NaN) is a NaN
-row, as in torch and JAX (SciPy gives NaN at the +inf and -inf elsewhere); complex input
-raises TypeError.
+row, as in torch and JAX (SciPy gives NaN at the +inf and -inf elsewhere); where SciPy
+falls back to log(sum(b * exp(a))) and gets NaN against its own rules, softgen keeps
+them: a zero weight drops an infinite term (logsumexp([inf, inf], b=[0, 1]) is inf),
+weights cancelling exactly give -inf with sign 0 (also on [1e308, 1e308], b=[1, -1]);
+empty input SciPy refuses (softmax over an empty axis) gives empty results; complex
+input raises TypeError.
 """
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
         if not np.all(b >= 0):  # negative or NaN weights
             return _signed_logsumexp(a, b, _normalize_axes(axis, a.ndim, "logsumexp"), keepdims, return_sign, dtype)
         compute = np.float64 if dtype == np.float64 else np.float32
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # log(0); inf + log(0) is masked
             # a zero weight drops its term whatever a holds there (SciPy's convention)
             a = np.where(b > 0, a.astype(compute) + np.log(b.astype(compute)), -np.inf).astype(compute)
         out = api.logsumexp(a, axis, keepdims=keepdims, dtype=dtype)

@@ -488,3 +488,74 @@ def test_logsumexp_dim():
                 assert actual.shape == np.shape(expected)
                 tol = dict(rtol=1e-3, atol=1e-5) if t.dtype == np.float32 else dict(rtol=1e-13, atol=1e-13)
                 np.testing.assert_allclose(actual, expected, **tol, err_msg=f"{shape} {dim} {category}")
+
+
+# --- softgen.scipy against SciPy itself on special values (not a peer's test) -------------
+
+SPECIAL_ROWS = [[inf, 1.], [inf, inf], [inf, -inf], [-inf, -inf], [nan, 1.], [inf, nan], [1e308, 1e308], [0., -40.]]
+# (weights, row of SPECIAL_ROWS): softgen's (log|S|, sign) where SciPy's fallback to
+# log(sum(b * exp(a))) gives NaN against its own rules
+SCIPY_FALLBACK_ROWS = {
+    (0., 1.): {1: (inf, 1.), 2: (-inf, 0.)},  # [inf, inf], [inf, -inf]: a zero weight drops its
+                                              # term (SciPy's rule), the fallback's 0 * inf is NaN
+    (1., -1.): {6: (-inf, 0.)},               # [1e308, 1e308]: the weights cancel exactly, the
+}                                             # fallback's exp overflows to inf - inf
+
+
+@pytest.mark.parametrize("b", [None, [1., 2.], [0., 1.], [1., -1.], [-1., 2.], [-2., 1.]], ids=str)
+def test_scipy_logsumexp_special_values_match_scipy(b):
+    osp = pytest.importorskip("scipy.special")
+    a = np.array(SPECIAL_ROWS)
+    w = None if b is None else np.broadcast_to(np.array(b), a.shape)
+    exceptions = SCIPY_FALLBACK_ROWS.get(None if b is None else tuple(b), {})
+    for axis, keepdims in itertools.product([1, None], [False, True]):
+        with np.errstate(all="ignore"):
+            expected = [np.array(e) for e in osp.logsumexp(a, axis, b=w, keepdims=keepdims, return_sign=True)]
+        if axis == 1:
+            for row, (value, sign) in exceptions.items():
+                assert np.isnan(expected[0].reshape(-1)[row])
+                expected[0].reshape(-1)[row], expected[1].reshape(-1)[row] = value, sign
+        got = sp.logsumexp(a, axis, b=w, keepdims=keepdims, return_sign=True)
+        for g, e in zip(got, expected):
+            assert_close(g, e[()], rtol=1e-14)
+        with np.errstate(invalid="ignore"):
+            unsigned = np.where(expected[1] < 0, nan, expected[0])[()]
+        assert_close(sp.logsumexp(a, axis, b=w, keepdims=keepdims), unsigned, rtol=1e-14)
+
+
+@pytest.mark.parametrize("shape,axis", [((0,), None), ((0, 3), 0), ((0, 3), 1), ((3, 0), 0), ((3, 0), None)])
+def test_scipy_empty_arrays_match_scipy(shape, axis):
+    """Where SciPy raises on empty input (the max of an empty axis; logsumexp's axis=None
+    on (3, 0)), softgen gives -inf sums and empty results."""
+    osp = pytest.importorskip("scipy.special")
+    a = np.zeros(shape)
+    for b in (None, np.ones(shape), -np.ones(shape)):
+        got = sp.logsumexp(a, axis, b=b, return_sign=True)
+        try:
+            expected = osp.logsumexp(a, axis, b=b, return_sign=True)
+        except IndexError:
+            expected = (np.float64(-inf), np.float64(-1.0))
+        assert_equal(got[0], expected[0])
+        assert_equal(got[1], expected[1])
+        assert_equal(sp.logsumexp(a, axis, b=b), expected[0])
+    for op in ("softmax", "log_softmax"):
+        try:
+            expected = getattr(osp, op)(a, axis)
+        except ValueError:
+            expected = a
+        assert_equal(getattr(sp, op)(a, axis), expected)
+
+
+def test_scipy_softmax_special_values_match_scipy():
+    """All but log_softmax of a row holding +inf (and no NaN): softgen gives a NaN row, as
+    torch and JAX do; SciPy NaN at the +inf and -inf elsewhere."""
+    osp = pytest.importorskip("scipy.special")
+    a = np.array(SPECIAL_ROWS)
+    with np.errstate(all="ignore"):
+        assert_close(sp.softmax(a, axis=1), osp.softmax(a, axis=1), rtol=1e-15)
+        expected = osp.log_softmax(a, axis=1)
+    got = sp.log_softmax(a, axis=1)
+    plus_inf = np.isposinf(a).any(1) & ~np.isnan(a).any(1)
+    # atol: SciPy's log_softmax([0, -40]) rounds to 0 at 0, softgen's is -4.2e-18
+    assert_close(got[~plus_inf], expected[~plus_inf], rtol=1e-15, atol=1e-17)
+    assert np.isnan(got[plus_inf]).all()

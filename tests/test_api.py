@@ -330,8 +330,8 @@ def test_auto_rule_picks_by_row_length():
     (np.array([["a", "b"]]), TypeError, "unsupported dtype <U1"),
     (np.zeros(3, "datetime64[s]"), TypeError, "unsupported dtype datetime64"),
     ([[1.0], [2.0, 3.0]], TypeError, "expected an array of floats, got list"),
-    (np.ma.array([[1.0, 2.0]], mask=[[0, 1]]), TypeError, "masked arrays \\(np.ma\\) are not supported; pass "
-                                                          "x.filled\\(-np.inf\\)"),
+    (np.ma.array([[1.0, 2.0]], mask=[[0, 1]]), TypeError,
+     "masked arrays \\(np.ma\\) are not supported; pass x.filled\\(-np.inf\\)"),
 ])
 def test_bad_inputs(bad, err, match):
     with pytest.raises(err, match="^softmax\\(\\): .*" + match):  # errors name the public function

@@ -12,10 +12,10 @@ import math
 import ml_dtypes
 import numpy as np
 import pytest
+from reference import reference
 
 import softgen
 from softgen import scipy as sp
-from reference import reference
 
 inf, nan = np.inf, np.nan
 COMPLEX = "complex input is out of scope (softgen raises TypeError)"
@@ -460,15 +460,16 @@ def test_logsumexp_integral_promotion():
 def _torch_tensors(shape, rng):
     """_make_tensors of test_reductions.py, floating types only: contiguous, non-contiguous
     (every other element of a wider array) and a slice, values in [-100, 100]."""
+    def contiguous(s, dtype):
+        return np.clip(rng.standard_normal(s) * (200 / (2 * math.pi)) + 100, -100, 100).astype(dtype)
+
     out = {"cont": [], "noncont": [], "slice": []}
     for dtype in (np.float64, np.float32):
-        def contiguous(s):
-            return np.clip(rng.standard_normal(s) * (200 / (2 * math.pi)) + 100, -100, 100).astype(dtype)
-        out["cont"].append(contiguous(shape))
+        out["cont"].append(contiguous(shape, dtype))
         wide = np.empty(shape + (2,), dtype)
-        wide[..., 1] = contiguous(shape)
+        wide[..., 1] = contiguous(shape, dtype)
         out["noncont"].append(wide[..., 1])
-        out["slice"].append(contiguous((1, sum(shape)))[:1, 1:sum(shape) - 1])
+        out["slice"].append(contiguous((1, sum(shape)), dtype)[:1, 1:sum(shape) - 1])
     return out
 
 
@@ -486,7 +487,7 @@ def test_logsumexp_dim():
                 expected = osp.logsumexp(t, d)
                 actual = softgen.logsumexp(t, d)
                 assert actual.shape == np.shape(expected)
-                tol = dict(rtol=1e-3, atol=1e-5) if t.dtype == np.float32 else dict(rtol=1e-13, atol=1e-13)
+                tol = {"rtol": 1e-3, "atol": 1e-5} if t.dtype == np.float32 else {"rtol": 1e-13, "atol": 1e-13}
                 np.testing.assert_allclose(actual, expected, **tol, err_msg=f"{shape} {dim} {category}")
 
 

@@ -27,4 +27,4 @@ __all__ = ["ALGORITHMS", "OPS", "OpSpec", "Kernel", "Target", "VerifyError", "co
 __all__ += ["Artifact", "generate"]
 __all__ += ["CSource", "emit_c"]
 __all__ += ["tune"]  # softgen.tune(op, shapes=...) and softgen.tune.choose(...)
-__all__ += ["scipy"]  # softgen.scipy.softmax(x) as scipy.special.softmax(x)
+# softgen.scipy (scipy.special's signatures) stays out of __all__: a star import would shadow scipy

@@ -8,10 +8,11 @@ from above, not even inside a function; tests/test_layering.py checks this):
   backends  backends/c.py, backends/llvm/
   runtime   runtime.py (JIT kernels, calling them on arrays)
   tuning    tune.py (the built-in rule, wisdom, the tuner)
-  entry     api.py (softmax & co.), artifacts.py (generate, emit_c with auto schedules)
+  entry     api.py (softmax & co.), artifacts.py (generate, emit_c with auto schedules),
+            scipy.py (SciPy's signatures and defaults: from softgen import scipy as sp)
   tools     bench.py, cli.py, __main__.py, torch.py (softgen's ops in PyTorch), this package
 """
-from . import tune
+from . import scipy, tune
 from .algorithms import ALGORITHMS, OPS
 from .ops import OpSpec
 from .api import Kernel, compile, log_softmax, logsumexp, softmax
@@ -26,3 +27,4 @@ __all__ = ["ALGORITHMS", "OPS", "OpSpec", "Kernel", "Target", "VerifyError", "co
 __all__ += ["Artifact", "generate"]
 __all__ += ["CSource", "emit_c"]
 __all__ += ["tune"]  # softgen.tune(op, shapes=...) and softgen.tune.choose(...)
+# softgen.scipy (scipy.special's signatures) stays out of __all__: a star import would shadow scipy

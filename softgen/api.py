@@ -2,11 +2,13 @@
 kernel chosen for the array's shape and dtypes (softgen.tune); compile() for one kernel."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import algorithms, ops, tune
 from .dtypes import DTYPES, check_dtype
-from .runtime import NATIVE_DTYPES, _F32, _F64, Kernel, _as_input, _check_out, _fast_call, _normalize_axis, _run
+from .runtime import NATIVE_DTYPES, _F32, _F64, Kernel, _as_input, _check_out, _fast_call, _normalize_axes, _run
 from .runtime import _run_general, compile
 from .runtime import OUTPUT_DELTA, PAGE, same_page_offset  # noqa: F401  (api's names before runtime.py)
 
@@ -21,26 +23,32 @@ def choose_algorithm(op: str, n: int, rows: int = 1, dtype="float32", out_dtype=
 _kernels: dict = {}
 
 
-def _f32_kernel(op: str, algorithm: str, arr: np.ndarray, ax: int) -> Kernel:
-    """The float32 -> float32 kernel for op over axis `ax` of arr (the fast path's lookup)."""
-    n = arr.shape[ax]
-    rows = arr.size // n if n else 0
+def _f32_kernel(op: str, algorithm: str, arr: np.ndarray, axes) -> Kernel:
+    """The float32 -> float32 kernel for op over `axes` of arr (the fast path's lookup)."""
+    rows, n = _rows_and_length(arr.shape, axes)
     key = (op, algorithm, rows, n, tune.generation)
     kernel = _kernels.get(key)
     return kernel if kernel is not None else _new_kernel(key, op, algorithm, rows, n, _F32, _F32)
 
 
-def _kernel_for(op: str, algorithm: str, arr: np.ndarray, ax: int, out_dtype: np.dtype | None = None) -> Kernel:
-    """The kernel for op over axis `ax` of arr, writing out_dtype (None: arr's dtype)."""
+def _kernel_for(op: str, algorithm: str, arr: np.ndarray, axes, out_dtype: np.dtype | None = None) -> Kernel:
+    """The kernel for op over `axes` (an axis or a tuple of them) of arr, writing out_dtype
+    (None: arr's dtype)."""
     x_dtype = arr.dtype
     out_dtype = x_dtype if out_dtype is None else out_dtype
     if x_dtype is _F32 and out_dtype is _F32:
-        return _f32_kernel(op, algorithm, arr, ax)
-    n = arr.shape[ax]
-    rows = arr.size // n if n else 0
+        return _f32_kernel(op, algorithm, arr, axes)
+    rows, n = _rows_and_length(arr.shape, axes)
     key = (op, algorithm, rows, n, tune.generation, x_dtype, out_dtype)
     kernel = _kernels.get(key)
     return kernel if kernel is not None else _new_kernel(key, op, algorithm, rows, n, x_dtype, out_dtype)
+
+
+def _rows_and_length(shape: tuple, axes) -> tuple:
+    """(rows, n) of the problem over `axes` taken together (a 0-d array: one element)."""
+    shape = shape or (1,)
+    n = math.prod(shape[a] for a in ((axes,) if isinstance(axes, int) else axes))
+    return (math.prod(shape) // n if n else 0), n
 
 
 def _new_kernel(key: tuple, op: str, algorithm: str, rows: int, n: int, x_dtype, out_dtype) -> Kernel:
@@ -52,19 +60,19 @@ def _new_kernel(key: tuple, op: str, algorithm: str, rows: int, n: int, x_dtype,
     return kernel
 
 
-def _result_dtype(x_dtype: np.dtype, out, dtype) -> np.dtype:
+def _result_dtype(x_dtype: np.dtype, out, dtype, who: str) -> np.dtype:
     """The result's dtype: `dtype` if given, else out's (a supported float dtype), else x's.
     TypeError where out's dtype is not the result's."""
     if dtype is not None:
         result = _dtype_argument(dtype)
         if isinstance(out, np.ndarray) and out.dtype != result:
-            raise TypeError(f"out has dtype {out.dtype}, but dtype={result.name} asks for a {result} result")
+            raise TypeError(f"{who}(): out has dtype {out.dtype}, but dtype={result.name} asks for a {result} result")
         return result
     if not isinstance(out, np.ndarray):  # None, or not an array (the runtime says so)
         return x_dtype
     if out.dtype in NATIVE_DTYPES:
         return out.dtype
-    raise TypeError(f"out has dtype {out.dtype}; the result's dtype is {x_dtype} (x's), or with "
+    raise TypeError(f"{who}(): out has dtype {out.dtype}; the result's dtype is {x_dtype} (x's), or with "
                     f"dtype=None that of an out of {', '.join(DTYPES)}")
 
 
@@ -85,21 +93,38 @@ def _dtype_argument(dtype) -> np.dtype:
         return result
 
 
-def _round_float64(y: np.ndarray, out, dtype: np.dtype) -> np.ndarray:
+def _round_float64(y: np.ndarray, out, dtype: np.dtype, who: str) -> np.ndarray:
     """A float64 result as a 16-bit one, rounded once (numpy's and ml_dtypes' conversions
     round float64 directly; kernels would round through float32, so they do not store
     float64 results in 16 bits)."""
     if out is None:
         return y.astype(dtype)
-    _check_out(out, y.shape, dtype)
+    _check_out(out, y.shape, dtype, who)
     out[...] = y
     return out
+
+
+def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False):
+    """Any input, axis, out and dtype (what the fast path leaves)."""
+    arr = _as_input(x, op)
+    axes = _normalize_axes(axis, arr.ndim, op)
+    out_dtype = _result_dtype(arr.dtype, out, dtype, op)
+    if keepdims:  # the reduced axes kept with length 1: the same run, seen through views
+        kept = tuple(1 if i in axes else d for i, d in enumerate(arr.shape))
+        reduced = tuple(d for i, d in enumerate(arr.shape) if i not in axes)
+        inner = None if out is None else _check_out(out, kept, out_dtype, op).reshape(reduced)
+        y = _run_op(op, arr, axes, algorithm, inner, dtype)
+        return out if out is not None else y.reshape(kept)
+    axes = axes[0] if len(axes) == 1 else axes  # one axis: the runtime's fast call may take it
+    if arr.dtype == _F64 and out_dtype.itemsize == 2:
+        return _round_float64(_run(_kernel_for(op, algorithm, arr, axes), arr, axes, None), out, out_dtype, op)
+    return _run(_kernel_for(op, algorithm, arr, axes, out_dtype), arr, axes, out)
 
 
 def _op_entry(spec: ops.OpSpec):
     op = spec.name
 
-    def run(x, axis: int = -1, *, algorithm: str = "auto", out=None, dtype=None):
+    def run(x, axis=-1, *, algorithm: str = "auto", out=None, dtype=None):
         if (type(x) is np.ndarray and x.dtype is _F32 and dtype is None and x.ndim and type(axis) is int
                 and -x.ndim <= axis < x.ndim):
             # float32 x with a float32 kernel for its shape: the common case, no other checks
@@ -112,21 +137,29 @@ def _op_entry(spec: ops.OpSpec):
                     return y
                 if out is None or type(out) is np.ndarray and out.dtype is _F32:
                     return _run_general(kernel, x, ax, out)
-        arr = _as_input(x)
-        ax = _normalize_axis(axis, arr.ndim)
-        out_dtype = _result_dtype(arr.dtype, out, dtype)
-        if arr.dtype == _F64 and out_dtype.itemsize == 2:
-            return _round_float64(_run(_kernel_for(op, algorithm, arr, ax), arr, ax, None), out, out_dtype)
-        return _run(_kernel_for(op, algorithm, arr, ax, out_dtype), arr, ax, out)
-    run.__name__ = op
-    run.__doc__ = (f"{op} of an array along `axis` (numpy semantics).\n\n"
-                   f"x: float32, float64, float16 or bfloat16 (ml_dtypes) runs in that dtype (16-bit: "
-                   f"computed in float32); integers and bools are converted to float64.\n"
-                   f"algorithm: 'auto' or one of {', '.join(algorithms.ALGORITHMS)}.\n"
-                   f"out: an array of the result's shape and dtype (may be x itself).\n"
-                   f"dtype: the result's dtype (default: out's, else x's), as torch.{op}'s dtype=; "
-                   f"computed in float64 if it or x is float64, else in float32.")
-    return run
+        return _run_op(op, x, axis, algorithm, out, dtype)
+
+    def run_reduction(x, axis=-1, *, keepdims: bool = False, algorithm: str = "auto", out=None, dtype=None):
+        if keepdims:
+            return _run_op(op, x, axis, algorithm, out, dtype, keepdims)
+        return run(x, axis, algorithm=algorithm, out=out, dtype=dtype)
+
+    entry = run_reduction if spec.row_output else run
+    entry.__name__ = entry.__qualname__ = op  # Python's own errors name the public function
+    entry.__doc__ = (
+        f"{op} of an array along `axis` (numpy semantics).\n\n"
+        f"x: float32, float64, float16 or bfloat16 (ml_dtypes) runs in that dtype (16-bit: computed in "
+        f"float32); integers and bools are converted to float64; lists, 0-d arrays and objects exporting "
+        f"DLPack (read without a copy) are accepted; np.ma masked arrays are refused.\n"
+        f"axis: an integer (default -1, as torch and JAX), a tuple of axes taken together, or None "
+        f"for all of them (scipy.special's default; softgen.scipy has SciPy's defaults).\n"
+        + ("keepdims: keep the reduced axes with length 1.\n" if spec.row_output else "")
+        + f"algorithm: 'auto' or one of {', '.join(algorithms.ALGORITHMS)}.\n"
+        f"out: an array of the result's shape and dtype (may be x itself).\n"
+        f"dtype: the result's dtype (default: out's, else x's), as torch.{op}'s dtype=; "
+        f"computed in float64 if it or x is float64, else in float32.\n"
+        f"A new result is a C-contiguous array whatever the axis.")
+    return entry
 
 
 softmax = _op_entry(ops.SOFTMAX)

@@ -144,3 +144,17 @@ def test_a_kernel_pickles_as_its_recipe(cache_dir):
     assert (clone.op, clone.algorithm, clone.schedule, clone.dtype) == (kernel.op, kernel.algorithm,
                                                                          kernel.schedule, kernel.dtype)
     assert np.array_equal(clone(x), kernel(x))
+
+
+def test_functions_and_kernels_travel_to_worker_processes(cache_dir):
+    """multiprocessing pickles what it maps and its arguments: softgen's functions by name,
+    kernels by recipe (the workers, started fresh, read the kernel from the cache)."""
+    import multiprocessing
+    xs = [np.random.default_rng(i).standard_normal((3, 40)).astype(np.float32) for i in range(3)]
+    kernel = compile_small()
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        ys = pool.map(softgen.softmax, xs)
+        zs = pool.starmap(kernel.__call__, [(x,) for x in xs])
+    for x, y, z in zip(xs, ys, zs):
+        np.testing.assert_array_equal(y, softgen.softmax(x))
+        np.testing.assert_array_equal(z, kernel(x))

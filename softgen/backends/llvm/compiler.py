@@ -54,14 +54,15 @@ class CompiledModule:
         """The lowered kernel (softgen.lower.loopir) the LLVM IR is rendered from."""
         return str(self._kernel)
 
-    @cached_property
-    def _optimized(self) -> "llvm.ModuleRef":
+    def _optimize(self) -> "llvm.ModuleRef":
+        """A new optimized module (code generation rewrites a module in place: each use
+        gets its own)."""
         return optimize(str(render(self._kernel, self.target)), self.target.create_target_machine())
 
     @cached_property
     def llvm_ir(self) -> str:
         """The optimized LLVM IR."""
-        return str(self._optimized)
+        return str(self._optimize())
 
     def asm(self) -> str:
         return self._tm().emit_assembly(llvm.parse_assembly(self.llvm_ir))
@@ -81,7 +82,7 @@ class CompiledModule:
                         schedule=self.schedule.to_json())
         obj = cache.load(key)
         if obj is None:
-            obj = tgt.create_target_machine(jit=True).emit_object(self._optimized)
+            obj = tgt.create_target_machine(jit=True).emit_object(self._optimize())
             cache.store(key, obj)
         return obj
 

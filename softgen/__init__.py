@@ -9,7 +9,8 @@ from above, not even inside a function; tests/test_layering.py checks this):
   runtime   runtime.py (JIT kernels, calling them on arrays)
   tuning    tune.py (the built-in rule, wisdom, the tuner)
   entry     api.py (softmax & co.), artifacts.py (generate, emit_c with auto schedules),
-            scipy.py (SciPy's signatures and defaults: from softgen import scipy as sp)
+            scipy.py (SciPy's signatures and defaults: from softgen import scipy as sp),
+            dask.py (the ops on dask arrays chunked along any axis; optional)
   tools     bench.py, cli.py, __main__.py, torch.py (softgen's ops in PyTorch), this package
 """
 from . import scipy, tune

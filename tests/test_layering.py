@@ -20,7 +20,7 @@ LAYERS = (
     ("backends", ("softgen.backends",)),
     ("runtime", ("softgen.runtime",)),
     ("tuning", ("softgen.tune",)),
-    ("entry", ("softgen.api", "softgen.artifacts", "softgen.scipy")),
+    ("entry", ("softgen.api", "softgen.artifacts", "softgen.scipy", "softgen.dask")),
     ("tools", ("softgen.bench", "softgen.cli", "softgen.__main__", "softgen.torch", "softgen")),
 )
 

@@ -1,0 +1,106 @@
+"""softmax, log_softmax and logsumexp on dask arrays (the optional extra `dask`), chunked
+along any axis, the reduced one included, so arrays larger than one machine's memory are
+normalized chunk by chunk.
+
+When the reduced axis is in one chunk, each chunk is an ordinary softgen call.  Otherwise
+(two reads of x, as two-pass softmax):
+  1. each chunk's log-sum-exp, by softgen's logsumexp kernel computing in float64 (a
+     (max, sum) pair would need a second value; float64 keeps the sum's digits instead);
+  2. a tree reduction of those partials (dask's `reduction`), each merge softgen's
+     logsumexp kernel over the partials it is given;
+  3. the output per chunk: softmax is the chunk's own softmax (softgen's kernel, in float32
+     or float64) scaled by e^(partial - total); log_softmax is x - total in float64;
+     logsumexp is the total.
+Results are rounded once to the output dtype.  float64 results carry the total's rounding:
+relative error up to about |total| * 2^-53 beyond the kernels' own.
+
+Workers import softgen and find its kernels in their kernel cache after the first compile.
+"""
+from __future__ import annotations
+
+import numpy as np
+import dask.array as da
+
+from . import api
+from .runtime import _normalize_axes
+
+_F64 = np.dtype(np.float64)
+
+
+def softmax(x, axis: int = -1) -> da.Array:
+    """softgen.softmax over one axis of a dask array (any chunking)."""
+    x, ax = _checked(x, axis, "softmax")
+    if x.numblocks[ax] == 1:
+        return x.map_blocks(api.softmax, axis=ax, dtype=x.dtype)
+    parts = _partials(x, ax)
+    return da.map_blocks(_softmax_chunk, x, parts, _total(parts, ax), axis=ax, dtype=x.dtype)
+
+
+def log_softmax(x, axis: int = -1) -> da.Array:
+    """softgen.log_softmax over one axis of a dask array (any chunking)."""
+    x, ax = _checked(x, axis, "log_softmax")
+    if x.numblocks[ax] == 1:
+        return x.map_blocks(api.log_softmax, axis=ax, dtype=x.dtype)
+    return da.map_blocks(_log_softmax_chunk, x, _total(_partials(x, ax), ax), dtype=x.dtype)
+
+
+def logsumexp(x, axis: int = -1, *, keepdims: bool = False) -> da.Array:
+    """softgen.logsumexp over one axis of a dask array (any chunking)."""
+    x, ax = _checked(x, axis, "logsumexp")
+    if x.numblocks[ax] == 1:
+        return x.map_blocks(api.logsumexp, axis=ax, keepdims=keepdims, dtype=x.dtype,
+                            **({} if keepdims else {"drop_axis": ax}))
+    total = _total(_partials(x, ax), ax).astype(x.dtype)
+    return total if keepdims else total.squeeze(axis=ax)
+
+
+def _checked(x, axis, who: str) -> tuple[da.Array, int]:
+    """x as a dask array of a dtype softgen computes on, and the axis as a non-negative int."""
+    x = x if isinstance(x, da.Array) else da.asarray(x)
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"softgen.dask.{who}(): axis must be one integer, not {axis!r}")
+    if x.ndim == 0:
+        raise ValueError(f"softgen.dask.{who}(): x must have at least one axis")
+    if x.dtype.kind in "biu":
+        x = x.astype(_F64)  # as softgen's own functions do
+    (ax,) = _normalize_axes(int(axis), x.ndim, f"softgen.dask.{who}")
+    return x, ax
+
+
+def _partials(x: da.Array, ax: int) -> da.Array:
+    """Each chunk's float64 log-sum-exp over `ax`, kept with length 1 (one per chunk)."""
+    chunks = tuple((1,) * len(c) if i == ax else c for i, c in enumerate(x.chunks))
+    return x.map_blocks(_chunk_lse, axis=ax, chunks=chunks, dtype=_F64)
+
+
+def _chunk_lse(block: np.ndarray, axis: int) -> np.ndarray:
+    return api.logsumexp(block, axis, keepdims=True, dtype=_F64)
+
+
+def _total(parts: da.Array, ax: int) -> da.Array:
+    """The partials merged by a tree reduction over `ax` (length 1 kept)."""
+    return da.reduction(parts, chunk=_merge, combine=_merge, aggregate=_merge, axis=ax, keepdims=True,
+                        dtype=_F64, concatenate=True)
+
+
+def _merge(parts: np.ndarray, axis, keepdims: bool = True) -> np.ndarray:
+    """log(sum(e^parts)) over `axis`: the pair merge of partial log-sum-exps."""
+    return api.logsumexp(parts, axis, keepdims=keepdims)
+
+
+def _softmax_chunk(block: np.ndarray, part: np.ndarray, total: np.ndarray, axis: int) -> np.ndarray:
+    """The chunk's softmax rescaled from its own sum to the row's: e^(x - part) e^(part - total),
+    rounded once.  A chunk of -inf holds zeros; a row whose total is not finite (all -inf,
+    +inf or NaN in it) is NaN, as softgen.softmax gives."""
+    wide = _F64 if block.dtype == _F64 else np.dtype(np.float32)
+    with np.errstate(invalid="ignore"):
+        y = api.softmax(block, axis, dtype=wide) * np.exp(part - total)
+        y = np.where(part == -np.inf, 0.0, y)
+    return np.where(np.isfinite(total), y, np.nan).astype(block.dtype)
+
+
+def _log_softmax_chunk(block: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """x - total in float64, rounded once (NaN rows where the total is +inf, as softgen's)."""
+    with np.errstate(invalid="ignore"):
+        y = block.astype(_F64) - total
+    return np.where(total == np.inf, np.nan, y).astype(block.dtype)

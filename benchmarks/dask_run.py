@@ -2,7 +2,7 @@
 along the reduced axis, normalized chunk by chunk.  Prints the array size, chunks, wall
 time per op, and each worker's peak resident memory.
 
-    python benchmarks/dask_run.py [--rows 16] [--n 2^24] [--chunk 2^21] [--memory 400MB]
+    python benchmarks/dask_run.py [--rows 24] [--n 2^24] [--chunk 2^21] [--memory 1.5GB]
 """
 import argparse
 import resource
@@ -27,10 +27,10 @@ def peak_rss_mb() -> float:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=16)
+    p.add_argument("--rows", type=int, default=24)
     p.add_argument("--n", type=power, default=2 ** 24)
     p.add_argument("--chunk", type=power, default=2 ** 21, help="elements per chunk along the row")
-    p.add_argument("--memory", default="400MB", help="memory limit per worker")
+    p.add_argument("--memory", default="1.5GB", help="memory limit per worker (dask spills past 60%% of it)")
     args = p.parse_args()
     x = da.random.default_rng(0).standard_normal((args.rows, args.n), chunks=(2, args.chunk), dtype=np.float32) * 20
     print(f"x: {args.rows} x {args.n} float32 = {x.nbytes / 2**20:.0f} MiB in {x.npartitions} chunks of "

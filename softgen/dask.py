@@ -89,18 +89,23 @@ def _merge(parts: np.ndarray, axis, keepdims: bool = True) -> np.ndarray:
 
 
 def _softmax_chunk(block: np.ndarray, part: np.ndarray, total: np.ndarray, axis: int) -> np.ndarray:
-    """The chunk's softmax rescaled from its own sum to the row's: e^(x - part) e^(part - total),
-    rounded once.  A chunk of -inf holds zeros; a row whose total is not finite (all -inf,
-    +inf or NaN in it) is NaN, as softgen.softmax gives."""
+    """The chunk's softmax rescaled from its own sum to the row's: e^(x - part) e^(part - total)
+    (float32 for 16-bit x, rounded once more at the end).  A chunk of -inf holds zeros; a
+    row whose total is not finite (all -inf, +inf or NaN in it) is NaN, as softgen.softmax
+    gives."""
     wide = _F64 if block.dtype == _F64 else np.dtype(np.float32)
+    y = api.softmax(block, axis, dtype=wide)
     with np.errstate(invalid="ignore"):
-        y = api.softmax(block, axis, dtype=wide) * np.exp(part - total)
-        y = np.where(part == -np.inf, 0.0, y)
-    return np.where(np.isfinite(total), y, np.nan).astype(block.dtype)
+        scale = np.exp(part - total)
+    scale[~np.isfinite(total) | np.isnan(part)] = np.nan
+    y *= scale.astype(wide)
+    empty = (part == -np.inf) & np.isfinite(total)   # its own softmax is NaN: NaN * 0
+    if empty.any():
+        y[np.broadcast_to(empty, y.shape)] = 0.0
+    return y.astype(block.dtype, copy=False)
 
 
 def _log_softmax_chunk(block: np.ndarray, total: np.ndarray) -> np.ndarray:
     """x - total in float64, rounded once (NaN rows where the total is +inf, as softgen's)."""
-    with np.errstate(invalid="ignore"):
-        y = block.astype(_F64) - total
-    return np.where(total == np.inf, np.nan, y).astype(block.dtype)
+    total = np.where(total == np.inf, np.nan, total)
+    return np.subtract(block, total, dtype=_F64).astype(block.dtype)

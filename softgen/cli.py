@@ -104,7 +104,10 @@ def info(args) -> None:
     print(f"triple:   {target.triple}")
     print(f"cpu:      {target.cpu}")
     print(f"features: {','.join(sorted(target.feature_set)) or '(those of the CPU)'}")
-    print(f"vectors:  {target.vector_registers}, {target.vector_width} float32 lanes")
+    lanes = target.vector_width
+    print(f"vectors:  {target.vector_registers}: {lanes} float32 or {max(lanes // 2, 1)} float64 lanes; "
+          f"float16 {'converted by instructions' if target.converts_half else 'converted in integer code'}, "
+          f"bfloat16 in integer code")
     if args.cpus:
         cpus = textwrap.fill(", ".join(known_cpus(target.arch)), width=100, initial_indent="  ",
                              subsequent_indent="  ", break_on_hyphens=False)

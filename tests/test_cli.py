@@ -48,13 +48,14 @@ def test_info_describes_the_host():
     out = ok("info")
     assert f"LLVM {llvm_version()}" in out
     assert f"cpu:      {HOST.cpu}\n" in out
-    assert f"vectors:  {HOST.vector_registers}, {HOST.vector_width} float32 lanes" in out
+    assert (f"vectors:  {HOST.vector_registers}: {HOST.vector_width} float32 or {HOST.vector_width // 2} "
+            f"float64 lanes; float16 converted {'by instructions' if HOST.converts_half else 'in integer code'}") in out
     assert "features: " in out
 
 
 def test_info_for_another_target_and_its_cpus():
     out = ok("info", "--target", "riscv64", "--cpus")
-    assert "triple:   riscv64-unknown-linux-gnu" in out and "rvv, 8 float32 lanes" in out
+    assert "triple:   riscv64-unknown-linux-gnu" in out and "rvv: 8 float32 or 4 float64 lanes; float16 converted in integer code" in out
     assert "sifive-x280" in out
 
 

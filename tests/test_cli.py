@@ -48,7 +48,7 @@ def test_info_describes_the_host():
     out = ok("info")
     assert f"LLVM {llvm_version()}" in out
     assert f"cpu:      {HOST.cpu}\n" in out
-    assert (f"vectors:  {HOST.vector_registers}: {HOST.vector_width} float32 or {HOST.vector_width // 2} "
+    assert (f"vectors:  {HOST.vector_registers}: {HOST.vector_width} float32 or {max(HOST.vector_width // 2, 1)} "
             f"float64 lanes; float16 converted {'by instructions' if HOST.converts_half else 'in integer code'}") in out
     assert "features: " in out
 

@@ -259,3 +259,24 @@ def test_never_touches_memory_past_the_row(tmp_path):
     script.write_text(GUARD_PAGE_SCRIPT)
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and res.stdout.strip() == "ok", (res.returncode, res.stderr[-2000:])
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("rows_per_group", [4, 16])
+@pytest.mark.parametrize("op", softgen.OPS)
+def test_guard_fallback_rows_inside_a_group(width, rows_per_group, op):
+    """two_pass's guard sends a group with a row beyond the pair range to its fallback, which
+    runs the group's rows one at a time: every row of such groups (the first, the last, a
+    middle one, several, all), at every width, tails included."""
+    kernel = softgen.compile(op, algorithm="two_pass", target=WIDTHS[width],
+                             schedule=Schedule(rows_per_group=rows_per_group))
+    rng = np.random.default_rng(rows_per_group)
+    for n in (1, 7, 100, 1000):
+        beyond = special_rows(n)["beyond pair range"]
+        x = (rng.standard_normal((3 * rows_per_group + 3, n)) * 30).astype(np.float32)
+        for r in (0, rows_per_group - 1, rows_per_group + 1, rows_per_group + 2, *range(2 * rows_per_group,
+                                                                                      3 * rows_per_group)):
+            x[r] = beyond * (1 + r % 3)
+        x[-1] = beyond
+        with np.errstate(all="ignore"):
+            check(op, x, kernel(x))

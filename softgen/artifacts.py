@@ -23,7 +23,7 @@ from numpy.typing import DTypeLike
 from . import algorithms, tune
 from .backends import c
 from .backends.llvm import CompiledModule, compile_program
-from .dtypes import c_parameters, compute_dtype, ir_dtype
+from .dtypes import ROW_RANGES, c_parameters, compute_dtype, ir_dtype
 from .ir import DType
 from .lower import Schedule
 from .targets import Target
@@ -107,7 +107,8 @@ class Artifact:
 def _header(artifact: Artifact) -> str:
     guard = f"{artifact.name.upper()}_H"
     # extern "C": the object defines the plain C symbol, which C++ callers must not mangle
-    return (f"/* softgen {artifact.op} ({artifact.algorithm}) for {artifact.target} */\n"
+    return (f"/* softgen {artifact.op} ({artifact.algorithm}) for {artifact.target}.\n * "
+            + "\n * ".join(ROW_RANGES) + " */\n"
             f"#ifndef {guard}\n#define {guard}\n#include <stdint.h>\n"
             '#ifdef __cplusplus\nextern "C" {\n#endif\n'
             f"{artifact.c_declaration}\n"

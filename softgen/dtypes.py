@@ -76,3 +76,11 @@ def c_parameters(x: DType, y: DType) -> str:
     """The kernel's C parameter list for x of dtype x and y of dtype y."""
     return (f"int64_t rows, int64_t n, const {C_ABI_TYPES[x]} *x, int64_t x_row_stride, "
             f"{C_ABI_TYPES[y]} *y, int64_t y_row_stride")
+
+
+# How a caller with its own threads splits the work, for the generated headers (rows are
+# independent, so any row range is a call of its own)
+ROW_RANGES = ("Rows are independent: threads may each run a range of rows r0 <= r < r1 by calling it",
+              "with rows = r1 - r0, x + r0 * x_row_stride and y + r0 * y_row_stride. Give each thread",
+              "whole cache lines of y (for rows shorter than a line, ranges of a multiple of 16 rows)",
+              "so that threads do not write to the same line.")

@@ -513,3 +513,31 @@ def test_cross_dtypes_run_under_qemu(cross):
             except AssertionError as e:
                 failures.append(f"{' '.join(runner)}: {op} {algo} {xd}->{yd} {x.shape}: {e}")
         assert not failures, f"{len(failures)} wrong:\n" + "\n".join(failures[:20])
+
+
+@pytest.mark.parametrize("op", softgen.OPS)
+def test_row_ranges_from_threads_are_the_whole_call(tmp_path, op):
+    """What the headers promise a caller with its own threads: calls on row ranges (pointers
+    offset by r0 rows), made from several threads at once, write what one call writes."""
+    import threading
+    artifact = softgen.generate(op, algorithm="two_pass", target="host", schedule=Schedule(rows_per_group=16))
+    artifact.write(tmp_path / "k.h")
+    assert "Rows are independent" in (tmp_path / "k.h").read_text()
+    lib = ctypes.CDLL(str(artifact.shared_library(tmp_path / f"lib{artifact.name}.so")))
+    fn = getattr(lib, artifact.name)
+    fn.argtypes, fn.restype = ABI, None
+    x = np.random.default_rng(4).standard_normal((101, 37)).astype(np.float32)
+    cols = 1 if op == "logsumexp" else x.shape[1]
+    whole, ranged = (np.full((x.shape[0], cols), np.nan, np.float32) for _ in range(2))
+    fn(x.shape[0], x.shape[1], x.ctypes.data, x.shape[1], whole.ctypes.data, cols)
+    bounds = [0, 16, 48, 49, 101]
+
+    def run(r0, r1):
+        fn(r1 - r0, x.shape[1], x.ctypes.data + r0 * x.strides[0], x.shape[1],
+           ranged.ctypes.data + r0 * ranged.strides[0], cols)
+    threads = [threading.Thread(target=run, args=pair) for pair in zip(bounds, bounds[1:])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    np.testing.assert_array_equal(ranged, whole)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ... import algorithms
-from ...dtypes import compute_dtype, ir_dtype
+from ...dtypes import ROW_RANGES, compute_dtype, ir_dtype
 from ...ir import DType, Program
 from ...lower.kernel import lower
 from ...lower.schedule import Schedule
@@ -234,7 +234,7 @@ def _render(program: Program, isa: Isa, name: str, schedule: Schedule, left_out:
                out_dtype=y.numpy_name, layouts=_layouts(program), requires=requires, flags=flags,
                row_output=program.row_output, notes=kernel.notes, body=body,
                lane_index_values=[c_float(i, isa.ctype) for i in range(isa.width)],
-               guard=f"{name.upper()}_H")
+               guard=f"{name.upper()}_H", row_ranges=ROW_RANGES)
     env = _environment(str(TEMPLATES))
     needs_string = bool(tail_helpers) or any(k.startswith("scalar.as_") for k in renderer.used)
     source = env.get_template("source.c.j2").render(ctx, helpers=helpers, lane_index=renderer.lane_index,

@@ -108,4 +108,5 @@ def _softmax_chunk(block: np.ndarray, part: np.ndarray, total: np.ndarray, axis:
 def _log_softmax_chunk(block: np.ndarray, total: np.ndarray) -> np.ndarray:
     """x - total in float64, rounded once (NaN rows where the total is +inf, as softgen's)."""
     total = np.where(total == np.inf, np.nan, total)
-    return np.subtract(block, total, dtype=_F64).astype(block.dtype)
+    with np.errstate(invalid="ignore"):   # -inf - -inf: an all -inf row is NaN, silently
+        return np.subtract(block, total, dtype=_F64).astype(block.dtype)

@@ -1,0 +1,217 @@
+"""Row-parallel calls (softgen.threads): results split over threads are bitwise those of
+one thread (each row runs through the same kernel code), for every op, a few algorithms,
+the dtypes, uneven row counts, strided inputs, out= and other axes; the thread settings
+and their errors; no fan-out from a worker; concurrent callers.  Splitting is forced on
+small arrays by lowering the size threshold."""
+import ctypes
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import softgen
+from softgen import scipy as sp
+from softgen import threads
+from softgen.lower import Schedule
+
+SHAPES = [(1, 7), (2, 5000), (3, 100), (17, 1), (17, 5000), (1000, 7), (1000, 100)]
+DTYPES = ["float32", "float64", "float16"]
+KERNELS = [(op, "two_pass", dtype) for op in softgen.OPS for dtype in DTYPES]
+KERNELS += [(op, "online", "float32") for op in softgen.OPS]
+
+
+@pytest.fixture
+def split_small(monkeypatch):
+    """Split any call of two rows or more (threads=None too); record the ranges of each split."""
+    monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 1)
+    monkeypatch.setattr(threads, "parallel_from", 2)
+    monkeypatch.setattr(threads, "_num_threads", 3)
+    splits = []
+    run_calls = threads.run_calls
+
+    def recording(fn, calls):
+        splits.append([args[0] for args in calls])
+        run_calls(fn, calls)
+    monkeypatch.setattr(threads, "run_calls", recording)
+    return splits
+
+
+def data(shape, dtype, seed=0):
+    return (np.random.default_rng(seed).standard_normal(shape) * 4).astype(dtype)
+
+
+def assert_same_bits(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert np.array_equal(np.asarray(a).view(f"u{a.dtype.itemsize}"), np.asarray(b).view(f"u{b.dtype.itemsize}"))
+
+
+@pytest.mark.parametrize("op,algorithm,dtype", KERNELS)
+def test_split_rows_match_one_thread(split_small, op, algorithm, dtype):
+    kernel = softgen.compile(op, algorithm=algorithm, dtype=dtype)
+    for rows, n in SHAPES:
+        x = data((rows, n), dtype)
+        expected = kernel(x, threads=1)
+        splits_before = len(split_small)
+        assert_same_bits(kernel(x, threads=3), expected)
+        assert_same_bits(kernel(x), expected)  # threads=None: the default (3 here)
+        y_row_bytes = (1 if kernel.row_output else n) * kernel.out_dtype.itemsize
+        if rows > threads.row_unit(1, y_row_bytes):  # more than one cache line of y: split
+            assert len(split_small) == splits_before + 2 and sum(split_small[-1]) == rows
+
+
+@pytest.mark.parametrize("op", softgen.OPS)
+def test_row_groups_stay_whole(split_small, op):
+    """With rows_per_group=16 every range but the last is whole groups: the same rows go
+    through the grouped code as on one thread."""
+    kernel = softgen.compile(op, algorithm="two_pass", schedule=Schedule(rows_per_group=16))
+    for rows, n in [(17, 100), (50, 33), (1000, 64), (3, 100)]:
+        x = data((rows, n), "float32", rows)
+        expected = kernel(x, threads=1)
+        assert_same_bits(kernel(x, threads=4), expected)
+        if rows > 16:
+            assert all(r % 16 == 0 for r in split_small[-1][:-1])
+
+
+@pytest.mark.parametrize("op", softgen.OPS)
+def test_layouts_out_and_axes(split_small, op):
+    kernel = softgen.compile(op, algorithm="two_pass")
+    x = data((40, 2, 66), "float32")
+    cases = [(x[:, 1, ::2], -1), (x[::3, 0], -1), (x[:, 0, :], 0), (x, (0, 2)), (x.transpose(2, 0, 1), 1)]
+    for view, axis in cases:
+        expected = kernel(view, axis, threads=1)
+        assert_same_bits(kernel(view, axis, threads=3), expected)
+        out = np.full(expected.shape + (2,), np.nan, np.float32)[..., 0]  # a strided out=
+        assert kernel(view, axis, out=out, threads=3) is out
+        assert_same_bits(out, expected)
+    if op != "logsumexp":
+        inplace = x[:, 0].copy()
+        expected = kernel(inplace, threads=1)
+        kernel(inplace, out=inplace, threads=3)
+        assert_same_bits(inplace, expected)
+
+
+def test_public_functions(split_small):
+    x = data((64, 300), "float32")
+    for fn in (softgen.softmax, softgen.log_softmax, softgen.logsumexp):
+        assert_same_bits(fn(x, threads=2), fn(x, threads=1))
+        assert_same_bits(fn(x.T, axis=0, threads=2), fn(x.T, axis=0, threads=1))
+        assert_same_bits(fn(x, dtype=np.float64, threads=2), fn(x, dtype=np.float64, threads=1))
+    assert_same_bits(softgen.logsumexp(x, keepdims=True, threads=2), softgen.logsumexp(x, keepdims=True, threads=1))
+    for fn in (sp.softmax, sp.log_softmax, sp.logsumexp):
+        assert_same_bits(fn(x, axis=1, threads=2), fn(x, axis=1, threads=1))
+    w = np.abs(data((64, 300), "float32", 1))
+    assert_same_bits(sp.logsumexp(x, axis=1, b=w, threads=2), sp.logsumexp(x, axis=1, b=w, threads=1))
+    assert len(split_small) >= 6
+
+
+@pytest.mark.parametrize("bad,error", [(0, ValueError), (-2, ValueError), (1.5, TypeError), ("2", TypeError),
+                                       (True, TypeError)])
+def test_bad_threads(bad, error):
+    x = data((4, 8), "float32")
+    kernel = softgen.compile("softmax", algorithm="two_pass")
+    for call, name in [(lambda: softgen.softmax(x, threads=bad), "softmax"),
+                       (lambda: softgen.logsumexp(x, keepdims=True, threads=bad), "logsumexp"),
+                       (lambda: sp.logsumexp(x, threads=bad), "logsumexp"),
+                       (lambda: kernel(x, threads=bad), "softmax"),
+                       (lambda: softgen.set_num_threads(bad), "set_num_threads")]:
+        with pytest.raises(error, match=rf"{name}\(\): threads must"):
+            call()
+    assert softgen.softmax(x, threads=np.int64(2)).shape == x.shape  # numpy integers are integers
+
+
+def test_set_and_get_num_threads():
+    before = softgen.get_num_threads()
+    try:
+        softgen.set_num_threads(5)
+        assert softgen.get_num_threads() == 5
+        info, = softgen.threadpool_info()
+        assert info["num_threads"] == 5 and info["internal_api"] == "softgen" and info["user_api"] == "softgen"
+        softgen.set_num_threads(1)
+        assert threads.parallel_from == sys.maxsize  # one thread: no call splits
+    finally:
+        softgen.set_num_threads(before)
+
+
+@pytest.mark.parametrize("value,expected", [("3", 3), ("", None), ("many", None), ("0", None)])
+def test_environment_variable(value, expected):
+    env = dict(os.environ, SOFTGEN_NUM_THREADS=value)
+    code = "import softgen, softgen.threads as t; print(softgen.get_num_threads(), t.available_cores())"
+    res = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    got, cores = map(int, res.stdout.split())
+    assert got == (cores if expected is None else expected)
+    assert ("SOFTGEN_NUM_THREADS" in res.stderr) == (value in ("many", "0"))
+
+
+def test_default_is_the_available_cores():
+    if "SOFTGEN_NUM_THREADS" not in os.environ:
+        assert softgen.get_num_threads() == len(os.sched_getaffinity(0))
+
+
+_ABI = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                        ctypes.c_void_p, ctypes.c_int64)
+
+
+def test_calls_on_a_worker_run_on_one_thread(split_small):
+    """A range run on a worker (here a Python callback with the kernels' ABI) that calls
+    softgen again does not split: the thread-local flag keeps workers from fanning out."""
+    seen, worker_ran = {}, threading.Event()
+    x = data((64, 100), "float32")
+
+    def range_fn(rows, n, x_address, x_stride, y_address, y_stride):
+        if not x_address:  # (None: ctypes passes a null pointer so) the caller's range: wait for the worker's to start, so a worker runs it
+            worker_ran.wait(10)
+            seen["caller"] = (threads.in_worker(), threads.thread_count(1000, 1000, 1, 4))
+            return
+        splits = len(split_small)
+        y = softgen.softmax(x, threads=4)
+        seen["worker"] = (threads.in_worker(), threads.thread_count(1000, 1000, 1, 4),
+                          len(split_small) - splits, np.array_equal(y, softgen.softmax(x, threads=1)))
+        worker_ran.set()
+
+    fn = _ABI(range_fn)
+    threads.run_calls(fn, [(1, 1, 0, 1, 0, 1), (1, 1, 64, 1, 64, 1)])
+    assert seen["caller"] == (False, 4)
+    assert seen["worker"] == (True, 1, 0, True)
+
+
+def test_kernels_release_the_gil():
+    """Kernels and the pool's native functions are called through CFUNCTYPE (which drops the
+    GIL for the call), not PYFUNCTYPE (which keeps it)."""
+    kernel = softgen.compile("softmax", algorithm="two_pass")
+    native = threads._Native()
+    for fn in (kernel._fn, native.post, native.spin, native.finish):
+        assert not type(fn)._flags_ & ctypes._FUNCFLAG_PYTHONAPI
+
+
+def test_concurrent_callers(split_small):
+    arrays = [data((200 + 7 * i, 50 + i), "float32", i) for i in range(8)]
+    expected = [softgen.softmax(a, threads=1) for a in arrays]
+
+    def check(i):
+        for _ in range(20):
+            j = (i + _) % len(arrays)
+            if not np.array_equal(softgen.softmax(arrays[j], threads=2), expected[j]):
+                return False
+        return True
+    with ThreadPoolExecutor(4) as ex:
+        assert all(ex.map(check, range(4)))
+
+
+def test_ranges_and_units():
+    for rows, unit, count in [(1, 1, 2), (17, 1, 3), (17, 16, 2), (1000, 16, 3), (5, 4, 8)]:
+        spans = threads.ranges(rows, unit, count)
+        assert spans[0][0] == 0 and spans[-1][1] == rows and len(spans) <= count
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert all(start % unit == 0 for start, _ in spans)
+    assert threads.row_unit(1, 4) == 16          # one float per row: 16 rows fill a cache line
+    assert threads.row_unit(1, 28) == 16         # 7 floats: 16 rows are 7 lines
+    assert threads.row_unit(4, 4096) == 4        # long rows: whole row groups
+    assert threads.row_unit(16, 8) == 16
+    assert threads.thread_count(1000, 100, 1, 1) == 1
+    assert threads.thread_count(3, threads.MIN_ELEMENTS_PER_THREAD, 1, 8) == 3
+    assert threads.thread_count(2, threads.MIN_ELEMENTS_PER_THREAD - 1, 1, 8) == 1  # too small to split

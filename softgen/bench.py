@@ -80,7 +80,8 @@ def _torch(op: str):
     return lambda x: fn(torch.from_numpy(x), dim=-1)
 
 
-def _onnxruntime(op: str):
+def _onnxruntime(op: str, threads: int = 1):
+    """The op as a one-node ONNX model run by ONNX Runtime on `threads` threads."""
     import onnxruntime as ort
     from onnx import helper
     spec = ops.get(op)
@@ -97,7 +98,7 @@ def _onnxruntime(op: str):
                               [helper.make_tensor_value_info("y", elem, out_shape)])
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
         so = ort.SessionOptions()
-        so.intra_op_num_threads = so.inter_op_num_threads = 1
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
         return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
     def run(x):

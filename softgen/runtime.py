@@ -81,9 +81,10 @@ class Kernel:
             threads = _threads.check_threads(threads, self.op)
         return _run(self, x, axis, out, threads)
 
-    def run_rows(self, x: np.ndarray, y: np.ndarray, threads: int | None = None) -> None:
+    def run_rows(self, x: np.ndarray, y: np.ndarray, threads: int | None = 1) -> None:
         """Raw call on 2-D arrays of the kernel's dtypes with unit element stride (no checks
-        beyond shape), on up to `threads` threads (None: softgen.get_num_threads())."""
+        beyond shape), on up to `threads` threads (None: softgen.get_num_threads()).  One
+        by default: the tuner and the benchmarks time a kernel on one core through it."""
         self._call(x.shape[0], x.shape[1], _address(x), x.strides[0] // x.itemsize, x.itemsize,
                    _address(y), y.strides[0] // y.itemsize, y.itemsize, threads)
 

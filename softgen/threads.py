@@ -25,13 +25,16 @@ from .version import __version__
 
 ENV = "SOFTGEN_NUM_THREADS"
 
-# Model of when splitting pays: handing a range to a sleeping worker costs about
-# DISPATCH_SECONDS (queue put, futex wake, the worker's first touch of its rows; measured
-# ~10-30 us on a 2-core x86 VM, benchmarks/threads.py --dispatch), and softgen's kernels
-# run at 1-4 elements/ns in cache.  A range is worth a thread when its work is several
-# times that cost: MIN_ELEMENTS_PER_THREAD elements (~64-256 us of work at those speeds).
-# Smaller calls stay on the calling thread and pay only one integer comparison.
-MIN_ELEMENTS_PER_THREAD = 1 << 18
+# When splitting pays (benchmarks/threads.py --dispatch measures the costs): handing a
+# range to a spinning worker costs the caller D ~ 4-7 us (two ctypes calls, a lock, the
+# slot's cache line moving between cores; 2-core x86 VM), and softgen's kernels run at
+# s ~ 3-5 elements/ns in cache.  A call of E elements on t threads then takes about
+# E / (t s) + D against E / s: for the overhead to stay near a tenth of a range, a range
+# needs E / (t s) >~ 8 D ~ 40 us, i.e. 2^17 elements (1.8x on two threads).  Below
+# 2 * MIN_ELEMENTS_PER_THREAD a call stays on the calling thread, at the cost of one
+# comparison.  A worker asleep (idle > ~1 ms) costs ~50 us more to wake, once; the caller
+# does not wait for it (it takes the range back).
+MIN_ELEMENTS_PER_THREAD = 1 << 17
 CACHE_LINE = 64
 
 
@@ -257,6 +260,7 @@ class _Pool:
             while len(self.idle) < wanted and self.started < size:
                 self.idle.append(_Worker(self, self.started))
                 self.started += 1
+            # the last listed were the last to finish: the likeliest to be spinning still
             claimed = self.idle[len(self.idle) - min(wanted, len(self.idle)):]
             del self.idle[len(self.idle) - len(claimed):]
             return claimed

@@ -7,10 +7,10 @@ import math
 import numpy as np
 
 from . import algorithms, ops, tune
-from .threads import MIN_ELEMENTS_PER_THREAD, check_threads
 from .dtypes import DTYPES, check_dtype
 from .runtime import NATIVE_DTYPES, _F32, _F64, Kernel, _as_input, _check_out, _fast_call, _normalize_axes, _run
 from .runtime import _run_general, compile
+from .threads import MIN_ELEMENTS_PER_THREAD, check_threads
 from .runtime import OUTPUT_DELTA, PAGE, same_page_offset  # noqa: F401  (api's names before runtime.py)
 
 

@@ -13,6 +13,7 @@ rounds in elements/ns, ± half the spread over rounds (max - min) in % of the me
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import statistics
 import sys
@@ -61,26 +62,30 @@ def run_case(fns: dict, x: np.ndarray, budget: float, rounds: int) -> dict:
 
 
 def dispatch_cost(reps: int = 2000) -> dict:
-    """Microseconds: two tiny kernel calls inline, the same as two ranges on the pool (a
-    spinning worker), and both after this thread slept 5 ms (the worker asleep too: the
-    caller wakes it and takes its range back; a thread that wakes up runs cold at first)."""
+    """Microseconds: two tiny kernel calls inline, the same as a job of two one-row chunks
+    on two threads (a spinning worker), and both after this thread slept 5 ms (the worker
+    asleep too: the caller wakes it and runs both chunks; a thread that wakes up runs cold
+    at first)."""
     kernel = softgen.compile("softmax", algorithm="two_pass")
     x = np.zeros((2, 16), np.float32)
     y = np.empty_like(x)
-    calls = [(1, 16, x.ctypes.data, 16, y.ctypes.data, 16), (1, 16, x.ctypes.data + 64, 16, y.ctypes.data + 64, 16)]
+    xa, ya = x.ctypes.data, y.ctypes.data
+    fields = {threads.FN: ctypes.cast(kernel._fn, ctypes.c_void_p).value, threads.ROWS: 2, threads.N: 16,
+              threads.X: xa, threads.X_STRIDE: 16, threads.X_ROW_BYTES: 64, threads.Y: ya,
+              threads.Y_STRIDE: 16, threads.Y_ROW_BYTES: 64, threads.CHUNK_ROWS: 1, threads.CHUNKS: 2}
 
     def timed(fn, pause=0.0):
         times = []
-        for _ in range(reps):
+        for _ in range(reps if not pause else reps // 10):
             if pause:
                 time.sleep(pause)
             t = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t)
         return statistics.median(times) * 1e6
-    on_pool = lambda: threads.run_calls(kernel._fn, calls)  # noqa: E731
+    on_pool = lambda: threads.run_job(2, fields)  # noqa: E731
+    inline = lambda: (kernel._fn(1, 16, xa, 16, ya, 16), kernel._fn(1, 16, xa + 64, 16, ya + 64, 16))  # noqa: E731
     on_pool()
-    inline = lambda: [kernel._fn(*c) for c in calls]  # noqa: E731
     return {"inline": timed(inline), "pool": timed(on_pool),
             "inline after 5 ms asleep": timed(inline, 0.005), "pool after 5 ms asleep": timed(on_pool, 0.005)}
 

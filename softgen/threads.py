@@ -25,15 +25,17 @@ from .version import __version__
 
 ENV = "SOFTGEN_NUM_THREADS"
 
-# When splitting pays (benchmarks/threads.py --dispatch measures the costs): handing a
-# range to a spinning worker costs the caller D ~ 4-7 us (two ctypes calls, a lock, the
-# slot's cache line moving between cores; 2-core x86 VM), and softgen's kernels run at
-# s ~ 3-5 elements/ns in cache.  A call of E elements on t threads then takes about
-# E / (t s) + D against E / s: for the overhead to stay near a tenth of a range, a range
-# needs E / (t s) >~ 8 D ~ 40 us, i.e. 2^17 elements (1.8x on two threads).  Below
-# 2 * MIN_ELEMENTS_PER_THREAD a call stays on the calling thread, at the cost of one
-# comparison.  A worker asleep (idle > ~1 ms) costs ~50 us more to wake, once; the caller
-# does not wait for it (it takes the range back).
+# When splitting pays (benchmarks/threads.py --dispatch measures the costs): handing a job
+# to a spinning worker costs the caller D ~ 2.5-3 us (the claim, two ctypes calls, the
+# slot's and the job's cache lines moving between cores: two tiny kernel calls take 1.7 us
+# inline, 4.3 us as two chunks on two threads; 2-core x86 VM), and softgen's kernels run
+# at s ~ 3-5 elements/ns in cache.  A call of E elements on t threads takes about
+# E / (t s) + D against E / s, so splitting breaks even at E / t ~ D s ~ 10^4 elements;
+# for the hand-off to stay under a tenth of a thread's share (1.8x or better on two
+# threads) the share must be >~ 10 D ~ 30 us: MIN_ELEMENTS_PER_THREAD = 2^17 elements.
+# Below 2 * MIN_ELEMENTS_PER_THREAD a call stays on the calling thread, at the cost of one
+# comparison.  A worker asleep (idle > ~1 ms) costs ~30 us more to wake, once; the caller
+# does not wait for it (it takes the chunks itself).
 MIN_ELEMENTS_PER_THREAD = 1 << 17
 CACHE_LINE = 64
 
@@ -106,33 +108,74 @@ def in_worker() -> bool:
 # --- the native hand-off ---------------------------------------------------------------------
 # Waking a sleeping thread costs 30-60 us on a VM (a futex wake is an inter-processor
 # interrupt through the hypervisor; a lock ping-pong between two cores here: ~65 us), and
-# a worker that needed the GIL to pick up a range would wait on it behind the caller.  So
-# workers spin in native code with the GIL released: a range is posted to a worker's slot
-# (state, function, the six arguments) and the worker calls the kernel itself; only after
-# SPINS idle rounds (~1 ms) does it return to Python and sleep on a lock.  A worker that has
-# not started its range when the caller finishes its own (asleep, or its core busy with
-# another process) loses it: the caller takes it back and runs it, so a call never waits
-# on a wake-up or a scheduler.
+# a worker that needed the GIL to pick up work would wait on it behind the caller.  So
+# workers spin in native code with the GIL released: a call's job (the kernel, its
+# arguments, the rows cut into chunks and a counter of the next chunk) is posted to the
+# workers' slots, and the caller and the workers take chunks off the counter and call the
+# kernel on them natively until none is left.  A worker returns to Python and sleeps on a
+# lock only after SPINS idle rounds (~1 ms).  A worker that is slow to start (asleep, or its
+# core busy with another process) takes no chunk, and one preempted holds up at most the
+# chunk it is on: a call never waits on a wake-up.
 
 POSTED, DONE, TAKEN_BACK, RUNNING = 1, 2, 3, 4  # a slot's states (0: never posted)
 SPINS = 1 << 15  # pause instructions: ~1 ms on x86 (a pause is 10-140 cycles)
+CHUNKS_PER_THREAD = 4  # load balance: a thread slowed down leaves its other chunks to the rest
+# a job's fields (int64s); the counter of chunks taken on a cache line of its own
+NEXT, FN, ROWS, N, X, X_STRIDE, X_ROW_BYTES, Y, Y_STRIDE, Y_ROW_BYTES, CHUNK_ROWS, CHUNKS = 0, *range(8, 19)
+JOB_FIELDS = 19
 
 _NATIVE_IR = """
-define void @softgen_post(ptr %slot, i64 %fn, i64 %a0, i64 %a1, i64 %a2, i64 %a3, i64 %a4, i64 %a5) {
-  %p1 = getelementptr i64, ptr %slot, i64 1
-  store i64 %fn, ptr %p1
-  %p2 = getelementptr i64, ptr %slot, i64 2
-  store i64 %a0, ptr %p2
-  %p3 = getelementptr i64, ptr %slot, i64 3
-  store i64 %a1, ptr %p3
-  %p4 = getelementptr i64, ptr %slot, i64 4
-  store i64 %a2, ptr %p4
-  %p5 = getelementptr i64, ptr %slot, i64 5
-  store i64 %a3, ptr %p5
-  %p6 = getelementptr i64, ptr %slot, i64 6
-  store i64 %a4, ptr %p6
-  %p7 = getelementptr i64, ptr %slot, i64 7
-  store i64 %a5, ptr %p7
+define void @softgen_help(ptr %job) {
+entry:
+  %fn.p = getelementptr i64, ptr %job, i64 8
+  %fn.i = load i64, ptr %fn.p
+  %fn = inttoptr i64 %fn.i to ptr
+  %rows.p = getelementptr i64, ptr %job, i64 9
+  %rows = load i64, ptr %rows.p
+  %n.p = getelementptr i64, ptr %job, i64 10
+  %n = load i64, ptr %n.p
+  %x.p = getelementptr i64, ptr %job, i64 11
+  %x = load i64, ptr %x.p
+  %xs.p = getelementptr i64, ptr %job, i64 12
+  %xs = load i64, ptr %xs.p
+  %xb.p = getelementptr i64, ptr %job, i64 13
+  %xb = load i64, ptr %xb.p
+  %y.p = getelementptr i64, ptr %job, i64 14
+  %y = load i64, ptr %y.p
+  %ys.p = getelementptr i64, ptr %job, i64 15
+  %ys = load i64, ptr %ys.p
+  %yb.p = getelementptr i64, ptr %job, i64 16
+  %yb = load i64, ptr %yb.p
+  %cr.p = getelementptr i64, ptr %job, i64 17
+  %cr = load i64, ptr %cr.p
+  %chunks.p = getelementptr i64, ptr %job, i64 18
+  %chunks = load i64, ptr %chunks.p
+  br label %next
+next:
+  %c = atomicrmw add ptr %job, i64 1 monotonic, align 8
+  %left = icmp slt i64 %c, %chunks
+  br i1 %left, label %chunk, label %out
+chunk:
+  %r0 = mul i64 %c, %cr
+  %r1.full = add i64 %r0, %cr
+  %short = icmp slt i64 %rows, %r1.full
+  %r1 = select i1 %short, i64 %rows, i64 %r1.full
+  %count = sub i64 %r1, %r0
+  %xo = mul i64 %r0, %xb
+  %xa = add i64 %x, %xo
+  %xp = inttoptr i64 %xa to ptr
+  %yo = mul i64 %r0, %yb
+  %ya = add i64 %y, %yo
+  %yp = inttoptr i64 %ya to ptr
+  call void %fn(i64 %count, i64 %n, ptr %xp, i64 %xs, ptr %yp, i64 %ys)
+  br label %next
+out:
+  ret void
+}
+
+define void @softgen_post(ptr %slot, i64 %job) {
+  %p = getelementptr i64, ptr %slot, i64 1
+  store i64 %job, ptr %p
   store atomic i64 1, ptr %slot release, align 8
   ret void
 }
@@ -150,24 +193,10 @@ take:
   %ours = extractvalue { i64, i1 } %taken, 1
   br i1 %ours, label %run, label %idle
 run:
-  %p1 = getelementptr i64, ptr %slot, i64 1
-  %fn = load i64, ptr %p1
-  %p2 = getelementptr i64, ptr %slot, i64 2
-  %a0 = load i64, ptr %p2
-  %p3 = getelementptr i64, ptr %slot, i64 3
-  %a1 = load i64, ptr %p3
-  %p4 = getelementptr i64, ptr %slot, i64 4
-  %a2 = load i64, ptr %p4
-  %p5 = getelementptr i64, ptr %slot, i64 5
-  %a3 = load i64, ptr %p5
-  %p6 = getelementptr i64, ptr %slot, i64 6
-  %a4 = load i64, ptr %p6
-  %p7 = getelementptr i64, ptr %slot, i64 7
-  %a5 = load i64, ptr %p7
-  %f = inttoptr i64 %fn to ptr
-  %x = inttoptr i64 %a2 to ptr
-  %y = inttoptr i64 %a4 to ptr
-  call void %f(i64 %a0, i64 %a1, ptr %x, i64 %a3, ptr %y, i64 %a5)
+  %p = getelementptr i64, ptr %slot, i64 1
+  %job.i = load i64, ptr %p
+  %job = inttoptr i64 %job.i to ptr
+  call void @softgen_help(ptr %job)
   store atomic i64 2, ptr %slot release, align 8
   br label %loop
 idle:
@@ -209,32 +238,36 @@ _PAUSE = {"x86_64": ("call void @llvm.x86.sse2.pause()", "declare void @llvm.x86
 
 
 class _Native:
-    """softgen_post / softgen_spin / softgen_finish JIT-compiled for the host, as ctypes
-    functions (CFUNCTYPE: the GIL is released while they run)."""
+    """softgen_help / _post / _spin / _finish JIT-compiled for the host, as ctypes functions
+    (CFUNCTYPE: the GIL is released while they run)."""
 
     def __init__(self):
         target = Target.parse("host")
         call, declaration = _PAUSE.get(target.arch, ("", ""))
         text = _NATIVE_IR.replace("PAUSE", call) + declaration
         self._lljit = llvm.create_lljit_compiler(target.create_target_machine(jit=True))
-        names = ("softgen_post", "softgen_spin", "softgen_finish")
         builder = llvm.JITLibraryBuilder().add_ir(text)
-        for name in names:
+        for name in ("softgen_help", "softgen_post", "softgen_spin", "softgen_finish"):
             builder.export_symbol(name)
         self._library = builder.link(self._lljit, "softgen_threads")
         i64, p = ctypes.c_int64, ctypes.c_void_p
-        self.post = ctypes.CFUNCTYPE(None, p, *(i64,) * 7)(self._library["softgen_post"])
+        self.help = ctypes.CFUNCTYPE(None, p)(self._library["softgen_help"])
+        self.post = ctypes.CFUNCTYPE(None, p, i64)(self._library["softgen_post"])
         self.spin = ctypes.CFUNCTYPE(None, p, i64)(self._library["softgen_spin"])
         self.finish = ctypes.CFUNCTYPE(i64, p, i64)(self._library["softgen_finish"])
 
 
+def _aligned_int64s(count: int) -> tuple[object, int]:
+    """(owner, address): `count` zeroed int64s starting on a cache line (keep owner alive)."""
+    memory = (ctypes.c_int64 * (count + CACHE_LINE // 8))()
+    return memory, ctypes.addressof(memory) + -ctypes.addressof(memory) % CACHE_LINE
+
+
 class _Worker:
-    """A worker thread and its slot: state, then the function and its six arguments, on
-    a cache line of its own."""
+    """A worker thread and its slot (state, job) on a cache line of its own."""
 
     def __init__(self, pool: "_Pool", index: int):
-        self._memory = (ctypes.c_int64 * 16)()
-        self.slot = (-ctypes.addressof(self._memory) % CACHE_LINE + ctypes.addressof(self._memory))
+        self._memory, self.slot = _aligned_int64s(CACHE_LINE // 8)
         self.state = ctypes.c_int64.from_address(self.slot)
         self.wake = _thread.allocate_lock()
         self.wake.acquire()
@@ -243,8 +276,8 @@ class _Worker:
 
 
 class _Pool:
-    """Workers started on first need and kept; the idle ones listed, so a caller hands a
-    range only to a worker that will start on it at once."""
+    """Workers started on first need and kept; the idle ones listed, so a caller posts a job
+    only to workers that no other call is using."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -265,30 +298,26 @@ class _Pool:
             del self.idle[len(self.idle) - len(claimed):]
             return claimed
 
-    def post(self, worker: _Worker, fn_address: int, args: tuple) -> None:
-        self.native.post(worker.slot, fn_address, *args)
+    def post(self, worker: _Worker, job: int) -> None:
+        self.native.post(worker.slot, job)
         with self.lock:
             if worker.sleeping:
                 worker.sleeping = False
                 worker.wake.release()
 
-    def finish(self, worker: _Worker, fn, args: tuple) -> None:
-        """The range posted to worker done: by the worker if it has started it (waiting,
-        and yielding this core now and then in case the worker is queued on it), else
-        here."""
-        state = self.native.finish(worker.slot, SPINS >> 4)
-        while state == RUNNING:
+    def finish(self, worker: _Worker) -> None:
+        """Once the job's chunks are all taken: the worker done with its last (waiting,
+        and yielding this core now and then in case the worker is queued on it), or its
+        post taken back if it never started."""
+        while self.native.finish(worker.slot, SPINS >> 4) == RUNNING:
             os.sched_yield()
-            state = self.native.finish(worker.slot, SPINS >> 4)
-        if state == TAKEN_BACK:
-            fn(*args)
         with self.lock:
             self.idle.append(worker)
 
     def work(self, worker: _Worker) -> None:
         _local.worker = True
         while True:
-            self.native.spin(worker.slot, SPINS)  # runs the ranges posted while it spins
+            self.native.spin(worker.slot, SPINS)  # runs the jobs posted while it spins
             with self.lock:
                 if worker.state.value == POSTED:  # posted as the spinning ended
                     continue
@@ -311,8 +340,8 @@ if hasattr(os, "register_at_fork"):
 
 def thread_count(rows: int, n: int, unit: int, threads: int | None) -> int:
     """How many threads a call over [rows, n] takes: `threads` (None: the default) capped so
-    each has MIN_ELEMENTS_PER_THREAD elements and a range of whole `unit`s of rows; one
-    on a worker thread."""
+    each has MIN_ELEMENTS_PER_THREAD elements and a whole `unit` of rows; one on a worker
+    thread."""
     wanted = _num_threads if threads is None else threads
     if wanted < 2 or in_worker():
         return 1
@@ -324,44 +353,43 @@ def row_unit(rows_per_group: int, y_row_bytes: int) -> int:
     through the same code as on one thread: the results are bitwise those of one thread),
     and where y's rows are shorter than a cache line, whole lines of them (no line written
     by two threads when y is line-aligned; a longer row shares at most one line with the
-    next range, a small part of a range).  Both are powers of 2: the larger is a multiple
+    next chunk, a small part of a chunk).  Both are powers of 2: the larger is a multiple
     of the other."""
     if y_row_bytes >= CACHE_LINE or y_row_bytes <= 0:
         return rows_per_group
     return max(rows_per_group, CACHE_LINE // (y_row_bytes & -y_row_bytes))
 
 
-def ranges(rows: int, unit: int, count: int) -> list[tuple[int, int]]:
-    """`count` contiguous (start, stop) row ranges covering rows, each a whole number of
-    units but the last, as even as that allows."""
+def chunk_rows(rows: int, unit: int, threads: int) -> int:
+    """Rows per chunk: a whole number of units, about CHUNKS_PER_THREAD chunks a thread."""
     units = -(-rows // unit)
-    bounds = [min(rows, (units * i // count) * unit) for i in range(count + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(count) if bounds[i] < bounds[i + 1]]
+    return -(-units // (threads * CHUNKS_PER_THREAD)) * unit
 
 
 def run_rows(fn, rows: int, n: int, x: int, x_stride: int, x_itemsize: int, y: int, y_stride: int,
              y_itemsize: int, unit: int, threads: int | None) -> None:
     """fn(rows, n, x, x_stride, y, y_stride) (a kernel's C ABI: addresses, strides in
-    elements) over ranges of the rows on up to `threads` threads (None: the default)."""
+    elements) over chunks of the rows on up to `threads` threads (None: the default)."""
     count = thread_count(rows, n, unit, threads)
     if count < 2:
         fn(rows, n, x, x_stride, y, y_stride)
         return
-    calls = [(stop - start, n, x + start * x_stride * x_itemsize, x_stride, y + start * y_stride * y_itemsize,
-              y_stride) for start, stop in ranges(rows, unit, count)]
-    run_calls(fn, calls)
+    size = chunk_rows(rows, unit, count)
+    run_job(count, {FN: ctypes.cast(fn, ctypes.c_void_p).value, ROWS: rows, N: n, X: x, X_STRIDE: x_stride,
+                    X_ROW_BYTES: x_stride * x_itemsize, Y: y, Y_STRIDE: y_stride, Y_ROW_BYTES: y_stride * y_itemsize,
+                    CHUNK_ROWS: size, CHUNKS: -(-rows // size)})
 
 
-def run_calls(fn, calls: list[tuple]) -> None:
-    """fn(*args) for each of `calls` (fn a ctypes function of the kernels' C ABI): the first
-    on this thread, the others on idle workers (on this thread too when the pool has none
-    idle), returning when all are done."""
+def run_job(threads: int, fields: dict) -> None:
+    """A job (its fields by index) on this thread and up to threads - 1 idle workers (fewer
+    when other calls use them), returning when its chunks are all done."""
+    memory, job = _aligned_int64s(JOB_FIELDS)
+    for index, value in fields.items():
+        memory[(job - ctypes.addressof(memory)) // 8 + index] = value
     pool = _pool
-    workers = pool.claim(len(calls) - 1, max(_num_threads, len(calls)) - 1)
-    fn_address = ctypes.cast(fn, ctypes.c_void_p).value
-    for worker, args in zip(workers, calls[1:]):
-        pool.post(worker, fn_address, args)
-    for args in calls[:1] + calls[1 + len(workers):]:
-        fn(*args)
-    for worker, args in zip(workers, calls[1:]):
-        pool.finish(worker, fn, args)
+    workers = pool.claim(threads - 1, max(_num_threads, threads) - 1)
+    for worker in workers:
+        pool.post(worker, job)
+    pool.native.help(job)
+    for worker in workers:
+        pool.finish(worker)

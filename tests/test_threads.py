@@ -26,17 +26,18 @@ KERNELS += [(op, "online", "float32") for op in softgen.OPS]
 
 @pytest.fixture
 def split_small(monkeypatch):
-    """Split any call of two rows or more (threads=None too); record the ranges of each split."""
+    """Split any call of two rows or more (threads=None too); record each split's (rows,
+    rows per chunk, chunks)."""
     monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 1)
     monkeypatch.setattr(threads, "parallel_from", 2)
     monkeypatch.setattr(threads, "_num_threads", 3)
     splits = []
-    run_calls = threads.run_calls
+    run_job = threads.run_job
 
-    def recording(fn, calls):
-        splits.append([args[0] for args in calls])
-        run_calls(fn, calls)
-    monkeypatch.setattr(threads, "run_calls", recording)
+    def recording(count, fields):
+        splits.append((fields[threads.ROWS], fields[threads.CHUNK_ROWS], fields[threads.CHUNKS]))
+        run_job(count, fields)
+    monkeypatch.setattr(threads, "run_job", recording)
     return splits
 
 
@@ -59,8 +60,11 @@ def test_split_rows_match_one_thread(split_small, op, algorithm, dtype):
         assert_same_bits(kernel(x, threads=3), expected)
         assert_same_bits(kernel(x), expected)  # threads=None: the default (3 here)
         y_row_bytes = (1 if kernel.row_output else n) * kernel.out_dtype.itemsize
-        if rows > threads.row_unit(1, y_row_bytes):  # more than one cache line of y: split
-            assert len(split_small) == splits_before + 2 and sum(split_small[-1]) == rows
+        unit = threads.row_unit(1, y_row_bytes)
+        if rows > unit:  # more than one cache line of y: split
+            assert len(split_small) == splits_before + 2
+            total, size, chunks = split_small[-1]
+            assert total == rows and size % unit == 0 and (chunks - 1) * size < rows <= chunks * size
 
 
 @pytest.mark.parametrize("op", softgen.OPS)
@@ -73,7 +77,7 @@ def test_row_groups_stay_whole(split_small, op):
         expected = kernel(x, threads=1)
         assert_same_bits(kernel(x, threads=4), expected)
         if rows > 16:
-            assert all(r % 16 == 0 for r in split_small[-1][:-1])
+            assert split_small[-1][1] % 16 == 0
 
 
 @pytest.mark.parametrize("op", softgen.OPS)
@@ -157,26 +161,26 @@ _ABI = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, c
 
 
 def test_calls_on_a_worker_run_on_one_thread(split_small):
-    """A range run on a worker (here a Python callback with the kernels' ABI) that calls
+    """A chunk run on a worker (here a Python callback with the kernels' ABI) that calls
     softgen again does not split: the thread-local flag keeps workers from fanning out."""
     seen, worker_ran = {}, threading.Event()
     x = data((64, 100), "float32")
 
-    def range_fn(rows, n, x_address, x_stride, y_address, y_stride):
-        if not x_address:  # (None: ctypes passes a null pointer so) the caller's range: wait for the worker's to start, so a worker runs it
+    def chunk(rows, n, x_address, x_stride, y_address, y_stride):
+        if not threads.in_worker():  # the caller's chunk: wait for a worker to take the other
             worker_ran.wait(10)
-            seen["caller"] = (threads.in_worker(), threads.thread_count(1000, 1000, 1, 4))
+            seen["caller"] = threads.thread_count(1000, 1000, 1, 4)
             return
         splits = len(split_small)
         y = softgen.softmax(x, threads=4)
-        seen["worker"] = (threads.in_worker(), threads.thread_count(1000, 1000, 1, 4),
-                          len(split_small) - splits, np.array_equal(y, softgen.softmax(x, threads=1)))
+        seen["worker"] = (threads.thread_count(1000, 1000, 1, 4), len(split_small) - splits,
+                          np.array_equal(y, softgen.softmax(x, threads=1)))
         worker_ran.set()
 
-    fn = _ABI(range_fn)
-    threads.run_calls(fn, [(1, 1, 0, 1, 0, 1), (1, 1, 64, 1, 64, 1)])
-    assert seen["caller"] == (False, 4)
-    assert seen["worker"] == (True, 1, 0, True)
+    fn = _ABI(chunk)
+    threads.run_rows(fn, 2, 1, 0, 1, 64, 0, 1, 64, 1, 2)  # two chunks of a row, on two threads
+    assert seen["caller"] == 4
+    assert seen["worker"] == (1, 0, True)
 
 
 def test_kernels_release_the_gil():
@@ -184,7 +188,7 @@ def test_kernels_release_the_gil():
     GIL for the call), not PYFUNCTYPE (which keeps it)."""
     kernel = softgen.compile("softmax", algorithm="two_pass")
     native = threads._Native()
-    for fn in (kernel._fn, native.post, native.spin, native.finish):
+    for fn in (kernel._fn, native.help, native.post, native.spin, native.finish):
         assert not type(fn)._flags_ & ctypes._FUNCFLAG_PYTHONAPI
 
 
@@ -202,12 +206,12 @@ def test_concurrent_callers(split_small):
         assert all(ex.map(check, range(4)))
 
 
-def test_ranges_and_units():
+def test_chunks_and_units():
     for rows, unit, count in [(1, 1, 2), (17, 1, 3), (17, 16, 2), (1000, 16, 3), (5, 4, 8)]:
-        spans = threads.ranges(rows, unit, count)
-        assert spans[0][0] == 0 and spans[-1][1] == rows and len(spans) <= count
-        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
-        assert all(start % unit == 0 for start, _ in spans)
+        size = threads.chunk_rows(rows, unit, count)
+        chunks = -(-rows // size)
+        assert size % unit == 0 and chunks <= count * threads.CHUNKS_PER_THREAD
+    assert threads.chunk_rows(1000, 1, 2) == 125
     assert threads.row_unit(1, 4) == 16          # one float per row: 16 rows fill a cache line
     assert threads.row_unit(1, 28) == 16         # 7 floats: 16 rows are 7 lines
     assert threads.row_unit(4, 4096) == 4        # long rows: whole row groups

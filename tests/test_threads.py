@@ -160,26 +160,32 @@ _ABI = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, c
                         ctypes.c_void_p, ctypes.c_int64)
 
 
-def test_calls_on_a_worker_run_on_one_thread(split_small):
+def test_calls_on_a_worker_run_on_one_thread(split_small, monkeypatch):
     """A chunk run on a worker (here a Python callback with the kernels' ABI) that calls
     softgen again does not split: the thread-local flag keeps workers from fanning out."""
-    seen, worker_ran = {}, threading.Event()
+    seen, ran = {}, {"caller": threading.Event(), "worker": threading.Event()}
     x = data((64, 100), "float32")
 
     def chunk(rows, n, x_address, x_stride, y_address, y_stride):
-        if not threads.in_worker():  # the caller's chunk: wait for a worker to take the other
-            worker_ran.wait(10)
-            seen["caller"] = threads.thread_count(1000, 1000, 1, 4)
-            return
-        splits = len(split_small)
+        # each thread takes one of the two chunks and holds it until the other has taken its own
+        me, other = ("worker", "caller") if threads.in_worker() else ("caller", "worker")
         y = softgen.softmax(x, threads=4)
-        seen["worker"] = (threads.thread_count(1000, 1000, 1, 4), len(split_small) - splits,
-                          np.array_equal(y, softgen.softmax(x, threads=1)))
-        worker_ran.set()
+        seen[me] = (threads.thread_count(1000, 1000, 1, 4), split_on.get(me, 0),
+                    np.array_equal(y, softgen.softmax(x, threads=1)))
+        ran[me].set()
+        ran[other].wait(10)
 
+    split_on = {}
+    run_job = threads.run_job
+
+    def counting(count, fields):  # splits by the thread making them
+        me = "worker" if threads.in_worker() else "caller"
+        split_on[me] = split_on.get(me, 0) + 1
+        run_job(count, fields)
+    monkeypatch.setattr(threads, "run_job", counting)
     fn = _ABI(chunk)
     threads.run_rows(fn, 2, 1, 0, 1, 64, 0, 1, 64, 1, 2)  # two chunks of a row, on two threads
-    assert seen["caller"] == 4
+    assert seen["caller"] == (4, 2, True)  # the run_rows call and the caller's own softmax split
     assert seen["worker"] == (1, 0, True)
 
 

@@ -72,7 +72,7 @@ def dispatch_cost(reps: int = 2000) -> dict:
     xa, ya = x.ctypes.data, y.ctypes.data
     fields = {threads.FN: ctypes.cast(kernel._fn, ctypes.c_void_p).value, threads.ROWS: 2, threads.N: 16,
               threads.X: xa, threads.X_STRIDE: 16, threads.X_ROW_BYTES: 64, threads.Y: ya,
-              threads.Y_STRIDE: 16, threads.Y_ROW_BYTES: 64, threads.CHUNK_ROWS: 1, threads.CHUNKS: 2}
+              threads.Y_STRIDE: 16, threads.Y_ROW_BYTES: 64, threads.UNIT: 1, threads.MIN_ROWS: 1, threads.SHARE: 4}
 
     def timed(fn, pause=0.0):
         times = []

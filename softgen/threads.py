@@ -110,19 +110,21 @@ def in_worker() -> bool:
 # interrupt through the hypervisor; a lock ping-pong between two cores here: ~65 us), and
 # a worker that needed the GIL to pick up work would wait on it behind the caller.  So
 # workers spin in native code with the GIL released: a call's job (the kernel, its
-# arguments, the rows cut into chunks and a counter of the next chunk) is posted to the
-# workers' slots, and the caller and the workers take chunks off the counter and call the
-# kernel on them natively until none is left.  A worker returns to Python and sleeps on a
+# arguments, a counter of the next row) is posted to the workers' slots, and the caller and
+# the workers take chunks of rows off the counter and call the kernel on them natively
+# until none is left.  Chunks are guided (OpenMP's schedule(guided)): each takes a share of
+# the rows left, 1 / (2 * threads), so the first are long (a kernel's row pipeline runs on
+# many groups) and the last short (the threads finish together), down to MIN_CHUNK_ELEMENTS.  A worker returns to Python and sleeps on a
 # lock only after SPINS idle rounds (~1 ms).  A worker that is slow to start (asleep, or its
 # core busy with another process) takes no chunk, and one preempted holds up at most the
 # chunk it is on: a call never waits on a wake-up.
 
 POSTED, DONE, TAKEN_BACK, RUNNING = 1, 2, 3, 4  # a slot's states (0: never posted)
 SPINS = 1 << 15  # pause instructions: ~1 ms on x86 (a pause is 10-140 cycles)
-CHUNKS_PER_THREAD = 4  # load balance: a thread slowed down leaves its other chunks to the rest
-# a job's fields (int64s); the counter of chunks taken on a cache line of its own
-NEXT, FN, ROWS, N, X, X_STRIDE, X_ROW_BYTES, Y, Y_STRIDE, Y_ROW_BYTES, CHUNK_ROWS, CHUNKS = 0, *range(8, 19)
-JOB_FIELDS = 19
+MIN_CHUNK_ELEMENTS = 1 << 15  # ~10 us of work: the ~0.1 us a chunk costs is lost in it
+# a job's fields (int64s); the row counter on a cache line of its own
+NEXT, FN, ROWS, N, X, X_STRIDE, X_ROW_BYTES, Y, Y_STRIDE, Y_ROW_BYTES, UNIT, MIN_ROWS, SHARE = 0, *range(8, 20)
+JOB_FIELDS = 20
 
 _NATIVE_IR = """
 define void @softgen_help(ptr %job) {
@@ -146,20 +148,32 @@ entry:
   %ys = load i64, ptr %ys.p
   %yb.p = getelementptr i64, ptr %job, i64 16
   %yb = load i64, ptr %yb.p
-  %cr.p = getelementptr i64, ptr %job, i64 17
-  %cr = load i64, ptr %cr.p
-  %chunks.p = getelementptr i64, ptr %job, i64 18
-  %chunks = load i64, ptr %chunks.p
+  %unit.p = getelementptr i64, ptr %job, i64 17
+  %unit = load i64, ptr %unit.p
+  %min.p = getelementptr i64, ptr %job, i64 18
+  %min = load i64, ptr %min.p
+  %share.p = getelementptr i64, ptr %job, i64 19
+  %share = load i64, ptr %share.p
   br label %next
 next:
-  %c = atomicrmw add ptr %job, i64 1 monotonic, align 8
-  %left = icmp slt i64 %c, %chunks
-  br i1 %left, label %chunk, label %out
-chunk:
-  %r0 = mul i64 %c, %cr
-  %r1.full = add i64 %r0, %cr
+  %r0 = load atomic i64, ptr %job monotonic, align 8
+  %left = icmp slt i64 %r0, %rows
+  br i1 %left, label %size, label %out
+size:
+  %rest = sub i64 %rows, %r0
+  %part = udiv i64 %rest, %share
+  %part.up = add i64 %part, %unit
+  %units = udiv i64 %part.up, %unit
+  %guided = mul i64 %units, %unit
+  %small = icmp slt i64 %guided, %min
+  %want = select i1 %small, i64 %min, i64 %guided
+  %r1.full = add i64 %r0, %want
   %short = icmp slt i64 %rows, %r1.full
   %r1 = select i1 %short, i64 %rows, i64 %r1.full
+  %claim = cmpxchg ptr %job, i64 %r0, i64 %r1 monotonic monotonic
+  %ours = extractvalue { i64, i1 } %claim, 1
+  br i1 %ours, label %chunk, label %next
+chunk:
   %count = sub i64 %r1, %r0
   %xo = mul i64 %r0, %xb
   %xa = add i64 %x, %xo
@@ -360,24 +374,23 @@ def row_unit(rows_per_group: int, y_row_bytes: int) -> int:
     return max(rows_per_group, CACHE_LINE // (y_row_bytes & -y_row_bytes))
 
 
-def chunk_rows(rows: int, unit: int, threads: int) -> int:
-    """Rows per chunk: a whole number of units, about CHUNKS_PER_THREAD chunks a thread."""
-    units = -(-rows // unit)
-    return -(-units // (threads * CHUNKS_PER_THREAD)) * unit
+def min_chunk_rows(n: int, unit: int) -> int:
+    """The shortest chunk: MIN_CHUNK_ELEMENTS, in whole units of rows."""
+    return -(-max(1, MIN_CHUNK_ELEMENTS // max(n, 1)) // unit) * unit
 
 
 def run_rows(fn, rows: int, n: int, x: int, x_stride: int, x_itemsize: int, y: int, y_stride: int,
              y_itemsize: int, unit: int, threads: int | None) -> None:
     """fn(rows, n, x, x_stride, y, y_stride) (a kernel's C ABI: addresses, strides in
-    elements) over chunks of the rows on up to `threads` threads (None: the default)."""
+    elements) over chunks of the rows on up to `threads` threads (None: the default).
+    Chunks start on whole units of rows."""
     count = thread_count(rows, n, unit, threads)
     if count < 2:
         fn(rows, n, x, x_stride, y, y_stride)
         return
-    size = chunk_rows(rows, unit, count)
     run_job(count, {FN: ctypes.cast(fn, ctypes.c_void_p).value, ROWS: rows, N: n, X: x, X_STRIDE: x_stride,
                     X_ROW_BYTES: x_stride * x_itemsize, Y: y, Y_STRIDE: y_stride, Y_ROW_BYTES: y_stride * y_itemsize,
-                    CHUNK_ROWS: size, CHUNKS: -(-rows // size)})
+                    UNIT: unit, MIN_ROWS: min_chunk_rows(n, unit), SHARE: 2 * count})
 
 
 def run_job(threads: int, fields: dict) -> None:

@@ -27,15 +27,16 @@ KERNELS += [(op, "online", "float32") for op in softgen.OPS]
 @pytest.fixture
 def split_small(monkeypatch):
     """Split any call of two rows or more (threads=None too); record each split's (rows,
-    rows per chunk, chunks)."""
+    unit of rows, shortest chunk)."""
     monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 1)
+    monkeypatch.setattr(threads, "MIN_CHUNK_ELEMENTS", 1)
     monkeypatch.setattr(threads, "parallel_from", 2)
     monkeypatch.setattr(threads, "_num_threads", 3)
     splits = []
     run_job = threads.run_job
 
     def recording(count, fields):
-        splits.append((fields[threads.ROWS], fields[threads.CHUNK_ROWS], fields[threads.CHUNKS]))
+        splits.append((fields[threads.ROWS], fields[threads.UNIT], fields[threads.MIN_ROWS]))
         run_job(count, fields)
     monkeypatch.setattr(threads, "run_job", recording)
     return splits
@@ -63,8 +64,8 @@ def test_split_rows_match_one_thread(split_small, op, algorithm, dtype):
         unit = threads.row_unit(1, y_row_bytes)
         if rows > unit:  # more than one cache line of y: split
             assert len(split_small) == splits_before + 2
-            total, size, chunks = split_small[-1]
-            assert total == rows and size % unit == 0 and (chunks - 1) * size < rows <= chunks * size
+            total, chunk_unit, shortest = split_small[-1]
+            assert total == rows and chunk_unit % unit == 0 and shortest % chunk_unit == 0
 
 
 @pytest.mark.parametrize("op", softgen.OPS)
@@ -77,7 +78,7 @@ def test_row_groups_stay_whole(split_small, op):
         expected = kernel(x, threads=1)
         assert_same_bits(kernel(x, threads=4), expected)
         if rows > 16:
-            assert split_small[-1][1] % 16 == 0
+            assert split_small[-1][1] % 16 == 0 and split_small[-1][2] % 16 == 0
 
 
 @pytest.mark.parametrize("op", softgen.OPS)
@@ -213,11 +214,10 @@ def test_concurrent_callers(split_small):
 
 
 def test_chunks_and_units():
-    for rows, unit, count in [(1, 1, 2), (17, 1, 3), (17, 16, 2), (1000, 16, 3), (5, 4, 8)]:
-        size = threads.chunk_rows(rows, unit, count)
-        chunks = -(-rows // size)
-        assert size % unit == 0 and chunks <= count * threads.CHUNKS_PER_THREAD
-    assert threads.chunk_rows(1000, 1, 2) == 125
+    assert threads.min_chunk_rows(1024, 16) == 32           # 2^15 elements
+    assert threads.min_chunk_rows(3000, 4) == 12            # 10 rows, in whole units
+    assert threads.min_chunk_rows(1 << 20, 4) == 4          # one unit at least
+    assert threads.min_chunk_rows(0, 1) == threads.MIN_CHUNK_ELEMENTS
     assert threads.row_unit(1, 4) == 16          # one float per row: 16 rows fill a cache line
     assert threads.row_unit(1, 28) == 16         # 7 floats: 16 rows are 7 lines
     assert threads.row_unit(4, 4096) == 4        # long rows: whole row groups

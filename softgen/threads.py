@@ -1,12 +1,12 @@
-"""Row-parallel calls: a kernel's rows split into contiguous ranges, run on a persistent
-pool of worker threads with the calling thread doing one range itself.
+"""Row-parallel calls: a kernel's rows cut into chunks that the calling thread and a
+persistent pool of worker threads take in turn.
 
-The kernels are called through ctypes.CFUNCTYPE, which releases the GIL for the call, so
-the ranges run at the same time.  The number of threads is `threads=` of a call, else
-set_num_threads(n), else the environment variable SOFTGEN_NUM_THREADS, else the cores this
-process may run on.  No oversubscription: a call made on one of the pool's workers runs on
-one thread, and a caller that finds no idle worker runs the range it would have handed
-over itself rather than queue behind other callers.
+The kernels are called through ctypes.CFUNCTYPE, which releases the GIL for the call, and
+the workers call them from native code, so the chunks run at the same time.  The number of
+threads is `threads=` of a call, else set_num_threads(n), else the environment variable
+SOFTGEN_NUM_THREADS, else the cores this process may run on.  No oversubscription: a call
+made on one of the pool's workers runs on one thread, and a caller that finds no idle
+worker runs its chunks itself rather than queue behind other callers.
 """
 from __future__ import annotations
 
@@ -119,7 +119,9 @@ def in_worker() -> bool:
 # core busy with another process) takes no chunk, and one preempted holds up at most the
 # chunk it is on: a call never waits on a wake-up.
 
-POSTED, DONE, TAKEN_BACK, RUNNING = 1, 2, 3, 4  # a slot's states (0: never posted)
+# a slot's states, as the native code spells them: 1 posted, 2 done, 3 taken back by the
+# caller (never started), 4 running; 0 never posted
+POSTED, RUNNING = 1, 4
 SPINS = 1 << 15  # pause instructions: ~1 ms on x86 (a pause is 10-140 cycles)
 MIN_CHUNK_ELEMENTS = 1 << 15  # ~10 us of work: the ~0.1 us a chunk costs is lost in it
 # a job's fields (int64s); the row counter on a cache line of its own

@@ -66,10 +66,10 @@ def variants(op: str, rows: int, n: int, x: np.ndarray) -> dict:
     placed relative to x as softgen places its own outputs (4K aliasing: aliasing.py)."""
     out = same_page_offset(x, (rows,) if op == "logsumexp" else (rows, n))
     entry = getattr(softgen, op)
-    fns = {f"softgen:{algo}": lambda a=algo: entry(x, algorithm=a, out=out)  # the built-in schedule for the shape
+    fns = {f"softgen:{algo}": lambda a=algo: entry(x, algorithm=a, out=out, threads=1)  # the built-in schedule
            for algo in softgen.ALGORITHMS if not (algo == "three_pass_reload" and op != "softmax")}
-    fns["softgen:auto"] = lambda: entry(x, out=out)
-    fns["softgen:auto alloc"] = lambda: entry(x)
+    fns["softgen:auto"] = lambda: entry(x, out=out, threads=1)
+    fns["softgen:auto alloc"] = lambda: entry(x, threads=1)
     return fns
 
 
@@ -130,7 +130,7 @@ def crossover(op: str, budget: float, rounds: int, log2_sizes=range(10, 27, 2)) 
         x = (np.random.default_rng(k).standard_normal((1, n)) * 4).astype(np.float32)
         y = np.empty((1,) if op == "logsumexp" else (1, n), np.float32)
         entry = getattr(softgen, op)
-        fns = {a: (lambda a=a: entry(x, algorithm=a, out=y)) for a in algos}
+        fns = {a: (lambda a=a: entry(x, algorithm=a, out=y, threads=1)) for a in algos}
         seconds = best_of_rounds(fns, budget, rounds)
         speeds = {a: n / s / 1e9 for a, s in seconds.items()}
         out.append({"n": n, **speeds, "ratio": speeds[algos[0]] / speeds[algos[1]]})

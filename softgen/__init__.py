@@ -6,7 +6,8 @@ from above, not even inside a function; tests/test_layering.py checks this):
   base      version, dtypes, timing, targets, ops, ir, numerics, algorithms
   lower     lower/ (the schedule, per-pass plans, the loop IR and the lowering to it)
   backends  backends/c.py, backends/llvm/
-  runtime   runtime.py (JIT kernels, calling them on arrays)
+  runtime   runtime.py (JIT kernels, calling them on arrays), threads.py (rows split over a
+            pool of threads)
   tuning    tune.py (the built-in rule, wisdom, the tuner)
   entry     api.py (softmax & co.), artifacts.py (generate, emit_c with auto schedules),
             scipy.py (SciPy's signatures and defaults: from softgen import scipy as sp),
@@ -21,11 +22,13 @@ from .artifacts import Artifact, emit_c, generate
 from .backends.c import CSource
 from .ir import VerifyError
 from .targets import Target
+from .threads import get_num_threads, set_num_threads, threadpool_info
 from .version import __version__
 
 __all__ = ["ALGORITHMS", "OPS", "OpSpec", "Kernel", "Target", "VerifyError", "compile", "log_softmax",
            "logsumexp", "softmax", "__version__"]
 __all__ += ["Artifact", "generate"]
 __all__ += ["CSource", "emit_c"]
+__all__ += ["get_num_threads", "set_num_threads", "threadpool_info"]
 __all__ += ["tune"]  # softgen.tune(op, shapes=...) and softgen.tune.choose(...)
 # softgen.scipy (scipy.special's signatures) stays out of __all__: a star import would shadow scipy

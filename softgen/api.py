@@ -10,6 +10,7 @@ from . import algorithms, ops, tune
 from .dtypes import DTYPES, check_dtype
 from .runtime import NATIVE_DTYPES, _F32, _F64, Kernel, _as_input, _check_out, _fast_call, _normalize_axes, _run
 from .runtime import _run_general, compile
+from .threads import MIN_ELEMENTS_PER_THREAD, check_threads
 from .runtime import OUTPUT_DELTA, PAGE, same_page_offset  # noqa: F401  (api's names before runtime.py)
 
 
@@ -104,8 +105,8 @@ def _round_float64(y: np.ndarray, out, dtype: np.dtype, who: str) -> np.ndarray:
     return out
 
 
-def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False):
-    """Any input, axis, out and dtype (what the fast path leaves)."""
+def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False, threads=None):
+    """Any input, axis, out and dtype (what the fast path leaves); threads as checked."""
     arr = _as_input(x, op)
     axes = _normalize_axes(axis, arr.ndim, op)
     out_dtype = _result_dtype(arr.dtype, out, dtype, op)
@@ -113,18 +114,20 @@ def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False
         kept = tuple(1 if i in axes else d for i, d in enumerate(arr.shape))
         reduced = tuple(d for i, d in enumerate(arr.shape) if i not in axes)
         inner = None if out is None else _check_out(out, kept, out_dtype, op).reshape(reduced)
-        y = _run_op(op, arr, axes, algorithm, inner, dtype)
+        y = _run_op(op, arr, axes, algorithm, inner, dtype, threads=threads)
         return out if out is not None else y.reshape(kept)
     axes = axes[0] if len(axes) == 1 else axes  # one axis: the runtime's fast call may take it
     if arr.dtype == _F64 and out_dtype.itemsize == 2:
-        return _round_float64(_run(_kernel_for(op, algorithm, arr, axes), arr, axes, None), out, out_dtype, op)
-    return _run(_kernel_for(op, algorithm, arr, axes, out_dtype), arr, axes, out)
+        return _round_float64(_run(_kernel_for(op, algorithm, arr, axes), arr, axes, None, threads), out, out_dtype, op)
+    return _run(_kernel_for(op, algorithm, arr, axes, out_dtype), arr, axes, out, threads)
 
 
 def _op_entry(spec: ops.OpSpec):
     op = spec.name
 
-    def run(x, axis=-1, *, algorithm: str = "auto", out=None, dtype=None):
+    def run(x, axis=-1, *, algorithm: str = "auto", out=None, dtype=None, threads=None):
+        if threads is not None:
+            threads = check_threads(threads, op)
         if (type(x) is np.ndarray and x.dtype is _F32 and dtype is None and x.ndim and type(axis) is int
                 and -x.ndim <= axis < x.ndim):
             # float32 x with a float32 kernel for its shape: the common case, no other checks
@@ -132,17 +135,19 @@ def _op_entry(spec: ops.OpSpec):
             n = x.shape[ax]
             kernel = _kernels.get((op, algorithm, x.size // n if n else 0, n, tune.generation))
             if kernel is not None:
-                y = _fast_call(kernel, x, ax, out)  # None for an out that is not C-contiguous float32
+                y = _fast_call(kernel, x, ax, out, threads)  # None for an out that is not C-contiguous float32
                 if y is not None:
                     return y
                 if out is None or type(out) is np.ndarray and out.dtype is _F32:
-                    return _run_general(kernel, x, ax, out)
-        return _run_op(op, x, axis, algorithm, out, dtype)
+                    return _run_general(kernel, x, ax, out, threads)
+        return _run_op(op, x, axis, algorithm, out, dtype, threads=threads)
 
-    def run_reduction(x, axis=-1, *, keepdims: bool = False, algorithm: str = "auto", out=None, dtype=None):
+    def run_reduction(x, axis=-1, *, keepdims: bool = False, algorithm: str = "auto", out=None, dtype=None,
+                      threads=None):
         if keepdims:
-            return _run_op(op, x, axis, algorithm, out, dtype, keepdims)
-        return run(x, axis, algorithm=algorithm, out=out, dtype=dtype)
+            threads = None if threads is None else check_threads(threads, op)
+            return _run_op(op, x, axis, algorithm, out, dtype, keepdims, threads)
+        return run(x, axis, algorithm=algorithm, out=out, dtype=dtype, threads=threads)
 
     entry = run_reduction if spec.row_output else run
     entry.__name__ = entry.__qualname__ = op  # Python's own errors name the public function
@@ -158,6 +163,8 @@ def _op_entry(spec: ops.OpSpec):
         f"out: an array of the result's shape and dtype (may be x itself).\n"
         f"dtype: the result's dtype (default: out's, else x's), as torch.{op}'s dtype=; "
         f"computed in float64 if it or x is float64, else in float32.\n"
+        f"threads: the most threads the rows are split over (default: softgen.get_num_threads()); "
+        f"calls under {2 * MIN_ELEMENTS_PER_THREAD} elements run on one thread.\n"
         f"A new result is a C-contiguous array whatever the axis.")
     return entry
 

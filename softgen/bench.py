@@ -80,7 +80,8 @@ def _torch(op: str):
     return lambda x: fn(torch.from_numpy(x), dim=-1)
 
 
-def _onnxruntime(op: str):
+def _onnxruntime(op: str, threads: int = 1):
+    """The op as a one-node ONNX model run by ONNX Runtime on `threads` threads."""
     import onnxruntime as ort
     from onnx import helper
     spec = ops.get(op)
@@ -97,7 +98,7 @@ def _onnxruntime(op: str):
                               [helper.make_tensor_value_info("y", elem, out_shape)])
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
         so = ort.SessionOptions()
-        so.intra_op_num_threads = so.inter_op_num_threads = 1
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
         return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
     def run(x):
@@ -167,11 +168,11 @@ def peers(op: str = ops.SOFTMAX.name, names=None) -> dict[str, Callable[[np.ndar
 # --- one case ------------------------------------------------------------------------
 
 def softgen_fn(op: str, variant: str, preallocated: np.ndarray | None = None, dtype="float32",
-               out_dtype=None):
+               out_dtype=None, threads: int = 1):
     """fn(x) -> y running softgen's `variant` through the public API (softgen.softmax(x,
     algorithm=variant) etc.): an algorithm (with the built-in schedule for the shape), or
-    "auto".  With `preallocated` the output goes there (measures the kernel, not the
-    allocator).  x holds `dtype`; out_dtype (default: dtype) is passed as the API's dtype=.
+    "auto", on `threads` threads (default one, as the peers).  With `preallocated` the
+    output goes there (measures the kernel, not the allocator).  x holds `dtype`; out_dtype (default: dtype) is passed as the API's dtype=.
     NotImplementedError for an algorithm that does not exist for `op` and these dtypes."""
     if variant != "auto":
         storage = ir_dtype(dtype)
@@ -181,16 +182,16 @@ def softgen_fn(op: str, variant: str, preallocated: np.ndarray | None = None, dt
     if out_dtype is not None:
         result = check_dtype(out_dtype)
         if preallocated is None:
-            return lambda x: fn(x, algorithm=variant, dtype=result)
-        return lambda x: fn(x, algorithm=variant, out=preallocated, dtype=result)
+            return lambda x: fn(x, algorithm=variant, dtype=result, threads=threads)
+        return lambda x: fn(x, algorithm=variant, out=preallocated, dtype=result, threads=threads)
     if preallocated is None:
-        return lambda x: fn(x, algorithm=variant)
-    return lambda x: fn(x, algorithm=variant, out=preallocated)
+        return lambda x: fn(x, algorithm=variant, threads=threads)
+    return lambda x: fn(x, algorithm=variant, out=preallocated, threads=threads)
 
 
 def measure(op: str, shape: tuple[int, int], variants=SOFTGEN_VARIANTS, peer_fns=None,
             budget: float = 0.5, preallocate: bool = False, seed: int = 0, dtype="float32",
-            out_dtype=None) -> list[Result]:
+            out_dtype=None, threads: int = 1) -> list[Result]:
     """Time softgen `variants` and peers on one [rows, n] case of `dtype` (standard normal
     * 4), softgen writing `out_dtype` (default: dtype).
 
@@ -199,7 +200,8 @@ def measure(op: str, shape: tuple[int, int], variants=SOFTGEN_VARIANTS, peer_fns
     outputs) is skipped, and so is a peer that fails on the case's dtype (torch on
     bfloat16 arrays, say).  preallocate: softgen writes into one output array reused across
     calls, placed as softgen places the outputs it allocates (api.same_page_offset;
-    benchmarks/aliasing.py shows why that is pinned down); peers always allocate."""
+    benchmarks/aliasing.py shows why that is pinned down); peers always allocate.
+    threads: softgen's (the peers run on one)."""
     rows, n = shape
     x_dtype = check_dtype(dtype)
     x = (np.random.default_rng(seed).standard_normal((rows, n)) * 4).astype(x_dtype)
@@ -209,7 +211,7 @@ def measure(op: str, shape: tuple[int, int], variants=SOFTGEN_VARIANTS, peer_fns
     out = same_page_offset(x, out_shape, dtype=check_dtype(out_dtype or x_dtype)) if preallocate else None
     for variant in variants:
         try:
-            fn = softgen_fn(op, variant, out, x_dtype, out_dtype)
+            fn = softgen_fn(op, variant, out, x_dtype, out_dtype, threads)
         except NotImplementedError:
             continue
         results.append(_result(f"softgen:{variant}", lambda: fn(x), x.size, budget))

@@ -3,7 +3,7 @@
     softgen info [--target T] [--cpus]
     softgen emit-asm|emit-obj|emit-so --op OP --algorithm ALGO --target T [--schedule S] [--name SYM] [-o PATH]
     softgen emit-c --op OP --algorithm ALGO --isa ISA [--schedule S] [--name SYM] [-o PATH]
-    softgen bench --op OP [--algorithm ALGO] [--shape ROWSxN] [--peers a,b] [-o FILE.csv]
+    softgen bench --op OP [--algorithm ALGO] [--shape ROWSxN] [--peers a,b] [--threads N] [-o FILE.csv]
     softgen tune [--op OP]... [--shape ROWSxN]... [--budget S] [--wisdom FILE] [--quiet]
     softgen warmup [--op OP]... --shape ROWSxN... [--algorithm ALGO]
     softgen cache info|clear
@@ -163,9 +163,10 @@ def bench(args) -> None:
     rows = []
     for shape in args.shape or [(1024, 1024)]:
         results = measuring.measure(args.op, shape, variants, peer_fns, budget=args.budget,
-                                    dtype=args.dtype, out_dtype=args.out_dtype)
+                                    dtype=args.dtype, out_dtype=args.out_dtype, threads=args.threads)
         numpy_speed = next((r.el_per_ns for r in results if r.name == "numpy"), None)
-        print(f"{args.op} {shape[0]}x{shape[1]} {_dtypes_label(args)}, one thread (elements/ns)")
+        on = "one thread" if args.threads == 1 else f"softgen on up to {args.threads} threads, peers on one"
+        print(f"{args.op} {shape[0]}x{shape[1]} {_dtypes_label(args)}, {on} (elements/ns)")
         for r in results:
             ratio = f"  {r.el_per_ns / numpy_speed:5.2f}x numpy" if numpy_speed else ""
             print(f"  {r.name:>30} {r.el_per_ns:8.3f}{ratio}")
@@ -261,6 +262,12 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
 # --- the table of commands -------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -305,6 +312,8 @@ def _bench_arguments(p):
     p.add_argument("--peers", help="comma-separated peers to time (default: every installed one)")
     p.add_argument("--budget", type=_positive_float, default=0.3,
                    help="seconds of timing per variant and shape (default: %(default)s)")
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="softgen's threads (default: %(default)s; the peers run on one)")
     p.add_argument("-o", "--output", help="also write the results as CSV")
 
 

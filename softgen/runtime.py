@@ -11,6 +11,7 @@ from functools import cached_property
 import numpy as np
 
 from . import algorithms
+from . import threads as _threads
 from .backends.llvm import CompiledModule, compile_program
 from .dtypes import DTYPES, NATIVE_DTYPES, check_dtype, compute_dtype, ir_dtype
 from .lower import Schedule
@@ -73,16 +74,29 @@ class Kernel:
         return (_recompile, (self.op, self.algorithm, self.dtype.name, self.out_dtype.name, self.target,
                              self.schedule))
 
-    def __call__(self, x, axis=-1, *, out=None):
+    def __call__(self, x, axis=-1, *, out=None, threads=None):
         """Run over `axis` of x (an integer, a tuple of axes taken together, or None: all),
-        as softgen.softmax(x, axis, out=out) does with this kernel."""
-        return _run(self, x, axis, out)
+        as softgen.softmax(x, axis, out=out, threads=threads) does with this kernel."""
+        if threads is not None:
+            threads = _threads.check_threads(threads, self.op)
+        return _run(self, x, axis, out, threads)
 
-    def run_rows(self, x: np.ndarray, y: np.ndarray) -> None:
+    def run_rows(self, x: np.ndarray, y: np.ndarray, threads: int | None = 1) -> None:
         """Raw call on 2-D arrays of the kernel's dtypes with unit element stride (no checks
-        beyond shape)."""
-        self._fn(x.shape[0], x.shape[1], _address(x), x.strides[0] // x.itemsize, _address(y),
-                 y.strides[0] // y.itemsize)
+        beyond shape), on up to `threads` threads (None: softgen.get_num_threads()).  One
+        by default: the tuner and the benchmarks time a kernel on one core through it."""
+        self._call(x.shape[0], x.shape[1], _address(x), x.strides[0] // x.itemsize, x.itemsize,
+                   _address(y), y.strides[0] // y.itemsize, y.itemsize, threads)
+
+    def _call(self, rows: int, n: int, x: int, x_stride: int, x_itemsize: int, y: int, y_stride: int,
+              y_itemsize: int, threads: int | None) -> None:
+        """The kernel on [rows, n] at addresses x and y (row strides in elements), its rows
+        split over threads when the call is large enough (softgen.threads)."""
+        if threads == 1 or threads is None and rows * n < _threads.parallel_from:
+            self._fn(rows, n, x, x_stride, y, y_stride)
+        else:
+            unit = _threads.row_unit(self.schedule.rows_per_group, y_stride * y_itemsize)
+            _threads.run_rows(self._fn, rows, n, x, x_stride, x_itemsize, y, y_stride, y_itemsize, unit, threads)
 
 
 _cache: dict = {}
@@ -253,10 +267,10 @@ def _new_output(x: np.ndarray, shape: tuple, dtype: np.dtype) -> np.ndarray:
     return same_page_offset(x, shape, OUTPUT_DELTA, dtype) if x.nbytes > PAGE else np.empty(shape, dtype)
 
 
-def _fast_call(kernel: Kernel, x, axis, out):
+def _fast_call(kernel: Kernel, x, axis, out, threads=None):
     """The common case with no copies or views: a C-contiguous array of the kernel's dtype
     over its last axis, a new output or a C-contiguous one.  None when the case does not
-    apply."""
+    apply.  threads: as checked by softgen.threads.check_threads, or None (the default)."""
     if not (type(x) is np.ndarray and x.dtype is kernel.dtype and x.size
             and (axis == -1 or axis == x.ndim - 1) and x.flags.c_contiguous):
         return None
@@ -270,21 +284,25 @@ def _fast_call(kernel: Kernel, x, axis, out):
         y = out
     else:
         return None
-    n = x.shape[-1]
+    n, size = x.shape[-1], x.size
     if kernel._buffers:
-        kernel._fn(x.size // n, n, _address(x), n, ctypes.addressof(_char_at(y)), 1 if row_output else n)
+        x_address, y_address = _address(x), ctypes.addressof(_char_at(y))
     else:
-        kernel._fn(x.size // n, n, _address(x.view(kernel._x_bits)), n,
-                   ctypes.addressof(_char_at(y.view(kernel._y_bits))), 1 if row_output else n)
+        x_address, y_address = _address(x.view(kernel._x_bits)), ctypes.addressof(_char_at(y.view(kernel._y_bits)))
+    y_stride = 1 if row_output else n
+    if threads == 1 or threads is None and size < _threads.parallel_from:
+        kernel._fn(size // n, n, x_address, n, y_address, y_stride)
+    else:
+        kernel._call(size // n, n, x_address, n, x.itemsize, y_address, y_stride, y.itemsize, threads)
     return y
 
 
-def _run(kernel: Kernel, x, axis, out):
-    y = _fast_call(kernel, x, axis, out)
-    return y if y is not None else _run_general(kernel, x, axis, out)
+def _run(kernel: Kernel, x, axis, out, threads=None):
+    y = _fast_call(kernel, x, axis, out, threads)
+    return y if y is not None else _run_general(kernel, x, axis, out, threads)
 
 
-def _run_general(kernel: Kernel, x, axis, out):
+def _run_general(kernel: Kernel, x, axis, out, threads=None):
     """Any array, axis (an integer, a tuple of axes taken together, None: all) and out:
     through views, copies and temporaries as needed.  New results are C-contiguous."""
     who = kernel.op
@@ -298,7 +316,7 @@ def _run_general(kernel: Kernel, x, axis, out):
         _normalize_axes(axis, 0, who)
         if out is not None:
             _check_out(out, (), out_dtype, who)
-        y = _run_general(kernel, arr.reshape(1), 0, out if out is None or row_output else out.reshape(1))
+        y = _run_general(kernel, arr.reshape(1), 0, out if out is None or row_output else out.reshape(1), threads)
         return out if out is not None else y.reshape(())
     axes = _normalize_axes(axis, arr.ndim, who)
     perm = tuple(i for i in range(arr.ndim) if i not in axes) + axes  # the axes taken together last
@@ -311,15 +329,17 @@ def _run_general(kernel: Kernel, x, axis, out):
         return y
     k = len(axes)
     if row_output:
-        _run_rows(kernel, arr, perm, k, y[..., None], 1, out is None)
+        _run_rows(kernel, arr, perm, k, y[..., None], 1, out is None, threads)
     else:
-        _run_rows(kernel, arr, perm, k, y.transpose(perm), k, out is None)
+        _run_rows(kernel, arr, perm, k, y.transpose(perm), k, out is None, threads)
     return y
 
 
-def _run_rows(kernel: Kernel, arr: np.ndarray, perm: tuple, k: int, ys: np.ndarray, k_out: int, fresh: bool) -> None:
+def _run_rows(kernel: Kernel, arr: np.ndarray, perm: tuple, k: int, ys: np.ndarray, k_out: int, fresh: bool,
+              threads: int | None) -> None:
     """Run kernel on the rows of arr.transpose(perm) (its last k axes merged into one)
-    writing the rows of ys (its last k_out axes merged); ys is a new array if `fresh`.
+    writing the rows of ys (its last k_out axes merged); ys is a new array if `fresh`;
+    on up to `threads` threads.
     Rows no view can express go through a copy, results no view can hold through a
     temporary (or the copy)."""
     xin = _rows_of(arr.transpose(perm), k)
@@ -337,7 +357,7 @@ def _run_rows(kernel: Kernel, arr: np.ndarray, perm: tuple, k: int, ys: np.ndarr
     else:
         target = np.empty((xin.shape[0], 1 if kernel.row_output else xin.shape[1]), kernel.out_dtype)
     if xin.shape[0]:
-        kernel.run_rows(xin, target)
+        kernel.run_rows(xin, target, threads)
     if not direct:
         ys[...] = _split(target, ys.shape)
 

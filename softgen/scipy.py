@@ -29,22 +29,26 @@ import numpy as np
 
 from . import api
 from .runtime import _as_input, _normalize_axes
+from .threads import check_threads
 
 
-def softmax(x, axis=None):
+def softmax(x, axis=None, *, threads=None):
     """scipy.special.softmax: exp(x) / sum(exp(x)) over `axis` (None: all axes; a tuple:
-    those axes together)."""
-    return _scalar(api.softmax(x, axis))
+    those axes together).  threads: as softgen.softmax's."""
+    return _scalar(api.softmax(x, axis, threads=threads))
 
 
-def log_softmax(x, axis=None):
+def log_softmax(x, axis=None, *, threads=None):
     """scipy.special.log_softmax: log(softmax(x)) over `axis`, without its rounding."""
-    return _scalar(api.log_softmax(x, axis))
+    return _scalar(api.log_softmax(x, axis, threads=threads))
 
 
-def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
+def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *, threads=None):
     """scipy.special.logsumexp: log(sum(b * exp(a))) over `axis` (None: all axes), with
-    (result, sign) if return_sign."""
+    (result, sign) if return_sign.  threads: as softgen.logsumexp's (weights of both signs
+    are computed with numpy, on one thread)."""
+    if threads is not None:
+        check_threads(threads, "logsumexp")
     a = np.atleast_1d(_as_input(a, "logsumexp"))  # SciPy computes on at least one axis
     if b is not None:
         a, b = np.broadcast_arrays(a, _as_input(b, "logsumexp"))
@@ -55,9 +59,9 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
         with np.errstate(divide="ignore", invalid="ignore"):  # log(0); inf + log(0) is masked
             # a zero weight drops its term whatever a holds there (SciPy's convention)
             a = np.where(b > 0, a.astype(compute) + np.log(b.astype(compute)), -np.inf).astype(compute)
-        out = api.logsumexp(a, axis, keepdims=keepdims, dtype=dtype)
+        out = api.logsumexp(a, axis, keepdims=keepdims, dtype=dtype, threads=threads)
     else:
-        out = api.logsumexp(a, axis, keepdims=keepdims)
+        out = api.logsumexp(a, axis, keepdims=keepdims, threads=threads)
     if not return_sign:
         return _scalar(out)
     with np.errstate(invalid="ignore"):

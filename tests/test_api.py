@@ -760,7 +760,7 @@ def test_kernel_lookup_is_per_dtype(monkeypatch):
     assert ("softmax", "auto", 4, 1000, softgen.tune.generation, F16, F32) in api._kernels
     assert len(api._kernels) == len(pairs)
     # the API's calls land on these keys (x's dtype, the result's)
-    monkeypatch.setattr(api, "_run", lambda kernel, arr, ax, out: kernel)
+    monkeypatch.setattr(api, "_run", lambda kernel, arr, ax, out, threads: kernel)
     assert softgen.softmax(np.zeros((4, 1000), F16), dtype=F32) is kernels[F16, F32]
     assert softgen.softmax(np.zeros((4, 1000), F32), out=np.zeros((4, 1000), F64)) is kernels[F32, F64]
     assert softgen.softmax(np.zeros((4, 1000), np.int16)) is kernels[F64, F64]

@@ -18,7 +18,7 @@ LAYERS = (
               "softgen.numerics", "softgen.algorithms")),
     ("lower", ("softgen.lower",)),
     ("backends", ("softgen.backends",)),
-    ("runtime", ("softgen.runtime",)),
+    ("runtime", ("softgen.runtime", "softgen.threads")),
     ("tuning", ("softgen.tune",)),
     ("entry", ("softgen.api", "softgen.artifacts", "softgen.scipy", "softgen.dask")),
     ("tools", ("softgen.bench", "softgen.cli", "softgen.__main__", "softgen.torch", "softgen")),

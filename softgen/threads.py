@@ -1,0 +1,410 @@
+"""Row-parallel calls: a kernel's rows cut into chunks that the calling thread and a
+persistent pool of worker threads take in turn.
+
+The kernels are called through ctypes.CFUNCTYPE, which releases the GIL for the call, and
+the workers call them from native code, so the chunks run at the same time.  The number of
+threads is `threads=` of a call, else set_num_threads(n), else the environment variable
+SOFTGEN_NUM_THREADS, else the cores this process may run on.  No oversubscription: a call
+made on one of the pool's workers runs on one thread, and a caller that finds no idle
+worker runs its chunks itself rather than queue behind other callers.
+"""
+from __future__ import annotations
+
+import _thread
+import ctypes
+import operator
+import os
+import sys
+import threading
+import warnings
+
+import llvmlite.binding as llvm
+
+from .targets import Target
+from .version import __version__
+
+ENV = "SOFTGEN_NUM_THREADS"
+
+# When splitting pays (benchmarks/threads.py --dispatch measures the costs): handing a job
+# to a spinning worker costs the caller D ~ 2.5-3 us (the claim, two ctypes calls, the
+# slot's and the job's cache lines moving between cores: two tiny kernel calls take 1.7 us
+# inline, 4.3 us as two chunks on two threads; 2-core x86 VM), and softgen's kernels run
+# at s ~ 3-5 elements/ns in cache.  A call of E elements on t threads takes about
+# E / (t s) + D against E / s, so splitting breaks even at E / t ~ D s ~ 10^4 elements;
+# for the hand-off to stay under a tenth of a thread's share (1.8x or better on two
+# threads) the share must be >~ 10 D ~ 30 us: MIN_ELEMENTS_PER_THREAD = 2^17 elements.
+# Below 2 * MIN_ELEMENTS_PER_THREAD a call stays on the calling thread, at the cost of one
+# comparison.  A worker asleep (idle > ~1 ms) costs ~30 us more to wake, once; the caller
+# does not wait for it (it takes the chunks itself).
+MIN_ELEMENTS_PER_THREAD = 1 << 17
+CACHE_LINE = 64
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask), else os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_threads(threads, who: str) -> int:
+    """threads= as given, checked: a positive integer (ValueError or TypeError naming `who`)."""
+    try:
+        if isinstance(threads, bool):
+            raise TypeError
+        threads = operator.index(threads)
+    except TypeError:
+        raise TypeError(f"{who}(): threads must be a positive integer or None, not {type(threads).__name__}") from None
+    if threads < 1:
+        raise ValueError(f"{who}(): threads must be at least 1, got {threads}")
+    return threads
+
+
+def _from_environment() -> int:
+    """SOFTGEN_NUM_THREADS, else the cores available; a value that is not a positive
+    integer is reported and ignored (an import does not fail on it)."""
+    value = os.environ.get(ENV, "").strip()
+    if value:
+        try:
+            return check_threads(int(value), ENV)
+        except ValueError:
+            warnings.warn(f"{ENV}={value!r} is not a positive integer: ignored", RuntimeWarning, stacklevel=2)
+    return available_cores()
+
+
+_num_threads = _from_environment()
+# The size from which a call with threads=None splits (sys.maxsize: never, on one thread);
+# read on every call, so kept precomputed.
+parallel_from = MIN_ELEMENTS_PER_THREAD * 2 if _num_threads > 1 else sys.maxsize
+
+
+def set_num_threads(n: int) -> None:
+    """The number of threads calls use by default (threads=None); 1 turns splitting off."""
+    global _num_threads, parallel_from
+    _num_threads = check_threads(n, "set_num_threads")
+    parallel_from = MIN_ELEMENTS_PER_THREAD * 2 if _num_threads > 1 else sys.maxsize
+
+
+def get_num_threads() -> int:
+    return _num_threads
+
+
+def threadpool_info() -> list[dict]:
+    """softgen's pool as threadpoolctl describes a library's (one entry)."""
+    return [{"user_api": "softgen", "internal_api": "softgen", "prefix": "softgen", "filepath": __file__,
+             "version": __version__, "num_threads": _num_threads, "workers_started": _pool.started,
+             "min_elements_per_thread": MIN_ELEMENTS_PER_THREAD}]
+
+
+_local = threading.local()
+
+
+def in_worker() -> bool:
+    """Whether this thread is one of the pool's workers (whose calls run on one thread)."""
+    return getattr(_local, "worker", False)
+
+
+# --- the native hand-off ---------------------------------------------------------------------
+# Waking a sleeping thread costs 30-60 us on a VM (a futex wake is an inter-processor
+# interrupt through the hypervisor; a lock ping-pong between two cores here: ~65 us), and
+# a worker that needed the GIL to pick up work would wait on it behind the caller.  So
+# workers spin in native code with the GIL released: a call's job (the kernel, its
+# arguments, a counter of the next row) is posted to the workers' slots, and the caller and
+# the workers take chunks of rows off the counter and call the kernel on them natively
+# until none is left.  Chunks are guided (OpenMP's schedule(guided)): each takes a share of
+# the rows left, 1 / (2 * threads), so the first are long (a kernel's row pipeline runs on
+# many groups) and the last short (the threads finish together), down to MIN_CHUNK_ELEMENTS.  A worker returns to Python and sleeps on a
+# lock only after SPINS idle rounds (~1 ms).  A worker that is slow to start (asleep, or its
+# core busy with another process) takes no chunk, and one preempted holds up at most the
+# chunk it is on: a call never waits on a wake-up.
+
+# a slot's states, as the native code spells them: 1 posted, 2 done, 3 taken back by the
+# caller (never started), 4 running; 0 never posted
+POSTED, RUNNING = 1, 4
+SPINS = 1 << 15  # pause instructions: ~1 ms on x86 (a pause is 10-140 cycles)
+MIN_CHUNK_ELEMENTS = 1 << 15  # ~10 us of work: the ~0.1 us a chunk costs is lost in it
+# a job's fields (int64s); the row counter on a cache line of its own
+NEXT, FN, ROWS, N, X, X_STRIDE, X_ROW_BYTES, Y, Y_STRIDE, Y_ROW_BYTES, UNIT, MIN_ROWS, SHARE = 0, *range(8, 20)
+JOB_FIELDS = 20
+
+_NATIVE_IR = """
+define void @softgen_help(ptr %job) {
+entry:
+  %fn.p = getelementptr i64, ptr %job, i64 8
+  %fn.i = load i64, ptr %fn.p
+  %fn = inttoptr i64 %fn.i to ptr
+  %rows.p = getelementptr i64, ptr %job, i64 9
+  %rows = load i64, ptr %rows.p
+  %n.p = getelementptr i64, ptr %job, i64 10
+  %n = load i64, ptr %n.p
+  %x.p = getelementptr i64, ptr %job, i64 11
+  %x = load i64, ptr %x.p
+  %xs.p = getelementptr i64, ptr %job, i64 12
+  %xs = load i64, ptr %xs.p
+  %xb.p = getelementptr i64, ptr %job, i64 13
+  %xb = load i64, ptr %xb.p
+  %y.p = getelementptr i64, ptr %job, i64 14
+  %y = load i64, ptr %y.p
+  %ys.p = getelementptr i64, ptr %job, i64 15
+  %ys = load i64, ptr %ys.p
+  %yb.p = getelementptr i64, ptr %job, i64 16
+  %yb = load i64, ptr %yb.p
+  %unit.p = getelementptr i64, ptr %job, i64 17
+  %unit = load i64, ptr %unit.p
+  %min.p = getelementptr i64, ptr %job, i64 18
+  %min = load i64, ptr %min.p
+  %share.p = getelementptr i64, ptr %job, i64 19
+  %share = load i64, ptr %share.p
+  br label %next
+next:
+  %r0 = load atomic i64, ptr %job monotonic, align 8
+  %left = icmp slt i64 %r0, %rows
+  br i1 %left, label %size, label %out
+size:
+  %rest = sub i64 %rows, %r0
+  %part = udiv i64 %rest, %share
+  %part.up = add i64 %part, %unit
+  %units = udiv i64 %part.up, %unit
+  %guided = mul i64 %units, %unit
+  %small = icmp slt i64 %guided, %min
+  %want = select i1 %small, i64 %min, i64 %guided
+  %r1.full = add i64 %r0, %want
+  %short = icmp slt i64 %rows, %r1.full
+  %r1 = select i1 %short, i64 %rows, i64 %r1.full
+  %claim = cmpxchg ptr %job, i64 %r0, i64 %r1 monotonic monotonic
+  %ours = extractvalue { i64, i1 } %claim, 1
+  br i1 %ours, label %chunk, label %next
+chunk:
+  %count = sub i64 %r1, %r0
+  %xo = mul i64 %r0, %xb
+  %xa = add i64 %x, %xo
+  %xp = inttoptr i64 %xa to ptr
+  %yo = mul i64 %r0, %yb
+  %ya = add i64 %y, %yo
+  %yp = inttoptr i64 %ya to ptr
+  call void %fn(i64 %count, i64 %n, ptr %xp, i64 %xs, ptr %yp, i64 %ys)
+  br label %next
+out:
+  ret void
+}
+
+define void @softgen_post(ptr %slot, i64 %job) {
+  %p = getelementptr i64, ptr %slot, i64 1
+  store i64 %job, ptr %p
+  store atomic i64 1, ptr %slot release, align 8
+  ret void
+}
+
+define void @softgen_spin(ptr %slot, i64 %spins) {
+entry:
+  br label %loop
+loop:
+  %left = phi i64 [ %spins, %entry ], [ %spins, %run ], [ %next, %idle ]
+  %state = load atomic i64, ptr %slot acquire, align 8
+  %posted = icmp eq i64 %state, 1
+  br i1 %posted, label %take, label %idle
+take:
+  %taken = cmpxchg ptr %slot, i64 1, i64 4 acq_rel monotonic
+  %ours = extractvalue { i64, i1 } %taken, 1
+  br i1 %ours, label %run, label %idle
+run:
+  %p = getelementptr i64, ptr %slot, i64 1
+  %job.i = load i64, ptr %p
+  %job = inttoptr i64 %job.i to ptr
+  call void @softgen_help(ptr %job)
+  store atomic i64 2, ptr %slot release, align 8
+  br label %loop
+idle:
+  PAUSE
+  %next = sub i64 %left, 1
+  %more = icmp sgt i64 %next, 0
+  br i1 %more, label %loop, label %out
+out:
+  ret void
+}
+
+define i64 @softgen_finish(ptr %slot, i64 %spins) {
+entry:
+  %back = cmpxchg ptr %slot, i64 1, i64 3 acq_rel acquire
+  %not_started = extractvalue { i64, i1 } %back, 1
+  br i1 %not_started, label %taken_back, label %loop
+taken_back:
+  ret i64 3
+loop:
+  %left = phi i64 [ %spins, %entry ], [ %next, %idle ]
+  %state = load atomic i64, ptr %slot acquire, align 8
+  %done = icmp eq i64 %state, 2
+  br i1 %done, label %finished, label %idle
+idle:
+  PAUSE
+  %next = sub i64 %left, 1
+  %more = icmp sgt i64 %next, 0
+  br i1 %more, label %loop, label %running
+finished:
+  ret i64 2
+running:
+  ret i64 4
+}
+"""
+
+# a spin-wait hint where the architecture has one (lets the other hyperthread run)
+_PAUSE = {"x86_64": ("call void @llvm.x86.sse2.pause()", "declare void @llvm.x86.sse2.pause()"),
+          "aarch64": ("call void @llvm.aarch64.hint(i32 1)", "declare void @llvm.aarch64.hint(i32)")}
+
+
+class _Native:
+    """softgen_help / _post / _spin / _finish JIT-compiled for the host, as ctypes functions
+    (CFUNCTYPE: the GIL is released while they run)."""
+
+    def __init__(self):
+        target = Target.parse("host")
+        call, declaration = _PAUSE.get(target.arch, ("", ""))
+        text = _NATIVE_IR.replace("PAUSE", call) + declaration
+        self._lljit = llvm.create_lljit_compiler(target.create_target_machine(jit=True))
+        builder = llvm.JITLibraryBuilder().add_ir(text)
+        for name in ("softgen_help", "softgen_post", "softgen_spin", "softgen_finish"):
+            builder.export_symbol(name)
+        self._library = builder.link(self._lljit, "softgen_threads")
+        i64, p = ctypes.c_int64, ctypes.c_void_p
+        self.help = ctypes.CFUNCTYPE(None, p)(self._library["softgen_help"])
+        self.post = ctypes.CFUNCTYPE(None, p, i64)(self._library["softgen_post"])
+        self.spin = ctypes.CFUNCTYPE(None, p, i64)(self._library["softgen_spin"])
+        self.finish = ctypes.CFUNCTYPE(i64, p, i64)(self._library["softgen_finish"])
+
+
+def _aligned_int64s(count: int) -> tuple[object, int]:
+    """(owner, address): `count` zeroed int64s starting on a cache line (keep owner alive)."""
+    memory = (ctypes.c_int64 * (count + CACHE_LINE // 8))()
+    return memory, ctypes.addressof(memory) + -ctypes.addressof(memory) % CACHE_LINE
+
+
+class _Worker:
+    """A worker thread and its slot (state, job) on a cache line of its own."""
+
+    def __init__(self, pool: "_Pool", index: int):
+        self._memory, self.slot = _aligned_int64s(CACHE_LINE // 8)
+        self.state = ctypes.c_int64.from_address(self.slot)
+        self.wake = _thread.allocate_lock()
+        self.wake.acquire()
+        self.sleeping = False
+        threading.Thread(target=pool.work, args=(self,), name=f"softgen-{index}", daemon=True).start()
+
+
+class _Pool:
+    """Workers started on first need and kept; the idle ones listed, so a caller posts a job
+    only to workers that no other call is using."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.idle: list[_Worker] = []
+        self.started = 0
+        self.native = None
+
+    def claim(self, wanted: int, size: int) -> list[_Worker]:
+        """Up to `wanted` idle workers, growing the pool to `size` workers."""
+        with self.lock:
+            if self.native is None:
+                self.native = _Native()
+            while len(self.idle) < wanted and self.started < size:
+                self.idle.append(_Worker(self, self.started))
+                self.started += 1
+            # the last listed were the last to finish: the likeliest to be spinning still
+            claimed = self.idle[len(self.idle) - min(wanted, len(self.idle)):]
+            del self.idle[len(self.idle) - len(claimed):]
+            return claimed
+
+    def post(self, worker: _Worker, job: int) -> None:
+        self.native.post(worker.slot, job)
+        with self.lock:
+            if worker.sleeping:
+                worker.sleeping = False
+                worker.wake.release()
+
+    def finish(self, worker: _Worker) -> None:
+        """Once the job's chunks are all taken: the worker done with its last (waiting,
+        and yielding this core now and then in case the worker is queued on it), or its
+        post taken back if it never started."""
+        while self.native.finish(worker.slot, SPINS >> 4) == RUNNING:
+            os.sched_yield()
+        with self.lock:
+            self.idle.append(worker)
+
+    def work(self, worker: _Worker) -> None:
+        _local.worker = True
+        while True:
+            self.native.spin(worker.slot, SPINS)  # runs the jobs posted while it spins
+            with self.lock:
+                if worker.state.value == POSTED:  # posted as the spinning ended
+                    continue
+                worker.sleeping = True
+            worker.wake.acquire()
+
+
+_pool = _Pool()
+
+
+def _reset_after_fork() -> None:
+    """A forked child has none of the parent's threads: start a pool of its own."""
+    global _pool
+    _pool = _Pool()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def thread_count(rows: int, n: int, unit: int, threads: int | None) -> int:
+    """How many threads a call over [rows, n] takes: `threads` (None: the default) capped so
+    each has MIN_ELEMENTS_PER_THREAD elements and a whole `unit` of rows; one on a worker
+    thread."""
+    wanted = _num_threads if threads is None else threads
+    if wanted < 2 or in_worker():
+        return 1
+    return max(1, min(wanted, rows * n // MIN_ELEMENTS_PER_THREAD, -(-rows // unit)))
+
+
+def row_unit(rows_per_group: int, y_row_bytes: int) -> int:
+    """Rows per unit of splitting: whole groups of the kernel's rows (so each row goes
+    through the same code as on one thread: the results are bitwise those of one thread),
+    and where y's rows are shorter than a cache line, whole lines of them (no line written
+    by two threads when y is line-aligned; a longer row shares at most one line with the
+    next chunk, a small part of a chunk).  Both are powers of 2: the larger is a multiple
+    of the other."""
+    if y_row_bytes >= CACHE_LINE or y_row_bytes <= 0:
+        return rows_per_group
+    return max(rows_per_group, CACHE_LINE // (y_row_bytes & -y_row_bytes))
+
+
+def min_chunk_rows(n: int, unit: int) -> int:
+    """The shortest chunk: MIN_CHUNK_ELEMENTS, in whole units of rows."""
+    return -(-max(1, MIN_CHUNK_ELEMENTS // max(n, 1)) // unit) * unit
+
+
+def run_rows(fn, rows: int, n: int, x: int, x_stride: int, x_itemsize: int, y: int, y_stride: int,
+             y_itemsize: int, unit: int, threads: int | None) -> None:
+    """fn(rows, n, x, x_stride, y, y_stride) (a kernel's C ABI: addresses, strides in
+    elements) over chunks of the rows on up to `threads` threads (None: the default).
+    Chunks start on whole units of rows."""
+    count = thread_count(rows, n, unit, threads)
+    if count < 2:
+        fn(rows, n, x, x_stride, y, y_stride)
+        return
+    run_job(count, {FN: ctypes.cast(fn, ctypes.c_void_p).value, ROWS: rows, N: n, X: x, X_STRIDE: x_stride,
+                    X_ROW_BYTES: x_stride * x_itemsize, Y: y, Y_STRIDE: y_stride, Y_ROW_BYTES: y_stride * y_itemsize,
+                    UNIT: unit, MIN_ROWS: min_chunk_rows(n, unit), SHARE: 2 * count})
+
+
+def run_job(threads: int, fields: dict) -> None:
+    """A job (its fields by index) on this thread and up to threads - 1 idle workers (fewer
+    when other calls use them), returning when its chunks are all done."""
+    memory, job = _aligned_int64s(JOB_FIELDS)
+    for index, value in fields.items():
+        memory[(job - ctypes.addressof(memory)) // 8 + index] = value
+    pool = _pool
+    workers = pool.claim(threads - 1, max(_num_threads, threads) - 1)
+    for worker in workers:
+        pool.post(worker, job)
+    pool.native.help(job)
+    for worker in workers:
+        pool.finish(worker)

@@ -1,0 +1,227 @@
+"""Row-parallel calls (softgen.threads): results split over threads are bitwise those of
+one thread (each row runs through the same kernel code), for every op, a few algorithms,
+the dtypes, uneven row counts, strided inputs, out= and other axes; the thread settings
+and their errors; no fan-out from a worker; concurrent callers.  Splitting is forced on
+small arrays by lowering the size threshold."""
+import ctypes
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import softgen
+from softgen import scipy as sp
+from softgen import threads
+from softgen.lower import Schedule
+
+SHAPES = [(1, 7), (2, 5000), (3, 100), (17, 1), (17, 5000), (1000, 7), (1000, 100)]
+DTYPES = ["float32", "float64", "float16"]
+KERNELS = [(op, "two_pass", dtype) for op in softgen.OPS for dtype in DTYPES]
+KERNELS += [(op, "online", "float32") for op in softgen.OPS]
+
+
+@pytest.fixture
+def split_small(monkeypatch):
+    """Split any call of two rows or more (threads=None too); record each split's (rows,
+    unit of rows, shortest chunk)."""
+    monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 1)
+    monkeypatch.setattr(threads, "MIN_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(threads, "parallel_from", 2)
+    monkeypatch.setattr(threads, "_num_threads", 3)
+    splits = []
+    run_job = threads.run_job
+
+    def recording(count, fields):
+        splits.append((fields[threads.ROWS], fields[threads.UNIT], fields[threads.MIN_ROWS]))
+        run_job(count, fields)
+    monkeypatch.setattr(threads, "run_job", recording)
+    return splits
+
+
+def data(shape, dtype, seed=0):
+    return (np.random.default_rng(seed).standard_normal(shape) * 4).astype(dtype)
+
+
+def assert_same_bits(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert np.array_equal(np.asarray(a).view(f"u{a.dtype.itemsize}"), np.asarray(b).view(f"u{b.dtype.itemsize}"))
+
+
+@pytest.mark.parametrize("op,algorithm,dtype", KERNELS)
+def test_split_rows_match_one_thread(split_small, op, algorithm, dtype):
+    kernel = softgen.compile(op, algorithm=algorithm, dtype=dtype)
+    for rows, n in SHAPES:
+        x = data((rows, n), dtype)
+        expected = kernel(x, threads=1)
+        splits_before = len(split_small)
+        assert_same_bits(kernel(x, threads=3), expected)
+        assert_same_bits(kernel(x), expected)  # threads=None: the default (3 here)
+        y_row_bytes = (1 if kernel.row_output else n) * kernel.out_dtype.itemsize
+        unit = threads.row_unit(1, y_row_bytes)
+        if rows > unit:  # more than one cache line of y: split
+            assert len(split_small) == splits_before + 2
+            total, chunk_unit, shortest = split_small[-1]
+            assert total == rows and chunk_unit % unit == 0 and shortest % chunk_unit == 0
+
+
+@pytest.mark.parametrize("op", softgen.OPS)
+def test_row_groups_stay_whole(split_small, op):
+    """With rows_per_group=16 every range but the last is whole groups: the same rows go
+    through the grouped code as on one thread."""
+    kernel = softgen.compile(op, algorithm="two_pass", schedule=Schedule(rows_per_group=16))
+    for rows, n in [(17, 100), (50, 33), (1000, 64), (3, 100)]:
+        x = data((rows, n), "float32", rows)
+        expected = kernel(x, threads=1)
+        assert_same_bits(kernel(x, threads=4), expected)
+        if rows > 16:
+            assert split_small[-1][1] % 16 == 0 and split_small[-1][2] % 16 == 0
+
+
+@pytest.mark.parametrize("op", softgen.OPS)
+def test_layouts_out_and_axes(split_small, op):
+    kernel = softgen.compile(op, algorithm="two_pass")
+    x = data((40, 2, 66), "float32")
+    cases = [(x[:, 1, ::2], -1), (x[::3, 0], -1), (x[:, 0, :], 0), (x, (0, 2)), (x.transpose(2, 0, 1), 1)]
+    for view, axis in cases:
+        expected = kernel(view, axis, threads=1)
+        assert_same_bits(kernel(view, axis, threads=3), expected)
+        out = np.full(expected.shape + (2,), np.nan, np.float32)[..., 0]  # a strided out=
+        assert kernel(view, axis, out=out, threads=3) is out
+        assert_same_bits(out, expected)
+    if op != "logsumexp":
+        inplace = x[:, 0].copy()
+        expected = kernel(inplace, threads=1)
+        kernel(inplace, out=inplace, threads=3)
+        assert_same_bits(inplace, expected)
+
+
+def test_public_functions(split_small):
+    x = data((64, 300), "float32")
+    for fn in (softgen.softmax, softgen.log_softmax, softgen.logsumexp):
+        assert_same_bits(fn(x, threads=2), fn(x, threads=1))
+    assert_same_bits(softgen.softmax(x.T, axis=0, threads=2), softgen.softmax(x.T, axis=0, threads=1))
+    assert_same_bits(softgen.softmax(x, dtype=np.float64, threads=2), softgen.softmax(x, dtype=np.float64, threads=1))
+    assert_same_bits(softgen.logsumexp(x, keepdims=True, threads=2), softgen.logsumexp(x, keepdims=True, threads=1))
+    for fn in (sp.softmax, sp.log_softmax, sp.logsumexp):
+        assert_same_bits(fn(x, axis=1, threads=2), fn(x, axis=1, threads=1))
+    w = np.abs(data((64, 300), "float32", 1))
+    assert_same_bits(sp.logsumexp(x, axis=1, b=w, threads=2), sp.logsumexp(x, axis=1, b=w, threads=1))
+    assert len(split_small) >= 6
+
+
+@pytest.mark.parametrize("bad,error", [(0, ValueError), (-2, ValueError), (1.5, TypeError), ("2", TypeError),
+                                       (True, TypeError)])
+def test_bad_threads(bad, error):
+    x = data((4, 8), "float32")
+    kernel = softgen.compile("softmax", algorithm="two_pass")
+    for call, name in [(lambda: softgen.softmax(x, threads=bad), "softmax"),
+                       (lambda: softgen.logsumexp(x, keepdims=True, threads=bad), "logsumexp"),
+                       (lambda: sp.logsumexp(x, threads=bad), "logsumexp"),
+                       (lambda: kernel(x, threads=bad), "softmax"),
+                       (lambda: softgen.set_num_threads(bad), "set_num_threads")]:
+        with pytest.raises(error, match=rf"{name}\(\): threads must"):
+            call()
+    assert softgen.softmax(x, threads=np.int64(2)).shape == x.shape  # numpy integers are integers
+
+
+def test_set_and_get_num_threads():
+    before = softgen.get_num_threads()
+    try:
+        softgen.set_num_threads(5)
+        assert softgen.get_num_threads() == 5
+        info, = softgen.threadpool_info()
+        assert info["num_threads"] == 5 and info["internal_api"] == "softgen" and info["user_api"] == "softgen"
+        softgen.set_num_threads(1)
+        assert threads.parallel_from == sys.maxsize  # one thread: no call splits
+    finally:
+        softgen.set_num_threads(before)
+
+
+@pytest.mark.parametrize("value,expected", [("3", 3), ("", None), ("many", None), ("0", None)])
+def test_environment_variable(value, expected):
+    env = dict(os.environ, SOFTGEN_NUM_THREADS=value)
+    code = "import softgen, softgen.threads as t; print(softgen.get_num_threads(), t.available_cores())"
+    res = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    got, cores = map(int, res.stdout.split())
+    assert got == (cores if expected is None else expected)
+    assert ("SOFTGEN_NUM_THREADS" in res.stderr) == (value in ("many", "0"))
+
+
+def test_default_is_the_available_cores():
+    if "SOFTGEN_NUM_THREADS" not in os.environ:
+        assert softgen.get_num_threads() == len(os.sched_getaffinity(0))
+
+
+_ABI = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                        ctypes.c_void_p, ctypes.c_int64)
+
+
+def test_calls_on_a_worker_run_on_one_thread(split_small, monkeypatch):
+    """A chunk run on a worker (here a Python callback with the kernels' ABI) that calls
+    softgen again does not split: the thread-local flag keeps workers from fanning out."""
+    seen, ran = {}, {"caller": threading.Event(), "worker": threading.Event()}
+    x = data((64, 100), "float32")
+
+    def chunk(rows, n, x_address, x_stride, y_address, y_stride):
+        # each thread takes one of the two chunks and holds it until the other has taken its own
+        me, other = ("worker", "caller") if threads.in_worker() else ("caller", "worker")
+        y = softgen.softmax(x, threads=4)
+        seen[me] = (threads.thread_count(1000, 1000, 1, 4), split_on.get(me, 0),
+                    np.array_equal(y, softgen.softmax(x, threads=1)))
+        ran[me].set()
+        ran[other].wait(10)
+
+    split_on = {}
+    run_job = threads.run_job
+
+    def counting(count, fields):  # splits by the thread making them
+        me = "worker" if threads.in_worker() else "caller"
+        split_on[me] = split_on.get(me, 0) + 1
+        run_job(count, fields)
+    monkeypatch.setattr(threads, "run_job", counting)
+    fn = _ABI(chunk)
+    threads.run_rows(fn, 2, 1, 0, 1, 64, 0, 1, 64, 1, 2)  # two chunks of a row, on two threads
+    assert seen["caller"] == (4, 2, True)  # the run_rows call and the caller's own softmax split
+    assert seen["worker"] == (1, 0, True)
+
+
+def test_kernels_release_the_gil():
+    """Kernels and the pool's native functions are called through CFUNCTYPE (which drops the
+    GIL for the call), not PYFUNCTYPE (which keeps it)."""
+    kernel = softgen.compile("softmax", algorithm="two_pass")
+    native = threads._Native()
+    for fn in (kernel._fn, native.help, native.post, native.spin, native.finish):
+        assert not type(fn)._flags_ & ctypes._FUNCFLAG_PYTHONAPI
+
+
+def test_concurrent_callers(split_small):
+    arrays = [data((200 + 7 * i, 50 + i), "float32", i) for i in range(8)]
+    expected = [softgen.softmax(a, threads=1) for a in arrays]
+
+    def check(i):
+        for _ in range(20):
+            j = (i + _) % len(arrays)
+            if not np.array_equal(softgen.softmax(arrays[j], threads=2), expected[j]):
+                return False
+        return True
+    with ThreadPoolExecutor(4) as ex:
+        assert all(ex.map(check, range(4)))
+
+
+def test_chunks_and_units():
+    assert threads.min_chunk_rows(1024, 16) == 32           # 2^15 elements
+    assert threads.min_chunk_rows(3000, 4) == 12            # 10 rows, in whole units
+    assert threads.min_chunk_rows(1 << 20, 4) == 4          # one unit at least
+    assert threads.min_chunk_rows(0, 1) == threads.MIN_CHUNK_ELEMENTS
+    assert threads.row_unit(1, 4) == 16          # one float per row: 16 rows fill a cache line
+    assert threads.row_unit(1, 28) == 16         # 7 floats: 16 rows are 7 lines
+    assert threads.row_unit(4, 4096) == 4        # long rows: whole row groups
+    assert threads.row_unit(16, 8) == 16
+    assert threads.thread_count(1000, 100, 1, 1) == 1
+    assert threads.thread_count(3, threads.MIN_ELEMENTS_PER_THREAD, 1, 8) == 3
+    assert threads.thread_count(2, threads.MIN_ELEMENTS_PER_THREAD - 1, 1, 8) == 1  # too small to split

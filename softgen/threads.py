@@ -14,6 +14,7 @@ import _thread
 import ctypes
 import operator
 import os
+import re
 import sys
 import threading
 import warnings
@@ -128,34 +129,24 @@ MIN_CHUNK_ELEMENTS = 1 << 15  # ~10 us of work: the ~0.1 us a chunk costs is los
 NEXT, FN, ROWS, N, X, X_STRIDE, X_ROW_BYTES, Y, Y_STRIDE, Y_ROW_BYTES, UNIT, MIN_ROWS, SHARE = 0, *range(8, 20)
 JOB_FIELDS = 20
 
+# the job's fields softgen_help reads, as the LLVM values it names them
+_JOB_VALUES = {"fn.i": FN, "rows": ROWS, "n": N, "x": X, "xs": X_STRIDE, "xb": X_ROW_BYTES, "y": Y, "ys": Y_STRIDE,
+               "yb": Y_ROW_BYTES, "unit": UNIT, "min": MIN_ROWS, "share": SHARE}
+_JOB_LOADS = "".join(f"  %{name}.p = getelementptr i64, ptr %job, i64 {field}\n  %{name} = load i64, ptr %{name}.p\n"
+                     for name, field in _JOB_VALUES.items())
+
+# a spin loop's idle step: a pause, then `loop` again until %left runs out, then the exit
+_IDLE = """idle:
+  PAUSE
+  %next = sub i64 %left, 1
+  %more = icmp sgt i64 %next, 0
+  br i1 %more, label %loop, label %\\1
+"""
+
 _NATIVE_IR = """
 define void @softgen_help(ptr %job) {
 entry:
-  %fn.p = getelementptr i64, ptr %job, i64 8
-  %fn.i = load i64, ptr %fn.p
-  %fn = inttoptr i64 %fn.i to ptr
-  %rows.p = getelementptr i64, ptr %job, i64 9
-  %rows = load i64, ptr %rows.p
-  %n.p = getelementptr i64, ptr %job, i64 10
-  %n = load i64, ptr %n.p
-  %x.p = getelementptr i64, ptr %job, i64 11
-  %x = load i64, ptr %x.p
-  %xs.p = getelementptr i64, ptr %job, i64 12
-  %xs = load i64, ptr %xs.p
-  %xb.p = getelementptr i64, ptr %job, i64 13
-  %xb = load i64, ptr %xb.p
-  %y.p = getelementptr i64, ptr %job, i64 14
-  %y = load i64, ptr %y.p
-  %ys.p = getelementptr i64, ptr %job, i64 15
-  %ys = load i64, ptr %ys.p
-  %yb.p = getelementptr i64, ptr %job, i64 16
-  %yb = load i64, ptr %yb.p
-  %unit.p = getelementptr i64, ptr %job, i64 17
-  %unit = load i64, ptr %unit.p
-  %min.p = getelementptr i64, ptr %job, i64 18
-  %min = load i64, ptr %min.p
-  %share.p = getelementptr i64, ptr %job, i64 19
-  %share = load i64, ptr %share.p
+JOB_LOADS  %fn = inttoptr i64 %fn.i to ptr
   br label %next
 next:
   %r0 = load atomic i64, ptr %job monotonic, align 8
@@ -215,11 +206,7 @@ run:
   call void @softgen_help(ptr %job)
   store atomic i64 2, ptr %slot release, align 8
   br label %loop
-idle:
-  PAUSE
-  %next = sub i64 %left, 1
-  %more = icmp sgt i64 %next, 0
-  br i1 %more, label %loop, label %out
+IDLE_THEN out
 out:
   ret void
 }
@@ -236,11 +223,7 @@ loop:
   %state = load atomic i64, ptr %slot acquire, align 8
   %done = icmp eq i64 %state, 2
   br i1 %done, label %finished, label %idle
-idle:
-  PAUSE
-  %next = sub i64 %left, 1
-  %more = icmp sgt i64 %next, 0
-  br i1 %more, label %loop, label %running
+IDLE_THEN running
 finished:
   ret i64 2
 running:
@@ -260,7 +243,8 @@ class _Native:
     def __init__(self):
         target = Target.parse("host")
         call, declaration = _PAUSE.get(target.arch, ("", ""))
-        text = _NATIVE_IR.replace("PAUSE", call) + declaration
+        text = re.sub(r"IDLE_THEN (\w+)\n", _IDLE, _NATIVE_IR.replace("JOB_LOADS", _JOB_LOADS))
+        text = text.replace("PAUSE", call) + declaration
         self._lljit = llvm.create_lljit_compiler(target.create_target_machine(jit=True))
         builder = llvm.JITLibraryBuilder().add_ir(text)
         for name in ("softgen_help", "softgen_post", "softgen_spin", "softgen_finish"):

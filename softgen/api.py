@@ -52,9 +52,17 @@ def _rows_and_length(shape: tuple, axes) -> tuple:
     return (math.prod(shape) // n if n else 0), n
 
 
+def kernel_for_shape(op: str, rows: int, n: int, algorithm: str = "auto", dtype="float32",
+                     out_dtype=None) -> Kernel:
+    """The kernel softmax & co. run for a [rows, n] problem of these dtypes: the algorithm
+    (or "auto"'s choice) with the schedule the tuner picks for the shape, compiled or taken
+    from the caches."""
+    choice = tune.resolve(op, algorithm, rows, n, dtype=dtype, out_dtype=out_dtype)
+    return compile(op, algorithm=choice.algorithm, dtype=dtype, out_dtype=out_dtype, schedule=choice.schedule)
+
+
 def _new_kernel(key: tuple, op: str, algorithm: str, rows: int, n: int, x_dtype, out_dtype) -> Kernel:
-    choice = tune.resolve(op, algorithm, rows, n, dtype=x_dtype, out_dtype=out_dtype)
-    kernel = compile(op, algorithm=choice.algorithm, dtype=x_dtype, out_dtype=out_dtype, schedule=choice.schedule)
+    kernel = kernel_for_shape(op, rows, n, algorithm, x_dtype, out_dtype)
     if len(_kernels) > 4096:  # many distinct shapes: start over rather than grow
         _kernels.clear()
     _kernels[key] = kernel

@@ -31,10 +31,11 @@ from typing import Callable
 
 import llvmlite
 
-from . import algorithms, ops, runtime
+from . import algorithms, ops
 from . import bench as measuring
 from . import tune as tuning
 from .artifacts import emit_c as emit_c_source
+from .api import kernel_for_shape
 from .artifacts import generate
 from .backends.c import ISAS
 from .backends.llvm import cache as kernel_cache
@@ -197,11 +198,9 @@ def warmup(args) -> None:
     for op in dict.fromkeys(args.op or [ops.SOFTMAX.name]):
         for rows, n in args.shape:
             start = time.perf_counter()
-            choice = tuning.resolve(op, args.algorithm, rows, n, dtype=args.dtype, out_dtype=args.out_dtype)
-            runtime.compile(op, algorithm=choice.algorithm, dtype=args.dtype, out_dtype=args.out_dtype,
-                            schedule=choice.schedule)
-            print(f"{op} {rows}x{n} {_dtypes_label(args)}: {choice.describe()} "
-                  f"({time.perf_counter() - start:.2f} s)")
+            kernel = kernel_for_shape(op, rows, n, args.algorithm, args.dtype, args.out_dtype)
+            built = tuning.Choice(kernel.algorithm, kernel.schedule).describe()
+            print(f"{op} {rows}x{n} {_dtypes_label(args)}: {built} ({time.perf_counter() - start:.2f} s)")
     print(f"kernel cache: {kernel_cache.directory()}")
 
 

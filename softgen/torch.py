@@ -19,6 +19,7 @@ import numpy as np
 import torch  # the PyTorch package (absolute import), not this module
 
 from . import api
+from .dtypes import check_dtype
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
@@ -40,16 +41,8 @@ def _as_numpy(x: torch.Tensor) -> np.ndarray:
         raise ValueError(f"softgen runs on the CPU; x is on {x.device}")
     x = x.detach()
     if x.dtype == torch.bfloat16:   # numpy has no bfloat16: the same bits as ml_dtypes'
-        return x.view(torch.int16).numpy().view(_ml_bfloat16())
+        return x.view(torch.int16).numpy().view(check_dtype("bfloat16"))
     return x.numpy()
-
-
-def _ml_bfloat16() -> np.dtype:
-    try:
-        import ml_dtypes
-    except ImportError:
-        raise TypeError("bfloat16 tensors need ml_dtypes (pip install 'softgen[bfloat16]')") from None
-    return np.dtype(ml_dtypes.bfloat16)
 
 
 def _reduced_shape(x: torch.Tensor, dim: int) -> list[int]:

@@ -117,9 +117,9 @@ class KernelLowering(PassLowering):
 
     def emit_fallback(self, fallback: Program):
         """The fallback program for the group's rows one at a time, in its smallest code
-        shape (one accumulator set, no interleaving): it runs only for rows outside a
-        guard's range, and at the full schedule it more than doubled the kernel's code and
-        compile time."""
+        shape (one accumulator set, no interleaving, only the exact exp form): it runs only
+        for rows outside a guard's range, and at the full schedule it more than doubled the
+        kernel's code and compile time."""
         first, rm, schedule = self.first, self.rm, self.schedule
         self.schedule = dataclasses.replace(schedule, unroll=1, accumulators=0, interleave=1, fast_exp=False)
         self.rm = self.vm.with_width(1)

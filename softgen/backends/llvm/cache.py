@@ -89,8 +89,13 @@ def load(key_text: str) -> bytes | None:
     return obj
 
 
+def _head(key_bytes: bytes) -> bytes:
+    """An entry's start: the format, then its key (the object's digest and the object follow)."""
+    return MAGIC + len(key_bytes).to_bytes(8, "little") + key_bytes
+
+
 def _unpack(data: bytes, key_bytes: bytes) -> bytes | None:
-    head = MAGIC + len(key_bytes).to_bytes(8, "little") + key_bytes
+    head = _head(key_bytes)
     if not data.startswith(head) or len(data) < len(head) + _DIGEST:
         return None
     digest, obj = data[len(head):len(head) + _DIGEST], data[len(head) + _DIGEST:]
@@ -102,8 +107,7 @@ def store(key_text: str, obj: bytes) -> None:
     cache that cannot be written is no error: the kernel just compiles again next time."""
     if not enabled():
         return
-    key_bytes = key_text.encode()
-    data = MAGIC + len(key_bytes).to_bytes(8, "little") + key_bytes + hashlib.sha256(obj).digest() + obj
+    data = _head(key_text.encode()) + hashlib.sha256(obj).digest() + obj
     path = _path(key_text)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

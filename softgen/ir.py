@@ -37,6 +37,15 @@ class Type(enum.Enum):
     def is_accumulator(self) -> bool:
         return self.value.startswith("acc.")
 
+    @property
+    def state_parts(self) -> int:
+        """An accumulator's state as row values (merge.state's results; numerics.ACCUMULATORS
+        keeps states of this many parts)."""
+        return _STATE_PARTS[self]
+
+
+_STATE_PARTS = {Type.ACC_MAX: 1, Type.ACC_SUM: 1, Type.ACC_PAIR: 2, Type.ACC_ONLINE: 3, Type.ACC_EXCESS: 2}
+
 
 class Where(enum.Enum):
     PASS = "pass"  # per element, inside a pass
@@ -95,6 +104,13 @@ class Kind(enum.Enum):
     GUARD = ("guard", Where.ROW, (R,), ())  # (its operand count is that of its ranges)
     STORE_ROW = ("store.row", Where.ROW, (R,), ())  # y[row * y_row_stride] = v
     CAST_ROW = ("cast.row", Where.ROW, (R,), (R,))   # cast.row v to=dtype, before store.row
+    # row operands (Program.operands): one compute-dtype value per row, read or written at
+    # name[row * name_stride]
+    LOAD_OPERAND = ("load.operand", Where.ROW, (), (R,))   # load.operand name=...
+    STORE_OPERAND = ("store.operand", Where.ROW, (R,), ())  # store.operand v name=...
+    # a reduction's lanes merged into its state (numerics.Accumulator: as many row values as
+    # the state has parts), for a caller that merges it with other chunks' states
+    MERGE_STATE = ("merge.state", Where.ROW, (Type.ACC_MAX,), ())
 
     def __init__(self, mnemonic, where, args, results):
         self.mnemonic, self.where, self.arg_types, self.result_types = mnemonic, where, args, results
@@ -140,6 +156,22 @@ class Pass:
         return [op for op in self.ops if op.results and op.results[0].type.is_accumulator]
 
 
+@dataclass(frozen=True)
+class Operand:
+    """A row operand: one compute-dtype value per row, an input (`load.operand`) or an
+    output (`store.operand`).  In the C ABI it follows y as `name, name_stride`: value
+    name[row * name_stride] (stride 0: one value for every row)."""
+    name: str
+    output: bool = False
+
+    def __str__(self) -> str:
+        return f"{'out' if self.output else 'in'} {self.name}[row]"
+
+
+# names the kernel's own parameters take (an operand's stride is its name + "_stride")
+RESERVED_NAMES = ("rows", "n", "x", "x_row_stride", "y", "y_row_stride")
+
+
 @dataclass(eq=False)
 class Program:
     """One kernel: `op` (softmax, ...) computed with `algorithm`, as a list of steps, over
@@ -153,6 +185,8 @@ class Program:
     storage: DType = DType.F32
     compute: DType = DType.F32
     output: DType | None = None
+    operands: tuple[Operand, ...] = ()   # row operands, in ABI order
+    y_stored: bool = False  # y already holds what an earlier kernel stored (load.y may read it)
 
     @property
     def out_dtype(self) -> DType:
@@ -176,7 +210,8 @@ class Program:
         dtypes = (f" {self.storage.short} storage, {self.compute.short} compute"
                   + (f", {self.out_dtype.short} output" if self.out_dtype is not self.storage else "")
                   if self.dtypes != (DType.F32,) * 3 else "")  # f32: implied
-        lines = [f"kernel {self.name} (x[n] -> {out}){dtypes}"]
+        extra = "".join(f", {o}" for o in self.operands)
+        lines = [f"kernel {self.name} (x[n] -> {out}{extra}){dtypes}"]
         n_pass = 0
         for step in self.steps:
             if isinstance(step, Pass):
@@ -221,9 +256,11 @@ def _check_cast(program: Program, op: Op):
 
 def _check_args(program: Program, op: Op, visible: set[Value]):
     """Operand count, definition, type and dtype; result types and dtypes."""
-    arg_types = op.kind.arg_types
+    arg_types, result_types = op.kind.arg_types, op.kind.result_types
     if op.kind is Kind.GUARD:
         arg_types = (Type.ROW,) * len(op.attrs.get("ranges", ()))
+    if op.kind is Kind.MERGE_STATE and op.args and op.args[0].type.is_accumulator:
+        arg_types, result_types = (op.args[0].type,), (Type.ROW,) * op.args[0].type.state_parts
     if len(op.args) != len(arg_types):
         _fail(program, op, f"{op.kind.mnemonic} takes {len(arg_types)} operands, got {len(op.args)}")
     if op.kind in (Kind.CAST, Kind.CAST_ROW):
@@ -236,7 +273,7 @@ def _check_args(program: Program, op: Op, visible: set[Value]):
             _fail(program, op, f"operand {i} ({arg}) has type {arg.type.value}, expected {want.value}")
         if arg.dtype is not arg_dtype:
             _fail(program, op, f"operand {i} ({arg}) has dtype {arg.dtype.short}, expected {arg_dtype.short}")
-    if tuple(r.type for r in op.results) != op.kind.result_types:
+    if tuple(r.type for r in op.results) != result_types:
         _fail(program, op, "result types do not match the op")
     if any(r.dtype is not result_dtype for r in op.results):
         _fail(program, op, f"results must have dtype {result_dtype.short}")
@@ -277,14 +314,35 @@ def _check_row_op(program: Program, op: Op, defined_row: set, pending_acc: dict)
         verify(fallback)
     if op.kind is Kind.CONST and not isinstance(op.attrs.get("value"), float):
         _fail(program, op, "const needs a float value")
+    if op.kind in (Kind.LOAD_OPERAND, Kind.STORE_OPERAND):
+        want = Operand(op.attrs.get("name"), op.kind is Kind.STORE_OPERAND)
+        if want not in program.operands:
+            _fail(program, op, f"needs an {'output' if want.output else 'input'} operand "
+                               f"{want.name!r} among the program's operands")
+
+
+def _check_operands(program: Program):
+    names = [o.name for o in program.operands]
+    for name in names:
+        if not (isinstance(name, str) and name.isidentifier()) or name in RESERVED_NAMES \
+                or name.endswith("_stride"):
+            raise VerifyError(f"{program.name}: operand name {name!r} is not an identifier of its own "
+                              f"(not one of {', '.join(RESERVED_NAMES)} nor ending in _stride)")
+    if len(set(names)) < len(names):
+        raise VerifyError(f"{program.name}: operand names repeat: {', '.join(names)}")
+    stored = [op.attrs["name"] for op in program.steps if isinstance(op, Op) and op.kind is Kind.STORE_OPERAND]
+    for o in program.operands:
+        if o.output and stored.count(o.name) != 1:
+            raise VerifyError(f"{program.name}: output operand {o.name!r} must be stored exactly once")
 
 
 def verify(program: Program) -> Program:
     """Check types and dtypes, def-before-use, scoping of per-element values, and that
     every reduction is merged.  Returns the program so calls can be chained."""
+    _check_operands(program)
     defined_row: set[Value] = set()
     pending_acc: dict[Value, Op] = {}
-    stored = False
+    stored = program.y_stored
     for step in program.steps:
         if isinstance(step, Pass):
             _check_pass(program, step, defined_row, pending_acc, stored)
@@ -300,7 +358,8 @@ def verify(program: Program) -> Program:
     row_stores = [op for op in program.steps if isinstance(op, Op) and op.kind is Kind.STORE_ROW]
     if program.row_output and (stores or len(row_stores) != 1):
         raise VerifyError(f"{program.name}: a row-output kernel stores exactly one value per row")
-    if not program.row_output and (row_stores or not stores):
+    partial = any(o.output for o in program.operands)  # a chunk's states out: y may go unwritten
+    if not program.row_output and (row_stores or not (stores or partial)):
         raise VerifyError(f"{program.name}: an elementwise kernel must store the row and only the row")
     return program
 
@@ -337,6 +396,12 @@ class Builder:
 
     def store(self, v: Value):
         return self.emit(Kind.STORE, self._cast(v, Kind.CAST, self.program.out_dtype))
+
+    def merge_state(self, acc: Value) -> tuple[Value, ...]:
+        op = Op(Kind.MERGE_STATE, (acc,), (), {})
+        op.results = tuple(self._new(Type.ROW, self.program.compute) for _ in range(acc.type.state_parts))
+        self.program.steps.append(op)
+        return op.results
 
     def store_row(self, v: Value):
         return self.emit(Kind.STORE_ROW, self._cast(v, Kind.CAST_ROW, self.program.out_dtype))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .ir import DType, Type
+from .ir import DType, Kind, Op, Type
 
 f = float.fromhex
 
@@ -661,3 +661,31 @@ def f32_to_f16(m, v):
 
 # (storage, compute) -> (widen, narrow) recipes for storage dtypes kept as integer bits
 SHORT_FLOATS = {DType.BF16: (bf16_to_f32, f32_to_bf16), DType.F16: (f16_to_f32, f32_to_f16)}
+
+
+# --- row ops: the IR's row-level arithmetic on one value per row (lanes: rows) ----------
+
+ROW_RECIPES = {
+    Kind.ADD: lambda m, a, b: (m.add(a, b),),
+    Kind.SUB_ROW: lambda m, a, b: (m.sub(a, b),),
+    Kind.MUL_ROW: lambda m, a, b: (m.mul(a, b),),
+    Kind.RECIP: lambda m, a: (m.div(m.const(1.0), a),),
+    Kind.LOG: lambda m, a: (m.log(a),),
+    Kind.LOG_PAIR: log_pair,
+    Kind.LOG1P: lambda m, a: (log1p(m, a),),
+    Kind.WHERE_FINITE: lambda m, a, b, c: (m.select(m.isfinite(a), b, c),),
+}
+
+
+def row_op(m, op: Op, args: list) -> tuple:
+    """The results of a row op that computes (a merge, a const, a ROW_RECIPES entry) from
+    its operands' values `args` (a merge's: the accumulator's state), in math m."""
+    if op.kind is Kind.MERGE_STATE:
+        return tuple(args[0])
+    if op.args and op.args[0].type.is_accumulator:  # merge.*
+        return ACCUMULATORS[op.args[0].type].result(m, args[0])
+    if op.kind is Kind.CONST:
+        return (m.const(op.attrs["value"]),)
+    if op.kind in ROW_RECIPES:
+        return ROW_RECIPES[op.kind](m, *args)
+    raise NotImplementedError(f"no row recipe for {op}")

@@ -125,9 +125,11 @@ def in_worker() -> bool:
 POSTED, RUNNING = 1, 4
 SPINS = 1 << 15  # pause instructions: ~1 ms on x86 (a pause is 10-140 cycles)
 MIN_CHUNK_ELEMENTS = 1 << 15  # ~10 us of work: the ~0.1 us a chunk costs is lost in it
-# a job's fields (int64s); the row counter on a cache line of its own
+# a job's fields (int64s); the row counter on a cache line of its own.  HELP: the native
+# function every thread runs on the job (softgen_help for rows, softgen_tasks_K for tasks)
 NEXT, FN, ROWS, N, X, X_STRIDE, X_ROW_BYTES, Y, Y_STRIDE, Y_ROW_BYTES, UNIT, MIN_ROWS, SHARE = 0, *range(8, 20)
-JOB_FIELDS = 20
+HELP, TASKS, TABLE = 20, 21, 22   # TASKS calls of FN, each with its arguments in a row of TABLE
+JOB_FIELDS = 23
 
 # the job's fields softgen_help reads, as the LLVM values it names them
 _JOB_VALUES = {"fn.i": FN, "rows": ROWS, "n": N, "x": X, "xs": X_STRIDE, "xb": X_ROW_BYTES, "y": Y, "ys": Y_STRIDE,
@@ -203,7 +205,10 @@ run:
   %p = getelementptr i64, ptr %slot, i64 1
   %job.i = load i64, ptr %p
   %job = inttoptr i64 %job.i to ptr
-  call void @softgen_help(ptr %job)
+  %help.p = getelementptr i64, ptr %job, i64 HELP_FIELD
+  %help.i = load i64, ptr %help.p
+  %help = inttoptr i64 %help.i to ptr
+  call void %help(ptr %job)
   store atomic i64 2, ptr %slot release, align 8
   br label %loop
 IDLE_THEN out
@@ -231,6 +236,52 @@ running:
 }
 """
 
+# a task job's helper for kernels of `arity` arguments (softgen's ABI: rows, n, then pairs
+# of a pointer and a stride): the threads take the next task off the counter until none is
+# left
+_TASKS_IR = """
+define void @softgen_tasks_ARITY(ptr %job) {
+entry:
+  %fn.p = getelementptr i64, ptr %job, i64 FN_FIELD
+  %fn.i = load i64, ptr %fn.p
+  %fn = inttoptr i64 %fn.i to ptr
+  %count.p = getelementptr i64, ptr %job, i64 TASKS_FIELD
+  %count = load i64, ptr %count.p
+  %table.p = getelementptr i64, ptr %job, i64 TABLE_FIELD
+  %table.i = load i64, ptr %table.p
+  %table = inttoptr i64 %table.i to ptr
+  br label %next
+next:
+  %i = atomicrmw add ptr %job, i64 1 monotonic
+  %more = icmp slt i64 %i, %count
+  br i1 %more, label %task, label %out
+task:
+  %first = mul i64 %i, ARITY
+  %args = getelementptr i64, ptr %table, i64 %first
+ARG_LOADS  call void %fn(CALL_ARGS)
+  br label %next
+out:
+  ret void
+}
+"""
+
+
+def _tasks_ir(arity: int) -> str:
+    """softgen_tasks_<arity>: each task's arguments loaded from its row of the table, the
+    pointers (the third argument and every second one after it) as pointers."""
+    loads, args = [], []
+    for k in range(arity):
+        loads.append(f"  %a{k}.p = getelementptr i64, ptr %args, i64 {k}\n  %a{k} = load i64, ptr %a{k}.p\n")
+        if k >= 2 and k % 2 == 0:
+            loads.append(f"  %p{k} = inttoptr i64 %a{k} to ptr\n")
+            args.append(f"ptr %p{k}")
+        else:
+            args.append(f"i64 %a{k}")
+    fields = {"FN_FIELD": FN, "TASKS_FIELD": TASKS, "TABLE_FIELD": TABLE, "ARITY": arity}
+    text = _TASKS_IR.replace("ARG_LOADS", "".join(loads)).replace("CALL_ARGS", ", ".join(args))
+    return re.sub("|".join(fields), lambda m: str(fields[m.group(0)]), text)
+
+
 # a spin-wait hint where the architecture has one (lets the other hyperthread run)
 _PAUSE = {"x86_64": ("call void @llvm.x86.sse2.pause()", "declare void @llvm.x86.sse2.pause()"),
           "aarch64": ("call void @llvm.aarch64.hint(i32 1)", "declare void @llvm.aarch64.hint(i32)")}
@@ -244,17 +295,35 @@ class _Native:
         target = Target.parse("host")
         call, declaration = _PAUSE.get(target.arch, ("", ""))
         text = re.sub(r"IDLE_THEN (\w+)\n", _IDLE, _NATIVE_IR.replace("JOB_LOADS", _JOB_LOADS))
-        text = text.replace("PAUSE", call) + declaration
+        text = text.replace("PAUSE", call).replace("HELP_FIELD", str(HELP)) + declaration
         self._lljit = llvm.create_lljit_compiler(target.create_target_machine(jit=True))
         builder = llvm.JITLibraryBuilder().add_ir(text)
         for name in ("softgen_help", "softgen_post", "softgen_spin", "softgen_finish"):
             builder.export_symbol(name)
         self._library = builder.link(self._lljit, "softgen_threads")
+        self._libraries = []   # the task helpers' (kept alive)
         i64, p = ctypes.c_int64, ctypes.c_void_p
-        self.help = ctypes.CFUNCTYPE(None, p)(self._library["softgen_help"])
+        self.help = self._helper(self._library["softgen_help"])
         self.post = ctypes.CFUNCTYPE(None, p, i64)(self._library["softgen_post"])
         self.spin = ctypes.CFUNCTYPE(None, p, i64)(self._library["softgen_spin"])
         self.finish = ctypes.CFUNCTYPE(i64, p, i64)(self._library["softgen_finish"])
+        self._tasks: dict = {}
+        self._tasks_lock = threading.Lock()
+
+    @staticmethod
+    def _helper(address: int):
+        """A job's helper: (its address, for the workers; it as a ctypes function, for the caller)."""
+        return address, ctypes.CFUNCTYPE(None, ctypes.c_void_p)(address)
+
+    def tasks(self, arity: int):
+        """softgen_tasks_<arity>'s helper, compiled on first use."""
+        with self._tasks_lock:
+            if arity not in self._tasks:
+                name = f"softgen_tasks_{arity}"
+                library = llvm.JITLibraryBuilder().add_ir(_tasks_ir(arity)).export_symbol(name).link(self._lljit, name)
+                self._libraries.append(library)
+                self._tasks[arity] = self._helper(library[name])
+            return self._tasks[arity]
 
 
 def _aligned_int64s(count: int) -> tuple[object, int]:
@@ -379,16 +448,31 @@ def run_rows(fn, rows: int, n: int, x: int, x_stride: int, x_itemsize: int, y: i
                     UNIT: unit, MIN_ROWS: min_chunk_rows(n, unit), SHARE: 2 * count})
 
 
-def run_job(threads: int, fields: dict) -> None:
+def run_tasks(fn, tasks: list, threads: int) -> None:
+    """fn(*task) (a kernel's C ABI: integers and addresses) for each task, on up to
+    `threads` threads, each taking the next task in turn."""
+    if threads < 2 or len(tasks) < 2 or in_worker():
+        for task in tasks:
+            fn(*task)
+        return
+    arity = len(tasks[0])
+    table = (ctypes.c_int64 * (arity * len(tasks)))(*(a for task in tasks for a in task))
+    run_job(min(threads, len(tasks)), {FN: ctypes.cast(fn, ctypes.c_void_p).value, TASKS: len(tasks),
+                                       TABLE: ctypes.addressof(table)}, arity)
+
+
+def run_job(threads: int, fields: dict, arity: int | None = None) -> None:
     """A job (its fields by index) on this thread and up to threads - 1 idle workers (fewer
-    when other calls use them), returning when its chunks are all done."""
+    when other calls use them), returning when it is done: a row job, or with `arity` a
+    task job of calls with that many arguments."""
     memory, job = _aligned_int64s(JOB_FIELDS)
-    for index, value in fields.items():
-        memory[(job - ctypes.addressof(memory)) // 8 + index] = value
     pool = _pool
     workers = pool.claim(threads - 1, max(_num_threads, threads) - 1)
+    address, helper = pool.native.help if arity is None else pool.native.tasks(arity)
+    for index, value in {**fields, HELP: address}.items():
+        memory[(job - ctypes.addressof(memory)) // 8 + index] = value
     for worker in workers:
         pool.post(worker, job)
-    pool.native.help(job)
+    helper(job)
     for worker in workers:
         pool.finish(worker)

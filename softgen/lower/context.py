@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import numerics
-from ..ir import DType
+from ..ir import RESERVED_NAMES, DType, Operand
 from .capabilities import Capabilities
 from .casts import Casts, storage_ty
 from .loopir import I64, PTR, Builder, Const, Kernel, Ty, Val, array_ty, bool_ty, float_ty, i64
@@ -13,7 +13,7 @@ from .loopmath import LoopMath
 from .schedule import Schedule
 
 VECTOR_ALIGN = 64  # bytes: an aligned full-width store may be non-temporal
-PARAMS = ("rows", "n", "x", "x_row_stride", "y", "y_row_stride")
+PARAMS = RESERVED_NAMES
 
 
 @dataclass(frozen=True)
@@ -24,19 +24,24 @@ class RowPtr:
 
 
 class Context:
-    def __init__(self, name: str, caps: Capabilities, schedule: Schedule, dtypes: tuple[DType, DType, DType]):
+    def __init__(self, name: str, caps: Capabilities, schedule: Schedule, dtypes: tuple[DType, DType, DType],
+                 operands: tuple[Operand, ...] = ()):
         self.caps, self.schedule = caps, schedule
         self.x_dtype, compute, self.y_dtype = dtypes
         self.width = caps.lanes(compute)
         self.x_elem, self.y_elem = storage_ty(caps, self.x_dtype, 1), storage_ty(caps, self.y_dtype, 1)
-        types = (I64, I64, PTR, I64, PTR, I64)
-        self.kernel = Kernel(name, [Val(k, t, p) for k, (t, p) in enumerate(zip(types, PARAMS))])
+        self.operand_elem = float_ty(compute.bits)
+        names = PARAMS + tuple(p for o in operands for p in (o.name, o.name + "_stride"))
+        types = (I64, I64, PTR, I64, PTR, I64) + (PTR, I64) * len(operands)
+        self.kernel = Kernel(name, [Val(k, t, p) for k, (t, p) in enumerate(zip(types, names))])
+        params = self.kernel.params[len(PARAMS):]
+        self.operands = {o.name: (params[2 * k], params[2 * k + 1]) for k, o in enumerate(operands)}
         self.b = Builder(self.kernel)
         self.casts = Casts(self.b, caps, self.width)
         self.vm = LoopMath(self.b, float_ty(compute.bits, self.width), numerics.float_format(compute),
                            caps.native_ldexp)
         self.one = self.vm.with_width(1)  # scalar math of one row (block constants)
-        self.rows, self.n, self.x, self.xs, self.y, self.ys = self.kernel.params
+        self.rows, self.n, self.x, self.xs, self.y, self.ys = self.kernel.params[:len(PARAMS)]
         self.used_nontemporal = False
         self.first = None  # first row of the group being lowered (i64)
         self.rm = None     # row math: one lane per row of the group
@@ -99,6 +104,11 @@ class Context:
 
     def row_y(self, j, first=None) -> RowPtr:
         return self._row(RowPtr(self.y, self.y_elem), self.ys, j, first)
+
+    def row_operand(self, name: str, j) -> RowPtr:
+        """Row operand `name`'s value for row first + j."""
+        ptr, stride = self.operands[name]
+        return self._row(RowPtr(ptr, self.operand_elem), stride, j, None)
 
     def _row(self, base: RowPtr, stride, j, first) -> RowPtr:
         row = self.int_op("add", self.first if first is None else first, j)

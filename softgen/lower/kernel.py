@@ -63,7 +63,7 @@ def kernel_name(program: Program) -> str:
 def lower(program: Program, caps: Capabilities, schedule: Schedule = Schedule(),
           name: str | None = None) -> Kernel:
     """The loop-IR kernel of `program` under `schedule` for a target with `caps` (verified)."""
-    lowering = KernelLowering(name or kernel_name(program), caps, schedule, program.dtypes)
+    lowering = KernelLowering(name or kernel_name(program), caps, schedule, program.dtypes, program.operands)
     lowering.emit(program)
     return verify(lowering.kernel)
 
@@ -133,22 +133,35 @@ class KernelLowering(PassLowering):
     def emit_row_op(self, op: Op, env: dict):
         rm, k = self.rm, op.kind
         a = [env[v] for v in op.args]
-        if op.args and op.args[0].type.is_accumulator:  # merge.*
-            results = numerics.ACCUMULATORS[op.args[0].type].result(rm, a[0])
-        elif k is Kind.CONST:
-            results = (rm.const(op.attrs["value"]),)
-        elif k is Kind.STORE_ROW:
-            for j in range(self.group):
-                row = self.row_y(i64(j))
-                self.b.emit("store", row.ptr, self.lane(a[0], j), align=row.elem.bytes)
+        if k is Kind.STORE_ROW:
+            self.store_lanes(a[0], lambda j: self.row_y(i64(j)))
             results = ()
+        elif k is Kind.STORE_OPERAND:
+            self.store_lanes(a[0], lambda j: self.row_operand(op.attrs["name"], i64(j)))
+            results = ()
+        elif k is Kind.LOAD_OPERAND:
+            results = (self.load_lanes(lambda j: self.row_operand(op.attrs["name"], i64(j))),)
         elif k is Kind.CAST_ROW:
             results = (Casts(self.b, self.caps, rm.width).cast(a[0], op.attrs["from"], op.attrs["to"]),)
-        elif k in ROW_RECIPES:
-            results = ROW_RECIPES[k](rm, *a)
         else:
-            raise NotImplementedError(f"lowering: no rule for row op {op}")
+            results = numerics.row_op(rm, op, a)
         env.update(zip(op.results, results))
+
+    def store_lanes(self, v, row_of):
+        """Lane j of v to the element row_of(j) points at, for each row of the group."""
+        for j in range(self.group):
+            row = row_of(j)
+            self.b.emit("store", row.ptr, self.lane(v, j), align=row.elem.bytes)
+
+    def load_lanes(self, row_of):
+        """A value with lane j loaded from row_of(j), for each row of the group."""
+        loads = [self.b.emit("load", row.ptr, ty=row.elem, align=row.elem.bytes) for row in map(row_of, range(self.group))]
+        if self.group == 1:
+            return loads[0]
+        table = self.var(self.rm.ty)
+        for j, v in enumerate(loads):
+            self.b.emit("write_at", table, i64(j), v)
+        return self.b.read(table)
 
     # --- software pipelining: the passes of consecutive row groups in one sweep ----------
     def pipelinable(self, program: Program) -> bool:
@@ -255,14 +268,3 @@ class _Pipeline:
 
         low.pick_form(all_ok, fused, fallback=lambda: None, name="fused.")
 
-
-ROW_RECIPES = {
-    Kind.ADD: lambda m, a, b: (m.add(a, b),),
-    Kind.SUB_ROW: lambda m, a, b: (m.sub(a, b),),
-    Kind.MUL_ROW: lambda m, a, b: (m.mul(a, b),),
-    Kind.RECIP: lambda m, a: (m.div(m.const(1.0), a),),
-    Kind.LOG: lambda m, a: (m.log(a),),
-    Kind.LOG_PAIR: numerics.log_pair,
-    Kind.LOG1P: lambda m, a: (numerics.log1p(m, a),),
-    Kind.WHERE_FINITE: lambda m, a, b, c: (m.select(m.isfinite(a), b, c),),
-}

@@ -299,7 +299,8 @@ class _Renderer:
     def _element(self, var_ty: Ty, slot, j):
         if var_ty.kind == "array":
             return self.b.gep(slot, [ir.Constant(ir.IntType(64), 0), j], inbounds=True)
-        return self.b.gep(slot, [j], source_etype=llvm_type(var_ty.scalar))   # a lane of a vector var
+        lane_ty = llvm_type(var_ty.scalar)   # a lane of a vector var
+        return self.b.gep(self.b.bitcast(slot, lane_ty.as_pointer()), [j], source_etype=lane_ty)
 
     def op_read_at(self, s, slot, j):
         return self.b.load(self._element(s.args[0].ty, slot, j), typ=llvm_type(s.result.ty))

@@ -3,11 +3,12 @@
 Layers, bottom to top (a module imports only from its own layer or those below it, never
 from above, not even inside a function; tests/test_layering.py checks this):
 
-  base      version, dtypes, timing, targets, ops, ir, numerics, algorithms
+  base      version, dtypes, timing, targets, ops, ir, numerics, algorithms, chunks (a
+            program as one kernel per pass, for rows split into chunks)
   lower     lower/ (the schedule, per-pass plans, the loop IR and the lowering to it)
   backends  backends/c.py, backends/llvm/
   runtime   runtime.py (JIT kernels, calling them on arrays), threads.py (rows split over a
-            pool of threads)
+            pool of threads), split.py (rows cut into chunks when they are fewer than threads)
   tuning    tune.py (the built-in rule, wisdom, the tuner)
   entry     api.py (softmax & co.), artifacts.py (generate, emit_c with auto schedules),
             scipy.py (SciPy's signatures and defaults: from softgen import scipy as sp),

@@ -16,6 +16,7 @@ from .backends.llvm import CompiledModule, compile_program
 from .dtypes import DTYPES, NATIVE_DTYPES, check_dtype, compute_dtype, ir_dtype
 from .lower import Schedule
 from .ir import Program
+from .split import SplitKernel
 from .targets import Target
 
 _ABI = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
@@ -94,9 +95,19 @@ class Kernel:
         split over threads when the call is large enough (softgen.threads)."""
         if threads == 1 or threads is None and rows * n < _threads.parallel_from:
             self._fn(rows, n, x, x_stride, y, y_stride)
+            return
+        chunks = _threads.split_chunks(rows, n, threads)
+        if chunks > 1:
+            self._split.run(rows, n, x, x_stride, x_itemsize, y, y_stride, y_itemsize, chunks,
+                            threads or _threads.get_num_threads())
         else:
             unit = _threads.row_unit(self.schedule.rows_per_group, y_stride * y_itemsize)
             _threads.run_rows(self._fn, rows, n, x, x_stride, x_itemsize, y, y_stride, y_itemsize, unit, threads)
+
+    @cached_property
+    def _split(self) -> SplitKernel:
+        """The kernel as chunk kernels, for rows split across threads (compiled on first use)."""
+        return SplitKernel(self.program, self.target, self.schedule, self.out_dtype)
 
 
 _cache: dict = {}

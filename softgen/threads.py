@@ -417,6 +417,15 @@ def thread_count(rows: int, n: int, unit: int, threads: int | None) -> int:
     return max(1, min(wanted, rows * n // MIN_ELEMENTS_PER_THREAD, -(-rows // unit)))
 
 
+def split_chunks(rows: int, n: int, threads: int | None) -> int:
+    """Chunks per row for a call with fewer rows than threads (softgen.split): enough for
+    every thread to take one, each of MIN_ELEMENTS_PER_THREAD elements or more; 1: no split."""
+    wanted = _num_threads if threads is None else threads
+    if wanted < 2 or rows >= wanted or in_worker():
+        return 1
+    return max(1, min(-(-wanted // max(rows, 1)), n // MIN_ELEMENTS_PER_THREAD))
+
+
 def row_unit(rows_per_group: int, y_row_bytes: int) -> int:
     """Rows per unit of splitting: whole groups of the kernel's rows (so each row goes
     through the same code as on one thread: the results are bitwise those of one thread),

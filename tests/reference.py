@@ -145,3 +145,33 @@ def check_relative(op: str, x: np.ndarray, y: np.ndarray, rtol: float = 1e-6) ->
     worst = float(rel.max()) if rel.size else 0.0
     assert worst <= rtol, f"max relative error {worst:.3g} > {rtol:g} (near 0 too)"
     return worst
+
+
+def special_rows(n: int) -> dict:
+    """float32 rows of length n, by name: -inf masks, all -inf, +inf, NaN, huge values,
+    values beyond the two-pass range, subnormal outputs, large offsets, constants, tiny."""
+    rng = np.random.default_rng(1)
+    base = (rng.standard_normal(n) * 4).astype(np.float32)
+    rows = {}
+    masked = base.copy()
+    masked[::3] = -np.inf
+    rows["some -inf"] = masked
+    rows["all -inf"] = np.full(n, -np.inf, np.float32)
+    for name, value in (("+inf", np.inf), ("nan", np.nan)):
+        r = base.copy()
+        r[n // 2] = value
+        rows[name] = r
+    rows["+inf and -inf"] = np.where(np.arange(n) % 2, np.inf, -np.inf).astype(np.float32)
+    r = base.copy()
+    r[n // 3], r[n - 1] = np.inf, np.nan
+    rows["+inf and nan"] = r
+    rows["huge"] = np.tile(np.float32([3e38, -3e38]), n // 2 + 1)[:n]
+    rows["+-FLT_MAX"] = np.tile(np.float32([3.4028235e38, -3.4028235e38, 0]), n)[:n]
+    sub = np.linspace(-103, -87, n).astype(np.float32)  # e^(x - max) is subnormal
+    sub[0] = 0
+    rows["subnormal outputs"] = sub
+    rows["large offset"] = (base + np.float32(1e5)).astype(np.float32)
+    rows["beyond pair range"] = (base * 1e6).astype(np.float32)
+    rows["constant"] = np.full(n, 7.0, np.float32)
+    rows["tiny"] = (base * 1e-30).astype(np.float32)
+    return rows

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 import softgen
 from softgen import api, runtime
-from reference import _stats, check, check_relative, check_ulps, near_zero_rows, offset_rows, reference
+from reference import _stats, check, check_relative, check_ulps, near_zero_rows, offset_rows, reference, special_rows
 
 PAIRS = [(op, algo) for op in softgen.OPS for algo in softgen.ALGORITHMS
          if not (algo == "three_pass_reload" and op != "softmax")]
@@ -26,34 +26,6 @@ def test_every_row_length(op, algo, n):
     rng = np.random.default_rng(n)
     x = (rng.standard_normal((3, n)) * 4).astype(np.float32)
     check(op, x, run(op, algo, x))
-
-
-def special_rows(n: int) -> dict:
-    rng = np.random.default_rng(1)
-    base = (rng.standard_normal(n) * 4).astype(np.float32)
-    rows = {}
-    masked = base.copy()
-    masked[::3] = NEG_INF
-    rows["some -inf"] = masked
-    rows["all -inf"] = np.full(n, NEG_INF, np.float32)
-    for name, value in (("+inf", POS_INF), ("nan", NAN)):
-        r = base.copy()
-        r[n // 2] = value
-        rows[name] = r
-    rows["+inf and -inf"] = np.where(np.arange(n) % 2, POS_INF, NEG_INF).astype(np.float32)
-    r = base.copy()
-    r[n // 3], r[n - 1] = POS_INF, NAN
-    rows["+inf and nan"] = r
-    rows["huge"] = np.tile(np.float32([3e38, -3e38]), n // 2 + 1)[:n]
-    rows["+-FLT_MAX"] = np.tile(np.float32([3.4028235e38, -3.4028235e38, 0]), n)[:n]
-    sub = np.linspace(-103, -87, n).astype(np.float32)  # e^(x - max) is subnormal
-    sub[0] = 0
-    rows["subnormal outputs"] = sub
-    rows["large offset"] = (base + np.float32(1e5)).astype(np.float32)
-    rows["beyond pair range"] = (base * 1e6).astype(np.float32)
-    rows["constant"] = np.full(n, 7.0, np.float32)
-    rows["tiny"] = (base * 1e-30).astype(np.float32)
-    return rows
 
 
 @pytest.mark.parametrize("op,algo", PAIRS)

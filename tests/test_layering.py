@@ -15,10 +15,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "softgen"
 # (layer, modules or packages in it), bottom first; a package stands for its modules
 LAYERS = (
     ("base", ("softgen.version", "softgen.dtypes", "softgen.timing", "softgen.targets", "softgen.ops", "softgen.ir",
-              "softgen.numerics", "softgen.algorithms")),
+              "softgen.numerics", "softgen.algorithms", "softgen.chunks")),
     ("lower", ("softgen.lower",)),
     ("backends", ("softgen.backends",)),
-    ("runtime", ("softgen.runtime", "softgen.threads")),
+    ("runtime", ("softgen.runtime", "softgen.threads", "softgen.split")),
     ("tuning", ("softgen.tune",)),
     ("entry", ("softgen.api", "softgen.artifacts", "softgen.scipy", "softgen.dask")),
     ("tools", ("softgen.bench", "softgen.cli", "softgen.__main__", "softgen.torch", "softgen")),

@@ -26,8 +26,9 @@ KERNELS += [(op, "online", "float32") for op in softgen.OPS]
 
 @pytest.fixture
 def split_small(monkeypatch):
-    """Split any call of two rows or more (threads=None too); record each split's (rows,
-    unit of rows, shortest chunk)."""
+    """Split any call of two rows or more (threads=None too) by rows, never within rows
+    (tests/test_split.py's subject); record each split's (rows, unit of rows, shortest chunk)."""
+    monkeypatch.setattr(threads, "split_chunks", lambda rows, n, count: 1)
     monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 1)
     monkeypatch.setattr(threads, "MIN_CHUNK_ELEMENTS", 1)
     monkeypatch.setattr(threads, "parallel_from", 2)
@@ -35,9 +36,9 @@ def split_small(monkeypatch):
     splits = []
     run_job = threads.run_job
 
-    def recording(count, fields):
+    def recording(count, fields, arity=None):
         splits.append((fields[threads.ROWS], fields[threads.UNIT], fields[threads.MIN_ROWS]))
-        run_job(count, fields)
+        run_job(count, fields, arity)
     monkeypatch.setattr(threads, "run_job", recording)
     return splits
 
@@ -179,10 +180,10 @@ def test_calls_on_a_worker_run_on_one_thread(split_small, monkeypatch):
     split_on = {}
     run_job = threads.run_job
 
-    def counting(count, fields):  # splits by the thread making them
+    def counting(count, fields, arity=None):  # splits by the thread making them
         me = "worker" if threads.in_worker() else "caller"
         split_on[me] = split_on.get(me, 0) + 1
-        run_job(count, fields)
+        run_job(count, fields, arity)
     monkeypatch.setattr(threads, "run_job", counting)
     fn = _ABI(chunk)
     threads.run_rows(fn, 2, 1, 0, 1, 64, 0, 1, 64, 1, 2)  # two chunks of a row, on two threads

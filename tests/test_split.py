@@ -1,0 +1,138 @@
+"""Split rows (softgen.split, softgen.chunks): a call with fewer rows than threads cuts its
+rows into chunks reduced apart and merged.  Every op x algorithm, at every vector width
+this host runs and in every dtype, on special inputs (the guard's fallback rows among
+them), tails, misaligned starts and chunk counts that do not divide the row: against the
+float64 reference, as a single-thread call is.  Splitting is forced on small rows by
+lowering the size threshold."""
+import numpy as np
+import pytest
+
+import softgen
+from softgen import chunks, split, threads
+from softgen.ir import Kind, Operand, VerifyError, verify
+from reference import check, special_rows
+from widths import width_targets
+
+PAIRS = [(op, algo) for op in softgen.OPS for algo in softgen.ALGORITHMS
+         if not (algo == "three_pass_reload" and op != "softmax")]
+WIDTHS = width_targets()
+
+
+@pytest.fixture
+def split_small(monkeypatch):
+    """Split any call of 2 * 64 elements or more per row; record each call's tasks."""
+    monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 64)
+    monkeypatch.setattr(threads, "parallel_from", 2)
+    calls = []
+    run_tasks = threads.run_tasks
+
+    def recording(fn, tasks, count):
+        calls.append(len(tasks))
+        run_tasks(fn, tasks, count)
+    monkeypatch.setattr(threads, "run_tasks", recording)
+    return calls
+
+
+def misaligned(x: np.ndarray) -> np.ndarray:
+    """x's values in an array starting one element past a cache line."""
+    buf = np.empty((x.shape[0], x.shape[1] + 17), x.dtype)
+    start = (-buf.ctypes.data % 64) // x.itemsize + 1
+    out = buf[:, start:start + x.shape[1]]
+    out[...] = x
+    return out
+
+
+@pytest.mark.parametrize("lanes", sorted(WIDTHS))
+@pytest.mark.parametrize("op,algo", PAIRS)
+def test_split_rows_match_the_reference(split_small, op, algo, lanes):
+    kernel = softgen.compile(op, algorithm=algo, target=WIDTHS[lanes])
+    for n in (700, 4099):
+        rows = special_rows(n)
+        for name, row in rows.items():
+            x = misaligned(np.stack([row, rows["some -inf"]]))
+            try:
+                check(op, x, kernel(x, threads=5))
+            except AssertionError as e:
+                raise AssertionError(f"n={n}, row '{name}': {e}") from None
+    assert split_small and max(split_small) == 6   # 2 rows x 3 chunks each
+
+
+def ulps_apart(a: np.ndarray, b: np.ndarray) -> int:
+    """The most ulps between same-position values of two 16-bit arrays (equal NaNs: 0)."""
+    ia, ib = (v.view(np.int16).astype(np.int64) for v in (a, b))
+    ia, ib = (np.where(v < 0, -0x8000 - v, v) for v in (ia, ib))   # monotone in the value
+    both_nan = np.isnan(a.astype(np.float32)) & np.isnan(b.astype(np.float32))
+    return int(np.max(np.where(both_nan, 0, np.abs(ia - ib))))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
+@pytest.mark.parametrize("op,algo", PAIRS)
+def test_split_rows_in_each_dtype(split_small, op, algo, dtype):
+    """float64 within the reference's tolerance; 16-bit outputs within an ulp of the
+    single-thread call's (each rounds a float32 result once)."""
+    try:
+        kernel = softgen.compile(op, algorithm=algo, dtype=dtype)
+    except NotImplementedError:
+        pytest.skip("no such kernel (reload's 16-bit outputs)")
+    x = (np.random.default_rng(3).standard_normal((3, 5000)) * 6).astype(dtype)
+    x[1, ::7] = -np.inf
+    y = kernel(x, threads=7)
+    assert split_small
+    if dtype == "float64":
+        check(op, x, y)
+    else:
+        assert ulps_apart(y, kernel(x, threads=1)) <= 1
+
+
+@pytest.mark.parametrize("n,count", [(1, 3), (63, 2), (64, 2), (1000, 3), (1000, 7), (4099, 5)])
+def test_chunk_bounds_cover_the_row_on_line_starts(n, count):
+    bounds = split.chunk_bounds(n, count)
+    assert bounds[0][0] == 0 and bounds[-1][1] == n and len(bounds) <= count
+    assert all(a == b for (_, a), (b, _) in zip(bounds, bounds[1:]))
+    assert all(c0 % split.CHUNK_ALIGN == 0 and c1 > c0 for c0, c1 in bounds)
+
+
+def test_split_runs_only_where_rows_are_fewer_than_threads(split_small):
+    x = np.random.default_rng(0).standard_normal((3, 1000)).astype(np.float32)
+    kernel = softgen.compile("softmax", algorithm="two_pass")
+    kernel(x, threads=3)
+    assert not split_small                    # 3 rows on 3 threads: row-parallel
+    kernel(x, threads=4)                      # 3 rows, 4 threads: 2 chunks each
+    assert split_small == [6, 6]              # two_pass: two passes of 6 (row, chunk) tasks
+    assert threads.split_chunks(1, 100, 8) == 1   # a chunk needs MIN_ELEMENTS_PER_THREAD
+
+
+def test_guard_fallback_rows_run_split(split_small):
+    """A row beyond the two-pass range runs the fallback program, also split, next to rows
+    that do not."""
+    x = np.random.default_rng(1).standard_normal((3, 3000)).astype(np.float32)
+    x[1] *= 1e7
+    for op in softgen.OPS:
+        before = len(split_small)
+        check(op, x, softgen.compile(op, algorithm="two_pass")(x, threads=8))
+        assert len(split_small) - before >= 3   # its passes, then the fallback's
+
+
+def test_chunk_programs_print_and_verify():
+    program = softgen.algorithms.build("log_softmax", "two_pass")
+    first, second = chunks.chunk_passes(program)
+    text = str(first.program)
+    assert "merge.state" in text and "store.operand" in text and "out s" in text
+    assert [o.output for o in first.program.operands] == [True, True, True]   # (S, E) and the max
+    assert all(not o.output for o in second.program.operands)
+    assert "load.operand" in str(second.program)
+
+
+def test_operand_verification():
+    program = chunks.chunk_passes(softgen.algorithms.build("softmax", "online"))[0].program
+    for operands, match in [((Operand("x", True),), "identifier of its own"),
+                            ((Operand("a_stride", True),), "identifier of its own"),
+                            ((), "needs an output operand")]:
+        bad = softgen.ir.Program(program.op, program.algorithm, program.steps, False, operands=operands)
+        with pytest.raises(VerifyError, match=match):
+            verify(bad)
+    stores = [s for s in program.steps if getattr(s, "kind", None) is Kind.STORE_OPERAND]
+    twice = softgen.ir.Program(program.op, program.algorithm, program.steps + stores[:1], False,
+                               operands=program.operands)
+    with pytest.raises(VerifyError, match="stored exactly once"):
+        verify(twice)

@@ -1,62 +1,132 @@
-"""A program cut into one kernel per pass, so that each row can be split into chunks of
-columns reduced apart (by threads, or by an embedding runtime's own) and merged.
+"""A program cut into kernels for rows reduced in chunks of columns (by threads, or by an
+embedding runtime's own), merged, then written chunk by chunk.
 
-Pass k's chunk program runs the pass over a chunk of each row: it loads the row values the
-pass reads (computed by the caller from the merged states of earlier passes) from input
-operands, and stores each reduction's state (`merge.state`: the chunk's lanes merged) to
-output operands.  Between passes the caller merges the chunks' states with the
-accumulator's own merge (numerics.ACCUMULATORS, the same one that merges lanes) and runs
-the program's row ops on the merged values.  A pass that stores the output writes the
-chunk's part of y, so a split row is written in place.
+Every kernel is an IR program with row operands (one value per row):
+  pass k     the program's pass k over one chunk of each row.  It loads the merged states
+             of the reductions of earlier passes (`state`), runs the program's row ops up
+             to the pass on them (each chunk recomputes those few per-row values), runs the
+             pass, and stores the states of its own reductions (`merge.state`).  A pass
+             that stores the output writes the chunk's part of y.
+  merge k    two chunks' states of pass k's reductions merged (`merge.states`: the
+             accumulator's own merge, the one that merges lanes), a into m (may be a).
+  finish     for one value per row (logsumexp): the row ops after the last pass, from the
+             merged states, storing y[row].
+A guard flags its rows out of range in the output operand `flag` (1, else 0) instead of
+running its fallback, which needs whole rows: the caller runs the fallback program's own
+chunk kernels (`ChunkedProgram.fallback`) on the flagged rows.
 
-Operand names: `r<id>` for the row value %id, `s<id>_<part>` for part `part` of the state
-of the reduction %id.
+Operand names: `s<id>_<part>` for part `part` of the state of the reduction %id, with
+`a_`, `b_` and `m_` before it in a merge.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .ir import Builder, Kind, Op, Operand, Pass, Program, Type, Value, verify
+from .ir import Builder, Kind, Op, Operand, Pass, Program, Value, verify
+
+FLAG = "flag"
 
 
 @dataclass(frozen=True)
-class ChunkPass:
-    """Pass `index` of a program as a chunk kernel."""
-    index: int
-    program: Program
-    inputs: tuple[Value, ...]                            # row values loaded, in operand order
-    states: tuple[tuple[Value, tuple[str, ...]], ...]    # (reduction, its parts' operand names)
+class Reduction:
+    """A reduction of the source program and its state's operand names."""
+    value: Value
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f"s{self.value.id}_{part}" for part in range(self.value.type.state_parts))
 
 
-def input_name(v: Value) -> str:
-    return f"r{v.id}"
+@dataclass(frozen=True)
+class ChunkedProgram:
+    source: Program
+    passes: tuple[Program, ...]
+    reductions: tuple[tuple[Reduction, ...], ...]   # per pass: those it stores
+    merges: tuple[Program | None, ...]              # per pass: its merge (None: no reduction)
+    finish: Program | None
+    fallback: "ChunkedProgram | None"
+
+    def programs(self) -> list[Program]:
+        """Every kernel, the fallback's too (names distinct by algorithm)."""
+        own = [*self.passes, *filter(None, self.merges), *filter(None, [self.finish])]
+        return own + (self.fallback.programs() if self.fallback else [])
+
+    def flags(self, program: Program) -> bool:
+        return Operand(FLAG, True) in program.operands
 
 
-def state_names(acc: Value) -> tuple[str, ...]:
-    return tuple(f"s{acc.id}_{part}" for part in range(acc.type.state_parts))
+def chunked(program: Program) -> ChunkedProgram:
+    """`program` (verified) cut into chunk kernels (each verified)."""
+    passes = program.passes
+    reductions = tuple(tuple(Reduction(r) for op in p.reductions for r in op.results) for p in passes)
+    earlier = [sum(reductions[:k], ()) for k in range(len(passes))]
+    kernels = tuple(_pass_program(program, k, earlier[k], reductions[k]) for k in range(len(passes)))
+    finish = _finish_program(program, sum(reductions, ())) if program.row_output else None
+    guards = [s for s in program.steps if isinstance(s, Op) and s.kind is Kind.GUARD]
+    fallback = chunked(guards[0].attrs["fallback"]) if guards else None
+    merges = tuple(_merge_program(program, k, r) if r else None for k, r in enumerate(reductions))
+    return ChunkedProgram(program, kernels, reductions, merges, finish, fallback)
 
 
-def chunk_passes(program: Program) -> list[ChunkPass]:
-    """One ChunkPass per pass of `program` (verified programs)."""
-    return [_chunk_pass(program, k, p) for k, p in enumerate(program.passes)]
+def _derived(program: Program, name: str, operands: list, y_stored: bool = False) -> "_Continuing":
+    chunk = Program(program.op, f"{program.algorithm}.{name}", [], False, program.storage,
+                    program.compute, program.output, tuple(operands), y_stored)
+    return _Continuing(chunk, program)
 
 
-def _chunk_pass(program: Program, index: int, p: Pass) -> ChunkPass:
-    inputs = tuple(dict.fromkeys(v for op in p.ops for v in op.args if v.type is Type.ROW))
-    accs = tuple(r for op in p.reductions for r in op.results)
-    operands = ([Operand(input_name(v)) for v in inputs]
-                + [Operand(name, output=True) for acc in accs for name in state_names(acc)])
-    stored_before = any(op.kind is Kind.STORE for q in program.passes[:index] for op in q.ops)
-    chunk = Program(program.op, f"{program.algorithm}.pass{index}", [], False, program.storage,
-                    program.compute, program.output, tuple(operands), stored_before)
-    b = _Continuing(chunk, program)
-    for v in inputs:
-        chunk.steps.append(Op(Kind.LOAD_OPERAND, (), (v,), {"name": input_name(v)}))
-    chunk.steps.append(p)
-    for acc in accs:
-        for part, name in zip(b.merge_state(acc), state_names(acc)):
+def _row_ops_from_states(b: "_Continuing", program: Program, loaded: tuple, until: int) -> None:
+    """Load the states of `loaded`, then the program's row ops up to step `until`, a guard
+    flagging instead of falling back."""
+    for red in loaded:
+        parts = [b.load_operand(name=name) for name in red.names]
+        b.program.steps.append(Op(Kind.STATE, tuple(parts), (red.value,), {"type": red.value.type}))
+    for step in program.steps[:until]:
+        if isinstance(step, Pass):
+            continue
+        if step.kind is Kind.GUARD:
+            step = Op(Kind.GUARD, step.args, (), {"ranges": step.attrs["ranges"], "flag": FLAG})
+        b.program.steps.append(step)
+
+
+def _guarded(program: Program, until: int) -> list:
+    return [Operand(FLAG, True)] if any(isinstance(s, Op) and s.kind is Kind.GUARD
+                                        for s in program.steps[:until]) else []
+
+
+def _state_operands(reductions: tuple, output: bool, prefix: str = "") -> list:
+    return [Operand(prefix + name, output) for red in reductions for name in red.names]
+
+
+def _pass_program(program: Program, k: int, loaded: tuple, stored: tuple) -> Program:
+    at = program.steps.index(program.passes[k])
+    operands = _state_operands(loaded, False) + _state_operands(stored, True) + _guarded(program, at)
+    y_stored = any(op.kind is Kind.STORE for q in program.passes[:k] for op in q.ops)
+    b = _derived(program, f"pass{k}", operands, y_stored)
+    _row_ops_from_states(b, program, loaded, at)
+    b.program.steps.append(program.passes[k])
+    for red in stored:
+        for part, name in zip(b.merge_state(red.value), red.names):
             b.store_operand(part, name=name)
-    return ChunkPass(index, verify(chunk), inputs, tuple((acc, state_names(acc)) for acc in accs))
+    return verify(b.program)
+
+
+def _finish_program(program: Program, loaded: tuple) -> Program:
+    b = _derived(program, "finish", _state_operands(loaded, False) + _guarded(program, len(program.steps)))
+    b.program.row_output = True
+    _row_ops_from_states(b, program, loaded, len(program.steps))
+    return verify(b.program)
+
+
+def _merge_program(program: Program, k: int, reductions: tuple) -> Program:
+    operands = [o for prefix, out in (("a_", False), ("b_", False), ("m_", True))
+                for o in _state_operands(reductions, out, prefix)]
+    b = _derived(program, f"merge{k}", operands)
+    for red in reductions:
+        a, c = ([b.load_operand(name=p + name) for name in red.names] for p in ("a_", "b_"))
+        merged = b.merge_states(b.state(a, red.value.type), b.state(c, red.value.type))
+        for part, name in zip(b.merge_state(merged), red.names):
+            b.store_operand(part, name="m_" + name)
+    return verify(b.program)
 
 
 class _Continuing(Builder):

@@ -108,9 +108,13 @@ class Kind(enum.Enum):
     # name[row * name_stride]
     LOAD_OPERAND = ("load.operand", Where.ROW, (), (R,))   # load.operand name=...
     STORE_OPERAND = ("store.operand", Where.ROW, (R,), ())  # store.operand v name=...
-    # a reduction's lanes merged into its state (numerics.Accumulator: as many row values as
-    # the state has parts), for a caller that merges it with other chunks' states
-    MERGE_STATE = ("merge.state", Where.ROW, (Type.ACC_MAX,), ())
+    # Reduction states as row values, for rows reduced in chunks (softgen.chunks): a
+    # reduction's lanes merged into its state's parts (numerics.Accumulator: Type.state_parts
+    # row values); a state from its parts (state p0, p1, ... type=acc.*); two states merged.
+    # Their operand and result counts are those of the state (see _signature).
+    MERGE_STATE = ("merge.state", Where.ROW, (), ())
+    STATE = ("state", Where.ROW, (), ())
+    MERGE_STATES = ("merge.states", Where.ROW, (), ())
 
     def __init__(self, mnemonic, where, args, results):
         self.mnemonic, self.where, self.arg_types, self.result_types = mnemonic, where, args, results
@@ -144,6 +148,8 @@ class Op:
 def _fmt_attr(v) -> str:
     if isinstance(v, DType):
         return v.short
+    if isinstance(v, Type):
+        return v.value
     return v.name if isinstance(v, Program) else repr(v)
 
 
@@ -244,6 +250,24 @@ def value_dtypes(program: Program, op: Op) -> tuple[DType, DType]:
     return program.compute, program.compute
 
 
+def _signature(op: Op) -> tuple[tuple, tuple] | None:
+    """(operand types, result types) of op; for the ops whose counts vary, from its operands
+    and attrs (None: a state op without an accumulator to take them from)."""
+    k = op.kind
+    if k is Kind.GUARD:
+        return (Type.ROW,) * len(op.attrs.get("ranges", ())), ()
+    acc = op.attrs.get("type") if k is Kind.STATE else (op.args[0].type if op.args else None)
+    if k in (Kind.MERGE_STATE, Kind.STATE, Kind.MERGE_STATES) and not (isinstance(acc, Type) and acc.is_accumulator):
+        return None
+    if k is Kind.MERGE_STATE:
+        return (acc,), (Type.ROW,) * acc.state_parts
+    if k is Kind.STATE:
+        return (Type.ROW,) * acc.state_parts, (acc,)
+    if k is Kind.MERGE_STATES:
+        return (acc, acc), (acc,)
+    return k.arg_types, k.result_types
+
+
 def _check_cast(program: Program, op: Op):
     """A cast goes between compute and storage (loaded x) or compute and output (y)."""
     pair = (op.attrs.get("from"), op.attrs.get("to"))
@@ -256,11 +280,11 @@ def _check_cast(program: Program, op: Op):
 
 def _check_args(program: Program, op: Op, visible: set[Value]):
     """Operand count, definition, type and dtype; result types and dtypes."""
-    arg_types, result_types = op.kind.arg_types, op.kind.result_types
-    if op.kind is Kind.GUARD:
-        arg_types = (Type.ROW,) * len(op.attrs.get("ranges", ()))
-    if op.kind is Kind.MERGE_STATE and op.args and op.args[0].type.is_accumulator:
-        arg_types, result_types = (op.args[0].type,), (Type.ROW,) * op.args[0].type.state_parts
+    signature = _signature(op)
+    if signature is None:
+        _fail(program, op, f"{op.kind.mnemonic} needs an accumulator"
+                           + (" type=acc.*" if op.kind is Kind.STATE else " operand"))
+    arg_types, result_types = signature
     if len(op.args) != len(arg_types):
         _fail(program, op, f"{op.kind.mnemonic} takes {len(arg_types)} operands, got {len(op.args)}")
     if op.kind in (Kind.CAST, Kind.CAST_ROW):
@@ -304,14 +328,7 @@ def _check_row_op(program: Program, op: Op, defined_row: set, pending_acc: dict)
     for a in op.args:
         pending_acc.pop(a, None)
     if op.kind is Kind.GUARD:
-        fallback = op.attrs.get("fallback")
-        if not op.args:
-            _fail(program, op, "guard needs ranges=((lo, hi), ...), one per operand")
-        if not isinstance(fallback, Program):
-            _fail(program, op, "guard needs a fallback program")
-        if fallback.dtypes != program.dtypes:
-            _fail(program, op, "the fallback program must have the same storage, compute and output dtypes")
-        verify(fallback)
+        _check_guard(program, op)
     if op.kind is Kind.CONST and not isinstance(op.attrs.get("value"), float):
         _fail(program, op, "const needs a float value")
     if op.kind in (Kind.LOAD_OPERAND, Kind.STORE_OPERAND):
@@ -319,6 +336,23 @@ def _check_row_op(program: Program, op: Op, defined_row: set, pending_acc: dict)
         if want not in program.operands:
             _fail(program, op, f"needs an {'output' if want.output else 'input'} operand "
                                f"{want.name!r} among the program's operands")
+
+
+def _check_guard(program: Program, op: Op):
+    """A guard names a fallback program, or an output operand it flags rows out of range in
+    (1, else 0) for the caller to run the fallback on (a chunk of a row cannot)."""
+    fallback, flag = op.attrs.get("fallback"), op.attrs.get("flag")
+    if not op.args:
+        _fail(program, op, "guard needs ranges=((lo, hi), ...), one per operand")
+    if flag is not None:
+        if Operand(flag, True) not in program.operands:
+            _fail(program, op, f"guard flags rows in {flag!r}, which is not an output operand")
+        return
+    if not isinstance(fallback, Program):
+        _fail(program, op, "guard needs a fallback program (or a flag=operand)")
+    if fallback.dtypes != program.dtypes:
+        _fail(program, op, "the fallback program must have the same storage, compute and output dtypes")
+    verify(fallback)
 
 
 def _check_operands(program: Program):
@@ -331,6 +365,7 @@ def _check_operands(program: Program):
     if len(set(names)) < len(names):
         raise VerifyError(f"{program.name}: operand names repeat: {', '.join(names)}")
     stored = [op.attrs["name"] for op in program.steps if isinstance(op, Op) and op.kind is Kind.STORE_OPERAND]
+    stored += [op.attrs["flag"] for op in program.steps if isinstance(op, Op) and "flag" in op.attrs]
     for o in program.operands:
         if o.output and stored.count(o.name) != 1:
             raise VerifyError(f"{program.name}: output operand {o.name!r} must be stored exactly once")
@@ -398,8 +433,17 @@ class Builder:
         return self.emit(Kind.STORE, self._cast(v, Kind.CAST, self.program.out_dtype))
 
     def merge_state(self, acc: Value) -> tuple[Value, ...]:
-        op = Op(Kind.MERGE_STATE, (acc,), (), {})
-        op.results = tuple(self._new(Type.ROW, self.program.compute) for _ in range(acc.type.state_parts))
+        return self._counted(Op(Kind.MERGE_STATE, (acc,), (), {}))
+
+    def state(self, parts, type: Type) -> Value:
+        return self._counted(Op(Kind.STATE, tuple(parts), (), {"type": type}))[0]
+
+    def merge_states(self, a: Value, b: Value) -> Value:
+        return self._counted(Op(Kind.MERGE_STATES, (a, b), (), {}))[0]
+
+    def _counted(self, op: Op) -> tuple[Value, ...]:
+        """A row op whose results _signature counts, appended."""
+        op.results = tuple(self._new(t, self.program.compute) for t in _signature(op)[1])
         self.program.steps.append(op)
         return op.results
 

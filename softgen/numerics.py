@@ -682,6 +682,10 @@ def row_op(m, op: Op, args: list) -> tuple:
     its operands' values `args` (a merge's: the accumulator's state), in math m."""
     if op.kind is Kind.MERGE_STATE:
         return tuple(args[0])
+    if op.kind is Kind.STATE:
+        return (tuple(args),)
+    if op.kind is Kind.MERGE_STATES:
+        return (ACCUMULATORS[op.args[0].type].merge(m, args[0], args[1]),)
     if op.args and op.args[0].type.is_accumulator:  # merge.*
         return ACCUMULATORS[op.args[0].type].result(m, args[0])
     if op.kind is Kind.CONST:

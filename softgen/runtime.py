@@ -107,7 +107,7 @@ class Kernel:
     @cached_property
     def _split(self) -> SplitKernel:
         """The kernel as chunk kernels, for rows split across threads (compiled on first use)."""
-        return SplitKernel(self.program, self.target, self.schedule, self.out_dtype)
+        return SplitKernel(self.program, self.target, self.schedule)
 
 
 _cache: dict = {}

@@ -113,18 +113,21 @@ def test_guard_fallback_rows_run_split(split_small):
         assert len(split_small) - before >= 3   # its passes, then the fallback's
 
 
-def test_chunk_programs_print_and_verify():
-    program = softgen.algorithms.build("log_softmax", "two_pass")
-    first, second = chunks.chunk_passes(program)
-    text = str(first.program)
-    assert "merge.state" in text and "store.operand" in text and "out s" in text
-    assert [o.output for o in first.program.operands] == [True, True, True]   # (S, E) and the max
-    assert all(not o.output for o in second.program.operands)
-    assert "load.operand" in str(second.program)
+def test_chunked_programs_print_and_verify():
+    plan = chunks.chunked(softgen.algorithms.build("log_softmax", "two_pass"))
+    first, second = plan.passes
+    assert [o.name for o in first.operands] == ["s2_0", "s2_1", "s3_0"]   # (S, E) and the max
+    assert all(o.output for o in first.operands) and "merge.state" in str(first)
+    text = str(second)
+    assert "state %" in text and "type=acc.pair" in text and "flag='flag'" in text
+    assert [o.name for o in second.operands if o.output] == ["flag"]
+    assert "merge.states" in str(plan.merges[0]) and plan.merges[1] is None
+    assert plan.finish is None and plan.fallback.source.algorithm == "three_pass_recompute"
+    assert chunks.chunked(softgen.algorithms.build("logsumexp", "online")).finish.row_output
 
 
-def test_operand_verification():
-    program = chunks.chunk_passes(softgen.algorithms.build("softmax", "online"))[0].program
+def test_operand_and_state_verification():
+    program = chunks.chunked(softgen.algorithms.build("softmax", "online")).passes[0]
     for operands, match in [((Operand("x", True),), "identifier of its own"),
                             ((Operand("a_stride", True),), "identifier of its own"),
                             ((), "needs an output operand")]:
@@ -136,3 +139,8 @@ def test_operand_verification():
                                operands=program.operands)
     with pytest.raises(VerifyError, match="stored exactly once"):
         verify(twice)
+    merge = chunks.chunked(softgen.algorithms.build("softmax", "online")).merges[0]
+    state = next(s for s in merge.steps if s.kind is Kind.STATE)
+    state.attrs["type"] = softgen.ir.Type.ROW
+    with pytest.raises(VerifyError, match="needs an accumulator type=acc"):
+        verify(merge)

@@ -106,6 +106,8 @@ class KernelLowering(PassLowering):
         for k, step in enumerate(steps):
             if isinstance(step, Pass):
                 self.emit_pass(step, env, is_output=step is passes[-1])
+            elif step.kind is Kind.GUARD and "flag" in step.attrs:
+                self.emit_flag(step, env)
             elif step.kind is Kind.GUARD:
                 ok = self.all_lanes([self.in_range(self.rm, env[v], lo, hi)
                                      for v, (lo, hi) in zip(step.args, step.attrs["ranges"])])
@@ -114,6 +116,17 @@ class KernelLowering(PassLowering):
                 return
             else:
                 self.emit_row_op(step, env)
+
+    def emit_flag(self, guard: Op, env: dict):
+        """A flagging guard: 1 in its operand for the rows out of range, else 0; the steps
+        after it run for every row (the caller runs the fallback on the flagged ones)."""
+        rm = self.rm
+        ok = None
+        for v, (lo, hi) in zip(guard.args, guard.attrs["ranges"]):
+            cond = self.in_range(rm, env[v], lo, hi)
+            ok = cond if ok is None else self.both(ok, cond)
+        flag = rm.select(ok, rm.const(0.0), rm.const(1.0))
+        self.store_lanes(flag, lambda j: self.row_operand(guard.attrs["flag"], i64(j)))
 
     def emit_fallback(self, fallback: Program):
         """The fallback program for the group's rows one at a time, in its smallest code

@@ -54,6 +54,39 @@ class ChunkedProgram:
     def flags(self, program: Program) -> bool:
         return Operand(FLAG, True) in program.operands
 
+    def entry_name(self, program: Program) -> str:
+        """program's part of a C name: pass0, merge0, finish; fallback_pass0 for the
+        fallback's."""
+        algorithm, _, part = program.algorithm.partition(".")
+        return part if algorithm == self.source.algorithm else f"fallback_{part}"
+
+    def protocol(self, name: str) -> list[str]:
+        """How a caller runs the entry points <name>_<entry_name> (header text)."""
+        lines = ["Chunk entry points: each row cut into C chunks of columns (any ranges covering 0..n-1),",
+                 "one array of C values per row for each state operand (chunk c of row r at",
+                 "[r * stride + c], stride C; operands are per row, value [r * name_stride]):"]
+        lines += self._steps(lambda program: f"{name}_{self.entry_name(program)}")
+        if self.fallback is not None:
+            lines.append(f"Rows whose `{FLAG}` comes out 1 (chunk 0's) are recomputed with the "
+                         f"{name}_fallback_* entry points in the same way:")
+            lines += self.fallback._steps(lambda program: f"{name}_{self.entry_name(program)}")
+        return lines
+
+    def _steps(self, fn) -> list[str]:
+        lines = []
+        for k, kernel in enumerate(self.passes):
+            ins = [o.name for o in kernel.operands if not o.output]
+            outs = [o.name for o in kernel.operands if o.output]
+            lines.append(f"- {fn(kernel)}(rows, chunk length, x + chunk start, x_row_stride, y + chunk start, "
+                         f"y_row_stride, ...) for each chunk: reads {', '.join(ins) or 'no state'} "
+                         f"(merged: chunk 0's), writes {', '.join(outs) or 'y'} (chunk c's).")
+            if self.merges[k] is not None:
+                lines.append(f"- {fn(self.merges[k])}(rows, 0, NULL, 0, NULL, 0, a_..., b_..., m_...) merges "
+                             f"chunk c's states (b) into chunk 0's (a and m), for c = 1..C-1.")
+        if self.finish is not None:
+            lines.append(f"- {fn(self.finish)}(rows, 0, NULL, 0, y, y_row_stride, states...) stores y[r].")
+        return lines
+
 
 def chunked(program: Program) -> ChunkedProgram:
     """`program` (verified) cut into chunk kernels (each verified)."""

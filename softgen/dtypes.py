@@ -72,10 +72,16 @@ def compute_dtype(*dtypes: DType) -> DType:
 C_ABI_TYPES = {DType.F32: "float", DType.F64: "double", DType.F16: "uint16_t", DType.BF16: "uint16_t"}
 
 
-def c_parameters(x: DType, y: DType) -> str:
-    """The kernel's C parameter list for x of dtype x and y of dtype y."""
-    return (f"int64_t rows, int64_t n, const {C_ABI_TYPES[x]} *x, int64_t x_row_stride, "
-            f"{C_ABI_TYPES[y]} *y, int64_t y_row_stride")
+def c_parameters(x: DType, y: DType, operands: tuple = (), compute: DType | None = None,
+                 restrict: str = "") -> str:
+    """The kernel's C parameter list for x of dtype x and y of dtype y, then its row
+    operands (ir.Operand: one `compute` value per row each, with its stride); `restrict`
+    spelled on x and y where given."""
+    params = (f"int64_t rows, int64_t n, const {C_ABI_TYPES[x]} *{restrict}x, int64_t x_row_stride, "
+              f"{C_ABI_TYPES[y]} *{restrict}y, int64_t y_row_stride")
+    for o in operands:
+        params += f", {'' if o.output else 'const '}{C_ABI_TYPES[compute]} *{o.name}, int64_t {o.name}_stride"
+    return params
 
 
 # How a caller with its own threads splits the work, for the generated headers (rows are

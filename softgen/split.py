@@ -35,20 +35,28 @@ def chunk_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
 class SplitKernel:
     """A kernel's program as chunk kernels (compiled on first use) for split rows."""
 
-    def __init__(self, program: Program, target: Target, schedule: Schedule):
+    def __init__(self, program: Program, target: Target, schedule: Schedule, address_of=None):
+        """address_of(plan, program): where a chunk kernel's code is (default: JIT-compiled
+        for target with schedule, one row per group)."""
         self.plan = chunked(program)
         self.target = target
         self.schedule = Schedule(**{**schedule.to_dict(), "rows_per_group": 1, "pipeline": False})
         self.dtype = np.dtype(program.compute.numpy_name)
+        self.address_of = address_of or self._compile
         self._fns: dict = {}
+        self._compiled: list = []   # the JIT modules (kept alive)
+
+    def _compile(self, plan: ChunkedProgram, program: Program) -> int:
+        compiled = compile_program(program, self.target, self.schedule, jit=True)
+        self._compiled.append(compiled)
+        return compiled.address
 
     def fn(self, program: Program):
         """program's kernel as a ctypes function of softgen's ABI with its operands."""
         if program.name not in self._fns:
-            compiled = compile_program(program, self.target, self.schedule, jit=True)
             abi = ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * (6 + 2 * len(program.operands)))
-            self._fns[program.name] = (abi(compiled.address), compiled)
-        return self._fns[program.name][0]
+            self._fns[program.name] = abi(self.address_of(self.plan, program))
+        return self._fns[program.name]
 
     def run(self, rows: int, n: int, x: int, x_stride: int, x_itemsize: int, y: int, y_stride: int,
             y_itemsize: int, chunks: int, threads: int) -> None:

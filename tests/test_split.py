@@ -4,6 +4,10 @@ this host runs and in every dtype, on special inputs (the guard's fallback rows 
 them), tails, misaligned starts and chunk counts that do not divide the row: against the
 float64 reference, as a single-thread call is.  Splitting is forced on small rows by
 lowering the size threshold."""
+import ctypes
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -144,3 +148,40 @@ def test_operand_and_state_verification():
     state.attrs["type"] = softgen.ir.Type.ROW
     with pytest.raises(VerifyError, match="needs an accumulator type=acc"):
         verify(merge)
+
+
+HOST = softgen.targets.host()
+C_ISAS = [isa for isa in ("scalar", "sse2", "avx2", "avx512")
+          if isa == "scalar" or HOST.arch == "x86_64" and softgen.backends.c.ISAS[isa].host_features <= HOST.feature_set]
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
+@pytest.mark.parametrize("isa", C_ISAS)
+@pytest.mark.parametrize("op,algo", [("softmax", "two_pass"), ("log_softmax", "two_pass"), ("logsumexp", "two_pass"),
+                                     ("softmax", "three_pass_reload"), ("logsumexp", "online")])
+def test_c_chunk_entry_points_run_the_split(tmp_path, op, algo, isa):
+    """emit_c(chunks=True) compiled by gcc with warnings as errors; its entry points,
+    called as the header says (by the split runtime), give the reference's results."""
+    name = f"c_{op}_{algo}"
+    src = softgen.emit_c(op, algorithm=algo, isa=isa, name=name, chunks=True)
+    h, c = src.write(tmp_path)
+    lib = tmp_path / f"{name}.so"
+    cmd = ["gcc", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared", *src.flags, str(c),
+           "-o", str(lib), "-lm"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[:3000]
+    library = ctypes.CDLL(str(lib))
+    program = softgen.algorithms.build(op, algo)
+    runner = split.SplitKernel(program, softgen.Target.parse("host"), softgen.lower.Schedule(), lambda plan, p:
+                               ctypes.cast(library[f"{name}_{plan.entry_name(p)}"], ctypes.c_void_p).value)
+    assert f"{name}_pass0" in h.read_text() and "merges chunk c's states" in h.read_text()
+    rows = special_rows(1000)
+    x = misaligned(np.stack(list(rows.values())))
+    y = np.empty(x.shape[0] if program.row_output else x.shape, np.float32)
+    runner.run(x.shape[0], x.shape[1], x.ctypes.data, x.strides[0] // 4, 4, y.ctypes.data,
+               1 if program.row_output else y.strides[0] // 4, 4, chunks=3, threads=2)
+    for i, row_name in enumerate(rows):
+        try:
+            check(op, x[i:i + 1], y[i:i + 1])
+        except AssertionError as e:
+            raise AssertionError(f"row '{row_name}': {e}") from None

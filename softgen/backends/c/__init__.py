@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ... import algorithms
-from ...dtypes import ROW_RANGES, compute_dtype, ir_dtype
+from ...chunks import chunked
+from ...dtypes import ROW_RANGES, c_parameters, compute_dtype, ir_dtype
 from ...ir import DType, Program
 from ...lower.kernel import lower
 from ...lower.schedule import Schedule
 from ...version import __version__
 from .isa import C_TYPES, ISAS, PATTERNS, STORAGE_C_TYPES, CType, Isa, block_size, c_float
-from .render import CRenderer, capabilities
+from .render import CRenderer, capabilities, tail_helpers
 
 if TYPE_CHECKING:
     import jinja2
@@ -160,7 +161,7 @@ def _check_count(what: str, value, lo: int, hi: int) -> int:
 
 def emit_c(op: str, *, algorithm: str, dtype="float32", out_dtype=None, isa: str = "scalar",
            name: str | None = None, schedule: Schedule | None = None, unroll: int | None = None,
-           accumulators: int | None = None) -> CSource:
+           accumulators: int | None = None, chunks: bool = False) -> CSource:
     """C source for op x algorithm on `isa` (scalar, sse2, avx2, avx512, neon).
 
     dtype: x's (float32, float64, float16, bfloat16); out_dtype: y's (default: dtype).
@@ -169,9 +170,12 @@ def emit_c(op: str, *, algorithm: str, dtype="float32", out_dtype=None, isa: str
     schedule: the code shape (default: Schedule() as far as NOT_RENDERED allows); or
     instead unroll: vectors per main-loop iteration (default 4) and accumulators:
     independent accumulator sets (default: one per unrolled vector).  softgen.emit_c also
-    takes schedule="auto:ROWSxN".  Compile the .c with the kernel's flags (CSource.flags,
-    e.g. -mavx512f; -mavx2 -mfma -mf16c for an AVX2 kernel converting float16) and link
-    with -lm."""
+    takes schedule="auto:ROWSxN".  chunks: instead of the kernel, its chunk entry points
+    (softgen.chunks: each pass over chunks of columns, the merges of their states, and the
+    guard's fallback the same way; the header says how to call them), for a caller that
+    splits rows across its own threads.  Compile the .c with the kernel's flags
+    (CSource.flags, e.g. -mavx512f; -mavx2 -mfma -mf16c for an AVX2 kernel converting
+    float16) and link with -lm."""
     storage = ir_dtype(dtype)
     output = storage if out_dtype is None else ir_dtype(out_dtype)
     program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output)
@@ -183,7 +187,13 @@ def emit_c(op: str, *, algorithm: str, dtype="float32", out_dtype=None, isa: str
         raise TypeError(f"name must be a string, not {type(name).__name__}")
     if not _IDENT.match(name):
         raise ValueError(f"name {name!r} is not a C identifier")
-    return _render(program, target, name, *_c_schedule(schedule, unroll, accumulators, target))
+    schedule, left_out = _c_schedule(schedule, unroll, accumulators, target)
+    if not chunks:
+        return _render(program, target, name, schedule, left_out)
+    plan = chunked(program)
+    entry_points = [(p, f"{name}_{plan.entry_name(p)}") for p in plan.programs()]
+    schedule = dataclasses.replace(schedule, rows_per_group=1, interleave=1, pipeline=False)
+    return _render(program, target, name, schedule, left_out, entry_points, tuple(plan.protocol(name)))
 
 
 def _c_schedule(schedule, unroll, accumulators, isa: Isa) -> tuple[Schedule, dict]:
@@ -215,30 +225,55 @@ def _layouts(program: Program) -> list[str]:
     return lines
 
 
-def _render(program: Program, isa: Isa, name: str, schedule: Schedule, left_out: dict) -> CSource:
-    kernel = lower(program, capabilities(isa), schedule, name)
-    renderer = CRenderer(kernel, isa, name)
-    body = renderer.body()
-    text = "\n".join(body)
+@dataclass
+class _Rendered:
+    """Kernels lowered and rendered for one file: their functions, and what the file around
+    them needs (the helpers they use, shared)."""
+    kernels: list = field(default_factory=list)   # per function: name, params, notes, body
+    used: dict = field(default_factory=dict)
+    partials: dict = field(default_factory=dict)
+    lane_index: bool = False
+
+    def add(self, program: Program, isa: Isa, fn: str, prefix: str, schedule: Schedule) -> None:
+        kernel = lower(program, capabilities(isa), schedule, fn)
+        inputs = frozenset({"x"} | {o.name for o in program.operands if not o.output})
+        renderer = CRenderer(kernel, isa, prefix, inputs)
+        body = renderer.body()
+        x, compute, y = program.dtypes
+        self.kernels.append(dict(name=fn, params=c_parameters(x, y, program.operands, compute, "SOFTGEN_RESTRICT "),
+                                 notes=kernel.notes, body=body))
+        self.used.update(renderer.used)
+        self.partials.update(renderer.partials)
+        self.lane_index |= renderer.lane_index
+
+
+def _render(program: Program, isa: Isa, name: str, schedule: Schedule, left_out: dict,
+            entry_points: list | None = None, protocol: tuple = ()) -> CSource:
+    """The C file of `program` as function `name`, or of `entry_points` ((program, function
+    name) pairs, described in the header by the lines of `protocol`)."""
+    rendered = _Rendered()
+    for kernel_program, fn in entry_points or [(program, name)]:
+        rendered.add(kernel_program, isa, fn, name, schedule)
+    text = "\n".join(line for k in rendered.kernels for line in k["body"])
     extras = [(title, macro, flag) for pattern, title, macro, flag in isa.optional_requires if re.search(pattern, text)]
     extra = tuple((macro, flag) for _, macro, flag in extras)
     requires = isa.requires + extra
     flags = tuple(flag for _, flag in requires if flag)
-    helpers = [macro for _, macro in sorted(renderer.used.items())]
-    tail_helpers = renderer.tail_helpers()
+    helpers = [macro for _, macro in sorted(rendered.used.items())]
+    partials = tail_helpers(rendered.partials)
     x, _, y = program.dtypes
     # ctype: what the kernel computes in; x_type / y_type: what x and y hold
     ctx = dict(name=name, op=program.op, algorithm=program.algorithm, isa=isa, version=__version__,
                title=" + ".join([isa.title, *(title for title, _, _ in extras)]),
                ctype=isa.ctype, x_type=STORAGE_C_TYPES[x], y_type=STORAGE_C_TYPES[y], dtype=x.numpy_name,
                out_dtype=y.numpy_name, layouts=_layouts(program), requires=requires, flags=flags,
-               row_output=program.row_output, notes=kernel.notes, body=body,
+               row_output=program.row_output, kernels=rendered.kernels, protocol=protocol,
                lane_index_values=[c_float(i, isa.ctype) for i in range(isa.width)],
                guard=f"{name.upper()}_H", row_ranges=ROW_RANGES)
     env = _environment(str(TEMPLATES))
-    needs_string = bool(tail_helpers) or any(k.startswith("scalar.as_") for k in renderer.used)
-    source = env.get_template("source.c.j2").render(ctx, helpers=helpers, lane_index=renderer.lane_index,
-                                                    tail_helpers=tail_helpers, needs_string=needs_string)
+    needs_string = bool(partials) or any(k.startswith("scalar.as_") for k in rendered.used)
+    source = env.get_template("source.c.j2").render(ctx, helpers=helpers, lane_index=rendered.lane_index,
+                                                    tail_helpers=partials, needs_string=needs_string)
     header = env.get_template("header.h.j2").render(ctx)
     return CSource(name, program.op, program.algorithm, isa.name, header, _reindent(source), schedule, left_out,
                    extra, x.numpy_name, y.numpy_name)

@@ -41,7 +41,9 @@ def capabilities(isa: Isa) -> Capabilities:
 
 
 class CRenderer:
-    def __init__(self, kernel: Kernel, isa: Isa, fn: str):
+    def __init__(self, kernel: Kernel, isa: Isa, fn: str, const_params: frozenset = frozenset({"x"})):
+        """fn: the prefix of the file's helpers; const_params: the parameters that point to
+        const data (x, and input operands)."""
         self.kernel, self.isa, self.fn = kernel, isa, fn
         self.scalar = PATTERNS["scalar"].for_dtype(isa.ctype.dtype)   # one-lane values
         # one-lane floats by their bits (float32 ones beside float64 compute)
@@ -52,7 +54,7 @@ class CRenderer:
         self.lane_index = False              # the tail masks' lane numbers
         self.partials: dict = {}             # ("load" | "store", Ty) -> tail helper (partial_helper)
         self.names = {p: p.name for p in kernel.params}
-        self.const_ptrs = {kernel.params[2]}  # x and what is derived from it
+        self.const_ptrs = {p for p in kernel.params if p.name in const_params}  # and what derives from them
         self.compares: dict = {}             # mask value -> (op, a, b): select peepholes
         self.mask_counts: dict = {}          # tail mask -> its lane count (partial access)
         self.lines: list = []                # (text, name it defines or None)
@@ -67,7 +69,11 @@ class CRenderer:
             else:
                 self.emit(f"{self.ctype(v.ty)} v{v.id} = {self.literal(Const(v.ty, 0))};")
         self.block(self.kernel.body)
-        return _prune(self.lines)
+        lines = _prune(self.lines)
+        used = {name for line in lines for name in _IDENTIFIER.findall(line)}
+        # a kernel that reads neither x nor y (a merge of chunk states) still has the ABI's
+        # parameters
+        return [f"(void){p.name};" for p in self.kernel.params if p.name not in used] + lines
 
     def emit(self, text: str, defines: str | None = None):
         self.lines.append((text, defines))
@@ -396,11 +402,6 @@ class CRenderer:
             self.refuse("a masked access whose mask is not a tail's")
         return self.mask_counts[mask]
 
-    def tail_helpers(self) -> list[dict]:
-        """The partial loads, then the partial stores (the compute dtype's first)."""
-        order = sorted(self.partials.items(), key=lambda kv: (kv[0][0] != "load", kv[1]["tag"]))
-        return [h for _, h in order]
-
     def op_prefetch(self, s, p):
         return self.isa.ops["prefetch"].format(p=p) if "prefetch" in self.isa.ops else "(void)0"
 
@@ -421,6 +422,12 @@ class CRenderer:
 
     def op_write_at(self, s, var, j, value):
         return f"{var}[{j}] = {value}"
+
+
+def tail_helpers(partials: dict) -> list[dict]:
+    """The partial loads, then the partial stores (the compute dtype's first)."""
+    order = sorted(partials.items(), key=lambda kv: (kv[0][0] != "load", kv[1]["tag"]))
+    return [h for _, h in order]
 
 
 def _prune(lines: list) -> list[str]:

@@ -6,6 +6,10 @@ folds them into one state per row (the accumulator's own merge, the one the kern
 lanes with); the next pass reads the merged states.  Rows a guard flags run the fallback
 program's chunk kernels the same way.  A split row computes what the kernel computes, in
 another order of summation: within the kernel's tolerance, not bitwise.
+
+The states of a call live in one array [operand, row, chunk] (chunk 0: merged), and each
+kernel's operand addresses are computed from it: the Python work per call is a few list
+operations and one ctypes call per merge, beside the pool's tasks.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import numpy as np
 
 from . import threads as _threads
 from .backends.llvm import compile_program
-from .chunks import ChunkedProgram, chunked
+from .chunks import FLAG, ChunkedProgram, chunked
 from .ir import Program
 from .lower import Schedule
 from .targets import Target
@@ -32,6 +36,26 @@ def chunk_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
     return [(s, min(s + step, n)) for s in range(0, n, step)]
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """A chunk kernel ready to call: its function and its operands as (index in the call's
+    state array, output?) pairs; `flags`: whether its guard writes the operand `flag`."""
+    fn: object
+    operands: tuple
+    flags: bool
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A plan's kernels as _Entries, and its state operands by index."""
+    plan: ChunkedProgram
+    names: tuple            # operand names, their index in the call's state array
+    passes: tuple
+    merges: tuple           # per pass: _Entry or None
+    finish: _Entry | None
+    fallback: "_Layout | None"
+
+
 class SplitKernel:
     """A kernel's program as chunk kernels (compiled on first use) for split rows."""
 
@@ -43,7 +67,7 @@ class SplitKernel:
         self.schedule = Schedule(**{**schedule.to_dict(), "rows_per_group": 1, "pipeline": False})
         self.dtype = np.dtype(program.compute.numpy_name)
         self.address_of = address_of or self._compile
-        self._fns: dict = {}
+        self._layout = None
         self._compiled: list = []   # the JIT modules (kept alive)
 
     def _compile(self, plan: ChunkedProgram, program: Program) -> int:
@@ -51,94 +75,99 @@ class SplitKernel:
         self._compiled.append(compiled)
         return compiled.address
 
-    def fn(self, program: Program):
-        """program's kernel as a ctypes function of softgen's ABI with its operands."""
-        if program.name not in self._fns:
+    def layout(self, plan: ChunkedProgram | None = None) -> _Layout:
+        """The plan's kernels compiled and laid out (the top plan's kept)."""
+        if plan is None:
+            self._layout = self._layout or self.layout(self.plan)
+            return self._layout
+        kernels = [*plan.passes, *filter(None, [plan.finish])]   # (the merges' operands name the same states)
+        names = tuple(dict.fromkeys(o.name for p in kernels for o in p.operands))
+        index = {name: k for k, name in enumerate(names)}
+
+        def entry(program):
+            if program is None:
+                return None
             abi = ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * (6 + 2 * len(program.operands)))
-            self._fns[program.name] = abi(self.address_of(self.plan, program))
-        return self._fns[program.name]
+            operands = tuple((index[o.name.split("_", 1)[1] if program in plan.merges else o.name], o.output)
+                             for o in program.operands)
+            return _Entry(abi(self.address_of(self.plan, program)), operands, plan.flags(program))
+        return _Layout(plan, names, tuple(map(entry, plan.passes)), tuple(map(entry, plan.merges)),
+                       entry(plan.finish), plan.fallback and self.layout(plan.fallback))
 
     def run(self, rows: int, n: int, x: int, x_stride: int, x_itemsize: int, y: int, y_stride: int,
             y_itemsize: int, chunks: int, threads: int) -> None:
         """The kernel on [rows, n] at addresses x and y (row strides in elements), each row in
         up to `chunks` chunks, on up to `threads` threads."""
-        call = _Call(self, (x, x_stride, x_itemsize), (y, y_stride, y_itemsize), chunk_bounds(n, chunks), threads)
-        call.execute(self.plan, np.arange(rows))
+        call = _Call((x, x_stride, x_itemsize), (y, y_stride, y_itemsize), chunk_bounds(n, chunks), threads,
+                     self.dtype)
+        call.execute(self.layout(), list(range(rows)))
 
 
 @dataclass
 class _Call:
-    split: SplitKernel
     x: tuple   # (address, row stride in elements, itemsize)
     y: tuple
     bounds: list
     threads: int
+    dtype: np.dtype
 
-    def address(self, array: tuple, row: int, column: int) -> int:
-        base, stride, itemsize = array
-        return base + (int(row) * stride + column) * itemsize
-
-    def execute(self, plan: ChunkedProgram, rows: np.ndarray) -> None:
-        """plan on `rows` (their indices): its passes, merges and finish; flagged rows
-        through the fallback's plan."""
-        states: dict = {}   # operand name -> [rows, chunks] array; column 0 merged
-        for k, kernel in enumerate(plan.passes):
-            flags = self.run_pass(kernel, rows, states)
-            if plan.merges[k] is not None:
-                self.merge(plan.merges[k], plan.reductions[k], len(rows), states)
-            rows, states = self.fall_back(plan, rows, states, flags)
-            if not len(rows):
+    def execute(self, layout: _Layout, rows: list) -> None:
+        """layout's plan on `rows` (their indices): its passes, merges and finish; flagged
+        rows through the fallback's plan."""
+        states = np.empty((len(layout.names), len(rows), len(self.bounds)), self.dtype)
+        flag = layout.names.index(FLAG) if FLAG in layout.names else None
+        for entry, merge in zip(layout.passes, layout.merges):
+            self.run_pass(entry, rows, states)
+            if merge is not None:
+                self.merge(merge, len(rows), states)
+            rows, states = self.fall_back(layout, rows, states, flag if entry.flags else None)
+            if not rows:
                 return
-        if plan.finish is not None:
-            flags = self.run_finish(plan.finish, rows, states)
-            self.fall_back(plan, rows, states, flags)
+        if layout.finish is not None:
+            self.run_finish(layout.finish, rows, states)
+            self.fall_back(layout, rows, states, flag if layout.finish.flags else None)
 
-    def operand_args(self, program: Program, states: dict, i: int, c: int) -> list:
-        """Row i's (chunk c's) operand addresses, each with stride 0 (one row per call)."""
-        args = []
-        for o in program.operands:
-            a = states[o.name]
-            args += [a.ctypes.data + (i * a.shape[1] + (c if o.output else 0)) * a.itemsize, 0]
-        return args
-
-    def run_pass(self, kernel: Program, rows: np.ndarray, states: dict) -> np.ndarray | None:
-        """The pass over every (row, chunk); returns the flags of a guarded pass."""
+    def run_pass(self, entry: _Entry, rows: list, states: np.ndarray) -> None:
+        """The pass over every (row, chunk), one row per call, operands at stride 0."""
+        base, size = states.__array_interface__["data"][0], states.itemsize
         count, chunks = len(rows), len(self.bounds)
-        for o in kernel.operands:
-            if o.output:
-                states[o.name] = np.empty((count, chunks), self.split.dtype)
+        x, xs, xi = self.x
+        y, ys, yi = self.y
         tasks = []
         for i, row in enumerate(rows):
             for c, (c0, c1) in enumerate(self.bounds):
-                tasks.append([1, c1 - c0, self.address(self.x, row, c0), self.x[1], self.address(self.y, row, c0),
-                              self.y[1]] + self.operand_args(kernel, states, i, c))
-        _threads.run_tasks(self.split.fn(kernel), tasks, self.threads)
-        return states.pop("flag")[:, 0] if self.split.plan.flags(kernel) else None
+                task = [1, c1 - c0, x + (row * xs + c0) * xi, xs, y + (row * ys + c0) * yi, ys]
+                for k, output in entry.operands:
+                    task += [base + ((k * count + i) * chunks + (c if output else 0)) * size, 0]
+                tasks.append(task)
+        _threads.run_tasks(entry.fn, tasks, self.threads)
 
-    def merge(self, kernel: Program, reductions: tuple, count: int, states: dict) -> None:
-        """Each chunk's states into chunk 0's, for all rows in one call per chunk."""
-        fn = self.split.fn(kernel)
-        for c in range(1, len(self.bounds)):
+    def merge(self, entry: _Entry, count: int, states: np.ndarray) -> None:
+        """Each chunk's states into chunk 0's, for all rows in one call per chunk: operands
+        a (chunk 0), b (chunk c), m (chunk 0), at a row stride of the chunk count."""
+        base, size, chunks = states.__array_interface__["data"][0], states.itemsize, len(self.bounds)
+        third = len(entry.operands) // 3
+        for c in range(1, chunks):
             args = []
-            for column in (0, c, 0):   # a, b, m
-                for red in reductions:
-                    for name in red.names:
-                        a = states[name]
-                        args += [a.ctypes.data + column * a.itemsize, a.shape[1]]
-            fn(count, 0, 0, 0, 0, 0, *args)
+            for j, (k, _) in enumerate(entry.operands):
+                args += [base + (k * count * chunks + (c if third <= j < 2 * third else 0)) * size, chunks]
+            entry.fn(count, 0, 0, 0, 0, 0, *args)
 
-    def run_finish(self, kernel: Program, rows: np.ndarray, states: dict) -> np.ndarray | None:
-        flags = np.empty((len(rows), 1), self.split.dtype)
-        states = {**states, "flag": flags}
-        fn = self.split.fn(kernel)
+    def run_finish(self, entry: _Entry, rows: list, states: np.ndarray) -> None:
+        base, size, chunks = states.__array_interface__["data"][0], states.itemsize, len(self.bounds)
+        y, _, yi = self.y
         for i, row in enumerate(rows):
-            fn(1, 0, 0, 0, self.address(self.y, row, 0), 0, *self.operand_args(kernel, states, i, 0))
-        return flags[:, 0] if self.split.plan.flags(kernel) else None
+            args = []
+            for k, _ in entry.operands:
+                args += [base + ((k * len(rows) + i) * chunks) * size, 0]
+            entry.fn(1, 0, 0, 0, y + row * self.y[1] * yi, 0, *args)
 
-    def fall_back(self, plan: ChunkedProgram, rows: np.ndarray, states: dict, flags) -> tuple:
+    def fall_back(self, layout: _Layout, rows: list, states: np.ndarray, flag: int | None) -> tuple:
         """The rows flagged run the fallback plan; the others, and their states, go on."""
-        if flags is None or not flags.any():
+        if flag is None:
             return rows, states
-        bad = flags != 0
-        self.execute(plan.fallback, rows[bad])
-        return rows[~bad], {name: np.ascontiguousarray(a[~bad]) for name, a in states.items()}
+        bad = states[flag, :, 0] != 0
+        if not bad.any():
+            return rows, states
+        self.execute(layout.fallback, [row for row, b in zip(rows, bad) if b])
+        return [row for row, b in zip(rows, bad) if not b], np.ascontiguousarray(states[:, ~bad])

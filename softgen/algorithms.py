@@ -9,7 +9,7 @@ one value m + log s per row (log s as log1p(s - 1), s - 1 summed as such).
 from __future__ import annotations
 
 from . import numerics, ops
-from .ir import Builder, DType, Kind, Program, verify
+from .ir import Builder, DType, Kind, Operand, Program, verify
 from .ops import Normalizer, OpSpec, Rule
 
 OPS = ops.NAMES
@@ -38,9 +38,18 @@ def _normalize(b: Builder, spec: OpSpec, m, u, r=None):
         b.store_row(_log_sum_exp(b, m, u))
 
 
-def _builder(spec: OpSpec, algorithm: str, storage: DType, compute: DType, output: DType | None) -> Builder:
+# the row operand of the temperature: x is multiplied by it (1 / T) wherever it is loaded
+INV_TEMPERATURE = "inv_temperature"
+
+
+def _builder(spec: OpSpec, algorithm: str, storage: DType, compute: DType, output: DType | None,
+             temperature: bool) -> Builder:
     spec.check_algorithm(algorithm)
-    return Builder(spec.name, algorithm, spec.row_output, storage, compute, output)
+    b = Builder(spec.name, algorithm, spec.row_output, storage, compute, output)
+    if temperature:
+        b.program.operands = (Operand(INV_TEMPERATURE),)
+        b.x_scale = b.load_operand(name=INV_TEMPERATURE)
+    return b
 
 
 def _max_pass(b: Builder):
@@ -50,9 +59,9 @@ def _max_pass(b: Builder):
 
 
 def three_pass_reload(op, storage: DType = DType.F32, compute: DType = DType.F32,
-                      output: DType | None = None) -> Program:
+                      output: DType | None = None, temperature: bool = False) -> Program:
     """max; y = e^(x-m) stored while summing; y *= 1/s re-reading y."""
-    b = _builder(ops.get(op), "three_pass_reload", storage, compute, output)
+    b = _builder(ops.get(op), "three_pass_reload", storage, compute, output, temperature)
     m = _max_pass(b)
     with b.pass_():
         e = b.exp(b.load_x(), m)
@@ -66,10 +75,10 @@ def three_pass_reload(op, storage: DType = DType.F32, compute: DType = DType.F32
 
 
 def three_pass_recompute(op, storage: DType = DType.F32, compute: DType = DType.F32,
-                         output: DType | None = None) -> Program:
+                         output: DType | None = None, temperature: bool = False) -> Program:
     """max; s = sum e^(x-m) (log ops: its excess s - 1); output recomputes e^(x-m)."""
     spec = ops.get(op)
-    b = _builder(spec, "three_pass_recompute", storage, compute, output)
+    b = _builder(spec, "three_pass_recompute", storage, compute, output, temperature)
     m = _max_pass(b)
     plain_sum = spec.normalizer is Normalizer.SUM
     with b.pass_():
@@ -84,20 +93,20 @@ def three_pass_recompute(op, storage: DType = DType.F32, compute: DType = DType.
 
 
 def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
-             output: DType | None = None) -> Program:
+             output: DType | None = None, temperature: bool = False) -> Program:
     """Dukhan & Ablavatski: accumulate e^x as (mantissa, exponent) pairs, no max pass.
 
     Rows whose exponent leaves the accurate range (huge values, inf, NaN, all -inf), and
     log outputs within PAIR_LOG_MIN of 0, are computed by the three_pass_recompute
     program instead (the guard)."""
     spec = ops.get(op)
-    b = _builder(spec, "two_pass", storage, compute, output)
+    b = _builder(spec, "two_pass", storage, compute, output, temperature)
     with b.pass_():
         x = b.load_x()
         acc = b.acc_pair(b.exp_pair(x))
         max_acc = b.acc_max(x) if spec.rule is Rule.SHIFT else None
     s, e = b.merge_pair(acc)
-    fallback = three_pass_recompute(spec, storage, compute, output)
+    fallback = three_pass_recompute(spec, storage, compute, output, temperature)
     fmt = numerics.float_format(compute)
     pair_range = (-fmt.pair_exp_limit, fmt.pair_exp_limit)
     if spec.normalizer is Normalizer.SUM:
@@ -124,10 +133,10 @@ def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
 
 
 def online(op, storage: DType = DType.F32, compute: DType = DType.F32,
-           output: DType | None = None) -> Program:
+           output: DType | None = None, temperature: bool = False) -> Program:
     """Milakov & Gimelshein: running (max, sum) in one pass, then the output pass."""
     spec = ops.get(op)
-    b = _builder(spec, "online", storage, compute, output)
+    b = _builder(spec, "online", storage, compute, output, temperature)
     with b.pass_():
         acc = b.acc_online(b.load_x())
     m, u = b.merge_online(acc)  # u: the sum's excess over 1
@@ -144,14 +153,15 @@ _BUILDERS = {f.__name__: f for f in (three_pass_reload, three_pass_recompute, tw
 
 
 def build(op, algorithm: str, storage: DType = DType.F32, compute: DType = DType.F32,
-          output: DType | None = None) -> Program:
+          output: DType | None = None, temperature: bool = False) -> Program:
     """The IR program for op (a name or an OpSpec) x algorithm over rows of `storage`
-    computed in `compute`, writing `output` (None: storage) (ValueError for unknown names,
-    NotImplementedError for an algorithm the op does not have)."""
+    computed in `compute`, writing `output` (None: storage); with `temperature`, of x
+    times the row operand inv_temperature (1 / T: y = op(x / T)) (ValueError for unknown
+    names, NotImplementedError for an algorithm the op does not have)."""
     ops.get(op)
     if algorithm not in _BUILDERS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
-    program = _BUILDERS[algorithm](op, storage, compute, output)
+    program = _BUILDERS[algorithm](op, storage, compute, output, temperature)
     _check_rereads(program)
     return program
 

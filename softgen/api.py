@@ -32,17 +32,19 @@ def _f32_kernel(op: str, algorithm: str, arr: np.ndarray, axes) -> Kernel:
     return kernel if kernel is not None else _new_kernel(key, op, algorithm, rows, n, _F32, _F32)
 
 
-def _kernel_for(op: str, algorithm: str, arr: np.ndarray, axes, out_dtype: np.dtype | None = None) -> Kernel:
+def _kernel_for(op: str, algorithm: str, arr: np.ndarray, axes, out_dtype: np.dtype | None = None,
+                temperature: bool = False) -> Kernel:
     """The kernel for op over `axes` (an axis or a tuple of them) of arr, writing out_dtype
-    (None: arr's dtype)."""
+    (None: arr's dtype); its temperature variant if asked."""
     x_dtype = arr.dtype
     out_dtype = x_dtype if out_dtype is None else out_dtype
-    if x_dtype is _F32 and out_dtype is _F32:
+    if x_dtype is _F32 and out_dtype is _F32 and not temperature:
         return _f32_kernel(op, algorithm, arr, axes)
     rows, n = _rows_and_length(arr.shape, axes)
-    key = (op, algorithm, rows, n, tune.generation, x_dtype, out_dtype)
+    key = (op, algorithm, rows, n, tune.generation, x_dtype, out_dtype, temperature)
     kernel = _kernels.get(key)
-    return kernel if kernel is not None else _new_kernel(key, op, algorithm, rows, n, x_dtype, out_dtype)
+    return kernel if kernel is not None else _new_kernel(key, op, algorithm, rows, n, x_dtype, out_dtype,
+                                                          temperature)
 
 
 def _rows_and_length(shape: tuple, axes) -> tuple:
@@ -53,16 +55,18 @@ def _rows_and_length(shape: tuple, axes) -> tuple:
 
 
 def kernel_for_shape(op: str, rows: int, n: int, algorithm: str = "auto", dtype="float32",
-                     out_dtype=None) -> Kernel:
+                     out_dtype=None, temperature: bool = False) -> Kernel:
     """The kernel softmax & co. run for a [rows, n] problem of these dtypes: the algorithm
     (or "auto"'s choice) with the schedule the tuner picks for the shape, compiled or taken
-    from the caches."""
+    from the caches (with `temperature`: its variant scaling x by 1 / T)."""
     choice = tune.resolve(op, algorithm, rows, n, dtype=dtype, out_dtype=out_dtype)
-    return compile(op, algorithm=choice.algorithm, dtype=dtype, out_dtype=out_dtype, schedule=choice.schedule)
+    return compile(op, algorithm=choice.algorithm, dtype=dtype, out_dtype=out_dtype, schedule=choice.schedule,
+                   temperature=temperature)
 
 
-def _new_kernel(key: tuple, op: str, algorithm: str, rows: int, n: int, x_dtype, out_dtype) -> Kernel:
-    kernel = kernel_for_shape(op, rows, n, algorithm, x_dtype, out_dtype)
+def _new_kernel(key: tuple, op: str, algorithm: str, rows: int, n: int, x_dtype, out_dtype,
+                temperature: bool = False) -> Kernel:
+    kernel = kernel_for_shape(op, rows, n, algorithm, x_dtype, out_dtype, temperature)
     if len(_kernels) > 4096:  # many distinct shapes: start over rather than grow
         _kernels.clear()
     _kernels[key] = kernel
@@ -113,8 +117,10 @@ def _round_float64(y: np.ndarray, out, dtype: np.dtype, who: str) -> np.ndarray:
     return out
 
 
-def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False, threads=None):
-    """Any input, axis, out and dtype (what the fast path leaves); threads as checked."""
+def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False, threads=None,
+            temperature=None):
+    """Any input, axis, out, dtype and temperature (what the fast path leaves); threads as
+    checked."""
     arr = _as_input(x, op)
     axes = _normalize_axes(axis, arr.ndim, op)
     out_dtype = _result_dtype(arr.dtype, out, dtype, op)
@@ -122,20 +128,48 @@ def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False
         kept = tuple(1 if i in axes else d for i, d in enumerate(arr.shape))
         reduced = tuple(d for i, d in enumerate(arr.shape) if i not in axes)
         inner = None if out is None else _check_out(out, kept, out_dtype, op).reshape(reduced)
-        y = _run_op(op, arr, axes, algorithm, inner, dtype, threads=threads)
+        y = _run_op(op, arr, axes, algorithm, inner, dtype, threads=threads, temperature=temperature)
         return out if out is not None else y.reshape(kept)
+    lead = tuple(d for i, d in enumerate(arr.shape) if i not in axes)
     axes = axes[0] if len(axes) == 1 else axes  # one axis: the runtime's fast call may take it
+    wide = arr.dtype == _F64 or out_dtype == _F64
+    operands = () if temperature is None else (_inverse_temperature(temperature, lead, wide, op),)
+    scaled = temperature is not None
     if arr.dtype == _F64 and out_dtype.itemsize == 2:
-        return _round_float64(_run(_kernel_for(op, algorithm, arr, axes), arr, axes, None, threads), out, out_dtype, op)
-    return _run(_kernel_for(op, algorithm, arr, axes, out_dtype), arr, axes, out, threads)
+        y = _run(_kernel_for(op, algorithm, arr, axes, None, scaled), arr, axes, None, threads, operands)
+        return _round_float64(y, out, out_dtype, op)
+    return _run(_kernel_for(op, algorithm, arr, axes, out_dtype, scaled), arr, axes, out, threads, operands)
+
+
+def _inverse_temperature(temperature, lead: tuple, wide: bool, who: str) -> np.ndarray:
+    """1 / temperature in the compute dtype (rounded once), one value per row in the rows'
+    order (the other axes, C order), or one value for every row.  ValueError unless every
+    temperature is positive and finite, or it does not broadcast to the other axes."""
+    try:
+        t = np.asarray(temperature, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{who}(): temperature must be a number or an array of them, "
+                        f"not {type(temperature).__name__}") from None
+    if not (np.all(np.isfinite(t)) and np.all(t > 0)):
+        raise ValueError(f"{who}(): temperature must be positive and finite")
+    inverse = (1.0 / t).astype(np.float64 if wide else np.float32)
+    if inverse.size == 1:
+        return inverse.reshape(1)
+    try:
+        return np.ascontiguousarray(np.broadcast_to(inverse, lead)).reshape(-1)
+    except ValueError:
+        raise ValueError(f"{who}(): temperature of shape {t.shape} does not broadcast to the rows' shape "
+                         f"{lead} (x's shape without the reduced axes)") from None
 
 
 def _op_entry(spec: ops.OpSpec):
     op = spec.name
 
-    def run(x, axis=-1, *, algorithm: str = "auto", out=None, dtype=None, threads=None):
+    def run(x, axis=-1, *, algorithm: str = "auto", out=None, dtype=None, threads=None, temperature=None):
         if threads is not None:
             threads = check_threads(threads, op)
+        if temperature is not None:
+            return _run_op(op, x, axis, algorithm, out, dtype, threads=threads, temperature=temperature)
         if (type(x) is np.ndarray and x.dtype is _F32 and dtype is None and x.ndim and type(axis) is int
                 and -x.ndim <= axis < x.ndim):
             # float32 x with a float32 kernel for its shape: the common case, no other checks
@@ -151,11 +185,11 @@ def _op_entry(spec: ops.OpSpec):
         return _run_op(op, x, axis, algorithm, out, dtype, threads=threads)
 
     def run_reduction(x, axis=-1, *, keepdims: bool = False, algorithm: str = "auto", out=None, dtype=None,
-                      threads=None):
+                      threads=None, temperature=None):
         if keepdims:
             threads = None if threads is None else check_threads(threads, op)
-            return _run_op(op, x, axis, algorithm, out, dtype, keepdims, threads)
-        return run(x, axis, algorithm=algorithm, out=out, dtype=dtype, threads=threads)
+            return _run_op(op, x, axis, algorithm, out, dtype, keepdims, threads, temperature)
+        return run(x, axis, algorithm=algorithm, out=out, dtype=dtype, threads=threads, temperature=temperature)
 
     entry = run_reduction if spec.row_output else run
     entry.__name__ = entry.__qualname__ = op  # Python's own errors name the public function
@@ -171,6 +205,8 @@ def _op_entry(spec: ops.OpSpec):
         f"out: an array of the result's shape and dtype (may be x itself).\n"
         f"dtype: the result's dtype (default: out's, else x's), as torch.{op}'s dtype=; "
         f"computed in float64 if it or x is float64, else in float32.\n"
+        f"temperature: T > 0, a number or one per row (broadcast to x's shape without the reduced "
+        f"axes): {op}(x / T), x multiplied by 1 / T rounded to the compute dtype as it is read.\n"
         f"threads: the most threads the rows are split over (default: softgen.get_num_threads()); "
         f"calls under {2 * MIN_ELEMENTS_PER_THREAD} elements run on one thread.\n"
         f"A new result is a C-contiguous array whatever the axis.")

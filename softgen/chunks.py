@@ -16,7 +16,8 @@ running its fallback, which needs whole rows: the caller runs the fallback progr
 chunk kernels (`ChunkedProgram.fallback`) on the flagged rows.
 
 Operand names: `s<id>_<part>` for part `part` of the state of the reduction %id, with
-`a_`, `b_` and `m_` before it in a merge.
+`a_`, `b_` and `m_` before it in a merge.  The program's own input operands
+(inv_temperature, ...) come first in the pass and finish kernels, as in the program.
 """
 from __future__ import annotations
 
@@ -130,9 +131,15 @@ def _state_operands(reductions: tuple, output: bool, prefix: str = "") -> list:
     return [Operand(prefix + name, output) for red in reductions for name in red.names]
 
 
+def _own_inputs(program: Program) -> list:
+    """The program's own input operands (inv_temperature ...): every row kernel keeps them."""
+    return [o for o in program.operands if not o.output]
+
+
 def _pass_program(program: Program, k: int, loaded: tuple, stored: tuple) -> Program:
     at = program.steps.index(program.passes[k])
-    operands = _state_operands(loaded, False) + _state_operands(stored, True) + _guarded(program, at)
+    operands = (_own_inputs(program) + _state_operands(loaded, False) + _state_operands(stored, True)
+                + _guarded(program, at))
     y_stored = any(op.kind is Kind.STORE for q in program.passes[:k] for op in q.ops)
     b = _derived(program, f"pass{k}", operands, y_stored)
     _row_ops_from_states(b, program, loaded, at)
@@ -144,7 +151,8 @@ def _pass_program(program: Program, k: int, loaded: tuple, stored: tuple) -> Pro
 
 
 def _finish_program(program: Program, loaded: tuple) -> Program:
-    b = _derived(program, "finish", _state_operands(loaded, False) + _guarded(program, len(program.steps)))
+    b = _derived(program, "finish", _own_inputs(program) + _state_operands(loaded, False)
+                 + _guarded(program, len(program.steps)))
     b.program.row_output = True
     _row_ops_from_states(b, program, loaded, len(program.steps))
     return verify(b.program)

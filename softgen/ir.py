@@ -409,6 +409,7 @@ class Builder:
                                None if output is storage else output)
         self._next_id = 0
         self._pass: Pass | None = None
+        self.x_scale: Value | None = None   # a row value load_x multiplies x by (temperature)
 
     def pass_(self) -> "_PassScope":
         return _PassScope(self)
@@ -424,7 +425,8 @@ class Builder:
         return self.emit(Kind.CONST, value=float(value))
 
     def load_x(self) -> Value:
-        return self._cast(self.emit(Kind.LOAD_X), Kind.CAST, self.program.compute)
+        x = self._cast(self.emit(Kind.LOAD_X), Kind.CAST, self.program.compute)
+        return x if self.x_scale is None else self.emit(Kind.MUL, x, self.x_scale)
 
     def load_y(self) -> Value:
         return self._cast(self.emit(Kind.LOAD_Y), Kind.CAST, self.program.compute)

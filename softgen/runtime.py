@@ -43,7 +43,9 @@ class Kernel:
         self._buffers = _exports_buffer(self.dtype) and _exports_buffer(self.out_dtype)
         self._x_bits, self._y_bits = (np.dtype(f"u{d.itemsize}") for d in (self.dtype, self.out_dtype))
         self._compiled = compiled
-        self._fn = _ABI(compiled.address)
+        self.operands = program.operands   # row operands after y, as (address, stride) pairs
+        abi = _ABI if not self.operands else ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * (6 + 2 * len(self.operands)))
+        self._fn = abi(compiled.address)
 
     @property
     def ir(self) -> str:
@@ -73,35 +75,45 @@ class Kernel:
         """A kernel pickles as its recipe; unpickling compiles it again, which the on-disk
         cache makes a file read: kernels travel to worker processes."""
         return (_recompile, (self.op, self.algorithm, self.dtype.name, self.out_dtype.name, self.target,
-                             self.schedule))
+                             self.schedule, bool(self.operands)))
 
-    def __call__(self, x, axis=-1, *, out=None, threads=None):
+    def __call__(self, x, axis=-1, *, out=None, threads=None, operands: tuple = ()):
         """Run over `axis` of x (an integer, a tuple of axes taken together, or None: all),
-        as softgen.softmax(x, axis, out=out, threads=threads) does with this kernel."""
+        as softgen.softmax(x, axis, out=out, threads=threads) does with this kernel.
+        operands: its row operands' values (see run_rows), one per row in the order of the
+        rows (the other axes, C order), or one for every row."""
         if threads is not None:
             threads = _threads.check_threads(threads, self.op)
-        return _run(self, x, axis, out, threads)
+        return _run(self, x, axis, out, threads, operands)
 
-    def run_rows(self, x: np.ndarray, y: np.ndarray, threads: int | None = 1) -> None:
+    def run_rows(self, x: np.ndarray, y: np.ndarray, threads: int | None = 1, operands: tuple = ()) -> None:
         """Raw call on 2-D arrays of the kernel's dtypes with unit element stride (no checks
         beyond shape), on up to `threads` threads (None: softgen.get_num_threads()).  One
-        by default: the tuner and the benchmarks time a kernel on one core through it."""
+        by default: the tuner and the benchmarks time a kernel on one core through it.
+        operands: one array per row operand, of the compute dtype, a value per row (or one
+        value for every row)."""
         self._call(x.shape[0], x.shape[1], _address(x), x.strides[0] // x.itemsize, x.itemsize,
-                   _address(y), y.strides[0] // y.itemsize, y.itemsize, threads)
+                   _address(y), y.strides[0] // y.itemsize, y.itemsize, threads,
+                   tuple((_address(a), 0 if a.size == 1 else a.strides[0] // a.itemsize, a.itemsize)
+                         for a in operands))
 
     def _call(self, rows: int, n: int, x: int, x_stride: int, x_itemsize: int, y: int, y_stride: int,
-              y_itemsize: int, threads: int | None) -> None:
-        """The kernel on [rows, n] at addresses x and y (row strides in elements), its rows
-        split over threads when the call is large enough (softgen.threads)."""
+              y_itemsize: int, threads: int | None, operands: tuple = ()) -> None:
+        """The kernel on [rows, n] at addresses x and y (row strides in elements), with its
+        row operands (address, stride, itemsize), its rows split over threads when the call
+        is large enough (softgen.threads)."""
         if threads == 1 or threads is None and rows * n < _threads.parallel_from:
-            self._fn(rows, n, x, x_stride, y, y_stride)
+            self._fn(rows, n, x, x_stride, y, y_stride, *(v for a, s, _ in operands for v in (a, s)))
             return
         chunks = _threads.split_chunks(rows, n, threads)
+        unit = _threads.row_unit(self.schedule.rows_per_group, y_stride * y_itemsize)
         if chunks > 1:
             self._split.run(rows, n, x, x_stride, x_itemsize, y, y_stride, y_itemsize, chunks,
-                            threads or _threads.get_num_threads())
+                            threads or _threads.get_num_threads(), operands)
+        elif operands:
+            _threads.run_row_tasks(self._fn, rows, n, (x, x_stride, x_itemsize), (y, y_stride, y_itemsize),
+                                   operands, unit, threads)
         else:
-            unit = _threads.row_unit(self.schedule.rows_per_group, y_stride * y_itemsize)
             _threads.run_rows(self._fn, rows, n, x, x_stride, x_itemsize, y, y_stride, y_itemsize, unit, threads)
 
     @cached_property
@@ -115,25 +127,28 @@ _cache_lock = threading.Lock()
 
 
 def compile(op: str, *, algorithm: str, dtype="float32", out_dtype=None, target="host",
-            schedule: Schedule | None = None) -> Kernel:
+            schedule: Schedule | None = None, temperature: bool = False) -> Kernel:
     """JIT-compile op x algorithm for the host, or for a narrower target this machine runs
     (e.g. "x86-64-v3" on an AVX-512 host).  x holds `dtype`, y `out_dtype` (default: dtype);
-    the kernel computes in float64 if either is float64, else in float32.  Cached:
+    the kernel computes in float64 if either is float64, else in float32.  temperature:
+    the variant that multiplies x by the row operand inv_temperature (1 / T).  Cached:
     compiling twice costs nothing."""
     storage = ir_dtype(dtype)
     output = storage if out_dtype is None else ir_dtype(out_dtype)
     tgt = Target.parse(target)
     schedule = schedule or Schedule()
-    key = (op, algorithm, storage, output, tgt, schedule)
+    key = (op, algorithm, storage, output, tgt, schedule, temperature)
     with _cache_lock:
         if key not in _cache:
-            program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output)
+            program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output, temperature)
             _cache[key] = Kernel(program, compile_program(program, tgt, schedule, jit=True), schedule)
         return _cache[key]
 
 
-def _recompile(op: str, algorithm: str, dtype: str, out_dtype: str, target: Target, schedule: Schedule) -> Kernel:
-    return compile(op, algorithm=algorithm, dtype=dtype, out_dtype=out_dtype, target=target, schedule=schedule)
+def _recompile(op: str, algorithm: str, dtype: str, out_dtype: str, target: Target, schedule: Schedule,
+               temperature: bool = False) -> Kernel:
+    return compile(op, algorithm=algorithm, dtype=dtype, out_dtype=out_dtype, target=target, schedule=schedule,
+                   temperature=temperature)
 
 
 _char_at = ctypes.c_char.from_buffer
@@ -308,12 +323,12 @@ def _fast_call(kernel: Kernel, x, axis, out, threads=None):
     return y
 
 
-def _run(kernel: Kernel, x, axis, out, threads=None):
-    y = _fast_call(kernel, x, axis, out, threads)
-    return y if y is not None else _run_general(kernel, x, axis, out, threads)
+def _run(kernel: Kernel, x, axis, out, threads=None, operands: tuple = ()):
+    y = None if operands else _fast_call(kernel, x, axis, out, threads)
+    return y if y is not None else _run_general(kernel, x, axis, out, threads, operands)
 
 
-def _run_general(kernel: Kernel, x, axis, out, threads=None):
+def _run_general(kernel: Kernel, x, axis, out, threads=None, operands: tuple = ()):
     """Any array, axis (an integer, a tuple of axes taken together, None: all) and out:
     through views, copies and temporaries as needed.  New results are C-contiguous."""
     who = kernel.op
@@ -327,7 +342,8 @@ def _run_general(kernel: Kernel, x, axis, out, threads=None):
         _normalize_axes(axis, 0, who)
         if out is not None:
             _check_out(out, (), out_dtype, who)
-        y = _run_general(kernel, arr.reshape(1), 0, out if out is None or row_output else out.reshape(1), threads)
+        y = _run_general(kernel, arr.reshape(1), 0, out if out is None or row_output else out.reshape(1), threads,
+                         operands)
         return out if out is not None else y.reshape(())
     axes = _normalize_axes(axis, arr.ndim, who)
     perm = tuple(i for i in range(arr.ndim) if i not in axes) + axes  # the axes taken together last
@@ -340,14 +356,14 @@ def _run_general(kernel: Kernel, x, axis, out, threads=None):
         return y
     k = len(axes)
     if row_output:
-        _run_rows(kernel, arr, perm, k, y[..., None], 1, out is None, threads)
+        _run_rows(kernel, arr, perm, k, y[..., None], 1, out is None, threads, operands)
     else:
-        _run_rows(kernel, arr, perm, k, y.transpose(perm), k, out is None, threads)
+        _run_rows(kernel, arr, perm, k, y.transpose(perm), k, out is None, threads, operands)
     return y
 
 
 def _run_rows(kernel: Kernel, arr: np.ndarray, perm: tuple, k: int, ys: np.ndarray, k_out: int, fresh: bool,
-              threads: int | None) -> None:
+              threads: int | None, operands: tuple = ()) -> None:
     """Run kernel on the rows of arr.transpose(perm) (its last k axes merged into one)
     writing the rows of ys (its last k_out axes merged); ys is a new array if `fresh`;
     on up to `threads` threads.
@@ -368,7 +384,7 @@ def _run_rows(kernel: Kernel, arr: np.ndarray, perm: tuple, k: int, ys: np.ndarr
     else:
         target = np.empty((xin.shape[0], 1 if kernel.row_output else xin.shape[1]), kernel.out_dtype)
     if xin.shape[0]:
-        kernel.run_rows(xin, target, threads)
+        kernel.run_rows(xin, target, threads, operands)
     if not direct:
         ys[...] = _split(target, ys.shape)
 

@@ -39,7 +39,8 @@ def chunk_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
 @dataclass(frozen=True)
 class _Entry:
     """A chunk kernel ready to call: its function and its operands as (index in the call's
-    state array, output?) pairs; `flags`: whether its guard writes the operand `flag`."""
+    state array, output?) pairs, or (None, j) for the call's own row operand j; `flags`:
+    whether its guard writes the operand `flag`."""
     fn: object
     operands: tuple
     flags: bool
@@ -80,26 +81,29 @@ class SplitKernel:
         if plan is None:
             self._layout = self._layout or self.layout(self.plan)
             return self._layout
+        own = {o.name: (None, j) for j, o in enumerate(plan.source.operands)}
         kernels = [*plan.passes, *filter(None, [plan.finish])]   # (the merges' operands name the same states)
-        names = tuple(dict.fromkeys(o.name for p in kernels for o in p.operands))
+        names = tuple(dict.fromkeys(o.name for p in kernels for o in p.operands if o.name not in own))
         index = {name: k for k, name in enumerate(names)}
 
         def entry(program):
             if program is None:
                 return None
             abi = ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * (6 + 2 * len(program.operands)))
-            operands = tuple((index[o.name.split("_", 1)[1] if program in plan.merges else o.name], o.output)
+            operands = tuple(own[o.name] if o.name in own else
+                             (index[o.name.split("_", 1)[1] if program in plan.merges else o.name], o.output)
                              for o in program.operands)
             return _Entry(abi(self.address_of(self.plan, program)), operands, plan.flags(program))
         return _Layout(plan, names, tuple(map(entry, plan.passes)), tuple(map(entry, plan.merges)),
                        entry(plan.finish), plan.fallback and self.layout(plan.fallback))
 
     def run(self, rows: int, n: int, x: int, x_stride: int, x_itemsize: int, y: int, y_stride: int,
-            y_itemsize: int, chunks: int, threads: int) -> None:
-        """The kernel on [rows, n] at addresses x and y (row strides in elements), each row in
-        up to `chunks` chunks, on up to `threads` threads."""
+            y_itemsize: int, chunks: int, threads: int, operands: tuple = ()) -> None:
+        """The kernel on [rows, n] at addresses x and y (row strides in elements), with its row
+        operands (address, stride, itemsize), each row in up to `chunks` chunks, on up to
+        `threads` threads."""
         call = _Call((x, x_stride, x_itemsize), (y, y_stride, y_itemsize), chunk_bounds(n, chunks), threads,
-                     self.dtype)
+                     self.dtype, operands)
         call.execute(self.layout(), list(range(rows)))
 
 
@@ -110,6 +114,11 @@ class _Call:
     bounds: list
     threads: int
     dtype: np.dtype
+    row_operands: tuple   # the program's own: (address, stride, itemsize)
+
+    def row_operand(self, j: int, row: int) -> int:
+        address, stride, itemsize = self.row_operands[j]
+        return address + row * stride * itemsize
 
     def execute(self, layout: _Layout, rows: list) -> None:
         """layout's plan on `rows` (their indices): its passes, merges and finish; flagged
@@ -138,7 +147,8 @@ class _Call:
             for c, (c0, c1) in enumerate(self.bounds):
                 task = [1, c1 - c0, x + (row * xs + c0) * xi, xs, y + (row * ys + c0) * yi, ys]
                 for k, output in entry.operands:
-                    task += [base + ((k * count + i) * chunks + (c if output else 0)) * size, 0]
+                    task += [self.row_operand(output, row) if k is None else
+                             base + ((k * count + i) * chunks + (c if output else 0)) * size, 0]
                 tasks.append(task)
         _threads.run_tasks(entry.fn, tasks, self.threads)
 
@@ -158,8 +168,8 @@ class _Call:
         y, _, yi = self.y
         for i, row in enumerate(rows):
             args = []
-            for k, _ in entry.operands:
-                args += [base + ((k * len(rows) + i) * chunks) * size, 0]
+            for k, j in entry.operands:
+                args += [self.row_operand(j, row) if k is None else base + ((k * len(rows) + i) * chunks) * size, 0]
             entry.fn(1, 0, 0, 0, y + row * self.y[1] * yi, 0, *args)
 
     def fall_back(self, layout: _Layout, rows: list, states: np.ndarray, flag: int | None) -> tuple:

@@ -457,6 +457,22 @@ def run_rows(fn, rows: int, n: int, x: int, x_stride: int, x_itemsize: int, y: i
                     UNIT: unit, MIN_ROWS: min_chunk_rows(n, unit), SHARE: 2 * count})
 
 
+def run_row_tasks(fn, rows: int, n: int, x: tuple, y: tuple, operands: tuple, unit: int,
+                  threads: int | None) -> None:
+    """fn over [rows, n] with row operands (a kernel's C ABI; x, y and each operand as
+    (address, row stride in elements, itemsize)) in equal chunks of whole units of rows,
+    one task each, on up to `threads` threads."""
+    count = thread_count(rows, n, unit, threads)
+    step = -(-rows // count // unit) * unit
+    tasks = []
+    for r0 in range(0, rows, step):
+        task = [min(step, rows - r0), n]
+        for address, stride, itemsize in (x, y, *operands):
+            task += [address + r0 * stride * itemsize, stride]
+        tasks.append(task)
+    run_tasks(fn, tasks, count)
+
+
 def run_tasks(fn, tasks: list, threads: int) -> None:
     """fn(*task) (a kernel's C ABI: integers and addresses) for each task, on up to
     `threads` threads, each taking the next task in turn."""

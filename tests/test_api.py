@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 import softgen
 from softgen import api, runtime
 from reference import _stats, check, check_relative, check_ulps, near_zero_rows, offset_rows, reference, special_rows
+from widths import width_targets
 
 PAIRS = [(op, algo) for op in softgen.OPS for algo in softgen.ALGORITHMS
          if not (algo == "three_pass_reload" and op != "softmax")]
@@ -801,3 +802,86 @@ def test_choose_algorithm_per_dtype(monkeypatch):
     assert choose_algorithm("softmax", 1000) == "three_pass_reload"
     assert choose_algorithm("softmax", 1000, dtype="float16") == "three_pass_recompute"
     assert choose_algorithm("softmax", 1000, dtype="float16", out_dtype="float32") == "three_pass_reload"
+
+
+# --- temperature= -------------------------------------------------------------------------------
+
+def scaled(x: np.ndarray, temperature, compute=np.float32) -> np.ndarray:
+    """x times 1 / T rounded to the compute dtype, as the kernels read it (T per row of the
+    last axis' rows, or one)."""
+    inverse = (1.0 / np.asarray(temperature, np.float64)).astype(compute)
+    with np.errstate(over="ignore", invalid="ignore"):   # inf, NaN and huge values as the kernel has them
+        return (x.astype(compute) * (inverse[..., None] if inverse.ndim else inverse)).astype(compute)
+
+
+@pytest.mark.parametrize("op,algo", PAIRS)
+@pytest.mark.parametrize("n", [1, 37, 300, 5000])
+def test_temperature_on_special_inputs(op, algo, n):
+    rows = special_rows(n)
+    x = np.stack(list(rows.values()))
+    for temperature in (0.37, np.linspace(0.1, 8.0, len(rows)), 1e-30):
+        y = run(op, algo, x, temperature=temperature)
+        for i, name in enumerate(rows):
+            t = temperature if np.ndim(temperature) == 0 else temperature[i]
+            try:
+                check(op, scaled(x[i:i + 1], t), y[i:i + 1])
+            except AssertionError as e:
+                raise AssertionError(f"T={t}, row '{name}': {e}") from None
+
+
+@pytest.mark.parametrize("op", softgen.OPS)
+def test_temperature_on_any_axis_layout_and_dtype(op):
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3, 50, 4)) * 6).astype(np.float32)
+    t = rng.uniform(0.2, 3.0, (3, 4))
+    y = OP_FN[op](x, axis=1, temperature=t)
+    want = OP_FN[op](np.moveaxis(scaled(np.moveaxis(x, 1, -1), t), -1, 1), axis=1)
+    np.testing.assert_array_equal(y, want)
+    xt = x.transpose(2, 0, 1)  # strided rows
+    y = OP_FN[op](xt, temperature=t.T)
+    np.testing.assert_array_equal(y, OP_FN[op](scaled(np.ascontiguousarray(xt), t.T)))
+    x64 = x.astype(np.float64)
+    check(op, scaled(x64[0].T, 0.3, np.float64), OP_FN[op](x64[0].T, temperature=0.3))
+
+
+@pytest.mark.parametrize("op", softgen.OPS)
+def test_temperature_with_threads_row_parallel_and_split(op, monkeypatch):
+    from softgen import threads
+    monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 64)
+    monkeypatch.setattr(threads, "parallel_from", 2)
+    rng = np.random.default_rng(6)
+    for shape in ((40, 333), (2, 5000)):   # rows over threads, then rows split into chunks
+        x = (rng.standard_normal(shape) * 6).astype(np.float32)
+        t = rng.uniform(0.2, 3.0, shape[0])
+        y = OP_FN[op](x, temperature=t, algorithm="online", threads=4)
+        check(op, scaled(x, t), y)
+
+
+@pytest.mark.parametrize("lanes", sorted(width_targets()))
+@pytest.mark.parametrize("op,algo", PAIRS)
+def test_temperature_kernels_at_every_width(op, algo, lanes):
+    kernel = softgen.compile(op, algorithm=algo, target=width_targets()[lanes], temperature=True)
+    assert "inv_temperature" in kernel.ir and kernel.operands
+    rng = np.random.default_rng(lanes)
+    x = misaligned_rows((rng.standard_normal((19, 1001)) * 8).astype(np.float32))
+    t = rng.uniform(0.05, 4.0, 19).astype(np.float32)
+    y = kernel(x, operands=((1.0 / t.astype(np.float64)).astype(np.float32),))
+    check(op, scaled(x, t), y)
+
+
+def misaligned_rows(x: np.ndarray) -> np.ndarray:
+    """x's values starting 4 bytes past a cache line, rows a few elements apart."""
+    buf = np.empty(x.size + x.shape[0] * 3 + 32, x.dtype)
+    start = (-buf.ctypes.data % 64) // x.itemsize + 1
+    out = np.lib.stride_tricks.as_strided(buf[start:], x.shape, ((x.shape[1] + 3) * x.itemsize, x.itemsize))
+    out[...] = x
+    return out
+
+
+@pytest.mark.parametrize("bad,err,match", [
+    (0.0, ValueError, "positive and finite"), (-1.0, ValueError, "positive"), (np.nan, ValueError, "finite"),
+    (np.inf, ValueError, "finite"), ([1.0, 2.0], ValueError, "does not broadcast"), ("hot", TypeError, "number"),
+])
+def test_bad_temperatures(bad, err, match):
+    with pytest.raises(err, match=match):
+        softgen.softmax(np.zeros((3, 4), np.float32), temperature=bad)

@@ -57,7 +57,9 @@ def carried_values(stages: list[Stage]) -> list[list]:
 
 
 def kernel_name(program: Program) -> str:
-    return f"softgen_{program.op}_{program.algorithm}"
+    """softgen_<op>_<algorithm>, then the names of its input row operands (a variant)."""
+    inputs = "".join(f"_{o.name}" for o in program.operands if not o.output)
+    return f"softgen_{program.op}_{program.algorithm}{inputs}"
 
 
 def lower(program: Program, caps: Capabilities, schedule: Schedule = Schedule(),

@@ -40,6 +40,14 @@ def _normalize(b: Builder, spec: OpSpec, m, u, r=None):
 
 # the row operand of the temperature: x is multiplied by it (1 / T) wherever it is loaded
 INV_TEMPERATURE = "inv_temperature"
+# what each input row operand of a program is, for generated headers
+OPERAND_DOCS = {INV_TEMPERATURE: "1 / T for row r (x is multiplied by it as it is read: y = op(x / T))"}
+
+
+def operand_lines(program: Program) -> list[str]:
+    """Header lines on the program's own input row operands (after y in the ABI)."""
+    return [f"{o.name}[r * {o.name}_stride]: {OPERAND_DOCS[o.name]}; stride 0: one value for every row."
+            for o in program.operands if not o.output]
 
 
 def _builder(spec: OpSpec, algorithm: str, storage: DType, compute: DType, output: DType | None,

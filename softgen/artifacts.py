@@ -66,7 +66,8 @@ class Artifact:
 
     @property
     def c_declaration(self) -> str:
-        return f"void {self.name}({c_parameters(self.dtypes[0], self.dtypes[2])});"
+        program = self.compiled.program
+        return f"void {self.name}({c_parameters(self.dtypes[0], self.dtypes[2], program.operands, self.dtypes[1])});"
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write the artifact chosen by the file suffix: .s assembly, .ll LLVM IR, .o object,
@@ -107,8 +108,9 @@ class Artifact:
 def _header(artifact: Artifact) -> str:
     guard = f"{artifact.name.upper()}_H"
     # extern "C": the object defines the plain C symbol, which C++ callers must not mangle
+    lines = [*ROW_RANGES, *algorithms.operand_lines(artifact.compiled.program)]
     return (f"/* softgen {artifact.op} ({artifact.algorithm}) for {artifact.target}.\n * "
-            + "\n * ".join(ROW_RANGES) + " */\n"
+            + "\n * ".join(lines) + " */\n"
             f"#ifndef {guard}\n#define {guard}\n#include <stdint.h>\n"
             '#ifdef __cplusplus\nextern "C" {\n#endif\n'
             f"{artifact.c_declaration}\n"
@@ -117,14 +119,15 @@ def _header(artifact: Artifact) -> str:
 
 def generate(op: str, *, algorithm: str, target: Target | str, dtype: DTypeLike = "float32",
              out_dtype: DTypeLike | None = None, name: str | None = None,
-             schedule: Schedule | str | None = None) -> Artifact:
+             schedule: Schedule | str | None = None, temperature: bool = False) -> Artifact:
     """Compile `op` with `algorithm` for `target` (a Target or a target string such as
     "x86-64-v3", "aarch64:neoverse-v1", "riscv64"), without running it.  x holds `dtype`,
     y `out_dtype` (default: dtype), computed as softgen.compile does.  `name` is the C
     symbol (default softgen_<op>_<algorithm>); `schedule` the code shape (default
     Schedule(), as softgen.compile), or "auto:ROWSxN" for the algorithm's schedule that
     the JIT would run for that shape and those dtypes (algorithm "auto": its choice of
-    both; wisdom tuned for `target` if there is some)."""
+    both; wisdom tuned for `target` if there is some).  temperature: the variant taking
+    1 / T per row (row operand inv_temperature, after y)."""
     storage = ir_dtype(dtype)
     output = storage if out_dtype is None else ir_dtype(out_dtype)
     tgt = Target.parse(target)
@@ -133,7 +136,7 @@ def generate(op: str, *, algorithm: str, target: Target | str, dtype: DTypeLike 
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a softgen.lower.Schedule or '{tune.AUTO}ROWSxN', "
                         f"not {schedule!r}")
-    program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output)
+    program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output, temperature)
     return Artifact(op, algorithm, tgt, compile_program(program, tgt, schedule, name=name), schedule,
                     program.dtypes)
 

@@ -76,11 +76,13 @@ class ChunkedProgram:
     def _steps(self, fn) -> list[str]:
         lines = []
         for k, kernel in enumerate(self.passes):
-            ins = [o.name for o in kernel.operands if not o.output]
+            own = [o.name for o in _own_inputs(self.source)]
+            ins = [o.name for o in kernel.operands if not o.output and o.name not in own]
             outs = [o.name for o in kernel.operands if o.output]
             lines.append(f"- {fn(kernel)}(rows, chunk length, x + chunk start, x_row_stride, y + chunk start, "
-                         f"y_row_stride, ...) for each chunk: reads {', '.join(ins) or 'no state'} "
-                         f"(merged: chunk 0's), writes {', '.join(outs) or 'y'} (chunk c's).")
+                         f"y_row_stride, {', '.join(own + ['...'])}) for each chunk: reads "
+                         f"{', '.join(ins) or 'no state'} (merged: chunk 0's), writes {', '.join(outs) or 'y'} "
+                         f"(chunk c's).")
             if self.merges[k] is not None:
                 lines.append(f"- {fn(self.merges[k])}(rows, 0, NULL, 0, NULL, 0, a_..., b_..., m_...) merges "
                              f"chunk c's states (b) into chunk 0's (a and m), for c = 1..C-1.")

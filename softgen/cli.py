@@ -65,6 +65,8 @@ def _add_kernel_arguments(p: argparse.ArgumentParser, default_name: str, output_
                    help="the code shape: a Schedule as JSON ('{\"unroll\": 2}'), a JSON file, or "
                         "auto:ROWSxN (what the JIT runs for that shape; default: Schedule())")
     p.add_argument("--name", help=f"the kernel's C symbol (default: {default_name})")
+    p.add_argument("--temperature", action="store_true",
+                   help="the variant taking 1 / T per row (row operand inv_temperature after y): op(x / T)")
     p.add_argument("-o", "--output", metavar="PATH", help=output_help)
 
 
@@ -88,7 +90,7 @@ def _add_target_argument(p: argparse.ArgumentParser):
 
 def _artifact(args):
     return generate(args.op, algorithm=args.algorithm, target=args.target, dtype=args.dtype,
-                    out_dtype=args.out_dtype, name=args.name, schedule=args.schedule)
+                    out_dtype=args.out_dtype, name=args.name, schedule=args.schedule, temperature=args.temperature)
 
 
 def _describe(artifact) -> str:
@@ -148,7 +150,8 @@ def _output(args, artifact, suffix: str, prefix: str = "") -> Path:
 
 def emit_c(args) -> None:
     source = emit_c_source(args.op, algorithm=args.algorithm, isa=args.isa, name=args.name,
-                           schedule=args.schedule, dtype=args.dtype, out_dtype=args.out_dtype)
+                           schedule=args.schedule, dtype=args.dtype, out_dtype=args.out_dtype,
+                           temperature=args.temperature, chunks=args.chunks)
     for path in source.write(args.output or "."):
         print(f"wrote {path}")
     if source.not_rendered:
@@ -298,6 +301,9 @@ def _emit_c_arguments(p):
     _add_dtype_arguments(p)
     p.add_argument("--isa", choices=tuple(ISAS), default="scalar",
                    help="the C flavour to write (default: %(default)s)")
+    p.add_argument("--chunks", action="store_true",
+                   help="the chunk entry points instead (rows cut into chunks of columns by the caller's "
+                        "threads: each pass, the merges of their states; see the header)")
 
 
 def _bench_arguments(p):

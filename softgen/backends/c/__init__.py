@@ -161,7 +161,7 @@ def _check_count(what: str, value, lo: int, hi: int) -> int:
 
 def emit_c(op: str, *, algorithm: str, dtype="float32", out_dtype=None, isa: str = "scalar",
            name: str | None = None, schedule: Schedule | None = None, unroll: int | None = None,
-           accumulators: int | None = None, chunks: bool = False) -> CSource:
+           accumulators: int | None = None, chunks: bool = False, temperature: bool = False) -> CSource:
     """C source for op x algorithm on `isa` (scalar, sse2, avx2, avx512, neon).
 
     dtype: x's (float32, float64, float16, bfloat16); out_dtype: y's (default: dtype).
@@ -173,12 +173,13 @@ def emit_c(op: str, *, algorithm: str, dtype="float32", out_dtype=None, isa: str
     takes schedule="auto:ROWSxN".  chunks: instead of the kernel, its chunk entry points
     (softgen.chunks: each pass over chunks of columns, the merges of their states, and the
     guard's fallback the same way; the header says how to call them), for a caller that
-    splits rows across its own threads.  Compile the .c with the kernel's flags
+    splits rows across its own threads.  temperature: the variant taking 1 / T per row
+    (row operand inv_temperature, after y).  Compile the .c with the kernel's flags
     (CSource.flags, e.g. -mavx512f; -mavx2 -mfma -mf16c for an AVX2 kernel converting
     float16) and link with -lm."""
     storage = ir_dtype(dtype)
     output = storage if out_dtype is None else ir_dtype(out_dtype)
-    program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output)
+    program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output, temperature)
     target = PATTERNS[_check_choice("isa", isa, tuple(PATTERNS))].for_dtype(program.compute)
     if name is None:
         dtypes = storage.numpy_name + ("" if output is storage else f"_{output.numpy_name}")
@@ -267,7 +268,8 @@ def _render(program: Program, isa: Isa, name: str, schedule: Schedule, left_out:
                title=" + ".join([isa.title, *(title for title, _, _ in extras)]),
                ctype=isa.ctype, x_type=STORAGE_C_TYPES[x], y_type=STORAGE_C_TYPES[y], dtype=x.numpy_name,
                out_dtype=y.numpy_name, layouts=_layouts(program), requires=requires, flags=flags,
-               row_output=program.row_output, kernels=rendered.kernels, protocol=protocol,
+               row_output=program.row_output, kernels=rendered.kernels,
+               protocol=(*algorithms.operand_lines(program), *protocol),
                lane_index_values=[c_float(i, isa.ctype) for i in range(isa.width)],
                guard=f"{name.upper()}_H", row_ranges=ROW_RANGES)
     env = _environment(str(TEMPLATES))

@@ -8,6 +8,8 @@ one value m + log s per row (log s as log1p(s - 1), s - 1 summed as such).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from . import numerics, ops
 from .ir import Builder, DType, Kind, Operand, Program, verify
 from .ops import Normalizer, OpSpec, Rule
@@ -40,8 +42,12 @@ def _normalize(b: Builder, spec: OpSpec, m, u, r=None):
 
 # the row operand of the temperature: x is multiplied by it (1 / T) wherever it is loaded
 INV_TEMPERATURE = "inv_temperature"
+# the row operand of the sink: one more logit of the row, in the max and the sum, with no
+# output element (softmax1 where it is 0)
+SINK = "sink"
 # what each input row operand of a program is, for generated headers
-OPERAND_DOCS = {INV_TEMPERATURE: "1 / T for row r (x is multiplied by it as it is read: y = op(x / T))"}
+OPERAND_DOCS = {INV_TEMPERATURE: "1 / T for row r (x is multiplied by it as it is read: y = op(x / T))",
+                SINK: "row r's sink, one more logit in its max and sum with no output (times 1 / T too)"}
 
 
 def operand_lines(program: Program) -> list[str]:
@@ -50,32 +56,52 @@ def operand_lines(program: Program) -> list[str]:
             for o in program.operands if not o.output]
 
 
+@dataclass(frozen=True)
+class Variant:
+    """What a program takes besides x, as row operands: a temperature (x times 1 / T),
+    a sink (one more logit per row)."""
+    temperature: bool = False
+    sink: bool = False
+
+
 def _builder(spec: OpSpec, algorithm: str, storage: DType, compute: DType, output: DType | None,
-             temperature: bool) -> Builder:
+             variant: Variant) -> Builder:
     spec.check_algorithm(algorithm)
     b = Builder(spec.name, algorithm, spec.row_output, storage, compute, output)
-    if temperature:
-        b.program.operands = (Operand(INV_TEMPERATURE),)
+    b.program.operands = tuple(Operand(name) for name, on in ((INV_TEMPERATURE, variant.temperature),
+                                                               (SINK, variant.sink)) if on)
+    if variant.temperature:
         b.x_scale = b.load_operand(name=INV_TEMPERATURE)
+    if variant.sink:
+        b.sink = b.load_operand(name=SINK)
+        b.sink = b.sink if b.x_scale is None else b.mul_row(b.sink, b.x_scale)
     return b
+
+
+def _with_sink(b: Builder, acc, *element_args) -> object:
+    """acc with the sink merged in as one more element (its acc op's operands made from
+    the sink: element_args(sink)), or acc without a sink."""
+    if b.sink is None:
+        return acc
+    return b.merge_states(acc, b.element_state(element_args[0](b.sink), acc.type))
 
 
 def _max_pass(b: Builder):
     with b.pass_():
         acc = b.acc_max(b.load_x())
-    return b.merge_max(acc)
+    return b.merge_max(_with_sink(b, acc, lambda s: (s,)))
 
 
 def three_pass_reload(op, storage: DType = DType.F32, compute: DType = DType.F32,
-                      output: DType | None = None, temperature: bool = False) -> Program:
+                      output: DType | None = None, variant: Variant = Variant()) -> Program:
     """max; y = e^(x-m) stored while summing; y *= 1/s re-reading y."""
-    b = _builder(ops.get(op), "three_pass_reload", storage, compute, output, temperature)
+    b = _builder(ops.get(op), "three_pass_reload", storage, compute, output, variant)
     m = _max_pass(b)
     with b.pass_():
         e = b.exp(b.load_x(), m)
         b.store(e)
         s_acc = b.acc_sum(e)
-    s = b.merge_sum(s_acc)
+    s = b.merge_sum(_with_sink(b, s_acc, lambda s: (b.exp_row(s, m),)))
     r = b.recip(s)
     with b.pass_():
         b.store(b.mul(b.load_y(), r))
@@ -83,16 +109,17 @@ def three_pass_reload(op, storage: DType = DType.F32, compute: DType = DType.F32
 
 
 def three_pass_recompute(op, storage: DType = DType.F32, compute: DType = DType.F32,
-                         output: DType | None = None, temperature: bool = False) -> Program:
+                         output: DType | None = None, variant: Variant = Variant()) -> Program:
     """max; s = sum e^(x-m) (log ops: its excess s - 1); output recomputes e^(x-m)."""
     spec = ops.get(op)
-    b = _builder(spec, "three_pass_recompute", storage, compute, output, temperature)
+    b = _builder(spec, "three_pass_recompute", storage, compute, output, variant)
     m = _max_pass(b)
     plain_sum = spec.normalizer is Normalizer.SUM
     with b.pass_():
         x = b.load_x()
         e = b.exp(x, m)
         acc = b.acc_sum(e) if plain_sum else b.acc_excess(e, x, m)
+    acc = _with_sink(b, acc, (lambda s: (b.exp_row(s, m),)) if plain_sum else (lambda s: (b.exp_row(s, m), s, m)))
     if plain_sum:
         _normalize(b, spec, m, None, b.recip(b.merge_sum(acc)))
     else:
@@ -101,20 +128,20 @@ def three_pass_recompute(op, storage: DType = DType.F32, compute: DType = DType.
 
 
 def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
-             output: DType | None = None, temperature: bool = False) -> Program:
+             output: DType | None = None, variant: Variant = Variant()) -> Program:
     """Dukhan & Ablavatski: accumulate e^x as (mantissa, exponent) pairs, no max pass.
 
     Rows whose exponent leaves the accurate range (huge values, inf, NaN, all -inf), and
     log outputs within PAIR_LOG_MIN of 0, are computed by the three_pass_recompute
     program instead (the guard)."""
     spec = ops.get(op)
-    b = _builder(spec, "two_pass", storage, compute, output, temperature)
+    b = _builder(spec, "two_pass", storage, compute, output, variant)
     with b.pass_():
         x = b.load_x()
         acc = b.acc_pair(b.exp_pair(x))
         max_acc = b.acc_max(x) if spec.rule is Rule.SHIFT else None
-    s, e = b.merge_pair(acc)
-    fallback = three_pass_recompute(spec, storage, compute, output, temperature)
+    s, e = b.merge_pair(_with_sink(b, acc, b.exp_pair_row))
+    fallback = three_pass_recompute(spec, storage, compute, output, variant)
     fmt = numerics.float_format(compute)
     pair_range = (-fmt.pair_exp_limit, fmt.pair_exp_limit)
     if spec.normalizer is Normalizer.SUM:
@@ -133,7 +160,7 @@ def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
         b.store_row(lse)
         return verify(b.program)
     # log s = lse - max: the largest output is -log s
-    log_s = b.add(b.sub_row(hi, b.merge_max(max_acc)), lo)
+    log_s = b.add(b.sub_row(hi, b.merge_max(_with_sink(b, max_acc, lambda s: (s,)))), lo)
     b.guard(e, log_s, ranges=(pair_range, near_zero), fallback=fallback)
     with b.pass_():
         b.store(b.sub(b.sub(b.load_x(), hi), lo))
@@ -141,13 +168,13 @@ def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
 
 
 def online(op, storage: DType = DType.F32, compute: DType = DType.F32,
-           output: DType | None = None, temperature: bool = False) -> Program:
+           output: DType | None = None, variant: Variant = Variant()) -> Program:
     """Milakov & Gimelshein: running (max, sum) in one pass, then the output pass."""
     spec = ops.get(op)
-    b = _builder(spec, "online", storage, compute, output, temperature)
+    b = _builder(spec, "online", storage, compute, output, variant)
     with b.pass_():
         acc = b.acc_online(b.load_x())
-    m, u = b.merge_online(acc)  # u: the sum's excess over 1
+    m, u = b.merge_online(_with_sink(b, acc, lambda s: (s,)))  # u: the sum's excess over 1
     r = None
     if spec.normalizer is Normalizer.SUM:
         # The running max starts at -FLT_MAX, so +inf and NaN must be caught here:
@@ -161,15 +188,15 @@ _BUILDERS = {f.__name__: f for f in (three_pass_reload, three_pass_recompute, tw
 
 
 def build(op, algorithm: str, storage: DType = DType.F32, compute: DType = DType.F32,
-          output: DType | None = None, temperature: bool = False) -> Program:
+          output: DType | None = None, variant: Variant = Variant()) -> Program:
     """The IR program for op (a name or an OpSpec) x algorithm over rows of `storage`
-    computed in `compute`, writing `output` (None: storage); with `temperature`, of x
-    times the row operand inv_temperature (1 / T: y = op(x / T)) (ValueError for unknown
-    names, NotImplementedError for an algorithm the op does not have)."""
+    computed in `compute`, writing `output` (None: storage), taking the row operands of
+    `variant` (ValueError for unknown names, NotImplementedError for an algorithm the op
+    does not have)."""
     ops.get(op)
     if algorithm not in _BUILDERS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
-    program = _BUILDERS[algorithm](op, storage, compute, output, temperature)
+    program = _BUILDERS[algorithm](op, storage, compute, output, variant)
     _check_rereads(program)
     return program
 

@@ -33,18 +33,20 @@ def _f32_kernel(op: str, algorithm: str, arr: np.ndarray, axes) -> Kernel:
 
 
 def _kernel_for(op: str, algorithm: str, arr: np.ndarray, axes, out_dtype: np.dtype | None = None,
-                temperature: bool = False) -> Kernel:
+                variant: algorithms.Variant = algorithms.Variant()) -> Kernel:
     """The kernel for op over `axes` (an axis or a tuple of them) of arr, writing out_dtype
-    (None: arr's dtype); its temperature variant if asked."""
+    (None: arr's dtype), taking the row operands of `variant`."""
     x_dtype = arr.dtype
     out_dtype = x_dtype if out_dtype is None else out_dtype
-    if x_dtype is _F32 and out_dtype is _F32 and not temperature:
+    if x_dtype is _F32 and out_dtype is _F32 and variant == _PLAIN:
         return _f32_kernel(op, algorithm, arr, axes)
     rows, n = _rows_and_length(arr.shape, axes)
-    key = (op, algorithm, rows, n, tune.generation, x_dtype, out_dtype, temperature)
+    key = (op, algorithm, rows, n, tune.generation, x_dtype, out_dtype, variant)
     kernel = _kernels.get(key)
-    return kernel if kernel is not None else _new_kernel(key, op, algorithm, rows, n, x_dtype, out_dtype,
-                                                          temperature)
+    return kernel if kernel is not None else _new_kernel(key, op, algorithm, rows, n, x_dtype, out_dtype, variant)
+
+
+_PLAIN = algorithms.Variant()
 
 
 def _rows_and_length(shape: tuple, axes) -> tuple:
@@ -55,18 +57,18 @@ def _rows_and_length(shape: tuple, axes) -> tuple:
 
 
 def kernel_for_shape(op: str, rows: int, n: int, algorithm: str = "auto", dtype="float32",
-                     out_dtype=None, temperature: bool = False) -> Kernel:
+                     out_dtype=None, variant: algorithms.Variant = _PLAIN) -> Kernel:
     """The kernel softmax & co. run for a [rows, n] problem of these dtypes: the algorithm
     (or "auto"'s choice) with the schedule the tuner picks for the shape, compiled or taken
-    from the caches (with `temperature`: its variant scaling x by 1 / T)."""
+    from the caches (its `variant`: with a temperature, a sink)."""
     choice = tune.resolve(op, algorithm, rows, n, dtype=dtype, out_dtype=out_dtype)
     return compile(op, algorithm=choice.algorithm, dtype=dtype, out_dtype=out_dtype, schedule=choice.schedule,
-                   temperature=temperature)
+                   temperature=variant.temperature, sink=variant.sink)
 
 
 def _new_kernel(key: tuple, op: str, algorithm: str, rows: int, n: int, x_dtype, out_dtype,
-                temperature: bool = False) -> Kernel:
-    kernel = kernel_for_shape(op, rows, n, algorithm, x_dtype, out_dtype, temperature)
+                variant: algorithms.Variant = _PLAIN) -> Kernel:
+    kernel = kernel_for_shape(op, rows, n, algorithm, x_dtype, out_dtype, variant)
     if len(_kernels) > 4096:  # many distinct shapes: start over rather than grow
         _kernels.clear()
     _kernels[key] = kernel
@@ -118,9 +120,9 @@ def _round_float64(y: np.ndarray, out, dtype: np.dtype, who: str) -> np.ndarray:
 
 
 def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False, threads=None,
-            temperature=None):
-    """Any input, axis, out, dtype and temperature (what the fast path leaves); threads as
-    checked."""
+            temperature=None, sink=None):
+    """Any input, axis, out, dtype, temperature and sink (what the fast path leaves);
+    threads as checked."""
     arr = _as_input(x, op)
     axes = _normalize_axes(axis, arr.ndim, op)
     out_dtype = _result_dtype(arr.dtype, out, dtype, op)
@@ -128,48 +130,52 @@ def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False
         kept = tuple(1 if i in axes else d for i, d in enumerate(arr.shape))
         reduced = tuple(d for i, d in enumerate(arr.shape) if i not in axes)
         inner = None if out is None else _check_out(out, kept, out_dtype, op).reshape(reduced)
-        y = _run_op(op, arr, axes, algorithm, inner, dtype, threads=threads, temperature=temperature)
+        y = _run_op(op, arr, axes, algorithm, inner, dtype, threads=threads, temperature=temperature, sink=sink)
         return out if out is not None else y.reshape(kept)
     lead = tuple(d for i, d in enumerate(arr.shape) if i not in axes)
     axes = axes[0] if len(axes) == 1 else axes  # one axis: the runtime's fast call may take it
-    wide = arr.dtype == _F64 or out_dtype == _F64
-    operands = () if temperature is None else (_inverse_temperature(temperature, lead, wide, op),)
-    scaled = temperature is not None
+    compute = _F64 if arr.dtype == _F64 or out_dtype == _F64 else _F32
+    variant = algorithms.Variant(temperature is not None, sink is not None)
+    operands = []
+    if temperature is not None:
+        t = _per_row(temperature, lead, "temperature", op)
+        if not (np.all(np.isfinite(t)) and np.all(t > 0)):
+            raise ValueError(f"{op}(): temperature must be positive and finite")
+        operands.append((1.0 / t).astype(compute))
+    if sink is not None:
+        operands.append(_per_row(sink, lead, "sink", op).astype(compute))
     if arr.dtype == _F64 and out_dtype.itemsize == 2:
-        y = _run(_kernel_for(op, algorithm, arr, axes, None, scaled), arr, axes, None, threads, operands)
+        y = _run(_kernel_for(op, algorithm, arr, axes, None, variant), arr, axes, None, threads, tuple(operands))
         return _round_float64(y, out, out_dtype, op)
-    return _run(_kernel_for(op, algorithm, arr, axes, out_dtype, scaled), arr, axes, out, threads, operands)
+    return _run(_kernel_for(op, algorithm, arr, axes, out_dtype, variant), arr, axes, out, threads, tuple(operands))
 
 
-def _inverse_temperature(temperature, lead: tuple, wide: bool, who: str) -> np.ndarray:
-    """1 / temperature in the compute dtype (rounded once), one value per row in the rows'
-    order (the other axes, C order), or one value for every row.  ValueError unless every
-    temperature is positive and finite, or it does not broadcast to the other axes."""
+def _per_row(value, lead: tuple, name: str, who: str) -> np.ndarray:
+    """`value` (a number, or an array broadcasting to the rows' shape `lead`: x's without
+    the reduced axes) in float64, one value per row in the rows' order (C order), or one
+    value for every row."""
     try:
-        t = np.asarray(temperature, dtype=np.float64)
+        v = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"{who}(): temperature must be a number or an array of them, "
-                        f"not {type(temperature).__name__}") from None
-    if not (np.all(np.isfinite(t)) and np.all(t > 0)):
-        raise ValueError(f"{who}(): temperature must be positive and finite")
-    inverse = (1.0 / t).astype(np.float64 if wide else np.float32)
-    if inverse.size == 1:
-        return inverse.reshape(1)
+        raise TypeError(f"{who}(): {name} must be a number or an array of them, not {type(value).__name__}") from None
+    if v.size == 1:
+        return v.reshape(1)
     try:
-        return np.ascontiguousarray(np.broadcast_to(inverse, lead)).reshape(-1)
+        return np.ascontiguousarray(np.broadcast_to(v, lead)).reshape(-1)
     except ValueError:
-        raise ValueError(f"{who}(): temperature of shape {t.shape} does not broadcast to the rows' shape "
-                         f"{lead} (x's shape without the reduced axes)") from None
+        raise ValueError(f"{who}(): {name} of shape {v.shape} does not broadcast to the rows' shape {lead} "
+                         f"(x's shape without the reduced axes)") from None
 
 
 def _op_entry(spec: ops.OpSpec):
     op = spec.name
 
-    def run(x, axis=-1, *, algorithm: str = "auto", out=None, dtype=None, threads=None, temperature=None):
+    def run(x, axis=-1, *, algorithm: str = "auto", out=None, dtype=None, threads=None, temperature=None,
+            sink=None):
         if threads is not None:
             threads = check_threads(threads, op)
-        if temperature is not None:
-            return _run_op(op, x, axis, algorithm, out, dtype, threads=threads, temperature=temperature)
+        if temperature is not None or sink is not None:
+            return _run_op(op, x, axis, algorithm, out, dtype, threads=threads, temperature=temperature, sink=sink)
         if (type(x) is np.ndarray and x.dtype is _F32 and dtype is None and x.ndim and type(axis) is int
                 and -x.ndim <= axis < x.ndim):
             # float32 x with a float32 kernel for its shape: the common case, no other checks
@@ -185,11 +191,12 @@ def _op_entry(spec: ops.OpSpec):
         return _run_op(op, x, axis, algorithm, out, dtype, threads=threads)
 
     def run_reduction(x, axis=-1, *, keepdims: bool = False, algorithm: str = "auto", out=None, dtype=None,
-                      threads=None, temperature=None):
+                      threads=None, temperature=None, sink=None):
         if keepdims:
             threads = None if threads is None else check_threads(threads, op)
-            return _run_op(op, x, axis, algorithm, out, dtype, keepdims, threads, temperature)
-        return run(x, axis, algorithm=algorithm, out=out, dtype=dtype, threads=threads, temperature=temperature)
+            return _run_op(op, x, axis, algorithm, out, dtype, keepdims, threads, temperature, sink)
+        return run(x, axis, algorithm=algorithm, out=out, dtype=dtype, threads=threads, temperature=temperature,
+                   sink=sink)
 
     entry = run_reduction if spec.row_output else run
     entry.__name__ = entry.__qualname__ = op  # Python's own errors name the public function
@@ -207,6 +214,8 @@ def _op_entry(spec: ops.OpSpec):
         f"computed in float64 if it or x is float64, else in float32.\n"
         f"temperature: T > 0, a number or one per row (broadcast to x's shape without the reduced "
         f"axes): {op}(x / T), x multiplied by 1 / T rounded to the compute dtype as it is read.\n"
+        f"sink: one more logit per row (a number, or one per row), in the max and the sum with no "
+        f"output element (softmax1: sink=0); -inf is no sink; scaled by 1 / T too.\n"
         f"threads: the most threads the rows are split over (default: softgen.get_num_threads()); "
         f"calls under {2 * MIN_ELEMENTS_PER_THREAD} elements run on one thread.\n"
         f"A new result is a C-contiguous array whatever the axis.")

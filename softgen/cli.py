@@ -67,6 +67,8 @@ def _add_kernel_arguments(p: argparse.ArgumentParser, default_name: str, output_
     p.add_argument("--name", help=f"the kernel's C symbol (default: {default_name})")
     p.add_argument("--temperature", action="store_true",
                    help="the variant taking 1 / T per row (row operand inv_temperature after y): op(x / T)")
+    p.add_argument("--sink", action="store_true",
+                   help="the variant taking one more logit per row (row operand sink): in the max and sum, no output")
     p.add_argument("-o", "--output", metavar="PATH", help=output_help)
 
 
@@ -90,7 +92,8 @@ def _add_target_argument(p: argparse.ArgumentParser):
 
 def _artifact(args):
     return generate(args.op, algorithm=args.algorithm, target=args.target, dtype=args.dtype,
-                    out_dtype=args.out_dtype, name=args.name, schedule=args.schedule, temperature=args.temperature)
+                    out_dtype=args.out_dtype, name=args.name, schedule=args.schedule, temperature=args.temperature,
+                    sink=args.sink)
 
 
 def _describe(artifact) -> str:
@@ -151,7 +154,7 @@ def _output(args, artifact, suffix: str, prefix: str = "") -> Path:
 def emit_c(args) -> None:
     source = emit_c_source(args.op, algorithm=args.algorithm, isa=args.isa, name=args.name,
                            schedule=args.schedule, dtype=args.dtype, out_dtype=args.out_dtype,
-                           temperature=args.temperature, chunks=args.chunks)
+                           temperature=args.temperature, sink=args.sink, chunks=args.chunks)
     for path in source.write(args.output or "."):
         print(f"wrote {path}")
     if source.not_rendered:

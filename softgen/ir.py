@@ -115,6 +115,12 @@ class Kind(enum.Enum):
     MERGE_STATE = ("merge.state", Where.ROW, (), ())
     STATE = ("state", Where.ROW, (), ())
     MERGE_STATES = ("merge.states", Where.ROW, (), ())
+    # One more element of the row given as a row value (a sink): its state as the acc op of
+    # `type` would make it from these operands (that op's, a pair as two row values), and
+    # the per-element ops it needs on row values.
+    ELEMENT_STATE = ("element.state", Where.ROW, (), ())
+    EXP_ROW = ("exp.row", Where.ROW, (R, R), (R,))              # e^(a - c) for a <= c
+    EXP_PAIR_ROW = ("exp_pair.row", Where.ROW, (R,), (R, R))    # (p, k): e^a = p * 2^k
 
     def __init__(self, mnemonic, where, args, results):
         self.mnemonic, self.where, self.arg_types, self.result_types = mnemonic, where, args, results
@@ -250,15 +256,20 @@ def value_dtypes(program: Program, op: Op) -> tuple[DType, DType]:
     return program.compute, program.compute
 
 
+_STATE_KINDS = (Kind.MERGE_STATE, Kind.STATE, Kind.MERGE_STATES, Kind.ELEMENT_STATE)
+
+
 def _signature(op: Op) -> tuple[tuple, tuple] | None:
     """(operand types, result types) of op; for the ops whose counts vary, from its operands
     and attrs (None: a state op without an accumulator to take them from)."""
     k = op.kind
     if k is Kind.GUARD:
         return (Type.ROW,) * len(op.attrs.get("ranges", ())), ()
-    acc = op.attrs.get("type") if k is Kind.STATE else (op.args[0].type if op.args else None)
-    if k in (Kind.MERGE_STATE, Kind.STATE, Kind.MERGE_STATES) and not (isinstance(acc, Type) and acc.is_accumulator):
+    acc = op.attrs.get("type") if k in (Kind.STATE, Kind.ELEMENT_STATE) else (op.args[0].type if op.args else None)
+    if k in _STATE_KINDS and not (isinstance(acc, Type) and acc.is_accumulator):
         return None
+    if k is Kind.ELEMENT_STATE:   # the acc op's operands, a pair as its two parts
+        return tuple(t for a in Kind[acc.name].arg_types for t in ((R, R) if a is P else (R,))), (acc,)
     if k is Kind.MERGE_STATE:
         return (acc,), (Type.ROW,) * acc.state_parts
     if k is Kind.STATE:
@@ -283,7 +294,7 @@ def _check_args(program: Program, op: Op, visible: set[Value]):
     signature = _signature(op)
     if signature is None:
         _fail(program, op, f"{op.kind.mnemonic} needs an accumulator"
-                           + (" type=acc.*" if op.kind is Kind.STATE else " operand"))
+                           + (" type=acc.*" if op.kind in (Kind.STATE, Kind.ELEMENT_STATE) else " operand"))
     arg_types, result_types = signature
     if len(op.args) != len(arg_types):
         _fail(program, op, f"{op.kind.mnemonic} takes {len(arg_types)} operands, got {len(op.args)}")
@@ -410,6 +421,7 @@ class Builder:
         self._next_id = 0
         self._pass: Pass | None = None
         self.x_scale: Value | None = None   # a row value load_x multiplies x by (temperature)
+        self.sink: Value | None = None      # a row value that is one more element (a sink)
 
     def pass_(self) -> "_PassScope":
         return _PassScope(self)
@@ -442,6 +454,9 @@ class Builder:
 
     def merge_states(self, a: Value, b: Value) -> Value:
         return self._counted(Op(Kind.MERGE_STATES, (a, b), (), {}))[0]
+
+    def element_state(self, args, type: Type) -> Value:
+        return self._counted(Op(Kind.ELEMENT_STATE, tuple(args), (), {"type": type}))[0]
 
     def _counted(self, op: Op) -> tuple[Value, ...]:
         """A row op whose results _signature counts, appended."""

@@ -674,6 +674,8 @@ ROW_RECIPES = {
     Kind.LOG_PAIR: log_pair,
     Kind.LOG1P: lambda m, a: (log1p(m, a),),
     Kind.WHERE_FINITE: lambda m, a, b, c: (m.select(m.isfinite(a), b, c),),
+    Kind.EXP_ROW: lambda m, a, c: (exp_diff(m, a, c),),
+    Kind.EXP_PAIR_ROW: exp_pair,
 }
 
 
@@ -686,6 +688,10 @@ def row_op(m, op: Op, args: list) -> tuple:
         return (tuple(args),)
     if op.kind is Kind.MERGE_STATES:
         return (ACCUMULATORS[op.args[0].type].merge(m, args[0], args[1]),)
+    if op.kind is Kind.ELEMENT_STATE:
+        acc = op.attrs["type"]
+        element = ACCUMULATORS[acc].element
+        return (element(m, tuple(args)) if acc is Type.ACC_PAIR else element(m, *args),)
     if op.args and op.args[0].type.is_accumulator:  # merge.*
         return ACCUMULATORS[op.args[0].type].result(m, args[0])
     if op.kind is Kind.CONST:

@@ -44,6 +44,8 @@ class Kernel:
         self._x_bits, self._y_bits = (np.dtype(f"u{d.itemsize}") for d in (self.dtype, self.out_dtype))
         self._compiled = compiled
         self.operands = program.operands   # row operands after y, as (address, stride) pairs
+        self.variant = algorithms.Variant(*(any(o.name == name for o in self.operands)
+                                            for name in (algorithms.INV_TEMPERATURE, algorithms.SINK)))
         abi = _ABI if not self.operands else ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * (6 + 2 * len(self.operands)))
         self._fn = abi(compiled.address)
 
@@ -75,7 +77,7 @@ class Kernel:
         """A kernel pickles as its recipe; unpickling compiles it again, which the on-disk
         cache makes a file read: kernels travel to worker processes."""
         return (_recompile, (self.op, self.algorithm, self.dtype.name, self.out_dtype.name, self.target,
-                             self.schedule, bool(self.operands)))
+                             self.schedule, self.variant))
 
     def __call__(self, x, axis=-1, *, out=None, threads=None, operands: tuple = ()):
         """Run over `axis` of x (an integer, a tuple of axes taken together, or None: all),
@@ -127,28 +129,30 @@ _cache_lock = threading.Lock()
 
 
 def compile(op: str, *, algorithm: str, dtype="float32", out_dtype=None, target="host",
-            schedule: Schedule | None = None, temperature: bool = False) -> Kernel:
+            schedule: Schedule | None = None, temperature: bool = False, sink: bool = False) -> Kernel:
     """JIT-compile op x algorithm for the host, or for a narrower target this machine runs
     (e.g. "x86-64-v3" on an AVX-512 host).  x holds `dtype`, y `out_dtype` (default: dtype);
-    the kernel computes in float64 if either is float64, else in float32.  temperature:
-    the variant that multiplies x by the row operand inv_temperature (1 / T).  Cached:
+    the kernel computes in float64 if either is float64, else in float32.  temperature, sink:
+    the variant taking those row operands (algorithms.Variant: x times inv_temperature =
+    1 / T, one more logit per row).  Cached:
     compiling twice costs nothing."""
     storage = ir_dtype(dtype)
     output = storage if out_dtype is None else ir_dtype(out_dtype)
     tgt = Target.parse(target)
     schedule = schedule or Schedule()
-    key = (op, algorithm, storage, output, tgt, schedule, temperature)
+    variant = algorithms.Variant(temperature, sink)
+    key = (op, algorithm, storage, output, tgt, schedule, variant)
     with _cache_lock:
         if key not in _cache:
-            program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output, temperature)
+            program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output, variant)
             _cache[key] = Kernel(program, compile_program(program, tgt, schedule, jit=True), schedule)
         return _cache[key]
 
 
 def _recompile(op: str, algorithm: str, dtype: str, out_dtype: str, target: Target, schedule: Schedule,
-               temperature: bool = False) -> Kernel:
+               variant: algorithms.Variant = algorithms.Variant()) -> Kernel:
     return compile(op, algorithm=algorithm, dtype=dtype, out_dtype=out_dtype, target=target, schedule=schedule,
-                   temperature=temperature)
+                   temperature=variant.temperature, sink=variant.sink)
 
 
 _char_at = ctypes.c_char.from_buffer

@@ -885,3 +885,57 @@ def misaligned_rows(x: np.ndarray) -> np.ndarray:
 def test_bad_temperatures(bad, err, match):
     with pytest.raises(err, match=match):
         softgen.softmax(np.zeros((3, 4), np.float32), temperature=bad)
+
+
+# --- sink= --------------------------------------------------------------------------------------
+
+def check_with_sink(op: str, x: np.ndarray, sink, y: np.ndarray) -> None:
+    """y is op over each row with its sink appended (the sink's own output dropped)."""
+    sinks = np.broadcast_to(np.asarray(sink, x.dtype), x.shape[:1])[:, None]
+    extended = np.concatenate([x, sinks], axis=1)
+    if op == "logsumexp":
+        check(op, extended, y)
+        return
+    with np.errstate(over="ignore"):
+        last = reference(op, extended)[:, -1:].astype(y.dtype)
+    check(op, extended, np.concatenate([y, last], axis=1))
+
+
+SINKS = [0.0, -np.inf, np.inf, np.nan, 1e30, -1e30, 7.5]
+
+
+@pytest.mark.parametrize("lanes", sorted(width_targets()))
+@pytest.mark.parametrize("op,algo", PAIRS)
+def test_sink_on_special_inputs_at_every_width(op, algo, lanes):
+    kernel = softgen.compile(op, algorithm=algo, target=width_targets()[lanes], sink=True)
+    for n in (1, 37, 1001):
+        rows = special_rows(n)
+        x = misaligned_rows(np.stack(list(rows.values())))
+        for sink in SINKS + [np.random.default_rng(n).standard_normal(len(rows)).astype(np.float32) * 5]:
+            y = kernel(x, operands=(np.asarray(sink, np.float32).reshape(-1),))
+            for i, name in enumerate(rows):
+                s = sink if np.ndim(sink) == 0 else sink[i]
+                try:
+                    check_with_sink(op, x[i:i + 1], s, y[i:i + 1])
+                except AssertionError as e:
+                    raise AssertionError(f"n={n}, sink={s}, row '{name}': {e}") from None
+
+
+@pytest.mark.parametrize("op", softgen.OPS)
+def test_sink_with_temperature_dtypes_and_threads(op, monkeypatch):
+    from softgen import threads
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((6, 700)) * 5).astype(np.float32)
+    sink, t = rng.standard_normal(6) * 3, rng.uniform(0.3, 2.0, 6)
+    y = OP_FN[op](x, sink=sink, temperature=t)
+    check_with_sink(op, scaled(x, t), (sink.astype(np.float32) * (1 / t).astype(np.float32)).astype(np.float32), y)
+    x64 = x.astype(np.float64)
+    check_with_sink(op, x64, 0.0, OP_FN[op](x64, sink=0.0))   # softmax1
+    monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 64)
+    monkeypatch.setattr(threads, "parallel_from", 2)
+    for shape in ((2, 3000), (20, 300)):   # split rows, then rows over threads
+        xs = (rng.standard_normal(shape) * 5).astype(np.float32)
+        sinks = (rng.standard_normal(shape[0]) * 5).astype(np.float32)
+        check_with_sink(op, xs, sinks, OP_FN[op](xs, sink=sinks, algorithm="two_pass", threads=4))
+    with pytest.raises(ValueError, match="sink of shape"):
+        OP_FN[op](x, sink=[1.0, 2.0])

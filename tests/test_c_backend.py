@@ -1094,13 +1094,15 @@ def test_dtypes_neon_under_qemu(cbuild, tmp_path, compiler):
 
 @pytest.mark.parametrize("isa", HOST_ISAS)
 @pytest.mark.parametrize("op,algorithm", [("softmax", "two_pass"), ("log_softmax", "online"),
-                                          ("logsumexp", "three_pass_recompute")])
-def test_temperature_variant(tmp_path, op, algorithm, isa):
-    """emit_c(temperature=True): 1 / T per row after y, as the JIT's variant computes it."""
+                                          ("logsumexp", "three_pass_recompute"), ("softmax", "three_pass_reload")])
+def test_temperature_and_sink_variant(tmp_path, op, algorithm, isa):
+    """emit_c(temperature=True, sink=True): 1 / T and a sink per row after y, as the JIT's
+    variant computes them."""
     need("gcc")
-    src = softgen.emit_c(op, algorithm=algorithm, isa=isa, name=f"t_{op}", temperature=True)
-    assert "const float *inv_temperature, int64_t inv_temperature_stride" in src.header
-    assert "inv_temperature[r * inv_temperature_stride]: 1 / T" in src.header
+    src = softgen.emit_c(op, algorithm=algorithm, isa=isa, name=f"t_{op}", temperature=True, sink=True)
+    assert ("const float *inv_temperature, int64_t inv_temperature_stride, const float *sink, "
+            "int64_t sink_stride") in src.header
+    assert "inv_temperature[r * inv_temperature_stride]: 1 / T" in src.header and "sink[r * sink_stride]" in src.header
     _, c = src.write(tmp_path)
     lib = tmp_path / "t.so"
     run(["gcc", *strict_flags(isa), "-fPIC", "-shared", c, "-o", lib, "-lm"])
@@ -1108,10 +1110,13 @@ def test_temperature_variant(tmp_path, op, algorithm, isa):
     x = (np.random.default_rng(2).standard_normal((5, 777)) * 9).astype(np.float32)
     x[1, ::5] = -np.inf
     inv = np.float32([0.25, 1.0, 3.0, 0.5, 7.0])
+    sink = np.float32([0.0, -np.inf, 4.0, 30.0, -2.0])
     y = np.empty(5 if op == "logsumexp" else x.shape, np.float32)
     fn(ctypes.c_int64(5), ctypes.c_int64(777), ctypes.c_void_p(x.ctypes.data), ctypes.c_int64(777),
        ctypes.c_void_p(y.ctypes.data), ctypes.c_int64(1 if op == "logsumexp" else 777),
-       ctypes.c_void_p(inv.ctypes.data), ctypes.c_int64(1))
-    expect(op, (x * inv[:, None]).astype(np.float32), y, f"{op} {isa}")
-    jit = softgen.compile(op, algorithm=algorithm, temperature=True)
-    np.testing.assert_allclose(y, jit(x, operands=(inv,)), rtol=2e-6, atol=1e-30)
+       ctypes.c_void_p(inv.ctypes.data), ctypes.c_int64(1), ctypes.c_void_p(sink.ctypes.data), ctypes.c_int64(1))
+    jit = softgen.compile(op, algorithm=algorithm, temperature=True, sink=True)
+    np.testing.assert_allclose(y, jit(x, operands=(inv, sink)), rtol=2e-6, atol=1e-30)
+    plain = softgen.compile(op, algorithm=algorithm, temperature=True)
+    with np.errstate(divide="ignore"):
+        assert not np.allclose(y, plain(x, operands=(inv,)))   # the sink takes its share

@@ -45,9 +45,13 @@ INV_TEMPERATURE = "inv_temperature"
 # the row operand of the sink: one more logit of the row, in the max and the sum, with no
 # output element (softmax1 where it is 0)
 SINK = "sink"
+# the row operand of unified_max: the bound phi the exponentials are taken from
+PHI = "phi"
 # what each input row operand of a program is, for generated headers
 OPERAND_DOCS = {INV_TEMPERATURE: "1 / T for row r (x is multiplied by it as it is read: y = op(x / T))",
-                SINK: "row r's sink, one more logit in its max and sum with no output (times 1 / T too)"}
+                SINK: "row r's sink, one more logit in its max and sum with no output (times 1 / T too)",
+                PHI: "row r's bound phi (unified_max: e^(x - phi) summed; rows whose max is far from it "
+                     "take the exact fallback)"}
 
 
 def operand_lines(program: Program) -> list[str]:
@@ -69,7 +73,8 @@ def _builder(spec: OpSpec, algorithm: str, storage: DType, compute: DType, outpu
     spec.check_algorithm(algorithm)
     b = Builder(spec.name, algorithm, spec.row_output, storage, compute, output)
     b.program.operands = tuple(Operand(name) for name, on in ((INV_TEMPERATURE, variant.temperature),
-                                                               (SINK, variant.sink)) if on)
+                                                               (SINK, variant.sink), (PHI, algorithm == "unified_max"))
+                               if on)
     if variant.temperature:
         b.x_scale = b.load_operand(name=INV_TEMPERATURE)
     if variant.sink:
@@ -184,7 +189,52 @@ def online(op, storage: DType = DType.F32, compute: DType = DType.F32,
     return verify(b.program)
 
 
-_BUILDERS = {f.__name__: f for f in (three_pass_reload, three_pass_recompute, two_pass, online)}
+def unified_max(op, storage: DType = DType.F32, compute: DType = DType.F32,
+                output: DType | None = None, variant: Variant = Variant()) -> Program:
+    """FlashDecoding++'s unified max: e^(x - phi) from a bound phi given per row (row operand
+    phi, in the units of x / T), no max pass: one exp per element, summed (softmax: stored,
+    then scaled by 1 / sum).  The row max, taken in the same pass, checks the bound: rows
+    whose max lies more than unified_max_limit from phi (overflow, or terms too small to
+    keep their digits; for softmax, whose max lies below phi - ln 2), or that hold inf or
+    NaN, or whose log output is near 0 run three_pass_recompute (the guard)."""
+    spec = ops.get(op)
+    b = _builder(spec, "unified_max", storage, compute, output, variant)
+    phi = b.load_operand(name=PHI)
+    with b.pass_():
+        x = b.load_x()
+        e = b.exp(x, phi)
+        if spec.rule is Rule.SCALE:
+            b.store(e)
+        s_acc, m_acc = b.acc_sum(e), b.acc_max(x)
+    s = b.merge_sum(_with_sink(b, s_acc, lambda sink: (b.exp_row(sink, phi),)))
+    m = b.merge_max(_with_sink(b, m_acc, lambda sink: (sink,)))
+    limit = numerics.float_format(compute).unified_max_limit
+    # softmax stores e^(x - phi): with phi above the max its smallest outputs would be
+    # subnormal before the scaling by 1 / sum, and lose digits, unless phi <= max + ln 2
+    low = -numerics.LN2 if spec.rule is Rule.SCALE else -limit
+    checks = [(b.sub_row(m, phi), (low, limit))]
+    if spec.normalizer is Normalizer.LOG_SUM:
+        # log of the sum relative to the max (phi - m is exact where they are close):
+        # y = (x - m) - log_s as three_pass; accurate away from 0 only (no log1p of an excess)
+        log_s = b.add(b.sub_row(phi, m), b.log(s))
+        lse = b.add(m, log_s)
+        near = log_s if spec.rule is Rule.SHIFT else lse
+        checks.append((b.mul_row(near, near), (numerics.float_format(compute).pair_log_min ** 2, float("inf"))))
+    b.guard(*(v for v, _ in checks), ranges=tuple(r for _, r in checks),
+            fallback=three_pass_recompute(spec, storage, compute, output, variant))
+    if spec.rule is Rule.SCALE:
+        r = b.recip(s)
+        with b.pass_():
+            b.store(b.mul(b.load_y(), r))
+    elif spec.rule is Rule.SHIFT:
+        with b.pass_():
+            b.store(b.sub(b.sub(b.load_x(), m), log_s))
+    else:
+        b.store_row(lse)
+    return verify(b.program)
+
+
+_BUILDERS = {f.__name__: f for f in (three_pass_reload, three_pass_recompute, two_pass, online, unified_max)}
 
 
 def build(op, algorithm: str, storage: DType = DType.F32, compute: DType = DType.F32,
@@ -195,7 +245,7 @@ def build(op, algorithm: str, storage: DType = DType.F32, compute: DType = DType
     does not have)."""
     ops.get(op)
     if algorithm not in _BUILDERS:
-        raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
+        raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(_BUILDERS)}")
     program = _BUILDERS[algorithm](op, storage, compute, output, variant)
     _check_rereads(program)
     return program

@@ -120,7 +120,7 @@ def _round_float64(y: np.ndarray, out, dtype: np.dtype, who: str) -> np.ndarray:
 
 
 def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False, threads=None,
-            temperature=None, sink=None):
+            temperature=None, sink=None, phi=None):
     """Any input, axis, out, dtype, temperature and sink (what the fast path leaves);
     threads as checked."""
     arr = _as_input(x, op)
@@ -130,7 +130,8 @@ def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False
         kept = tuple(1 if i in axes else d for i, d in enumerate(arr.shape))
         reduced = tuple(d for i, d in enumerate(arr.shape) if i not in axes)
         inner = None if out is None else _check_out(out, kept, out_dtype, op).reshape(reduced)
-        y = _run_op(op, arr, axes, algorithm, inner, dtype, threads=threads, temperature=temperature, sink=sink)
+        y = _run_op(op, arr, axes, algorithm, inner, dtype, threads=threads, temperature=temperature, sink=sink,
+                    phi=phi)
         return out if out is not None else y.reshape(kept)
     lead = tuple(d for i, d in enumerate(arr.shape) if i not in axes)
     axes = axes[0] if len(axes) == 1 else axes  # one axis: the runtime's fast call may take it
@@ -144,6 +145,11 @@ def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False
         operands.append((1.0 / t).astype(compute))
     if sink is not None:
         operands.append(_per_row(sink, lead, "sink", op).astype(compute))
+    if (phi is not None) != (algorithm == "unified_max"):
+        raise ValueError(f"{op}(): phi= goes with algorithm='unified_max' (the bound its exponentials are "
+                         f"taken from), and that algorithm needs it")
+    if phi is not None:
+        operands.append(_per_row(phi, lead, "phi", op).astype(compute))
     if arr.dtype == _F64 and out_dtype.itemsize == 2:
         y = _run(_kernel_for(op, algorithm, arr, axes, None, variant), arr, axes, None, threads, tuple(operands))
         return _round_float64(y, out, out_dtype, op)
@@ -171,11 +177,12 @@ def _op_entry(spec: ops.OpSpec):
     op = spec.name
 
     def run(x, axis=-1, *, algorithm: str = "auto", out=None, dtype=None, threads=None, temperature=None,
-            sink=None):
+            sink=None, phi=None):
         if threads is not None:
             threads = check_threads(threads, op)
-        if temperature is not None or sink is not None:
-            return _run_op(op, x, axis, algorithm, out, dtype, threads=threads, temperature=temperature, sink=sink)
+        if temperature is not None or sink is not None or phi is not None or algorithm == "unified_max":
+            return _run_op(op, x, axis, algorithm, out, dtype, threads=threads, temperature=temperature, sink=sink,
+                           phi=phi)
         if (type(x) is np.ndarray and x.dtype is _F32 and dtype is None and x.ndim and type(axis) is int
                 and -x.ndim <= axis < x.ndim):
             # float32 x with a float32 kernel for its shape: the common case, no other checks
@@ -191,12 +198,12 @@ def _op_entry(spec: ops.OpSpec):
         return _run_op(op, x, axis, algorithm, out, dtype, threads=threads)
 
     def run_reduction(x, axis=-1, *, keepdims: bool = False, algorithm: str = "auto", out=None, dtype=None,
-                      threads=None, temperature=None, sink=None):
+                      threads=None, temperature=None, sink=None, phi=None):
         if keepdims:
             threads = None if threads is None else check_threads(threads, op)
-            return _run_op(op, x, axis, algorithm, out, dtype, keepdims, threads, temperature, sink)
+            return _run_op(op, x, axis, algorithm, out, dtype, keepdims, threads, temperature, sink, phi)
         return run(x, axis, algorithm=algorithm, out=out, dtype=dtype, threads=threads, temperature=temperature,
-                   sink=sink)
+                   sink=sink, phi=phi)
 
     entry = run_reduction if spec.row_output else run
     entry.__name__ = entry.__qualname__ = op  # Python's own errors name the public function
@@ -216,6 +223,9 @@ def _op_entry(spec: ops.OpSpec):
         f"axes): {op}(x / T), x multiplied by 1 / T rounded to the compute dtype as it is read.\n"
         f"sink: one more logit per row (a number, or one per row), in the max and the sum with no "
         f"output element (softmax1: sink=0); -inf is no sink; scaled by 1 / T too.\n"
+        f"phi: with algorithm='unified_max' (FlashDecoding++), the bound e^(x - phi) is taken from, a "
+        f"number or one per row, in the units of x / T: no max pass; rows whose max is far from it take "
+        f"the exact fallback.\n"
         f"threads: the most threads the rows are split over (default: softgen.get_num_threads()); "
         f"calls under {2 * MIN_ELEMENTS_PER_THREAD} elements run on one thread.\n"
         f"A new result is a C-contiguous array whatever the axis.")

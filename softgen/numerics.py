@@ -17,6 +17,7 @@ Float semantics that the recipes rely on:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -70,6 +71,14 @@ class FloatFormat:
     @property
     def two_pow_minus_bias(self) -> float:
         return 2.0 ** -self.scale_bias
+
+    @property
+    def unified_max_limit(self) -> float:
+        """How far a row's max may lie from the unified-max bound phi, either way: above,
+        exp_diff(x, phi) must still build 2^k (k + exponent_bias + scale_bias below the
+        all-ones exponent) and 2^32 terms must not overflow; below, the largest term stays
+        far above the subnormals (whose terms would lose digits)."""
+        return min((self.exponent_bias - self.scale_bias - 1) * LN2, math.log(self.max) - 32 * LN2)
 
 
 F32 = FloatFormat(

@@ -939,3 +939,51 @@ def test_sink_with_temperature_dtypes_and_threads(op, monkeypatch):
         check_with_sink(op, xs, sinks, OP_FN[op](xs, sink=sinks, algorithm="two_pass", threads=4))
     with pytest.raises(ValueError, match="sink of shape"):
         OP_FN[op](x, sink=[1.0, 2.0])
+
+
+# --- algorithm="unified_max", phi= --------------------------------------------------------------
+
+PHIS = [0.0, 5.0, -30.0, 1e5, -np.inf, np.nan]
+
+
+@pytest.mark.parametrize("lanes", sorted(width_targets()))
+@pytest.mark.parametrize("op", softgen.OPS)
+def test_unified_max_on_special_inputs_at_every_width(op, lanes):
+    """Right whatever phi: rows far from it (and phi itself inf or NaN) take the fallback."""
+    kernel = softgen.compile(op, algorithm="unified_max", target=width_targets()[lanes])
+    assert "phi" in kernel.ir and "guard" in kernel.ir and kernel.ir.count("pass ") == (1 if op != "softmax" else 2) \
+        + (op == "log_softmax")
+    for n in (1, 37, 1001):
+        rows = special_rows(n)
+        x = misaligned_rows(np.stack(list(rows.values())))
+        for phi in PHIS + [np.random.default_rng(n).standard_normal(len(rows)).astype(np.float32) * 20]:
+            y = kernel(x, operands=(np.asarray(phi, np.float32).reshape(-1),))
+            for i, name in enumerate(rows):
+                try:
+                    check(op, x[i:i + 1], y[i:i + 1])
+                except AssertionError as e:
+                    raise AssertionError(f"n={n}, phi={phi if np.ndim(phi) == 0 else phi[i]}, row '{name}': {e}") from None
+
+
+@pytest.mark.parametrize("op", softgen.OPS)
+def test_unified_max_dtypes_variants_and_threads(op, monkeypatch):
+    from softgen import threads
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((6, 700)) * 5).astype(np.float32)
+    check(op, x, OP_FN[op](x, algorithm="unified_max", phi=10.0))
+    x64 = x.astype(np.float64)
+    check(op, x64, OP_FN[op](x64, algorithm="unified_max", phi=rng.standard_normal(6) * 3))
+    sink, t = rng.standard_normal(6), rng.uniform(0.3, 2.0, 6)
+    want = OP_FN[op](x, sink=sink, temperature=t, algorithm="three_pass_recompute")
+    got = OP_FN[op](x, sink=sink, temperature=t, algorithm="unified_max", phi=4.0)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-37 if op == "softmax" else 1e-5)   # (log: of |lse|)
+    monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 64)
+    monkeypatch.setattr(threads, "parallel_from", 2)
+    for shape in ((2, 3000), (20, 300)):   # split rows, then rows over threads
+        xs = (rng.standard_normal(shape) * 5).astype(np.float32)
+        xs[0, 7] = 60.0   # this row's max is far from phi: the fallback, split too
+        check(op, xs, OP_FN[op](xs, algorithm="unified_max", phi=3.0, threads=4))
+    with pytest.raises(ValueError, match="phi= goes with algorithm='unified_max'"):
+        OP_FN[op](x, algorithm="unified_max")
+    with pytest.raises(ValueError, match="phi= goes with"):
+        OP_FN[op](x, phi=1.0)

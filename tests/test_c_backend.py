@@ -1120,3 +1120,23 @@ def test_temperature_and_sink_variant(tmp_path, op, algorithm, isa):
     plain = softgen.compile(op, algorithm=algorithm, temperature=True)
     with np.errstate(divide="ignore"):
         assert not np.allclose(y, plain(x, operands=(inv,)))   # the sink takes its share
+
+
+@pytest.mark.parametrize("isa", HOST_ISAS)
+@pytest.mark.parametrize("op", softgen.OPS)
+def test_unified_max_in_c(tmp_path, op, isa):
+    """algorithm unified_max in C: phi per row after y; rows far from it take the fallback."""
+    need("gcc")
+    src = softgen.emit_c(op, algorithm="unified_max", isa=isa, name=f"u_{op}")
+    assert "const float *phi, int64_t phi_stride" in src.header
+    _, c = src.write(tmp_path)
+    lib = tmp_path / "u.so"
+    run(["gcc", *strict_flags(isa), "-fPIC", "-shared", c, "-o", lib, "-lm"])
+    fn = getattr(ctypes.CDLL(str(lib)), src.name)
+    x = (np.random.default_rng(4).standard_normal((4, 501)) * 6).astype(np.float32)
+    phi = np.float32([10.0, 500.0, -np.inf, 0.0])   # in range, far, never, in range
+    y = np.empty(4 if op == "logsumexp" else x.shape, np.float32)
+    fn(ctypes.c_int64(4), ctypes.c_int64(501), ctypes.c_void_p(x.ctypes.data), ctypes.c_int64(501),
+       ctypes.c_void_p(y.ctypes.data), ctypes.c_int64(1 if op == "logsumexp" else 501),
+       ctypes.c_void_p(phi.ctypes.data), ctypes.c_int64(1))
+    expect(op, x, y, f"unified_max {op} {isa}")

@@ -47,16 +47,20 @@ INV_TEMPERATURE = "inv_temperature"
 SINK = "sink"
 # the row operand of unified_max: the bound phi the exponentials are taken from
 PHI = "phi"
+# the elementwise operand of the backward kernels: the gradient of the op's output
+DY = "dy"
 # what each input row operand of a program is, for generated headers
 OPERAND_DOCS = {INV_TEMPERATURE: "1 / T for row r (x is multiplied by it as it is read: y = op(x / T))",
                 SINK: "row r's sink, one more logit in its max and sum with no output (times 1 / T too)",
                 PHI: "row r's bound phi (unified_max: e^(x - phi) summed; rows whose max is far from it "
-                     "take the exact fallback)"}
+                     "take the exact fallback)",
+                DY: "the gradient of the op's output y (x holds y itself), as x: dy[r * dy_stride + j]"}
 
 
 def operand_lines(program: Program) -> list[str]:
     """Header lines on the program's own input row operands (after y in the ABI)."""
-    return [f"{o.name}[r * {o.name}_stride]: {OPERAND_DOCS[o.name]}; stride 0: one value for every row."
+    return [f"{o.name}: {OPERAND_DOCS[o.name]}" if o.elementwise else
+            f"{o.name}[r * {o.name}_stride]: {OPERAND_DOCS[o.name]}; stride 0: one value for every row."
             for o in program.operands if not o.output]
 
 
@@ -234,7 +238,33 @@ def unified_max(op, storage: DType = DType.F32, compute: DType = DType.F32,
     return verify(b.program)
 
 
-_BUILDERS = {f.__name__: f for f in (three_pass_reload, three_pass_recompute, two_pass, online, unified_max)}
+def backward(op, storage: DType = DType.F32, compute: DType = DType.F32,
+             output: DType | None = None, variant: Variant = Variant()) -> Program:
+    """The gradient of op's output: x holds y = op(x0) and the elementwise operand dy its
+    gradient; stores dx.  softmax: dx = y * (dy - sum(dy * y)); log_softmax:
+    dx = dy - e^y * sum(dy).  Two passes (the sum, then dx)."""
+    spec = ops.get(op)
+    if spec.rule is Rule.VALUE or variant != Variant():
+        raise NotImplementedError(f"{spec.name} x backward: the gradients of softmax and log_softmax only "
+                                  f"(logsumexp's is softmax(x) * d lse), without row operands")
+    b = Builder(spec.name, "backward", False, storage, compute, output)
+    b.program.operands = (Operand(DY, elementwise=True),)
+    with b.pass_():
+        dy = b.load_in(DY)
+        acc = b.acc_sum(b.mul_e(dy, b.load_x()) if spec.rule is Rule.SCALE else dy)
+    s = b.merge_sum(acc)
+    zero = b.const(0.0)
+    with b.pass_():
+        y, dy = b.load_x(), b.load_in(DY)
+        if spec.rule is Rule.SCALE:
+            b.store(b.mul_e(y, b.sub(dy, s)))
+        else:
+            b.store(b.sub_e(dy, b.mul(b.exp(y, zero), s)))
+    return verify(b.program)
+
+
+_BUILDERS = {f.__name__: f for f in (three_pass_reload, three_pass_recompute, two_pass, online, unified_max,
+                                     backward)}
 
 
 def build(op, algorithm: str, storage: DType = DType.F32, compute: DType = DType.F32,

@@ -235,3 +235,53 @@ def _op_entry(spec: ops.OpSpec):
 softmax = _op_entry(ops.SOFTMAX)
 log_softmax = _op_entry(ops.LOG_SOFTMAX)
 logsumexp = _op_entry(ops.LOGSUMEXP)
+
+
+def _backward_entry(spec: ops.OpSpec):
+    who = f"{spec.name}_backward"
+
+    def backward(y, dy, axis: int = -1, *, out=None, threads=None):
+        y_arr, dy_arr = _as_input(y, who), _as_input(dy, who)
+        if y_arr.shape != dy_arr.shape or y_arr.dtype != dy_arr.dtype:
+            raise ValueError(f"{who}(): y and dy must have one shape and dtype, not {y_arr.shape} {y_arr.dtype} "
+                             f"and {dy_arr.shape} {dy_arr.dtype}")
+        if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+            raise TypeError(f"{who}(): axis must be one integer, not {axis!r}")
+        (ax,) = _normalize_axes(int(axis), y_arr.ndim, who)
+        threads = None if threads is None else check_threads(threads, who)
+        if y_arr.ndim == 0 or y_arr.size == 0:
+            dx = np.zeros_like(y_arr) if y_arr.ndim == 0 else np.empty_like(y_arr)
+        else:
+            dx = _run_backward(spec, y_arr, dy_arr, ax, threads)
+        if out is None:
+            return dx
+        _check_out(out, dx.shape, dx.dtype, who)[...] = dx
+        return out
+
+    backward.__name__ = backward.__qualname__ = who
+    backward.__doc__ = (
+        f"The gradient of {spec.name} along `axis` (an integer, default -1): given its output y and "
+        f"the gradient dy of a loss with respect to y, dx = "
+        + ("y * (dy - sum(dy * y))" if spec.rule is ops.Rule.SCALE else "dy - exp(y) * sum(dy)")
+        + f", fused in two passes over the rows (kernel algorithm 'backward').\n"
+        f"y and dy: arrays of one shape and dtype (float32, float64, float16, bfloat16); a new "
+        f"C-contiguous result (along another axis than the last, the rows are copied first); "
+        f"out: an array of that shape and dtype; threads: as {spec.name}'s.")
+    return backward
+
+
+def _run_backward(spec: ops.OpSpec, y: np.ndarray, dy: np.ndarray, ax: int, threads) -> np.ndarray:
+    """The backward kernel on y and dy's rows along `ax` (made contiguous)."""
+    rows_y = np.ascontiguousarray(np.moveaxis(y, ax, -1))
+    shape = rows_y.shape
+    n = shape[-1]
+    rows_y = rows_y.reshape(-1, n)
+    rows_dy = np.ascontiguousarray(np.moveaxis(dy, ax, -1)).reshape(-1, n)
+    kernel = kernel_for_shape(spec.name, rows_y.shape[0], n, "backward", y.dtype)
+    dx = np.empty_like(rows_y)
+    kernel.run_rows(rows_y, dx, threads, (rows_dy,))
+    return np.moveaxis(dx.reshape(shape), -1, ax)
+
+
+softmax_backward = _backward_entry(ops.SOFTMAX)
+log_softmax_backward = _backward_entry(ops.LOG_SOFTMAX)

@@ -59,7 +59,7 @@ def _one_line(message) -> str:
 
 def _add_kernel_arguments(p: argparse.ArgumentParser, default_name: str, output_help: str):
     p.add_argument("--op", choices=ops.NAMES, default=ops.SOFTMAX.name, help="default: %(default)s")
-    p.add_argument("--algorithm", choices=algorithms.ALGORITHMS + ("unified_max", "auto"), default="two_pass",
+    p.add_argument("--algorithm", choices=algorithms.ALGORITHMS + ("unified_max", "backward", "auto"), default="two_pass",
                    help="default: %(default)s; auto (with --schedule auto:ROWSxN): the JIT's choice")
     p.add_argument("--schedule", type=_schedule,
                    help="the code shape: a Schedule as JSON ('{\"unroll\": 2}'), a JSON file, or "

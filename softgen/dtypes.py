@@ -80,7 +80,8 @@ def c_parameters(x: DType, y: DType, operands: tuple = (), compute: DType | None
     params = (f"int64_t rows, int64_t n, const {C_ABI_TYPES[x]} *{restrict}x, int64_t x_row_stride, "
               f"{C_ABI_TYPES[y]} *{restrict}y, int64_t y_row_stride")
     for o in operands:
-        params += f", {'' if o.output else 'const '}{C_ABI_TYPES[compute]} *{o.name}, int64_t {o.name}_stride"
+        ctype = C_ABI_TYPES[x if o.elementwise else compute]
+        params += f", {'' if o.output else 'const '}{ctype} *{o.name}, int64_t {o.name}_stride"
     return params
 
 

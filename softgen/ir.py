@@ -72,8 +72,11 @@ class Kind(enum.Enum):
     # per-element ops
     LOAD_X = ("load.x", Where.PASS, (), (E,))
     LOAD_Y = ("load.y", Where.PASS, (), (E,))       # re-read what an earlier pass stored
+    LOAD_IN = ("load.in", Where.PASS, (), (E,))     # load.in name=...: an elementwise operand, like x
     SUB = ("sub", Where.PASS, (E, R), (E,))
     MUL = ("mul", Where.PASS, (E, R), (E,))
+    MUL_E = ("mul.e", Where.PASS, (E, E), (E,))      # elementwise products and differences
+    SUB_E = ("sub.e", Where.PASS, (E, E), (E,))
     EXP = ("exp", Where.PASS, (E, R), (E,))         # e^(x - c) for x <= c (or NaN)
     EXP_PAIR = ("exp_pair", Where.PASS, (E,), (P,))
     PAIR_SCALE = ("pair_scale", Where.PASS, (P, R, R), (E,))  # p * c * 2^(k - e)
@@ -172,12 +175,14 @@ class Pass:
 class Operand:
     """A row operand: one compute-dtype value per row, an input (`load.operand`) or an
     output (`store.operand`).  In the C ABI it follows y as `name, name_stride`: value
-    name[row * name_stride] (stride 0: one value for every row)."""
+    name[row * name_stride] (stride 0: one value for every row).  An elementwise operand
+    (`load.in`) is a second input like x: name[row * name_stride + j] of x's dtype."""
     name: str
     output: bool = False
+    elementwise: bool = False
 
     def __str__(self) -> str:
-        return f"{'out' if self.output else 'in'} {self.name}[row]"
+        return f"{'out' if self.output else 'in'} {self.name}[{'n' if self.elementwise else 'row'}]"
 
 
 # names the kernel's own parameters take (an operand's stride is its name + "_stride")
@@ -247,7 +252,7 @@ def value_dtypes(program: Program, op: Op) -> tuple[DType, DType]:
     """(operand dtype, result dtype) of op: load.x gives storage values, load.y gives and
     the stores take output values, a cast converts `from` one dtype `to` another,
     everything else computes."""
-    if op.kind is Kind.LOAD_X:
+    if op.kind in (Kind.LOAD_X, Kind.LOAD_IN):
         return program.storage, program.storage
     if op.kind in (Kind.LOAD_Y, Kind.STORE, Kind.STORE_ROW):
         return program.out_dtype, program.out_dtype
@@ -324,6 +329,8 @@ def _check_pass(program: Program, step: Pass, defined_row: set, pending_acc: dic
             _fail(program, op, "a row op cannot appear inside a pass")
         if op.kind is Kind.LOAD_Y and not stored:
             _fail(program, op, "load.y reads the output row before any pass stored to it")
+        if op.kind is Kind.LOAD_IN:
+            _check_row_op_operand(program, op)
         _check_args(program, op, defined_row | local)
         for r in op.results:
             if r.type.is_accumulator:
@@ -343,10 +350,15 @@ def _check_row_op(program: Program, op: Op, defined_row: set, pending_acc: dict)
     if op.kind is Kind.CONST and not isinstance(op.attrs.get("value"), float):
         _fail(program, op, "const needs a float value")
     if op.kind in (Kind.LOAD_OPERAND, Kind.STORE_OPERAND):
-        want = Operand(op.attrs.get("name"), op.kind is Kind.STORE_OPERAND)
-        if want not in program.operands:
-            _fail(program, op, f"needs an {'output' if want.output else 'input'} operand "
-                               f"{want.name!r} among the program's operands")
+        _check_row_op_operand(program, op)
+
+
+def _check_row_op_operand(program: Program, op: Op):
+    """The operand a load.operand, store.operand or load.in names is the program's."""
+    want = Operand(op.attrs.get("name"), op.kind is Kind.STORE_OPERAND, op.kind is Kind.LOAD_IN)
+    if want not in program.operands:
+        kind = "an elementwise input" if want.elementwise else "an output" if want.output else "an input"
+        _fail(program, op, f"needs {kind} operand {want.name!r} among the program's operands")
 
 
 def _check_guard(program: Program, op: Op):
@@ -439,6 +451,9 @@ class Builder:
     def load_x(self) -> Value:
         x = self._cast(self.emit(Kind.LOAD_X), Kind.CAST, self.program.compute)
         return x if self.x_scale is None else self.emit(Kind.MUL, x, self.x_scale)
+
+    def load_in(self, name: str) -> Value:
+        return self._cast(self.emit(Kind.LOAD_IN, name=name), Kind.CAST, self.program.compute)
 
     def load_y(self) -> Value:
         return self._cast(self.emit(Kind.LOAD_Y), Kind.CAST, self.program.compute)

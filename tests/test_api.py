@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 import softgen
 from softgen import api, runtime
-from reference import _stats, check, check_relative, check_ulps, near_zero_rows, offset_rows, reference, special_rows
+from reference import _stats, check, finfo, check_relative, check_ulps, near_zero_rows, offset_rows, reference, special_rows
 from widths import width_targets
 
 PAIRS = [(op, algo) for op in softgen.OPS for algo in softgen.ALGORITHMS
@@ -987,3 +987,63 @@ def test_unified_max_dtypes_variants_and_threads(op, monkeypatch):
         OP_FN[op](x, algorithm="unified_max")
     with pytest.raises(ValueError, match="phi= goes with"):
         OP_FN[op](x, phi=1.0)
+
+
+# --- softmax_backward, log_softmax_backward ---------------------------------------------------------
+
+def check_backward(op: str, y: np.ndarray, dy: np.ndarray, dx: np.ndarray, rtol: float = 1e-6) -> None:
+    """dx against the float64 formula on the same y and dy, within rtol of the magnitudes its
+    terms have (NaN where the formula gives NaN)."""
+    y64, dy64 = y.astype(np.float64), dy.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if op == "softmax":
+            want = y64 * (dy64 - (dy64 * y64).sum(-1, keepdims=True))
+            scale = np.abs(y64) * (np.abs(dy64) + np.abs(dy64 * y64).sum(-1, keepdims=True))
+        else:
+            want = dy64 - np.exp(y64) * dy64.sum(-1, keepdims=True)
+            scale = np.abs(dy64) + np.exp(y64) * np.abs(dy64).sum(-1, keepdims=True)
+    assert np.array_equal(np.isnan(want), np.isnan(dx)), "NaN positions differ"
+    ok = ~np.isnan(want)
+    err = np.abs(dx[ok].astype(np.float64) - want[ok])
+    tiny = float(finfo(dx.dtype).smallest_subnormal)   # dx rounded to a subnormal of its dtype
+    assert np.all(err <= rtol * scale[ok] + tiny), f"max error {np.max(err / (scale[ok] + tiny)):.3g} of the terms"
+
+
+@pytest.mark.parametrize("lanes", sorted(width_targets()))
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_backward_kernels_at_every_width(op, lanes):
+    kernel = softgen.compile(op, algorithm="backward", target=width_targets()[lanes])
+    assert "load.in name='dy'" in kernel.ir and kernel.ir.count("pass ") == 2
+    rng = np.random.default_rng(lanes)
+    for n in (1, 7, 64, 129, 1001):
+        x = (rng.standard_normal((5, n)) * 4).astype(np.float32)
+        x[1, ::3] = -np.inf
+        x[1, 0] = 0.0
+        y = OP_FN[op](x)
+        dy = misaligned_rows(rng.standard_normal((5, n)).astype(np.float32))
+        y = misaligned_rows(y)
+        dx = np.empty((5, n), np.float32)
+        kernel.run_rows(y, dx, 1, (dy,))
+        check_backward(op, y, dy, dx)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16, pytest.param("bfloat16", marks=needs_bf16)])
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_backward_api_axes_dtypes_threads(op, dtype):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((3, 200, 5)) * 3).astype(dtype)
+    y, dy = OP_FN[op](x, axis=1), rng.standard_normal(x.shape).astype(dtype)
+    fn = getattr(softgen, f"{op}_backward")
+    dx = fn(y, dy, axis=1)
+    assert dx.dtype == np.dtype(dtype) and dx.shape == x.shape
+    moved = [np.moveaxis(a, 1, -1).reshape(-1, 200) for a in (y, dy, dx)]
+    check_backward(op, *moved, rtol=1e-14 if dtype is np.float64 else 2e-2)
+    big = rng.standard_normal((600, 700)).astype(np.float32)
+    yb, dyb = OP_FN[op](big), rng.standard_normal(big.shape).astype(np.float32)
+    np.testing.assert_array_equal(fn(yb, dyb, threads=2), fn(yb, dyb, threads=1))
+    out = np.empty_like(yb)
+    assert fn(yb, dyb, out=out) is out
+    with pytest.raises(ValueError, match="one shape and dtype"):
+        fn(yb, dyb[:, :5])
+    with pytest.raises(NotImplementedError, match="logsumexp's is softmax"):
+        softgen.compile("logsumexp", algorithm="backward")

@@ -1140,3 +1140,23 @@ def test_unified_max_in_c(tmp_path, op, isa):
        ctypes.c_void_p(y.ctypes.data), ctypes.c_int64(1 if op == "logsumexp" else 501),
        ctypes.c_void_p(phi.ctypes.data), ctypes.c_int64(1))
     expect(op, x, y, f"unified_max {op} {isa}")
+
+
+@pytest.mark.parametrize("isa", HOST_ISAS)
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_backward_in_c(tmp_path, op, isa):
+    """The backward kernels in C: dy after y (x holds the forward output), as the JIT's."""
+    need("gcc")
+    src = softgen.emit_c(op, algorithm="backward", isa=isa, name=f"b_{op}")
+    assert "const float *dy, int64_t dy_stride" in src.header and "dy: the gradient" in src.header
+    _, c = src.write(tmp_path)
+    lib = tmp_path / "b.so"
+    run(["gcc", *strict_flags(isa), "-fPIC", "-shared", c, "-o", lib, "-lm"])
+    fn = getattr(ctypes.CDLL(str(lib)), src.name)
+    rng = np.random.default_rng(6)
+    y = getattr(softgen, op)((rng.standard_normal((3, 333)) * 3).astype(np.float32))
+    dy = rng.standard_normal((3, 333)).astype(np.float32)
+    dx = np.empty_like(y)
+    fn(ctypes.c_int64(3), ctypes.c_int64(333), ctypes.c_void_p(y.ctypes.data), ctypes.c_int64(333),
+       ctypes.c_void_p(dx.ctypes.data), ctypes.c_int64(333), ctypes.c_void_p(dy.ctypes.data), ctypes.c_int64(333))
+    np.testing.assert_allclose(dx, getattr(softgen, f"{op}_backward")(y, dy), rtol=1e-5, atol=1e-7)

@@ -36,6 +36,7 @@ class Context:
         self.kernel = Kernel(name, [Val(k, t, p) for k, (t, p) in enumerate(zip(types, names))])
         params = self.kernel.params[len(PARAMS):]
         self.operands = {o.name: (params[2 * k], params[2 * k + 1]) for k, o in enumerate(operands)}
+        self.elementwise = [o.name for o in operands if o.elementwise]
         self.b = Builder(self.kernel)
         self.casts = Casts(self.b, caps, self.width)
         self.vm = LoopMath(self.b, float_ty(compute.bits, self.width), numerics.float_format(compute),
@@ -109,6 +110,11 @@ class Context:
         """Row operand `name`'s value for row first + j."""
         ptr, stride = self.operands[name]
         return self._row(RowPtr(ptr, self.operand_elem), stride, j, None)
+
+    def row_input(self, name: str, j, first=None) -> RowPtr:
+        """Row first + j of the elementwise operand `name` (laid out as x)."""
+        ptr, stride = self.operands[name]
+        return self._row(RowPtr(ptr, self.x_elem), stride, j, first)
 
     def _row(self, base: RowPtr, stride, j, first) -> RowPtr:
         row = self.int_op("add", self.first if first is None else first, j)

@@ -121,7 +121,8 @@ class PassLowering(Context):
             j = self.int_op("add", j0, i64(d)) if d else j0
             row = Row(self.row_x(j, first), self.row_y(j, first),
                       {v: self.row_splat(t, j) for v, t in row_tables.items()},
-                      {k: self.shift_splat(t, j) for k, t in shift_tables.items()})
+                      {k: self.shift_splat(t, j) for k, t in shift_tables.items()},
+                      inputs={name: self.row_input(name, j, first) for name in self.elementwise})
             fast = form != "exact" and setup.plan.has_fast_form   # a fused sweep may mix passes
             units.append((Unit(row, setup.p, setup.plan, setup.accs, lowerings, fast), j))
         return units

@@ -23,6 +23,7 @@ class Row:
     splats: dict = field(default_factory=dict)   # row Value -> vector
     shifts: dict = field(default_factory=dict)   # c Value / pair_scale op / acc op -> ExpShift...
     prefetch: int = 0                            # elements ahead to prefetch x (0: none)
+    inputs: dict = field(default_factory=dict)   # elementwise operand name -> its row
 
 
 @dataclass
@@ -130,7 +131,7 @@ class RowSweep:
         """The loads of one vector of the unit's pass."""
         vals: dict = {}
         for op in u.p.ops:
-            if op.kind in (Kind.LOAD_X, Kind.LOAD_Y):
+            if op.kind in (Kind.LOAD_X, Kind.LOAD_Y, Kind.LOAD_IN):
                 self.elementwise_op(op, u, offset, mask, vals, fast=False)
         return vals
 
@@ -141,11 +142,13 @@ class RowSweep:
             out = self.ctx.load(row.x, offset, mask, prefetch=row.prefetch)
         elif k is Kind.LOAD_Y:
             out = self.ctx.load(row.y, offset, mask)
+        elif k is Kind.LOAD_IN:
+            out = self.ctx.load(row.inputs[op.attrs["name"]], offset, mask)
         elif k is Kind.CAST:
             out = self.ctx.casts.cast(a[0], op.attrs["from"], op.attrs["to"])
-        elif k is Kind.SUB:
+        elif k in (Kind.SUB, Kind.SUB_E):
             out = vm.sub(*a)
-        elif k is Kind.MUL:
+        elif k in (Kind.MUL, Kind.MUL_E):
             out = vm.mul(*a)
         elif k is Kind.EXP:
             out = (numerics.exp_scaled(vm, a[0], row.shifts[op.args[1]]) if fast

@@ -12,7 +12,8 @@ from above, not even inside a function; tests/test_layering.py checks this):
   tuning    tune.py (the built-in rule, wisdom, the tuner)
   entry     api.py (softmax & co.), artifacts.py (generate, emit_c with auto schedules),
             scipy.py (SciPy's signatures and defaults: from softgen import scipy as sp),
-            dask.py (the ops on dask arrays chunked along any axis; optional)
+            dask.py (the ops on dask arrays chunked along any axis; optional),
+            cross_entropy.py (the loss from logits, one-shot or a chunk of classes at a time)
   tools     bench.py, cli.py, __main__.py, torch.py (softgen's ops in PyTorch), this package
 """
 from . import scipy, tune
@@ -20,6 +21,7 @@ from .algorithms import ALGORITHMS, OPS
 from .ops import OpSpec
 from .api import Kernel, compile, log_softmax, log_softmax_backward, logsumexp, softmax, softmax_backward
 from .artifacts import Artifact, emit_c, generate
+from .cross_entropy import CrossEntropyChunks, cross_entropy, cross_entropy_backward
 from .backends.c import CSource
 from .ir import VerifyError
 from .targets import Target
@@ -28,7 +30,7 @@ from .version import __version__
 
 __all__ = ["ALGORITHMS", "OPS", "OpSpec", "Kernel", "Target", "VerifyError", "compile", "log_softmax",
            "log_softmax_backward", "logsumexp", "softmax", "softmax_backward", "__version__"]
-__all__ += ["Artifact", "generate"]
+__all__ += ["Artifact", "generate", "CrossEntropyChunks", "cross_entropy", "cross_entropy_backward"]
 __all__ += ["CSource", "emit_c"]
 __all__ += ["get_num_threads", "set_num_threads", "threadpool_info"]
 __all__ += ["tune"]  # softgen.tune(op, shapes=...) and softgen.tune.choose(...)

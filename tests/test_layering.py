@@ -20,7 +20,7 @@ LAYERS = (
     ("backends", ("softgen.backends",)),
     ("runtime", ("softgen.runtime", "softgen.threads", "softgen.split")),
     ("tuning", ("softgen.tune",)),
-    ("entry", ("softgen.api", "softgen.artifacts", "softgen.scipy", "softgen.dask")),
+    ("entry", ("softgen.api", "softgen.artifacts", "softgen.scipy", "softgen.dask", "softgen.cross_entropy")),
     ("tools", ("softgen.bench", "softgen.cli", "softgen.__main__", "softgen.torch", "softgen")),
 )
 

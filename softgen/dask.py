@@ -1,4 +1,4 @@
-"""softmax, log_softmax and logsumexp on dask arrays (the optional extra `dask`), chunked
+"""softmax, log_softmax, logsumexp and cross_entropy on dask arrays (the optional extra `dask`), chunked
 along any axis, the reduced one included, so arrays larger than one machine's memory are
 normalized chunk by chunk.
 
@@ -11,6 +11,9 @@ When the reduced axis is in one chunk, each chunk is an ordinary softgen call.  
   3. the output per chunk: softmax is the chunk's own softmax (softgen's kernel, in float32
      or float64) scaled by e^(partial - total); log_softmax is x - total in float64;
      logsumexp is the total.
+cross_entropy takes the total as its log-sum-exp, each chunk's logits at the labels that
+fall in it (summed over the chunks of classes: one holds each label), and for label
+smoothing the mean logit; the loss per row follows softgen.cross_entropy's formula.
 Results are rounded once to the output dtype.  float64 results carry the total's rounding:
 relative error up to about |total| * 2^-53 beyond the kernels' own.
 
@@ -22,6 +25,7 @@ import numpy as np
 import dask.array as da
 
 from . import api
+from . import cross_entropy as _ce
 from .runtime import _normalize_axes
 
 _F64 = np.dtype(np.float64)
@@ -52,6 +56,51 @@ def logsumexp(x, axis: int = -1, *, keepdims: bool = False) -> da.Array:
                             **({} if keepdims else {"drop_axis": ax}))
     total = _total(_partials(x, ax), ax).astype(x.dtype)
     return total if keepdims else total.squeeze(axis=ax)
+
+
+def cross_entropy(logits, labels, axis: int = -1, *, reduction: str = "mean", ignore_index: int = -100,
+                  label_smoothing: float = 0.0, z_loss: float = 0.0):
+    """softgen.cross_entropy on a dask array of logits (classes along `axis`, any chunking)
+    and its labels (a dask or numpy array of the other axes' shape), lazily; computed in
+    float64, returned in the logits' dtype."""
+    x, ax = _checked(logits, axis, "cross_entropy")
+    labels = da.asarray(labels)
+    lead = tuple(d for i, d in enumerate(x.shape) if i != ax)
+    if labels.shape != lead or labels.dtype.kind not in "iu":
+        raise ValueError(f"softgen.dask.cross_entropy(): labels must be integers of shape {lead}, not "
+                         f"{labels.dtype} {labels.shape}")
+    lse = _total(_partials(x, ax), ax)
+    kept = da.expand_dims(labels, ax).rechunk(tuple(1 if i == ax else c for i, c in enumerate(x.chunks)))
+    picked = da.map_blocks(_picked_block, x, kept, axis=ax, dtype=_F64,
+                           chunks=tuple((1,) * len(c) if i == ax else c for i, c in enumerate(x.chunks)))
+    picked = picked.sum(axis=ax, keepdims=True, dtype=_F64)
+    mean = x.mean(axis=ax, keepdims=True, dtype=_F64) if label_smoothing else None
+    loss = da.map_blocks(_row_loss, lse, picked, kept, *([mean] if mean is not None else []), dtype=_F64,
+                         ignore_index=ignore_index, eps=label_smoothing, z=z_loss).squeeze(axis=ax)
+    keep = (labels != ignore_index)
+    if reduction == "sum":
+        loss = loss.sum()
+    elif reduction == "mean":
+        loss = loss.sum() / keep.sum()
+    elif reduction != "none":
+        raise ValueError(f"softgen.dask.cross_entropy(): reduction must be one of {', '.join(_ce.REDUCTIONS)}")
+    return loss.astype(x.dtype)
+
+
+def _picked_block(block: np.ndarray, labels: np.ndarray, axis: int, block_info=None) -> np.ndarray:
+    """The logits at the labels that fall in this block's classes, 0 elsewhere (float64)."""
+    start, stop = block_info[0]["array-location"][axis]
+    inside = (labels >= start) & (labels < stop)
+    index = np.where(inside, labels - start, 0)
+    picked = np.take_along_axis(block, index, axis).astype(_F64)
+    return np.where(inside, picked, 0.0)
+
+
+def _row_loss(lse, picked, labels, mean=None, *, ignore_index: int, eps: float, z: float) -> np.ndarray:
+    """softgen.cross_entropy's loss per row (0 where the label is ignored)."""
+    with np.errstate(invalid="ignore"):
+        loss = lse - (1 - eps) * picked - (eps * mean if mean is not None else 0.0) + z * lse * lse
+    return np.where(labels != ignore_index, loss, 0.0)
 
 
 def _checked(x, axis, who: str) -> tuple[da.Array, int]:

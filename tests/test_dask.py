@@ -69,9 +69,29 @@ def test_on_a_local_cluster_past_a_workers_memory():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="400MB",
                                   processes=True, dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
-        lse, sums, head = client.compute([sd.logsumexp(x), sd.softmax(x).sum(axis=-1, dtype=np.float64),
-                                          sd.log_softmax(x)[:, :1000]], sync=True)
+        labels = np.random.default_rng(4).integers(0, shape[1], shape[0])
+        lse, sums, head, loss = client.compute([sd.logsumexp(x), sd.softmax(x).sum(axis=-1, dtype=np.float64),
+                                                sd.log_softmax(x)[:, :1000],
+                                                sd.cross_entropy(x, labels, reduction="none")], sync=True)
         local = x.compute(scheduler="threads")
+    np.testing.assert_allclose(loss, softgen.cross_entropy(local, labels, reduction="none"), rtol=1e-6)
     np.testing.assert_allclose(lse, softgen.logsumexp(local), rtol=1e-6)
     np.testing.assert_allclose(sums, 1.0, rtol=1e-5)
     np.testing.assert_allclose(head, softgen.log_softmax(local)[:, :1000], rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunks", [(16, 1200), (64, 5000), (5, 777)])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_cross_entropy_chunked_along_any_axis(chunks, reduction):
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((64, 5000)) * 3).astype(np.float32)
+    x[7, ::2] = -np.inf
+    labels = rng.integers(0, 5000, 64)
+    labels[[3, 9]] = -100
+    got = sd.cross_entropy(da.from_array(x, chunks=chunks), da.from_array(labels, chunks=chunks[0]),
+                           reduction=reduction, label_smoothing=0.05, z_loss=1e-4).compute()
+    want = softgen.cross_entropy(x, labels, reduction=reduction, label_smoothing=0.05, z_loss=1e-4)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=2e-6)
+    with pytest.raises(ValueError, match="labels must be integers"):
+        sd.cross_entropy(da.from_array(x, chunks=chunks), labels[:5])

@@ -417,13 +417,22 @@ def thread_count(rows: int, n: int, unit: int, threads: int | None) -> int:
     return max(1, min(wanted, rows * n // MIN_ELEMENTS_PER_THREAD, -(-rows // unit)))
 
 
+# chunks of split rows per thread: a thread slow to start or preempted holds up one of them,
+# while the others take the rest
+SPLIT_CHUNKS_PER_THREAD = 4
+
+
 def split_chunks(rows: int, n: int, threads: int | None) -> int:
-    """Chunks per row for a call with fewer rows than threads (softgen.split): enough for
-    every thread to take one, each of MIN_ELEMENTS_PER_THREAD elements or more; 1: no split."""
+    """Chunks per row for a call with fewer rows than threads (softgen.split): on the threads
+    that get MIN_ELEMENTS_PER_THREAD each, SPLIT_CHUNKS_PER_THREAD chunks per thread of
+    MIN_CHUNK_ELEMENTS or more; 1: no split."""
     wanted = _num_threads if threads is None else threads
     if wanted < 2 or rows >= wanted or in_worker():
         return 1
-    return max(1, min(-(-wanted // max(rows, 1)), n // MIN_ELEMENTS_PER_THREAD))
+    count = min(wanted, rows * n // MIN_ELEMENTS_PER_THREAD)
+    if count < 2:
+        return 1
+    return max(1, min(-(-count * SPLIT_CHUNKS_PER_THREAD // rows), n // MIN_CHUNK_ELEMENTS))
 
 
 def row_unit(rows_per_group: int, y_row_bytes: int) -> int:

@@ -848,6 +848,7 @@ def test_temperature_on_any_axis_layout_and_dtype(op):
 def test_temperature_with_threads_row_parallel_and_split(op, monkeypatch):
     from softgen import threads
     monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 64)
+    monkeypatch.setattr(threads, "MIN_CHUNK_ELEMENTS", 64)
     monkeypatch.setattr(threads, "parallel_from", 2)
     rng = np.random.default_rng(6)
     for shape in ((40, 333), (2, 5000)):   # rows over threads, then rows split into chunks
@@ -932,6 +933,7 @@ def test_sink_with_temperature_dtypes_and_threads(op, monkeypatch):
     x64 = x.astype(np.float64)
     check_with_sink(op, x64, 0.0, OP_FN[op](x64, sink=0.0))   # softmax1
     monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 64)
+    monkeypatch.setattr(threads, "MIN_CHUNK_ELEMENTS", 64)
     monkeypatch.setattr(threads, "parallel_from", 2)
     for shape in ((2, 3000), (20, 300)):   # split rows, then rows over threads
         xs = (rng.standard_normal(shape) * 5).astype(np.float32)
@@ -978,6 +980,7 @@ def test_unified_max_dtypes_variants_and_threads(op, monkeypatch):
     got = OP_FN[op](x, sink=sink, temperature=t, algorithm="unified_max", phi=4.0)
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-37 if op == "softmax" else 1e-5)   # (log: of |lse|)
     monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 64)
+    monkeypatch.setattr(threads, "MIN_CHUNK_ELEMENTS", 64)
     monkeypatch.setattr(threads, "parallel_from", 2)
     for shape in ((2, 3000), (20, 300)):   # split rows, then rows over threads
         xs = (rng.standard_normal(shape) * 5).astype(np.float32)

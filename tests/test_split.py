@@ -26,6 +26,8 @@ WIDTHS = width_targets()
 def split_small(monkeypatch):
     """Split any call of 2 * 64 elements or more per row; record each call's tasks."""
     monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 64)
+    monkeypatch.setattr(threads, "MIN_CHUNK_ELEMENTS", 64)
+    monkeypatch.setattr(threads, "SPLIT_CHUNKS_PER_THREAD", 1)
     monkeypatch.setattr(threads, "parallel_from", 2)
     calls = []
     run_tasks = threads.run_tasks
@@ -96,14 +98,17 @@ def test_chunk_bounds_cover_the_row_on_line_starts(n, count):
     assert all(c0 % split.CHUNK_ALIGN == 0 and c1 > c0 for c0, c1 in bounds)
 
 
-def test_split_runs_only_where_rows_are_fewer_than_threads(split_small):
+def test_split_runs_only_where_rows_are_fewer_than_threads(split_small, monkeypatch):
     x = np.random.default_rng(0).standard_normal((3, 1000)).astype(np.float32)
     kernel = softgen.compile("softmax", algorithm="two_pass")
     kernel(x, threads=3)
     assert not split_small                    # 3 rows on 3 threads: row-parallel
     kernel(x, threads=4)                      # 3 rows, 4 threads: 2 chunks each
     assert split_small == [6, 6]              # two_pass: two passes of 6 (row, chunk) tasks
-    assert threads.split_chunks(1, 100, 8) == 1   # a chunk needs MIN_ELEMENTS_PER_THREAD
+    assert threads.split_chunks(1, 100, 8) == 1   # a thread needs MIN_ELEMENTS_PER_THREAD
+    monkeypatch.setattr(threads, "SPLIT_CHUNKS_PER_THREAD", 4)
+    assert threads.split_chunks(1, 1000, 2) == 8 and threads.split_chunks(3, 1000, 4) == 6   # 4 per thread
+    assert threads.split_chunks(1, 300, 2) == 4   # chunks of MIN_CHUNK_ELEMENTS at least
 
 
 def test_guard_fallback_rows_run_split(split_small):

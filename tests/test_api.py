@@ -905,6 +905,19 @@ def check_with_sink(op: str, x: np.ndarray, sink, y: np.ndarray) -> None:
 SINKS = [0.0, -np.inf, np.inf, np.nan, 1e30, -1e30, 7.5]
 
 
+def check_each_row(op: str, kernel, x: np.ndarray, names: list, values: list, what: str, checker) -> None:
+    """kernel on x with each of `values` as its one row operand (a number, or one per row),
+    checker(op, row, its value, its output) on each row."""
+    for value in values:
+        y = kernel(x, operands=(np.asarray(value, np.float32).reshape(-1),))
+        for i, name in enumerate(names):
+            v = value if np.ndim(value) == 0 else value[i]
+            try:
+                checker(op, x[i:i + 1], v, y[i:i + 1])
+            except AssertionError as e:
+                raise AssertionError(f"{what}={v}, row '{name}': {e}") from None
+
+
 @pytest.mark.parametrize("lanes", sorted(width_targets()))
 @pytest.mark.parametrize("op,algo", PAIRS)
 def test_sink_on_special_inputs_at_every_width(op, algo, lanes):
@@ -912,14 +925,8 @@ def test_sink_on_special_inputs_at_every_width(op, algo, lanes):
     for n in (1, 37, 1001):
         rows = special_rows(n)
         x = misaligned_rows(np.stack(list(rows.values())))
-        for sink in SINKS + [np.random.default_rng(n).standard_normal(len(rows)).astype(np.float32) * 5]:
-            y = kernel(x, operands=(np.asarray(sink, np.float32).reshape(-1),))
-            for i, name in enumerate(rows):
-                s = sink if np.ndim(sink) == 0 else sink[i]
-                try:
-                    check_with_sink(op, x[i:i + 1], s, y[i:i + 1])
-                except AssertionError as e:
-                    raise AssertionError(f"n={n}, sink={s}, row '{name}': {e}") from None
+        sinks = SINKS + [np.random.default_rng(n).standard_normal(len(rows)).astype(np.float32) * 5]
+        check_each_row(op, kernel, x, list(rows), sinks, f"n={n}, sink", check_with_sink)
 
 
 @pytest.mark.parametrize("op", softgen.OPS)
@@ -958,13 +965,8 @@ def test_unified_max_on_special_inputs_at_every_width(op, lanes):
     for n in (1, 37, 1001):
         rows = special_rows(n)
         x = misaligned_rows(np.stack(list(rows.values())))
-        for phi in PHIS + [np.random.default_rng(n).standard_normal(len(rows)).astype(np.float32) * 20]:
-            y = kernel(x, operands=(np.asarray(phi, np.float32).reshape(-1),))
-            for i, name in enumerate(rows):
-                try:
-                    check(op, x[i:i + 1], y[i:i + 1])
-                except AssertionError as e:
-                    raise AssertionError(f"n={n}, phi={phi if np.ndim(phi) == 0 else phi[i]}, row '{name}': {e}") from None
+        phis = PHIS + [np.random.default_rng(n).standard_normal(len(rows)).astype(np.float32) * 20]
+        check_each_row(op, kernel, x, list(rows), phis, f"n={n}, phi", lambda op, x, phi, y: check(op, x, y))
 
 
 @pytest.mark.parametrize("op", softgen.OPS)

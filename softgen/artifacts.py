@@ -8,6 +8,7 @@ row.  log_softmax and logsumexp call logf once per row: link with -lm.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -23,9 +24,11 @@ from numpy.typing import DTypeLike
 from . import algorithms, tune
 from .backends import c
 from .backends.llvm import CompiledModule, compile_program
+from .chunks import chunked
 from .dtypes import ROW_RANGES, c_parameters, compute_dtype, ir_dtype
 from .ir import DType
 from .lower import Schedule
+from .lower.kernel import kernel_name
 from .targets import Target
 
 C_PARAMETERS = c_parameters(DType.F32, DType.F32)
@@ -40,6 +43,7 @@ class Artifact:
     compiled: CompiledModule
     schedule: Schedule = Schedule()
     dtypes: tuple = (DType.F32, DType.F32, DType.F32)   # x's, compute, y's
+    protocol: tuple = ()   # header lines on how to call the entry points (chunks)
 
     @property
     def name(self) -> str:
@@ -66,8 +70,10 @@ class Artifact:
 
     @property
     def c_declaration(self) -> str:
-        program = self.compiled.program
-        return f"void {self.name}({c_parameters(self.dtypes[0], self.dtypes[2], program.operands, self.dtypes[1])});"
+        """The C declarations of its functions (one, or the chunk entry points)."""
+        x, compute, y = self.dtypes
+        functions = ((self.compiled.program, self.name), *self.compiled.more)
+        return "\n".join(f"void {name}({c_parameters(x, y, p.operands, compute)});" for p, name in functions)
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write the artifact chosen by the file suffix: .s assembly, .ll LLVM IR, .o object,
@@ -108,7 +114,7 @@ class Artifact:
 def _header(artifact: Artifact) -> str:
     guard = f"{artifact.name.upper()}_H"
     # extern "C": the object defines the plain C symbol, which C++ callers must not mangle
-    lines = [*ROW_RANGES, *algorithms.operand_lines(artifact.compiled.program)]
+    lines = [*ROW_RANGES, *algorithms.operand_lines(artifact.compiled.program), *artifact.protocol]
     return (f"/* softgen {artifact.op} ({artifact.algorithm}) for {artifact.target}.\n * "
             + "\n * ".join(lines) + " */\n"
             f"#ifndef {guard}\n#define {guard}\n#include <stdint.h>\n"
@@ -119,7 +125,8 @@ def _header(artifact: Artifact) -> str:
 
 def generate(op: str, *, algorithm: str, target: Target | str, dtype: DTypeLike = "float32",
              out_dtype: DTypeLike | None = None, name: str | None = None,
-             schedule: Schedule | str | None = None, temperature: bool = False, sink: bool = False) -> Artifact:
+             schedule: Schedule | str | None = None, temperature: bool = False, sink: bool = False,
+             chunks: bool = False) -> Artifact:
     """Compile `op` with `algorithm` for `target` (a Target or a target string such as
     "x86-64-v3", "aarch64:neoverse-v1", "riscv64"), without running it.  x holds `dtype`,
     y `out_dtype` (default: dtype), computed as softgen.compile does.  `name` is the C
@@ -127,7 +134,9 @@ def generate(op: str, *, algorithm: str, target: Target | str, dtype: DTypeLike 
     Schedule(), as softgen.compile), or "auto:ROWSxN" for the algorithm's schedule that
     the JIT would run for that shape and those dtypes (algorithm "auto": its choice of
     both; wisdom tuned for `target` if there is some).  temperature, sink: the variant taking
-    those row operands after y (1 / T per row; one more logit per row)."""
+    those row operands after y (1 / T per row; one more logit per row).  chunks: the
+    chunk entry points instead (softgen.chunks; <name>_pass0, ..., described in the
+    header), in one object, for a caller that splits rows across its own threads."""
     storage = ir_dtype(dtype)
     output = storage if out_dtype is None else ir_dtype(out_dtype)
     tgt = Target.parse(target)
@@ -136,9 +145,17 @@ def generate(op: str, *, algorithm: str, target: Target | str, dtype: DTypeLike 
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a softgen.lower.Schedule or '{tune.AUTO}ROWSxN', "
                         f"not {schedule!r}")
-    program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output, algorithms.Variant(temperature, sink))
-    return Artifact(op, algorithm, tgt, compile_program(program, tgt, schedule, name=name), schedule,
-                    program.dtypes)
+    program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output,
+                               algorithms.Variant(temperature, sink))
+    if not chunks:
+        return Artifact(op, algorithm, tgt, compile_program(program, tgt, schedule, name=name), schedule,
+                        program.dtypes)
+    name = name or kernel_name(program)
+    plan = chunked(program)
+    entry_points = tuple((p, f"{name}_{plan.entry_name(p)}") for p in plan.programs())
+    schedule = dataclasses.replace(schedule, rows_per_group=1, interleave=1, pipeline=False)
+    compiled = compile_program(entry_points[0][0], tgt, schedule, name=entry_points[0][1], more=entry_points[1:])
+    return Artifact(op, algorithm, tgt, compiled, schedule, program.dtypes, tuple(plan.protocol(name)))
 
 
 def emit_c(op: str, *, algorithm: str, schedule: Schedule | str | None = None, dtype: DTypeLike = "float32",

@@ -191,3 +191,22 @@ def test_c_chunk_entry_points_run_the_split(tmp_path, op, algo, isa):
             check(op, x[i:i + 1], y[i:i + 1])
         except AssertionError as e:
             raise AssertionError(f"row '{row_name}': {e}") from None
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler to link a shared library")
+@pytest.mark.parametrize("op,algo", [("log_softmax", "two_pass"), ("softmax", "online")])
+def test_generated_chunk_entry_points_run_the_split(tmp_path, op, algo):
+    """generate(chunks=True): the entry points in one object (here a shared library for the
+    host), driven as the header says by the split runtime, with a temperature."""
+    artifact = softgen.generate(op, algorithm=algo, target="host", name="g", chunks=True, temperature=True)
+    assert "void g_pass0(" in artifact.c_declaration and "void g_merge0(" in artifact.c_declaration
+    library = ctypes.CDLL(str(artifact.shared_library(tmp_path / "g.so")))
+    program = softgen.algorithms.build(op, algo, variant=softgen.algorithms.Variant(temperature=True))
+    runner = split.SplitKernel(program, HOST, softgen.lower.Schedule(), lambda plan, p:
+                               ctypes.cast(library[f"g_{plan.entry_name(p)}"], ctypes.c_void_p).value)
+    x = misaligned(np.stack(list(special_rows(3000).values())))
+    inv = np.float32([0.5])
+    y = np.empty(x.shape, np.float32)
+    runner.run(x.shape[0], x.shape[1], x.ctypes.data, x.strides[0] // 4, 4, y.ctypes.data, y.strides[0] // 4, 4,
+               chunks=5, threads=2, operands=((inv.ctypes.data, 0, 4),))
+    check(op, (x * inv[0]).astype(np.float32), y)

@@ -44,20 +44,26 @@ class CompiledModule:
     schedule: Schedule
     _jit: object = field(default=None, repr=False)   # keeps the JIT library alive
     address: int | None = None
+    # other functions in the same module: (program, symbol) pairs (chunk entry points)
+    more: tuple = ()
 
     @cached_property
     def _kernel(self):
         return lower(self.program, Capabilities.of(self.target), self.schedule, self.name)
 
+    @cached_property
+    def _more(self) -> list:
+        return [lower(p, Capabilities.of(self.target), self.schedule, name) for p, name in self.more]
+
     @property
     def loop_ir(self) -> str:
         """The lowered kernel (softgen.lower.loopir) the LLVM IR is rendered from."""
-        return str(self._kernel)
+        return "\n\n".join(map(str, [self._kernel, *self._more]))
 
     def _optimize(self) -> "llvm.ModuleRef":
         """A new optimized module (code generation rewrites a module in place: each use
         gets its own)."""
-        return optimize(str(render(self._kernel, self.target)), self.target.create_target_machine())
+        return optimize(str(render(self._kernel, self.target, *self._more)), self.target.create_target_machine())
 
     @cached_property
     def llvm_ir(self) -> str:
@@ -96,9 +102,11 @@ class CompiledModule:
 
 
 def compile_program(program: Program, target: Target, schedule: Schedule = Schedule(),
-                    name: str | None = None, jit: bool = False) -> CompiledModule:
+                    name: str | None = None, jit: bool = False, more: tuple = ()) -> CompiledModule:
+    """program as function `name` (default: kernel_name) for target; `more`: (program,
+    symbol) pairs of other functions for the same module (ahead of time only)."""
     name = kernel_name(program) if name is None else check_symbol_name(name)
-    compiled = CompiledModule(name, target, program, schedule)
+    compiled = CompiledModule(name, target, program, schedule, more=tuple((p, check_symbol_name(n)) for p, n in more))
     if jit:
         target.check_runs_here()   # before the work: a target this CPU cannot run fails fast
         compiled.link()

@@ -40,12 +40,13 @@ def intrinsic(module: ir.Module, name: str, ret, args) -> ir.Function:
     return ir.Function(module, ir.FunctionType(ret, args), name=name)
 
 
-def render(kernel: Kernel, target: Target) -> ir.Module:
+def render(kernel: Kernel, target: Target, *more: Kernel) -> ir.Module:
+    """One module with the kernel (and `more` kernels beside it)."""
     module = ir.Module(name=kernel.name)
     module.triple = target.triple
-    fnty = ir.FunctionType(ir.VoidType(), [llvm_type(p.ty) for p in kernel.params])
-    fn = ir.Function(module, fnty, name=kernel.name)
-    _Renderer(fn, kernel, target).run()
+    for k in (kernel, *more):
+        fnty = ir.FunctionType(ir.VoidType(), [llvm_type(p.ty) for p in k.params])
+        _Renderer(ir.Function(module, fnty, name=k.name), k, target).run()
     return module
 
 

@@ -49,6 +49,8 @@ SINK = "sink"
 PHI = "phi"
 # the elementwise operand of the backward kernels: the gradient of the op's output
 DY = "dy"
+# the row operands an algorithm itself takes, after the variant's
+OWN_OPERANDS = {"unified_max": (PHI,)}
 # what each input row operand of a program is, for generated headers
 OPERAND_DOCS = {INV_TEMPERATURE: "1 / T for row r (x is multiplied by it as it is read: y = op(x / T))",
                 SINK: "row r's sink, one more logit in its max and sum with no output (times 1 / T too)",
@@ -77,8 +79,8 @@ def _builder(spec: OpSpec, algorithm: str, storage: DType, compute: DType, outpu
     spec.check_algorithm(algorithm)
     b = Builder(spec.name, algorithm, spec.row_output, storage, compute, output)
     b.program.operands = tuple(Operand(name) for name, on in ((INV_TEMPERATURE, variant.temperature),
-                                                               (SINK, variant.sink), (PHI, algorithm == "unified_max"))
-                               if on)
+                                                               (SINK, variant.sink)) if on)
+    b.program.operands += tuple(Operand(name) for name in OWN_OPERANDS.get(algorithm, ()))
     if variant.temperature:
         b.x_scale = b.load_operand(name=INV_TEMPERATURE)
     if variant.sink:

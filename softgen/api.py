@@ -145,7 +145,7 @@ def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False
         operands.append((1.0 / t).astype(compute))
     if sink is not None:
         operands.append(_per_row(sink, lead, "sink", op).astype(compute))
-    if (phi is not None) != (algorithm == "unified_max"):
+    if (phi is not None) != (algorithms.PHI in algorithms.OWN_OPERANDS.get(algorithm, ())):
         raise ValueError(f"{op}(): phi= goes with algorithm='unified_max' (the bound its exponentials are "
                          f"taken from), and that algorithm needs it")
     if phi is not None:
@@ -180,7 +180,7 @@ def _op_entry(spec: ops.OpSpec):
             sink=None, phi=None):
         if threads is not None:
             threads = check_threads(threads, op)
-        if temperature is not None or sink is not None or phi is not None or algorithm == "unified_max":
+        if temperature is not None or sink is not None or phi is not None or algorithm in algorithms.OWN_OPERANDS:
             return _run_op(op, x, axis, algorithm, out, dtype, threads=threads, temperature=temperature, sink=sink,
                            phi=phi)
         if (type(x) is np.ndarray and x.dtype is _F32 and dtype is None and x.ndim and type(axis) is int

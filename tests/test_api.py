@@ -712,7 +712,7 @@ def test_kernel_lookup_is_per_dtype(monkeypatch):
     shape, float32's under the key it had before dtypes; auto never picks three_pass_reload
     where y is narrower than the compute dtype."""
     monkeypatch.setattr(api, "_kernels", {})
-    monkeypatch.setattr(api, "compile", lambda op, *, algorithm, dtype, out_dtype, schedule:
+    monkeypatch.setattr(api, "compile", lambda op, *, algorithm, dtype, out_dtype, schedule, temperature, sink:
                         _FakeKernel(op, algorithm, dtype, out_dtype, schedule))
     monkeypatch.setattr(softgen.tune, "llc_bytes", lambda: 32 << 20)
     pairs = [(F32, None), (F32, F64), (F64, None), (F64, F32), (F16, None), (F16, F32), (F32, F16)]
@@ -730,10 +730,10 @@ def test_kernel_lookup_is_per_dtype(monkeypatch):
         assert (k.algorithm == "three_pass_reload") == (not narrow), (x_dtype, y_dtype, k.algorithm)
     assert len({id(k) for k in kernels.values()}) == len(kernels)
     assert ("softmax", "auto", 4, 1000, softgen.tune.generation) in api._kernels
-    assert ("softmax", "auto", 4, 1000, softgen.tune.generation, F16, F32) in api._kernels
+    assert ("softmax", "auto", 4, 1000, softgen.tune.generation, F16, F32, api._PLAIN) in api._kernels
     assert len(api._kernels) == len(pairs)
     # the API's calls land on these keys (x's dtype, the result's)
-    monkeypatch.setattr(api, "_run", lambda kernel, arr, ax, out, threads: kernel)
+    monkeypatch.setattr(api, "_run", lambda kernel, arr, ax, out, threads, operands=(): kernel)
     assert softgen.softmax(np.zeros((4, 1000), F16), dtype=F32) is kernels[F16, F32]
     assert softgen.softmax(np.zeros((4, 1000), F32), out=np.zeros((4, 1000), F64)) is kernels[F32, F64]
     assert softgen.softmax(np.zeros((4, 1000), np.int16)) is kernels[F64, F64]

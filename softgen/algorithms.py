@@ -255,7 +255,7 @@ def backward(op, storage: DType = DType.F32, compute: DType = DType.F32,
         dy = b.load_in(DY)
         acc = b.acc_sum(b.mul_e(dy, b.load_x()) if spec.rule is Rule.SCALE else dy)
     s = b.merge_sum(acc)
-    zero = b.const(0.0)
+    zero = b.const(0.0) if spec.rule is Rule.SHIFT else None   # e^y as e^(y - 0)
     with b.pass_():
         y, dy = b.load_x(), b.load_in(DY)
         if spec.rule is Rule.SCALE:

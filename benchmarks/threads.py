@@ -5,7 +5,7 @@ thread counts, and the cost of handing a range to a worker.
                    [--threads 1,2] [--dispatch]
 
 Cases: in cache 1024x1024 and 4096x64, out of cache 16 x 2^22, and 1 x 2^20 (one row:
-softgen splits rows, not a row, so it stays on one thread there).  Every variant allocates
+softgen splits it into chunks of columns, softgen.split).  Every variant allocates
 its output, as a user's call does.  Variants are interleaved in short slices (`budget`
 seconds each, a median of calls), round after round; the table gives the median over
 rounds in elements/ns, ± half the spread over rounds (max - min) in % of the median.

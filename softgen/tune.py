@@ -35,18 +35,28 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 
-from . import algorithms, ops, runtime
+from . import algorithms, numerics, ops, runtime
 from .dtypes import check_dtype, compute_dtype, ir_dtype
+from .ir import Kind, Type
 from .lower import Schedule
-from .targets import Target
+from .targets import Caches, Target
 from .timing import median_time
 
 WISDOM_ENV = "SOFTGEN_WISDOM"
 WISDOM_VERSION = 1
-DEFAULT_LLC_BYTES = 32 << 20
-# The rule's row lengths, measured on float32 (see dtype_thresholds for other dtypes):
-SHORT_ROW = 128   # rows up to this long: many rows per group (the reductions dominate)
-GROUP_ROW = 4096  # rows up to this long: row groups still pay
+# The built-in rule's models (builtin_schedule and below; the machine's numbers come from
+# the target, Machine.of):
+SHORT_VECTORS = 8   # rows of at most 8 vectors (two rounds of the unroll-4 loop): the per-row
+                    # work (lane merges, loop entry, tail) outweighs the sweep, so rows go
+                    # a register's worth to a group, one vector per iteration
+GROUP_BUFFERS = 4   # a pipelined group's x and y, for two groups at once (the exp stage reads
+                    # x of the group the max stage read, the output stage y of the one the
+                    # exp stage wrote): these must stay in L2 between the passes
+LONG_GROUP = 4      # rows per group beyond that (rows no longer stay in L2 between passes
+                    # whatever the group): 4 rows keep 4 loads from memory in flight per pass
+# Vectors held for all rows where a pass takes e^x: log2(e), the rounding magic, ln2 in two
+# parts; where ldexp is not one instruction, ldexp_generic's clamp, bias and 2^-bias too.
+EXP_CONSTANTS, LDEXP_CONSTANTS = 4, 3
 # The tuner's default shapes: one per band that the six benchmark cases touch, and more.
 DEFAULT_SHAPES = ((4096, 64), (2048, 256), (1024, 1024), (256, 4096), (64, 32768), (1, 1 << 20),
                   (16, 1 << 22))
@@ -103,31 +113,47 @@ def reload_allowed(dtype="float32", out_dtype=None) -> bool:
     return y.bits >= compute_dtype(x, y).bits
 
 
-def dtype_thresholds(dtype="float32", out_dtype=None) -> tuple[int, int]:
-    """(short row, group row) for a dtype pair: SHORT_ROW is a row of a few vectors (the
-    reductions across rows dominate), so it holds SHORT_ROW float32 lanes' bytes of the
-    compute dtype (float64: 64 elements; 16-bit storage computes in float32: 128);
-    GROUP_ROW is bytes of x a row group keeps in flight, so it holds GROUP_ROW float32's
-    bytes of x's dtype (float64: 2048, 16-bit: 8192).  Only float32 was measured."""
+@dataclass(frozen=True)
+class Machine:
+    """What the built-in rule reads off a target: float32 lanes per vector, vector
+    registers, whether ldexp is one instruction (AVX-512's vscalefps), whether x86's max
+    keeps its NaN record in a vector register (no mask registers: lower.reductions.
+    MaxNaNMask), and its caches."""
+    lanes: int
+    registers: int
+    native_ldexp: bool
+    nan_record: bool
+    caches: Caches
+
+    @classmethod
+    def of(cls, target="host") -> "Machine":
+        return _machine(target if isinstance(target, str) else Target.parse(target))
+
+
+@lru_cache(maxsize=16)
+def _machine(target) -> Machine:
+    tgt = Target.parse(target)
+    return Machine(tgt.vector_width, tgt.register_count, tgt.has_avx512,
+                   tgt.arch == "x86_64" and not tgt.has_avx512, tgt.caches)
+
+
+def dtype_thresholds(dtype="float32", out_dtype=None, target="host") -> tuple[int, int]:
+    """(short row, group row) for a dtype pair on a target: a short row is SHORT_VECTORS
+    vectors of the compute dtype; the group row is the longest row whose pipelined groups
+    of a register's worth of rows keep GROUP_BUFFERS of x's bytes in L2 (AVX-512 with a
+    1 MB L2: 4096 float32, float64 2048, 16-bit 8192)."""
     x, y = _dtypes(dtype, out_dtype)
+    machine = Machine.of(target)
     compute = compute_dtype(ir_dtype(x), ir_dtype(y)).bits // 8
-    return SHORT_ROW * 4 // compute, GROUP_ROW * 4 // x.itemsize
+    group_bytes = machine.caches.l2 // (GROUP_BUFFERS * machine.lanes)
+    return SHORT_VECTORS * machine.lanes * 4 // compute, group_bytes // x.itemsize
 
 
 # --- bands ----------------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
 def llc_bytes() -> int:
-    """The host's last-level cache size (Linux sysfs), or 32 MB if unknown."""
-    best = 0
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            text = (index / "size").read_text().strip().upper()
-            size = int(text.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(text[-1:], 0)
-        except (OSError, ValueError):
-            continue
-        best = max(best, size)
-    return best or DEFAULT_LLC_BYTES
+    """The host's last-level cache size (Linux sysfs, else its CPU's known size)."""
+    return Target.parse("host").caches.llc
 
 
 def in_cache(op: str, rows: int, n: int, dtype="float32", out_dtype=None) -> bool:
@@ -147,41 +173,91 @@ def band(op: str, rows: int, n: int, dtype="float32", out_dtype=None) -> str:
 
 # --- the built-in rule ------------------------------------------------------------------------
 
-def builtin(op: str, rows: int, n: int, dtype="float32", out_dtype=None) -> Choice:
-    """Measured on AMD Zen 4 (README, Performance): in cache, the algorithm that evaluates exp
-    the fewest times; out of cache, two-pass (the least traffic).  logsumexp has no output
-    pass, so two-pass is one pass with one exp per element against recompute's two passes
-    (5.5 vs 4.8 elements/ns at 1024x1024); only short rows' groups favour recompute.
-    Reload only where y is as wide as the compute dtype (reload_allowed); the row lengths
-    per dtype as dtype_thresholds says."""
+def builtin(op: str, rows: int, n: int, dtype="float32", out_dtype=None, target="host") -> Choice:
+    """In cache, the algorithm that evaluates exp the fewest times; out of cache (llc_bytes),
+    two-pass (the least traffic).  logsumexp has no output pass, so two-pass is one pass
+    with one exp per element against recompute's two passes; only short rows' groups
+    favour recompute.  Reload only where y is as wide as the compute dtype
+    (reload_allowed); the row lengths per dtype and target as dtype_thresholds says."""
     spec = ops.get(op)
     x, y = _dtypes(dtype, out_dtype)
-    short_row, _ = dtype_thresholds(x, y)
+    short_row, _ = dtype_thresholds(x, y, target)
     if not in_cache(op, rows, n, x, y) or (spec.row_output and n > short_row):
         algorithm = "two_pass"
     else:  # reload evaluates exp once per element where the op has it
         reload = "three_pass_reload" in spec.algorithms and reload_allowed(x, y)
         algorithm = "three_pass_reload" if reload else "three_pass_recompute"
-    return Choice(algorithm, builtin_schedule(op, algorithm, rows, n, x, y))
+    return Choice(algorithm, builtin_schedule(op, algorithm, rows, n, x, y, target))
 
 
-def builtin_schedule(op: str, algorithm: str, rows: int, n: int, dtype="float32", out_dtype=None) -> Schedule:
-    """The schedule the built-in rule gives `algorithm` for this shape: in cache, the passes
-    of consecutive row groups pipelined (except logsumexp's long rows, where it did not pay),
-    rows in groups of 16 up to GROUP_ROW (short rows' reductions vectorized across rows), of 4
-    beyond; outputs that do not fit in the cache streamed past it (except for reload)."""
+def builtin_schedule(op: str, algorithm: str, rows: int, n: int, dtype="float32", out_dtype=None,
+                     target="host") -> Schedule:
+    """The schedule the built-in rule gives `algorithm` for this shape on `target`: in
+    cache, rows in groups of a register's worth up to the group row (short rows' reductions
+    vectorized across rows), of LONG_GROUP beyond, the passes of consecutive groups
+    pipelined (except logsumexp's long rows: one pass has nothing to overlap); outputs that
+    do not fit in the cache streamed past it (except for reload).  Then fitted to the
+    target's registers (fit_registers)."""
     row_output = ops.get(op).row_output
-    short_row, group_row = dtype_thresholds(dtype, out_dtype)
+    short_row, group_row = dtype_thresholds(dtype, out_dtype, target)
+    lanes = Machine.of(target).lanes
     if not in_cache(op, rows, n, dtype, out_dtype):
         # reload's output pass re-reads y, partly still cached: streaming stores do not pay
-        return Schedule(nontemporal=not row_output and algorithm != "three_pass_reload")
-    if n <= short_row:
-        return Schedule(rows_per_group=16, unroll=1, pipeline=True, online_block_max=False)
-    pipeline = not row_output
-    if n <= group_row:
-        return Schedule(rows_per_group=16, pipeline=pipeline)
-    # long rows: groups of 4 keep more of the first pass's loads from memory in flight
-    return Schedule(rows_per_group=4, pipeline=True) if pipeline else Schedule()
+        schedule = Schedule(nontemporal=not row_output and algorithm != "three_pass_reload")
+    elif n <= short_row:
+        schedule = Schedule(rows_per_group=lanes, unroll=1, pipeline=True, online_block_max=False)
+    elif n <= group_row:
+        schedule = Schedule(rows_per_group=lanes, pipeline=not row_output)
+    else:
+        schedule = Schedule(rows_per_group=LONG_GROUP, pipeline=True) if not row_output else Schedule()
+    return fit_registers(op, algorithm, schedule, dtype, out_dtype, target)
+
+
+def fit_registers(op: str, algorithm: str, schedule: Schedule, dtype="float32", out_dtype=None,
+                  target="host") -> Schedule:
+    """`schedule` fitted to the target's registers: pipelined only where the stages' live
+    vectors side by side (live_vectors, with two accumulator sets) fit in them, and with
+    no more accumulator sets than keep the loop-carried states in half of them.  A spilled
+    state costs a load and a store per vector; constants that do not fit are read from
+    memory by the instructions using them, which costs little (measured with AVX2 on 16
+    registers: three stages pipelined 1.9-2.0 elements/ns at 1024x1024, not pipelined
+    2.2-2.3; two-pass logsumexp with 4, 2, 1 sets of its 2-vector state 2.8, 2.65, 2.5)."""
+    x, y = (ir_dtype(d) for d in _dtypes(dtype, out_dtype))
+    program = algorithms.build(op, algorithm, x, compute_dtype(x, y), y)
+    machine = Machine.of(target)
+    pipeline = (schedule.pipeline and len(program.passes) > 1
+                and live_vectors(program, min(2, schedule.acc_sets), True, machine) <= machine.registers)
+    states = [_pass_vectors(p, 1, 0, machine.nan_record, rows=False) for p in program.passes]
+    per_set = sum(states) if pipeline else max(states)
+    sets = next((a for a in (4, 2, 1) if a <= schedule.acc_sets and per_set * a <= machine.registers // 2), 1)
+    return dataclasses.replace(schedule, pipeline=pipeline,
+                               accumulators=schedule.accumulators if sets == schedule.acc_sets else sets)
+
+
+def live_vectors(program, acc_sets: int, pipelined: bool, machine: Machine) -> int:
+    """Vectors a sweep keeps live: per pass (all of them, side by side, when pipelined; the
+    largest alone otherwise) its reduction states per accumulator set (x86's max with a
+    NaN record in a vector: two), the row values its ops read, and where it takes e^x
+    exp_scaled's row constants (numerics.ExpShift: lo and the polynomial's coefficients);
+    once, the exp constants every row shares."""
+    fmt = numerics.float_format(program.compute)
+    per_pass = [_pass_vectors(p, acc_sets, len(fmt.exp_poly) + 2, machine.nan_record) for p in program.passes]
+    shared = EXP_CONSTANTS + (0 if machine.native_ldexp else LDEXP_CONSTANTS)
+    return (sum(per_pass) if pipelined else max(per_pass)) + shared
+
+
+_EXPS = (Kind.EXP, Kind.EXP_PAIR, Kind.PAIR_SCALE)
+
+
+def _pass_vectors(p, acc_sets: int, exp_vectors: int, nan_record: bool, rows: bool = True) -> int:
+    """Pass p's reduction states times acc_sets, plus (with `rows`) its row values and exp
+    constants."""
+    states = sum(len(numerics.ACCUMULATORS[op.results[0].type].start) + (nan_record and op.kind is Kind.ACC_MAX)
+                 for op in p.reductions)
+    if not rows:
+        return states * acc_sets
+    values = {v for op in p.ops if op.kind not in _EXPS for v in op.args if v.type is Type.ROW}
+    return states * acc_sets + len(values) + (exp_vectors if any(op.kind in _EXPS for op in p.ops) else 0)
 
 
 # --- wisdom -----------------------------------------------------------------------------------
@@ -273,7 +349,7 @@ def choose(op: str, rows: int, n: int, target="host", dtype="float32", out_dtype
     tuned = _wisdom(str(wisdom_path()), target).get(band(op, rows, n, dtype, out_dtype))
     if tuned is not None and (tuned.algorithm != "three_pass_reload" or reload_allowed(dtype, out_dtype)):
         return tuned
-    return builtin(op, rows, n, dtype, out_dtype)
+    return builtin(op, rows, n, dtype, out_dtype, target)
 
 
 def resolve(op: str, algorithm: str, rows: int, n: int, target="host", dtype="float32",
@@ -282,7 +358,7 @@ def resolve(op: str, algorithm: str, rows: int, n: int, target="host", dtype="fl
     for an algorithm, that algorithm with the schedule the built-in rule gives it there."""
     if algorithm == "auto":
         return choose(op, rows, n, target, dtype, out_dtype)
-    return Choice(algorithm, builtin_schedule(op, algorithm, rows, n, dtype, out_dtype))
+    return Choice(algorithm, builtin_schedule(op, algorithm, rows, n, dtype, out_dtype, target))
 
 
 AUTO = "auto:"  # schedule="auto:ROWSxN": what resolve() gives that shape
@@ -313,14 +389,16 @@ def resolve_request(op: str, algorithm: str, schedule, target="host", dtype="flo
 # --- the tuner --------------------------------------------------------------------------------
 
 def candidates(op: str, rows: int, n: int, dtype="float32", out_dtype=None) -> list[Choice]:
-    """What tune() measures for one shape and dtype pair: each algorithm that computes `op`
-    for those dtypes, with the schedule knobs that matter for this band (a small grid, not
-    every combination)."""
+    """What tune() measures for one shape and dtype pair on this machine: the built-in
+    rule's choice for each algorithm that computes `op` for those dtypes, and around it the
+    schedule knobs that matter for this band (a small grid, not every combination):
+    unroll and accumulator sets (fewer sets hold fewer vectors: lower.reductions), rows per
+    group, pipelining."""
     spec = ops.get(op)
     algos = [a for a in spec.algorithms if a != "three_pass_reload" or reload_allowed(dtype, out_dtype)]
     cached = in_cache(op, rows, n, dtype, out_dtype)
     short_row, group_row = dtype_thresholds(dtype, out_dtype)
-    shapes = [dict(unroll=u, accumulators=a) for u, a in ((2, 0), (4, 0), (4, 1))]
+    shapes = [dict(unroll=u, accumulators=a) for u, a in ((2, 0), (4, 0), (4, 2), (4, 1))]
     if n <= short_row:
         shapes.insert(0, dict(unroll=1, accumulators=0))
     if n <= group_row and rows >= 16:
@@ -330,11 +408,12 @@ def candidates(op: str, rows: int, n: int, dtype="float32", out_dtype=None) -> l
     stores = [False] if cached or spec.row_output else [False, True]
     out = []
     for algo in algos:
+        out.append(Choice(algo, builtin_schedule(op, algo, rows, n, dtype, out_dtype)))
         for s in shapes:
             for nt in stores:
                 extra = {"online_block_max": False} if algo == "online" and n <= short_row else {}
                 out.append(Choice(algo, Schedule(nontemporal=nt, **s, **extra)))
-    return out
+    return list(dict.fromkeys(out))
 
 
 class _Progress:

@@ -347,29 +347,56 @@ def test_reload_stays_where_the_output_is_as_wide(wisdom, monkeypatch, dtype, ou
 
 
 def test_rule_thresholds_scale_with_element_size(monkeypatch):
-    """SHORT_ROW is a row of a few vectors of the compute dtype (float64: half as many
-    elements); GROUP_ROW is bytes of x in flight per row (float64: half, 16-bit: twice)."""
+    """A short row is a few vectors of the compute dtype (float64: half as many elements);
+    the group row is bytes of x in flight per row (float64: half, 16-bit: twice).  On a
+    Zen 4 (AVX-512, 1 MB L2): 128 and 4096 float32."""
     monkeypatch.setattr(tune, "llc_bytes", lambda: 32 << 20)
-    assert tune.dtype_thresholds() == (tune.SHORT_ROW, tune.GROUP_ROW) == (128, 4096)
-    assert tune.dtype_thresholds("float64") == (64, 2048)
-    assert tune.dtype_thresholds("float16") == tune.dtype_thresholds("bfloat16", "float32") == (128, 8192)
-    assert tune.dtype_thresholds("float32", "float64") == (64, 4096)
-    assert tune.dtype_thresholds("float64", "float16") == (64, 2048)
+    zen4 = "x86_64:znver4"
+    assert tune.dtype_thresholds(target=zen4) == (128, 4096)
+    assert tune.dtype_thresholds("float64", target=zen4) == (64, 2048)
+    assert (tune.dtype_thresholds("float16", target=zen4)
+            == tune.dtype_thresholds("bfloat16", "float32", target=zen4) == (128, 8192))
+    assert tune.dtype_thresholds("float32", "float64", target=zen4) == (64, 4096)
+    assert tune.dtype_thresholds("float64", "float16", target=zen4) == (64, 2048)
     # logsumexp: recompute for short rows, two-pass beyond
-    assert tune.builtin("logsumexp", 4096, 100).algorithm == "three_pass_recompute"
-    assert tune.builtin("logsumexp", 4096, 100, "float64").algorithm == "two_pass"
-    assert tune.builtin("logsumexp", 4096, 64, "float64").algorithm == "three_pass_recompute"
-    assert tune.builtin("logsumexp", 4096, 100, "bfloat16").algorithm == "three_pass_recompute"
+    assert tune.builtin("logsumexp", 4096, 100, target=zen4).algorithm == "three_pass_recompute"
+    assert tune.builtin("logsumexp", 4096, 100, "float64", target=zen4).algorithm == "two_pass"
+    assert tune.builtin("logsumexp", 4096, 64, "float64", target=zen4).algorithm == "three_pass_recompute"
+    assert tune.builtin("logsumexp", 4096, 100, "bfloat16", target=zen4).algorithm == "three_pass_recompute"
     short = Schedule(rows_per_group=16, unroll=1, pipeline=True, online_block_max=False)
-    assert tune.builtin_schedule("softmax", "online", 64, 100) == short
-    assert tune.builtin_schedule("softmax", "online", 64, 100, "float64") == Schedule(rows_per_group=16, pipeline=True)
-    assert tune.builtin_schedule("softmax", "online", 64, 64, "float64") == short
-    assert tune.builtin_schedule("softmax", "online", 64, 3000).rows_per_group == 16
-    assert tune.builtin_schedule("softmax", "online", 64, 3000, "float64").rows_per_group == 4
-    assert tune.builtin_schedule("softmax", "online", 64, 6000).rows_per_group == 4
-    assert tune.builtin_schedule("softmax", "online", 64, 6000, "bfloat16", "float32").rows_per_group == 16
-    assert any(c.schedule.unroll == 1 for c in tune.candidates("softmax", 64, 100))
+    assert tune.builtin_schedule("softmax", "online", 64, 100, target=zen4) == short
+    assert (tune.builtin_schedule("softmax", "online", 64, 100, "float64", target=zen4)
+            == Schedule(rows_per_group=16, pipeline=True))
+    assert tune.builtin_schedule("softmax", "online", 64, 64, "float64", target=zen4) == short
+    assert tune.builtin_schedule("softmax", "online", 64, 3000, target=zen4).rows_per_group == 16
+    assert tune.builtin_schedule("softmax", "online", 64, 3000, "float64", target=zen4).rows_per_group == 4
+    assert tune.builtin_schedule("softmax", "online", 64, 6000, target=zen4).rows_per_group == 4
+    assert tune.builtin_schedule("softmax", "online", 64, 6000, "bfloat16", "float32", target=zen4).rows_per_group == 16
+    # the tuner's candidates are the host's: 32 float32 are a short row on any vector unit
+    assert any(c.schedule.unroll == 1 for c in tune.candidates("softmax", 64, 32))
     assert not any(c.schedule.unroll == 1 for c in tune.candidates("softmax", 64, 100, "float64"))
+
+
+def test_rule_follows_the_targets_registers_and_caches(monkeypatch):
+    """32 zmm registers hold three pipelined stages of softmax; 16 ymm registers do not
+    (each stage then runs alone, with every accumulator set); groups are a register's worth
+    of rows, and the group row follows the L2 (Zen 3: 512 KB, Zen 4: 1 MB)."""
+    monkeypatch.setattr(tune, "llc_bytes", lambda: 32 << 20)
+    zen4, zen3, v3 = tune.Machine.of("x86_64:znver4"), tune.Machine.of("x86_64:znver3"), tune.Machine.of("x86-64-v3")
+    assert (zen4.lanes, zen4.registers, zen4.native_ldexp, zen4.nan_record) == (16, 32, True, False)
+    assert (zen3.lanes, zen3.registers, zen3.native_ldexp, zen3.nan_record) == (8, 16, False, True)
+    assert tune.dtype_thresholds(target="x86_64:znver3") == (64, 4096)
+    assert tune.dtype_thresholds(target="x86-64-v3") == (64, v3.caches.l2 // (4 * 8 * 4))
+    program = softgen.algorithms.build("softmax", "three_pass_reload")
+    assert tune.live_vectors(program, 4, True, zen4) <= 32
+    assert tune.live_vectors(program, 2, True, zen3) > 16 >= tune.live_vectors(program, 2, False, zen3)
+    assert tune.builtin("softmax", 1024, 1024, target="x86_64:znver4") == tune.Choice(
+        "three_pass_reload", Schedule(rows_per_group=16, pipeline=True))
+    assert tune.builtin("softmax", 1024, 1024, target="x86_64:znver3") == tune.Choice(
+        "three_pass_reload", Schedule(rows_per_group=8))
+    # a 5-vector state per set (log_softmax's two-pass sums) keeps 2 sets in 8 registers
+    assert tune.builtin_schedule("log_softmax", "two_pass", 16, 1 << 22, target="x86_64:znver3").accumulators == 2
+    assert tune.builtin_schedule("log_softmax", "two_pass", 16, 1 << 22, target="x86_64:znver4").accumulators == 0
 
 
 def test_wisdom_is_per_dtype(wisdom, monkeypatch):

@@ -153,7 +153,7 @@ class PassLowering(Context):
         if op in plan.running:
             return PairRunning(acc, op)
         if op.kind is Kind.ACC_MAX and self.caps.nan_ignoring_max:
-            return MaxNaNMask(acc)
+            return MaxNaNMask(acc, self.caps.mask_registers)
         return Inner(acc)
 
     # --- merges ---------------------------------------------------------------------------

@@ -238,10 +238,11 @@ def live_vectors(program, acc_sets: int, pipelined: bool, machine: Machine) -> i
     """Vectors a sweep keeps live: per pass (all of them, side by side, when pipelined; the
     largest alone otherwise) its reduction states per accumulator set (x86's max with a
     NaN record in a vector: two), the row values its ops read, and where it takes e^x
-    exp_scaled's row constants (numerics.ExpShift: lo and the polynomial's coefficients);
-    once, the exp constants every row shares."""
+    exp_scaled's row constants (numerics.ExpShift: lo and the scale, which AVX-512's
+    ldexp takes in the polynomial's coefficients); once, the exp constants every row shares."""
     fmt = numerics.float_format(program.compute)
-    per_pass = [_pass_vectors(p, acc_sets, len(fmt.exp_poly) + 2, machine.nan_record) for p in program.passes]
+    exp_vectors = numerics.row_vectors(fmt, scaled_coeffs=machine.native_ldexp)
+    per_pass = [_pass_vectors(p, acc_sets, exp_vectors, machine.nan_record) for p in program.passes]
     shared = EXP_CONSTANTS + (0 if machine.native_ldexp else LDEXP_CONSTANTS)
     return (sum(per_pass) if pipelined else max(per_pass)) + shared
 

@@ -378,8 +378,8 @@ def test_rule_thresholds_scale_with_element_size(monkeypatch):
 
 
 def test_rule_follows_the_targets_registers_and_caches(monkeypatch):
-    """32 zmm registers hold three pipelined stages of softmax; 16 ymm registers do not
-    (each stage then runs alone, with every accumulator set); groups are a register's worth
+    """32 zmm registers hold three pipelined stages of softmax with 4 accumulator sets, 16
+    ymm registers with 2; groups are a register's worth
     of rows, and the group row follows the L2 (Zen 3: 512 KB, Zen 4: 1 MB)."""
     monkeypatch.setattr(tune, "llc_bytes", lambda: 32 << 20)
     zen4, zen3, v3 = tune.Machine.of("x86_64:znver4"), tune.Machine.of("x86_64:znver3"), tune.Machine.of("x86-64-v3")
@@ -389,11 +389,12 @@ def test_rule_follows_the_targets_registers_and_caches(monkeypatch):
     assert tune.dtype_thresholds(target="x86-64-v3") == (64, v3.caches.l2 // (4 * 8 * 4))
     program = softgen.algorithms.build("softmax", "three_pass_reload")
     assert tune.live_vectors(program, 4, True, zen4) <= 32
-    assert tune.live_vectors(program, 2, True, zen3) > 16 >= tune.live_vectors(program, 2, False, zen3)
+    # two sets side by side fit in 16 once exp's scale is apart from its coefficients
+    assert tune.live_vectors(program, 2, True, zen3) <= 16 < tune.live_vectors(program, 4, True, zen3)
     assert tune.builtin("softmax", 1024, 1024, target="x86_64:znver4") == tune.Choice(
         "three_pass_reload", Schedule(rows_per_group=16, pipeline=True))
     assert tune.builtin("softmax", 1024, 1024, target="x86_64:znver3") == tune.Choice(
-        "three_pass_reload", Schedule(rows_per_group=8))
+        "three_pass_reload", Schedule(rows_per_group=8, accumulators=2, pipeline=True))
     # a 5-vector state per set (log_softmax's two-pass sums) keeps 2 sets in 8 registers
     assert tune.builtin_schedule("log_softmax", "two_pass", 16, 1 << 22, target="x86_64:znver3").accumulators == 2
     assert tune.builtin_schedule("log_softmax", "two_pass", 16, 1 << 22, target="x86_64:znver4").accumulators == 0

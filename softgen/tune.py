@@ -54,9 +54,9 @@ GROUP_BUFFERS = 4   # a pipelined group's x and y, for two groups at once (the e
                     # exp stage wrote): these must stay in L2 between the passes
 LONG_GROUP = 4      # rows per group beyond that (rows no longer stay in L2 between passes
                     # whatever the group): 4 rows keep 4 loads from memory in flight per pass
-# Vectors held for all rows where a pass takes e^x: log2(e), the rounding magic, ln2 in two
-# parts; where ldexp is not one instruction, ldexp_generic's clamp, bias and 2^-bias too.
-EXP_CONSTANTS, LDEXP_CONSTANTS = 4, 3
+TEMPORARIES = 7     # vectors one element's exp keeps in flight beside a sweep's states and
+                    # row constants: x, its rounded and biased value, k, t, the polynomial,
+                    # 2^k, the product
 # The tuner's default shapes: one per band that the six benchmark cases touch, and more.
 DEFAULT_SHAPES = ((4096, 64), (2048, 256), (1024, 1024), (256, 4096), (64, 32768), (1, 1 << 20),
                   (16, 1 << 22))
@@ -215,50 +215,57 @@ def builtin_schedule(op: str, algorithm: str, rows: int, n: int, dtype="float32"
 
 def fit_registers(op: str, algorithm: str, schedule: Schedule, dtype="float32", out_dtype=None,
                   target="host") -> Schedule:
-    """`schedule` fitted to the target's registers: pipelined only where the stages' live
-    vectors side by side (live_vectors, with two accumulator sets) fit in them, and with
-    no more accumulator sets than keep the loop-carried states in half of them.  A spilled
-    state costs a load and a store per vector; constants that do not fit are read from
-    memory by the instructions using them, which costs little (measured with AVX2 on 16
-    registers: three stages pipelined 1.9-2.0 elements/ns at 1024x1024, not pipelined
-    2.2-2.3; two-pass logsumexp with 4, 2, 1 sets of its 2-vector state 2.8, 2.65, 2.5)."""
+    """`schedule` fitted to the target's registers: a sweep keeps its loop-carried states
+    (reduction states times accumulator sets) and its row constants in registers, and
+    TEMPORARIES for the element it computes (sweep_vectors).  Pipelined where the stages
+    side by side fit with one accumulator set; then as many sets (4, 2 or 1) as fit.  A
+    spilled state costs a load and a store per vector: with AVX2's 16 registers, three
+    stages of 4 sets spilled a quarter of their instructions.  Measured with AVX2 (Zen 4,
+    SOFTGEN_HOST_FEATURES=-avx512f, interleaved runs, elements/ns): softmax at 1024x1024 /
+    64x32768 pipelined with 1 set 1.61 / 1.97, with 2 sets (the rule's) 1.51 / 1.93, not
+    pipelined (4 sets) 1.62 / 1.61; log_softmax at 1024x1024 pipelined with 1 set (the
+    rule's) 1.84, not pipelined 1.61 (4 sets) and 1.68 (2); two-pass logsumexp (a 2-vector
+    state, no row constants) with 4 sets (the rule's) 1.97, with 2 sets 1.94."""
     x, y = (ir_dtype(d) for d in _dtypes(dtype, out_dtype))
     program = algorithms.build(op, algorithm, x, compute_dtype(x, y), y)
     machine = Machine.of(target)
-    pipeline = (schedule.pipeline and len(program.passes) > 1
-                and live_vectors(program, min(2, schedule.acc_sets), True, machine) <= machine.registers)
-    states = [_pass_vectors(p, 1, 0, machine.nan_record, rows=False) for p in program.passes]
-    per_set = sum(states) if pipeline else max(states)
-    sets = next((a for a in (4, 2, 1) if a <= schedule.acc_sets and per_set * a <= machine.registers // 2), 1)
+    needs = sweep_vectors(program, machine)
+    pipeline = schedule.pipeline and len(needs) > 1 and _sets_that_fit(needs, 1, machine) is not None
+    if pipeline:
+        sets = _sets_that_fit(needs, schedule.acc_sets, machine)
+    else:
+        sets = min(_sets_that_fit([need], schedule.acc_sets, machine) or 1 for need in needs)
     return dataclasses.replace(schedule, pipeline=pipeline,
                                accumulators=schedule.accumulators if sets == schedule.acc_sets else sets)
 
 
-def live_vectors(program, acc_sets: int, pipelined: bool, machine: Machine) -> int:
-    """Vectors a sweep keeps live: per pass (all of them, side by side, when pipelined; the
-    largest alone otherwise) its reduction states per accumulator set (x86's max with a
-    NaN record in a vector: two), the row values its ops read, and where it takes e^x
-    exp_scaled's row constants (numerics.ExpShift: lo and the scale, which AVX-512's
-    ldexp takes in the polynomial's coefficients); once, the exp constants every row shares."""
-    fmt = numerics.float_format(program.compute)
-    exp_vectors = numerics.row_vectors(fmt, scaled_coeffs=machine.native_ldexp)
-    per_pass = [_pass_vectors(p, acc_sets, exp_vectors, machine.nan_record) for p in program.passes]
-    shared = EXP_CONSTANTS + (0 if machine.native_ldexp else LDEXP_CONSTANTS)
-    return (sum(per_pass) if pipelined else max(per_pass)) + shared
+def sweep_vectors(program, machine: Machine) -> list[tuple[int, int]]:
+    """Per pass: (vectors of reduction state per accumulator set, row constants).  x86's
+    max without mask registers keeps a NaN record beside it; row constants are the row
+    values the pass's ops read and, for e^(x - c) in the fast form, exp_scaled's
+    (numerics.ExpShift: lo and the scale, which AVX-512's ldexp takes in the polynomial's
+    coefficients).  Constants shared by all rows are not counted: x86 instructions read
+    them from memory where they do not fit, at little cost."""
+    exp_vectors = numerics.row_vectors(numerics.float_format(program.compute), scaled_coeffs=machine.native_ldexp)
+    out = []
+    for p in program.passes:
+        states = sum(len(numerics.ACCUMULATORS[op.results[0].type].start)
+                     + (machine.nan_record and op.kind is Kind.ACC_MAX) for op in p.reductions)
+        values = {v for op in p.ops if op.kind not in _SHIFTED for v in op.args if v.type is Type.ROW}
+        out.append((states, len(values) + (exp_vectors if any(op.kind in _SHIFTED for op in p.ops) else 0)))
+    return out
 
 
-_EXPS = (Kind.EXP, Kind.EXP_PAIR, Kind.PAIR_SCALE)
+_SHIFTED = (Kind.EXP, Kind.PAIR_SCALE)   # the ops exp_scaled computes from row constants
 
 
-def _pass_vectors(p, acc_sets: int, exp_vectors: int, nan_record: bool, rows: bool = True) -> int:
-    """Pass p's reduction states times acc_sets, plus (with `rows`) its row values and exp
-    constants."""
-    states = sum(len(numerics.ACCUMULATORS[op.results[0].type].start) + (nan_record and op.kind is Kind.ACC_MAX)
-                 for op in p.reductions)
-    if not rows:
-        return states * acc_sets
-    values = {v for op in p.ops if op.kind not in _EXPS for v in op.args if v.type is Type.ROW}
-    return states * acc_sets + len(values) + (exp_vectors if any(op.kind in _EXPS for op in p.ops) else 0)
+def _sets_that_fit(needs: list, limit: int, machine: Machine) -> int | None:
+    """The most accumulator sets (4, 2, 1; at most `limit`) with which passes `needs`
+    side by side fit in the registers with TEMPORARIES to spare; None if none does."""
+    states = sum(s for s, _ in needs)
+    rows = sum(r for _, r in needs)
+    return next((a for a in (4, 2, 1) if a <= limit
+                 and states * a + rows + TEMPORARIES <= machine.registers), None)
 
 
 # --- wisdom -----------------------------------------------------------------------------------

@@ -365,8 +365,9 @@ def test_rule_thresholds_scale_with_element_size(monkeypatch):
     assert tune.builtin("logsumexp", 4096, 100, "bfloat16", target=zen4).algorithm == "three_pass_recompute"
     short = Schedule(rows_per_group=16, unroll=1, pipeline=True, online_block_max=False)
     assert tune.builtin_schedule("softmax", "online", 64, 100, target=zen4) == short
+    # float64's degree-11 polynomial: 12 coefficients per row leave room for 2 sets
     assert (tune.builtin_schedule("softmax", "online", 64, 100, "float64", target=zen4)
-            == Schedule(rows_per_group=16, pipeline=True))
+            == Schedule(rows_per_group=16, pipeline=True, accumulators=2))
     assert tune.builtin_schedule("softmax", "online", 64, 64, "float64", target=zen4) == short
     assert tune.builtin_schedule("softmax", "online", 64, 3000, target=zen4).rows_per_group == 16
     assert tune.builtin_schedule("softmax", "online", 64, 3000, "float64", target=zen4).rows_per_group == 4
@@ -379,7 +380,7 @@ def test_rule_thresholds_scale_with_element_size(monkeypatch):
 
 def test_rule_follows_the_targets_registers_and_caches(monkeypatch):
     """32 zmm registers hold three pipelined stages of softmax with 4 accumulator sets, 16
-    ymm registers with 2; groups are a register's worth
+    ymm registers with 2 (log_softmax: 1); groups are a register's worth
     of rows, and the group row follows the L2 (Zen 3: 512 KB, Zen 4: 1 MB)."""
     monkeypatch.setattr(tune, "llc_bytes", lambda: 32 << 20)
     zen4, zen3, v3 = tune.Machine.of("x86_64:znver4"), tune.Machine.of("x86_64:znver3"), tune.Machine.of("x86-64-v3")
@@ -387,15 +388,20 @@ def test_rule_follows_the_targets_registers_and_caches(monkeypatch):
     assert (zen3.lanes, zen3.registers, zen3.native_ldexp, zen3.nan_record) == (8, 16, False, True)
     assert tune.dtype_thresholds(target="x86_64:znver3") == (64, 4096)
     assert tune.dtype_thresholds(target="x86-64-v3") == (64, v3.caches.l2 // (4 * 8 * 4))
+    # softmax reload per pass: (state vectors per accumulator set, row constants); AVX2 keeps
+    # the max's NaN record in a vector, AVX-512 exp's scale in its 6 coefficients
     program = softgen.algorithms.build("softmax", "three_pass_reload")
-    assert tune.live_vectors(program, 4, True, zen4) <= 32
-    # two sets side by side fit in 16 once exp's scale is apart from its coefficients
-    assert tune.live_vectors(program, 2, True, zen3) <= 16 < tune.live_vectors(program, 4, True, zen3)
+    assert tune.sweep_vectors(program, zen4) == [(1, 0), (1, 7), (0, 1)]
+    assert tune.sweep_vectors(program, zen3) == [(2, 0), (1, 2), (0, 1)]
+    # pipelined: 3 states x 2 sets + 3 row constants + 7 temporaries fill 16 registers
+    assert tune._sets_that_fit(tune.sweep_vectors(program, zen3), 4, zen3) == 2
+    log_softmax = tune.sweep_vectors(softgen.algorithms.build("log_softmax", "three_pass_recompute"), zen3)
+    assert tune._sets_that_fit(log_softmax, 4, zen3) == 1
     assert tune.builtin("softmax", 1024, 1024, target="x86_64:znver4") == tune.Choice(
         "three_pass_reload", Schedule(rows_per_group=16, pipeline=True))
     assert tune.builtin("softmax", 1024, 1024, target="x86_64:znver3") == tune.Choice(
         "three_pass_reload", Schedule(rows_per_group=8, accumulators=2, pipeline=True))
-    # a 5-vector state per set (log_softmax's two-pass sums) keeps 2 sets in 8 registers
+    # log_softmax's two-pass sums (4 vectors of state per set) fit twice in 16 registers
     assert tune.builtin_schedule("log_softmax", "two_pass", 16, 1 << 22, target="x86_64:znver3").accumulators == 2
     assert tune.builtin_schedule("log_softmax", "two_pass", 16, 1 << 22, target="x86_64:znver4").accumulators == 0
 

@@ -109,8 +109,9 @@ class Caches:
     llc: int
 
 
-# Cross targets' caches (a core's share is not what matters: the sizes one core can use),
-# from the vendors' manuals, per LLVM CPU name; other CPUs get their arch's default.
+# Cross targets' caches per LLVM CPU name, in their usual configuration (the vendors'
+# documentation: L1 data and L2 per core, the L3 of a whole chip or CCD, which one core can
+# fill); other CPUs get their arch's default.
 KNOWN_CACHES = {
     "znver3": Caches(32 << 10, 512 << 10, 32 << 20),
     "znver4": Caches(32 << 10, 1 << 20, 32 << 20),

@@ -78,17 +78,16 @@ class MaxNaNMask(Inner):
         return [vm.const(float("-inf")), Const(vm.mask_ty, 0) if self.in_mask else vm.const(0.0)]
 
     def step(self, vm, old, x):
-        m, nan = old
-        return vm.select(vm.lt(m, x), x, m), self.seen(vm, nan, x)
+        m, record = old
+        return vm.select(vm.lt(m, x), x, m), self.join(vm, record, vm.isnan(x) if self.in_mask else x)
 
     def merge(self, vm, a, b):
-        return vm.select(vm.lt(a[0], b[0]), b[0], a[0]), self.seen(vm, a[1], b[1])
+        return vm.select(vm.lt(a[0], b[0]), b[0], a[0]), self.join(vm, a[1], b[1])
 
-    def seen(self, vm, record, x):
-        """The record with x's NaN lanes (x: values, or another record) added."""
-        if self.in_mask:
-            return vm.mask_or(record, x if x.ty == vm.mask_ty else vm.isnan(x))
-        return vm.select(vm.isnan(x), x, record)
+    def join(self, vm, record, other):
+        """The record with other's NaN lanes: other is a mask (in_mask), else values that
+        are NaN where a NaN was seen (x itself, or another record)."""
+        return vm.mask_or(record, other) if self.in_mask else vm.select(vm.isnan(other), other, record)
 
     def finish(self, emitter, row, state):
         vm = emitter.vm

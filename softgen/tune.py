@@ -54,9 +54,9 @@ GROUP_BUFFERS = 4   # a pipelined group's x and y, for two groups at once (the e
                     # exp stage wrote): these must stay in L2 between the passes
 LONG_GROUP = 4      # rows per group beyond that (rows no longer stay in L2 between passes
                     # whatever the group): 4 rows keep 4 loads from memory in flight per pass
-TEMPORARIES = 7     # vectors one element's exp keeps in flight beside a sweep's states and
+TEMPORARIES = 8     # vectors one element's exp keeps in flight beside a sweep's states and
                     # row constants: x, its rounded and biased value, k, t, the polynomial,
-                    # 2^k, the product
+                    # 2^k, the product, and a compare's operand (x86's NaN test against 0)
 # The tuner's default shapes: one per band that the six benchmark cases touch, and more.
 DEFAULT_SHAPES = ((4096, 64), (2048, 256), (1024, 1024), (256, 4096), (64, 32768), (1, 1 << 20),
                   (16, 1 << 22))
@@ -221,11 +221,13 @@ def fit_registers(op: str, algorithm: str, schedule: Schedule, dtype="float32", 
     side by side fit with one accumulator set; then as many sets (4, 2 or 1) as fit.  A
     spilled state costs a load and a store per vector: with AVX2's 16 registers, three
     stages of 4 sets spilled a quarter of their instructions.  Measured with AVX2 (Zen 4,
-    SOFTGEN_HOST_FEATURES=-avx512f, interleaved runs, elements/ns): softmax at 1024x1024 /
-    64x32768 pipelined with 1 set 1.61 / 1.97, with 2 sets (the rule's) 1.51 / 1.93, not
-    pipelined (4 sets) 1.62 / 1.61; log_softmax at 1024x1024 pipelined with 1 set (the
-    rule's) 1.84, not pipelined 1.61 (4 sets) and 1.68 (2); two-pass logsumexp (a 2-vector
-    state, no row constants) with 4 sets (the rule's) 1.97, with 2 sets 1.94."""
+    SOFTGEN_HOST_FEATURES=-avx512f, interleaved runs, elements/ns): softmax at 1024x1024
+    pipelined with 1 set (the rule's) 2.13, with 2 sets 2.00, with 4 (and 16 rows, the
+    rule before) 1.80, not pipelined 2.16; at 64x32768 pipelined with 1 set 1.97, 2 sets
+    1.93, not pipelined 1.61; two-pass logsumexp (a 2-vector state, no row constants) with
+    4 sets (the rule's) 1.97, with 2 sets 1.94.  Where it errs: log_softmax at 1024x1024
+    pipelined with 1 set ran at 1.84, not pipelined with 2 sets (the rule's: 4 + 5 + 8
+    vectors do not fit) at 1.68."""
     x, y = (ir_dtype(d) for d in _dtypes(dtype, out_dtype))
     program = algorithms.build(op, algorithm, x, compute_dtype(x, y), y)
     machine = Machine.of(target)

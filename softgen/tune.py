@@ -127,11 +127,12 @@ class Machine:
 
     @classmethod
     def of(cls, target="host") -> "Machine":
-        return _machine(target if isinstance(target, str) else Target.parse(target))
+        return _machine(target)
 
 
 @lru_cache(maxsize=16)
 def _machine(target) -> Machine:
+    """Cached by the target as given ("host" is read once: SOFTGEN_HOST_* are read at startup)."""
     tgt = Target.parse(target)
     return Machine(tgt.vector_width, tgt.register_count, tgt.has_avx512,
                    tgt.arch == "x86_64" and not tgt.has_avx512, tgt.caches)
@@ -229,9 +230,8 @@ def fit_registers(op: str, algorithm: str, schedule: Schedule, dtype="float32", 
     pipelined with 1 set ran at 1.84, not pipelined with 2 sets (the rule's: 4 + 5 + 8
     vectors do not fit) at 1.68."""
     x, y = (ir_dtype(d) for d in _dtypes(dtype, out_dtype))
-    program = algorithms.build(op, algorithm, x, compute_dtype(x, y), y)
     machine = Machine.of(target)
-    needs = sweep_vectors(program, machine)
+    needs = _needs(op, algorithm, x, y, machine)
     pipeline = schedule.pipeline and len(needs) > 1 and _sets_that_fit(needs, 1, machine) is not None
     if pipeline:
         sets = _sets_that_fit(needs, schedule.acc_sets, machine)
@@ -239,6 +239,13 @@ def fit_registers(op: str, algorithm: str, schedule: Schedule, dtype="float32", 
         sets = min(_sets_that_fit([need], schedule.acc_sets, machine) or 1 for need in needs)
     return dataclasses.replace(schedule, pipeline=pipeline,
                                accumulators=schedule.accumulators if sets == schedule.acc_sets else sets)
+
+
+@lru_cache(maxsize=256)
+def _needs(op: str, algorithm: str, x, y, machine: Machine) -> list[tuple[int, int]]:
+    """sweep_vectors of the program (built once per op, algorithm, dtypes and machine: the
+    rule runs on every new shape)."""
+    return sweep_vectors(algorithms.build(op, algorithm, x, compute_dtype(x, y), y), machine)
 
 
 def sweep_vectors(program, machine: Machine) -> list[tuple[int, int]]:

@@ -7,7 +7,8 @@ Cases: the six of softgen.bench.CASES (float32, last axis, single thread).  Colu
 softgen's four algorithms (each with the schedule the built-in rule gives it for the
 shape, output preallocated), auto (out=: preallocated; alloc: a new output per call, as
 the peers do), the peers (numpy, scipy, torch, onnxruntime, jax, numba: those installed),
-and the ceilings from benchmarks/ceilings.c built with cc -O2 -march=native: the in-L1
+and the ceilings from benchmarks/ceilings.c built with cc -O2 -march=native (without
+AVX-512 where SOFTGEN_HOST_FEATURES takes it from softgen): the in-L1
 exp pass (compute), the two-pass memory bound (at 2^24 floats or more: out of cache), and
 `rw_at_size`, one pass that reads x and writes y through the cache at the case's own size
 (what a kernel that touches each byte once could reach; reload's later passes hit L2).
@@ -42,8 +43,12 @@ HERE = Path(__file__).resolve().parent
 # --- ceilings ------------------------------------------------------------------------------
 
 def build_ceilings(workdir: Path) -> Path | None:
+    """The ceilings for the vector ISA softgen runs here: -march=native, without AVX-512
+    where SOFTGEN_HOST_FEATURES takes it from softgen (an AVX2 machine's ceilings)."""
     exe = workdir / "ceilings"
-    cmd = [os.environ.get("CC", "cc"), "-O2", "-march=native", str(HERE / "ceilings.c"), "-o", str(exe)]
+    host = softgen.targets.host()
+    narrow = ["-mno-avx512f"] if host.arch == "x86_64" and not host.has_avx512 else []
+    cmd = [os.environ.get("CC", "cc"), "-O2", "-march=native", *narrow, str(HERE / "ceilings.c"), "-o", str(exe)]
     try:
         subprocess.run(cmd, check=True, capture_output=True)
     except (OSError, subprocess.CalledProcessError) as e:

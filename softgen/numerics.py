@@ -17,6 +17,7 @@ Float semantics that the recipes rely on:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -278,12 +279,13 @@ def exp_pair(m, x):
     return m.fma(t, _poly(m, t), m.const(1.0)), k
 
 
-def ldexp_generic(m, v, d):
-    """v * 2^d for integer-valued d <= 0 (or -inf), keeping subnormal results."""
+def ldexp_generic(m, v, d, scale=None):
+    """v * 2^d for integer-valued d <= 0 (or -inf), keeping subnormal results; with
+    `scale` (a normal value times 2^-scale_bias), v * 2^d * scale, rounded once."""
     fmt = _fmt(m)
     d = clamp_below(m, d, fmt.ldexp_min_exp)
     s = _pow2_from_biased(m, m.add(d, m.const(fmt.exp_magic)))
-    return m.mul(m.mul(v, s), m.const(fmt.two_pow_minus_bias))
+    return m.mul(m.mul(v, s), m.const(fmt.two_pow_minus_bias) if scale is None else scale)
 
 
 def _exact_product(m, a, c: float):
@@ -336,57 +338,85 @@ def pair_scale(m, pair, c, e):
 
 @dataclass(frozen=True)
 class ExpShift:
-    """Row constants of exp_scaled (backend row values)."""
+    """Row constants of exp_scaled (backend row values).  The row's scale goes into the
+    polynomial's coefficients where ldexp is one instruction; elsewhere into ldexp_generic's
+    last multiply, in place of 2^-scale_bias (the same operations, and 2 row vectors held
+    through the sweep instead of len(exp_poly) + 2: on 16 registers the difference between
+    spilling and not)."""
     lo: object          # inputs are clamped below here
     e_magic: object     # e + ROUND_MAGIC: biased - e_magic = k - e exactly
-    coeffs: tuple       # scale * (c5, c4, c3, c2, c1, 1): Horner gives scale * e^t
+    coeffs: tuple       # scale * (c5, c4, c3, c2, c1, 1): Horner gives scale * e^t; or ()
+    scale: object = None  # with coeffs (): scale * 2^-scale_bias
+
+    def map(self, fn) -> "ExpShift":
+        """The same constants, each passed through fn (to tables, splats)."""
+        return ExpShift(fn(self.lo), fn(self.e_magic), tuple(map(fn, self.coeffs)),
+                        None if self.scale is None else fn(self.scale))
 
 
-def exp_shift(m, scale, e) -> ExpShift:
-    """Row constants for scale * e^x * 2^-e (e integer-valued, |e| <= PAIR_EXP_LIMIT)."""
+def row_vectors(fmt: FloatFormat, scaled_coeffs: bool) -> int:
+    """Vectors an ExpShift holds (lo and the scale: in the coefficients or on its own;
+    e_magic is a constant in the folded form, the usual one)."""
+    return 1 + (len(fmt.exp_poly) + 1 if scaled_coeffs else 1)
+
+
+def exp_shift(m, scale, e, scaled_coeffs: bool = True) -> ExpShift:
+    """Row constants for scale * e^x * 2^-e (e integer-valued, |e| <= PAIR_EXP_LIMIT);
+    scaled_coeffs: the scale in the coefficients (for a one-instruction ldexp), else apart
+    (ExpShift)."""
     fmt = _fmt(m)
     lo = m.mul(m.sub(e, m.const(fmt.exp_shift_floor)), m.const(LN2))
+    return _scaled(m, ExpShift(lo, m.add(e, m.const(fmt.round_magic)), ()), scale, scaled_coeffs)
+
+
+def _scaled(m, shift: ExpShift, scale, scaled_coeffs: bool) -> ExpShift:
+    fmt = _fmt(m)
+    if not scaled_coeffs:   # exact: scale is normal, 2^-scale_bias a power of 2 (exp_fold_limit)
+        return dataclasses.replace(shift, scale=m.mul(scale, m.const(fmt.two_pow_minus_bias)))
     coeffs = tuple(m.mul(scale, m.const(c)) for c in (*reversed(fmt.exp_poly), 1.0))
-    return ExpShift(lo, m.add(e, m.const(fmt.round_magic)), coeffs)
+    return dataclasses.replace(shift, coeffs=coeffs)
 
 
-def exp_diff_shift(m, c) -> ExpShift:
+def exp_diff_shift(m, c, scaled_coeffs: bool = True) -> ExpShift:
     """Row constants for e^(x - c) = e^x * p * 2^k with (p, k) = exp_pair(-c).
     p's rounding is a factor common to the whole row.  Needs |c| <= EXP_SHIFT_LIMIT."""
     p, k = exp_pair(m, m.sub(m.const(0.0), c))
-    return exp_shift(m, p, m.sub(m.const(0.0), k))
+    return exp_shift(m, p, m.sub(m.const(0.0), k), scaled_coeffs)
 
 
 # While |e| <= exp_fold_limit, 2^-e folds into the scale as well (scale * 2^-e stays a
 # normal float, inside ldexp_generic's range), so exp_scaled needs no exponent subtraction.
 
 
-def exp_shift_folded(m, scale, e) -> ExpShift:
+def exp_shift_folded(m, scale, e, scaled_coeffs: bool = True) -> ExpShift:
     """exp_shift with 2^-e folded into the scale (|e| <= EXP_FOLD_LIMIT): the same values,
     one subtraction per element less."""
     fmt = _fmt(m)
     lo = m.mul(m.sub(e, m.const(fmt.exp_shift_floor)), m.const(LN2))
     folded = m.ldexp(scale, m.sub(m.const(0.0), e))
-    coeffs = tuple(m.mul(folded, m.const(c)) for c in (*reversed(fmt.exp_poly), 1.0))
-    return ExpShift(lo, m.const(fmt.round_magic), coeffs)
+    return _scaled(m, ExpShift(lo, m.const(fmt.round_magic), ()), folded, scaled_coeffs)
 
 
-def exp_diff_shift_folded(m, c) -> ExpShift:
+def exp_diff_shift_folded(m, c, scaled_coeffs: bool = True) -> ExpShift:
     """exp_diff_shift by exp_shift_folded: needs |round(c * log2 e)| <= EXP_FOLD_LIMIT."""
     p, k = exp_pair(m, m.sub(m.const(0.0), c))
-    return exp_shift_folded(m, p, m.sub(m.const(0.0), k))
+    return exp_shift_folded(m, p, m.sub(m.const(0.0), k), scaled_coeffs)
 
 
 def exp_scaled(m, x, shift: ExpShift):
     """scale * e^x * 2^-e (see exp_shift) for x up to about (e + 1) * ln2: results below
     the smallest subnormal (2^-149, 2^-1074 in double) are 0, subnormal results are kept,
     NaN stays NaN."""
+    fmt = _fmt(m)
     x = m.select(m.lt(x, shift.lo), shift.lo, x)
-    biased, k = _round_int(m, x, _fmt(m).round_magic)
+    biased, k = _round_int(m, x, fmt.round_magic)
     t = _reduce(m, x, k)
-    p = shift.coeffs[0]
-    for c in shift.coeffs[1:]:
+    coeffs = shift.coeffs or tuple(m.const(c) for c in (*reversed(fmt.exp_poly), 1.0))
+    p = coeffs[0]
+    for c in coeffs[1:]:
         p = m.fma(p, t, c)
+    if shift.scale is not None:
+        return ldexp_generic(m, p, m.sub(biased, shift.e_magic), shift.scale)
     return m.ldexp(p, m.sub(biased, shift.e_magic))
 
 

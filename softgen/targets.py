@@ -29,6 +29,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import llvmlite.binding as llvm
 
@@ -52,6 +53,10 @@ ACCEPTED = ("host", *_X86_LEVELS, "x86_64[:<cpu>]", "aarch64[:<cpu>]", "riscv64[
 # VLEN >= 128 (the minimum V guarantees); 8 lanes is LMUL 2 there.  "scalar": no vector
 # unit, LLVM splits the vectors into scalar ops (4 lanes keeps that code small).
 LANES = {"zmm": 16, "ymm": 8, "xmm": 4, "neon": 4, "rvv": 8, "scalar": 4}
+# Architectural vector registers of each class: x86 has 16 without AVX-512 (which adds
+# 16-31 to every width), NEON and RVV 32 (RVV at LMUL 2: 16 register groups); scalar code
+# keeps floats in x86's xmm or the FP registers (16 counted: the smaller of the two).
+REGISTERS = {"zmm": 32, "ymm": 16, "xmm": 16, "neon": 32, "rvv": 16, "scalar": 16}
 _REGISTER_PATTERNS = (("zmm", r"%zmm"), ("ymm", r"%ymm"), ("xmm", r"%xmm"),
                       ("neon", r"\bv\d+\.4s\b"), ("rvv", r"\bvle32\.v\b"))
 _PROBE_IR = """
@@ -93,6 +98,39 @@ _X86_LEVEL_FEATURES = {
     "x86-64-v4": ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"),
 }
 _FEATURE = re.compile(r"[+-][A-Za-z0-9_.\-]+")
+
+
+@dataclass(frozen=True)
+class Caches:
+    """Data cache sizes in bytes one core sees: its L1 data cache, its L2, and the last
+    level (shared)."""
+    l1: int
+    l2: int
+    llc: int
+
+
+# Cross targets' caches per LLVM CPU name, in their usual configuration (the vendors'
+# documentation: L1 data and L2 per core, the L3 of a whole chip or CCD, which one core can
+# fill); other CPUs get their arch's default.
+KNOWN_CACHES = {
+    "znver3": Caches(32 << 10, 512 << 10, 32 << 20),
+    "znver4": Caches(32 << 10, 1 << 20, 32 << 20),
+    "znver5": Caches(48 << 10, 1 << 20, 32 << 20),
+    "haswell": Caches(32 << 10, 256 << 10, 8 << 20),
+    "skylake": Caches(32 << 10, 256 << 10, 8 << 20),
+    "skylake-avx512": Caches(32 << 10, 1 << 20, 32 << 20),
+    "icelake-server": Caches(48 << 10, 1280 << 10, 48 << 20),
+    "sapphirerapids": Caches(48 << 10, 2 << 20, 105 << 20),
+    "neoverse-n1": Caches(64 << 10, 1 << 20, 32 << 20),
+    "neoverse-v1": Caches(64 << 10, 1 << 20, 32 << 20),
+    "neoverse-v2": Caches(64 << 10, 2 << 20, 64 << 20),
+    "apple-m1": Caches(128 << 10, 12 << 20, 12 << 20),
+    "sifive-x280": Caches(32 << 10, 256 << 10, 2 << 20),
+}
+DEFAULT_CACHES = {"x86_64": Caches(32 << 10, 1 << 20, 32 << 20),
+                  "aarch64": Caches(64 << 10, 1 << 20, 32 << 20),
+                  "riscv64": Caches(32 << 10, 512 << 10, 4 << 20)}
+_SYSFS_CACHES = "/sys/devices/system/cpu/cpu0/cache"
 
 
 @lru_cache(maxsize=None)
@@ -141,6 +179,24 @@ class Target:
     def vector_width(self) -> int:
         """float32 lanes per vector in generated kernels."""
         return LANES[self.vector_registers]
+
+    @property
+    def register_count(self) -> int:
+        """Vector registers the kernels' values can live in (REGISTERS)."""
+        return REGISTERS[self.vector_registers]
+
+    @property
+    def has_fma(self) -> bool:
+        """Whether a fused multiply-add is one instruction (not a libm call or two ops)."""
+        asm = _probe_asm(self.triple, self.cpu, self.features, self.name)
+        return self.arch != "x86_64" or re.search(r"\bvfn?m(add|sub)", asm) is not None
+
+    @property
+    def caches(self) -> Caches:
+        """This machine's caches (Linux sysfs) for the host, else KNOWN_CACHES' or the arch's
+        DEFAULT_CACHES; any level sysfs lacks is the default's."""
+        known = KNOWN_CACHES.get(self.cpu, DEFAULT_CACHES[self.arch])
+        return _host_caches(known) if self.is_host else known
 
     @property
     def has_avx512(self) -> bool:
@@ -309,6 +365,24 @@ def _unknown_cpu_message(arch: str, cpu: str, name: str) -> str:
     listing = (f"; LLVM {llvm_version()} knows {len(cpus)} {arch} CPUs: "
                f"`softgen info --target {arch} --cpus` lists them") if cpus else ""
     return f"unknown CPU {cpu!r} for {arch} in target {name!r}{hint}{listing}"
+
+
+@lru_cache(maxsize=None)
+def _host_caches(default: Caches) -> Caches:
+    """cpu0's data caches from sysfs: the L1 data cache, L2, and the largest level."""
+    sizes = {}
+    for index in Path(_SYSFS_CACHES).glob("index*"):
+        try:
+            kind = (index / "type").read_text().strip()
+            level = int((index / "level").read_text())
+            text = (index / "size").read_text().strip().upper()
+            size = int(text.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(text[-1:], 0)
+        except (OSError, ValueError):
+            continue
+        if kind != "Instruction":
+            sizes[level] = max(size, sizes.get(level, 0))
+    return Caches(sizes.get(1, default.l1), sizes.get(2, default.l2),
+                  max(sizes.values(), default=default.llc) if sizes else default.llc)
 
 
 def host() -> Target:

@@ -35,18 +35,28 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 
-from . import algorithms, ops, runtime
+from . import algorithms, numerics, ops, runtime
 from .dtypes import check_dtype, compute_dtype, ir_dtype
+from .ir import Kind, Type
 from .lower import Schedule
-from .targets import Target
+from .targets import Caches, Target
 from .timing import median_time
 
 WISDOM_ENV = "SOFTGEN_WISDOM"
 WISDOM_VERSION = 1
-DEFAULT_LLC_BYTES = 32 << 20
-# The rule's row lengths, measured on float32 (see dtype_thresholds for other dtypes):
-SHORT_ROW = 128   # rows up to this long: many rows per group (the reductions dominate)
-GROUP_ROW = 4096  # rows up to this long: row groups still pay
+# The built-in rule's models (builtin_schedule and below; the machine's numbers come from
+# the target, Machine.of):
+SHORT_VECTORS = 8   # rows of at most 8 vectors (two rounds of the unroll-4 loop): the per-row
+                    # work (lane merges, loop entry, tail) outweighs the sweep, so rows go
+                    # a register's worth to a group, one vector per iteration
+GROUP_BUFFERS = 4   # a pipelined group's x and y, for two groups at once (the exp stage reads
+                    # x of the group the max stage read, the output stage y of the one the
+                    # exp stage wrote): these must stay in L2 between the passes
+LONG_GROUP = 4      # rows per group beyond that (rows no longer stay in L2 between passes
+                    # whatever the group): 4 rows keep 4 loads from memory in flight per pass
+TEMPORARIES = 8     # vectors one element's exp keeps in flight beside a sweep's states and
+                    # row constants: x, its rounded and biased value, k, t, the polynomial,
+                    # 2^k, the product, and a compare's operand (x86's NaN test against 0)
 # The tuner's default shapes: one per band that the six benchmark cases touch, and more.
 DEFAULT_SHAPES = ((4096, 64), (2048, 256), (1024, 1024), (256, 4096), (64, 32768), (1, 1 << 20),
                   (16, 1 << 22))
@@ -103,31 +113,48 @@ def reload_allowed(dtype="float32", out_dtype=None) -> bool:
     return y.bits >= compute_dtype(x, y).bits
 
 
-def dtype_thresholds(dtype="float32", out_dtype=None) -> tuple[int, int]:
-    """(short row, group row) for a dtype pair: SHORT_ROW is a row of a few vectors (the
-    reductions across rows dominate), so it holds SHORT_ROW float32 lanes' bytes of the
-    compute dtype (float64: 64 elements; 16-bit storage computes in float32: 128);
-    GROUP_ROW is bytes of x a row group keeps in flight, so it holds GROUP_ROW float32's
-    bytes of x's dtype (float64: 2048, 16-bit: 8192).  Only float32 was measured."""
+@dataclass(frozen=True)
+class Machine:
+    """What the built-in rule reads off a target: float32 lanes per vector, vector
+    registers, whether ldexp is one instruction (AVX-512's vscalefps), whether x86's max
+    keeps its NaN record in a vector register (no mask registers: lower.reductions.
+    MaxNaNMask), and its caches."""
+    lanes: int
+    registers: int
+    native_ldexp: bool
+    nan_record: bool
+    caches: Caches
+
+    @classmethod
+    def of(cls, target="host") -> "Machine":
+        return _machine(target)
+
+
+@lru_cache(maxsize=16)
+def _machine(target) -> Machine:
+    """Cached by the target as given ("host" is read once: SOFTGEN_HOST_* are read at startup)."""
+    tgt = Target.parse(target)
+    return Machine(tgt.vector_width, tgt.register_count, tgt.has_avx512,
+                   tgt.arch == "x86_64" and not tgt.has_avx512, tgt.caches)
+
+
+def dtype_thresholds(dtype="float32", out_dtype=None, target="host") -> tuple[int, int]:
+    """(short row, group row) for a dtype pair on a target: a short row is SHORT_VECTORS
+    vectors of the compute dtype; the group row is the longest row whose pipelined groups
+    of a register's worth of rows keep GROUP_BUFFERS of x's bytes in L2 (AVX-512 with a
+    1 MB L2: 4096 float32, float64 2048, 16-bit 8192)."""
     x, y = _dtypes(dtype, out_dtype)
+    machine = Machine.of(target)
     compute = compute_dtype(ir_dtype(x), ir_dtype(y)).bits // 8
-    return SHORT_ROW * 4 // compute, GROUP_ROW * 4 // x.itemsize
+    group_bytes = machine.caches.l2 // (GROUP_BUFFERS * machine.lanes)
+    return SHORT_VECTORS * machine.lanes * 4 // compute, group_bytes // x.itemsize
 
 
 # --- bands ----------------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
 def llc_bytes() -> int:
-    """The host's last-level cache size (Linux sysfs), or 32 MB if unknown."""
-    best = 0
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            text = (index / "size").read_text().strip().upper()
-            size = int(text.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(text[-1:], 0)
-        except (OSError, ValueError):
-            continue
-        best = max(best, size)
-    return best or DEFAULT_LLC_BYTES
+    """The host's last-level cache size (Linux sysfs, else its CPU's known size)."""
+    return Target.parse("host").caches.llc
 
 
 def in_cache(op: str, rows: int, n: int, dtype="float32", out_dtype=None) -> bool:
@@ -147,41 +174,107 @@ def band(op: str, rows: int, n: int, dtype="float32", out_dtype=None) -> str:
 
 # --- the built-in rule ------------------------------------------------------------------------
 
-def builtin(op: str, rows: int, n: int, dtype="float32", out_dtype=None) -> Choice:
-    """Measured on AMD Zen 4 (README, Performance): in cache, the algorithm that evaluates exp
-    the fewest times; out of cache, two-pass (the least traffic).  logsumexp has no output
-    pass, so two-pass is one pass with one exp per element against recompute's two passes
-    (5.5 vs 4.8 elements/ns at 1024x1024); only short rows' groups favour recompute.
-    Reload only where y is as wide as the compute dtype (reload_allowed); the row lengths
-    per dtype as dtype_thresholds says."""
+def builtin(op: str, rows: int, n: int, dtype="float32", out_dtype=None, target="host") -> Choice:
+    """In cache, the algorithm that evaluates exp the fewest times; out of cache (llc_bytes),
+    two-pass (the least traffic).  logsumexp has no output pass, so two-pass is one pass
+    with one exp per element against recompute's two passes; only short rows' groups
+    favour recompute.  Reload only where y is as wide as the compute dtype
+    (reload_allowed); the row lengths per dtype and target as dtype_thresholds says."""
     spec = ops.get(op)
     x, y = _dtypes(dtype, out_dtype)
-    short_row, _ = dtype_thresholds(x, y)
+    short_row, _ = dtype_thresholds(x, y, target)
     if not in_cache(op, rows, n, x, y) or (spec.row_output and n > short_row):
         algorithm = "two_pass"
     else:  # reload evaluates exp once per element where the op has it
         reload = "three_pass_reload" in spec.algorithms and reload_allowed(x, y)
         algorithm = "three_pass_reload" if reload else "three_pass_recompute"
-    return Choice(algorithm, builtin_schedule(op, algorithm, rows, n, x, y))
+    return Choice(algorithm, builtin_schedule(op, algorithm, rows, n, x, y, target))
 
 
-def builtin_schedule(op: str, algorithm: str, rows: int, n: int, dtype="float32", out_dtype=None) -> Schedule:
-    """The schedule the built-in rule gives `algorithm` for this shape: in cache, the passes
-    of consecutive row groups pipelined (except logsumexp's long rows, where it did not pay),
-    rows in groups of 16 up to GROUP_ROW (short rows' reductions vectorized across rows), of 4
-    beyond; outputs that do not fit in the cache streamed past it (except for reload)."""
+def builtin_schedule(op: str, algorithm: str, rows: int, n: int, dtype="float32", out_dtype=None,
+                     target="host") -> Schedule:
+    """The schedule the built-in rule gives `algorithm` for this shape on `target`: in
+    cache, rows in groups of a register's worth up to the group row (short rows' reductions
+    vectorized across rows), of LONG_GROUP beyond, the passes of consecutive groups
+    pipelined (except logsumexp's long rows: one pass has nothing to overlap); outputs that
+    do not fit in the cache streamed past it (except for reload).  Then fitted to the
+    target's registers (fit_registers)."""
     row_output = ops.get(op).row_output
-    short_row, group_row = dtype_thresholds(dtype, out_dtype)
+    short_row, group_row = dtype_thresholds(dtype, out_dtype, target)
+    lanes = Machine.of(target).lanes
     if not in_cache(op, rows, n, dtype, out_dtype):
         # reload's output pass re-reads y, partly still cached: streaming stores do not pay
-        return Schedule(nontemporal=not row_output and algorithm != "three_pass_reload")
-    if n <= short_row:
-        return Schedule(rows_per_group=16, unroll=1, pipeline=True, online_block_max=False)
-    pipeline = not row_output
-    if n <= group_row:
-        return Schedule(rows_per_group=16, pipeline=pipeline)
-    # long rows: groups of 4 keep more of the first pass's loads from memory in flight
-    return Schedule(rows_per_group=4, pipeline=True) if pipeline else Schedule()
+        schedule = Schedule(nontemporal=not row_output and algorithm != "three_pass_reload")
+    elif n <= short_row:
+        schedule = Schedule(rows_per_group=lanes, unroll=1, pipeline=True, online_block_max=False)
+    elif n <= group_row:
+        schedule = Schedule(rows_per_group=lanes, pipeline=not row_output)
+    else:
+        schedule = Schedule(rows_per_group=LONG_GROUP, pipeline=True) if not row_output else Schedule()
+    return fit_registers(op, algorithm, schedule, dtype, out_dtype, target)
+
+
+def fit_registers(op: str, algorithm: str, schedule: Schedule, dtype="float32", out_dtype=None,
+                  target="host") -> Schedule:
+    """`schedule` fitted to the target's registers: a sweep keeps its loop-carried states
+    (reduction states times accumulator sets) and its row constants in registers, and
+    TEMPORARIES for the element it computes (sweep_vectors).  Pipelined where the stages
+    side by side fit with one accumulator set; then as many sets (4, 2 or 1) as fit.  A
+    spilled state costs a load and a store per vector: with AVX2's 16 registers, three
+    stages of 4 sets spilled a quarter of their instructions.  Measured with AVX2 (Zen 4,
+    SOFTGEN_HOST_FEATURES=-avx512f, interleaved runs, elements/ns): softmax at 1024x1024
+    pipelined with 1 set (the rule's) 2.13, with 2 sets 2.00, with 4 (and 16 rows, the
+    rule before) 1.80, not pipelined 2.16; at 64x32768 pipelined with 1 set 1.97, 2 sets
+    1.93, not pipelined 1.61; two-pass logsumexp (a 2-vector state, no row constants) with
+    4 sets (the rule's) 1.97, with 2 sets 1.94.  Where it errs: log_softmax at 1024x1024
+    pipelined with 1 set ran at 1.84, not pipelined with 2 sets (the rule's: 4 + 5 + 8
+    vectors do not fit) at 1.68."""
+    x, y = (ir_dtype(d) for d in _dtypes(dtype, out_dtype))
+    machine = Machine.of(target)
+    needs = _needs(op, algorithm, x, y, machine)
+    pipeline = schedule.pipeline and len(needs) > 1 and _sets_that_fit(needs, 1, machine) is not None
+    if pipeline:
+        sets = _sets_that_fit(needs, schedule.acc_sets, machine)
+    else:
+        sets = min(_sets_that_fit([need], schedule.acc_sets, machine) or 1 for need in needs)
+    return dataclasses.replace(schedule, pipeline=pipeline,
+                               accumulators=schedule.accumulators if sets == schedule.acc_sets else sets)
+
+
+@lru_cache(maxsize=256)
+def _needs(op: str, algorithm: str, x, y, machine: Machine) -> list[tuple[int, int]]:
+    """sweep_vectors of the program (built once per op, algorithm, dtypes and machine: the
+    rule runs on every new shape)."""
+    return sweep_vectors(algorithms.build(op, algorithm, x, compute_dtype(x, y), y), machine)
+
+
+def sweep_vectors(program, machine: Machine) -> list[tuple[int, int]]:
+    """Per pass: (vectors of reduction state per accumulator set, row constants).  x86's
+    max without mask registers keeps a NaN record beside it; row constants are the row
+    values the pass's ops read and, for e^(x - c) in the fast form, exp_scaled's
+    (numerics.ExpShift: lo and the scale, which AVX-512's ldexp takes in the polynomial's
+    coefficients).  Constants shared by all rows are not counted: x86 instructions read
+    them from memory where they do not fit, at little cost."""
+    exp_vectors = numerics.row_vectors(numerics.float_format(program.compute), scaled_coeffs=machine.native_ldexp)
+    out = []
+    for p in program.passes:
+        states = sum(len(numerics.ACCUMULATORS[op.results[0].type].start)
+                     + (machine.nan_record and op.kind is Kind.ACC_MAX) for op in p.reductions)
+        values = {v for op in p.ops if op.kind not in _SHIFTED for v in op.args if v.type is Type.ROW}
+        out.append((states, len(values) + (exp_vectors if any(op.kind in _SHIFTED for op in p.ops) else 0)))
+    return out
+
+
+_SHIFTED = (Kind.EXP, Kind.PAIR_SCALE)   # the ops exp_scaled computes from row constants
+
+
+def _sets_that_fit(needs: list, limit: int, machine: Machine) -> int | None:
+    """The most accumulator sets (4, 2, 1; at most `limit`) with which passes `needs`
+    side by side fit in the registers with TEMPORARIES to spare; None if none does."""
+    states = sum(s for s, _ in needs)
+    rows = sum(r for _, r in needs)
+    return next((a for a in (4, 2, 1) if a <= limit
+                 and states * a + rows + TEMPORARIES <= machine.registers), None)
 
 
 # --- wisdom -----------------------------------------------------------------------------------
@@ -273,7 +366,7 @@ def choose(op: str, rows: int, n: int, target="host", dtype="float32", out_dtype
     tuned = _wisdom(str(wisdom_path()), target).get(band(op, rows, n, dtype, out_dtype))
     if tuned is not None and (tuned.algorithm != "three_pass_reload" or reload_allowed(dtype, out_dtype)):
         return tuned
-    return builtin(op, rows, n, dtype, out_dtype)
+    return builtin(op, rows, n, dtype, out_dtype, target)
 
 
 def resolve(op: str, algorithm: str, rows: int, n: int, target="host", dtype="float32",
@@ -282,7 +375,7 @@ def resolve(op: str, algorithm: str, rows: int, n: int, target="host", dtype="fl
     for an algorithm, that algorithm with the schedule the built-in rule gives it there."""
     if algorithm == "auto":
         return choose(op, rows, n, target, dtype, out_dtype)
-    return Choice(algorithm, builtin_schedule(op, algorithm, rows, n, dtype, out_dtype))
+    return Choice(algorithm, builtin_schedule(op, algorithm, rows, n, dtype, out_dtype, target))
 
 
 AUTO = "auto:"  # schedule="auto:ROWSxN": what resolve() gives that shape
@@ -313,14 +406,16 @@ def resolve_request(op: str, algorithm: str, schedule, target="host", dtype="flo
 # --- the tuner --------------------------------------------------------------------------------
 
 def candidates(op: str, rows: int, n: int, dtype="float32", out_dtype=None) -> list[Choice]:
-    """What tune() measures for one shape and dtype pair: each algorithm that computes `op`
-    for those dtypes, with the schedule knobs that matter for this band (a small grid, not
-    every combination)."""
+    """What tune() measures for one shape and dtype pair on this machine: the built-in
+    rule's choice for each algorithm that computes `op` for those dtypes, and around it the
+    schedule knobs that matter for this band (a small grid, not every combination):
+    unroll and accumulator sets (fewer sets hold fewer vectors: lower.reductions), rows per
+    group, pipelining."""
     spec = ops.get(op)
     algos = [a for a in spec.algorithms if a != "three_pass_reload" or reload_allowed(dtype, out_dtype)]
     cached = in_cache(op, rows, n, dtype, out_dtype)
     short_row, group_row = dtype_thresholds(dtype, out_dtype)
-    shapes = [dict(unroll=u, accumulators=a) for u, a in ((2, 0), (4, 0), (4, 1))]
+    shapes = [dict(unroll=u, accumulators=a) for u, a in ((2, 0), (4, 0), (4, 2), (4, 1))]
     if n <= short_row:
         shapes.insert(0, dict(unroll=1, accumulators=0))
     if n <= group_row and rows >= 16:
@@ -330,11 +425,12 @@ def candidates(op: str, rows: int, n: int, dtype="float32", out_dtype=None) -> l
     stores = [False] if cached or spec.row_output else [False, True]
     out = []
     for algo in algos:
+        out.append(Choice(algo, builtin_schedule(op, algo, rows, n, dtype, out_dtype)))
         for s in shapes:
             for nt in stores:
                 extra = {"online_block_max": False} if algo == "online" and n <= short_row else {}
                 out.append(Choice(algo, Schedule(nontemporal=nt, **s, **extra)))
-    return out
+    return list(dict.fromkeys(out))
 
 
 class _Progress:

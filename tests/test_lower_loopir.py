@@ -28,11 +28,11 @@ SCHEDULES = {
     "merge": Schedule(pair_sum="merge", unroll=1),
 }
 # capabilities of 16, 8 and 4 float32 lanes (x86: NaN-ignoring max, a fence after streaming
-# stores; vscalefps only at 16) and a target with neither (aarch64-like)
+# stores; vscalefps and mask registers only at 16) and a target with neither (aarch64-like)
 CAPS = {
     "x86-16": Capabilities(512, frozenset({(32, 16)}), True, True),
-    "x86-8": Capabilities(256, frozenset(), True, True),
-    "x86-4": Capabilities(128, frozenset(), True, True),
+    "x86-8": Capabilities(256, frozenset(), True, True, mask_registers=False),
+    "x86-4": Capabilities(128, frozenset(), True, True, mask_registers=False),
     "neon": Capabilities(128, frozenset(), False, False),
 }
 PROGRAMS = [(spec.name, algo) for spec in ops.REGISTRY.values() for algo in spec.algorithms]
@@ -53,6 +53,14 @@ def test_every_program_lowers_to_a_verified_kernel(op, algorithm, schedule, caps
     streaming = [s for s in instrs if s.op == "store" and s.attrs.get("nontemporal")]
     assert bool(streaming) <= SCHEDULES[schedule].nontemporal
     assert ("fence" in used) == (bool(streaming) and CAPS[caps].streaming_fence)
+    # x86's max keeps its NaN record as a mask only where masks have registers of their own
+    mask_ors = [s for s in instrs if s.op == "or" and s.result.ty.kind == "bool" and s.result.ty.lanes > 1]
+    assert not mask_ors or CAPS[caps].mask_registers
+
+
+def test_mask_registers_are_avx512s():
+    assert Capabilities.of(Target.parse("x86-64-v4")).mask_registers
+    assert not Capabilities.of(Target.parse("x86-64-v3")).mask_registers
 
 
 HALF = frozenset({(DType.F16, DType.F32), (DType.F32, DType.F16)})

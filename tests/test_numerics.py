@@ -114,6 +114,8 @@ def test_limits_are_ordered(fmt, dt):
     assert -fmt.exp_shift_floor - 1 >= fmt.ldexp_min_exp
     # exp_shift_folded: 2^-e and the folded form's 2^k (k <= e + 1) through ldexp_generic
     assert fmt.exp_fold_limit + 1 + bias + fmt.scale_bias <= top
+    # ExpShift.scale: a folded scale (>= 2^-(exp_fold_limit + 1)) times 2^-scale_bias is normal
+    assert -fmt.exp_fold_limit - 1 - fmt.scale_bias >= 1 - bias
 
 
 @pytest.mark.parametrize("fmt, dt", [pytest.param(F32, np.float32, id="f32"),
@@ -314,8 +316,9 @@ def test_f64_exp_pair():
         assert math.isfinite(numerics.exp_pair(M, M.const(x))[0])
 
 
+@pytest.mark.parametrize("scaled_coeffs", [True, False], ids=["scale_in_coeffs", "scale_apart"])
 @pytest.mark.parametrize("folded", [False, True], ids=["shift", "folded"])
-def test_f64_exp_scaled_with_row_constants(folded):
+def test_f64_exp_scaled_with_row_constants(folded, scaled_coeffs):
     rng = random.Random(4)
     if folded:  # |round(c log2 e)| <= exp_fold_limit, as the lowering checks it
         c_limit = (F64.exp_fold_limit - 1) / F64.log2e
@@ -327,7 +330,8 @@ def test_f64_exp_scaled_with_row_constants(folded):
         recipe = numerics.exp_diff_shift
     worst = 0.0
     for c in cs:
-        shift = recipe(M, M.const(c))
+        shift = recipe(M, M.const(c), scaled_coeffs)
+        assert (len(shift.coeffs), shift.scale is None) == ((len(F64.exp_poly) + 1, True) if scaled_coeffs else (0, False))
         for delta in _deltas(rng):
             x = c + delta
             true = mpmath.exp(mpmath.mpf(x) - mpmath.mpf(c))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import softgen
+from softgen import targets
 from softgen.targets import LANES, Target, host, known_cpus
 from reference import check
 
@@ -227,3 +228,16 @@ def test_targets_are_checked_without_touching_stderr(capfd):
         stop.set()
         thread.join()
     assert "INFO:server:request handled" in capfd.readouterr().err
+
+
+def test_registers_fma_and_caches_of_targets():
+    """What the built-in rule reads off a target: registers, FMA, caches (sysfs for the
+    host, else the CPU's known sizes or the arch's defaults)."""
+    v4, v3, v1 = (Target.parse(t) for t in ("x86-64-v4", "x86_64:znver3", "x86_64"))
+    assert (v4.register_count, v3.register_count, v1.register_count) == (32, 16, 16)
+    assert v4.has_fma and v3.has_fma and not v1.has_fma
+    assert v3.caches == targets.KNOWN_CACHES["znver3"] == targets.Caches(32 << 10, 512 << 10, 32 << 20)
+    assert Target.parse("riscv64").caches == targets.DEFAULT_CACHES["riscv64"]
+    assert Target.parse("aarch64:neoverse-v1").register_count == 32
+    host = Target.parse("host").caches
+    assert 0 < host.l1 <= host.l2 <= host.llc

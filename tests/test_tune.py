@@ -347,29 +347,65 @@ def test_reload_stays_where_the_output_is_as_wide(wisdom, monkeypatch, dtype, ou
 
 
 def test_rule_thresholds_scale_with_element_size(monkeypatch):
-    """SHORT_ROW is a row of a few vectors of the compute dtype (float64: half as many
-    elements); GROUP_ROW is bytes of x in flight per row (float64: half, 16-bit: twice)."""
+    """A short row is a few vectors of the compute dtype (float64: half as many elements);
+    the group row is bytes of x in flight per row (float64: half, 16-bit: twice).  On a
+    Zen 4 (AVX-512, 1 MB L2): 128 and 4096 float32."""
     monkeypatch.setattr(tune, "llc_bytes", lambda: 32 << 20)
-    assert tune.dtype_thresholds() == (tune.SHORT_ROW, tune.GROUP_ROW) == (128, 4096)
-    assert tune.dtype_thresholds("float64") == (64, 2048)
-    assert tune.dtype_thresholds("float16") == tune.dtype_thresholds("bfloat16", "float32") == (128, 8192)
-    assert tune.dtype_thresholds("float32", "float64") == (64, 4096)
-    assert tune.dtype_thresholds("float64", "float16") == (64, 2048)
+    zen4 = "x86_64:znver4"
+    assert tune.dtype_thresholds(target=zen4) == (128, 4096)
+    assert tune.dtype_thresholds("float64", target=zen4) == (64, 2048)
+    assert (tune.dtype_thresholds("float16", target=zen4)
+            == tune.dtype_thresholds("bfloat16", "float32", target=zen4) == (128, 8192))
+    assert tune.dtype_thresholds("float32", "float64", target=zen4) == (64, 4096)
+    assert tune.dtype_thresholds("float64", "float16", target=zen4) == (64, 2048)
     # logsumexp: recompute for short rows, two-pass beyond
-    assert tune.builtin("logsumexp", 4096, 100).algorithm == "three_pass_recompute"
-    assert tune.builtin("logsumexp", 4096, 100, "float64").algorithm == "two_pass"
-    assert tune.builtin("logsumexp", 4096, 64, "float64").algorithm == "three_pass_recompute"
-    assert tune.builtin("logsumexp", 4096, 100, "bfloat16").algorithm == "three_pass_recompute"
+    assert tune.builtin("logsumexp", 4096, 100, target=zen4).algorithm == "three_pass_recompute"
+    assert tune.builtin("logsumexp", 4096, 100, "float64", target=zen4).algorithm == "two_pass"
+    assert tune.builtin("logsumexp", 4096, 64, "float64", target=zen4).algorithm == "three_pass_recompute"
+    assert tune.builtin("logsumexp", 4096, 100, "bfloat16", target=zen4).algorithm == "three_pass_recompute"
     short = Schedule(rows_per_group=16, unroll=1, pipeline=True, online_block_max=False)
-    assert tune.builtin_schedule("softmax", "online", 64, 100) == short
-    assert tune.builtin_schedule("softmax", "online", 64, 100, "float64") == Schedule(rows_per_group=16, pipeline=True)
-    assert tune.builtin_schedule("softmax", "online", 64, 64, "float64") == short
-    assert tune.builtin_schedule("softmax", "online", 64, 3000).rows_per_group == 16
-    assert tune.builtin_schedule("softmax", "online", 64, 3000, "float64").rows_per_group == 4
-    assert tune.builtin_schedule("softmax", "online", 64, 6000).rows_per_group == 4
-    assert tune.builtin_schedule("softmax", "online", 64, 6000, "bfloat16", "float32").rows_per_group == 16
-    assert any(c.schedule.unroll == 1 for c in tune.candidates("softmax", 64, 100))
+    assert tune.builtin_schedule("softmax", "online", 64, 100, target=zen4) == short
+    # float64's degree-11 polynomial: 12 coefficients per row leave room for 2 sets
+    assert (tune.builtin_schedule("softmax", "online", 64, 100, "float64", target=zen4)
+            == Schedule(rows_per_group=16, pipeline=True, accumulators=2))
+    assert tune.builtin_schedule("softmax", "online", 64, 64, "float64", target=zen4) == short
+    assert tune.builtin_schedule("softmax", "online", 64, 3000, target=zen4).rows_per_group == 16
+    assert tune.builtin_schedule("softmax", "online", 64, 3000, "float64", target=zen4).rows_per_group == 4
+    assert tune.builtin_schedule("softmax", "online", 64, 6000, target=zen4).rows_per_group == 4
+    assert tune.builtin_schedule("softmax", "online", 64, 6000, "bfloat16", "float32", target=zen4).rows_per_group == 16
+    # the tuner's candidates are the host's: 32 float32 are a short row on any vector unit
+    assert any(c.schedule.unroll == 1 for c in tune.candidates("softmax", 64, 32))
     assert not any(c.schedule.unroll == 1 for c in tune.candidates("softmax", 64, 100, "float64"))
+
+
+def test_rule_follows_the_targets_registers_and_caches(monkeypatch):
+    """32 zmm registers hold three pipelined stages of softmax with 4 accumulator sets, 16
+    ymm registers with 1 (log_softmax's not at all); groups are a register's worth
+    of rows, and the group row follows the L2 (Zen 3: 512 KB, Zen 4: 1 MB)."""
+    monkeypatch.setattr(tune, "llc_bytes", lambda: 32 << 20)
+    zen4, zen3, v3 = tune.Machine.of("x86_64:znver4"), tune.Machine.of("x86_64:znver3"), tune.Machine.of("x86-64-v3")
+    assert (zen4.lanes, zen4.registers, zen4.native_ldexp, zen4.nan_record) == (16, 32, True, False)
+    assert (zen3.lanes, zen3.registers, zen3.native_ldexp, zen3.nan_record) == (8, 16, False, True)
+    assert tune.dtype_thresholds(target="x86_64:znver3") == (64, 4096)
+    assert tune.dtype_thresholds(target="x86-64-v3") == (64, v3.caches.l2 // (4 * 8 * 4))
+    # softmax reload per pass: (state vectors per accumulator set, row constants); AVX2 keeps
+    # the max's NaN record in a vector, AVX-512 exp's scale in its 6 coefficients
+    program = softgen.algorithms.build("softmax", "three_pass_reload")
+    assert tune.sweep_vectors(program, zen4) == [(1, 0), (1, 7), (0, 1)]
+    assert tune.sweep_vectors(program, zen3) == [(2, 0), (1, 2), (0, 1)]
+    # pipelined: 3 states x 1 set + 3 row constants + 8 temporaries fit in 16 registers,
+    # log_softmax's 4 + 5 + 8 do not (each pass alone: 2 sets)
+    assert tune._sets_that_fit(tune.sweep_vectors(program, zen3), 4, zen3) == 1
+    log_softmax = tune.sweep_vectors(softgen.algorithms.build("log_softmax", "three_pass_recompute"), zen3)
+    assert tune._sets_that_fit(log_softmax, 4, zen3) is None
+    assert [tune._sets_that_fit([p], 4, zen3) for p in log_softmax] == [4, 2, 4]
+    assert tune.builtin("softmax", 1024, 1024, target="x86_64:znver4") == tune.Choice(
+        "three_pass_reload", Schedule(rows_per_group=16, pipeline=True))
+    assert tune.builtin("softmax", 1024, 1024, target="x86_64:znver3") == tune.Choice(
+        "three_pass_reload", Schedule(rows_per_group=8, accumulators=1, pipeline=True))
+    # log_softmax's two-pass sums (4 vectors of state per set) fit twice in 16 registers
+    assert tune.builtin_schedule("log_softmax", "two_pass", 16, 1 << 22, target="x86_64:znver3").accumulators == 2
+    assert tune.builtin_schedule("log_softmax", "two_pass", 16, 1 << 22, target="x86_64:znver4").accumulators == 0
 
 
 def test_wisdom_is_per_dtype(wisdom, monkeypatch):

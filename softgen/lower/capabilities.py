@@ -27,6 +27,11 @@ class Capabilities:
     # (from, to) dtype conversions that are vector instructions; others are decomposed by
     # numerics' integer recipes (F32 <-> F64 is one everywhere)
     native_casts: frozenset = WIDE_CASTS
+    # lane masks have registers of their own (AVX-512's k): a mask carried across loop
+    # iterations costs nothing there; elsewhere LLVM keeps one packed to narrow integer lanes
+    # in a vector register, unpacked and packed again at every step (4 instructions and a
+    # spill per vector on AVX2).  Read where x86's max carries a NaN mask (MaxNaNMask).
+    mask_registers: bool = True
 
     def group_size(self, rows: int, lanes: int) -> int:
         """Rows per group for a schedule asking `rows` (row values are vectors of them).
@@ -42,7 +47,8 @@ class Capabilities:
         half = {(DType.F16, DType.F32), (DType.F32, DType.F16)} if target.converts_half else set()
         return cls(vector_bits=32 * target.vector_width,   # vector_width counts float32 lanes
                    native_ldexp=frozenset({(32, 16), (64, 8)}) if target.has_avx512 else frozenset(),
-                   nan_ignoring_max=x86, streaming_fence=x86, native_casts=frozenset(half | WIDE_CASTS))
+                   nan_ignoring_max=x86, streaming_fence=x86, native_casts=frozenset(half | WIDE_CASTS),
+                   mask_registers=target.has_avx512)
 
     def lanes(self, dtype: DType) -> int:
         return self.vector_bits // dtype.bits

@@ -94,8 +94,12 @@ class LoopMath:
     def shl(self, a, n: int):
         return self._op("shl", a, Const(self.ity, n), ty=self.ity)
 
+    @property
+    def ldexp_is_native(self) -> bool:
+        return (self.ty.bits, self.width) in self.native_ldexp
+
     def ldexp(self, v, d):
-        if (self.ty.bits, self.width) in self.native_ldexp:
+        if self.ldexp_is_native:
             return self._op("ldexp", v, d)
         return numerics.ldexp_generic(self, v, d)
 

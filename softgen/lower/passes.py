@@ -89,28 +89,23 @@ class PassLowering(Context):
             [self.in_range(rm, env[s.args[2]], -e_limit, e_limit) for s in plan.fused.values()])
 
     def pass_tables(self, setup: PassSetup, env: dict, form: str):
-        """The pass's row constants, readable per row: (row value tables, exp shift tables)."""
+        """The pass's row constants, readable per row: (row value tables, exp shift tables).
+        The exp shifts put the row's scale where the element math's ldexp wants it
+        (numerics.ExpShift)."""
         rm, plan = self.rm, setup.plan
         tables = {v: self.row_table(env[v]) for v in setup.row_values}
         shift_tables = {}
         if form != "exact":
             folded = form == "folded"
+            in_coeffs = self.vm.ldexp_is_native
             for c in plan.exp_shifts:
                 recipe = numerics.exp_diff_shift_folded if folded else numerics.exp_diff_shift
-                shift_tables[c] = self.shift_table(recipe(rm, env[c]))
+                shift_tables[c] = recipe(rm, env[c], in_coeffs).map(self.row_table)
             for scale_op in plan.fused.values():
                 _, c, e = scale_op.args
                 recipe = numerics.exp_shift_folded if folded else numerics.exp_shift
-                shift_tables[scale_op] = self.shift_table(recipe(rm, env[c], env[e]))
+                shift_tables[scale_op] = recipe(rm, env[c], env[e], in_coeffs).map(self.row_table)
         return tables, shift_tables
-
-    def shift_table(self, shift: numerics.ExpShift):
-        return numerics.ExpShift(self.row_table(shift.lo), self.row_table(shift.e_magic),
-                                 tuple(self.row_table(c) for c in shift.coeffs))
-
-    def shift_splat(self, table: numerics.ExpShift, j):
-        return numerics.ExpShift(self.row_splat(table.lo, j), self.row_splat(table.e_magic, j),
-                                 tuple(self.row_splat(c, j) for c in table.coeffs))
 
     def units_of(self, setup: PassSetup, tables, first, j0, form: str) -> list:
         """The rows j0 .. j0 + rows_side_by_side - 1 of one pass, as sweep units."""
@@ -121,7 +116,7 @@ class PassLowering(Context):
             j = self.int_op("add", j0, i64(d)) if d else j0
             row = Row(self.row_x(j, first), self.row_y(j, first),
                       {v: self.row_splat(t, j) for v, t in row_tables.items()},
-                      {k: self.shift_splat(t, j) for k, t in shift_tables.items()},
+                      {k: t.map(lambda v: self.row_splat(v, j)) for k, t in shift_tables.items()},
                       inputs={name: self.row_input(name, j, first) for name in self.elementwise})
             fast = form != "exact" and setup.plan.has_fast_form   # a fused sweep may mix passes
             units.append((Unit(row, setup.p, setup.plan, setup.accs, lowerings, fast), j))
@@ -154,7 +149,7 @@ class PassLowering(Context):
         if op in plan.running:
             return PairRunning(acc, op)
         if op.kind is Kind.ACC_MAX and self.caps.nan_ignoring_max:
-            return MaxNaNMask(acc)
+            return MaxNaNMask(acc, self.caps.mask_registers)
         return Inner(acc)
 
     # --- merges ---------------------------------------------------------------------------

@@ -61,26 +61,38 @@ MAX_IGNORING_NAN = MaxIgnoringNaN()
 
 
 class MaxNaNMask(Inner):
-    """acc.max as a NaN-ignoring max plus a lane mask of NaNs seen, made NaN at the end:
-    x86's maxps is one instruction where the NaN-propagating maximum takes three, and
-    the mask OR runs outside the vector float pipes."""
+    """acc.max as a NaN-ignoring max plus a lane record of NaNs seen, made NaN at the end:
+    x86's maxps is one instruction where the NaN-propagating maximum takes three.  The
+    record is a mask where lane masks have registers of their own (the OR runs outside the
+    vector float pipes), else a vector that turns NaN where x was (a compare and a blend:
+    no mask carried through the loop, see Capabilities.mask_registers)."""
+
+    def __init__(self, acc, in_mask: bool):
+        super().__init__(acc)
+        self.in_mask = in_mask
 
     def types(self, vm):
-        return [vm.ty, vm.mask_ty]
+        return [vm.ty, vm.mask_ty if self.in_mask else vm.ty]
 
     def identity(self, vm):
-        return [vm.const(float("-inf")), Const(vm.mask_ty, 0)]
+        return [vm.const(float("-inf")), Const(vm.mask_ty, 0) if self.in_mask else vm.const(0.0)]
 
     def step(self, vm, old, x):
-        m, nan = old
-        return vm.select(vm.lt(m, x), x, m), vm.mask_or(nan, vm.isnan(x))
+        m, record = old
+        return vm.select(vm.lt(m, x), x, m), self.join(vm, record, vm.isnan(x) if self.in_mask else x)
 
     def merge(self, vm, a, b):
-        return vm.select(vm.lt(a[0], b[0]), b[0], a[0]), vm.mask_or(a[1], b[1])
+        return vm.select(vm.lt(a[0], b[0]), b[0], a[0]), self.join(vm, a[1], b[1])
+
+    def join(self, vm, record, other):
+        """The record with other's NaN lanes: other is a mask (in_mask), else values that
+        are NaN where a NaN was seen (x itself, or another record)."""
+        return vm.mask_or(record, other) if self.in_mask else vm.select(vm.isnan(other), other, record)
 
     def finish(self, emitter, row, state):
         vm = emitter.vm
-        return (vm.select(state[1], vm.const(float("nan")), state[0]),)
+        nan = state[1] if self.in_mask else vm.isnan(state[1])
+        return (vm.select(nan, vm.const(float("nan")), state[0]),)
 
 
 class PairRunning(Inner):

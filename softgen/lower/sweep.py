@@ -335,18 +335,13 @@ class Blocks:
         ctx, one, vm = self.ctx, self.ctx.one, self.vm
         if op.kind is Kind.ACC_PAIR:  # sum e^x * 2^-e, e the block's exponent
             e = numerics.block_exponent(one, mx)
-            row.shifts[op] = (self.splat_shift(numerics.exp_shift(one, one.const(1.0), e)), vm.splat(e))
+            row.shifts[op] = (numerics.exp_shift(one, one.const(1.0), e, vm.ldexp_is_native).map(vm.splat), vm.splat(e))
             return []
         # sum e^(x - m), m the block's max (the lowest finite value for an all -inf block)
         fmt = one.float_format
         m = numerics.clamp_below(one, mx, -fmt.max)
-        row.shifts[op] = (self.splat_shift(numerics.exp_diff_shift(one, m)), vm.splat(m))
+        row.shifts[op] = (numerics.exp_diff_shift(one, m, vm.ldexp_is_native).map(vm.splat), vm.splat(m))
         return [ctx.in_range(one, m, -fmt.exp_shift_limit, fmt.exp_shift_limit)]
-
-    def splat_shift(self, shift: numerics.ExpShift) -> numerics.ExpShift:
-        vm = self.vm
-        return numerics.ExpShift(vm.splat(shift.lo), vm.splat(shift.e_magic),
-                                 tuple(vm.splat(c) for c in shift.coeffs))
 
     # --- running pair sums ----------------------------------------------------------------------
     def seed_exponents(self, start, end):

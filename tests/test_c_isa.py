@@ -79,7 +79,7 @@ def test_abi_types_per_dtype():
              ("float32", "bfloat16"): ("float", "uint16_t"), ("float32", "float64"): ("float", "double")}
     for (x, y), (tx, ty) in cases.items():
         src = softgen.emit_c("logsumexp", algorithm="two_pass", dtype=x, out_dtype=y, isa="avx2", name="k")
-        decl = f"void k(int64_t rows, int64_t n, const {tx} *SOFTGEN_RESTRICT x, int64_t x_row_stride,\n    " \
+        decl = f"void k(int64_t rows, int64_t n, const {tx} *SOFTGEN_RESTRICT x, int64_t x_row_stride, " \
                f"{ty} *SOFTGEN_RESTRICT y, int64_t y_row_stride);"
         assert decl in src.header, (x, y, src.header)
         assert src.dtype == x and src.out_dtype == (y or x)

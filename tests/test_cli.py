@@ -144,7 +144,7 @@ def test_emit_asm_and_c_take_auto(tmp_path):
 def test_help_lists_the_choices():
     out = ok("emit-c", "--help")
     for choices in ("--isa {scalar,sse2,avx2,avx512,neon}", "--op {softmax,log_softmax,logsumexp}",
-                    "--algorithm {three_pass_reload,three_pass_recompute,two_pass,online,auto}",
+                    "--algorithm {three_pass_reload,three_pass_recompute,two_pass,online,unified_max,backward,auto}",
                     "--dtype {float32,float64,float16,bfloat16}"):
         assert choices in out
     assert "softgen_<op>_<algorithm>_<dtype>[_<out-dtype>]_<isa>" in " ".join(out.split())   # --name's default

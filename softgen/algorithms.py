@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from . import numerics, ops
 from .ir import Builder, DType, Kind, Program, verify
-from .ops import Normalizer, OpSpec, Rule
+from .ops import Normalizer, OpSpec, Rule, Term
 
 OPS = ops.NAMES
 ALGORITHMS = ops.ALL_ALGORITHMS
@@ -83,6 +83,26 @@ def three_pass_recompute(op, storage: DType = DType.F32, compute: DType = DType.
     return verify(b.program)
 
 
+def _term_pair(b: Builder, spec: OpSpec, x):
+    """The op's term of x as an exponent pair: e^x, or softplus(scale * x)^power with the
+    op's parameters baked in."""
+    if spec.term is Term.SOFTPLUS_POW:
+        return b.softplus_pow(x, **spec.param)
+    return b.exp_pair(x)
+
+
+def _nan_rows(spec: OpSpec, storage: DType, compute: DType, output: DType | None) -> Program:
+    """NaN rows: two_pass's fallback for a term without a max-based program.  For
+    softplus_normalize the guard fails on rows with NaN or +inf, all -inf rows, and rows
+    whose largest v lies beyond 2^+-2^20: float64's own formula gives 0/0 or inf/inf there
+    (the inf row of numpy and torch would be 0 but NaN at the inf)."""
+    b = Builder(spec.name, "nan_rows", spec.row_output, storage, compute, output)
+    nan = b.const(float("nan"))
+    with b.pass_():
+        b.store(b.mul(b.load_x(), nan))
+    return verify(b.program)
+
+
 def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
              output: DType | None = None) -> Program:
     """Dukhan & Ablavatski: accumulate e^x as (mantissa, exponent) pairs, no max pass.
@@ -94,17 +114,17 @@ def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
     b = _builder(spec, "two_pass", storage, compute, output)
     with b.pass_():
         x = b.load_x()
-        acc = b.acc_pair(b.exp_pair(x))
+        acc = b.acc_pair(_term_pair(b, spec, x))
         max_acc = b.acc_max(x) if spec.rule is Rule.SHIFT else None
     s, e = b.merge_pair(acc)
-    fallback = three_pass_recompute(spec, storage, compute, output)
+    fallback = (three_pass_recompute if spec.term is Term.EXP else _nan_rows)(spec, storage, compute, output)
     fmt = numerics.float_format(compute)
     pair_range = (-fmt.pair_exp_limit, fmt.pair_exp_limit)
     if spec.normalizer is Normalizer.SUM:
         b.guard(e, ranges=(pair_range,), fallback=fallback)
         r = b.recip(s)
         with b.pass_():
-            b.store(b.pair_scale(b.exp_pair(b.load_x()), r, e))
+            b.store(b.pair_scale(_term_pair(b, spec, b.load_x()), r, e))
         return verify(b.program)
     # lse = hi + lo: x - lse rounded once more than x - hi, which is exact near lse
     hi, lo = b.log_pair(s, e)

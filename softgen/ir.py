@@ -20,6 +20,7 @@ differ, `cast` / `cast.row` convert (`from` and `to` name the two dtypes).
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 
 
@@ -67,6 +68,8 @@ class Kind(enum.Enum):
     MUL = ("mul", Where.PASS, (E, R), (E,))
     EXP = ("exp", Where.PASS, (E, R), (E,))         # e^(x - c) for x <= c (or NaN)
     EXP_PAIR = ("exp_pair", Where.PASS, (E,), (P,))
+    # softplus(scale * x)^power as a pair p * 2^k (numerics.softplus_pow): softplus_pow x scale=s power=p
+    SOFTPLUS_POW = ("softplus_pow", Where.PASS, (E,), (P,))
     PAIR_SCALE = ("pair_scale", Where.PASS, (P, R, R), (E,))  # p * c * 2^(k - e)
     STORE = ("store", Where.PASS, (E,), ())
     CAST = ("cast", Where.PASS, (E,), (E,))          # cast v from=dtype to=dtype: storage/output <-> compute
@@ -252,6 +255,8 @@ def _check_pass(program: Program, step: Pass, defined_row: set, pending_acc: dic
             _fail(program, op, "a row op cannot appear inside a pass")
         if op.kind is Kind.LOAD_Y and not stored:
             _fail(program, op, "load.y reads the output row before any pass stored to it")
+        if op.kind is Kind.SOFTPLUS_POW:
+            _check_softplus_pow(program, op)
         _check_args(program, op, defined_row | local)
         for r in op.results:
             if r.type.is_accumulator:
@@ -277,6 +282,15 @@ def _check_row_op(program: Program, op: Op, defined_row: set, pending_acc: dict)
         verify(fallback)
     if op.kind is Kind.CONST and not isinstance(op.attrs.get("value"), float):
         _fail(program, op, "const needs a float value")
+
+
+def _check_softplus_pow(program: Program, op: Op):
+    """The kernel parameters baked into the op: a finite nonzero scale, a finite positive power."""
+    scale, power = op.attrs.get("scale"), op.attrs.get("power")
+    if not (isinstance(scale, float) and math.isfinite(scale) and scale != 0.0):
+        _fail(program, op, "softplus_pow needs a finite nonzero float scale=")
+    if not (isinstance(power, float) and math.isfinite(power) and power > 0.0):
+        _fail(program, op, "softplus_pow needs a finite positive float power=")
 
 
 def verify(program: Program) -> Program:

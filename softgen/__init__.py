@@ -17,7 +17,7 @@ from above, not even inside a function; tests/test_layering.py checks this):
 from . import scipy, tune
 from .algorithms import ALGORITHMS, OPS
 from .ops import OpSpec
-from .api import Kernel, compile, log_softmax, logsumexp, softmax
+from .api import Kernel, compile, log_softmax, logsumexp, softmax, softplus_normalize
 from .artifacts import Artifact, emit_c, generate
 from .backends.c import CSource
 from .ir import VerifyError
@@ -26,7 +26,7 @@ from .threads import get_num_threads, set_num_threads, threadpool_info
 from .version import __version__
 
 __all__ = ["ALGORITHMS", "OPS", "OpSpec", "Kernel", "Target", "VerifyError", "compile", "log_softmax",
-           "logsumexp", "softmax", "__version__"]
+           "logsumexp", "softmax", "softplus_normalize", "__version__"]
 __all__ += ["Artifact", "generate"]
 __all__ += ["CSource", "emit_c"]
 __all__ += ["get_num_threads", "set_num_threads", "threadpool_info"]

@@ -91,16 +91,18 @@ def _term_pair(b: Builder, spec: OpSpec, x):
     return b.exp_pair(x)
 
 
-def _nan_rows(spec: OpSpec, storage: DType, compute: DType, output: DType | None) -> Program:
-    """NaN rows: two_pass's fallback for a term without a max-based program.  For
-    softplus_normalize the guard fails on rows with NaN or +inf, all -inf rows, and rows
-    whose largest v lies beyond 2^+-2^20: float64's own formula gives 0/0 or inf/inf there
-    (the inf row of numpy and torch would be 0 but NaN at the inf)."""
-    b = Builder(spec.name, "nan_rows", spec.row_output, storage, compute, output)
+def _pair_ratio(b: Builder, spec: OpSpec, s, e, pair_range):
+    """y = v / sum v from the pairs' sum S * 2^E, for a term without a max-based program: rows
+    whose E leaves the pair range are NaN rows, per row (no guard: a guard's fallback runs
+    for a whole row group).  For softplus_normalize those are rows with NaN or +inf, all
+    -inf rows and rows whose largest v lies beyond 2^+-2^20, where float64's own formula
+    gives 0/0 or inf/inf (numpy's and torch's +inf row would be 0 but NaN at the inf)."""
     nan = b.const(float("nan"))
+    r = b.where_in(e, b.recip(s), nan, range=pair_range)
+    # and E NaN there: vscalefps gives (NaN * p) * 2^+-inf as inf or 0, (NaN * p) * 2^NaN as NaN
+    e = b.where_in(e, e, nan, range=pair_range)
     with b.pass_():
-        b.store(b.mul(b.load_x(), nan))
-    return verify(b.program)
+        b.store(b.pair_scale(_term_pair(b, spec, b.load_x()), r, e))
 
 
 def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
@@ -117,9 +119,12 @@ def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
         acc = b.acc_pair(_term_pair(b, spec, x))
         max_acc = b.acc_max(x) if spec.rule is Rule.SHIFT else None
     s, e = b.merge_pair(acc)
-    fallback = (three_pass_recompute if spec.term is Term.EXP else _nan_rows)(spec, storage, compute, output)
     fmt = numerics.float_format(compute)
     pair_range = (-fmt.pair_exp_limit, fmt.pair_exp_limit)
+    if spec.term is not Term.EXP:
+        _pair_ratio(b, spec, s, e, pair_range)
+        return verify(b.program)
+    fallback = three_pass_recompute(spec, storage, compute, output)
     if spec.normalizer is Normalizer.SUM:
         b.guard(e, ranges=(pair_range,), fallback=fallback)
         r = b.recip(s)

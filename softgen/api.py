@@ -2,7 +2,9 @@
 kernel chosen for the array's shape and dtypes (softgen.tune); compile() for one kernel."""
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -131,6 +133,8 @@ def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False
 
 
 def _op_entry(spec: ops.OpSpec):
+    if spec.params:
+        return _with_params(spec, _op_entry(replace(spec, params=())))
     op = spec.name
 
     def run(x, axis=-1, *, algorithm: str = "auto", out=None, dtype=None, threads=None):
@@ -177,6 +181,26 @@ def _op_entry(spec: ops.OpSpec):
     return entry
 
 
+def _with_params(spec: ops.OpSpec, plain):
+    """The entry of an op with kernel parameters: keyword arguments (the registry's defaults)
+    that pick the kernel, one per set of values (each is baked into its program)."""
+    def run(x, axis=-1, *, algorithm: str = "auto", out=None, dtype=None, threads=None, **params):
+        op = spec.with_params(**params)
+        if threads is not None:
+            threads = check_threads(threads, spec.name)
+        return _run_op(op, x, axis, algorithm, out, dtype, threads=threads)
+
+    run.__name__ = run.__qualname__ = spec.name
+    keywords = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in spec.params]
+    signature = inspect.signature(plain)
+    run.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *keywords])
+    run.__doc__ = (plain.__doc__.replace(f"{spec.name} of", f"{spec.name} (y = {spec.term.value} / its sum) of", 1)
+                   + "\n" + ", ".join(f"{k}={v}" for k, v in spec.params)
+                   + ": the op's parameters (finite; scale nonzero, power positive), one kernel per value.")
+    return run
+
+
 softmax = _op_entry(ops.SOFTMAX)
 log_softmax = _op_entry(ops.LOG_SOFTMAX)
 logsumexp = _op_entry(ops.LOGSUMEXP)
+softplus_normalize = _op_entry(ops.SOFTPLUS_NORMALIZE)

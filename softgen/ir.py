@@ -94,6 +94,7 @@ class Kind(enum.Enum):
     LOG1P = ("log1p", Where.ROW, (R,), (R,))  # log(1 + u), accurate for small u
     LOG_PAIR = ("log.pair", Where.ROW, (R, R), (R, R))  # log(s) + e*ln2 as hi + lo (numerics.log_pair)
     WHERE_FINITE = ("where_finite", Where.ROW, (R, R, R), (R,))  # isfinite(a) ? b : c
+    WHERE_IN = ("where_in", Where.ROW, (R, R, R), (R,))  # where_in a, b, c range=(lo, hi): lo <= a <= hi ? b : c
     # guard v1, v2, ... ranges=((lo1, hi1), ...): every lo <= v <= hi, else run the fallback program
     GUARD = ("guard", Where.ROW, (R,), ())  # (its operand count is that of its ranges)
     STORE_ROW = ("store.row", Where.ROW, (R,), ())  # y[row * y_row_stride] = v
@@ -282,6 +283,8 @@ def _check_row_op(program: Program, op: Op, defined_row: set, pending_acc: dict)
         verify(fallback)
     if op.kind is Kind.CONST and not isinstance(op.attrs.get("value"), float):
         _fail(program, op, "const needs a float value")
+    if op.kind is Kind.WHERE_IN and not (isinstance(op.attrs.get("range"), tuple) and len(op.attrs["range"]) == 2):
+        _fail(program, op, "where_in needs range=(lo, hi)")
 
 
 def _check_softplus_pow(program: Program, op: Op):

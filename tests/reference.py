@@ -30,7 +30,26 @@ def _stats(x: np.ndarray):
     return x, m, np.where(np.isfinite(m), u, np.nan)
 
 
+def softplus_reference(x: np.ndarray, scale: float = 1.0, power: float = 1.0) -> np.ndarray:
+    """softplus_normalize in longdouble (its range, e^+-11356, holds every v^power the tests
+    make): v = softplus(scale * x)^power, y = v / sum v; a row with NaN or +inf v is a NaN
+    row (softgen's choice, as its softmax: numpy and torch would give 0 but NaN at an inf),
+    an all -inf row 0/0."""
+    z = x.astype(np.longdouble) * np.longdouble(scale)
+    with np.errstate(all="ignore"):
+        v = np.logaddexp(np.longdouble(0), z) ** np.longdouble(power)
+        y = v / v.sum(-1, keepdims=True)
+    bad = ~np.isfinite(v).all(-1, keepdims=True)
+    return np.where(bad, np.nan, y)
+
+
+# the ops whose outputs are ratios of positive terms (relative errors), not logs
+RATIOS = ("softmax", "softplus_normalize")
+
+
 def reference(op: str, x: np.ndarray) -> np.ndarray:
+    if op == "softplus_normalize":
+        return softplus_reference(x)
     x, m, u = _stats(x)
     with np.errstate(all="ignore"):
         if op == "softmax":
@@ -73,7 +92,7 @@ def check(op: str, x: np.ndarray, y: np.ndarray, rtol: float | None = None) -> f
     rounding = half_ulp(ref, y.dtype) if narrow else 0.0
     err = np.maximum(np.abs(got - ref) - rounding, 0.0)
     tiny = 4 * float(finfo(compute).smallest_subnormal)
-    if op == "softmax":
+    if op in RATIOS:
         big = ref > 1e-30
         worst = float(np.max(err[big] / ref[big])) if big.any() else 0.0
         assert worst <= rtol, f"max relative error {worst:.3g} > {rtol:g}"

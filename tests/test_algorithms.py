@@ -49,6 +49,10 @@ def _elementwise(op, a, x, y):
         kk = np.round(a[0] * np.log2(np.e))
         t = np.clip(np.nan_to_num(a[0] - kk * np.log(2), nan=-1.0), -1, 1)  # p stays finite
         return ((np.exp(t), kk),)
+    if k is Kind.SOFTPLUS_POW:   # k = log2(v) rounded: inf, -inf (v = 0) and NaN pass to the guard
+        v = np.logaddexp(0.0, a[0] * op.attrs["scale"]) ** op.attrs["power"]
+        kk = np.round(np.log2(v))
+        return ((np.where(np.isfinite(kk), v * np.exp2(-kk), 1.0), kk),)
     if k is Kind.PAIR_SCALE:
         (p, kk), c, e = a
         return (p * c * np.exp2(kk - e),)
@@ -83,7 +87,8 @@ def _row_op(op, a):
     table = {Kind.CONST: lambda: op.attrs["value"], Kind.ADD: lambda: a[0] + a[1],
              Kind.SUB_ROW: lambda: a[0] - a[1], Kind.MUL_ROW: lambda: a[0] * a[1],
              Kind.RECIP: lambda: 1.0 / a[0], Kind.LOG: lambda: np.log(a[0]), Kind.LOG1P: lambda: np.log1p(a[0]),
-             Kind.WHERE_FINITE: lambda: a[1] if np.isfinite(a[0]) else a[2]}
+             Kind.WHERE_FINITE: lambda: a[1] if np.isfinite(a[0]) else a[2],
+             Kind.WHERE_IN: lambda: a[1] if op.attrs["range"][0] <= a[0] <= op.attrs["range"][1] else a[2]}
     return (table[k](),)
 
 
@@ -94,6 +99,7 @@ def test_programs_verify_and_print(op, algo):
     text = str(program)
     assert text.startswith(f"kernel {op}.{algo}")
     assert program.row_output == (op == "logsumexp")
+    assert ("softplus_pow" in text) == (op == "softplus_normalize")
 
 
 @pytest.mark.parametrize("op", ["log_softmax", "logsumexp"])

@@ -142,6 +142,8 @@ class KernelLowering(PassLowering):
                 row = self.row_y(i64(j))
                 self.b.emit("store", row.ptr, self.lane(a[0], j), align=row.elem.bytes)
             results = ()
+        elif k is Kind.WHERE_IN:
+            results = (rm.select(self.in_range(rm, a[0], *op.attrs["range"]), a[1], a[2]),)
         elif k is Kind.CAST_ROW:
             results = (Casts(self.b, self.caps, rm.width).cast(a[0], op.attrs["from"], op.attrs["to"]),)
         elif k in ROW_RECIPES:

@@ -30,16 +30,24 @@ def _stats(x: np.ndarray):
     return x, m, np.where(np.isfinite(m), u, np.nan)
 
 
+PAIR_EXP_LIMIT = 2.0 ** 20
+
+
 def softplus_reference(x: np.ndarray, scale: float = 1.0, power: float = 1.0) -> np.ndarray:
-    """softplus_normalize in longdouble (its range, e^+-11356, holds every v^power the tests
-    make): v = softplus(scale * x)^power, y = v / sum v; a row with NaN or +inf v is a NaN
-    row (softgen's choice, as its softmax: numpy and torch would give 0 but NaN at an inf),
-    an all -inf row 0/0."""
+    """softplus_normalize in longdouble, exactly as softgen defines it: v = softplus(scale *
+    x)^power, y = v / sum v formed as e^(u - max u) / sum, u = power * log softplus (so v may
+    under- or overflow any float: log softplus(z) is z below -40, to 4e-18).  A row with NaN or
+    +inf is a NaN row (softgen's choice, as its softmax: numpy and torch would give 0 but NaN
+    at an inf), an all -inf row 0/0, and so is a row whose largest v is beyond 2^+-2^20
+    (float64's own formula underflows or overflows long before)."""
     z = x.astype(np.longdouble) * np.longdouble(scale)
     with np.errstate(all="ignore"):
-        v = np.logaddexp(np.longdouble(0), z) ** np.longdouble(power)
-        y = v / v.sum(-1, keepdims=True)
-    bad = ~np.isfinite(v).all(-1, keepdims=True)
+        log_sp = np.where(z < -40, z, np.log(np.logaddexp(np.longdouble(0), z)))
+        u = log_sp * np.longdouble(power)
+        top = u.max(-1, keepdims=True) if u.shape[-1] else np.zeros(u.shape[:-1] + (1,), u.dtype)
+        e = np.exp(u - top)
+        y = e / e.sum(-1, keepdims=True)
+    bad = ~(np.abs(np.round(top * np.log2(np.e))) <= PAIR_EXP_LIMIT)   # NaN, +-inf, beyond
     return np.where(bad, np.nan, y)
 
 

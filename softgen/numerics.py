@@ -444,7 +444,9 @@ def softplus_pow(m, x, scale: float = 1.0, power: float = 1.0):
     if power != 1.0:
         hi, err = _exact_product(m, hi, power)
         lo = m.fma(lo, m.const(power), err)
-    hi, lo = two_sum(m, hi, lo)   # |lo| up to 0.36: into hi, so that exp_pair's t stays reduced
+    s, err = two_sum(m, hi, lo)   # |lo| up to 0.36: into hi, so that exp_pair's t stays reduced
+    finite = m.lt(m.fabs(hi), m.const(float("inf")))   # +-inf - +-inf would make them NaN
+    hi, lo = m.select(finite, s, hi), m.select(finite, err, m.const(0.0))
     return exp_pair(m, clamp_below(m, hi, _fmt(m).pair_input_floor), lo)
 
 

@@ -404,6 +404,16 @@ def _round_to(v: float, fmt: "FloatFormat") -> float:
     return v if fmt.dtype is DType.F64 else struct.unpack("f", struct.pack("f", v))[0]
 
 
+def _scaled(m, a, c: float):
+    """(p, err) with p + err = a * c to the format's precision squared: c is a Python float,
+    whose rounding to the format (float32) would shift every v^power by a relative error
+    of |log v| * 2^-25; its remainder c - hi goes into err."""
+    fmt = _fmt(m)
+    hi = _round_to(c, fmt)
+    p, err = _exact_product(m, a, hi)
+    return (p, err) if hi == c else (p, m.fma(a, m.const(_round_to(c - hi, fmt)), err))
+
+
 def log_softplus(m, x, scale: float = 1.0):
     """(hi, lo) with hi + lo = log(softplus(scale * x)), softplus(z) = log(1 + e^z), to a few
     ulp of lo (exp of it is then a few ulp off): overflow- and underflow-free for any finite
@@ -415,7 +425,7 @@ def log_softplus(m, x, scale: float = 1.0):
     sp = SoftplusScale.of(scale, _fmt(m))
     z, z_lo = x, zero
     if scale != 1.0:
-        z, err = _exact_product(m, x, scale)
+        z, err = _scaled(m, x, scale)
         z_lo = m.select(m.lt(m.fabs(z), inf), err, zero)   # inf - inf would be NaN
     positive = m.gt(z, zero)
     # w = e^-|z + z_lo|
@@ -442,7 +452,7 @@ def softplus_pow(m, x, scale: float = 1.0, power: float = 1.0):
     a power overflows and tiny values keep their relative accuracy."""
     hi, lo = log_softplus(m, x, scale)
     if power != 1.0:
-        hi, err = _exact_product(m, hi, power)
+        hi, err = _scaled(m, hi, power)
         lo = m.fma(lo, m.const(power), err)
     s, err = two_sum(m, hi, lo)   # |lo| up to 0.36: into hi, so that exp_pair's t stays reduced
     finite = m.lt(m.fabs(hi), m.const(float("inf")))   # +-inf - +-inf would make them NaN

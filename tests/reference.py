@@ -55,9 +55,10 @@ def softplus_reference(x: np.ndarray, scale: float = 1.0, power: float = 1.0) ->
 RATIOS = ("softmax", "softplus_normalize")
 
 
-def reference(op: str, x: np.ndarray) -> np.ndarray:
+def reference(op: str, x: np.ndarray, **params) -> np.ndarray:
+    """op(x) in float64 (longdouble); params: softplus_normalize's scale and power."""
     if op == "softplus_normalize":
-        return softplus_reference(x)
+        return softplus_reference(x, **params)
     x, m, u = _stats(x)
     with np.errstate(all="ignore"):
         if op == "softmax":
@@ -76,11 +77,11 @@ def half_ulp(ref: np.ndarray, dtype) -> np.ndarray:
     return 0.5 * 2.0 ** (e - info.nmant)
 
 
-def check(op: str, x: np.ndarray, y: np.ndarray, rtol: float | None = None) -> float:
+def check(op: str, x: np.ndarray, y: np.ndarray, rtol: float | None = None, **params) -> float:
     """Assert y matches the reference: within rtol (the compute dtype's by default) of it,
     plus half an ulp of y's dtype where y is narrower than the computation.  Returns the
     worst relative error seen (the rounding allowance taken off)."""
-    ref = reference(op, x)
+    ref = reference(op, x, **params)
     compute = compute_dtype(x.dtype, y.dtype)
     rtol = RTOL[compute] if rtol is None else rtol
     assert y.shape == ref.shape, (y.shape, ref.shape)

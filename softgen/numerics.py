@@ -322,6 +322,8 @@ def log1p(m, u):
 
 # --- log and softplus per element (no libm): for softplus_pow ---------------------------
 
+SQRT2 = f("0x1.6a09e667f3bcdp+0")
+
 def frexp(m, a):
     """(f, k) with a = f * 2^k, f in [sqrt(1/2), sqrt(2)), k integer-valued, for a normal
     positive a: the exponent bits (an integer k + bias) become the float 2^mantissa_bits + k
@@ -330,16 +332,13 @@ def frexp(m, a):
     fmt = _fmt(m)
     bits = m.as_int(a)
     one_bits = fmt.exponent_bias << fmt.mantissa_bits       # 1.0's bits
-    f = m.as_float(m.ior(m.iand(bits, m.iconst((1 << fmt.mantissa_bits) - 1)), m.iconst(one_bits)))
+    mant = m.as_float(m.ior(m.iand(bits, m.iconst((1 << fmt.mantissa_bits) - 1)), m.iconst(one_bits)))
     top = float(2 ** fmt.mantissa_bits)
     top_bits = (fmt.exponent_bias + fmt.mantissa_bits) << fmt.mantissa_bits
     k = m.sub(m.as_float(m.ior(m.lshr(bits, fmt.mantissa_bits), m.iconst(top_bits))),
               m.const(top + fmt.exponent_bias))
-    big = m.gt(f, m.const(SQRT2))
-    return m.select(big, m.mul(f, m.const(0.5)), f), m.select(big, m.add(k, m.const(1.0)), k)
-
-
-SQRT2 = f("0x1.6a09e667f3bcdp+0")
+    big = m.gt(mant, m.const(SQRT2))
+    return m.select(big, m.mul(mant, m.const(0.5)), mant), m.select(big, m.add(k, m.const(1.0)), k)
 
 
 def _log_reduced(m, f, c=None):

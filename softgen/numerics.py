@@ -17,9 +17,9 @@ Float semantics that the recipes rely on:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import decimal
 import struct
+from dataclasses import dataclass
 from typing import Callable
 
 from .ir import DType, Type
@@ -324,8 +324,9 @@ def log1p(m, u):
 
 SQRT2 = f("0x1.6a09e667f3bcdp+0")
 
+
 def frexp(m, a):
-    """(f, k) with a = f * 2^k, f in [sqrt(1/2), sqrt(2)), k integer-valued, for a normal
+    """(mant, k) with a = mant * 2^k, mant in [sqrt(1/2), sqrt(2)], k integer-valued, for a normal
     positive a: the exponent bits (an integer k + bias) become the float 2^mantissa_bits + k
     + bias by OR-ing them into 2^mantissa_bits's zero mantissa (integer lanes of the float's
     width: iand, ior, lshr)."""
@@ -341,12 +342,12 @@ def frexp(m, a):
     return m.select(big, m.mul(mant, m.const(0.5)), mant), m.select(big, m.add(k, m.const(1.0)), k)
 
 
-def _log_reduced(m, f, c=None):
-    """log(f + c) for f in [sqrt(1/2), sqrt(2)] and |c| below an ulp of f (default 0):
-    2 atanh(s), s = (f - 1 + c) / (f + 1), f - 1 exact; a few ulp of itself."""
+def _log_reduced(m, mant, c=None):
+    """log(mant + c) for mant in [sqrt(1/2), sqrt(2)] and |c| below an ulp of it (default 0):
+    2 atanh(s), s = (mant - 1 + c) / (mant + 1), mant - 1 exact; a few ulp of itself."""
     one = m.const(1.0)
-    num = m.sub(f, one)
-    s = m.div(num if c is None else m.add(num, c), m.add(f, one))
+    num = m.sub(mant, one)
+    s = m.div(num if c is None else m.add(num, c), m.add(mant, one))
     s2 = m.mul(s, s)
     poly = _fmt(m).log_poly
     q = m.const(poly[-1])
@@ -360,8 +361,8 @@ def log_parts(m, a):
     k*ln2_lo + log(f) (|lo| < 0.36); the error is a few ulp of lo, not of log(a), which
     exp_pair's lo argument carries."""
     fmt = _fmt(m)
-    f, k = frexp(m, a)
-    return m.mul(k, m.const(fmt.ln2_hi)), m.fma(k, m.const(fmt.ln2_lo), _log_reduced(m, f))
+    mant, k = frexp(m, a)
+    return m.mul(k, m.const(fmt.ln2_hi)), m.fma(k, m.const(fmt.ln2_lo), _log_reduced(m, mant))
 
 
 def log1p_unit(m, w):
@@ -372,8 +373,7 @@ def log1p_unit(m, w):
     c = m.sub(w, m.sub(w1, one))
     big = m.gt(w1, m.const(SQRT2))
     half = m.const(0.5)
-    f = m.select(big, m.mul(w1, half), w1)
-    core = _log_reduced(m, f, m.select(big, m.mul(c, half), c))
+    core = _log_reduced(m, m.select(big, m.mul(w1, half), w1), m.select(big, m.mul(c, half), c))
     return m.select(big, m.add(core, m.const(LN2)), core)
 
 
@@ -385,7 +385,6 @@ SOFTPLUS_LINEAR_BELOW = -40.0
 @dataclass(frozen=True)
 class SoftplusScale:
     """The constants of softplus(scale * x) for one scale (a kernel parameter)."""
-    scale: float
     inv: float        # 1 / |scale|
     log_hi: float     # log |scale| = log_hi + log_lo
     log_lo: float
@@ -396,7 +395,7 @@ class SoftplusScale:
             ctx.prec = 60
             exact = decimal.Decimal(abs(scale)).ln()
             hi = _round_to(float(exact), fmt)
-            return cls(scale, 1.0 / abs(scale), hi, _round_to(float(exact - decimal.Decimal(hi)), fmt))
+            return cls(1.0 / abs(scale), hi, _round_to(float(exact - decimal.Decimal(hi)), fmt))
 
 
 def _round_to(v: float, fmt: "FloatFormat") -> float:

@@ -2,7 +2,9 @@
 
 Every algorithm reduces a row to its max m and the sum s of e^(x - m) (or that sum's
 excess over 1, whose log1p keeps small results accurate); the op decides what the sum
-is used as (its normalizer) and what is stored (its output rule).  Callers ask an
+is used as (its normalizer) and what is stored (its output rule).  An op's term says what
+is summed: e^x, or softplus(scale * x)^power (softplus_normalize, two-pass pairs only), whose
+parameters are part of the op (OpSpec.with_params: one kernel per value).  Callers ask an
 OpSpec instead of comparing op names.
 """
 from __future__ import annotations

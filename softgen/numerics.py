@@ -18,6 +18,7 @@ Float semantics that the recipes rely on:
 from __future__ import annotations
 
 import decimal
+import math
 import struct
 from dataclasses import dataclass
 from typing import Callable
@@ -412,6 +413,43 @@ def _scaled(m, a, c: float):
     return (p, err) if hi == c else (p, m.fma(a, m.const(_round_to(c - hi, fmt)), err))
 
 
+def _scaled_input(m, x, scale: float):
+    """(z, z_lo): z + z_lo = scale * x (z_lo 0 where z is infinite, or scale is 1)."""
+    zero = m.const(0.0)
+    if scale == 1.0:
+        return x, zero
+    z, err = _scaled(m, x, scale)
+    return z, m.select(m.lt(m.fabs(z), m.const(float("inf"))), err, zero)   # inf - inf would be NaN
+
+
+def softplus_pair(m, x, scale: float = 1.0):
+    """softplus(scale * x) itself as an exponent pair (mant, k), for power 1: no log.
+    e^-|z| as a pair first: below SOFTPLUS_LINEAR_BELOW that pair is softplus (no
+    underflow), else log1p of it is softplus below 0, z + log1p above, split by frexp
+    (for |scale| > 1: |x| + log1p / |scale|, then the mantissa times |scale|'s, so that z
+    may overflow).  -inf gives a pair far below any row's, +inf an infinite exponent."""
+    fmt = _fmt(m)
+    zero = m.const(0.0)
+    z, z_lo = _scaled_input(m, x, scale)
+    positive = m.gt(z, zero)
+    # e^-|z + z_lo| as a pair
+    pw, kw = exp_pair(m, clamp_below(m, m.sub(zero, m.fabs(z)), fmt.pair_input_floor),
+                      m.select(positive, m.sub(zero, z_lo), z_lo))
+    log1p_w = log1p_unit(m, m.ldexp(pw, kw))
+    if abs(scale) > 1.0:
+        mant, k = frexp(m, m.select(positive, m.fma(log1p_w, m.const(1.0 / abs(scale)), m.fabs(x)), log1p_w))
+        s_mant, s_exp = math.frexp(abs(scale))
+        s_hi = _round_to(s_mant, fmt)
+        scaled = m.fma(mant, m.const(_round_to(s_mant - s_hi, fmt)), m.mul(mant, m.const(s_hi)))
+        mant, k = m.select(positive, scaled, mant), m.select(positive, m.add(k, m.const(float(s_exp))), k)
+    else:
+        mant, k = frexp(m, m.select(positive, m.add(z, m.add(log1p_w, z_lo)), log1p_w))
+    linear = m.lt(z, m.const(SOFTPLUS_LINEAR_BELOW))
+    finite = m.lt(m.fabs(x), m.const(float("inf")))
+    k = m.select(finite, m.select(linear, kw, k), clamp_below(m, z, fmt.pair_input_floor))
+    return m.select(linear, pw, mant), k
+
+
 def log_softplus(m, x, scale: float = 1.0):
     """(hi, lo) with hi + lo = log(softplus(scale * x)), softplus(z) = log(1 + e^z), to a few
     ulp of lo (exp of it is then a few ulp off): overflow- and underflow-free for any finite
@@ -421,10 +459,7 @@ def log_softplus(m, x, scale: float = 1.0):
     log|scale| + log(|x| + log1p(e^-z) / |scale|), so that z may overflow."""
     zero, inf = m.const(0.0), m.const(float("inf"))
     sp = SoftplusScale.of(scale, _fmt(m))
-    z, z_lo = x, zero
-    if scale != 1.0:
-        z, err = _scaled(m, x, scale)
-        z_lo = m.select(m.lt(m.fabs(z), inf), err, zero)   # inf - inf would be NaN
+    z, z_lo = _scaled_input(m, x, scale)
     positive = m.gt(z, zero)
     # w = e^-|z + z_lo|
     w = exp_diff(m, m.sub(zero, m.fabs(z)), m.select(positive, z_lo, m.sub(zero, z_lo)))
@@ -447,7 +482,10 @@ def log_softplus(m, x, scale: float = 1.0):
 def softplus_pow(m, x, scale: float = 1.0, power: float = 1.0):
     """softplus(scale * x)^power as an exponent pair (p, k), p * 2^k (see exp_pair):
     e^(power * log softplus) with the log's low part carried, so neither a huge x nor
-    a power overflows and tiny values keep their relative accuracy."""
+    a power overflows and tiny values keep their relative accuracy.  Power 1 needs no log
+    (softplus_pair)."""
+    if power == 1.0:
+        return softplus_pair(m, x, scale)
     hi, lo = log_softplus(m, x, scale)
     if power != 1.0:
         hi, err = _scaled(m, hi, power)

@@ -460,14 +460,23 @@ def test_f64_log_softplus(scale):
 
 
 @pytest.mark.parametrize("power", [1.0, 0.5, 3.0])
-def test_f64_softplus_pow(power):
+@pytest.mark.parametrize("scale", [1.0, 0.3, -2.5])
+def test_f64_softplus_pow(scale, power):
+    """Power 1 (softplus_pair: no log) and the log route, within a few ulps (times the
+    power); -inf far below any row's pair, +inf and NaN through the exponent."""
     rng = random.Random(10)
-    xs = [0.0, 1.0, -1.0, -100.0, -1000.0, 1e6, 1e300, -1e4] + [rng.gauss(0, 30) for _ in range(200)]
+    xs = [0.0, 1.0, -1.0, -100.0, -1000.0, 1e6, 1e300, -1e4, 16.0, -16.0, 40.0, -40.0]
+    xs += [rng.gauss(0, 30) for _ in range(200)]
     worst = 0.0
     for x in xs:
-        p, k = numerics.softplus_pow(M, M.const(x), 1.0, power)
-        true = mpmath.exp(power * _log_softplus_true(x)) / mpmath.mpf(2) ** int(k)
+        p, k = numerics.softplus_pow(M, M.const(x), scale, power)
+        if k < -F64.pair_exp_limit:   # clamped: far below any row's largest, which the guard needs
+            assert power * _log_softplus_true(mpmath.mpf(x) * scale) < -0.69 * F64.pair_exp_limit
+            continue
+        true = mpmath.exp(power * _log_softplus_true(mpmath.mpf(x) * scale)) / mpmath.mpf(2) ** int(k)
         worst = max(worst, _ulps(p, true))
     assert worst <= 2.0 + 2.0 * power, worst
-    p, k = numerics.softplus_pow(M, M.const(-math.inf), 1.0, power)   # v = 0: far below any row's max
+    p, k = numerics.softplus_pow(M, M.const(-math.inf * np.sign(scale)), scale, power)   # v = 0
     assert math.isfinite(p) and k < -F64.pair_exp_limit
+    assert numerics.softplus_pow(M, M.const(math.inf * np.sign(scale)), scale, power)[1] == math.inf
+    assert math.isnan(numerics.softplus_pow(M, M.const(math.nan), scale, power)[1])

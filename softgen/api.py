@@ -185,7 +185,12 @@ def _with_params(spec: ops.OpSpec, plain):
     """The entry of an op with kernel parameters: keyword arguments (the registry's defaults)
     that pick the kernel, one per set of values (each is baked into its program)."""
     def run(x, axis=-1, *, algorithm: str = "auto", out=None, dtype=None, threads=None, **params):
+        unknown = set(params) - set(spec.param)
+        if unknown:   # as Python says it
+            raise TypeError(f"{spec.name}() got an unexpected keyword argument {sorted(unknown)[0]!r}")
         op = spec.with_params(**params)
+        if op == spec:   # the registry's values: the op's name and its float32 fast path
+            return plain(x, axis, algorithm=algorithm, out=out, dtype=dtype, threads=threads)
         if threads is not None:
             threads = check_threads(threads, spec.name)
         return _run_op(op, x, axis, algorithm, out, dtype, threads=threads)

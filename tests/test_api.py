@@ -537,7 +537,7 @@ def test_integer_and_bool_inputs_compute_in_float64():
             y = enabled(OP_FN[op], x)
             assert y.dtype == F64
             check_as(op, x.astype(F64), y, F64)
-            if x.dtype.kind == "i" and x.dtype.itemsize >= 4:  # (scipy refuses bools, and
+            if x.dtype.kind == "i" and x.dtype.itemsize >= 4 and hasattr(scipy_special, op):  # (scipy refuses bools, and
                 # computes small unsigned ints in their own dtype: uint8 wraps, in float16)
                 expected = getattr(scipy_special, op)(x, axis=-1)
                 assert expected.dtype == y.dtype and np.allclose(y, expected, rtol=1e-14, atol=0)

@@ -19,7 +19,7 @@ from above, not even inside a function; tests/test_layering.py checks this):
 from . import scipy, tune
 from .algorithms import ALGORITHMS, OPS
 from .ops import OpSpec
-from .api import Kernel, compile, log_softmax, log_softmax_backward, logsumexp, softmax, softmax_backward
+from .api import Kernel, compile, log_softmax, log_softmax_backward, logsumexp, softmax, softmax_backward, softplus_normalize
 from .artifacts import Artifact, emit_c, generate
 from .cross_entropy import CrossEntropyChunks, cross_entropy, cross_entropy_backward
 from .backends.c import CSource
@@ -29,7 +29,7 @@ from .threads import get_num_threads, set_num_threads, threadpool_info
 from .version import __version__
 
 __all__ = ["ALGORITHMS", "OPS", "OpSpec", "Kernel", "Target", "VerifyError", "compile", "log_softmax",
-           "log_softmax_backward", "logsumexp", "softmax", "softmax_backward", "__version__"]
+           "log_softmax_backward", "logsumexp", "softmax", "softmax_backward", "softplus_normalize", "__version__"]
 __all__ += ["Artifact", "generate", "CrossEntropyChunks", "cross_entropy", "cross_entropy_backward"]
 __all__ += ["CSource", "emit_c"]
 __all__ += ["get_num_threads", "set_num_threads", "threadpool_info"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from . import numerics, ops
 from .ir import Builder, DType, Kind, Operand, Program, verify
-from .ops import Normalizer, OpSpec, Rule
+from .ops import Normalizer, OpSpec, Rule, Term
 
 OPS = ops.NAMES
 ALGORITHMS = ops.ALL_ALGORITHMS
@@ -138,6 +138,28 @@ def three_pass_recompute(op, storage: DType = DType.F32, compute: DType = DType.
     return verify(b.program)
 
 
+def _term_pair(b: Builder, spec: OpSpec, x):
+    """The op's term of x as an exponent pair: e^x, or softplus(scale * x)^power with the
+    op's parameters baked in."""
+    if spec.term is Term.SOFTPLUS_POW:
+        return b.softplus_pow(x, **spec.param)
+    return b.exp_pair(x)
+
+
+def _pair_ratio(b: Builder, spec: OpSpec, s, e, pair_range):
+    """y = v / sum v from the pairs' sum S * 2^E, for a term without a max-based program: rows
+    whose E leaves the pair range are NaN rows, per row (no guard: a guard's fallback runs
+    for a whole row group).  For softplus_normalize those are rows with NaN or +inf, all
+    -inf rows and rows whose largest v lies beyond 2^+-2^20, where float64's own formula
+    gives 0/0 or inf/inf (numpy's and torch's +inf row would be 0 but NaN at the inf)."""
+    nan = b.const(float("nan"))
+    r = b.where_in(e, b.recip(s), nan, range=pair_range)
+    # and E NaN there: vscalefps gives (NaN * p) * 2^+-inf as inf or 0, (NaN * p) * 2^NaN as NaN
+    e = b.where_in(e, e, nan, range=pair_range)
+    with b.pass_():
+        b.store(b.pair_scale(_term_pair(b, spec, b.load_x()), r, e))
+
+
 def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
              output: DType | None = None, variant: Variant = Variant()) -> Program:
     """Dukhan & Ablavatski: accumulate e^x as (mantissa, exponent) pairs, no max pass.
@@ -149,17 +171,22 @@ def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
     b = _builder(spec, "two_pass", storage, compute, output, variant)
     with b.pass_():
         x = b.load_x()
-        acc = b.acc_pair(b.exp_pair(x))
+        acc = b.acc_pair(_term_pair(b, spec, x))
         max_acc = b.acc_max(x) if spec.rule is Rule.SHIFT else None
     s, e = b.merge_pair(_with_sink(b, acc, b.exp_pair_row))
-    fallback = three_pass_recompute(spec, storage, compute, output, variant)
     fmt = numerics.float_format(compute)
     pair_range = (-fmt.pair_exp_limit, fmt.pair_exp_limit)
+    if spec.term is not Term.EXP:
+        if variant != Variant():
+            raise NotImplementedError(f"{spec.name}: no temperature or sink (they are softmax's)")
+        _pair_ratio(b, spec, s, e, pair_range)
+        return verify(b.program)
+    fallback = three_pass_recompute(spec, storage, compute, output, variant)
     if spec.normalizer is Normalizer.SUM:
         b.guard(e, ranges=(pair_range,), fallback=fallback)
         r = b.recip(s)
         with b.pass_():
-            b.store(b.pair_scale(b.exp_pair(b.load_x()), r, e))
+            b.store(b.pair_scale(_term_pair(b, spec, b.load_x()), r, e))
         return verify(b.program)
     # lse = hi + lo: x - lse rounded once more than x - hi, which is exact near lse
     hi, lo = b.log_pair(s, e)

@@ -2,7 +2,9 @@
 kernel chosen for the array's shape and dtypes (softgen.tune); compile() for one kernel."""
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -174,6 +176,8 @@ def _per_row(value, lead: tuple, name: str, who: str) -> np.ndarray:
 
 
 def _op_entry(spec: ops.OpSpec):
+    if spec.params:
+        return _with_params(spec, _op_entry(replace(spec, params=())))
     op = spec.name
 
     def run(x, axis=-1, *, algorithm: str = "auto", out=None, dtype=None, threads=None, temperature=None,
@@ -232,6 +236,30 @@ def _op_entry(spec: ops.OpSpec):
     return entry
 
 
+def _with_params(spec: ops.OpSpec, plain):
+    """The entry of an op with kernel parameters: keyword arguments (the registry's defaults)
+    that pick the kernel, one per set of values (each is baked into its program)."""
+    def run(x, axis=-1, *, algorithm: str = "auto", out=None, dtype=None, threads=None, **params):
+        unknown = set(params) - set(spec.param)
+        if unknown:   # as Python says it
+            raise TypeError(f"{spec.name}() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+        op = spec.with_params(**params)
+        if op == spec:   # the registry's values: the op's name and its float32 fast path
+            return plain(x, axis, algorithm=algorithm, out=out, dtype=dtype, threads=threads)
+        if threads is not None:
+            threads = check_threads(threads, spec.name)
+        return _run_op(op, x, axis, algorithm, out, dtype, threads=threads)
+
+    run.__name__ = run.__qualname__ = spec.name
+    keywords = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in spec.params]
+    signature = inspect.signature(plain)
+    run.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *keywords])
+    run.__doc__ = (plain.__doc__.replace(f"{spec.name} of", f"{spec.name} (y = {spec.term.value} / its sum) of", 1)
+                   + "\n" + ", ".join(f"{k}={v}" for k, v in spec.params)
+                   + ": the op's parameters (finite; scale nonzero, power positive), one kernel per value.")
+    return run
+
+
 softmax = _op_entry(ops.SOFTMAX)
 log_softmax = _op_entry(ops.LOG_SOFTMAX)
 logsumexp = _op_entry(ops.LOGSUMEXP)
@@ -285,3 +313,4 @@ def _run_backward(spec: ops.OpSpec, y: np.ndarray, dy: np.ndarray, ax: int, thre
 
 softmax_backward = _backward_entry(ops.SOFTMAX)
 log_softmax_backward = _backward_entry(ops.LOG_SOFTMAX)
+softplus_normalize = _op_entry(ops.SOFTPLUS_NORMALIZE)

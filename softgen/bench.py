@@ -6,6 +6,7 @@ numpy, scipy, torch, onnxruntime, jax, numba.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import numpy as np
 from . import algorithms, api, ops
 from .api import same_page_offset
 from .dtypes import check_dtype, compute_dtype, ir_dtype
-from .ops import Output, Rule
+from .ops import Output, Rule, Term
 from .timing import median_time
 
 # What makes the peers run on one thread; read by their libraries when they load.
@@ -45,7 +46,25 @@ def one_thread_environment() -> None:
 
 # --- peers -------------------------------------------------------------------------
 
+def _softplus_normalize(xp, param: dict, softplus):
+    """v = softplus(scale * x)^power (softplus: the library's), v / sum v over the last axis,
+    in place where the library allows."""
+    scale, power = param["scale"], param["power"]
+
+    def softplus_normalize(x):
+        v = softplus(x * scale if scale != 1.0 else x)
+        if power != 1.0:
+            v **= power
+        v /= v.sum(-1, keepdims=True) if xp is np else v.sum(-1, keepdim=True)
+        return v
+    return softplus_normalize
+
+
 def _numpy(op: str):
+    spec = ops.get(op)
+    if spec.term is Term.SOFTPLUS_POW:   # logaddexp(0, z): numpy's one-ufunc stable softplus
+        return _softplus_normalize(np, spec.param, lambda z: np.logaddexp(0, z))
+
     def softmax(x):
         e = np.exp(x - x.max(axis=-1, keepdims=True))
         e /= e.sum(axis=-1, keepdims=True)
@@ -59,12 +78,16 @@ def _numpy(op: str):
         m = x.max(axis=-1, keepdims=True)
         return (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))[..., 0]
 
-    return {Rule.SCALE: softmax, Rule.SHIFT: log_softmax, Rule.VALUE: logsumexp}[ops.get(op).rule]
+    return {Rule.SCALE: softmax, Rule.SHIFT: log_softmax, Rule.VALUE: logsumexp}[spec.rule]
 
 
 def _peer_function(op: str, library: str):
-    """The op's function in `library` (OpSpec.peers), imported."""
-    module, _, name = ops.get(op).peers[library].rpartition(".")
+    """The op's function in `library` (OpSpec.peers), imported; NotImplementedError where the
+    library has none."""
+    path = ops.get(op).peers.get(library)
+    if path is None:
+        raise NotImplementedError(f"{library} has no {op}")
+    module, _, name = path.rpartition(".")
     return getattr(importlib.import_module(module), name)
 
 
@@ -77,6 +100,10 @@ def _torch(op: str):
     import torch
     torch.set_num_threads(1)
     fn = _peer_function(op, "torch")
+    spec = ops.get(op)
+    if spec.term is Term.SOFTPLUS_POW:   # fn is torch.nn.functional.softplus
+        run = _softplus_normalize(torch, spec.param, fn)
+        return lambda x: run(torch.from_numpy(x))
     return lambda x: fn(torch.from_numpy(x), dim=-1)
 
 
@@ -85,6 +112,8 @@ def _onnxruntime(op: str, threads: int = 1):
     import onnxruntime as ort
     from onnx import helper
     spec = ops.get(op)
+    if "onnx" not in spec.peers:
+        raise NotImplementedError(f"ONNX has no {spec.name} operator")
     sessions: dict = {}
 
     def model(shape, dtype):
@@ -117,7 +146,7 @@ def _jax(op: str):
 
 
 def _numba(op: str):
-    if ops.get(op).rule is not Rule.SCALE:
+    if ops.get(op).rule is not Rule.SCALE or ops.get(op).term is not Term.EXP:
         raise NotImplementedError("the numba peer is a softmax loop only")
     import math
 
@@ -178,7 +207,8 @@ def softgen_fn(op: str, variant: str, preallocated: np.ndarray | None = None, dt
         storage = ir_dtype(dtype)
         output = storage if out_dtype is None else ir_dtype(out_dtype)
         algorithms.build(op, variant, storage, compute_dtype(storage, output), output)
-    fn = getattr(api, op)
+    spec = ops.get(op)
+    fn = functools.partial(getattr(api, spec.name), **spec.param)
     if out_dtype is not None:
         result = check_dtype(out_dtype)
         if preallocated is None:

@@ -57,8 +57,30 @@ def _one_line(message) -> str:
 
 # --- arguments shared by several commands -------------------------------------------------
 
-def _add_kernel_arguments(p: argparse.ArgumentParser, default_name: str, output_help: str):
+def _add_op_argument(p: argparse.ArgumentParser):
     p.add_argument("--op", choices=ops.NAMES, default=ops.SOFTMAX.name, help="default: %(default)s")
+    params = ", ".join(f"{s.name}: {', '.join(f'{k}={v}' for k, v in s.params)}" for s in ops.REGISTRY.values()
+                       if s.params)
+    p.add_argument("--param", type=_param, action="append", metavar="NAME=VALUE",
+                   help=f"an op parameter, may be repeated (defaults: {params})")
+
+
+def _param(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with a number, got {text!r}") from None
+
+
+def _with_params(args):
+    """args.op as the OpSpec with its --param values (the op's name where none are given)."""
+    if args.param:
+        args.op = ops.get(args.op).with_params(**dict(args.param))
+
+
+def _add_kernel_arguments(p: argparse.ArgumentParser, default_name: str, output_help: str):
+    _add_op_argument(p)
     p.add_argument("--algorithm", choices=algorithms.ALGORITHMS + ("unified_max", "backward", "auto"), default="two_pass",
                    help="default: %(default)s; auto (with --schedule auto:ROWSxN): the JIT's choice")
     p.add_argument("--schedule", type=_schedule,
@@ -310,7 +332,7 @@ def _emit_c_arguments(p):
 
 
 def _bench_arguments(p):
-    p.add_argument("--op", choices=ops.NAMES, default=ops.SOFTMAX.name, help="default: %(default)s")
+    _add_op_argument(p)
     p.add_argument("--algorithm", choices=algorithms.ALGORITHMS + ("auto", "all"), default="all",
                    help="softgen variant(s) to time (default: %(default)s)")
     _add_dtype_arguments(p)
@@ -388,6 +410,8 @@ def build_parser(commands=COMMANDS) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "param"):
+            _with_params(args)
         args.run(args)
     except (ValueError, TypeError, NotImplementedError, OSError) as e:
         if isinstance(e, BrokenPipeError):   # `softgen emit-asm | head`

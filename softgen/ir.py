@@ -20,6 +20,7 @@ differ, `cast` / `cast.row` convert (`from` and `to` name the two dtypes).
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 
 
@@ -79,6 +80,8 @@ class Kind(enum.Enum):
     SUB_E = ("sub.e", Where.PASS, (E, E), (E,))
     EXP = ("exp", Where.PASS, (E, R), (E,))         # e^(x - c) for x <= c (or NaN)
     EXP_PAIR = ("exp_pair", Where.PASS, (E,), (P,))
+    # softplus(scale * x)^power as a pair p * 2^k (numerics.softplus_pow): softplus_pow x scale=s power=p
+    SOFTPLUS_POW = ("softplus_pow", Where.PASS, (E,), (P,))
     PAIR_SCALE = ("pair_scale", Where.PASS, (P, R, R), (E,))  # p * c * 2^(k - e)
     STORE = ("store", Where.PASS, (E,), ())
     CAST = ("cast", Where.PASS, (E,), (E,))          # cast v from=dtype to=dtype: storage/output <-> compute
@@ -103,6 +106,7 @@ class Kind(enum.Enum):
     LOG1P = ("log1p", Where.ROW, (R,), (R,))  # log(1 + u), accurate for small u
     LOG_PAIR = ("log.pair", Where.ROW, (R, R), (R, R))  # log(s) + e*ln2 as hi + lo (numerics.log_pair)
     WHERE_FINITE = ("where_finite", Where.ROW, (R, R, R), (R,))  # isfinite(a) ? b : c
+    WHERE_IN = ("where_in", Where.ROW, (R, R, R), (R,))  # where_in a, b, c range=(lo, hi): lo <= a <= hi ? b : c
     # guard v1, v2, ... ranges=((lo1, hi1), ...): every lo <= v <= hi, else run the fallback program
     GUARD = ("guard", Where.ROW, (R,), ())  # (its operand count is that of its ranges)
     STORE_ROW = ("store.row", Where.ROW, (R,), ())  # y[row * y_row_stride] = v
@@ -331,6 +335,8 @@ def _check_pass(program: Program, step: Pass, defined_row: set, pending_acc: dic
             _fail(program, op, "load.y reads the output row before any pass stored to it")
         if op.kind is Kind.LOAD_IN:
             _check_row_op_operand(program, op)
+        if op.kind is Kind.SOFTPLUS_POW:
+            _check_softplus_pow(program, op)
         _check_args(program, op, defined_row | local)
         for r in op.results:
             if r.type.is_accumulator:
@@ -351,6 +357,8 @@ def _check_row_op(program: Program, op: Op, defined_row: set, pending_acc: dict)
         _fail(program, op, "const needs a float value")
     if op.kind in (Kind.LOAD_OPERAND, Kind.STORE_OPERAND):
         _check_row_op_operand(program, op)
+    if op.kind is Kind.WHERE_IN and not (isinstance(op.attrs.get("range"), tuple) and len(op.attrs["range"]) == 2):
+        _fail(program, op, "where_in needs range=(lo, hi)")
 
 
 def _check_row_op_operand(program: Program, op: Op):
@@ -392,6 +400,15 @@ def _check_operands(program: Program):
     for o in program.operands:
         if o.output and stored.count(o.name) != 1:
             raise VerifyError(f"{program.name}: output operand {o.name!r} must be stored exactly once")
+
+
+def _check_softplus_pow(program: Program, op: Op):
+    """The kernel parameters baked into the op: a finite nonzero scale, a finite positive power."""
+    scale, power = op.attrs.get("scale"), op.attrs.get("power")
+    if not (isinstance(scale, float) and math.isfinite(scale) and scale != 0.0):
+        _fail(program, op, "softplus_pow needs a finite nonzero float scale=")
+    if not (isinstance(power, float) and math.isfinite(power) and power > 0.0):
+        _fail(program, op, "softplus_pow needs a finite positive float power=")
 
 
 def verify(program: Program) -> Program:

@@ -18,7 +18,9 @@ Float semantics that the recipes rely on:
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import math
+import struct
 from dataclasses import dataclass
 from typing import Callable
 
@@ -55,6 +57,8 @@ class FloatFormat:
     block_max_floor: float
     exp_fold_limit: float    # exp_shift_folded: |e| up to here
     pair_input_floor: float
+    # log(f) = 2s + s^3*(c1 + s^2*(c2 + ...)), s = (f - 1)/(f + 1), on f in [sqrt(1/2), sqrt(2)]
+    log_poly: tuple[float, ...]
 
     @property
     def exponent_bias(self) -> int:
@@ -113,7 +117,10 @@ F32 = FloatFormat(
     exp_fold_limit=36.0,
     # exp_pair_floored clamps inputs here: k = -2.16e6 is still inside the magic rounding's
     # range and beyond pair_exp_limit, so a row of -inf fails the two-pass guard as it must.
-    pair_input_floor=-1.5e6)
+    pair_input_floor=-1.5e6,
+    # atanh's series 2/(2j + 1), j = 1..4: |s| <= 0.1716, so the first term left out is
+    # below 2^-28 of the sum
+    log_poly=tuple(struct.unpack("f", struct.pack("f", 2 / (2 * j + 1)))[0] for j in range(1, 5)))
 
 F64 = FloatFormat(
     DType.F64, exponent_bits=11, mantissa_bits=52, max=f("0x1.fffffffffffffp+1023"),
@@ -159,7 +166,9 @@ F64 = FloatFormat(
     exp_fold_limit=64.0,
     # k = round(-1.5e6 log2e) = -2.16e6 is inside the magic rounding's range (2^51) and
     # beyond pair_exp_limit, so a row of -inf fails the two-pass guard as it must.
-    pair_input_floor=-1.5e6)
+    pair_input_floor=-1.5e6,
+    # atanh's series to j = 10: the first term left out is below 2^-57 of the sum
+    log_poly=tuple(2 / (2 * j + 1) for j in range(1, 11)))
 
 # Compute dtypes with constants; float16 and bfloat16 are storage dtypes only.
 FORMATS = {F32.dtype: F32, F64.dtype: F64}
@@ -269,13 +278,15 @@ def exp_diff(m, x, c):
     return m.mul(y, m.const(fmt.two_pow_minus_bias))
 
 
-def exp_pair(m, x):
-    """(p, k) with e^x = p * 2^k, p in [sqrt(1/2), sqrt(2)], k integer-valued float.
+def exp_pair(m, x, lo=None):
+    """(p, k) with e^(x + lo) = p * 2^k, p about in [sqrt(1/2), sqrt(2)], k integer-valued
+    float; lo (default 0) is a low part below half an ulp of x (TwoSum's error).
 
     Valid for |k| <= PAIR_EXP_LIMIT; outside (and for inf/NaN) p stays finite and k
     is whatever it is, which the two-pass guard detects through the merged exponent."""
     _, k = _round_int(m, x, _fmt(m).round_magic)
-    t = clamp_finite(m, _reduce(m, x, k), -1.0, 1.0)
+    t = _reduce(m, x, k)
+    t = clamp_finite(m, t if lo is None else m.add(t, lo), -1.0, 1.0)
     return m.fma(t, _poly(m, t), m.const(1.0)), k
 
 
@@ -318,6 +329,181 @@ def log1p(m, u):
     d = m.sub(w, one)
     r = m.mul(m.log(w), m.div(u, d))
     return m.select(m.gt(d, m.const(0.0)), r, m.select(m.lt(d, m.const(0.0)), r, u))
+
+
+# --- log and softplus per element (no libm): for softplus_pow ---------------------------
+
+SQRT2 = f("0x1.6a09e667f3bcdp+0")
+
+
+def frexp(m, a):
+    """(mant, k) with a = mant * 2^k, mant in [sqrt(1/2), sqrt(2)], k integer-valued, for a normal
+    positive a: the exponent bits (an integer k + bias) become the float 2^mantissa_bits + k
+    + bias by OR-ing them into 2^mantissa_bits's zero mantissa (integer lanes of the float's
+    width: iand, ior, lshr)."""
+    fmt = _fmt(m)
+    bits = m.as_int(a)
+    one_bits = fmt.exponent_bias << fmt.mantissa_bits       # 1.0's bits
+    mant = m.as_float(m.ior(m.iand(bits, m.iconst((1 << fmt.mantissa_bits) - 1)), m.iconst(one_bits)))
+    top = float(2 ** fmt.mantissa_bits)
+    top_bits = (fmt.exponent_bias + fmt.mantissa_bits) << fmt.mantissa_bits
+    k = m.sub(m.as_float(m.ior(m.lshr(bits, fmt.mantissa_bits), m.iconst(top_bits))),
+              m.const(top + fmt.exponent_bias))
+    big = m.gt(mant, m.const(SQRT2))
+    return m.select(big, m.mul(mant, m.const(0.5)), mant), m.select(big, m.add(k, m.const(1.0)), k)
+
+
+def _log_reduced(m, mant, c=None):
+    """log(mant + c) for mant in [sqrt(1/2), sqrt(2)] and |c| below an ulp of it (default 0):
+    2 atanh(s), s = (mant - 1 + c) / (mant + 1), mant - 1 exact; a few ulp of itself."""
+    one = m.const(1.0)
+    num = m.sub(mant, one)
+    s = m.div(num if c is None else m.add(num, c), m.add(mant, one))
+    s2 = m.mul(s, s)
+    poly = _fmt(m).log_poly
+    q = m.const(poly[-1])
+    for coeff in reversed(poly[:-1]):
+        q = m.fma(q, s2, m.const(coeff))
+    return m.fma(m.mul(s, s2), q, m.add(s, s))
+
+
+def log_parts(m, a):
+    """(hi, lo) with hi + lo = log(a) for a normal positive a: hi = k*ln2_hi exact, lo =
+    k*ln2_lo + log(f) (|lo| < 0.36); the error is a few ulp of lo, not of log(a), which
+    exp_pair's lo argument carries."""
+    fmt = _fmt(m)
+    mant, k = frexp(m, a)
+    return m.mul(k, m.const(fmt.ln2_hi)), m.fma(k, m.const(fmt.ln2_lo), _log_reduced(m, mant))
+
+
+def log1p_unit(m, w):
+    """log(1 + w) for w in [0, 1] to a few ulp: 1 + w and its rounding error c (exact, as
+    1 >= w), halved together above sqrt(2), and c put back inside the reduced log."""
+    one = m.const(1.0)
+    w1 = m.add(one, w)
+    c = m.sub(w, m.sub(w1, one))
+    big = m.gt(w1, m.const(SQRT2))
+    half = m.const(0.5)
+    core = _log_reduced(m, m.select(big, m.mul(w1, half), w1), m.select(big, m.mul(c, half), c))
+    return m.select(big, m.add(core, m.const(LN2)), core)
+
+
+# Below this z, log(softplus(z)) = z + log(log1p(e^z) / e^z) is z to within e^z / 2 (4e-18):
+# the log of softplus needs no log there (log1p(e^z) would be subnormal or 0 further down).
+SOFTPLUS_LINEAR_BELOW = -40.0
+
+
+@dataclass(frozen=True)
+class SoftplusScale:
+    """The constants of softplus(scale * x) for one scale (a kernel parameter)."""
+    inv: float        # 1 / |scale|
+    log_hi: float     # log |scale| = log_hi + log_lo
+    log_lo: float
+
+    @classmethod
+    def of(cls, scale: float, fmt: "FloatFormat") -> "SoftplusScale":
+        with decimal.localcontext() as ctx:
+            ctx.prec = 60
+            exact = decimal.Decimal(abs(scale)).ln()
+            hi = _round_to(float(exact), fmt)
+            return cls(1.0 / abs(scale), hi, _round_to(float(exact - decimal.Decimal(hi)), fmt))
+
+
+def _round_to(v: float, fmt: "FloatFormat") -> float:
+    return v if fmt.dtype is DType.F64 else struct.unpack("f", struct.pack("f", v))[0]
+
+
+def _scaled(m, a, c: float):
+    """(p, err) with p + err = a * c to the format's precision squared: c is a Python float,
+    whose rounding to the format (float32) would shift every v^power by a relative error
+    of |log v| * 2^-25; its remainder c - hi goes into err."""
+    fmt = _fmt(m)
+    hi = _round_to(c, fmt)
+    p, err = _exact_product(m, a, hi)
+    return (p, err) if hi == c else (p, m.fma(a, m.const(_round_to(c - hi, fmt)), err))
+
+
+def _scaled_input(m, x, scale: float):
+    """(z, z_lo): z + z_lo = scale * x (z_lo 0 where z is infinite, or scale is 1)."""
+    zero = m.const(0.0)
+    if scale == 1.0:
+        return x, zero
+    z, err = _scaled(m, x, scale)
+    return z, m.select(m.lt(m.fabs(z), m.const(float("inf"))), err, zero)   # inf - inf would be NaN
+
+
+def softplus_pair(m, x, scale: float = 1.0):
+    """softplus(scale * x) itself as an exponent pair (mant, k), for power 1: no log.
+    e^-|z| as a pair first: below SOFTPLUS_LINEAR_BELOW that pair is softplus (no
+    underflow), else log1p of it is softplus below 0, z + log1p above, split by frexp
+    (for |scale| > 1: |x| + log1p / |scale|, then the mantissa times |scale|'s, so that z
+    may overflow).  -inf gives a pair far below any row's, +inf an infinite exponent."""
+    fmt = _fmt(m)
+    zero = m.const(0.0)
+    z, z_lo = _scaled_input(m, x, scale)
+    positive = m.gt(z, zero)
+    # e^-|z + z_lo| as a pair
+    pw, kw = exp_pair(m, clamp_below(m, m.sub(zero, m.fabs(z)), fmt.pair_input_floor),
+                      m.select(positive, m.sub(zero, z_lo), z_lo))
+    log1p_w = log1p_unit(m, m.ldexp(pw, kw))
+    if abs(scale) > 1.0:
+        mant, k = frexp(m, m.select(positive, m.fma(log1p_w, m.const(1.0 / abs(scale)), m.fabs(x)), log1p_w))
+        s_mant, s_exp = math.frexp(abs(scale))
+        s_hi = _round_to(s_mant, fmt)
+        scaled = m.fma(mant, m.const(_round_to(s_mant - s_hi, fmt)), m.mul(mant, m.const(s_hi)))
+        mant, k = m.select(positive, scaled, mant), m.select(positive, m.add(k, m.const(float(s_exp))), k)
+    else:
+        mant, k = frexp(m, m.select(positive, m.add(z, m.add(log1p_w, z_lo)), log1p_w))
+    linear = m.lt(z, m.const(SOFTPLUS_LINEAR_BELOW))
+    finite = m.lt(m.fabs(x), m.const(float("inf")))
+    k = m.select(finite, m.select(linear, kw, k), clamp_below(m, z, fmt.pair_input_floor))
+    return m.select(linear, pw, mant), k
+
+
+def log_softplus(m, x, scale: float = 1.0):
+    """(hi, lo) with hi + lo = log(softplus(scale * x)), softplus(z) = log(1 + e^z), to a few
+    ulp of lo (exp of it is then a few ulp off): overflow- and underflow-free for any finite
+    x (-inf gives -inf, +inf gives +inf, NaN NaN).  z > 0: log(z + log1p(e^-z)); z <= 0:
+    log(log1p(e^z)), or z itself below SOFTPLUS_LINEAR_BELOW.  scale's rounding of z is
+    carried (an exact product); for |scale| > 1 the positive side is taken as
+    log|scale| + log(|x| + log1p(e^-z) / |scale|), so that z may overflow."""
+    zero, inf = m.const(0.0), m.const(float("inf"))
+    sp = SoftplusScale.of(scale, _fmt(m))
+    z, z_lo = _scaled_input(m, x, scale)
+    positive = m.gt(z, zero)
+    # w = e^-|z + z_lo|
+    w = exp_diff(m, m.sub(zero, m.fabs(z)), m.select(positive, z_lo, m.sub(zero, z_lo)))
+    log1p_w = log1p_unit(m, w)
+    if abs(scale) > 1.0:
+        above = m.fma(log1p_w, m.const(sp.inv), m.fabs(x))
+    else:
+        above = m.add(z, m.add(log1p_w, z_lo))
+    hi, lo = log_parts(m, m.select(positive, above, log1p_w))
+    if abs(scale) > 1.0:
+        hi_s, err = two_sum(m, hi, m.const(sp.log_hi))
+        lo_s = m.add(lo, m.add(err, m.const(sp.log_lo)))
+        hi, lo = m.select(positive, hi_s, hi), m.select(positive, lo_s, lo)
+    linear = m.lt(z, m.const(SOFTPLUS_LINEAR_BELOW))
+    finite = m.lt(m.fabs(x), inf)
+    hi = m.select(finite, m.select(linear, z, hi), z)
+    return hi, m.select(finite, m.select(linear, z_lo, lo), zero)
+
+
+def softplus_pow(m, x, scale: float = 1.0, power: float = 1.0):
+    """softplus(scale * x)^power as an exponent pair (p, k), p * 2^k (see exp_pair):
+    e^(power * log softplus) with the log's low part carried, so neither a huge x nor
+    a power overflows and tiny values keep their relative accuracy.  Power 1 needs no log
+    (softplus_pair)."""
+    if power == 1.0:
+        return softplus_pair(m, x, scale)
+    hi, lo = log_softplus(m, x, scale)
+    if power != 1.0:
+        hi, err = _scaled(m, hi, power)
+        lo = m.fma(lo, m.const(power), err)
+    s, err = two_sum(m, hi, lo)   # |lo| up to 0.36: into hi, so that exp_pair's t stays reduced
+    finite = m.lt(m.fabs(hi), m.const(float("inf")))   # +-inf - +-inf would make them NaN
+    hi, lo = m.select(finite, s, hi), m.select(finite, err, m.const(0.0))
+    return exp_pair(m, clamp_below(m, hi, _fmt(m).pair_input_floor), lo)
 
 
 def pair_scale(m, pair, c, e):

@@ -2,13 +2,16 @@
 
 Every algorithm reduces a row to its max m and the sum s of e^(x - m) (or that sum's
 excess over 1, whose log1p keeps small results accurate); the op decides what the sum
-is used as (its normalizer) and what is stored (its output rule).  Callers ask an
+is used as (its normalizer) and what is stored (its output rule).  An op's term says what
+is summed: e^x, or softplus(scale * x)^power (softplus_normalize, two-pass pairs only), whose
+parameters are part of the op (OpSpec.with_params: one kernel per value).  Callers ask an
 OpSpec instead of comparing op names.
 """
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 
 class Output(enum.Enum):
@@ -19,6 +22,12 @@ class Output(enum.Enum):
 class Normalizer(enum.Enum):
     SUM = "sum"        # 1 / s, s = sum e^(x - m)
     LOG_SUM = "log"    # log s, as log1p of the sum's excess over 1
+
+
+class Term(enum.Enum):
+    """What is summed and normalized per element."""
+    EXP = "e^(x - m)"
+    SOFTPLUS_POW = "softplus(scale * x)^power"   # an exponent pair per element (ir softplus_pow)
 
 
 class Rule(enum.Enum):
@@ -42,6 +51,29 @@ class OpSpec:
     rule: Rule
     algorithms: tuple[str, ...]
     peers: dict = field(default_factory=dict, compare=False)
+    term: Term = Term.EXP
+    # kernel parameters as ((name, value), ...), their defaults in the registry: each value
+    # is baked into the program (one kernel per value), so a spec with its values is the op
+    params: tuple = ()
+
+    def __str__(self) -> str:
+        return self.name   # error messages and wisdom keys name the op
+
+    @property
+    def param(self) -> dict:
+        return dict(self.params)
+
+    def with_params(self, **values) -> "OpSpec":
+        """This op with some parameters set (ValueError for unknown names and values that are
+        not finite floats)."""
+        unknown = set(values) - set(self.param)
+        if unknown:
+            known = ", ".join(self.param) or "none"
+            raise ValueError(f"{self.name}: unknown parameter(s) {', '.join(sorted(unknown))}; it has {known}")
+        for name, v in values.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{self.name}: {name} must be a finite number, not {v!r}")
+        return replace(self, params=tuple((k, float(values.get(k, v))) for k, v in self.params))
 
     @property
     def row_output(self) -> bool:
@@ -53,11 +85,14 @@ class OpSpec:
 
     def check_algorithm(self, algorithm: str) -> None:
         """NotImplementedError (with the reason) where `algorithm` does not compute this op."""
-        if algorithm in ALL_ALGORITHMS and algorithm not in self.algorithms:
+        if algorithm not in ALL_ALGORITHMS or algorithm in self.algorithms:
+            return
+        if self.term is not Term.EXP:
+            why = f"{self.name} sums {self.term.value} as exponent pairs, which {algorithm} does not"
+        else:
             what = "one value per row" if self.row_output else f"it outputs {self.rule.value}"
-            raise NotImplementedError(
-                f"{self.name} x {algorithm}: {algorithm} {_NEEDS[algorithm]}, but {self.name} never "
-                f"outputs e^(x-m) ({what}); use one of {', '.join(self.algorithms)}")
+            why = f"{algorithm} {_NEEDS[algorithm]}, but {self.name} never outputs e^(x-m) ({what})"
+        raise NotImplementedError(f"{self.name} x {algorithm}: {why}; use one of {', '.join(self.algorithms)}")
 
 
 # why an algorithm is missing from an op's list
@@ -73,7 +108,13 @@ LOGSUMEXP = OpSpec("logsumexp", Output.VALUE, Normalizer.LOG_SUM, Rule.VALUE, AL
                    {"scipy": "scipy.special.logsumexp", "torch": "torch.logsumexp",
                     "jax": "jax.scipy.special.logsumexp", "onnx": "ReduceLogSumExp"})
 
-REGISTRY = {spec.name: spec for spec in (SOFTMAX, LOG_SOFTMAX, LOGSUMEXP)}
+# y = v / sum v, v = softplus(scale * x)^power: two-pass only (pairs summed, no max pass:
+# the pairs' exponents keep huge and tiny v in range); its fallback gives NaN rows
+SOFTPLUS_NORMALIZE = OpSpec("softplus_normalize", Output.ROW, Normalizer.SUM, Rule.SCALE, ("two_pass",),
+                            {"torch": "torch.nn.functional.softplus"}, Term.SOFTPLUS_POW,
+                            (("scale", 1.0), ("power", 1.0)))
+
+REGISTRY = {spec.name: spec for spec in (SOFTMAX, LOG_SOFTMAX, LOGSUMEXP, SOFTPLUS_NORMALIZE)}
 NAMES = tuple(REGISTRY)
 
 

@@ -30,9 +30,10 @@ class Kernel:
     out=None)` runs it over an axis (or axes) of an array of `dtype` (any dimension and
     layout), writing `out_dtype`."""
 
-    def __init__(self, program: Program, compiled: CompiledModule, schedule: Schedule):
+    def __init__(self, program: Program, compiled: CompiledModule, schedule: Schedule, op=None):
         self.program = program
         self.op, self.algorithm = program.op, program.algorithm
+        self._recipe_op = op or program.op   # an OpSpec where the op has parameters
         self.row_output = program.row_output
         self.schedule = schedule
         x_dtype, _, y_dtype = program.dtypes
@@ -76,7 +77,7 @@ class Kernel:
     def __reduce__(self):
         """A kernel pickles as its recipe; unpickling compiles it again, which the on-disk
         cache makes a file read: kernels travel to worker processes."""
-        return (_recompile, (self.op, self.algorithm, self.dtype.name, self.out_dtype.name, self.target,
+        return (_recompile, (self._recipe_op, self.algorithm, self.dtype.name, self.out_dtype.name, self.target,
                              self.schedule, self.variant))
 
     def __call__(self, x, axis=-1, *, out=None, threads=None, operands: tuple = ()):
@@ -146,7 +147,7 @@ def compile(op: str, *, algorithm: str, dtype="float32", out_dtype=None, target=
     with _cache_lock:
         if key not in _cache:
             program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output, variant)
-            _cache[key] = Kernel(program, compile_program(program, tgt, schedule, jit=True), schedule)
+            _cache[key] = Kernel(program, compile_program(program, tgt, schedule, jit=True), schedule, op)
         return _cache[key]
 
 

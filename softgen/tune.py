@@ -184,10 +184,11 @@ def builtin(op: str, rows: int, n: int, dtype="float32", out_dtype=None, target=
     x, y = _dtypes(dtype, out_dtype)
     short_row, _ = dtype_thresholds(x, y, target)
     if not in_cache(op, rows, n, x, y) or (spec.row_output and n > short_row):
-        algorithm = "two_pass"
+        preferred = ["two_pass"]
     else:  # reload evaluates exp once per element where the op has it
-        reload = "three_pass_reload" in spec.algorithms and reload_allowed(x, y)
-        algorithm = "three_pass_reload" if reload else "three_pass_recompute"
+        preferred = ["three_pass_reload"] if reload_allowed(x, y) else []
+        preferred.append("three_pass_recompute")
+    algorithm = next(a for a in preferred + list(spec.algorithms) if a in spec.algorithms)
     return Choice(algorithm, builtin_schedule(op, algorithm, rows, n, x, y, target))
 
 

@@ -30,7 +30,35 @@ def _stats(x: np.ndarray):
     return x, m, np.where(np.isfinite(m), u, np.nan)
 
 
-def reference(op: str, x: np.ndarray) -> np.ndarray:
+PAIR_EXP_LIMIT = 2.0 ** 20
+
+
+def softplus_reference(x: np.ndarray, scale: float = 1.0, power: float = 1.0) -> np.ndarray:
+    """softplus_normalize in longdouble, exactly as softgen defines it: v = softplus(scale *
+    x)^power, y = v / sum v formed as e^(u - max u) / sum, u = power * log softplus (so v may
+    under- or overflow any float: log softplus(z) is z below -40, to 4e-18).  A row with NaN or
+    +inf is a NaN row (softgen's choice, as its softmax: numpy and torch would give 0 but NaN
+    at an inf), an all -inf row 0/0, and so is a row whose largest v is beyond 2^+-2^20
+    (float64's own formula underflows or overflows long before)."""
+    z = x.astype(np.longdouble) * np.longdouble(scale)
+    with np.errstate(all="ignore"):
+        log_sp = np.where(z < -40, z, np.log(np.logaddexp(np.longdouble(0), z)))
+        u = log_sp * np.longdouble(power)
+        top = u.max(-1, keepdims=True) if u.shape[-1] else np.zeros(u.shape[:-1] + (1,), u.dtype)
+        e = np.exp(u - top)
+        y = e / e.sum(-1, keepdims=True)
+    bad = ~(np.abs(np.round(top * np.log2(np.e))) <= PAIR_EXP_LIMIT)   # NaN, +-inf, beyond
+    return np.where(bad, np.nan, y)
+
+
+# the ops whose outputs are ratios of positive terms (relative errors), not logs
+RATIOS = ("softmax", "softplus_normalize")
+
+
+def reference(op: str, x: np.ndarray, **params) -> np.ndarray:
+    """op(x) in float64 (longdouble); params: softplus_normalize's scale and power."""
+    if op == "softplus_normalize":
+        return softplus_reference(x, **params)
     x, m, u = _stats(x)
     with np.errstate(all="ignore"):
         if op == "softmax":
@@ -49,11 +77,11 @@ def half_ulp(ref: np.ndarray, dtype) -> np.ndarray:
     return 0.5 * 2.0 ** (e - info.nmant)
 
 
-def check(op: str, x: np.ndarray, y: np.ndarray, rtol: float | None = None) -> float:
+def check(op: str, x: np.ndarray, y: np.ndarray, rtol: float | None = None, **params) -> float:
     """Assert y matches the reference: within rtol (the compute dtype's by default) of it,
     plus half an ulp of y's dtype where y is narrower than the computation.  Returns the
     worst relative error seen (the rounding allowance taken off)."""
-    ref = reference(op, x)
+    ref = reference(op, x, **params)
     compute = compute_dtype(x.dtype, y.dtype)
     rtol = RTOL[compute] if rtol is None else rtol
     assert y.shape == ref.shape, (y.shape, ref.shape)
@@ -73,7 +101,7 @@ def check(op: str, x: np.ndarray, y: np.ndarray, rtol: float | None = None) -> f
     rounding = half_ulp(ref, y.dtype) if narrow else 0.0
     err = np.maximum(np.abs(got - ref) - rounding, 0.0)
     tiny = 4 * float(finfo(compute).smallest_subnormal)
-    if op == "softmax":
+    if op in RATIOS:
         big = ref > 1e-30
         worst = float(np.max(err[big] / ref[big])) if big.any() else 0.0
         assert worst <= rtol, f"max relative error {worst:.3g} > {rtol:g}"

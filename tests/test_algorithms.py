@@ -53,6 +53,10 @@ def _elementwise(op, a, x, y):
         kk = np.round(a[0] * np.log2(np.e))
         t = np.clip(np.nan_to_num(a[0] - kk * np.log(2), nan=-1.0), -1, 1)  # p stays finite
         return ((np.exp(t), kk),)
+    if k is Kind.SOFTPLUS_POW:   # k = log2(v) rounded: inf, -inf (v = 0) and NaN pass to the guard
+        v = np.logaddexp(0.0, a[0] * op.attrs["scale"]) ** op.attrs["power"]
+        kk = np.round(np.log2(v))
+        return ((np.where(np.isfinite(kk), v * np.exp2(-kk), 1.0), kk),)
     if k is Kind.PAIR_SCALE:
         (p, kk), c, e = a
         return (p * c * np.exp2(kk - e),)
@@ -87,7 +91,8 @@ def _row_op(op, a):
     table = {Kind.CONST: lambda: op.attrs["value"], Kind.ADD: lambda: a[0] + a[1],
              Kind.SUB_ROW: lambda: a[0] - a[1], Kind.MUL_ROW: lambda: a[0] * a[1],
              Kind.RECIP: lambda: 1.0 / a[0], Kind.LOG: lambda: np.log(a[0]), Kind.LOG1P: lambda: np.log1p(a[0]),
-             Kind.WHERE_FINITE: lambda: a[1] if np.isfinite(a[0]) else a[2]}
+             Kind.WHERE_FINITE: lambda: a[1] if np.isfinite(a[0]) else a[2],
+             Kind.WHERE_IN: lambda: a[1] if op.attrs["range"][0] <= a[0] <= op.attrs["range"][1] else a[2]}
     return (table[k](),)
 
 
@@ -98,6 +103,7 @@ def test_programs_verify_and_print(op, algo):
     text = str(program)
     assert text.startswith(f"kernel {op}.{algo}")
     assert program.row_output == (op == "logsumexp")
+    assert ("softplus_pow" in text) == (op == "softplus_normalize")
 
 
 @pytest.mark.parametrize("op", ["log_softmax", "logsumexp"])
@@ -138,6 +144,9 @@ def test_interpreted_programs_are_right(op, algo):
 
 
 OP_FN = {"softmax": softgen.softmax, "log_softmax": softgen.log_softmax, "logsumexp": softgen.logsumexp}
+# the ops whose variants these are: the exponential's (softplus_normalize has none)
+EXP_OPS = [op for op in softgen.OPS if softgen.ops.get(op).term is softgen.ops.Term.EXP]
+EXP_PAIRS = [(op, algo) for op, algo in PAIRS if op in EXP_OPS]
 
 
 def run(op, algo, x, **kw):
@@ -154,7 +163,7 @@ def scaled(x: np.ndarray, temperature, compute=np.float32) -> np.ndarray:
         return (x.astype(compute) * (inverse[..., None] if inverse.ndim else inverse)).astype(compute)
 
 
-@pytest.mark.parametrize("op,algo", PAIRS)
+@pytest.mark.parametrize("op,algo", EXP_PAIRS)
 @pytest.mark.parametrize("n", [1, 300, 5000])
 def test_temperature_on_special_inputs(op, algo, n):
     rows = special_rows(n)
@@ -169,7 +178,7 @@ def test_temperature_on_special_inputs(op, algo, n):
                 raise AssertionError(f"T={t}, row '{name}': {e}") from None
 
 
-@pytest.mark.parametrize("op", softgen.OPS)
+@pytest.mark.parametrize("op", EXP_OPS)
 def test_temperature_on_any_axis_layout_and_dtype(op):
     rng = np.random.default_rng(5)
     x = (rng.standard_normal((3, 50, 4)) * 6).astype(np.float32)
@@ -184,7 +193,7 @@ def test_temperature_on_any_axis_layout_and_dtype(op):
     check(op, scaled(x64[0].T, 0.3, np.float64), OP_FN[op](x64[0].T, temperature=0.3))
 
 
-@pytest.mark.parametrize("op", softgen.OPS)
+@pytest.mark.parametrize("op", EXP_OPS)
 def test_temperature_with_threads_row_parallel_and_split(op, monkeypatch):
     from softgen import threads
     monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 64)
@@ -199,7 +208,7 @@ def test_temperature_with_threads_row_parallel_and_split(op, monkeypatch):
 
 
 @pytest.mark.parametrize("lanes", sorted(width_targets()))
-@pytest.mark.parametrize("op,algo", PAIRS)
+@pytest.mark.parametrize("op,algo", EXP_PAIRS)
 def test_temperature_kernels_at_every_width(op, algo, lanes):
     kernel = softgen.compile(op, algorithm=algo, target=width_targets()[lanes], temperature=True)
     assert "inv_temperature" in kernel.ir and kernel.operands
@@ -259,7 +268,7 @@ def check_each_row(op: str, kernel, x: np.ndarray, names: list, values: list, wh
 
 
 @pytest.mark.parametrize("lanes", sorted(width_targets()))
-@pytest.mark.parametrize("op,algo", PAIRS)
+@pytest.mark.parametrize("op,algo", EXP_PAIRS)
 def test_sink_on_special_inputs_at_every_width(op, algo, lanes):
     kernel = softgen.compile(op, algorithm=algo, target=width_targets()[lanes], sink=True)
     for n in (1, 1001):
@@ -269,7 +278,7 @@ def test_sink_on_special_inputs_at_every_width(op, algo, lanes):
         check_each_row(op, kernel, x, list(rows), sinks, f"n={n}, sink", check_with_sink)
 
 
-@pytest.mark.parametrize("op", softgen.OPS)
+@pytest.mark.parametrize("op", EXP_OPS)
 def test_sink_with_temperature_dtypes_and_threads(op, monkeypatch):
     from softgen import threads
     rng = np.random.default_rng(8)
@@ -296,7 +305,7 @@ PHIS = [0.0, 5.0, -30.0, 1e5, -np.inf, np.nan]
 
 
 @pytest.mark.parametrize("lanes", sorted(width_targets()))
-@pytest.mark.parametrize("op", softgen.OPS)
+@pytest.mark.parametrize("op", EXP_OPS)
 def test_unified_max_on_special_inputs_at_every_width(op, lanes):
     """Right whatever phi: rows far from it (and phi itself inf or NaN) take the fallback."""
     kernel = softgen.compile(op, algorithm="unified_max", target=width_targets()[lanes])
@@ -309,7 +318,7 @@ def test_unified_max_on_special_inputs_at_every_width(op, lanes):
         check_each_row(op, kernel, x, list(rows), phis, f"n={n}, phi", lambda op, x, phi, y: check(op, x, y))
 
 
-@pytest.mark.parametrize("op", softgen.OPS)
+@pytest.mark.parametrize("op", EXP_OPS)
 def test_unified_max_dtypes_variants_and_threads(op, monkeypatch):
     from softgen import threads
     rng = np.random.default_rng(9)

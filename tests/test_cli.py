@@ -143,7 +143,7 @@ def test_emit_asm_and_c_take_auto(tmp_path):
 
 def test_help_lists_the_choices():
     out = ok("emit-c", "--help")
-    for choices in ("--isa {scalar,sse2,avx2,avx512,neon}", "--op {softmax,log_softmax,logsumexp}",
+    for choices in ("--isa {scalar,sse2,avx2,avx512,neon}", "--op {softmax,log_softmax,logsumexp,softplus_normalize}",
                     "--algorithm {three_pass_reload,three_pass_recompute,two_pass,online,unified_max,backward,auto}",
                     "--dtype {float32,float64,float16,bfloat16}"):
         assert choices in out

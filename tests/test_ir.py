@@ -231,3 +231,34 @@ def test_a_fallback_shares_the_dtypes():
     next(s for s in program.steps if isinstance(s, Op) and s.kind is Kind.GUARD).attrs["fallback"] = fallback
     with pytest.raises(VerifyError, match="same storage, compute and output dtypes"):
         verify(program)
+
+
+def softplus_like(scale=1.0, power=1.0, where_range=(-1.0, 1.0)):
+    b = Builder("softplus_normalize", "test")
+    with b.pass_():
+        acc = b.acc_pair(b.softplus_pow(b.load_x(), scale=scale, power=power))
+    s, e = b.merge_pair(acc)
+    r = b.where_in(e, b.recip(s), b.const(float("nan")), range=where_range)
+    with b.pass_():
+        b.store(b.pair_scale(b.softplus_pow(b.load_x(), scale=scale, power=power), r, e))
+    return b.program
+
+
+def test_softplus_pow_prints_its_parameters():
+    text = str(verify(softplus_like(2.0, 0.5)))
+    assert "    %1 = softplus_pow %0 scale=2.0 power=0.5" in text
+    assert "where_in %4, %5, %6 range=(-1.0, 1.0)" in text
+
+
+@pytest.mark.parametrize("scale, power, what", [
+    (0.0, 1.0, "nonzero float scale"), (float("inf"), 1.0, "nonzero float scale"), (1, 1.0, "float scale"),
+    (1.0, 0.0, "positive float power"), (1.0, -2.0, "positive float power"), (1.0, float("nan"), "power")])
+def test_softplus_pow_parameters_are_checked(scale, power, what):
+    with pytest.raises(VerifyError, match=f"softplus_pow needs a finite .*{what}"):
+        verify(softplus_like(scale, power))
+
+
+def test_where_in_needs_a_range():
+    with pytest.raises(VerifyError, match=r"where_in needs range=\(lo, hi\)"):
+        verify(softplus_like(where_range=None))
+

@@ -240,6 +240,19 @@ class F64Math:
     def mask_or(self, a, b):
         return a or b
 
+    # integer lanes of a double's bits (numerics.frexp)
+    def iconst(self, v):
+        return np.int64(v - 2 ** 64 if v >= 2 ** 63 else v)
+
+    def iand(self, a, b):
+        return np.int64(a) & np.int64(b)
+
+    def ior(self, a, b):
+        return np.int64(a) | np.int64(b)
+
+    def lshr(self, i, n):
+        return np.int64((int(i) % 2 ** 64) >> n)
+
 
 M = F64Math()
 SMALLEST = 2.0 ** -1074
@@ -395,3 +408,79 @@ def test_f64_online_accumulator_below_float32_range():
     # two terms at the max, the others e^-4.4e23 and e^-1e300: 0
     assert online(F64) == (-5e38, 1.0)
     assert online(F32) == (-F32.max, -1.0)
+
+
+# --- log and softplus per element ---------------------------------------------------------
+
+def test_f64_frexp_and_log_parts():
+    rng = random.Random(7)
+    xs = [1.0, 2.0, 0.5, math.sqrt(2), math.sqrt(0.5), 3.0, 1e-300, 2.0 ** -1022, 1e300, F64.max]
+    xs += [10 ** rng.uniform(-300, 300) for _ in range(300)]
+    worst = 0.0
+    for x in xs:
+        f, k = numerics.frexp(M, M.const(x))
+        assert math.sqrt(0.5) <= f <= math.sqrt(2) and k == round(k) and math.ldexp(f, int(k)) == x, x
+        hi, lo = numerics.log_parts(M, M.const(x))
+        assert abs(lo) < 0.36 + 1e-12 * abs(k)
+        err = abs(mpmath.mpf(hi) + mpmath.mpf(lo) - mpmath.log(x))
+        worst = max(worst, float(err / (abs(mpmath.mpf(lo)) + 2.0 ** -60)) / 2.0 ** -53)
+    assert worst <= 3.0, worst   # a few ulps of lo: the error exp(hi + lo) sees
+
+
+def test_f64_log1p_unit():
+    rng = random.Random(8)
+    ws = [0.0, 1.0, 1e-300, 2.0 ** -53, 2.0 ** -52, math.sqrt(2) - 1, 0.5] + [rng.uniform(0, 1) for _ in range(200)]
+    ws += [10 ** rng.uniform(-30, 0) for _ in range(200)]
+    worst = max(_ulps(numerics.log1p_unit(M, M.const(w)), mpmath.log1p(w)) if w else 0.0 for w in ws)
+    assert worst <= 2.0, worst
+    assert numerics.log1p_unit(M, M.const(0.0)) == 0.0
+
+
+def _log_softplus_true(z):
+    z = mpmath.mpf(z)
+    return mpmath.log(mpmath.log1p(mpmath.exp(z)))
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.3, -2.5, 1e30])
+def test_f64_log_softplus(scale):
+    """hi + lo within a few ulps of 1 of log softplus(scale * x) (what e^(hi + lo) needs) for
+    x across the range, also where scale * x overflows; infinities and NaN pass through."""
+    rng = random.Random(9)
+    xs = [0.0, 1e-300, -1e-300, 40.0, -40.0, -39.99, 700.0, -800.0, 1e300, -1e300, F64.max]
+    xs += [rng.uniform(-1, 1) * 10 ** rng.uniform(-5, 300) for _ in range(300)]
+    worst = 0.0
+    for x in xs:
+        hi, lo = numerics.log_softplus(M, M.const(x), scale)
+        if scale * x < -F64.max:   # log softplus below -DBL_MAX: -inf (e^it is 0 anyway)
+            assert hi == -math.inf
+            continue
+        true = _log_softplus_true(mpmath.mpf(x) * mpmath.mpf(scale))
+        err = abs(mpmath.mpf(hi) + mpmath.mpf(lo) - true)
+        worst = max(worst, float(err / 2.0 ** -53))
+    assert worst <= 4.0, worst
+    for x, want in ((math.inf, math.inf * np.sign(scale)), (-math.inf, -math.inf * np.sign(scale))):
+        assert numerics.log_softplus(M, M.const(x), scale)[0] == want
+    assert math.isnan(numerics.log_softplus(M, M.const(math.nan), scale)[0])
+
+
+@pytest.mark.parametrize("power", [1.0, 0.5, 3.0])
+@pytest.mark.parametrize("scale", [1.0, 0.3, -2.5])
+def test_f64_softplus_pow(scale, power):
+    """Power 1 (softplus_pair: no log) and the log route, within a few ulps (times the
+    power); -inf far below any row's pair, +inf and NaN through the exponent."""
+    rng = random.Random(10)
+    xs = [0.0, 1.0, -1.0, -100.0, -1000.0, 1e6, 1e300, -1e4, 16.0, -16.0, 40.0, -40.0]
+    xs += [rng.gauss(0, 30) for _ in range(200)]
+    worst = 0.0
+    for x in xs:
+        p, k = numerics.softplus_pow(M, M.const(x), scale, power)
+        if k < -F64.pair_exp_limit:   # clamped: far below any row's largest, which the guard needs
+            assert power * _log_softplus_true(mpmath.mpf(x) * scale) < -0.69 * F64.pair_exp_limit
+            continue
+        true = mpmath.exp(power * _log_softplus_true(mpmath.mpf(x) * scale)) / mpmath.mpf(2) ** int(k)
+        worst = max(worst, _ulps(p, true))
+    assert worst <= 2.0 + 2.0 * power, worst
+    p, k = numerics.softplus_pow(M, M.const(-math.inf * np.sign(scale)), scale, power)   # v = 0
+    assert math.isfinite(p) and k < -F64.pair_exp_limit
+    assert numerics.softplus_pow(M, M.const(math.inf * np.sign(scale)), scale, power)[1] == math.inf
+    assert math.isnan(numerics.softplus_pow(M, M.const(math.nan), scale, power)[1])

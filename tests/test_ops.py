@@ -58,3 +58,14 @@ def test_no_op_name_comparisons_outside_the_registry():
              for path in sorted(package.rglob("*.py")) if path.name != "ops.py"
              for i, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert not found, "\n".join(found)
+
+
+def test_op_parameters_are_part_of_the_op():
+    spec = ops.SOFTPLUS_NORMALIZE.with_params(power=2)
+    assert spec.param == {"scale": 1.0, "power": 2.0} and spec != ops.SOFTPLUS_NORMALIZE
+    assert hash(spec) == hash(ops.SOFTPLUS_NORMALIZE.with_params(power=2.0)) and str(spec) == "softplus_normalize"
+    assert "power=2.0" in str(algorithms.build(spec, "two_pass"))
+    with pytest.raises(ValueError, match="unknown parameter"):
+        ops.SOFTMAX.with_params(power=2.0)
+    with pytest.raises(ValueError, match="finite number"):
+        ops.SOFTPLUS_NORMALIZE.with_params(scale=float("inf"))

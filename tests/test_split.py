@@ -17,8 +17,7 @@ from softgen.ir import Kind, Operand, VerifyError, verify
 from reference import check, special_rows
 from widths import width_targets
 
-PAIRS = [(op, algo) for op in softgen.OPS for algo in softgen.ALGORITHMS
-         if not (algo == "three_pass_reload" and op != "softmax")]
+PAIRS = [(op, algo) for op in softgen.OPS for algo in softgen.ALGORITHMS if algo in softgen.ops.get(op).algorithms]
 WIDTHS = width_targets()
 
 

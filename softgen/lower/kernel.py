@@ -156,6 +156,8 @@ class KernelLowering(PassLowering):
             results = ()
         elif k is Kind.LOAD_OPERAND:
             results = (self.load_lanes(lambda j: self.row_operand(op.attrs["name"], i64(j))),)
+        elif k is Kind.WHERE_IN:
+            results = (rm.select(self.in_range(rm, a[0], *op.attrs["range"]), a[1], a[2]),)
         elif k is Kind.CAST_ROW:
             results = (Casts(self.b, self.caps, rm.width).cast(a[0], op.attrs["from"], op.attrs["to"]),)
         else:

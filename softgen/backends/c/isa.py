@@ -134,6 +134,8 @@ _SCALAR_LANES = {
             "select": "{c} ? {a} : {b}", "zext": "(uint32_t){a}", "trunc": "(uint16_t){a}"},
     "i16": {"type": "uint16_t", "load": "*({p})", "store": "*({p}) = {v}"},
     "f16": {"type": "uint16_t", "load": "*({p})", "store": "*({p}) = {v}"},
+    # a double's bits (numerics.frexp; the type is int64_t, as of indices)
+    "i64": {"and": "{a} & {b}", "or": "{a} | {b}", "lshr": "(int64_t)((uint64_t){a} >> {n})"},
 }
 _SCALAR_CONVERTS = {("f32", "f64"): "(double){a}", ("f64", "f32"): "(float){a}"}
 
@@ -144,6 +146,12 @@ def _x86_i32(p: str, si: str, reg: str) -> dict:
             "sub": f"{p}_sub_epi32({{a}}, {{b}})", "and": f"{p}_and_{si}({{a}}, {{b}})",
             "or": f"{p}_or_{si}({{a}}, {{b}})", "shl": f"{p}_slli_epi32({{a}}, {{n}})",
             "lshr": f"{p}_srli_epi32({{a}}, {{n}})"}
+
+
+def _x86_i64(p: str, si: str, reg: str, set1: str) -> dict:
+    """64-bit integer lanes (a double's bits, numerics.frexp) in an x86 register."""
+    return {"type": reg, "set1": f"{p}_{set1}({{v}})", "and": f"{p}_and_{si}({{a}}, {{b}})",
+            "or": f"{p}_or_{si}({{a}}, {{b}})", "lshr": f"{p}_srli_epi64({{a}}, {{n}})"}
 
 
 _REGISTER_MOVES = {  # a whole x86 integer register from or to memory
@@ -202,7 +210,7 @@ _SSE2_LANES = {
                       select="_mm_or_si128("
                              "_mm_and_si128(_mm_shuffle_epi32(_mm_castpd_si128({c}), _MM_SHUFFLE(2, 2, 2, 0)), {a}), "
                              "_mm_andnot_si128(_mm_shuffle_epi32(_mm_castpd_si128({c}), _MM_SHUFFLE(2, 2, 2, 0)), {b}))"),
-    "<2 x i16>": _SSE_2X16,
+    "<2 x i16>": _SSE_2X16, "<2 x i64>": _x86_i64("_mm", "si128", "__m128i", "set1_epi64x"),
     "<2 x f32>": {**{k: v for k, v in _SSE_F32.items() if k != "stream"},   # 8 bytes: plain stores
                   "load": "_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)({p})))",
                   "store": "_mm_storel_epi64((__m128i *)({p}), _mm_castps_si128({v}))", "register": 4,
@@ -220,6 +228,7 @@ _AVX2_LANES = {
     "<8 x i16>": _SSE_8X16, "<8 x f16>": _SSE_8X16,
     # float64 compute (4 lanes)
     "<4 x i32>": _SSE_I32, "<4 x i16>": _SSE_4X16, "<4 x f16>": _SSE_4X16, "<4 x f32>": _SSE_F32,
+    "<4 x i64>": _x86_i64("_mm256", "si256", "__m256i", "set1_epi64x"),
 }
 _AVX2_CONVERTS = {
     **_SCALAR_CONVERTS,
@@ -238,6 +247,7 @@ _AVX512_LANES = {
     "<16 x i16>": _AVX_16X16, "<16 x f16>": _AVX_16X16,
     # float64 compute (8 lanes)
     "<8 x i32>": _AVX_I32, "<8 x i16>": _SSE_8X16, "<8 x f16>": _SSE_8X16, "<8 x f32>": _AVX_F32,
+    "<8 x i64>": _x86_i64("_mm512", "si512", "__m512i", "set1_epi64"),
 }
 _AVX512_CONVERTS = {
     **_SCALAR_CONVERTS,
@@ -282,6 +292,9 @@ _NEON_LANES = {
     "<2 x i32>": {k: v for k, v in _neon_i32("", "int32x2_t").items() if k not in ("lt", "eq", "select")}
                  | {"zext": "vreinterpret_s32_u32(vget_low_u32(vmovl_u16({a})))"},
     "<2 x i16>": dict(_NEON_U16, load=None, store=None), "<2 x f16>": dict(_NEON_F16, load=None, store=None),
+    "<2 x i64>": {"type": "int64x2_t", "set1": "vdupq_n_s64({v})", "and": "vandq_s64({a}, {b})",
+                  "or": "vorrq_s64({a}, {b})",
+                  "lshr": "vreinterpretq_s64_u64(vshrq_n_u64(vreinterpretq_u64_s64({a}), {n}))"},
     "<2 x f32>": {"type": "float32x2_t", "set1": "vdup_n_f32({v})", "load": "vld1_f32({p})",
                   "store": "vst1_f32({p}, {v})",
                   "sub": "vsub_f32({a}, {b})", "as_int": "vreinterpret_s32_f32({a})",

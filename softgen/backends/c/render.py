@@ -125,11 +125,12 @@ class CRenderer:
         if t.kind == "bool" and t.lanes > 1:
             return self.spell(t, "mask_zero") if not c.value else self.refuse(f"constant {c}")
         v = int(c.value)
-        if t.kind == "int" and t.bits < 64:   # lanes of a conversion recipe
-            if t.lanes == 1:
-                return f"{v & ((1 << t.bits) - 1)}u"   # the C type is unsigned
-            return self.spell(t, "set1", v=f"({v + 1} - 1)" if v == -2 ** 31 else str(v))
-        return str(v)
+        if t.kind == "int" and t.lanes > 1:   # lanes of a conversion recipe or of a double's bits
+            suffix = "LL" if t.bits == 64 else ""
+            return self.spell(t, "set1", v=f"({v + 1}{suffix} - 1)" if v == -2 ** (t.bits - 1) else f"{v}{suffix}")
+        if t.kind == "int" and t.bits < 64:
+            return f"{v & ((1 << t.bits) - 1)}u"   # the C type is unsigned
+        return str(v) if abs(v) < 2 ** 31 else f"{v}LL"
 
     def spell(self, t: Ty, prim: str, **args) -> str:
         entry = self.lanes(t)

@@ -115,7 +115,7 @@ def test_guard_fallback_rows_run_split(split_small):
     that do not."""
     x = np.random.default_rng(1).standard_normal((3, 3000)).astype(np.float32)
     x[1] *= 1e7
-    for op in softgen.OPS:
+    for op in ("softmax", "log_softmax", "logsumexp"):   # the ops with a guard
         before = len(split_small)
         check(op, x, softgen.compile(op, algorithm="two_pass")(x, threads=8))
         assert len(split_small) - before >= 3   # its passes, then the fallback's

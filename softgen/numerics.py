@@ -413,7 +413,7 @@ def _round_to(v: float, fmt: "FloatFormat") -> float:
     return v if fmt.dtype is DType.F64 else struct.unpack("f", struct.pack("f", v))[0]
 
 
-def _scaled(m, a, c: float):
+def _times_constant(m, a, c: float):
     """(p, err) with p + err = a * c to the format's precision squared: c is a Python float,
     whose rounding to the format (float32) would shift every v^power by a relative error
     of |log v| * 2^-25; its remainder c - hi goes into err."""
@@ -428,7 +428,7 @@ def _scaled_input(m, x, scale: float):
     zero = m.const(0.0)
     if scale == 1.0:
         return x, zero
-    z, err = _scaled(m, x, scale)
+    z, err = _times_constant(m, x, scale)
     return z, m.select(m.lt(m.fabs(z), m.const(float("inf"))), err, zero)   # inf - inf would be NaN
 
 
@@ -498,7 +498,7 @@ def softplus_pow(m, x, scale: float = 1.0, power: float = 1.0):
         return softplus_pair(m, x, scale)
     hi, lo = log_softplus(m, x, scale)
     if power != 1.0:
-        hi, err = _scaled(m, hi, power)
+        hi, err = _times_constant(m, hi, power)
         lo = m.fma(lo, m.const(power), err)
     s, err = two_sum(m, hi, lo)   # |lo| up to 0.36: into hi, so that exp_pair's t stays reduced
     finite = m.lt(m.fabs(hi), m.const(float("inf")))   # +-inf - +-inf would make them NaN

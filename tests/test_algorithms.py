@@ -164,7 +164,7 @@ def scaled(x: np.ndarray, temperature, compute=np.float32) -> np.ndarray:
 
 
 @pytest.mark.parametrize("op,algo", EXP_PAIRS)
-@pytest.mark.parametrize("n", [1, 300, 5000])
+@pytest.mark.parametrize("n", [1, 5000])
 def test_temperature_on_special_inputs(op, algo, n):
     rows = special_rows(n)
     x = np.stack(list(rows.values()))

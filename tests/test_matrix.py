@@ -198,7 +198,7 @@ def run_case(op: str, algo: str, width: int, case: dict, dtypes=(F32, F32)):
 # softplus_normalize's parameters: scale's sign and size (|scale| > 1 takes the log|scale| form),
 # power 1 (no log: numerics.softplus_pair), powers below and above 1; the relative error grows
 # with the power (v^p carries p times v's)
-SOFTPLUS_PARAMS = [(1.0, 1.0), (2.5, 1.0), (0.3, 1.0), (0.3, 2.0), (-1.5, 0.7), (1e3, 3.0), (1.0, 8.0)]
+SOFTPLUS_PARAMS = [(1.0, 1.0), (2.5, 1.0), (-1.5, 0.7), (1e3, 3.0), (1.0, 8.0)]
 
 
 def softplus_rows(n: int, scale: float, seed: int) -> np.ndarray:

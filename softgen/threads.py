@@ -417,9 +417,11 @@ def thread_count(rows: int, n: int, unit: int, threads: int | None) -> int:
     return max(1, min(wanted, rows * n // MIN_ELEMENTS_PER_THREAD, -(-rows // unit)))
 
 
-# chunks of split rows per thread: a thread slow to start or preempted holds up one of them,
-# while the others take the rest
-SPLIT_CHUNKS_PER_THREAD = 4
+# chunks of split rows per thread.  More would let the others take the rest of a thread slow
+# to start, but each chunk costs a task and a merge: 1 x 2^20 softmax float32 on 2 threads
+# ran 1.39x one thread's speed with one chunk per thread, 1.19x with two, 0.66x with four
+# (benchmarks/threads.py's case, out= given)
+SPLIT_CHUNKS_PER_THREAD = 1
 
 
 def split_chunks(rows: int, n: int, threads: int | None) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 from . import algorithms, api, lower
 from .dtypes import compute_dtype, ir_dtype
 from .runtime import _F32, _F64, _as_input
-from .split import SplitKernel
+from .split import SplitKernel, merge_chunk, state_address
 from .targets import Target
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -148,9 +148,9 @@ class CrossEntropyChunks:
             raise ValueError(f"CrossEntropyChunks.update: chunk must be [tokens={tokens}, width], not {chunk.shape}")
         width = chunk.shape[1]
         column = 0 if not self._started else 1
-        self._call(self._pass, tokens, width, chunk, column)
+        self._pass.fn(tokens, width, chunk.ctypes.data, width, 0, 0, *self._state_args(self._pass, column))
         if self._started:
-            self._call_merge(tokens)
+            merge_chunk(self._merge, self._states, 0, 1)
         self._started = True
         inside = (self.labels >= start) & (self.labels < start + width)
         self._picked[inside] = chunk[inside.nonzero()[0], self.labels[inside] - start]
@@ -158,30 +158,20 @@ class CrossEntropyChunks:
             self._sums += chunk.sum(-1, dtype=np.float64)
         self._classes += width
 
-    def _state_args(self, entry, column: int, stride: int) -> list:
-        base, size = self._states.ctypes.data, self._states.itemsize
+    def _state_args(self, entry, column: int) -> list:
+        """entry's state operands in `column` (0: the running states, 1: the chunk's), a
+        token apart."""
         args = []
         for k, _ in entry.operands:
-            args += [base + (k * self._states.shape[1] * 2 + column) * size, stride]
+            args += [state_address(self._states, k, 0, column), self._states.shape[2]]
         return args
-
-    def _call(self, entry, tokens: int, width: int, chunk: np.ndarray, column: int) -> None:
-        entry.fn(tokens, width, chunk.ctypes.data, width, 0, 0, *self._state_args(entry, column, 2))
-
-    def _call_merge(self, tokens: int) -> None:
-        third = len(self._merge.operands) // 3
-        base, size = self._states.ctypes.data, self._states.itemsize
-        args = []
-        for j, (k, _) in enumerate(self._merge.operands):
-            args += [base + (k * tokens * 2 + (1 if third <= j < 2 * third else 0)) * size, 2]
-        self._merge.fn(tokens, 0, 0, 0, 0, 0, *args)
 
     def result(self, reduction: str = "mean", z_loss: float = 0.0, return_lse: bool = False):
         if not self._started:
             raise ValueError("CrossEntropyChunks.result: no chunk was given")
         tokens = len(self.labels)
         lse = np.empty(tokens, self._states.dtype)
-        self._finish.fn(tokens, 0, 0, 0, lse.ctypes.data, 1, *self._state_args(self._finish, 0, 2))
+        self._finish.fn(tokens, 0, 0, 0, lse.ctypes.data, 1, *self._state_args(self._finish, 0))
         keep = self.labels != self.ignore_index
         if np.any(keep & ((self.labels < 0) | (self.labels >= self._classes))):
             raise IndexError(f"CrossEntropyChunks: a label is outside the {self._classes} classes given")

@@ -30,6 +30,22 @@ from .targets import Target
 CHUNK_ALIGN = 64
 
 
+def state_address(states: np.ndarray, k: int, row: int, column: int) -> int:
+    """The address of states[k, row, column] in a contiguous [operand, row, chunk] array."""
+    _, rows, chunks = states.shape
+    return states.__array_interface__["data"][0] + ((k * rows + row) * chunks + column) * states.itemsize
+
+
+def merge_chunk(entry: "_Entry", states: np.ndarray, into: int, other: int) -> None:
+    """A merge kernel's call folding chunk `other`'s states into chunk `into`'s, for every
+    row: operands a (into), b (other), m (into), at a row stride of the chunk count."""
+    third = len(entry.operands) // 3
+    args = []
+    for j, (k, _) in enumerate(entry.operands):
+        args += [state_address(states, k, 0, other if third <= j < 2 * third else into), states.shape[2]]
+    entry.fn(states.shape[1], 0, 0, 0, 0, 0, *args)
+
+
 def chunk_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
     """At most `chunks` column ranges covering [0, n), starting on multiples of CHUNK_ALIGN."""
     step = max(CHUNK_ALIGN, -(-n // chunks // CHUNK_ALIGN) * CHUNK_ALIGN)
@@ -127,8 +143,9 @@ class _Call:
         flag = layout.names.index(FLAG) if FLAG in layout.names else None
         for entry, merge in zip(layout.passes, layout.merges):
             self.run_pass(entry, rows, states)
-            if merge is not None:
-                self.merge(merge, len(rows), states)
+            if merge is not None:   # each chunk's states into chunk 0's
+                for c in range(1, len(self.bounds)):
+                    merge_chunk(merge, states, 0, c)
             rows, states = self.fall_back(layout, rows, states, flag if entry.flags else None)
             if not rows:
                 return
@@ -138,8 +155,6 @@ class _Call:
 
     def run_pass(self, entry: _Entry, rows: list, states: np.ndarray) -> None:
         """The pass over every (row, chunk), one row per call, operands at stride 0."""
-        base, size = states.__array_interface__["data"][0], states.itemsize
-        count, chunks = len(rows), len(self.bounds)
         x, xs, xi = self.x
         y, ys, yi = self.y
         tasks = []
@@ -148,29 +163,17 @@ class _Call:
                 task = [1, c1 - c0, x + (row * xs + c0) * xi, xs, y + (row * ys + c0) * yi, ys]
                 for k, output in entry.operands:
                     task += [self.row_operand(output, row) if k is None else
-                             base + ((k * count + i) * chunks + (c if output else 0)) * size, 0]
+                             state_address(states, k, i, c if output else 0), 0]
                 tasks.append(task)
         _threads.run_tasks(entry.fn, tasks, self.threads)
 
-    def merge(self, entry: _Entry, count: int, states: np.ndarray) -> None:
-        """Each chunk's states into chunk 0's, for all rows in one call per chunk: operands
-        a (chunk 0), b (chunk c), m (chunk 0), at a row stride of the chunk count."""
-        base, size, chunks = states.__array_interface__["data"][0], states.itemsize, len(self.bounds)
-        third = len(entry.operands) // 3
-        for c in range(1, chunks):
-            args = []
-            for j, (k, _) in enumerate(entry.operands):
-                args += [base + (k * count * chunks + (c if third <= j < 2 * third else 0)) * size, chunks]
-            entry.fn(count, 0, 0, 0, 0, 0, *args)
-
     def run_finish(self, entry: _Entry, rows: list, states: np.ndarray) -> None:
-        base, size, chunks = states.__array_interface__["data"][0], states.itemsize, len(self.bounds)
-        y, _, yi = self.y
+        y, ys, yi = self.y
         for i, row in enumerate(rows):
             args = []
             for k, j in entry.operands:
-                args += [self.row_operand(j, row) if k is None else base + ((k * len(rows) + i) * chunks) * size, 0]
-            entry.fn(1, 0, 0, 0, y + row * self.y[1] * yi, 0, *args)
+                args += [self.row_operand(j, row) if k is None else state_address(states, k, i, 0), 0]
+            entry.fn(1, 0, 0, 0, y + row * ys * yi, 0, *args)
 
     def fall_back(self, layout: _Layout, rows: list, states: np.ndarray, flag: int | None) -> tuple:
         """The rows flagged run the fallback plan; the others, and their states, go on."""

@@ -24,20 +24,43 @@ def _log_sum_exp(b: Builder, m, u):
     return b.where_finite(m, b.add(m, b.log1p(u)), m)
 
 
-def _normalize(b: Builder, spec: OpSpec, m, u, r=None):
+def _normalize(b: Builder, spec: OpSpec, m, u, r=None, empty=None):
     """The output of the max-based algorithms from the row max m and the sum's excess u
-    (Normalizer.SUM: from r = 1 / sum)."""
+    (Normalizer.SUM: from r = 1 / sum); rows whose `empty` flag is -inf give the op's
+    empty-row output."""
     if spec.rule is Rule.SCALE:
         with b.pass_():
-            b.store(b.mul(b.exp(b.load_x(), m), r))
+            b.store(_output(b, spec, b.mul(b.exp(b.load_x(), m), r), empty))
     elif spec.rule is Rule.SHIFT:
         # NaN rows where m is not finite: a +inf max's terms are counted, not summed, so
         # u is finite there (numpy: NaN)
         log_s = b.where_finite(m, b.log1p(u), b.const(float("nan")))
         with b.pass_():
-            b.store(b.sub(b.sub(b.load_x(), m), log_s))
+            b.store(_output(b, spec, b.sub(b.sub(b.load_x(), m), log_s), empty))
     else:
         b.store_row(_log_sum_exp(b, m, u))
+
+
+def _output(b: Builder, spec: OpSpec, y, empty):
+    """y as stored by an unguarded program: what softmax of no elements gives (0; -inf for
+    log_softmax) in rows whose flag `empty` is -inf (_empty_flag), and in masked elements
+    whatever their row holds (JAX's where=).  The load_x of y's pass gave the mask."""
+    fill = 0.0 if spec.rule is Rule.SCALE else float("-inf")
+    if empty is not None:
+        y = b.fill_empty(y, empty, value=fill)
+    return y if b.mask is None else b.keep(y, b.kept, value=fill)
+
+
+def _empty_acc(b: Builder, spec: OpSpec, variant: "Variant", x):
+    """In a program's first pass, with empty_rows='zero': the max whose merge is -inf exactly
+    in the rows with nothing above -inf (None otherwise, and for logsumexp, whose empty rows
+    give -inf either way)."""
+    return b.acc_max(x) if variant.zero_empty and spec.rule is not Rule.VALUE else None
+
+
+def _empty_flag(b: Builder, acc):
+    """_empty_acc's max merged, the sink as one more element (a finite sink is not empty)."""
+    return None if acc is None else b.merge_max(_with_sink(b, acc, lambda s: (s,)))
 
 
 # the row operand of the temperature: x is multiplied by it (1 / T) wherever it is loaded
@@ -47,6 +70,8 @@ INV_TEMPERATURE = "inv_temperature"
 SINK = "sink"
 # the row operand of unified_max: the bound phi the exponentials are taken from
 PHI = "phi"
+# the boolean elementwise operand of a mask: true keeps the element, false counts it as -inf
+WHERE = "where"
 # the elementwise operand of the backward kernels: the gradient of the op's output
 DY = "dy"
 # the row operands an algorithm itself takes, after the variant's
@@ -56,6 +81,8 @@ OPERAND_DOCS = {INV_TEMPERATURE: "1 / T for row r (x is multiplied by it as it i
                 SINK: "row r's sink, one more logit in its max and sum with no output (times 1 / T too)",
                 PHI: "row r's bound phi (unified_max: e^(x - phi) summed; rows whose max is far from it "
                      "take the exact fallback)",
+                WHERE: "the mask, one byte per element as x: where[r * where_stride + j] nonzero keeps x[r, j], "
+                       "zero counts it as -inf (its output 0 / -inf); a row with nothing kept gives 0 / -inf",
                 DY: "the gradient of the op's output y (x holds y itself), as x: dy[r * dy_stride + j]"}
 
 
@@ -68,18 +95,34 @@ def operand_lines(program: Program) -> list[str]:
 
 @dataclass(frozen=True)
 class Variant:
-    """What a program takes besides x, as row operands: a temperature (x times 1 / T),
-    a sink (one more logit per row)."""
+    """What a program takes besides x, as operands: a temperature (x times 1 / T), a sink
+    (one more logit per row), a mask (where=); and how it treats empty rows (zero_empty:
+    rows with nothing above -inf give 0 / -inf, not numpy's NaN)."""
     temperature: bool = False
     sink: bool = False
+    where: bool = False
+    zero_empty: bool = False
+
+
+EMPTY_ROWS = ("nan", "zero")
+
+
+def zero_empty(empty_rows: str, who: str) -> bool:
+    """Variant.zero_empty from an empty_rows= argument (ValueError naming `who` otherwise)."""
+    if empty_rows not in EMPTY_ROWS:
+        raise ValueError(f"{who}(): empty_rows must be 'nan' (numpy: a row of only -inf gives NaN) or 'zero' "
+                         f"(it gives 0, -inf for the log ops), not {empty_rows!r}")
+    return empty_rows == "zero"
 
 
 def _builder(spec: OpSpec, algorithm: str, storage: DType, compute: DType, output: DType | None,
              variant: Variant) -> Builder:
     spec.check_algorithm(algorithm)
     b = Builder(spec.name, algorithm, spec.row_output, storage, compute, output)
-    b.program.operands = tuple(Operand(name) for name, on in ((INV_TEMPERATURE, variant.temperature),
-                                                               (SINK, variant.sink)) if on)
+    b.program.operands = (Operand(WHERE, elementwise=True, boolean=True),) if variant.where else ()
+    b.program.operands += tuple(Operand(name) for name, on in ((INV_TEMPERATURE, variant.temperature),
+                                                                (SINK, variant.sink)) if on)
+    b.mask = WHERE if variant.where else None
     b.program.operands += tuple(Operand(name) for name in OWN_OPERANDS.get(algorithm, ()))
     if variant.temperature:
         b.x_scale = b.load_operand(name=INV_TEMPERATURE)
@@ -97,17 +140,20 @@ def _with_sink(b: Builder, acc, *element_args) -> object:
     return b.merge_states(acc, b.element_state(element_args[0](b.sink), acc.type))
 
 
-def _max_pass(b: Builder):
+def _max_pass(b: Builder, spec: OpSpec, variant: Variant):
+    """The row max, and the empty-row flag (the max itself, see _empty_acc)."""
     with b.pass_():
         acc = b.acc_max(b.load_x())
-    return b.merge_max(_with_sink(b, acc, lambda s: (s,)))
+    m = b.merge_max(_with_sink(b, acc, lambda s: (s,)))
+    return m, (m if variant.zero_empty and spec.rule is not Rule.VALUE else None)
 
 
 def three_pass_reload(op, storage: DType = DType.F32, compute: DType = DType.F32,
                       output: DType | None = None, variant: Variant = Variant()) -> Program:
     """max; y = e^(x-m) stored while summing; y *= 1/s re-reading y."""
-    b = _builder(ops.get(op), "three_pass_reload", storage, compute, output, variant)
-    m = _max_pass(b)
+    spec = ops.get(op)
+    b = _builder(spec, "three_pass_reload", storage, compute, output, variant)
+    m, empty = _max_pass(b, spec, variant)
     with b.pass_():
         e = b.exp(b.load_x(), m)
         b.store(e)
@@ -115,7 +161,9 @@ def three_pass_reload(op, storage: DType = DType.F32, compute: DType = DType.F32
     s = b.merge_sum(_with_sink(b, s_acc, lambda s: (b.exp_row(s, m),)))
     r = b.recip(s)
     with b.pass_():
-        b.store(b.mul(b.load_y(), r))
+        y = b.mul(b.load_y(), r)
+        b.kept = b.load_keep(name=WHERE) if variant.where else None
+        b.store(_output(b, spec, y, empty))
     return verify(b.program)
 
 
@@ -124,7 +172,7 @@ def three_pass_recompute(op, storage: DType = DType.F32, compute: DType = DType.
     """max; s = sum e^(x-m) (log ops: its excess s - 1); output recomputes e^(x-m)."""
     spec = ops.get(op)
     b = _builder(spec, "three_pass_recompute", storage, compute, output, variant)
-    m = _max_pass(b)
+    m, empty = _max_pass(b, spec, variant)
     plain_sum = spec.normalizer is Normalizer.SUM
     with b.pass_():
         x = b.load_x()
@@ -132,9 +180,9 @@ def three_pass_recompute(op, storage: DType = DType.F32, compute: DType = DType.
         acc = b.acc_sum(e) if plain_sum else b.acc_excess(e, x, m)
     acc = _with_sink(b, acc, (lambda s: (b.exp_row(s, m),)) if plain_sum else (lambda s: (b.exp_row(s, m), s, m)))
     if plain_sum:
-        _normalize(b, spec, m, None, b.recip(b.merge_sum(acc)))
+        _normalize(b, spec, m, None, b.recip(b.merge_sum(acc)), empty)
     else:
-        _normalize(b, spec, m, b.merge_excess(acc))
+        _normalize(b, spec, m, b.merge_excess(acc), empty=empty)
     return verify(b.program)
 
 
@@ -211,14 +259,17 @@ def online(op, storage: DType = DType.F32, compute: DType = DType.F32,
     spec = ops.get(op)
     b = _builder(spec, "online", storage, compute, output, variant)
     with b.pass_():
-        acc = b.acc_online(b.load_x())
+        x = b.load_x()
+        acc = b.acc_online(x)
+        empty = _empty_acc(b, spec, variant, x)
     m, u = b.merge_online(_with_sink(b, acc, lambda s: (s,)))  # u: the sum's excess over 1
+    empty = _empty_flag(b, empty)
     r = None
     if spec.normalizer is Normalizer.SUM:
         # The running max starts at -FLT_MAX, so +inf and NaN must be caught here:
         # a row whose max is not finite is a NaN row (all -inf rows give 0 * 1/0 = NaN).
         r = b.where_finite(m, b.recip(b.add(u, b.const(1.0))), b.const(float("nan")))
-    _normalize(b, spec, m, u, r)
+    _normalize(b, spec, m, u, r, empty)
     return verify(b.program)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from . import algorithms, ops, tune
 from .dtypes import DTYPES, check_dtype
 from .runtime import NATIVE_DTYPES, _F32, _F64, Kernel, _as_input, _check_out, _fast_call, _normalize_axes, _run
-from .runtime import _run_general, compile
+from .runtime import _compile_variant, _run_general, compile, elementwise_rows
 from .threads import MIN_ELEMENTS_PER_THREAD, check_threads
 from .runtime import OUTPUT_DELTA, PAGE, same_page_offset  # noqa: F401  (api's names before runtime.py)
 
@@ -64,8 +64,7 @@ def kernel_for_shape(op: str, rows: int, n: int, algorithm: str = "auto", dtype=
     (or "auto"'s choice) with the schedule the tuner picks for the shape, compiled or taken
     from the caches (its `variant`: with a temperature, a sink)."""
     choice = tune.resolve(op, algorithm, rows, n, dtype=dtype, out_dtype=out_dtype)
-    return compile(op, algorithm=choice.algorithm, dtype=dtype, out_dtype=out_dtype, schedule=choice.schedule,
-                   temperature=variant.temperature, sink=variant.sink)
+    return _compile_variant(op, choice.algorithm, dtype, out_dtype, "host", choice.schedule, variant)
 
 
 def _new_kernel(key: tuple, op: str, algorithm: str, rows: int, n: int, x_dtype, out_dtype,
@@ -122,9 +121,9 @@ def _round_float64(y: np.ndarray, out, dtype: np.dtype, who: str) -> np.ndarray:
 
 
 def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False, threads=None,
-            temperature=None, sink=None, phi=None):
-    """Any input, axis, out, dtype, temperature and sink (what the fast path leaves);
-    threads as checked."""
+            temperature=None, sink=None, phi=None, where=None, empty_rows="nan"):
+    """Any input, axis, out, dtype, temperature, sink, mask and empty-row rule (what the fast
+    path leaves); threads as checked."""
     arr = _as_input(x, op)
     axes = _normalize_axes(axis, arr.ndim, op)
     out_dtype = _result_dtype(arr.dtype, out, dtype, op)
@@ -133,13 +132,14 @@ def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False
         reduced = tuple(d for i, d in enumerate(arr.shape) if i not in axes)
         inner = None if out is None else _check_out(out, kept, out_dtype, op).reshape(reduced)
         y = _run_op(op, arr, axes, algorithm, inner, dtype, threads=threads, temperature=temperature, sink=sink,
-                    phi=phi)
+                    phi=phi, where=where, empty_rows=empty_rows)
         return out if out is not None else y.reshape(kept)
     lead = tuple(d for i, d in enumerate(arr.shape) if i not in axes)
     axes = axes[0] if len(axes) == 1 else axes  # one axis: the runtime's fast call may take it
     compute = _F64 if arr.dtype == _F64 or out_dtype == _F64 else _F32
-    variant = algorithms.Variant(temperature is not None, sink is not None)
-    operands = []
+    variant = algorithms.Variant(temperature is not None, sink is not None, where is not None,
+                                 algorithms.zero_empty(empty_rows, op))
+    operands = [] if where is None else [_mask_rows(where, arr, axes, op)]
     if temperature is not None:
         t = _per_row(temperature, lead, "temperature", op)
         if not (np.all(np.isfinite(t)) and np.all(t > 0)):
@@ -156,6 +156,20 @@ def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False
         y = _run(_kernel_for(op, algorithm, arr, axes, None, variant), arr, axes, None, threads, tuple(operands))
         return _round_float64(y, out, out_dtype, op)
     return _run(_kernel_for(op, algorithm, arr, axes, out_dtype, variant), arr, axes, out, threads, tuple(operands))
+
+
+def _mask_rows(where, arr: np.ndarray, axes, who: str) -> np.ndarray:
+    """where= (booleans broadcasting to x's shape) as the kernel's [rows, n] bytes: a view of
+    the caller's array where one exists, else a compact copy of the broadcast mask."""
+    mask = np.asarray(where)
+    if mask.dtype != np.bool_:
+        raise TypeError(f"{who}(): where must be an array of booleans (True keeps an element), "
+                        f"not of {mask.dtype}")
+    try:
+        mask = np.broadcast_to(mask, arr.shape)
+    except ValueError:
+        raise ValueError(f"{who}(): where of shape {mask.shape} does not broadcast to x's shape {arr.shape}") from None
+    return elementwise_rows(mask, (axes,) if isinstance(axes, int) else axes).view(np.uint8)
 
 
 def _per_row(value, lead: tuple, name: str, who: str) -> np.ndarray:
@@ -181,12 +195,13 @@ def _op_entry(spec: ops.OpSpec):
     op = spec.name
 
     def run(x, axis=-1, *, algorithm: str = "auto", out=None, dtype=None, threads=None, temperature=None,
-            sink=None, phi=None):
+            sink=None, phi=None, where=None, empty_rows="nan"):
         if threads is not None:
             threads = check_threads(threads, op)
-        if temperature is not None or sink is not None or phi is not None or algorithm in algorithms.OWN_OPERANDS:
+        if (temperature is not None or sink is not None or phi is not None or where is not None
+                or empty_rows != "nan" or algorithm in algorithms.OWN_OPERANDS):
             return _run_op(op, x, axis, algorithm, out, dtype, threads=threads, temperature=temperature, sink=sink,
-                           phi=phi)
+                           phi=phi, where=where, empty_rows=empty_rows)
         if (type(x) is np.ndarray and x.dtype is _F32 and dtype is None and x.ndim and type(axis) is int
                 and -x.ndim <= axis < x.ndim):
             # float32 x with a float32 kernel for its shape: the common case, no other checks
@@ -202,12 +217,13 @@ def _op_entry(spec: ops.OpSpec):
         return _run_op(op, x, axis, algorithm, out, dtype, threads=threads)
 
     def run_reduction(x, axis=-1, *, keepdims: bool = False, algorithm: str = "auto", out=None, dtype=None,
-                      threads=None, temperature=None, sink=None, phi=None):
+                      threads=None, temperature=None, sink=None, phi=None, where=None, empty_rows="nan"):
         if keepdims:
             threads = None if threads is None else check_threads(threads, op)
-            return _run_op(op, x, axis, algorithm, out, dtype, keepdims, threads, temperature, sink, phi)
+            return _run_op(op, x, axis, algorithm, out, dtype, keepdims, threads, temperature, sink, phi, where,
+                           empty_rows)
         return run(x, axis, algorithm=algorithm, out=out, dtype=dtype, threads=threads, temperature=temperature,
-                   sink=sink, phi=phi)
+                   sink=sink, phi=phi, where=where, empty_rows=empty_rows)
 
     entry = run_reduction if spec.row_output else run
     entry.__name__ = entry.__qualname__ = op  # Python's own errors name the public function
@@ -230,6 +246,11 @@ def _op_entry(spec: ops.OpSpec):
         f"phi: with algorithm='unified_max' (FlashDecoding++), the bound e^(x - phi) is taken from, a "
         f"number or one per row, in the units of x / T: no max pass; rows whose max is far from it take "
         f"the exact fallback.\n"
+        f"where: booleans broadcasting to x's shape (JAX's where=): False leaves an element out (its "
+        f"output " + ("-inf" if spec.rule is not ops.Rule.SCALE else "0") + "); a row with nothing kept gives "
+        + ("0" if spec.rule is ops.Rule.SCALE else "-inf") + ". Read in the kernel: no masked copy of x.\n"
+        f"empty_rows: 'nan' (default, numpy: a row of only -inf gives NaN) or 'zero' (it gives "
+        + ("0" if spec.rule is ops.Rule.SCALE else "-inf") + ", as oneDNN's inf_as_zero).\n"
         f"threads: the most threads the rows are split over (default: softgen.get_num_threads()); "
         f"calls under {2 * MIN_ELEMENTS_PER_THREAD} elements run on one thread.\n"
         f"A new result is a C-contiguous array whatever the axis.")

@@ -74,6 +74,12 @@ class Kind(enum.Enum):
     LOAD_X = ("load.x", Where.PASS, (), (E,))
     LOAD_Y = ("load.y", Where.PASS, (), (E,))       # re-read what an earlier pass stored
     LOAD_IN = ("load.in", Where.PASS, (), (E,))     # load.in name=...: an elementwise operand, like x
+    # load.keep name=...: a boolean elementwise operand (a mask) as 0 where it is true (keep)
+    # and -inf where it is false; keep x, k value=...: x where k is 0, else value (masked)
+    LOAD_KEEP = ("load.keep", Where.PASS, (), (E,))
+    KEEP = ("keep", Where.PASS, (E, E), (E,))
+    # fill_empty v, flag value=...: v, or `value` in a row whose flag is -inf (an empty row)
+    FILL_EMPTY = ("fill_empty", Where.PASS, (E, R), (E,))
     SUB = ("sub", Where.PASS, (E, R), (E,))
     MUL = ("mul", Where.PASS, (E, R), (E,))
     MUL_E = ("mul.e", Where.PASS, (E, E), (E,))      # elementwise products and differences
@@ -180,13 +186,16 @@ class Operand:
     """A row operand: one compute-dtype value per row, an input (`load.operand`) or an
     output (`store.operand`).  In the C ABI it follows y as `name, name_stride`: value
     name[row * name_stride] (stride 0: one value for every row).  An elementwise operand
-    (`load.in`) is a second input like x: name[row * name_stride + j] of x's dtype."""
+    (`load.in`) is a second input like x: name[row * name_stride + j] of x's dtype; a
+    boolean one (`load.keep`, a mask) holds one byte per element, nonzero for true."""
     name: str
     output: bool = False
     elementwise: bool = False
+    boolean: bool = False
 
     def __str__(self) -> str:
-        return f"{'out' if self.output else 'in'} {self.name}[{'n' if self.elementwise else 'row'}]"
+        kind = "bool " if self.boolean else ""
+        return f"{'out' if self.output else 'in'} {kind}{self.name}[{'n' if self.elementwise else 'row'}]"
 
 
 # names the kernel's own parameters take (an operand's stride is its name + "_stride")
@@ -333,8 +342,10 @@ def _check_pass(program: Program, step: Pass, defined_row: set, pending_acc: dic
             _fail(program, op, "a row op cannot appear inside a pass")
         if op.kind is Kind.LOAD_Y and not stored:
             _fail(program, op, "load.y reads the output row before any pass stored to it")
-        if op.kind is Kind.LOAD_IN:
+        if op.kind in (Kind.LOAD_IN, Kind.LOAD_KEEP):
             _check_row_op_operand(program, op)
+        if op.kind in (Kind.FILL_EMPTY, Kind.KEEP) and not isinstance(op.attrs.get("value"), float):
+            _fail(program, op, f"{op.kind.mnemonic} needs a float value=")
         if op.kind is Kind.SOFTPLUS_POW:
             _check_softplus_pow(program, op)
         _check_args(program, op, defined_row | local)
@@ -362,10 +373,12 @@ def _check_row_op(program: Program, op: Op, defined_row: set, pending_acc: dict)
 
 
 def _check_row_op_operand(program: Program, op: Op):
-    """The operand a load.operand, store.operand or load.in names is the program's."""
-    want = Operand(op.attrs.get("name"), op.kind is Kind.STORE_OPERAND, op.kind is Kind.LOAD_IN)
+    """The operand a load.operand, store.operand, load.in or load.keep names is the program's."""
+    want = Operand(op.attrs.get("name"), op.kind is Kind.STORE_OPERAND, op.kind in (Kind.LOAD_IN, Kind.LOAD_KEEP),
+                   op.kind is Kind.LOAD_KEEP)
     if want not in program.operands:
-        kind = "an elementwise input" if want.elementwise else "an output" if want.output else "an input"
+        kind = ("a boolean elementwise input" if want.boolean else "an elementwise input" if want.elementwise
+                else "an output" if want.output else "an input")
         _fail(program, op, f"needs {kind} operand {want.name!r} among the program's operands")
 
 
@@ -451,6 +464,8 @@ class Builder:
         self._pass: Pass | None = None
         self.x_scale: Value | None = None   # a row value load_x multiplies x by (temperature)
         self.sink: Value | None = None      # a row value that is one more element (a sink)
+        self.mask: str | None = None        # a boolean operand load_x masks x by (where=)
+        self.kept: Value | None = None      # the last load_x's mask as 0 / -inf (with a mask)
 
     def pass_(self) -> "_PassScope":
         return _PassScope(self)
@@ -467,7 +482,11 @@ class Builder:
 
     def load_x(self) -> Value:
         x = self._cast(self.emit(Kind.LOAD_X), Kind.CAST, self.program.compute)
-        return x if self.x_scale is None else self.emit(Kind.MUL, x, self.x_scale)
+        x = x if self.x_scale is None else self.emit(Kind.MUL, x, self.x_scale)
+        if self.mask is None:
+            return x
+        self.kept = self.emit(Kind.LOAD_KEEP, name=self.mask)
+        return self.emit(Kind.KEEP, x, self.kept, value=float("-inf"))
 
     def load_in(self, name: str) -> Value:
         return self._cast(self.emit(Kind.LOAD_IN, name=name), Kind.CAST, self.program.compute)

@@ -888,6 +888,25 @@ def f32_to_f16(m, v):
 SHORT_FLOATS = {DType.BF16: (bf16_to_f32, f32_to_bf16), DType.F16: (f16_to_f32, f32_to_f16)}
 
 
+# --- masks (where=): a masked element counts as -inf ---------------------------------------
+
+def keep_bias(m, flags):
+    """A mask's bytes (integer lanes, nonzero: keep) as 0 where kept, -inf where masked."""
+    masked = m.ieq(m.widen(flags), m.iconst(0))
+    return m.select(masked, m.const(float("-inf")), m.const(0.0))
+
+
+def keep(m, x, bias, value: float):
+    """x where keep_bias is 0, else `value` whatever x holds there (a masked NaN or +inf
+    does not count)."""
+    return m.select(m.eq(bias, m.const(0.0)), x, m.const(value))
+
+
+def fill_empty(m, y, flag, value: float):
+    """y, or `value` where the row's flag is -inf (a row with nothing to normalize)."""
+    return m.select(m.eq(flag, m.const(float("-inf"))), m.const(value), y)
+
+
 # --- row ops: the IR's row-level arithmetic on one value per row (lanes: rows) ----------
 
 ROW_RECIPES = {

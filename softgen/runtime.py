@@ -30,7 +30,8 @@ class Kernel:
     out=None)` runs it over an axis (or axes) of an array of `dtype` (any dimension and
     layout), writing `out_dtype`."""
 
-    def __init__(self, program: Program, compiled: CompiledModule, schedule: Schedule, op=None):
+    def __init__(self, program: Program, compiled: CompiledModule, schedule: Schedule, op=None,
+                 variant: algorithms.Variant = algorithms.Variant()):
         self.program = program
         self.op, self.algorithm = program.op, program.algorithm
         self._recipe_op = op or program.op   # an OpSpec where the op has parameters
@@ -45,8 +46,7 @@ class Kernel:
         self._x_bits, self._y_bits = (np.dtype(f"u{d.itemsize}") for d in (self.dtype, self.out_dtype))
         self._compiled = compiled
         self.operands = program.operands   # row operands after y, as (address, stride) pairs
-        self.variant = algorithms.Variant(*(any(o.name == name for o in self.operands)
-                                            for name in (algorithms.INV_TEMPERATURE, algorithms.SINK)))
+        self.variant = variant
         abi = _ABI if not self.operands else ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * (6 + 2 * len(self.operands)))
         self._fn = abi(compiled.address)
 
@@ -77,8 +77,8 @@ class Kernel:
     def __reduce__(self):
         """A kernel pickles as its recipe; unpickling compiles it again, which the on-disk
         cache makes a file read: kernels travel to worker processes."""
-        return (_recompile, (self._recipe_op, self.algorithm, self.dtype.name, self.out_dtype.name, self.target,
-                             self.schedule, self.variant))
+        return (_compile_variant, (self._recipe_op, self.algorithm, self.dtype.name, self.out_dtype.name, self.target,
+                                   self.schedule, self.variant))
 
     def __call__(self, x, axis=-1, *, out=None, threads=None, operands: tuple = ()):
         """Run over `axis` of x (an integer, a tuple of axes taken together, or None: all),
@@ -131,30 +131,29 @@ _cache_lock = threading.Lock()
 
 
 def compile(op: str, *, algorithm: str, dtype="float32", out_dtype=None, target="host",
-            schedule: Schedule | None = None, temperature: bool = False, sink: bool = False) -> Kernel:
+            schedule: Schedule | None = None, temperature: bool = False, sink: bool = False,
+            where: bool = False, empty_rows: str = "nan") -> Kernel:
     """JIT-compile op x algorithm for the host, or for a narrower target this machine runs
     (e.g. "x86-64-v3" on an AVX-512 host).  x holds `dtype`, y `out_dtype` (default: dtype);
-    the kernel computes in float64 if either is float64, else in float32.  temperature, sink:
-    the variant taking those row operands (algorithms.Variant: x times inv_temperature =
-    1 / T, one more logit per row).  Cached:
-    compiling twice costs nothing."""
+    the kernel computes in float64 if either is float64, else in float32.  temperature, sink,
+    where: the variant taking those operands (algorithms.Variant: x times inv_temperature =
+    1 / T, one more logit per row, a mask); empty_rows: "nan" (numpy) or "zero" (rows with
+    nothing above -inf give 0 / -inf).  Cached: compiling twice costs nothing."""
+    variant = algorithms.Variant(temperature, sink, where, algorithms.zero_empty(empty_rows, "compile"))
+    return _compile_variant(op, algorithm, dtype, out_dtype, target, schedule or Schedule(), variant)
+
+
+def _compile_variant(op: str, algorithm: str, dtype, out_dtype, target, schedule: Schedule,
+                     variant: algorithms.Variant = algorithms.Variant()) -> Kernel:
     storage = ir_dtype(dtype)
     output = storage if out_dtype is None else ir_dtype(out_dtype)
     tgt = Target.parse(target)
-    schedule = schedule or Schedule()
-    variant = algorithms.Variant(temperature, sink)
     key = (op, algorithm, storage, output, tgt, schedule, variant)
     with _cache_lock:
         if key not in _cache:
             program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output, variant)
-            _cache[key] = Kernel(program, compile_program(program, tgt, schedule, jit=True), schedule, op)
+            _cache[key] = Kernel(program, compile_program(program, tgt, schedule, jit=True), schedule, op, variant)
         return _cache[key]
-
-
-def _recompile(op: str, algorithm: str, dtype: str, out_dtype: str, target: Target, schedule: Schedule,
-               variant: algorithms.Variant = algorithms.Variant()) -> Kernel:
-    return compile(op, algorithm=algorithm, dtype=dtype, out_dtype=out_dtype, target=target, schedule=schedule,
-                   temperature=variant.temperature, sink=variant.sink)
 
 
 _char_at = ctypes.c_char.from_buffer
@@ -352,7 +351,7 @@ def _run_general(kernel: Kernel, x, axis, out, threads=None, operands: tuple = (
                          operands)
         return out if out is not None else y.reshape(())
     axes = _normalize_axes(axis, arr.ndim, who)
-    perm = tuple(i for i in range(arr.ndim) if i not in axes) + axes  # the axes taken together last
+    perm = rows_last(axes, arr.ndim)
     lead = tuple(arr.shape[i] for i in perm[:arr.ndim - len(axes)])
     if out is not None:
         y = _check_out(out, lead if row_output else arr.shape, out_dtype, who)
@@ -366,6 +365,21 @@ def _run_general(kernel: Kernel, x, axis, out, threads=None, operands: tuple = (
     else:
         _run_rows(kernel, arr, perm, k, y.transpose(perm), k, out is None, threads, operands)
     return y
+
+
+def rows_last(axes: tuple, ndim: int) -> tuple:
+    """The axis order that puts the reduced axes (taken together) last: the kernel's rows."""
+    return tuple(i for i in range(ndim) if i not in axes) + axes
+
+
+def elementwise_rows(a: np.ndarray, axes: tuple) -> np.ndarray:
+    """An elementwise operand of x's shape as the kernel's [rows, n] (rows_last's order): a
+    view where one exists (a broadcast row repeats at stride 0), else a copy."""
+    moved = a.transpose(rows_last(axes, a.ndim)) if a.ndim else a.reshape(1)
+    rows = _rows_of(moved, len(axes) if a.ndim else 1)
+    if rows is None:
+        rows = np.ascontiguousarray(moved).reshape(-1, math.prod(moved.shape[moved.ndim - max(len(axes), 1):]))
+    return rows
 
 
 def _run_rows(kernel: Kernel, arr: np.ndarray, perm: tuple, k: int, ys: np.ndarray, k_out: int, fresh: bool,

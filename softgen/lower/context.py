@@ -8,7 +8,7 @@ from .. import numerics
 from ..ir import RESERVED_NAMES, DType, Operand
 from .capabilities import Capabilities
 from .casts import Casts, storage_ty
-from .loopir import I64, PTR, Builder, Const, Kernel, Ty, Val, array_ty, bool_ty, float_ty, i64
+from .loopir import I64, PTR, Builder, Const, Kernel, Ty, Val, array_ty, bool_ty, float_ty, i64, int_ty
 from .loopmath import LoopMath
 from .schedule import Schedule
 
@@ -37,6 +37,8 @@ class Context:
         params = self.kernel.params[len(PARAMS):]
         self.operands = {o.name: (params[2 * k], params[2 * k + 1]) for k, o in enumerate(operands)}
         self.elementwise = [o.name for o in operands if o.elementwise]
+        # a boolean operand holds a byte per element; the others x's elements
+        self.input_elem = {o.name: int_ty(8) if o.boolean else self.x_elem for o in operands if o.elementwise}
         self.b = Builder(self.kernel)
         self.casts = Casts(self.b, caps, self.width)
         self.vm = LoopMath(self.b, float_ty(compute.bits, self.width), numerics.float_format(compute),
@@ -114,7 +116,7 @@ class Context:
     def row_input(self, name: str, j, first=None) -> RowPtr:
         """Row first + j of the elementwise operand `name` (laid out as x)."""
         ptr, stride = self.operands[name]
-        return self._row(RowPtr(ptr, self.x_elem), stride, j, first)
+        return self._row(RowPtr(ptr, self.input_elem[name]), stride, j, first)
 
     def _row(self, base: RowPtr, stride, j, first) -> RowPtr:
         row = self.int_op("add", self.first if first is None else first, j)

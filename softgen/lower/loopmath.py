@@ -131,7 +131,7 @@ class LoopMath:
         return self._op("eq", a, b, ty=self.mask_ty)
 
     def widen(self, a):
-        """16-bit integer lanes zero-extended to the float's width."""
+        """Narrower integer lanes (16-bit float bits, mask bytes) zero-extended to the float's width."""
         return self._op("zext", a, ty=self.ity)
 
     def narrow(self, a):

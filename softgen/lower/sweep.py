@@ -131,7 +131,7 @@ class RowSweep:
         """The loads of one vector of the unit's pass."""
         vals: dict = {}
         for op in u.p.ops:
-            if op.kind in (Kind.LOAD_X, Kind.LOAD_Y, Kind.LOAD_IN):
+            if op.kind in (Kind.LOAD_X, Kind.LOAD_Y, Kind.LOAD_IN, Kind.LOAD_KEEP):
                 self.elementwise_op(op, u, offset, mask, vals, fast=False)
         return vals
 
@@ -144,6 +144,12 @@ class RowSweep:
             out = self.ctx.load(row.y, offset, mask)
         elif k is Kind.LOAD_IN:
             out = self.ctx.load(row.inputs[op.attrs["name"]], offset, mask)
+        elif k is Kind.LOAD_KEEP:
+            out = numerics.keep_bias(vm, self.ctx.load(row.inputs[op.attrs["name"]], offset, mask))
+        elif k is Kind.KEEP:
+            out = numerics.keep(vm, *a, op.attrs["value"])
+        elif k is Kind.FILL_EMPTY:
+            out = numerics.fill_empty(vm, *a, op.attrs["value"])
         elif k is Kind.CAST:
             out = self.ctx.casts.cast(a[0], op.attrs["from"], op.attrs["to"])
         elif k in (Kind.SUB, Kind.SUB_E):

@@ -72,6 +72,8 @@ SINK = "sink"
 PHI = "phi"
 # the boolean elementwise operand of a mask: true keeps the element, false counts it as -inf
 WHERE = "where"
+# the integer row operand of ragged rows (Program.length): a prefix mask as row lengths
+LENGTH = "length"
 # the elementwise operand of the backward kernels: the gradient of the op's output
 DY = "dy"
 # the row operands an algorithm itself takes, after the variant's
@@ -83,6 +85,8 @@ OPERAND_DOCS = {INV_TEMPERATURE: "1 / T for row r (x is multiplied by it as it i
                      "take the exact fallback)",
                 WHERE: "the mask, one byte per element as x: where[r * where_stride + j] nonzero keeps x[r, j], "
                        "zero counts it as -inf (its output 0 / -inf); a row with nothing kept gives 0 / -inf",
+                LENGTH: "row r's length: its first length[r * length_stride] elements (clamped to [0, n]) are "
+                        "the row (a prefix mask, such as a causal one); y past them is 0 (softmax) / -inf",
                 DY: "the gradient of the op's output y (x holds y itself), as x: dy[r * dy_stride + j]"}
 
 
@@ -96,12 +100,14 @@ def operand_lines(program: Program) -> list[str]:
 @dataclass(frozen=True)
 class Variant:
     """What a program takes besides x, as operands: a temperature (x times 1 / T), a sink
-    (one more logit per row), a mask (where=); and how it treats empty rows (zero_empty:
-    rows with nothing above -inf give 0 / -inf, not numpy's NaN)."""
+    (one more logit per row), a mask (where=) or row lengths (a prefix mask: ragged
+    rows); and how it treats empty rows (zero_empty: rows with nothing above -inf give
+    0 / -inf, not numpy's NaN)."""
     temperature: bool = False
     sink: bool = False
     where: bool = False
     zero_empty: bool = False
+    length: bool = False
 
 
 EMPTY_ROWS = ("nan", "zero")
@@ -120,6 +126,9 @@ def _builder(spec: OpSpec, algorithm: str, storage: DType, compute: DType, outpu
     spec.check_algorithm(algorithm)
     b = Builder(spec.name, algorithm, spec.row_output, storage, compute, output)
     b.program.operands = (Operand(WHERE, elementwise=True, boolean=True),) if variant.where else ()
+    b.program.operands += (Operand(LENGTH, integer=True),) if variant.length else ()
+    if variant.length:
+        b.program.length, b.program.fill = LENGTH, 0.0 if spec.rule is Rule.SCALE else float("-inf")
     b.program.operands += tuple(Operand(name) for name, on in ((INV_TEMPERATURE, variant.temperature),
                                                                 (SINK, variant.sink)) if on)
     b.mask = WHERE if variant.where else None

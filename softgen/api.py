@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import algorithms, ops, tune
+from . import algorithms, masks, ops, tune
 from .dtypes import DTYPES, check_dtype
 from .runtime import NATIVE_DTYPES, _F32, _F64, Kernel, _as_input, _check_out, _fast_call, _normalize_axes, _run
-from .runtime import _compile_variant, _run_general, compile, elementwise_rows
+from .runtime import _compile_variant, _run_general, compile, elementwise_rows, rows_last
 from .threads import MIN_ELEMENTS_PER_THREAD, check_threads
 from .runtime import OUTPUT_DELTA, PAGE, same_page_offset  # noqa: F401  (api's names before runtime.py)
 
@@ -137,9 +137,10 @@ def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False
     lead = tuple(d for i, d in enumerate(arr.shape) if i not in axes)
     axes = axes[0] if len(axes) == 1 else axes  # one axis: the runtime's fast call may take it
     compute = _F64 if arr.dtype == _F64 or out_dtype == _F64 else _F32
-    variant = algorithms.Variant(temperature is not None, sink is not None, where is not None,
-                                 algorithms.zero_empty(empty_rows, op))
-    operands = [] if where is None else [_mask_rows(where, arr, axes, op)]
+    operands = [] if where is None else [_mask_operand(where, arr, axes, op)]
+    ragged = bool(operands) and operands[0].dtype == np.int64
+    variant = algorithms.Variant(temperature is not None, sink is not None, where is not None and not ragged,
+                                 algorithms.zero_empty(empty_rows, op), ragged)
     if temperature is not None:
         t = _per_row(temperature, lead, "temperature", op)
         if not (np.all(np.isfinite(t)) and np.all(t > 0)):
@@ -158,18 +159,40 @@ def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False
     return _run(_kernel_for(op, algorithm, arr, axes, out_dtype, variant), arr, axes, out, threads, tuple(operands))
 
 
-def _mask_rows(where, arr: np.ndarray, axes, who: str) -> np.ndarray:
-    """where= (booleans broadcasting to x's shape) as the kernel's [rows, n] bytes: a view of
-    the caller's array where one exists, else a compact copy of the broadcast mask."""
+def _mask_operand(where, arr: np.ndarray, axes, who: str) -> np.ndarray:
+    """where= (booleans broadcasting to x's shape) as the kernel's operand: row lengths
+    (int64, one per row) where every row keeps a prefix (a causal mask: ragged rows), else
+    the mask's bytes as [rows, n] (a view where one exists, else a compact copy)."""
     mask = np.asarray(where)
     if mask.dtype != np.bool_:
         raise TypeError(f"{who}(): where must be an array of booleans (True keeps an element), "
                         f"not of {mask.dtype}")
     try:
-        mask = np.broadcast_to(mask, arr.shape)
+        full = np.broadcast_to(mask, arr.shape)
     except ValueError:
         raise ValueError(f"{who}(): where of shape {mask.shape} does not broadcast to x's shape {arr.shape}") from None
-    return elementwise_rows(mask, (axes,) if isinstance(axes, int) else axes).view(np.uint8)
+    axes = (axes,) if isinstance(axes, int) else axes
+    lengths = _prefix_lengths(mask, arr.shape, axes)
+    return lengths if lengths is not None else elementwise_rows(full, axes).view(np.uint8)
+
+
+def _prefix_lengths(mask: np.ndarray, shape: tuple, axes: tuple) -> np.ndarray | None:
+    """Each row's length if every row of the mask keeps a prefix, else None.  The mask's own
+    rows are analysed (a mask broadcast over batch axes once), then the lengths broadcast."""
+    if not shape:
+        return None
+    own = mask.reshape((1,) * (len(shape) - mask.ndim) + mask.shape)
+    perm = rows_last(axes, len(shape))
+    k = len(axes)
+    moved = own.transpose(perm)
+    lead = moved.shape[:len(shape) - k]
+    reduced = tuple(shape[a] for a in axes)
+    rows = elementwise_rows(np.broadcast_to(moved, lead + reduced), tuple(range(len(lead), len(shape))))
+    lengths = masks.prefix_lengths(rows)
+    if lengths is None:
+        return None
+    x_lead = tuple(shape[a] for a in perm[:len(shape) - k])
+    return np.ascontiguousarray(np.broadcast_to(lengths.reshape(lead), x_lead)).reshape(-1)
 
 
 def _per_row(value, lead: tuple, name: str, who: str) -> np.ndarray:

@@ -74,13 +74,14 @@ C_ABI_TYPES = {DType.F32: "float", DType.F64: "double", DType.F16: "uint16_t", D
 
 def c_parameters(x: DType, y: DType, operands: tuple = (), compute: DType | None = None,
                  restrict: str = "") -> str:
-    """The kernel's C parameter list for x of dtype x and y of dtype y, then its row
-    operands (ir.Operand: one `compute` value per row each, with its stride); `restrict`
-    spelled on x and y where given."""
+    """The kernel's C parameter list for x of dtype x and y of dtype y, then its operands
+    (ir.Operand, each with its stride: one `compute` value or int64 per row, or elements as
+    x's or as bytes for a mask); `restrict` spelled on x and y where given."""
     params = (f"int64_t rows, int64_t n, const {C_ABI_TYPES[x]} *{restrict}x, int64_t x_row_stride, "
               f"{C_ABI_TYPES[y]} *{restrict}y, int64_t y_row_stride")
     for o in operands:
-        ctype = C_ABI_TYPES[x if o.elementwise else compute]
+        ctype = ("uint8_t" if o.boolean else "int64_t" if o.integer
+                 else C_ABI_TYPES[x if o.elementwise else compute])
         params += f", {'' if o.output else 'const '}{ctype} *{o.name}, int64_t {o.name}_stride"
     return params
 

@@ -187,14 +187,16 @@ class Operand:
     output (`store.operand`).  In the C ABI it follows y as `name, name_stride`: value
     name[row * name_stride] (stride 0: one value for every row).  An elementwise operand
     (`load.in`) is a second input like x: name[row * name_stride + j] of x's dtype; a
-    boolean one (`load.keep`, a mask) holds one byte per element, nonzero for true."""
+    boolean one (`load.keep`, a mask) holds one byte per element, nonzero for true.  An
+    integer row operand holds an int64 per row (Program.length's)."""
     name: str
     output: bool = False
     elementwise: bool = False
     boolean: bool = False
+    integer: bool = False
 
     def __str__(self) -> str:
-        kind = "bool " if self.boolean else ""
+        kind = "bool " if self.boolean else "int " if self.integer else ""
         return f"{'out' if self.output else 'in'} {kind}{self.name}[{'n' if self.elementwise else 'row'}]"
 
 
@@ -217,6 +219,10 @@ class Program:
     output: DType | None = None
     operands: tuple[Operand, ...] = ()   # row operands, in ABI order
     y_stored: bool = False  # y already holds what an earlier kernel stored (load.y may read it)
+    # ragged rows: an integer input operand holding each row's length (clamped to [0, n]); the
+    # program runs over that prefix and y past it is `fill` (a causal mask, without its bytes)
+    length: str | None = None
+    fill: float = 0.0
 
     @property
     def out_dtype(self) -> DType:
@@ -241,7 +247,8 @@ class Program:
                   + (f", {self.out_dtype.short} output" if self.out_dtype is not self.storage else "")
                   if self.dtypes != (DType.F32,) * 3 else "")  # f32: implied
         extra = "".join(f", {o}" for o in self.operands)
-        lines = [f"kernel {self.name} (x[n] -> {out}{extra}){dtypes}"]
+        ragged = f"\n  rows of length {self.length}[row], y past it {self.fill!r}" if self.length else ""
+        lines = [f"kernel {self.name} (x[n] -> {out}{extra}){dtypes}{ragged}"]
         n_pass = 0
         for step in self.steps:
             if isinstance(step, Pass):
@@ -413,6 +420,8 @@ def _check_operands(program: Program):
     for o in program.operands:
         if o.output and stored.count(o.name) != 1:
             raise VerifyError(f"{program.name}: output operand {o.name!r} must be stored exactly once")
+    if program.length is not None and Operand(program.length, integer=True) not in program.operands:
+        raise VerifyError(f"{program.name}: rows of length {program.length!r} need it as an integer input operand")
 
 
 def _check_softplus_pow(program: Program, op: Op):

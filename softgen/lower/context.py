@@ -28,9 +28,11 @@ class Context:
                  operands: tuple[Operand, ...] = ()):
         self.caps, self.schedule = caps, schedule
         self.x_dtype, compute, self.y_dtype = dtypes
+        self.compute = compute
         self.width = caps.lanes(compute)
         self.x_elem, self.y_elem = storage_ty(caps, self.x_dtype, 1), storage_ty(caps, self.y_dtype, 1)
-        self.operand_elem = float_ty(compute.bits)
+        # a row operand holds a compute value per row, an integer one an int64
+        self.operand_elem = {o.name: I64 if o.integer else float_ty(compute.bits) for o in operands}
         names = PARAMS + tuple(p for o in operands for p in (o.name, o.name + "_stride"))
         types = (I64, I64, PTR, I64, PTR, I64) + (PTR, I64) * len(operands)
         self.kernel = Kernel(name, [Val(k, t, p) for k, (t, p) in enumerate(zip(types, names))])
@@ -111,7 +113,7 @@ class Context:
     def row_operand(self, name: str, j) -> RowPtr:
         """Row operand `name`'s value for row first + j."""
         ptr, stride = self.operands[name]
-        return self._row(RowPtr(ptr, self.operand_elem), stride, j, None)
+        return self._row(RowPtr(ptr, self.operand_elem[name]), stride, j, None)
 
     def row_input(self, name: str, j, first=None) -> RowPtr:
         """Row first + j of the elementwise operand `name` (laid out as x)."""

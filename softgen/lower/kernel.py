@@ -75,7 +75,8 @@ class KernelLowering(PassLowering):
         b = self.b
         r = self.var(I64, i64(0))
         rows = self.pick(self.cmp("gt", self.rows, i64(0)), self.rows, i64(0))
-        group = self.caps.group_size(self.schedule.rows_per_group, self.width)
+        # ragged rows run one at a time: a group's rows share their loops' bounds
+        group = 1 if program.length else self.caps.group_size(self.schedule.rows_per_group, self.width)
         pipelined = self.pipelinable(program)
         self.kernel.notes += self.notes(program, group, pipelined)
         if pipelined:
@@ -97,8 +98,37 @@ class KernelLowering(PassLowering):
     def emit_group(self, program: Program, r_slot, count: int):
         self.first = self.b.read(r_slot)
         self.rm = self.vm.with_width(count)
-        self.emit_steps(program.steps, {})
+        if program.length:
+            self.emit_ragged_row(program)
+        else:
+            self.emit_steps(program.steps, {})
         self.b.write(r_slot, self.int_op("add", self.first, i64(count)))
+
+    def emit_ragged_row(self, program: Program):
+        """One row of its own length (Program.length's, clamped to [0, n]): the steps over
+        that prefix, then y past it filled."""
+        full = self.n
+        row = self.row_operand(program.length, i64(0))
+        length = self.b.emit("load", row.ptr, ty=I64, align=row.elem.bytes)
+        self.n = self.minimum(self.pick(self.cmp("lt", length, i64(0)), i64(0), length), full)
+        self.emit_steps(program.steps, {})
+        if not program.row_output:
+            self.fill_y(self.n, full, program.fill)
+        self.n = full
+
+    def fill_y(self, start, end, value: float):
+        """y[start:end) of the row = value, a vector at a time and a masked tail."""
+        b, W = self.b, self.width
+        v = self.casts.cast(self.vm.const(value), self.compute, self.y_dtype)
+        row, i = self.row_y(i64(0)), self.var(I64, start)
+
+        def one_vector():
+            self.store(v, row, b.read(i), None, False)
+            b.write(i, self.int_op("add", b.read(i), i64(W)))
+        b.loop_while(lambda: self.cmp("le", self.int_op("add", b.read(i), i64(W)), end), one_vector, "fill")
+        if W > 1:
+            b.if_then(self.cmp("lt", b.read(i), end),
+                      lambda: self.store(v, row, b.read(i), self.tail_mask(b.read(i), end), False), "fill.tail")
 
     def emit_steps(self, steps: list, env: dict):
         """The program's steps for the group's rows.  env maps each row-level Value to one
@@ -184,7 +214,7 @@ class KernelLowering(PassLowering):
     def pipelinable(self, program: Program) -> bool:
         """Schedule.pipeline applies to programs of two or more passes with no guard (whose
         fallback would need its own pipeline) and no per-block reductions."""
-        if not self.schedule.pipeline or len(program.passes) < 2:
+        if not self.schedule.pipeline or len(program.passes) < 2 or program.length:
             return False
         if any(isinstance(s, Op) and s.kind is Kind.GUARD for s in program.steps):
             return False

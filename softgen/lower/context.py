@@ -49,6 +49,7 @@ class Context:
         self.rows, self.n, self.x, self.xs, self.y, self.ys = self.kernel.params[:len(PARAMS)]
         self.used_nontemporal = False
         self.first = None  # first row of the group being lowered (i64)
+        self.length_name = None  # ragged rows: the operand of their lengths (Program.length)
         self.rm = None     # row math: one lane per row of the group
 
     @property
@@ -119,6 +120,15 @@ class Context:
         """Row first + j of the elementwise operand `name` (laid out as x)."""
         ptr, stride = self.operands[name]
         return self._row(RowPtr(ptr, self.input_elem[name]), stride, j, first)
+
+    def row_length(self, j, first):
+        """Row first + j's length: n, or for ragged rows its own clamped to [0, n]."""
+        if self.length_name is None:
+            return self.n
+        ptr, stride = self.operands[self.length_name]
+        row = self._row(RowPtr(ptr, I64), stride, j, first)
+        length = self.b.emit("load", row.ptr, ty=I64, align=I64.bytes)
+        return self.minimum(self.pick(self.cmp("lt", length, i64(0)), i64(0), length), self.n)
 
     def _row(self, base: RowPtr, stride, j, first) -> RowPtr:
         row = self.int_op("add", self.first if first is None else first, j)

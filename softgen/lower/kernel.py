@@ -75,8 +75,8 @@ class KernelLowering(PassLowering):
         b = self.b
         r = self.var(I64, i64(0))
         rows = self.pick(self.cmp("gt", self.rows, i64(0)), self.rows, i64(0))
-        # ragged rows run one at a time: a group's rows share their loops' bounds
-        group = 1 if program.length else self.caps.group_size(self.schedule.rows_per_group, self.width)
+        group = self.caps.group_size(self.schedule.rows_per_group, self.width)
+        self.length_name = program.length
         pipelined = self.pipelinable(program)
         self.kernel.notes += self.notes(program, group, pipelined)
         if pipelined:
@@ -98,29 +98,17 @@ class KernelLowering(PassLowering):
     def emit_group(self, program: Program, r_slot, count: int):
         self.first = self.b.read(r_slot)
         self.rm = self.vm.with_width(count)
-        if program.length:
-            self.emit_ragged_row(program)
-        else:
-            self.emit_steps(program.steps, {})
+        self.emit_steps(program.steps, {})
+        if program.length and not program.row_output:
+            self.count_loop(count, lambda j: self.fill_y(j, program.fill), "fill.rows")
         self.b.write(r_slot, self.int_op("add", self.first, i64(count)))
 
-    def emit_ragged_row(self, program: Program):
-        """One row of its own length (Program.length's, clamped to [0, n]): the steps over
-        that prefix, then y past it filled."""
-        full = self.n
-        row = self.row_operand(program.length, i64(0))
-        length = self.b.emit("load", row.ptr, ty=I64, align=row.elem.bytes)
-        self.n = self.minimum(self.pick(self.cmp("lt", length, i64(0)), i64(0), length), full)
-        self.emit_steps(program.steps, {})
-        if not program.row_output:
-            self.fill_y(self.n, full, program.fill)
-        self.n = full
-
-    def fill_y(self, start, end, value: float):
-        """y[start:end) of the row = value, a vector at a time and a masked tail."""
-        b, W = self.b, self.width
+    def fill_y(self, j, value: float):
+        """Row j of a ragged group: y past its length = value, a vector at a time and a
+        masked tail."""
+        b, W, end = self.b, self.width, self.n
         v = self.casts.cast(self.vm.const(value), self.compute, self.y_dtype)
-        row, i = self.row_y(i64(0)), self.var(I64, start)
+        row, i = self.row_y(j), self.var(I64, self.row_length(j, self.first))
 
         def one_vector():
             self.store(v, row, b.read(i), None, False)

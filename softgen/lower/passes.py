@@ -66,7 +66,8 @@ class PassLowering(Context):
     def pass_setup(self, p: Pass, is_output: bool) -> PassSetup:
         plan = self.plan_of(p)
         accs = [numerics.ACCUMULATORS[op.results[0].type] for op in p.reductions]
-        step = min(self.schedule.interleave, self.group)
+        # ragged rows sweep one at a time: rows side by side share the loop's end
+        step = 1 if self.length_name else min(self.schedule.interleave, self.group)
         return PassSetup(
             p, plan, accs,
             results=[[self.results_var() for _ in acc.identity] for acc in accs],
@@ -131,10 +132,13 @@ class PassLowering(Context):
                 units.append(unit)
                 where.append((setup, j))
         nontemporal = len(units) == 1 and passes[0][0].nontemporal
+        full = self.n
+        self.n = self.row_length(where[0][1], passes[0][2]) if self.length_name else full
         for (setup, j), states in zip(where, RowSweep(self, units, nontemporal).emit()):
             for results, state in zip(setup.results, states):
                 for var, v in zip(results, state):
                     self.b.emit("write_at", var, j, v)
+        self.n = full
 
     def pass_finish(self, setup: PassSetup, env: dict):
         """The pass's reductions, their rows merged lane-wise, into env."""

@@ -230,7 +230,10 @@ def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
         x = b.load_x()
         acc = b.acc_pair(_term_pair(b, spec, x))
         max_acc = b.acc_max(x) if spec.rule is Rule.SHIFT else None
+        # (rows of only -inf pass the guard: their pairs are clamped to zero sums)
+        empty = _empty_acc(b, spec, variant, x) if spec.rule is Rule.SCALE else None
     s, e = b.merge_pair(_with_sink(b, acc, b.exp_pair_row))
+    empty = _empty_flag(b, empty)
     fmt = numerics.float_format(compute)
     pair_range = (-fmt.pair_exp_limit, fmt.pair_exp_limit)
     if spec.term is not Term.EXP:
@@ -243,7 +246,7 @@ def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
         b.guard(e, ranges=(pair_range,), fallback=fallback)
         r = b.recip(s)
         with b.pass_():
-            b.store(b.pair_scale(_term_pair(b, spec, b.load_x()), r, e))
+            b.store(_output(b, spec, b.pair_scale(_term_pair(b, spec, b.load_x()), r, e), empty))
         return verify(b.program)
     # lse = hi + lo: x - lse rounded once more than x - hi, which is exact near lse
     hi, lo = b.log_pair(s, e)
@@ -258,7 +261,7 @@ def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
     log_s = b.add(b.sub_row(hi, b.merge_max(_with_sink(b, max_acc, lambda s: (s,)))), lo)
     b.guard(e, log_s, ranges=(pair_range, near_zero), fallback=fallback)
     with b.pass_():
-        b.store(b.sub(b.sub(b.load_x(), hi), lo))
+        b.store(_output(b, spec, b.sub(b.sub(b.load_x(), hi), lo), None))
     return verify(b.program)
 
 

@@ -260,6 +260,14 @@ class Program:
         return "\n".join(lines)
 
 
+def listing(program: Program) -> str:
+    """The program's text, then that of each fallback program its guards name (their text
+    is not in the guard's line): the whole of what it computes."""
+    fallbacks = [op.attrs["fallback"] for op in program.steps
+                 if isinstance(op, Op) and isinstance(op.attrs.get("fallback"), Program)]
+    return "\n".join([str(program)] + [listing(f) for f in fallbacks])
+
+
 class VerifyError(ValueError):
     """A malformed IR program; the message names the offending op."""
 

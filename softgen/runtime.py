@@ -134,14 +134,15 @@ _cache_lock = threading.Lock()
 
 def compile(op: str, *, algorithm: str, dtype="float32", out_dtype=None, target="host",
             schedule: Schedule | None = None, temperature: bool = False, sink: bool = False,
-            where: bool = False, empty_rows: str = "nan") -> Kernel:
+            where: bool = False, empty_rows: str = "nan", length: bool = False) -> Kernel:
     """JIT-compile op x algorithm for the host, or for a narrower target this machine runs
     (e.g. "x86-64-v3" on an AVX-512 host).  x holds `dtype`, y `out_dtype` (default: dtype);
     the kernel computes in float64 if either is float64, else in float32.  temperature, sink,
-    where: the variant taking those operands (algorithms.Variant: x times inv_temperature =
-    1 / T, one more logit per row, a mask); empty_rows: "nan" (numpy) or "zero" (rows with
-    nothing above -inf give 0 / -inf).  Cached: compiling twice costs nothing."""
-    variant = algorithms.Variant(temperature, sink, where, algorithms.zero_empty(empty_rows, "compile"))
+    where, length: the variant taking those operands (algorithms.Variant: x times
+    inv_temperature = 1 / T, one more logit per row, a mask as bytes, each row's length: a
+    prefix mask); empty_rows: "nan" (numpy) or "zero" (rows with nothing above -inf give
+    0 / -inf).  Cached: compiling twice costs nothing."""
+    variant = algorithms.Variant(temperature, sink, where, algorithms.zero_empty(empty_rows, "compile"), length)
     return _compile_variant(op, algorithm, dtype, out_dtype, target, schedule or Schedule(), variant)
 
 

@@ -203,3 +203,12 @@ def special_rows(n: int) -> dict:
     rows["constant"] = np.full(n, 7.0, np.float32)
     rows["tiny"] = (base * 1e-30).astype(np.float32)
     return rows
+
+
+def misaligned_rows(x: np.ndarray) -> np.ndarray:
+    """x's values starting 4 bytes past a cache line, rows a few elements apart."""
+    buf = np.empty(x.size + x.shape[0] * 3 + 64 // x.itemsize + 1, x.dtype)
+    start = (-buf.ctypes.data % 64) // x.itemsize + 1
+    out = np.lib.stride_tricks.as_strided(buf[start:], x.shape, ((x.shape[1] + 3) * x.itemsize, x.itemsize))
+    out[...] = x
+    return out

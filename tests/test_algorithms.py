@@ -9,7 +9,7 @@ import pytest
 import softgen
 from softgen import algorithms, numerics
 from softgen.ir import Kind, Pass, Program, Type, verify
-from reference import check, finfo, reference
+from reference import check, finfo, misaligned_rows, reference
 from widths import width_targets
 
 from test_api import PAIRS, special_rows
@@ -217,15 +217,6 @@ def test_temperature_kernels_at_every_width(op, algo, lanes):
     t = rng.uniform(0.05, 4.0, 19).astype(np.float32)
     y = kernel(x, operands=((1.0 / t.astype(np.float64)).astype(np.float32),))
     check(op, scaled(x, t), y)
-
-
-def misaligned_rows(x: np.ndarray) -> np.ndarray:
-    """x's values starting 4 bytes past a cache line, rows a few elements apart."""
-    buf = np.empty(x.size + x.shape[0] * 3 + 32, x.dtype)
-    start = (-buf.ctypes.data % 64) // x.itemsize + 1
-    out = np.lib.stride_tricks.as_strided(buf[start:], x.shape, ((x.shape[1] + 3) * x.itemsize, x.itemsize))
-    out[...] = x
-    return out
 
 
 @pytest.mark.parametrize("bad,err,match", [

@@ -15,7 +15,7 @@ from functools import cached_property
 
 import llvmlite.binding as llvm
 
-from ...ir import Program
+from ...ir import Program, listing
 from ...targets import Target, initialize_llvm, llvm_version
 from ...lower import Schedule
 from ...lower.capabilities import Capabilities
@@ -84,7 +84,7 @@ class CompiledModule:
         """The object code the JIT links, from the disk cache or built (and kept there)."""
         tgt = self.target
         key = cache.key(llvm=llvm_version(), triple=tgt.triple, cpu=tgt.cpu, features=tgt.features,
-                        code="jit", name=self.name, program=str(self.program),
+                        code="jit", name=self.name, program=listing(self.program),
                         schedule=self.schedule.to_json())
         obj = cache.load(key)
         if obj is None:

@@ -1,0 +1,177 @@
+"""where= masks and empty_rows=: JAX's semantics (a masked element counts as -inf and
+outputs 0 / -inf whatever its row holds; a row with nothing kept gives 0 / -inf), checked
+per row against float64 on the kept elements, at every vector width, for masks read as
+bytes and for prefix masks run as ragged rows; the native prefix analysis; the API's
+broadcasting, axes, dtypes and threads."""
+import numpy as np
+import pytest
+
+import softgen
+from softgen import masks
+from reference import check, misaligned_rows, special_rows
+from widths import width_targets
+
+from test_api import PAIRS
+
+OP_FN = {"softmax": softgen.softmax, "log_softmax": softgen.log_softmax, "logsumexp": softgen.logsumexp}
+MASK_PAIRS = [(op, algo) for op, algo in PAIRS if op in OP_FN]
+FILL = {"softmax": 0.0, "log_softmax": -np.inf, "logsumexp": -np.inf}
+
+
+def check_masked(op: str, x: np.ndarray, keep: np.ndarray, y: np.ndarray, zero_empty: bool = False) -> None:
+    """Each row of y is op over the row's kept elements, the fill where masked (and, with
+    zero_empty, everywhere in a row with nothing above -inf).  logsumexp's y: a value per row."""
+    y = y.reshape(x.shape[0], -1)
+    for i in range(x.shape[0]):
+        kept, out = x[i][keep[i]], y[i]
+        empty = not kept.size or (zero_empty and np.all(kept == -np.inf))
+        try:
+            if op == "logsumexp":
+                if empty:
+                    assert out[0] == -np.inf, out
+                else:
+                    check(op, kept[None], out)
+                continue
+            assert np.all(out[~keep[i]] == FILL[op]), "masked outputs are not the fill"
+            if empty:
+                assert np.all(out == FILL[op]), "an empty row is not the fill"
+            else:
+                check(op, kept[None], out[keep[i]][None])
+        except AssertionError as e:
+            raise AssertionError(f"row {i} ({keep[i].sum()} kept): {e}") from None
+
+
+def masked_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The special rows, each under a random mask, plus rows with nothing kept, with only
+    -inf kept, with only NaN and +inf masked, and kept elements alone at either end."""
+    rng = np.random.default_rng(seed)
+    rows = special_rows(n)
+    x = np.stack(list(rows.values()) + [rng.standard_normal(n).astype(np.float32) * 4 for _ in range(5)])
+    keep = rng.random(x.shape) < 0.6
+    r = len(rows)
+    keep[r] = False                                   # nothing kept
+    x[r + 1, keep[r + 1]] = -np.inf                   # only -inf kept: NaN (JAX), or the fill
+    x[r + 2, ~keep[r + 2]] = np.where(rng.random((~keep[r + 2]).sum()) < 0.5, np.nan, np.inf)
+    keep[r + 3], keep[r + 3, 0] = False, True
+    keep[r + 4], keep[r + 4, -1] = False, True
+    return x, keep
+
+
+def prefix_mask(rows: int, n: int, seed: int) -> np.ndarray:
+    lengths = np.random.default_rng(seed).integers(0, n + 1, rows)
+    lengths[:3] = (0, n, 1)
+    return np.arange(n)[None, :] < lengths[:, None]
+
+
+@pytest.mark.parametrize("lanes", sorted(width_targets()))
+@pytest.mark.parametrize("op,algo", MASK_PAIRS)
+def test_byte_masks_at_every_width(op, algo, lanes):
+    """numpy's empty rows at the narrower widths, empty_rows='zero' at the widest (compile
+    time: the fill is one select more)."""
+    empty_rows = "zero" if lanes == max(width_targets()) else "nan"
+    kernel = softgen.compile(op, algorithm=algo, target=width_targets()[lanes], where=True, empty_rows=empty_rows)
+    assert "load.keep" in kernel.ir
+    for n in (1, 19, 1001):
+        x, keep = masked_rows(n, lanes + n)
+        y = kernel(misaligned_rows(x), operands=(misaligned_rows(keep.view(np.uint8)),))
+        check_masked(op, x, keep, y, empty_rows == "zero")
+
+
+@pytest.mark.parametrize("lanes", sorted(width_targets()))
+@pytest.mark.parametrize("op,algo", MASK_PAIRS)
+def test_ragged_rows_at_every_width(op, algo, lanes):
+    """Rows of their own lengths (a prefix mask) in row groups: every length from 0 to past
+    n, the special rows among them, misaligned."""
+    kernel = softgen.compile(op, algorithm=algo, target=width_targets()[lanes], length=True)
+    assert "rows of length length[row]" in kernel.ir
+    for n in (7, 1001):
+        x = np.concatenate([np.stack(list(special_rows(n).values())),
+                            np.random.default_rng(n).standard_normal((40, n)).astype(np.float32) * 5])
+        lengths = np.random.default_rng(lanes).integers(-2, n + 3, x.shape[0])
+        y = kernel(misaligned_rows(x), operands=(lengths,))
+        check_masked(op, x, np.arange(n)[None, :] < lengths[:, None], y)
+
+
+@pytest.mark.parametrize("op", OP_FN)
+def test_prefix_masks_run_as_ragged_rows(op, monkeypatch):
+    """A causal mask broadcast over batch axes is analysed once, runs without its bytes
+    (the kernel's variant says so), and matches the byte-mask kernel exactly."""
+    seen = []
+    original = masks.prefix_lengths
+    monkeypatch.setattr(masks, "prefix_lengths", lambda rows: seen.append(rows.shape) or original(rows))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 37, 37)).astype(np.float32) * 4
+    causal = np.tri(37, dtype=bool)
+    y = OP_FN[op](x, where=causal)
+    assert seen == [(37, 37)]
+    check_masked(op, x.reshape(-1, 37), np.broadcast_to(causal, x.shape).reshape(-1, 37), y)
+    not_prefix = causal.copy()
+    not_prefix[5, 30] = True
+    kernel = softgen.compile(op, algorithm="three_pass_recompute", where=True)
+    want = kernel(x, operands=(np.broadcast_to(not_prefix, x.shape).reshape(-1, 37).view(np.uint8),))
+    np.testing.assert_array_equal(OP_FN[op](x, where=not_prefix, algorithm="three_pass_recompute"), want)
+
+
+def test_prefix_lengths():
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 63, 64, 65, 1000):
+        mask = prefix_mask(50, n, n)
+        np.testing.assert_array_equal(masks.prefix_lengths(mask), mask.sum(1))
+        holes = mask.copy()
+        holes[rng.integers(50), :] = rng.random(n) < 0.5
+        expect = holes.sum(1) if all(np.all(np.diff(r.astype(int)) <= 0) for r in holes) else None
+        got = masks.prefix_lengths(holes)
+        assert (got is None) == (expect is None) and (got is None or np.array_equal(got, expect))
+    bytes_ = np.array([[2, 7, 0, 0], [1, 0, 0, 3]], np.uint8)    # any nonzero byte is True
+    assert masks.prefix_lengths(bytes_[:1]).tolist() == [2] and masks.prefix_lengths(bytes_) is None
+    assert masks.prefix_lengths(np.zeros((3, 0), bool)).tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("op", OP_FN)
+def test_api_broadcasting_axes_dtypes_threads(op, monkeypatch):
+    from softgen import threads
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 50, 6)).astype(np.float32) * 5
+    for where in (rng.random((4, 50, 6)) < 0.5, rng.random((50, 1)) < 0.5, np.tri(50, 6, dtype=bool),
+                  rng.random((4, 1, 6)) < 0.7, np.bool_(True)):
+        y = OP_FN[op](x, axis=1, where=where)
+        keep = np.broadcast_to(where, x.shape)
+        moved = lambda a: np.moveaxis(a, 1, -1).reshape(-1, 50)
+        check_masked(op, moved(x), moved(keep), y if op == "logsumexp" else moved(y))
+    keep = rng.random((30, 40)) < 0.5
+    for dtype in (np.float64, softgen.dtypes.BFLOAT16 if hasattr(softgen.dtypes, "BFLOAT16") else np.float16):
+        xd = (rng.standard_normal((30, 40)) * 5).astype(dtype)
+        y = OP_FN[op](xd, where=keep)
+        want = OP_FN[op](np.where(keep, xd, -np.inf).astype(dtype))
+        want = want if op == "logsumexp" else np.where(keep, want, FILL[op])
+        np.testing.assert_allclose(y.astype(np.float64), want.astype(np.float64), rtol=1e-2, atol=0)
+    monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 64)
+    monkeypatch.setattr(threads, "parallel_from", 2)
+    x = rng.standard_normal((64, 300)).astype(np.float32)
+    for where in (rng.random(x.shape) < 0.5, prefix_mask(64, 300, 6)):
+        check_masked(op, x, where, OP_FN[op](x, where=where, threads=4))
+        out = np.empty((64, 1) if op == "logsumexp" else x.shape, np.float32)
+        kept = {"keepdims": True} if op == "logsumexp" else {}
+        assert OP_FN[op](x * 2, where=where, temperature=2.0, out=out, threads=4, **kept) is out
+        check_masked(op, x, where, out)
+
+
+@pytest.mark.parametrize("op", OP_FN)
+def test_empty_rows_zero_with_variants(op):
+    x = np.array([[-np.inf] * 5, [0, 1, 2, -np.inf, 3], [np.nan, 0, 0, 0, 0]], np.float32)
+    for algo in softgen.ops.get(op).algorithms:
+        kw = {"phi": 0.0} if algo == "unified_max" else {}
+        y = OP_FN[op](x, empty_rows="zero", algorithm=algo, **kw)
+        check_masked(op, x, np.ones(x.shape, bool), y, zero_empty=True)
+    sunk = OP_FN[op](x[:1], empty_rows="zero", sink=0.0)   # a finite sink: not empty
+    assert np.all(sunk == FILL[op]) if op == "softmax" else np.all(np.isfinite(sunk)) == (op == "logsumexp")
+    assert np.all(np.isnan(OP_FN[op](x[:1]))) != (op == "logsumexp")   # numpy's NaN by default
+
+
+@pytest.mark.parametrize("bad,err,match", [
+    ({"where": np.ones((3, 5))}, TypeError, "booleans"), ({"where": np.ones((2, 5), bool)}, ValueError, "broadcast"),
+    ({"empty_rows": "zeros"}, ValueError, "empty_rows must be"), ({"where": [[1, 0, 1, 0, 1]]}, TypeError, "booleans"),
+])
+def test_bad_masks(bad, err, match):
+    with pytest.raises(err, match=match):
+        softgen.softmax(np.zeros((3, 5), np.float32), **bad)

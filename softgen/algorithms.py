@@ -121,6 +121,14 @@ def zero_empty(empty_rows: str, who: str) -> bool:
     return empty_rows == "zero"
 
 
+def variant(who: str, *, temperature: bool = False, sink: bool = False, where: bool = False,
+            empty_rows: str = "nan", length: bool = False) -> Variant:
+    """The Variant the keyword options of softgen.compile / generate / emit_c name:
+    temperature (1 / T per row), sink (a logit per row), where (a mask, a byte per element),
+    length (a length per row: a prefix mask), empty_rows ("nan" or "zero")."""
+    return Variant(bool(temperature), bool(sink), bool(where), zero_empty(empty_rows, who), bool(length))
+
+
 def _builder(spec: OpSpec, algorithm: str, storage: DType, compute: DType, output: DType | None,
              variant: Variant) -> Builder:
     spec.check_algorithm(algorithm)

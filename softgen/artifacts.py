@@ -125,16 +125,16 @@ def _header(artifact: Artifact) -> str:
 
 def generate(op: str, *, algorithm: str, target: Target | str, dtype: DTypeLike = "float32",
              out_dtype: DTypeLike | None = None, name: str | None = None,
-             schedule: Schedule | str | None = None, temperature: bool = False, sink: bool = False,
-             chunks: bool = False) -> Artifact:
+             schedule: Schedule | str | None = None, chunks: bool = False, **variant: Any) -> Artifact:
     """Compile `op` with `algorithm` for `target` (a Target or a target string such as
     "x86-64-v3", "aarch64:neoverse-v1", "riscv64"), without running it.  x holds `dtype`,
     y `out_dtype` (default: dtype), computed as softgen.compile does.  `name` is the C
     symbol (default softgen_<op>_<algorithm>); `schedule` the code shape (default
     Schedule(), as softgen.compile), or "auto:ROWSxN" for the algorithm's schedule that
     the JIT would run for that shape and those dtypes (algorithm "auto": its choice of
-    both; wisdom tuned for `target` if there is some).  temperature, sink: the variant taking
-    those row operands after y (1 / T per row; one more logit per row).  chunks: the
+    both; wisdom tuned for `target` if there is some).  variant: temperature, sink, where,
+    length, empty_rows as softgen.compile's (algorithms.variant: the operands after y, in
+    the header).  chunks: the
     chunk entry points instead (softgen.chunks; <name>_pass0, ..., described in the
     header), in one object, for a caller that splits rows across its own threads."""
     storage = ir_dtype(dtype)
@@ -146,7 +146,7 @@ def generate(op: str, *, algorithm: str, target: Target | str, dtype: DTypeLike 
         raise TypeError(f"schedule must be a softgen.lower.Schedule or '{tune.AUTO}ROWSxN', "
                         f"not {schedule!r}")
     program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output,
-                               algorithms.Variant(temperature, sink))
+                               algorithms.variant("generate", **variant))
     if not chunks:
         return Artifact(op, algorithm, tgt, compile_program(program, tgt, schedule, name=name), schedule,
                         program.dtypes)

@@ -142,7 +142,8 @@ def compile(op: str, *, algorithm: str, dtype="float32", out_dtype=None, target=
     inv_temperature = 1 / T, one more logit per row, a mask as bytes, each row's length: a
     prefix mask); empty_rows: "nan" (numpy) or "zero" (rows with nothing above -inf give
     0 / -inf).  Cached: compiling twice costs nothing."""
-    variant = algorithms.Variant(temperature, sink, where, algorithms.zero_empty(empty_rows, "compile"), length)
+    variant = algorithms.variant("compile", temperature=temperature, sink=sink, where=where, empty_rows=empty_rows,
+                                 length=length)
     return _compile_variant(op, algorithm, dtype, out_dtype, target, schedule or Schedule(), variant)
 
 

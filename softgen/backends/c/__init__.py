@@ -161,8 +161,7 @@ def _check_count(what: str, value, lo: int, hi: int) -> int:
 
 def emit_c(op: str, *, algorithm: str, dtype="float32", out_dtype=None, isa: str = "scalar",
            name: str | None = None, schedule: Schedule | None = None, unroll: int | None = None,
-           accumulators: int | None = None, chunks: bool = False, temperature: bool = False,
-           sink: bool = False) -> CSource:
+           accumulators: int | None = None, chunks: bool = False, **variant) -> CSource:
     """C source for op x algorithm on `isa` (scalar, sse2, avx2, avx512, neon).
 
     dtype: x's (float32, float64, float16, bfloat16); out_dtype: y's (default: dtype).
@@ -174,13 +173,15 @@ def emit_c(op: str, *, algorithm: str, dtype="float32", out_dtype=None, isa: str
     takes schedule="auto:ROWSxN".  chunks: instead of the kernel, its chunk entry points
     (softgen.chunks: each pass over chunks of columns, the merges of their states, and the
     guard's fallback the same way; the header says how to call them), for a caller that
-    splits rows across its own threads.  temperature, sink: the variant taking those row
-    operands after y (1 / T per row; one more logit per row).  Compile the .c with the kernel's flags
+    splits rows across its own threads.  variant: temperature, sink, where, length,
+    empty_rows as softgen.compile's (algorithms.variant: the operands after y, described in
+    the header).  Compile the .c with the kernel's flags
     (CSource.flags, e.g. -mavx512f; -mavx2 -mfma -mf16c for an AVX2 kernel converting
     float16) and link with -lm."""
     storage = ir_dtype(dtype)
     output = storage if out_dtype is None else ir_dtype(out_dtype)
-    program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output, algorithms.Variant(temperature, sink))
+    program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output,
+                               algorithms.variant("emit_c", **variant))
     target = PATTERNS[_check_choice("isa", isa, tuple(PATTERNS))].for_dtype(program.compute)
     if name is None:
         dtypes = storage.numpy_name + ("" if output is storage else f"_{output.numpy_name}")

@@ -91,6 +91,12 @@ def _add_kernel_arguments(p: argparse.ArgumentParser, default_name: str, output_
                    help="the variant taking 1 / T per row (row operand inv_temperature after y): op(x / T)")
     p.add_argument("--sink", action="store_true",
                    help="the variant taking one more logit per row (row operand sink): in the max and sum, no output")
+    p.add_argument("--where", action="store_true",
+                   help="the variant taking a mask (operand where after y: a byte per element, nonzero keeps it)")
+    p.add_argument("--length", action="store_true",
+                   help="the variant taking each row's length (operand length: an int64 per row; a prefix mask)")
+    p.add_argument("--empty-rows", choices=algorithms.EMPTY_ROWS, default="nan",
+                   help="what a row of only -inf gives: nan (numpy, default) or zero (0; -inf for the log ops)")
     p.add_argument("-o", "--output", metavar="PATH", help=output_help)
 
 
@@ -114,8 +120,13 @@ def _add_target_argument(p: argparse.ArgumentParser):
 
 def _artifact(args):
     return generate(args.op, algorithm=args.algorithm, target=args.target, dtype=args.dtype,
-                    out_dtype=args.out_dtype, name=args.name, schedule=args.schedule, temperature=args.temperature,
-                    sink=args.sink)
+                    out_dtype=args.out_dtype, name=args.name, schedule=args.schedule, **_variant(args))
+
+
+def _variant(args) -> dict:
+    """The variant options of the kernel commands, as generate / emit_c take them."""
+    return dict(temperature=args.temperature, sink=args.sink, where=args.where, length=args.length,
+                empty_rows=args.empty_rows)
 
 
 def _describe(artifact) -> str:
@@ -176,7 +187,7 @@ def _output(args, artifact, suffix: str, prefix: str = "") -> Path:
 def emit_c(args) -> None:
     source = emit_c_source(args.op, algorithm=args.algorithm, isa=args.isa, name=args.name,
                            schedule=args.schedule, dtype=args.dtype, out_dtype=args.out_dtype,
-                           temperature=args.temperature, sink=args.sink, chunks=args.chunks)
+                           chunks=args.chunks, **_variant(args))
     for path in source.write(args.output or "."):
         print(f"wrote {path}")
     if source.not_rendered:

@@ -90,6 +90,26 @@ def test_emit_so_runs_here(tmp_path):
     np.testing.assert_array_equal(y, softgen.compile("softmax", algorithm="online")(x))
 
 
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no system C compiler (cc)")
+def test_emit_so_with_a_mask_runs_here(tmp_path):
+    """--where --empty-rows zero: the mask's bytes after y, as the header says."""
+    ok("emit-so", "--op", "log_softmax", "--algorithm", "two_pass", "--where", "--empty-rows", "zero",
+       "--name", "msm", cwd=tmp_path)
+    header = softgen.generate("log_softmax", algorithm="two_pass", target="host", where=True, empty_rows="zero",
+                              name="msm").write(tmp_path / "msm.h")
+    assert "where[r * where_stride + j] nonzero keeps" in " ".join(header.read_text().split())
+    fn = ctypes.CDLL(str(tmp_path / "libmsm.so")).msm
+    fn.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                   ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((4, 50)) * 4).astype(np.float32)
+    x[0] = -np.inf
+    keep = rng.random(x.shape) < 0.5
+    y = np.empty_like(x)
+    fn(4, 50, x.ctypes.data, 50, y.ctypes.data, 50, keep.ctypes.data, 50)
+    np.testing.assert_array_equal(y, softgen.log_softmax(x, where=keep, empty_rows="zero", algorithm="two_pass"))
+
+
 @has_emit_c
 def test_emit_c(tmp_path):
     out = ok("emit-c", "--op", "softmax", "--algorithm", "two_pass", "--name", "csm", "-o", tmp_path)

@@ -2,8 +2,8 @@
 only False: a causal mask) runs as ragged rows (Program.length): each row over its own
 length, its mask never read again, and the masked part of the row never computed.
 
-The analysis is one native pass over the mask's own rows (before broadcasting), which
-LLVM vectorizes: per row, the count of True and whether a True follows a False."""
+The analysis is one native pass over the mask's own rows (before broadcasting): per row,
+the count of True and whether a True follows a False."""
 from __future__ import annotations
 
 import ctypes
@@ -16,52 +16,79 @@ from .backends.llvm.compiler import optimize
 from .targets import Target
 
 # rows(i64), n, mask, mask's row stride in bytes, lengths (i64 per row) -> the rows that
-# keep a prefix before the first that does not (rows: all of them).  Counts in i32: rows
-# of up to 2^31 - 1 elements.
+# keep a prefix before the first that does not (rows: all of them).  A row goes 64 bytes at
+# a time as a bit mask m of its nonzero bytes (a compare and a move on x86): its count is
+# popcount(m), and a False followed by a True is a bit clear below a bit set, (~m & m >> 1),
+# or across the boundary with the previous 64; then the rest a byte at a time.
 _PREFIX_IR = r"""
+declare i64 @llvm.ctpop.i64(i64)
+
 define i64 @softgen_prefix_lengths(i64 %rows, i64 %n, ptr noalias nocapture readonly %mask, i64 %stride,
                                     ptr noalias nocapture %lengths) {
 entry:
-  %last = sub i64 %n, 1
+  %blocks = lshr i64 %n, 6
   br label %row
 row:
   %r = phi i64 [0, %entry], [%r.next, %keep]
   %more = icmp slt i64 %r, %rows
-  br i1 %more, label %scan.start, label %all
-scan.start:
+  br i1 %more, label %row.start, label %all
+row.start:
   %offset = mul i64 %r, %stride
   %base = getelementptr inbounds i8, ptr %mask, i64 %offset
-  %first = load i8, ptr %base, align 1
-  %first.nz = icmp ne i8 %first, 0
-  %count0 = zext i1 %first.nz to i32
-  br label %scan
-scan:
-  %j = phi i64 [0, %scan.start], [%j.next, %scan.body]
-  %count = phi i32 [%count0, %scan.start], [%count.next, %scan.body]
-  %rises = phi i8 [0, %scan.start], [%rises.next, %scan.body]
-  %in = icmp slt i64 %j, %last
-  br i1 %in, label %scan.body, label %check
-scan.body:
-  %p = getelementptr inbounds i8, ptr %base, i64 %j
-  %a = load i8, ptr %p, align 1
-  %j.next = add nuw nsw i64 %j, 1
-  %q = getelementptr inbounds i8, ptr %base, i64 %j.next
+  br label %block
+block:
+  %k = phi i64 [0, %row.start], [%k.next, %block.body]
+  %count = phi i64 [0, %row.start], [%count.next, %block.body]
+  %rises = phi i64 [0, %row.start], [%rises.next, %block.body]
+  %last = phi i64 [1, %row.start], [%last.next, %block.body]
+  %in = icmp ult i64 %k, %blocks
+  br i1 %in, label %block.body, label %tail
+block.body:
+  %at = shl i64 %k, 6
+  %p = getelementptr inbounds i8, ptr %base, i64 %at
+  %v = load <64 x i8>, ptr %p, align 1
+  %nz = icmp ne <64 x i8> %v, zeroinitializer
+  %m = bitcast <64 x i1> %nz to i64
+  %c = call i64 @llvm.ctpop.i64(i64 %m)
+  %count.next = add i64 %count, %c
+  %clear = xor i64 %m, -1
+  %above = lshr i64 %m, 1
+  %inside = and i64 %clear, %above
+  %first = and i64 %m, 1
+  %last.clear = xor i64 %last, 1
+  %across = and i64 %first, %last.clear
+  %both = or i64 %inside, %across
+  %rises.next = or i64 %rises, %both
+  %last.next = lshr i64 %m, 63
+  %k.next = add nuw nsw i64 %k, 1
+  br label %block
+tail:
+  %j0 = shl i64 %blocks, 6
+  br label %byte
+byte:
+  %j = phi i64 [%j0, %tail], [%j.next, %byte.body]
+  %count.t = phi i64 [%count, %tail], [%count.t.next, %byte.body]
+  %rises.t = phi i64 [%rises, %tail], [%rises.t.next, %byte.body]
+  %last.t = phi i64 [%last, %tail], [%bit, %byte.body]
+  %in.t = icmp slt i64 %j, %n
+  br i1 %in.t, label %byte.body, label %check
+byte.body:
+  %q = getelementptr inbounds i8, ptr %base, i64 %j
   %b = load i8, ptr %q, align 1
-  %a.zero = icmp eq i8 %a, 0
   %b.nz = icmp ne i8 %b, 0
-  %rise = and i1 %a.zero, %b.nz
-  %rise8 = zext i1 %rise to i8
-  %rises.next = or i8 %rises, %rise8
-  %b32 = zext i1 %b.nz to i32
-  %count.next = add i32 %count, %b32
-  br label %scan
+  %bit = zext i1 %b.nz to i64
+  %count.t.next = add i64 %count.t, %bit
+  %last.t.clear = xor i64 %last.t, 1
+  %rise = and i64 %bit, %last.t.clear
+  %rises.t.next = or i64 %rises.t, %rise
+  %j.next = add nuw nsw i64 %j, 1
+  br label %byte
 check:
-  %prefix = icmp eq i8 %rises, 0
+  %prefix = icmp eq i64 %rises.t, 0
   br i1 %prefix, label %keep, label %stop
 keep:
-  %count64 = zext i32 %count to i64
   %dst = getelementptr inbounds i64, ptr %lengths, i64 %r
-  store i64 %count64, ptr %dst, align 8
+  store i64 %count.t, ptr %dst, align 8
   %r.next = add nuw nsw i64 %r, 1
   br label %row
 stop:
@@ -70,9 +97,6 @@ all:
   ret i64 %rows
 }
 """
-
-MAX_ROW = 2 ** 31 - 1   # the counts' range
-
 
 class _Native:
     def __init__(self):
@@ -100,11 +124,10 @@ def _get_native() -> _Native:
 
 def prefix_lengths(rows: np.ndarray) -> np.ndarray | None:
     """Each row's count of True for a [rows, n] bool (or uint8) array with unit element
-    stride whose every row keeps a prefix; None if some row does not (or rows are longer
-    than MAX_ROW)."""
+    stride whose every row keeps a prefix; None if some row does not."""
     count, n = rows.shape
-    if n == 0 or n > MAX_ROW:
-        return None if n else np.zeros(count, np.int64)
+    if n == 0:
+        return np.zeros(count, np.int64)
     lengths = np.empty(count, np.int64)
     if count == 0:
         return lengths

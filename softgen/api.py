@@ -168,12 +168,13 @@ def _mask_operand(where, arr: np.ndarray, axes, who: str) -> np.ndarray:
         raise TypeError(f"{who}(): where must be an array of booleans (True keeps an element), "
                         f"not of {mask.dtype}")
     try:
-        full = np.broadcast_to(mask, arr.shape)
+        if np.broadcast_shapes(mask.shape, arr.shape) != arr.shape:
+            raise ValueError
     except ValueError:
         raise ValueError(f"{who}(): where of shape {mask.shape} does not broadcast to x's shape {arr.shape}") from None
     axes = (axes,) if isinstance(axes, int) else axes
     lengths = _prefix_lengths(mask, arr.shape, axes)
-    return lengths if lengths is not None else elementwise_rows(full, axes).view(np.uint8)
+    return lengths if lengths is not None else elementwise_rows(np.broadcast_to(mask, arr.shape), axes).view(np.uint8)
 
 
 def _prefix_lengths(mask: np.ndarray, shape: tuple, axes: tuple) -> np.ndarray | None:
@@ -181,17 +182,16 @@ def _prefix_lengths(mask: np.ndarray, shape: tuple, axes: tuple) -> np.ndarray |
     rows are analysed (a mask broadcast over batch axes once), then the lengths broadcast."""
     if not shape:
         return None
-    own = mask.reshape((1,) * (len(shape) - mask.ndim) + mask.shape)
-    perm = rows_last(axes, len(shape))
-    k = len(axes)
-    moved = own.transpose(perm)
-    lead = moved.shape[:len(shape) - k]
-    reduced = tuple(shape[a] for a in axes)
-    rows = elementwise_rows(np.broadcast_to(moved, lead + reduced), tuple(range(len(lead), len(shape))))
-    lengths = masks.prefix_lengths(rows)
-    if lengths is None:
-        return None
-    x_lead = tuple(shape[a] for a in perm[:len(shape) - k])
+    ndim, k = len(shape), len(axes)
+    perm = rows_last(axes, ndim)
+    moved = mask.reshape((1,) * (ndim - mask.ndim) + mask.shape).transpose(perm)
+    lead, reduced = moved.shape[:ndim - k], tuple(shape[a] for a in axes)
+    if moved.shape[ndim - k:] != reduced:   # broadcast along the rows
+        moved = np.broadcast_to(moved, lead + reduced)
+    lengths = masks.prefix_lengths(elementwise_rows(moved, tuple(range(ndim - k, ndim))))
+    x_lead = tuple(shape[a] for a in perm[:ndim - k])
+    if lengths is None or lead == x_lead:
+        return lengths
     return np.ascontiguousarray(np.broadcast_to(lengths.reshape(lead), x_lead)).reshape(-1)
 
 

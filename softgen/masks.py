@@ -13,6 +13,7 @@ import llvmlite.binding as llvm
 import numpy as np
 
 from .backends.llvm.compiler import optimize
+from .runtime import _address
 from .targets import Target
 
 # rows(i64), n, mask, mask's row stride in bytes, lengths (i64 per row) -> the rows that
@@ -131,6 +132,5 @@ def prefix_lengths(rows: np.ndarray) -> np.ndarray | None:
     lengths = np.empty(count, np.int64)
     if count == 0:
         return lengths
-    done = _get_native().prefix_lengths(count, n, rows.__array_interface__["data"][0], rows.strides[0],
-                                        lengths.ctypes.data)
+    done = _get_native().prefix_lengths(count, n, _address(rows), rows.strides[0], _address(lengths))
     return lengths if done == count else None

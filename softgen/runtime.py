@@ -380,6 +380,8 @@ def elementwise_rows(a: np.ndarray, axes: tuple) -> np.ndarray:
     """An elementwise operand of x's shape as the kernel's [rows, n] (rows_last's order): a
     view where one exists (a broadcast row repeats at stride 0), else a copy."""
     moved = a.transpose(rows_last(axes, a.ndim)) if a.ndim else a.reshape(1)
+    if moved.ndim == 2 and moved.strides[1] == moved.itemsize:   # already rows (the common case, quickly)
+        return moved
     rows = _rows_of(moved, len(axes) if a.ndim else 1)
     if rows is None:
         rows = np.ascontiguousarray(moved).reshape(-1, math.prod(moved.shape[moved.ndim - max(len(axes), 1):]))

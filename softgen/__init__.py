@@ -8,7 +8,8 @@ from above, not even inside a function; tests/test_layering.py checks this):
   lower     lower/ (the schedule, per-pass plans, the loop IR and the lowering to it)
   backends  backends/c.py, backends/llvm/
   runtime   runtime.py (JIT kernels, calling them on arrays), threads.py (rows split over a
-            pool of threads), split.py (rows cut into chunks when they are fewer than threads)
+            pool of threads), split.py (rows cut into chunks when they are fewer than threads),
+            masks.py (where= masks that keep a prefix of each row, found natively)
   tuning    tune.py (the built-in rule, wisdom, the tuner)
   entry     api.py (softmax & co.), artifacts.py (generate, emit_c with auto schedules),
             scipy.py (SciPy's signatures and defaults: from softgen import scipy as sp),

@@ -18,7 +18,7 @@ LAYERS = (
               "softgen.numerics", "softgen.algorithms", "softgen.chunks")),
     ("lower", ("softgen.lower",)),
     ("backends", ("softgen.backends",)),
-    ("runtime", ("softgen.runtime", "softgen.threads", "softgen.split")),
+    ("runtime", ("softgen.runtime", "softgen.threads", "softgen.split", "softgen.masks")),
     ("tuning", ("softgen.tune",)),
     ("entry", ("softgen.api", "softgen.artifacts", "softgen.scipy", "softgen.dask", "softgen.cross_entropy")),
     ("tools", ("softgen.bench", "softgen.cli", "softgen.__main__", "softgen.torch", "softgen")),

@@ -2,7 +2,7 @@
 import pytest
 
 from softgen import algorithms, ops
-from softgen.ir import Builder, DType, Kind, Op, Pass, Program, Type, Value, VerifyError, verify
+from softgen.ir import Builder, DType, Kind, Op, Operand, Pass, Program, Type, Value, VerifyError, verify
 
 
 def softmax_like():
@@ -262,3 +262,37 @@ def test_where_in_needs_a_range():
     with pytest.raises(VerifyError, match=r"where_in needs range=\(lo, hi\)"):
         verify(softplus_like(where_range=None))
 
+
+
+def masked_softmax(keep_value=float("-inf"), fill_value=0.0, boolean=True):
+    """softmax over x masked by a boolean operand, empty rows filled."""
+    b = Builder("softmax", "test")
+    b.program.operands = (Operand("where", elementwise=True, boolean=boolean),)
+    b.mask = "where"
+    with b.pass_():
+        m = b.acc_max(b.load_x())
+    m = b.merge_max(m)
+    with b.pass_():
+        x = b.load_x()
+        b.store(b.fill_empty(b.keep(b.exp(x, m), b.kept, value=keep_value), m, value=fill_value))
+    return b.program
+
+
+def test_masks_print_and_verify():
+    text = str(verify(masked_softmax()))
+    assert "in bool where[n]" in text and "load.keep name='where'" in text and "keep %" in text
+    assert "value=-inf" in text and "fill_empty" in text
+    with pytest.raises(VerifyError, match="keep needs a float value="):
+        verify(masked_softmax(keep_value=None))
+    with pytest.raises(VerifyError, match="fill_empty needs a float value="):
+        verify(masked_softmax(fill_value=None))
+    with pytest.raises(VerifyError, match="needs a boolean elementwise input operand 'where'"):
+        verify(masked_softmax(boolean=False))
+
+
+def test_ragged_rows_need_their_integer_operand():
+    program = algorithms.build("softmax", "online", variant=algorithms.Variant(length=True))
+    assert "in int length[row]" in str(program) and "rows of length length[row], y past it 0.0" in str(program)
+    program.operands = (Operand("length"),)
+    with pytest.raises(VerifyError, match="need it as an integer input operand"):
+        verify(program)

@@ -115,11 +115,12 @@ class SplitKernel:
 
     def run(self, rows: int, n: int, x: int, x_stride: int, x_itemsize: int, y: int, y_stride: int,
             y_itemsize: int, chunks: int, threads: int, operands: tuple = ()) -> None:
-        """The kernel on [rows, n] at addresses x and y (row strides in elements), with its row
-        operands (address, stride, itemsize), each row in up to `chunks` chunks, on up to
-        `threads` threads."""
+        """The kernel on [rows, n] at addresses x and y (row strides in elements), with its
+        operands (address, stride, itemsize: a value per row, or elementwise a row of them),
+        each row in up to `chunks` chunks, on up to `threads` threads."""
+        elementwise = frozenset(j for j, o in enumerate(self.plan.source.operands) if o.elementwise)
         call = _Call((x, x_stride, x_itemsize), (y, y_stride, y_itemsize), chunk_bounds(n, chunks), threads,
-                     self.dtype, operands)
+                     self.dtype, operands, elementwise)
         call.execute(self.layout(), list(range(rows)))
 
 
@@ -132,9 +133,12 @@ class _Call:
     dtype: np.dtype
     row_operands: tuple   # the program's own: (address, stride, itemsize)
 
-    def row_operand(self, j: int, row: int) -> int:
+    elementwise: frozenset = frozenset()   # which of them are elementwise (a row of elements)
+
+    def row_operand(self, j: int, row: int, column: int = 0) -> int:
+        """Own operand j's address for `row` (at `column` of an elementwise one's row)."""
         address, stride, itemsize = self.row_operands[j]
-        return address + row * stride * itemsize
+        return address + (row * stride + (column if j in self.elementwise else 0)) * itemsize
 
     def execute(self, layout: _Layout, rows: list) -> None:
         """layout's plan on `rows` (their indices): its passes, merges and finish; flagged
@@ -162,7 +166,7 @@ class _Call:
             for c, (c0, c1) in enumerate(self.bounds):
                 task = [1, c1 - c0, x + (row * xs + c0) * xi, xs, y + (row * ys + c0) * yi, ys]
                 for k, output in entry.operands:
-                    task += [self.row_operand(output, row) if k is None else
+                    task += [self.row_operand(output, row, c0) if k is None else
                              state_address(states, k, i, c if output else 0), 0]
                 tasks.append(task)
         _threads.run_tasks(entry.fn, tasks, self.threads)

@@ -14,7 +14,7 @@ import pytest
 import softgen
 from softgen import chunks, split, threads
 from softgen.ir import Kind, Operand, VerifyError, verify
-from reference import check, special_rows
+from reference import check, misaligned_rows as misaligned, special_rows
 from widths import width_targets
 
 PAIRS = [(op, algo) for op in softgen.OPS for algo in softgen.ALGORITHMS if algo in softgen.ops.get(op).algorithms]
@@ -36,15 +36,6 @@ def split_small(monkeypatch):
         run_tasks(fn, tasks, count)
     monkeypatch.setattr(threads, "run_tasks", recording)
     return calls
-
-
-def misaligned(x: np.ndarray) -> np.ndarray:
-    """x's values in an array starting one element past a cache line."""
-    buf = np.empty((x.shape[0], x.shape[1] + 17), x.dtype)
-    start = (-buf.ctypes.data % 64) // x.itemsize + 1
-    out = buf[:, start:start + x.shape[1]]
-    out[...] = x
-    return out
 
 
 @pytest.mark.parametrize("lanes", sorted(WIDTHS))
@@ -119,6 +110,30 @@ def test_guard_fallback_rows_run_split(split_small):
         before = len(split_small)
         check(op, x, softgen.compile(op, algorithm="two_pass")(x, threads=8))
         assert len(split_small) - before >= 3   # its passes, then the fallback's
+
+
+@pytest.mark.parametrize("algo", ["three_pass_reload", "two_pass", "online"])
+def test_elementwise_operands_split_with_their_rows(split_small, algo):
+    """A mask (and the backward kernels' dy) is cut into the same chunks as x, misaligned,
+    rows with nothing kept or NaN under the mask among them; ragged rows stay whole."""
+    rng = np.random.default_rng(2)
+    x = misaligned((rng.standard_normal((3, 4099)) * 5).astype(np.float32))
+    keep = misaligned(rng.random(x.shape) < 0.5)
+    keep[1] = False
+    x[2, ~keep[2]] = np.nan
+    kernel = softgen.compile("softmax", algorithm=algo, where=True)
+    y = kernel(x, threads=5, operands=(keep.view(np.uint8),))
+    assert split_small
+    np.testing.assert_allclose(y, kernel(x, threads=1, operands=(keep.view(np.uint8),)), rtol=2e-6, atol=0)
+    assert np.all(y[1] == 0) and np.all(y[~keep] == 0)
+    if algo == "two_pass":
+        dy = misaligned(rng.standard_normal(x.shape).astype(np.float32))
+        backward = softgen.compile("softmax", algorithm="backward")
+        error = np.abs(backward(y, threads=5, operands=(dy,)) - backward(y, threads=1, operands=(dy,)))
+        assert np.all(error <= 1e-6 * y * (np.abs(dy) + np.abs(dy * y).sum(1, keepdims=True)))   # the sum's order
+        before = len(split_small)
+        softgen.softmax(x[:1], where=np.tri(1, 4099, 3000, dtype=bool), threads=5)   # ragged: one row, whole
+        assert split_small[before:] in ([], [1])
 
 
 def test_chunked_programs_print_and_verify():

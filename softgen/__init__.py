@@ -20,7 +20,7 @@ from above, not even inside a function; tests/test_layering.py checks this):
 from . import scipy, tune
 from .algorithms import ALGORITHMS, OPS
 from .ops import OpSpec
-from .api import Kernel, compile, log_softmax, log_softmax_backward, logsumexp, softmax, softmax_backward, softplus_normalize
+from .api import Kernel, LearnedPhi, compile, log_softmax, log_softmax_backward, logsumexp, softmax, softmax_backward, softplus_normalize
 from .artifacts import Artifact, emit_c, generate
 from .cross_entropy import CrossEntropyChunks, cross_entropy, cross_entropy_backward
 from .backends.c import CSource

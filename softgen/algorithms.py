@@ -8,7 +8,7 @@ one value m + log s per row (log s as log1p(s - 1), s - 1 summed as such).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import numerics, ops
 from .ir import Builder, DType, Kind, Operand, Program, verify
@@ -76,6 +76,8 @@ WHERE = "where"
 LENGTH = "length"
 # the elementwise operand of the backward kernels: the gradient of the op's output
 DY = "dy"
+# the output row operand of unified_max's row maxima (of x / T), to learn the next call's phi
+ROW_MAX = "row_max"
 # the row operands an algorithm itself takes, after the variant's
 OWN_OPERANDS = {"unified_max": (PHI,)}
 # what each input row operand of a program is, for generated headers
@@ -108,6 +110,7 @@ class Variant:
     where: bool = False
     zero_empty: bool = False
     length: bool = False
+    row_max: bool = False   # unified_max: its row maxima out (ROW_MAX), for a learned phi
 
 
 EMPTY_ROWS = ("nan", "zero")
@@ -141,6 +144,10 @@ def _builder(spec: OpSpec, algorithm: str, storage: DType, compute: DType, outpu
                                                                 (SINK, variant.sink)) if on)
     b.mask = WHERE if variant.where else None
     b.program.operands += tuple(Operand(name) for name in OWN_OPERANDS.get(algorithm, ()))
+    if variant.row_max:
+        if algorithm != "unified_max":
+            raise NotImplementedError(f"{algorithm}: row maxima out are unified_max's (to learn its phi)")
+        b.program.operands += (Operand(ROW_MAX, output=True),)
     if variant.temperature:
         b.x_scale = b.load_operand(name=INV_TEMPERATURE)
     if variant.sink:
@@ -312,6 +319,8 @@ def unified_max(op, storage: DType = DType.F32, compute: DType = DType.F32,
         s_acc, m_acc = b.acc_sum(e), b.acc_max(x)
     s = b.merge_sum(_with_sink(b, s_acc, lambda sink: (b.exp_row(sink, phi),)))
     m = b.merge_max(_with_sink(b, m_acc, lambda sink: (sink,)))
+    if variant.row_max:
+        b.store_operand(m, name=ROW_MAX)
     limit = numerics.float_format(compute).unified_max_limit
     # softmax stores e^(x - phi): with phi above the max its smallest outputs would be
     # subnormal before the scaling by 1 / sum, and lose digits, unless phi <= max + ln 2
@@ -325,7 +334,7 @@ def unified_max(op, storage: DType = DType.F32, compute: DType = DType.F32,
         near = log_s if spec.rule is Rule.SHIFT else lse
         checks.append((b.mul_row(near, near), (numerics.float_format(compute).pair_log_min ** 2, float("inf"))))
     b.guard(*(v for v, _ in checks), ranges=tuple(r for _, r in checks),
-            fallback=three_pass_recompute(spec, storage, compute, output, variant))
+            fallback=three_pass_recompute(spec, storage, compute, output, replace(variant, row_max=False)))
     if spec.rule is Rule.SCALE:
         r = b.recip(s)
         with b.pass_():

@@ -137,10 +137,26 @@ def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False
     lead = tuple(d for i, d in enumerate(arr.shape) if i not in axes)
     axes = axes[0] if len(axes) == 1 else axes  # one axis: the runtime's fast call may take it
     compute = _F64 if arr.dtype == _F64 or out_dtype == _F64 else _F32
+    variant, operands = _variant_operands(op, algorithm, arr, axes, lead, compute, temperature, sink, phi, where,
+                                          empty_rows)
+    if arr.dtype == _F64 and out_dtype.itemsize == 2:
+        y = _run(_kernel_for(op, algorithm, arr, axes, None, variant), arr, axes, None, threads, operands)
+        y = _round_float64(y, out, out_dtype, op)
+    else:
+        y = _run(_kernel_for(op, algorithm, arr, axes, out_dtype, variant), arr, axes, out, threads, operands)
+    if variant.row_max:
+        phi.learn(operands[-1])
+    return y
+
+
+def _variant_operands(op: str, algorithm: str, arr: np.ndarray, axes, lead: tuple, compute: np.dtype,
+                      temperature, sink, phi, where, empty_rows) -> tuple:
+    """(the kernel's Variant, its operands in ABI order) for these arguments, checked."""
     operands = [] if where is None else [_mask_operand(where, arr, axes, op)]
     ragged = bool(operands) and operands[0].dtype == np.int64
+    learned = isinstance(phi, LearnedPhi)
     variant = algorithms.Variant(temperature is not None, sink is not None, where is not None and not ragged,
-                                 algorithms.zero_empty(empty_rows, op), ragged)
+                                 algorithms.zero_empty(empty_rows, op), ragged, learned)
     if temperature is not None:
         t = _per_row(temperature, lead, "temperature", op)
         if not (np.all(np.isfinite(t)) and np.all(t > 0)):
@@ -152,11 +168,30 @@ def _run_op(op: str, x, axis, algorithm: str, out, dtype, keepdims: bool = False
         raise ValueError(f"{op}(): phi= goes with algorithm='unified_max' (the bound its exponentials are "
                          f"taken from), and that algorithm needs it")
     if phi is not None:
-        operands.append(_per_row(phi, lead, "phi", op).astype(compute))
-    if arr.dtype == _F64 and out_dtype.itemsize == 2:
-        y = _run(_kernel_for(op, algorithm, arr, axes, None, variant), arr, axes, None, threads, tuple(operands))
-        return _round_float64(y, out, out_dtype, op)
-    return _run(_kernel_for(op, algorithm, arr, axes, out_dtype, variant), arr, axes, out, threads, tuple(operands))
+        operands.append(_per_row(phi.value if learned else phi, lead, "phi", op).astype(compute))
+    if learned:
+        operands.append(np.empty(math.prod(lead), compute))   # the row maxima out
+    return variant, tuple(operands)
+
+
+class LearnedPhi:
+    """phi for algorithm="unified_max" learned from the calls it is given to (FlashDecoding++
+    takes its unified max from the inputs' statistics): a call uses `value`, then sets it to
+    the smallest finite row max it saw (of x / T), so that the next call's rows like these
+    lie within the fast path's range (for softmax at most ln 2 below their max); a call
+    whose rows are all -inf, inf or NaN leaves it.  Rows far from it take the exact
+    fallback: any value is right, a good one is fast.  initial: the first call's phi."""
+
+    def __init__(self, initial: float = 0.0):
+        self.value = float(initial)
+
+    def learn(self, row_max: np.ndarray) -> None:
+        finite = row_max[np.isfinite(row_max)]
+        if finite.size:
+            self.value = float(finite.min())
+
+    def __repr__(self) -> str:
+        return f"LearnedPhi({self.value!r})"
 
 
 def _mask_operand(where, arr: np.ndarray, axes, who: str) -> np.ndarray:
@@ -268,7 +303,7 @@ def _op_entry(spec: ops.OpSpec):
         f"output element (softmax1: sink=0); -inf is no sink; scaled by 1 / T too.\n"
         f"phi: with algorithm='unified_max' (FlashDecoding++), the bound e^(x - phi) is taken from, a "
         f"number or one per row, in the units of x / T: no max pass; rows whose max is far from it take "
-        f"the exact fallback.\n"
+        f"the exact fallback; or a softgen.LearnedPhi, which learns it from the calls it is given to.\n"
         f"where: booleans broadcasting to x's shape (JAX's where=): False leaves an element out (its "
         f"output " + ("-inf" if spec.rule is not ops.Rule.SCALE else "0") + "); a row with nothing kept gives "
         + ("0" if spec.rule is ops.Rule.SCALE else "-inf") + ". Read in the kernel: no masked copy of x.\n"

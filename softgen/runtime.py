@@ -108,8 +108,10 @@ class Kernel:
         if threads == 1 or threads is None and rows * n < _threads.parallel_from:
             self._fn(rows, n, x, x_stride, y, y_stride, *(v for a, s, _ in operands for v in (a, s)))
             return
-        # (ragged rows' chunks would need lengths of their own: those rows stay whole)
-        chunks = 1 if self.program.length else _threads.split_chunks(rows, n, threads)
+        # (ragged rows' chunks would need lengths of their own, a row operand out (row_max)
+        # the merged states: those rows stay whole)
+        whole = self.program.length or any(o.output for o in self.operands)
+        chunks = 1 if whole else _threads.split_chunks(rows, n, threads)
         unit = _threads.row_unit(self.schedule.rows_per_group, y_stride * y_itemsize)
         if chunks > 1:
             self._split.run(rows, n, x, x_stride, x_itemsize, y, y_stride, y_itemsize, chunks,

@@ -334,6 +334,29 @@ def test_unified_max_dtypes_variants_and_threads(op, monkeypatch):
         OP_FN[op](x, phi=1.0)
 
 
+@pytest.mark.parametrize("op", EXP_OPS)
+def test_unified_max_learns_phi(op, monkeypatch):
+    """A LearnedPhi takes the smallest finite row max of each call (the kernel's row maxima
+    out, whichever path a row took), on one thread and on rows over threads."""
+    from softgen import threads
+    rng = np.random.default_rng(10)
+    phi = softgen.LearnedPhi()
+    assert "out row_max[row]" in softgen.algorithms.build(
+        op, "unified_max", variant=softgen.algorithms.Variant(row_max=True)).__str__()
+    monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 64)
+    monkeypatch.setattr(threads, "parallel_from", 2)
+    for offset, threads_ in ((50.0, 1), (55.0, 4), (-20.0, 4)):   # the first call's phi 0 is far: fallbacks
+        x = (rng.standard_normal((16, 500)) * 3 + offset).astype(np.float32)
+        x[3] = -np.inf
+        x[5, 9] = np.nan
+        check(op, x, OP_FN[op](x, algorithm="unified_max", phi=phi, threads=threads_))
+        maxima = x.max(1)
+        assert phi.value == maxima[np.isfinite(maxima)].min()
+    before = phi.value
+    OP_FN[op](np.full((2, 9), np.nan, np.float32), algorithm="unified_max", phi=phi)
+    assert phi.value == before
+
+
 # --- softmax_backward, log_softmax_backward ---------------------------------------------------------
 
 def check_backward(op: str, y: np.ndarray, dy: np.ndarray, dx: np.ndarray, rtol: float = 1e-6) -> None:

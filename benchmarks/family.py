@@ -11,7 +11,6 @@ entropy (loss from logits and labels, mean).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 import softgen
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import best_of_rounds  # noqa: E402  (the same interleaved timing as peers.py)
+from peers import best_of_rounds, family_arguments  # noqa: E402  (the same interleaved timing as peers.py)
 
 SHAPES = ((1024, 1024), (64, 32768))
 
@@ -64,15 +63,7 @@ def cases(x: np.ndarray, torch) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget", type=float, default=0.6)
-    p.add_argument("--rounds", type=int, default=3)
-    args = p.parse_args(argv)
-    try:
-        import torch
-        torch.set_num_threads(1)
-    except ImportError:
-        torch = None
+    args, torch = family_arguments(__doc__.split("\n\n")[0], argv, rounds=3)
     print("case              shape        " + "variant: elements/ns")
     for rows, n in SHAPES:
         x = (np.random.default_rng(0).standard_normal((rows, n)) * 3).astype(np.float32)

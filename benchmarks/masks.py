@@ -11,12 +11,15 @@ broadcast over the batch (analysed once per call).
 """
 from __future__ import annotations
 
-import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 
 import softgen
-from softgen import bench
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import family_arguments, median_of_rounds  # noqa: E402  (peers.py's interleaved timing)
 
 SHAPES = ((1, 1024), (8, 512), (32, 128))
 
@@ -38,29 +41,12 @@ def variants(x: np.ndarray, torch) -> dict:
     return out
 
 
-def interleaved(fns: dict, budget: float, rounds: int) -> dict:
-    """{name: (median of the round medians, spread)}, the variants interleaved round by round."""
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            times[name].append(bench.median_time(fn, budget / rounds))
-    return {name: (float(np.median(t)), (max(t) - min(t)) / float(np.median(t))) for name, t in times.items()}
-
-
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget", type=float, default=0.6)
-    p.add_argument("--rounds", type=int, default=5)
-    args = p.parse_args(argv)
-    try:
-        import torch
-        torch.set_num_threads(1)
-    except ImportError:
-        torch = None
+    args, torch = family_arguments(__doc__.split("\n\n")[0], argv, rounds=5)
     print("shape            variant: elements/ns (spread)")
     for batch, n in SHAPES:
         x = (np.random.default_rng(0).standard_normal((batch, n, n)) * 3).astype(np.float32)
-        results = interleaved(variants(x, torch), args.budget, args.rounds)
+        results = median_of_rounds(variants(x, torch), args.budget, args.rounds)
         cells = "  ".join(f"{name} {x.size / t / 1e9:.2f} ({spread:.0%})" for name, (t, spread) in results.items())
         print(f"{batch}x{n}x{n:<8d} {cells}")
 

@@ -97,6 +97,30 @@ def best_of_rounds(fns: dict, budget: float, rounds: int) -> dict:
     return best
 
 
+def median_of_rounds(fns: dict, budget: float, rounds: int) -> dict:
+    """{name: (the median of `rounds` medians, their spread (max - min) / median)}, the
+    variants interleaved round by round."""
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name].append(bench.median_time(fn, budget / rounds))
+    return {name: (float(np.median(t)), (max(t) - min(t)) / float(np.median(t))) for name, t in times.items()}
+
+
+def family_arguments(description: str, argv, rounds: int):
+    """(--budget and --rounds parsed, torch on one thread or None): the family benchmarks' setup."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--budget", type=float, default=0.6)
+    p.add_argument("--rounds", type=int, default=rounds)
+    args = p.parse_args(argv)
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except ImportError:
+        torch = None
+    return args, torch
+
+
 TRACED = ("softgen", "numpy", "scipy")
 
 

@@ -548,12 +548,12 @@ def compiled(monkeypatch):
     """The (dtype, out_dtype, algorithm) of every kernel the API compiles in the test (with
     the per-call lookup empty at the start)."""
     calls = []
-    real = api.compile
+    real = api._compile_variant
 
-    def spy(op, *, algorithm, dtype="float32", out_dtype=None, **kw):
+    def spy(op, algorithm, dtype, out_dtype, *rest):
         calls.append((np.dtype(dtype), None if out_dtype is None else np.dtype(out_dtype), algorithm))
-        return real(op, algorithm=algorithm, dtype=dtype, out_dtype=out_dtype, **kw)
-    monkeypatch.setattr(api, "compile", spy)
+        return real(op, algorithm, dtype, out_dtype, *rest)
+    monkeypatch.setattr(api, "_compile_variant", spy)
     monkeypatch.setattr(api, "_kernels", {})
     return calls
 
@@ -709,7 +709,7 @@ def test_kernel_lookup_is_per_dtype(monkeypatch):
     shape, float32's under the key it had before dtypes; auto never picks three_pass_reload
     where y is narrower than the compute dtype."""
     monkeypatch.setattr(api, "_kernels", {})
-    monkeypatch.setattr(api, "compile", lambda op, *, algorithm, dtype, out_dtype, schedule, temperature, sink:
+    monkeypatch.setattr(api, "_compile_variant", lambda op, algorithm, dtype, out_dtype, target, schedule, variant:
                         _FakeKernel(op, algorithm, dtype, out_dtype, schedule))
     monkeypatch.setattr(softgen.tune, "llc_bytes", lambda: 32 << 20)
     pairs = [(F32, None), (F32, F64), (F64, None), (F64, F32), (F16, None), (F16, F32), (F32, F16)]

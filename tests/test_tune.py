@@ -425,7 +425,7 @@ def test_wisdom_is_per_dtype(wisdom, monkeypatch):
     assert tune.choose("log_softmax", 5, 300, dtype="float16") == tune.builtin("log_softmax", 5, 300, "float16")
     # the JIT's lookup asks for the array's dtypes
     monkeypatch.setattr(api, "_kernels", {})
-    monkeypatch.setattr(api, "compile", lambda op, *, algorithm, dtype, out_dtype, schedule, temperature, sink:
+    monkeypatch.setattr(api, "_compile_variant", lambda op, algorithm, dtype, out_dtype, target, schedule, variant:
                         (algorithm, schedule))
     assert api._kernel_for("log_softmax", "auto", np.zeros((5, 300), np.float64), 1) == ("online", odd64.schedule)
     assert api._kernel_for("log_softmax", "auto", np.zeros((5, 300), np.float32), 1) == ("two_pass", odd32.schedule)

@@ -1213,3 +1213,16 @@ def test_where_and_length_variants(tmp_path, op, algorithm, isa, variant):
         # their last few bits
         np.testing.assert_allclose(y, jit(x, operands=(operand,)), rtol=1e-6, atol=np.finfo(np.float32).tiny,
                                    err_msg=f"{variant} {op} {isa} n={n}")
+
+
+@pytest.mark.parametrize("isa", list(ISAS))
+def test_where_masks_compile_at_every_width(tmp_path, isa):
+    """The mask bytes beside 16-bit storage (bfloat16: bytes and 16-bit lanes widened to
+    32 bits) and under float64 compute (bytes widened to 64-bit lanes) compile without a
+    warning on every ISA, NEON with the cross gcc."""
+    cc = cross("gcc") if isa == "neon" else ["gcc"]
+    need(cc[0])
+    srcs = [softgen.emit_c("softmax", algorithm="two_pass", isa=isa, dtype=dtype, name=f"where_{dtype}", where=True)
+            for dtype in ("bfloat16", "float64")]
+    run_all([[*cc, *strict_flags(isa), "-c", src.write(tmp_path)[1], "-o", tmp_path / f"{src.name}.o"]
+             for src in srcs])

@@ -23,7 +23,8 @@ from softgen import algorithms
 from softgen.backends.c import ISAS, NOT_RENDERED, PATTERNS, block_size, rendered_schedule
 from softgen.lower import Schedule
 
-from reference import check, check_relative, check_ulps, misaligned_rows, near_zero_rows, offset_rows, softplus_reference
+from reference import (check, check_relative, check_ulps, misaligned_rows, near_zero_rows, offset_rows,
+                       softplus_reference)
 from test_masks import masked_rows
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,8 +1,8 @@
 """How C spells the loop IR's operations per instruction set and element type: one
 pattern per ISA, filled in per dtype (CType) for the compute dtype's vectors; beside it
 each ISA's table of the other lane types a kernel meets (`Isa.lanes`: 16-bit storage, the
-integer lanes of numerics' conversion recipes, float32 lanes under float64 compute) and
-its conversions between float widths (`Isa.converts`)."""
+integer lanes of numerics' conversion recipes, float32 lanes under float64 compute, where=
+masks' bytes) and its conversions between float widths (`Isa.converts`)."""
 from __future__ import annotations
 
 import string
@@ -125,9 +125,10 @@ class Isa:
 # lshr logical; zext from and trunc to 16-bit lanes, whose values are below 65536), 16-bit
 # lanes (bfloat16, and float16 where it is not converted natively) loaded, stored and read
 # one lane at a time; where= masks' bytes (8-bit lanes), loaded and zero-extended to the
-# compute dtype's integer lanes (32 or 64 bits), which compare equal to 0.  A C type wider than the loop-IR type holds it in its low lanes:
-# "register" says how many elements the C type has, and load_register / store_register
-# move a whole register (tails and 4-byte loads go through a buffer of that size).
+# compute dtype's integer lanes (32 or 64 bits), which compare equal to 0.  A C type wider
+# than the loop-IR type holds it in its low lanes: "register" says how many elements the C
+# type has, and load_register / store_register move a whole register (tails and loads of 4
+# bytes or fewer go through a buffer of that size).
 _ROUND = "_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC"
 
 _SCALAR_LANES = {
@@ -185,8 +186,7 @@ _SSE_16X8 = _x86_i8(_REGISTER_MOVES["__m128i"][0])
 _SSE_8X8 = _x86_i8("_mm_loadl_epi64((const __m128i *)({p}))")
 _SSE_NARROW_X8 = _x86_i8(None)
 _SSE_ZERO = "_mm_setzero_si128()"
-_SSE_BYTES_TO_I16 = f"_mm_unpacklo_epi8({{a}}, {_SSE_ZERO})"
-_SSE_BYTES_TO_I32 = f"_mm_unpacklo_epi16({_SSE_BYTES_TO_I16}, {_SSE_ZERO})"
+_SSE_BYTES_TO_I32 = f"_mm_unpacklo_epi16(_mm_unpacklo_epi8({{a}}, {_SSE_ZERO}), {_SSE_ZERO})"
 
 _SSE_LANE16 = "(uint16_t)_mm_extract_epi16({v}, {lane})"
 _SSE_8X16 = _x86_i16("__m128i", "_mm_loadu_si128((const __m128i *)({p}))", "_mm_storeu_si128((__m128i *)({p}), {v})",

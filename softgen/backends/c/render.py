@@ -7,7 +7,7 @@ do-while body defines for later is declared before the loop.  Vector values are
 registers of the ISA; one-lane values plain C scalars.  Values of the compute dtype (and
 its masks and integer lanes) are spelled by the ISA's pattern filled in for that dtype;
 other lane types (16-bit storage, the 32-bit integer lanes of the conversion recipes,
-float32 lanes under float64 compute) by the ISA's `lanes` and `converts` tables.  What C
+float32 lanes under float64 compute, mask bytes) by the ISA's `lanes` and `converts` tables.  What C
 cannot render (lane shuffles, vectors of rows) the lowering never produces for it
 (capabilities()); an op the tables lack is refused here.
 """

@@ -23,7 +23,9 @@ from softgen import algorithms
 from softgen.backends.c import ISAS, NOT_RENDERED, PATTERNS, block_size, rendered_schedule
 from softgen.lower import Schedule
 
-from reference import check, check_relative, check_ulps, near_zero_rows, offset_rows, softplus_reference
+from reference import (check, check_relative, check_ulps, misaligned_rows, near_zero_rows, offset_rows,
+                       softplus_reference)
+from test_masks import masked_rows
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = softgen.Target.parse("host")
@@ -177,9 +179,10 @@ def aligned(size: int, fill) -> np.ndarray:
 
 
 def call(fn, x: np.ndarray, row_output: bool, x_at: int = 0, y_at: int = 0, x_stride: int | None = None,
-         y_stride: int | None = None) -> np.ndarray:
+         y_stride: int | None = None, operands: tuple = ()) -> np.ndarray:
     """Run a C-ABI kernel on x placed `x_at` floats past a 64-byte boundary with row stride
-    x_stride (default n + 3), output likewise; nothing around the output rows may change."""
+    x_stride (default n + 3), output likewise; nothing around the output rows may change.
+    operands: the arrays after y, a row (or a value) per row of x."""
     rows, n = x.shape
     width = 1 if row_output else n
     x_stride, y_stride = x_stride or n + 3, y_stride or width + 3
@@ -187,7 +190,8 @@ def call(fn, x: np.ndarray, row_output: bool, x_at: int = 0, y_at: int = 0, x_st
     xb[x_at:x_at + rows * x_stride].reshape(rows, x_stride)[:, :n] = x
     x_before = xb.copy()
     yb = aligned(y_at + rows * y_stride + 16, SENTINEL)
-    fn(rows, n, xb.ctypes.data + 4 * x_at, x_stride, yb.ctypes.data + 4 * y_at, y_stride)
+    fn(rows, n, xb.ctypes.data + 4 * x_at, x_stride, yb.ctypes.data + 4 * y_at, y_stride,
+       *(v for a in operands for v in (a.ctypes.data, a.strides[0] // a.itemsize)))
     ys = yb[y_at:y_at + rows * y_stride].reshape(rows, y_stride)[:, :width]
     y = ys.copy()
     ys[...] = SENTINEL
@@ -196,10 +200,10 @@ def call(fn, x: np.ndarray, row_output: bool, x_at: int = 0, y_at: int = 0, x_st
     return y[:, 0] if row_output else y
 
 
-def kernel(lib, src):
+def kernel(lib, src, operands: int = 0):
+    """The kernel's function, typed: x, y and `operands` pointers each with its stride."""
     fn = getattr(lib, src.name)
-    fn.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
-                   ctypes.c_int64]
+    fn.argtypes = [ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p, ctypes.c_int64] * (2 + operands)
     fn.restype = None
     return fn
 
@@ -1167,3 +1171,59 @@ def test_backward_in_c(tmp_path, op, isa):
     fn(ctypes.c_int64(3), ctypes.c_int64(333), ctypes.c_void_p(y.ctypes.data), ctypes.c_int64(333),
        ctypes.c_void_p(dx.ctypes.data), ctypes.c_int64(333), ctypes.c_void_p(dy.ctypes.data), ctypes.c_int64(333))
     np.testing.assert_allclose(dx, getattr(softgen, f"{op}_backward")(y, dy), rtol=1e-5, atol=1e-7)
+
+
+# where= masks and ragged rows: the kernels read a byte per element (where) or an int64
+# per row (length) after y
+VARIANT_PAIRS = [("softmax", "two_pass"), ("logsumexp", "online")]
+VARIANT_HEADERS = {"where": "const uint8_t *where, int64_t where_stride",
+                   "length": "const int64_t *length, int64_t length_stride"}
+
+
+def variant_rows(variant: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """x (the special rows, and rows with NaN and +inf among -inf) and the variant's operand:
+    masks with fully masked rows and NaN / +inf under the mask, as misaligned rows of bytes
+    (any nonzero byte keeps: 1 to 255); or lengths from -2 to n + 3 (clamped to [0, n])."""
+    x, keep = masked_rows(n, n)
+    rng = np.random.default_rng(n)
+    if variant == "where":
+        return x, misaligned_rows(np.where(keep, rng.integers(1, 256, keep.shape), 0).astype(np.uint8))
+    lengths = rng.integers(-2, n + 4, x.shape[0])
+    lengths[:2] = -2, n + 3
+    return x, lengths
+
+
+@pytest.mark.parametrize("variant", list(VARIANT_HEADERS))
+@pytest.mark.parametrize("isa", FAMILY_ISAS)
+@pytest.mark.parametrize("op,algorithm", VARIANT_PAIRS)
+def test_where_and_length_variants(tmp_path, op, algorithm, isa, variant):
+    """emit_c(where=True) / emit_c(length=True) compute what the JIT's variant does, on
+    rows with tails, misaligned."""
+    need("gcc")
+    src = softgen.emit_c(op, algorithm=algorithm, isa=isa, name=f"{variant}_{op}", **{variant: True})
+    assert VARIANT_HEADERS[variant] in src.header
+    _, c = src.write(tmp_path)
+    lib = tmp_path / f"{variant}.so"
+    run(["gcc", *strict_flags(isa), "-fPIC", "-shared", c, "-o", lib, "-lm"])
+    fn = kernel(ctypes.CDLL(str(lib)), src, operands=1)
+    jit = softgen.compile(op, algorithm=algorithm, **{variant: True})
+    for n in (1, 19, 1001):
+        x, operand = variant_rows(variant, n)
+        y = call(fn, x, op == "logsumexp", x_at=1, y_at=3, operands=(operand,))
+        # the JIT's width may differ (sums in another order): subnormal results differ in
+        # their last few bits
+        np.testing.assert_allclose(y, jit(x, operands=(operand,)), rtol=1e-6, atol=np.finfo(np.float32).tiny,
+                                   err_msg=f"{variant} {op} {isa} n={n}")
+
+
+@pytest.mark.parametrize("isa", list(ISAS))
+def test_where_masks_compile_at_every_width(tmp_path, isa):
+    """The mask bytes beside 16-bit storage (bfloat16: bytes and 16-bit lanes widened to
+    32 bits) and under float64 compute (bytes widened to 64-bit lanes) compile without a
+    warning on every ISA, NEON with the cross gcc."""
+    cc = cross("gcc") if isa == "neon" else ["gcc"]
+    need(cc[0])
+    srcs = [softgen.emit_c("softmax", algorithm="two_pass", isa=isa, dtype=dtype, name=f"where_{dtype}", where=True)
+            for dtype in ("bfloat16", "float64")]
+    run_all([[*cc, *strict_flags(isa), "-c", src.write(tmp_path)[1], "-o", tmp_path / f"{src.name}.o"]
+             for src in srcs])

@@ -50,13 +50,20 @@ def test_16_bit_floats_are_storage_only():
 
 def test_lane_tables():
     """Every ISA spells the other lane types of both compute widths: 16-bit storage lanes
-    as the bits, the recipes' 32-bit integer lanes, float32 lanes beside float64 compute;
-    one C type per loop-IR type, converts between the widths the lowering casts."""
+    as the bits, the recipes' 32-bit integer lanes, float32 lanes beside float64 compute,
+    where= masks' bytes; one C type per loop-IR type, converts between the widths the
+    lowering casts."""
     for name, isa in PATTERNS.items():
         w32, w64 = isa.for_dtype(DType.F32).width, isa.for_dtype(DType.F64).width
         ty = (lambda k, b, w: f"{k}{b}" if w == 1 else f"<{w} x {k}{b}>")
-        for kind, bits, lanes in [("i", 16, w32), ("i", 32, w32), ("i", 16, w64), ("i", 32, w64)]:
+        for kind, bits, lanes in [("i", 16, w32), ("i", 32, w32), ("i", 16, w64), ("i", 32, w64), ("i", 8, w32),
+                                  ("i", 8, w64)]:
             assert ty(kind, bits, lanes) in isa.lanes, (name, ty(kind, bits, lanes))
+        # mask bytes widen to the compute dtype's integer lanes, which compare with 0 (one-lane
+        # int64s as C's own)
+        for bits, lanes in [(32, w32), (64, w64)]:
+            assert "i8" in isa.lanes[ty("i", bits, lanes)]["zext"], (name, bits)
+            assert lanes == 1 or "eq" in isa.lanes[ty("i", bits, lanes)], (name, bits)
         assert (ty("f", 32, w64), ty("f", 64, w64)) in isa.converts
         assert (ty("f", 64, w64), ty("f", 32, w64)) in isa.converts
         if isa.converts_half:
@@ -64,7 +71,8 @@ def test_lane_tables():
         lanes = isa.lanes[ty("i", 32, w32)]
         for op in ("add", "sub", "and", "or", "shl", "lshr", "lt", "eq", "select", "zext", "trunc"):
             assert op in lanes, (name, op)
-    assert PATTERNS["avx2"].lanes["<8 x i32>"]["zext"] == "_mm256_cvtepu16_epi32({a})"
+    assert PATTERNS["avx2"].lanes["<8 x i32>"]["zext"] == {"i16": "_mm256_cvtepu16_epi32({a})",
+                                                           "i8": "_mm256_cvtepu8_epi32({a})"}
     assert PATTERNS["avx512"].lanes["<16 x i32>"]["trunc"] == "_mm512_cvtepi32_epi16({a})"
     assert PATTERNS["avx2"].converts["<8 x f32>", "<8 x f16>"] == \
         "_mm256_cvtps_ph({a}, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)"

@@ -1,8 +1,8 @@
 """How C spells the loop IR's operations per instruction set and element type: one
 pattern per ISA, filled in per dtype (CType) for the compute dtype's vectors; beside it
 each ISA's table of the other lane types a kernel meets (`Isa.lanes`: 16-bit storage, the
-integer lanes of numerics' conversion recipes, float32 lanes under float64 compute) and
-its conversions between float widths (`Isa.converts`)."""
+integer lanes of numerics' conversion recipes, float32 lanes under float64 compute, where=
+masks' bytes) and its conversions between float widths (`Isa.converts`)."""
 from __future__ import annotations
 
 import string
@@ -39,10 +39,10 @@ STORAGE_C_TYPES = {DType.F32: "float", DType.F64: "double", DType.F16: "uint16_t
 
 def elem_c_type(bits: int, kind: str = "float") -> str:
     """The C type of one element of a loop-IR float or int of `bits` (pointers' targets,
-    tail buffers): 16-bit floats and ints as uint16_t."""
+    tail buffers): 16-bit floats and ints as uint16_t, mask bytes as uint8_t."""
     if bits == 16:
         return "uint16_t"
-    return {"float": {32: "float", 64: "double"}, "int": {32: "uint32_t", 64: "int64_t"}}[kind][bits]
+    return {"float": {32: "float", 64: "double"}, "int": {8: "uint8_t", 32: "uint32_t", 64: "int64_t"}}[kind][bits]
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,8 @@ class Isa:
     ctype: CType = C_TYPES[DType.F32]
     # per dtype: spellings that differ from the pattern's (dtype -> {primitive: pattern})
     dtype_ops: dict = field(default_factory=dict)
-    # loop-IR type (str(Ty): "<8 x i16>", "i32") -> {"type": C type, primitive: spelling}
+    # loop-IR type (str(Ty): "<8 x i16>", "i32") -> {"type": C type, primitive: spelling};
+    # "zext" maps the source's element type ("i16", "i8") to a spelling
     lanes: dict = field(default_factory=dict)
     # (from type, to type) -> spelling of a float conversion, rounding to nearest even
     converts: dict = field(default_factory=dict)
@@ -123,19 +124,24 @@ class Isa:
 # Integer lanes: the 32-bit ops of numerics' 16-bit conversion recipes (lt/eq are signed,
 # lshr logical; zext from and trunc to 16-bit lanes, whose values are below 65536), 16-bit
 # lanes (bfloat16, and float16 where it is not converted natively) loaded, stored and read
-# one lane at a time.  A C type wider than the loop-IR type holds it in its low lanes:
-# "register" says how many elements the C type has, and load_register / store_register
-# move a whole register (tails and 4-byte loads go through a buffer of that size).
+# one lane at a time; where= masks' bytes (8-bit lanes), loaded and zero-extended to the
+# compute dtype's integer lanes (32 or 64 bits), which compare equal to 0.  A C type wider
+# than the loop-IR type holds it in its low lanes: "register" says how many elements the C
+# type has, and load_register / store_register move a whole register (tails and loads of 4
+# bytes or fewer go through a buffer of that size).
 _ROUND = "_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC"
 
 _SCALAR_LANES = {
     "i32": {"type": "uint32_t", "add": "{a} + {b}", "sub": "{a} - {b}", "and": "{a} & {b}", "or": "{a} | {b}",
             "shl": "{a} << {n}", "lshr": "{a} >> {n}", "lt": "(int32_t){a} < (int32_t){b}", "eq": "{a} == {b}",
-            "select": "{c} ? {a} : {b}", "zext": "(uint32_t){a}", "trunc": "(uint16_t){a}"},
+            "select": "{c} ? {a} : {b}", "zext": {"i16": "(uint32_t){a}", "i8": "(uint32_t){a}"},
+            "trunc": "(uint16_t){a}"},
     "i16": {"type": "uint16_t", "load": "*({p})", "store": "*({p}) = {v}"},
     "f16": {"type": "uint16_t", "load": "*({p})", "store": "*({p}) = {v}"},
-    # a double's bits (numerics.frexp; the type is int64_t, as of indices)
-    "i64": {"and": "{a} & {b}", "or": "{a} | {b}", "lshr": "(int64_t)((uint64_t){a} >> {n})"},
+    "i8": {"type": "uint8_t", "load": "*({p})"},
+    # a double's bits (numerics.frexp), a row's length, indices
+    "i64": {"type": "int64_t", "load": "*({p})", "and": "{a} & {b}", "or": "{a} | {b}",
+            "lshr": "(int64_t)((uint64_t){a} >> {n})", "zext": {"i8": "(int64_t){a}"}},
 }
 _SCALAR_CONVERTS = {("f32", "f64"): "(double){a}", ("f64", "f32"): "(float){a}"}
 
@@ -170,6 +176,18 @@ def _x86_i16(reg: str, load: str | None, store: str | None, lane: str, lanes: in
     return out
 
 
+def _x86_i8(load: str | None) -> dict:
+    """Mask bytes in the low lanes of an __m128i; load None: fewer than 8 of them, through a
+    buffer."""
+    return {"type": "__m128i", "load": load, "register": 16, "load_register": _REGISTER_MOVES["__m128i"][0]}
+
+
+_SSE_16X8 = _x86_i8(_REGISTER_MOVES["__m128i"][0])
+_SSE_8X8 = _x86_i8("_mm_loadl_epi64((const __m128i *)({p}))")
+_SSE_NARROW_X8 = _x86_i8(None)
+_SSE_ZERO = "_mm_setzero_si128()"
+_SSE_BYTES_TO_I32 = f"_mm_unpacklo_epi16(_mm_unpacklo_epi8({{a}}, {_SSE_ZERO}), {_SSE_ZERO})"
+
 _SSE_LANE16 = "(uint16_t)_mm_extract_epi16({v}, {lane})"
 _SSE_8X16 = _x86_i16("__m128i", "_mm_loadu_si128((const __m128i *)({p}))", "_mm_storeu_si128((__m128i *)({p}), {v})",
                      _SSE_LANE16, 8, "_mm_stream_si128((__m128i *)({p}), {v})")
@@ -180,9 +198,11 @@ _AVX_16X16 = _x86_i16("__m256i", "_mm256_loadu_si256((const __m256i *)({p}))",
                       "_mm256_storeu_si256((__m256i *)({p}), {v})", "(uint16_t)_mm256_extract_epi16({v}, {lane})", 16,
                       "_mm256_stream_si256((__m256i *)({p}), {v})")
 # no packus_epi32 in SSE2: sign-extend the low 16 bits, then a signed pack keeps them
-_SSE_I32 = dict(_x86_i32("_mm", "si128", "__m128i"), zext="_mm_unpacklo_epi16({a}, _mm_setzero_si128())",
+_SSE_I32 = dict(_x86_i32("_mm", "si128", "__m128i"),
+                zext={"i16": f"_mm_unpacklo_epi16({{a}}, {_SSE_ZERO})", "i8": _SSE_BYTES_TO_I32},
                 trunc="_mm_packs_epi32(_mm_srai_epi32(_mm_slli_epi32({a}, 16), 16), _mm_setzero_si128())")
-_AVX_I32 = dict(_x86_i32("_mm256", "si256", "__m256i"), zext="_mm256_cvtepu16_epi32({a})",
+_AVX_I32 = dict(_x86_i32("_mm256", "si256", "__m256i"),
+                zext={"i16": "_mm256_cvtepu16_epi32({a})", "i8": "_mm256_cvtepu8_epi32({a})"},
                 # packus per 128-bit half, then the halves' low quarters together
                 trunc="_mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32({a}, {a}), 0xD8))")
 _SSE_F32 = {"type": "__m128", "set1": "_mm_set1_ps({v})", "load": "_mm_loadu_ps({p})",
@@ -201,7 +221,7 @@ _SSE2_LANES = {
                       eq="_mm_castsi128_ps(_mm_cmpeq_epi32({a}, {b}))",
                       select="_mm_or_si128(_mm_and_si128(_mm_castps_si128({c}), {a}), "
                              "_mm_andnot_si128(_mm_castps_si128({c}), {b}))"),
-    "<4 x i16>": _SSE_4X16,
+    "<4 x i16>": _SSE_4X16, "<4 x i8>": _SSE_NARROW_X8,
     # float64 compute (2 lanes): masks are __m128d, 64 bits a lane; 32-bit lanes 0 and 1
     # of a comparison spread to them and back
     "<2 x i32>": dict(_SSE_I32,
@@ -210,7 +230,12 @@ _SSE2_LANES = {
                       select="_mm_or_si128("
                              "_mm_and_si128(_mm_shuffle_epi32(_mm_castpd_si128({c}), _MM_SHUFFLE(2, 2, 2, 0)), {a}), "
                              "_mm_andnot_si128(_mm_shuffle_epi32(_mm_castpd_si128({c}), _MM_SHUFFLE(2, 2, 2, 0)), {b}))"),
-    "<2 x i16>": _SSE_2X16, "<2 x i64>": _x86_i64("_mm", "si128", "__m128i", "set1_epi64x"),
+    "<2 x i16>": _SSE_2X16, "<2 x i8>": _SSE_NARROW_X8,
+    # no 64-bit compare in SSE2: equal where both 32-bit halves are
+    "<2 x i64>": dict(_x86_i64("_mm", "si128", "__m128i", "set1_epi64x"),
+                      zext={"i8": f"_mm_unpacklo_epi32({_SSE_BYTES_TO_I32}, {_SSE_ZERO})"},
+                      eq="_mm_castsi128_pd(_mm_and_si128(_mm_cmpeq_epi32({a}, {b}), "
+                         "_mm_shuffle_epi32(_mm_cmpeq_epi32({a}, {b}), _MM_SHUFFLE(2, 3, 0, 1))))"),
     "<2 x f32>": {**{k: v for k, v in _SSE_F32.items() if k != "stream"},   # 8 bytes: plain stores
                   "load": "_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)({p})))",
                   "store": "_mm_storel_epi64((__m128i *)({p}), _mm_castps_si128({v}))", "register": 4,
@@ -225,10 +250,12 @@ _AVX2_LANES = {
     "<8 x i32>": dict(_AVX_I32, lt="_mm256_castsi256_ps(_mm256_cmpgt_epi32({b}, {a}))",
                       eq="_mm256_castsi256_ps(_mm256_cmpeq_epi32({a}, {b}))",
                       select="_mm256_blendv_epi8({b}, {a}, _mm256_castps_si256({c}))"),
-    "<8 x i16>": _SSE_8X16, "<8 x f16>": _SSE_8X16,
+    "<8 x i16>": _SSE_8X16, "<8 x f16>": _SSE_8X16, "<8 x i8>": _SSE_8X8,
     # float64 compute (4 lanes)
     "<4 x i32>": _SSE_I32, "<4 x i16>": _SSE_4X16, "<4 x f16>": _SSE_4X16, "<4 x f32>": _SSE_F32,
-    "<4 x i64>": _x86_i64("_mm256", "si256", "__m256i", "set1_epi64x"),
+    "<4 x i8>": _SSE_NARROW_X8,
+    "<4 x i64>": dict(_x86_i64("_mm256", "si256", "__m256i", "set1_epi64x"), zext={"i8": "_mm256_cvtepu8_epi64({a})"},
+                      eq="_mm256_castsi256_pd(_mm256_cmpeq_epi64({a}, {b}))"),
 }
 _AVX2_CONVERTS = {
     **_SCALAR_CONVERTS,
@@ -241,13 +268,16 @@ _AVX2_CONVERTS = {
 _AVX512_LANES = {
     **_SCALAR_LANES,
     # float32 compute (16 lanes): masks are __mmask16
-    "<16 x i32>": dict(_x86_i32("_mm512", "si512", "__m512i"), zext="_mm512_cvtepu16_epi32({a})",
+    "<16 x i32>": dict(_x86_i32("_mm512", "si512", "__m512i"),
+                       zext={"i16": "_mm512_cvtepu16_epi32({a})", "i8": "_mm512_cvtepu8_epi32({a})"},
                        trunc="_mm512_cvtepi32_epi16({a})", lt="_mm512_cmplt_epi32_mask({a}, {b})",
                        eq="_mm512_cmpeq_epi32_mask({a}, {b})", select="_mm512_mask_blend_epi32({c}, {b}, {a})"),
-    "<16 x i16>": _AVX_16X16, "<16 x f16>": _AVX_16X16,
+    "<16 x i16>": _AVX_16X16, "<16 x f16>": _AVX_16X16, "<16 x i8>": _SSE_16X8,
     # float64 compute (8 lanes)
     "<8 x i32>": _AVX_I32, "<8 x i16>": _SSE_8X16, "<8 x f16>": _SSE_8X16, "<8 x f32>": _AVX_F32,
-    "<8 x i64>": _x86_i64("_mm512", "si512", "__m512i", "set1_epi64"),
+    "<8 x i8>": _SSE_8X8,
+    "<8 x i64>": dict(_x86_i64("_mm512", "si512", "__m512i", "set1_epi64"), zext={"i8": "_mm512_cvtepu8_epi64({a})"},
+                      eq="_mm512_cmpeq_epi64_mask({a}, {b})"),
 }
 _AVX512_CONVERTS = {
     **_SCALAR_CONVERTS,
@@ -282,19 +312,27 @@ _NEON_F16 = {"type": "float16x4_t", "load": "vreinterpret_f16_u16(vld1_u16({p}))
              "lane": "vget_lane_u16(vreinterpret_u16_f16({v}), {lane})", "register": 4,
              "load_register": "vreinterpret_f16_u16(vld1_u16({p}))",
              "store_register": "vst1_u16({p}, vreinterpret_u16_f16({v}))"}
+# mask bytes: 4 or 2 of them, through a buffer
+_NEON_U8 = {"type": "uint8x8_t", "load": None, "register": 8, "load_register": "vld1_u8({p})"}
+_NEON_BYTES_TO_U32 = "vmovl_u16(vget_low_u16(vmovl_u8({a})))"
 _NEON_LANES = {
     **_SCALAR_LANES,
     # float32 compute (4 lanes): masks are uint32x4_t
-    "<4 x i32>": dict(_neon_i32("q", "int32x4_t"), zext="vreinterpretq_s32_u32(vmovl_u16({a}))",
+    "<4 x i32>": dict(_neon_i32("q", "int32x4_t"),
+                      zext={"i16": "vreinterpretq_s32_u32(vmovl_u16({a}))",
+                            "i8": f"vreinterpretq_s32_u32({_NEON_BYTES_TO_U32})"},
                       trunc="vmovn_u32(vreinterpretq_u32_s32({a}))"),
-    "<4 x i16>": _NEON_U16, "<4 x f16>": _NEON_F16,
+    "<4 x i16>": _NEON_U16, "<4 x f16>": _NEON_F16, "<4 x i8>": _NEON_U8,
     # float64 compute (2 lanes): in the low half of 64-bit registers; 4 bytes through a buffer
     "<2 x i32>": {k: v for k, v in _neon_i32("", "int32x2_t").items() if k not in ("lt", "eq", "select")}
-                 | {"zext": "vreinterpret_s32_u32(vget_low_u32(vmovl_u16({a})))"},
+                 | {"zext": {"i16": "vreinterpret_s32_u32(vget_low_u32(vmovl_u16({a})))"}},
     "<2 x i16>": dict(_NEON_U16, load=None, store=None), "<2 x f16>": dict(_NEON_F16, load=None, store=None),
+    "<2 x i8>": _NEON_U8,
     "<2 x i64>": {"type": "int64x2_t", "set1": "vdupq_n_s64({v})", "and": "vandq_s64({a}, {b})",
                   "or": "vorrq_s64({a}, {b})",
-                  "lshr": "vreinterpretq_s64_u64(vshrq_n_u64(vreinterpretq_u64_s64({a}), {n}))"},
+                  "lshr": "vreinterpretq_s64_u64(vshrq_n_u64(vreinterpretq_u64_s64({a}), {n}))",
+                  "zext": {"i8": f"vreinterpretq_s64_u64(vmovl_u32(vget_low_u32({_NEON_BYTES_TO_U32})))"},
+                  "eq": "vceqq_s64({a}, {b})"},
     "<2 x f32>": {"type": "float32x2_t", "set1": "vdup_n_f32({v})", "load": "vld1_f32({p})",
                   "store": "vst1_f32({p}, {v})",
                   "sub": "vsub_f32({a}, {b})", "as_int": "vreinterpret_s32_f32({a})",

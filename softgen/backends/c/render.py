@@ -7,7 +7,7 @@ do-while body defines for later is declared before the loop.  Vector values are
 registers of the ISA; one-lane values plain C scalars.  Values of the compute dtype (and
 its masks and integer lanes) are spelled by the ISA's pattern filled in for that dtype;
 other lane types (16-bit storage, the 32-bit integer lanes of the conversion recipes,
-float32 lanes under float64 compute) by the ISA's `lanes` and `converts` tables.  What C
+float32 lanes under float64 compute, mask bytes) by the ISA's `lanes` and `converts` tables.  What C
 cannot render (lane shuffles, vectors of rows) the lowering never produces for it
 (capabilities()); an op the tables lack is refused here.
 """
@@ -287,7 +287,12 @@ class CRenderer:
         return self.spell(s.result.ty, "lshr", a=a, n=int(s.args[1].value))
 
     def op_zext(self, s, a):
-        return self.spell(s.result.ty, "zext", a=a)
+        """Narrower integer lanes widened, spelled per source element type (Isa.lanes)."""
+        source = str(s.args[0].ty.scalar)
+        spellings = (self.lanes(s.result.ty) or {}).get("zext", {})
+        if source not in spellings:
+            self.refuse(f"a zero-extension from {s.args[0].ty} to {s.result.ty}")
+        return spellings[source].format(a=a)
 
     def op_trunc(self, s, a):
         return self.spell(s.args[0].ty, "trunc", a=a)
@@ -383,20 +388,20 @@ class CRenderer:
     def partial_helper(self, kind: str, t: Ty) -> dict:
         """What templates/tail.c.j2 needs to define a partial load or store of t: the
         vector's C type, the element's, the buffer's length (the C type's elements) and
-        the whole-register move from or to `buf`."""
+        the whole-register move from or to `buf` (lanes only loaded, mask bytes, have no
+        store)."""
         entry = self.lanes(t)
         if entry is None:
             table = self.table(t)
-            vec, lanes, load, store = table.vec, t.lanes, table.ops["load"], table.ops["store"]
+            vec, lanes, move = table.vec, t.lanes, table.ops[kind]
         else:
             vec, lanes = entry["type"], entry.get("register", t.lanes)
-            load = entry.get("load_register", entry.get("load"))
-            store = entry.get("store_register", entry.get("store"))
+            move = entry.get(f"{kind}_register", entry.get(kind))
         elem = elem_c_type(t.bits, t.kind)
         zero = c_float(0.0, C_TYPES[DType.F64 if t.bits == 64 else DType.F32]) if t.kind == "float" and t.bits > 16 \
             else "0"
         return dict(kind=kind, tag="" if self.is_compute(t) else f"_{t.kind[0]}{t.bits}", vec=vec, elem=elem,
-                    lanes=lanes, zero=zero, load=load.format(p="buf"), store=store.format(p="buf", v="v"))
+                    lanes=lanes, zero=zero, move=move.format(p="buf", v="v"))
 
     def mask_count(self, mask) -> str:
         if mask not in self.mask_counts:

@@ -545,32 +545,34 @@ def test_row_ranges_from_threads_are_the_whole_call(tmp_path, op):
 
 # --- kernels with operands (the family), cross-compiled and run under qemu --------------------
 
-# Runs kernels with m row or elementwise operands after y: records of int64 kernel index,
-# operand count m, rows, n, y's size, each operand's size; then x (rows * n), the operands.
+# Runs kernels with m operands after y: records of int64 kernel index, operand count m, rows,
+# n, y's size, then each operand's size in bytes and its stride; then x (rows * n floats),
+# the operands' bytes.
 VARIANT_DRIVER = r"""
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-typedef const float *in;
-typedef void fn0(int64_t, int64_t, in, int64_t, float *, int64_t);
-typedef void fn1(int64_t, int64_t, in, int64_t, float *, int64_t, in, int64_t);
-typedef void fn2(int64_t, int64_t, in, int64_t, float *, int64_t, in, int64_t, in, int64_t);
-typedef void fn3(int64_t, int64_t, in, int64_t, float *, int64_t, in, int64_t, in, int64_t, in, int64_t);
+typedef const void *in;
+typedef void fn0(int64_t, int64_t, const float *, int64_t, float *, int64_t);
+typedef void fn1(int64_t, int64_t, const float *, int64_t, float *, int64_t, in, int64_t);
+typedef void fn2(int64_t, int64_t, const float *, int64_t, float *, int64_t, in, int64_t, in, int64_t);
+typedef void fn3(int64_t, int64_t, const float *, int64_t, float *, int64_t, in, int64_t, in, int64_t, in, int64_t);
 void KERNELS;
 static void (*const kernels[])(void) = {POINTERS};
-static float *read_floats(size_t count) {
-    float *p = malloc(count * sizeof *p + 4);
-    return p && fread(p, sizeof *p, count, stdin) == count ? p : NULL;
+static void *read_bytes(size_t count) {
+    char *p = malloc(count + 4);
+    return p && fread(p, 1, count, stdin) == count ? p : NULL;
 }
 int main(void) {
-    int64_t h[5], sizes[3];
+    int64_t h[5], sizes[6];
     while (fread(h, sizeof h, 1, stdin) == 1) {
         int64_t m = h[1], rows = h[2], n = h[3], s[3] = {0, 0, 0};
-        if (m > 3 || fread(sizes, sizeof *sizes, (size_t)m, stdin) != (size_t)m) return 2;
-        float *x = read_floats((size_t)(rows * n)), *y = malloc((size_t)h[4] * sizeof *y + 4), *o[3] = {0, 0, 0};
+        if (m > 3 || fread(sizes, sizeof *sizes, (size_t)(2 * m), stdin) != (size_t)(2 * m)) return 2;
+        float *x = read_bytes((size_t)(rows * n) * sizeof *x), *y = malloc((size_t)h[4] * sizeof *y + 4);
+        void *o[3] = {0, 0, 0};
         for (int64_t i = 0; i < m; i++) {
-            o[i] = read_floats((size_t)sizes[i]);
-            s[i] = sizes[i] == rows * n ? n : sizes[i] == rows;   /* elementwise rows, a value per row, or one */
+            o[i] = read_bytes((size_t)sizes[2 * i]);
+            s[i] = sizes[2 * i + 1];
         }
         int64_t ys = h[4] == rows ? 1 : n;
         void (*k)(void) = kernels[h[0]];
@@ -584,49 +586,61 @@ int main(void) {
     return 0;
 }
 """
-# (op, algorithm, temperature, sink): each row operand the family adds, and the backward kernels
-VARIANTS = [("softmax", "two_pass", True, True), ("log_softmax", "online", True, True),
-            ("logsumexp", "three_pass_recompute", True, False), ("softmax", "three_pass_reload", False, True),
-            ("softmax", "unified_max", True, False), ("log_softmax", "unified_max", False, True),
-            ("logsumexp", "unified_max", False, False), ("softmax", "backward", False, False),
-            ("log_softmax", "backward", False, False)]
+# (op, algorithm, variant options): each operand the family adds, and the backward kernels
+VARIANTS = [("softmax", "two_pass", dict(temperature=True, sink=True)),
+            ("log_softmax", "online", dict(temperature=True, sink=True)),
+            ("logsumexp", "three_pass_recompute", dict(temperature=True)), ("softmax", "three_pass_reload", dict(sink=True)),
+            ("softmax", "unified_max", dict(temperature=True)), ("log_softmax", "unified_max", dict(sink=True)),
+            ("logsumexp", "unified_max", {}), ("softmax", "backward", {}), ("log_softmax", "backward", {}),
+            ("softmax", "two_pass", dict(where=True, empty_rows="zero")), ("log_softmax", "three_pass_recompute",
+                                                                            dict(where=True, temperature=True)),
+            ("softmax", "three_pass_reload", dict(length=True)), ("logsumexp", "online", dict(length=True))]
 
 
 def variant_operands(kernel, x: np.ndarray) -> list:
     """Values for the kernel's operands: 1 / T per row, a sink per row, phi per row (some far
-    from the rows' max), dy for a backward kernel."""
-    rows = x.shape[0]
+    from the rows' max), dy for a backward kernel, a mask (a row with nothing kept), row
+    lengths from 0 to past n."""
+    rows, n = x.shape
     rng = np.random.default_rng(3)
+    mask = rng.random(x.shape) < 0.5
+    mask[0] = False
     values = {"inv_temperature": rng.uniform(0.3, 3.0, rows), "sink": rng.standard_normal(rows) * 4,
               "phi": np.where(np.arange(rows) % 5 == 0, 300.0, rng.uniform(0.0, 12.0, rows)),
-              "dy": rng.standard_normal(x.shape)}
-    return [values[o.name].astype(np.float32) for o in kernel.operands]
+              "dy": rng.standard_normal(x.shape), "where": mask.view(np.uint8), "length": rng.integers(0, n + 2, rows)}
+    return [values[o.name] if o.boolean or o.integer else values[o.name].astype(np.float32) for o in kernel.operands]
+
+
+def operand_record(a: np.ndarray, rows: int) -> list:
+    """An operand's size in bytes and its stride (elementwise: a row; per row: 1)."""
+    return [a.nbytes, a.shape[1] if a.ndim == 2 else int(a.size == rows)]
 
 
 def test_cross_variants_run_under_qemu(cross):
-    """The temperature, sink, unified_max and backward kernels for the cross target, run
-    under qemu on every tail around the vector widths, as the host's JIT computes them."""
+    """The temperature, sink, unified_max, backward, mask and ragged-row kernels for the
+    cross target, run under qemu on every tail around the vector widths, as the host's JIT
+    computes them."""
     arch, cc, runners, work = cross
     names = [f"v{i}" for i in range(len(VARIANTS))]
-    for name, (op, algo, t, s) in zip(names, VARIANTS):
-        softgen.generate(op, algorithm=algo, target=arch, name=name, temperature=t, sink=s).write(work / f"{name}.o")
+    for name, (op, algo, options) in zip(names, VARIANTS):
+        softgen.generate(op, algorithm=algo, target=arch, name=name, **options).write(work / f"{name}.o")
     (work / "variants.c").write_text(VARIANT_DRIVER)
     subprocess.run([cc, "-O1", "-static", f"-DKERNELS={','.join(f'{n}(void)' for n in names)}",
                     f"-DPOINTERS={','.join(names)}", "variants.c", *(f"{n}.o" for n in names), "-lm", "-o", "variants"],
                    cwd=work, check=True, capture_output=True)
     rng = np.random.default_rng(5)
     jobs, stdin = [], b""
-    for k, (op, algo, t, s) in enumerate(VARIANTS):
-        jit = softgen.compile(op, algorithm=algo, temperature=t, sink=s)
+    for k, (op, algo, options) in enumerate(VARIANTS):
+        jit = softgen.compile(op, algorithm=algo, **options)
         for n in (1, 3, 5, 8, 9, 17, 33, 100, 1000):
             x = (rng.standard_normal((7, n)) * 5).astype(np.float32)
             if algo == "backward":
                 x = getattr(softgen, op)(x)
             operands = variant_operands(jit, x)
             want = jit(x, operands=tuple(operands))
-            head = np.array([k, len(operands), 7, n, want.size] + [o.size for o in operands], np.int64)
-            stdin += head.tobytes() + x.tobytes() + b"".join(o.tobytes() for o in operands)
-            jobs.append((f"{op} {algo} T={t} sink={s} n={n}", want))
+            head = [k, len(operands), 7, n, want.size] + [v for o in operands for v in operand_record(o, 7)]
+            stdin += np.array(head, np.int64).tobytes() + x.tobytes() + b"".join(o.tobytes() for o in operands)
+            jobs.append((f"{op} {algo} {options} n={n}", want))
     for runner in runners:
         done = subprocess.run(runner + [str(work / "variants")], input=stdin, capture_output=True, timeout=600)
         assert done.returncode == 0, done.stderr[-500:]

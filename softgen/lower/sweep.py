@@ -144,6 +144,8 @@ class RowSweep:
             out = self.ctx.load(row.y, offset, mask)
         elif k is Kind.LOAD_IN:
             out = self.ctx.load(row.inputs[op.attrs["name"]], offset, mask)
+        elif k is Kind.INDEX:
+            out = vm.index(offset)
         elif k is Kind.CAST:
             out = self.ctx.casts.cast(a[0], op.attrs["from"], op.attrs["to"])
         elif k in (Kind.SUB, Kind.SUB_E):

@@ -1,0 +1,154 @@
+"""Top-k gating as mixture-of-experts routers compute it: the k largest logits of each
+row and their weights, in one kernel.
+
+  order="topk_then_softmax"  softmax over the k largest logits (Mixtral): weights sum to 1;
+  order="softmax_then_topk"  the k largest probabilities of the row's softmax (Switch,
+                             DeepSeek); renormalize=True divides them by their sum, which
+                             is topk_then_softmax's result (one program for both).
+
+The selection is a reduction of the IR (acc.topk: each lane keeps its k best (value, index)
+entries, merged across lanes, accumulator sets and blocks), in the same pass as the row's
+softmax sum where the weights need it; see algorithms.topk_softmax for the program and its
+ABI (the output operands `weights` and `indices`, k values per row each).
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import threading
+
+import numpy as np
+
+from . import tune
+from .algorithms import Order, TopK, Variant, topk_softmax as topk_program
+from .api import _per_row
+from .backends.llvm import compile_program
+from .dtypes import ir_dtype
+from .ir import DType, Program
+from .lower import Schedule
+from .runtime import NATIVE_DTYPES, _F64, _address, _as_input, _normalize_axes
+from .targets import Target
+
+ORDERS = tuple(o.value for o in Order)
+# float32 holds every integer up to 2^24 exactly: longer rows are computed in float64,
+# whose indices are exact
+F32_EXACT_INDICES = 2 ** 24
+# vectors kept free beside the accumulator sets' states (the element in flight)
+TEMPORARIES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class TopKKernel:
+    """One compiled top-k kernel: its program, schedule and entry point."""
+    program: Program
+    schedule: Schedule
+    fn: object
+    compiled: object   # keeps the JIT's code alive
+
+    def __call__(self, rows: np.ndarray, inv_temperature: np.ndarray | None, weights: np.ndarray,
+                 indices: np.ndarray) -> None:
+        """The kernel on [rows, n] (unit element stride) into weights and indices ([rows, k]
+        of the compute dtype, C-contiguous), x / T with one 1 / T per row or one for all."""
+        operands = [] if inv_temperature is None else [_address(inv_temperature), int(inv_temperature.size > 1)]
+        k = weights.shape[1]
+        self.fn(rows.shape[0], rows.shape[1], _address(rows), rows.strides[0] // rows.itemsize, 0, 0,
+                *operands, _address(weights), k, _address(indices), k)
+
+
+_kernels: dict = {}
+_lock = threading.Lock()
+
+
+def kernel(topk: TopK, storage: DType, compute: DType, temperature: bool, n: int, target="host") -> TopKKernel:
+    """The compiled kernel for `topk` over rows of `storage` computed in `compute` (cached)."""
+    tgt = Target.parse(target)
+    schedule = _schedule(topk, tgt, n)
+    key = (topk, storage, compute, temperature, schedule, tgt)
+    with _lock:
+        if key not in _kernels:
+            program = topk_program(topk, storage, compute, Variant(temperature=temperature))
+            compiled = compile_program(program, tgt, schedule, jit=True)
+            abi = ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * (6 + 2 * len(program.operands)))
+            _kernels[key] = TopKKernel(program, schedule, abi(compiled.address), compiled)
+        return _kernels[key]
+
+
+def _schedule(topk: TopK, target: Target, n: int) -> Schedule:
+    """As many accumulator sets (4, 2, 1) as keep every set's k entries (and the row sum's
+    state) in registers; short rows in groups, whose lane merges and weights are computed
+    a row per lane."""
+    machine = tune.Machine.of(target)
+    state = 2 * topk.k + (3 if topk.over_row else 0)
+    sets = next((a for a in (4, 2) if a * state + TEMPORARIES <= machine.registers), 1)
+    group = min(machine.lanes, 8) if n <= 4096 else 1
+    return Schedule(unroll=sets, accumulators=sets, rows_per_group=group)
+
+
+def topk_softmax(x, k: int, *, axis: int = -1, temperature=1.0, order: str = "topk_then_softmax",
+                 renormalize: bool = False):
+    """(weights, indices) of the k largest entries along `axis`, as a mixture-of-experts
+    router gates: weights of x's dtype (float64 for integer x), indices int64, both of x's
+    shape with `axis` of length k, best first; equal values in the order of their indices
+    (as torch.topk).
+
+    order: "topk_then_softmax" (softmax over the k largest of x / T) or "softmax_then_topk"
+    (the k largest of softmax(x / T) over the whole row; renormalize=True: divided by their
+    sum).  temperature: T > 0, a number or one per row (x's shape without `axis`).
+    NaN ranks as +inf, above every number (ties with +inf by index); a row holding NaN or
+    +inf has NaN weights, and an all -inf row too (as torch's softmax); with
+    softmax_then_topk such rows have indices 0..k-1, as torch.topk gives for a row of NaN
+    probabilities.  ValueError unless 1 <= k <= the axis' length."""
+    who = "topk_softmax"
+    arr = _as_input(x, who)
+    if arr.ndim == 0:
+        raise ValueError(f"{who}(): x needs an axis to select along")
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"{who}(): axis must be one integer, not {axis!r}")
+    (ax,) = _normalize_axes(int(axis), arr.ndim, who)
+    topk = _check_topk(arr.shape[ax], k, order, renormalize, who)
+    arr = arr if arr.dtype in NATIVE_DTYPES else arr.astype(_F64)
+    rows = _rows(np.moveaxis(arr, ax, -1))
+    lead = tuple(d for i, d in enumerate(arr.shape) if i != ax)
+    storage = ir_dtype(arr.dtype)
+    n = rows.shape[1]
+    compute = DType.F64 if storage is DType.F64 or n > F32_EXACT_INDICES else DType.F32
+    inv_t = _inverse_temperature(temperature, lead, compute, who)
+    weights = np.empty((rows.shape[0], topk.k), compute.numpy_name)
+    indices = np.empty_like(weights)
+    if rows.shape[0]:
+        kernel(topk, storage, compute, inv_t is not None, n)(rows, inv_t, weights, indices)
+    shape = lead + (topk.k,)
+    return (np.moveaxis(weights.astype(arr.dtype, copy=False).reshape(shape), -1, ax),
+            np.moveaxis(indices.astype(np.int64).reshape(shape), -1, ax))
+
+
+def _check_topk(n: int, k, order, renormalize, who: str) -> TopK:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+        raise TypeError(f"{who}(): k must be an integer, not {k!r}")
+    if not 1 <= k <= n:
+        raise ValueError(f"{who}(): k must be in 1..{n} (the axis' length), not {k}")
+    if order not in ORDERS:
+        raise ValueError(f"{who}(): order must be one of {', '.join(ORDERS)}, not {order!r}")
+    if not isinstance(renormalize, (bool, np.bool_)):
+        raise TypeError(f"{who}(): renormalize must be a bool, not {renormalize!r}")
+    return TopK(int(k), Order(order), bool(renormalize))
+
+
+def _rows(moved: np.ndarray) -> np.ndarray:
+    """x's rows along its last axis as [rows, n] with unit element stride (a view where
+    they are already laid out so: x[:, 1:] is not copied)."""
+    n = moved.shape[-1]
+    rows = moved.reshape(-1, n)
+    if rows.strides[1] != rows.itemsize or rows.strides[0] % rows.itemsize:
+        rows = np.ascontiguousarray(rows)
+    return rows
+
+
+def _inverse_temperature(temperature, lead: tuple, compute: DType, who: str) -> np.ndarray | None:
+    """1 / T per row (or one for every row) in the compute dtype; None for T = 1."""
+    t = _per_row(temperature, lead, "temperature", who)
+    if not (np.all(np.isfinite(t)) and np.all(t > 0)):
+        raise ValueError(f"{who}(): temperature must be positive and finite")
+    if t.size == 1 and t[0] == 1.0:
+        return None
+    return (1.0 / t).astype(compute.numpy_name)

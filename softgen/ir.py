@@ -99,8 +99,8 @@ class Kind(enum.Enum):
     ACC_ONLINE = ("acc.online", Where.PASS, (E,), (Type.ACC_ONLINE,))
     # sum of e = e^(x - m) as its excess over the max term (see numerics.excess): acc.excess e, x, m
     ACC_EXCESS = ("acc.excess", Where.PASS, (E, E, R), (Type.ACC_EXCESS,))
-    # the k largest values with their indices, ties to the lower index, NaN ranked as +inf:
-    # acc.topk x, index k=K
+    # the k largest values with their indices, ties to the lower index, NaN above +inf (as a
+    # stable descending sort): acc.topk x, index k=K
     ACC_TOPK = ("acc.topk", Where.PASS, (E, E), (Type.ACC_TOPK,))
     # row ops
     MERGE_MAX = ("merge.max", Where.ROW, (Type.ACC_MAX,), (R,))

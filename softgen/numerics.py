@@ -835,9 +835,10 @@ ACCUMULATORS = {
 
 
 # --- top-k: the k best (value, index) entries of each lane, best first ---------------------
-# An entry beats another with a larger value, or the same value and a lower index (as
-# torch.topk).  NaN enters as +inf (ranked with +inf by index; the results of a row holding
-# either are NaN anyway); the empty entry is (-inf, +inf), which every element beats, -inf too.
+# An entry beats another with a larger value, or the same value and a lower index (as a
+# stable descending sort).  NaN ranks above +inf: it enters as +inf with its index less
+# 2^(mantissa bits + 1) (still exact, below every real index; the state's result adds it
+# back).  The empty entry is (-inf, +inf), which every element beats, -inf too.
 
 def _beats(m, a, b):
     """Whether entry a = (value, index) ranks before entry b."""
@@ -864,7 +865,8 @@ def _topk_insert(m, state, x, index):
     """One element into a lane's sorted entries: each entry is compared with the new one
     (independent compares, not a chain: the entries are sorted, so the new one beats a
     suffix of them), then the beaten ones shift down by one."""
-    new = (m.select(m.isnan(x), m.const(float("inf")), x), index)
+    nan = m.isnan(x)
+    new = (m.select(nan, m.const(float("inf")), x), m.select(nan, m.sub(index, m.const(_nan_shift(m))), index))
     entries = _entries(state)
     beaten = [_beats(m, new, e) for e in entries]
     out = []
@@ -892,13 +894,25 @@ def _topk_merge(m, a, b):
     return _state(seq[:k])
 
 
+def _nan_shift(m) -> float:
+    return 2.0 ** (_fmt(m).mantissa_bits + 1)
+
+
+def _topk_result(m, state):
+    """merge.topk's row values: the values (NaN's as +inf), then the indices (NaN's shifted
+    back)."""
+    k = len(state) // 2
+    zero, shift = m.const(0.0), m.const(_nan_shift(m))
+    return state[:k] + tuple(m.select(m.lt(i, zero), m.add(i, shift), i) for i in state[k:])
+
+
 @functools.lru_cache(maxsize=None)
 def topk_accumulator(k: int) -> Accumulator:
     """acc.topk's accumulator for k entries: the state is the k values, then the k indices,
     best first; blocks fold by the same exact merge."""
     start = (float("-inf"),) * k + (float("inf"),) * k
     return Accumulator(start, lambda m, x, i: _topk_insert(m, tuple(map(m.const, start)), x, i), _topk_merge,
-                       start, _topk_merge, lambda m, o: o, insert=_topk_insert)
+                       start, _topk_merge, lambda m, o: o, _topk_result, insert=_topk_insert)
 
 
 def accumulator(op: Op) -> Accumulator:

@@ -88,15 +88,16 @@ def topk_softmax(x, k: int, *, axis: int = -1, temperature=1.0, order: str = "to
                  renormalize: bool = False):
     """(weights, indices) of the k largest entries along `axis`, as a mixture-of-experts
     router gates: weights of x's dtype (float64 for integer x), indices int64, both of x's
-    shape with `axis` of length k, best first; equal values in the order of their indices
-    (as torch.topk).
+    shape with `axis` of length k, best first; equal values in the order of their indices,
+    as torch.sort(descending=True, stable=True) orders them (torch.topk on CPU does not
+    promise an order of ties).
 
     order: "topk_then_softmax" (softmax over the k largest of x / T) or "softmax_then_topk"
     (the k largest of softmax(x / T) over the whole row; renormalize=True: divided by their
     sum).  temperature: T > 0, a number or one per row (x's shape without `axis`).
-    NaN ranks as +inf, above every number (ties with +inf by index); a row holding NaN or
-    +inf has NaN weights, and an all -inf row too (as torch's softmax); with
-    softmax_then_topk such rows have indices 0..k-1, as torch.topk gives for a row of NaN
+    NaN ranks above +inf (as torch's sort and topk); -inf is an ordinary value.  A row
+    holding NaN or +inf has NaN weights, and an all -inf row too (as torch's softmax); with
+    softmax_then_topk such rows have indices 0..k-1, the stable order of a row of NaN
     probabilities.  ValueError unless 1 <= k <= the axis' length."""
     who = "topk_softmax"
     arr = _as_input(x, who)

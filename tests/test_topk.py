@@ -1,0 +1,201 @@
+"""softgen.topk_softmax against a float64 reference (and torch's stable sort + softmax where
+installed): both orders, renormalize, temperature, ties, -inf, NaN, row lengths 1..70 and
+3000, misaligned rows, at every vector width; its program's IR and the verifier's checks;
+bad arguments."""
+import numpy as np
+import pytest
+
+import softgen
+from softgen import algorithms, topk
+from softgen.algorithms import Order, TopK, Variant
+from softgen.ir import Builder, DType, Operand, VerifyError, verify
+from widths import width_targets
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+ORDERS = [("topk_then_softmax", False), ("softmax_then_topk", False), ("softmax_then_topk", True)]
+LENGTHS = list(range(1, 71)) + [3000]
+
+
+def reference(x: np.ndarray, k: int, order: str = "topk_then_softmax", renormalize: bool = False,
+              temperature=1.0):
+    """(weights, indices) in float64 over the last axis: a stable descending sort with NaN
+    above +inf, softmax as numpy's exp(x - max) / sum (NaN rows where x has NaN or +inf or
+    is all -inf; softmax_then_topk's indices are then 0..k-1)."""
+    z = x.astype(np.float64) / np.asarray(temperature, np.float64)[..., None]
+    key = np.where(np.isnan(z), np.inf, z)
+    rank = np.lexsort((np.arange(z.shape[-1]) + np.where(np.isnan(z), -z.shape[-1], 0), -key), axis=-1)[..., :k]
+    with np.errstate(all="ignore"):
+        if order == "topk_then_softmax" or renormalize:
+            v = np.take_along_axis(z, rank, -1)
+            top = v[..., :1]
+            e = np.exp(v - top)
+            w = np.where(np.isfinite(top), e / e.sum(-1, keepdims=True), np.nan)
+        else:
+            m = z.max(-1, keepdims=True)
+            p = np.where(np.isfinite(m), np.exp(z - m) / np.exp(z - m).sum(-1, keepdims=True), np.nan)
+            w = np.take_along_axis(p, rank, -1)
+    if order == "softmax_then_topk":
+        nan_rows = ~np.isfinite(z.max(-1, initial=-np.inf)) | np.isnan(z).any(-1)
+        rank = np.where(nan_rows[..., None], np.arange(k), rank)
+    return w, rank
+
+
+def check(x, k, order="topk_then_softmax", renormalize=False, temperature=1.0, rtol=None, target=None):
+    """softgen's result (through the API, or the kernel for `target`) against the reference."""
+    if target is None:
+        w, i = softgen.topk_softmax(x, k, order=order, renormalize=renormalize, temperature=temperature)
+    else:
+        w, i = _run_kernel(x, k, order, renormalize, temperature, target)
+    ref_w, ref_i = reference(x, k, order, renormalize, temperature)
+    np.testing.assert_array_equal(i, ref_i)
+    eps = np.finfo(np.float64 if x.dtype == np.float64 else np.float32).eps
+    np.testing.assert_allclose(w, ref_w, rtol=rtol or 8 * eps, atol=1e-30, equal_nan=True)
+    assert w.dtype == x.dtype and i.dtype == np.int64
+
+
+def _run_kernel(x, k, order, renormalize, temperature, target):
+    """The kernel for `target` on x's rows (the API runs the host's)."""
+    compute = DType.F64 if x.dtype == np.float64 else DType.F32
+    inv_t = None if temperature == 1.0 else np.asarray(1.0 / np.asarray(temperature), compute.numpy_name)
+    kernel = topk.kernel(TopK(k, Order(order), renormalize), compute, compute, inv_t is not None, x.shape[-1], target)
+    w = np.empty((x.shape[0], k), compute.numpy_name)
+    i = np.empty_like(w)
+    kernel(x, inv_t, w, i)
+    return w, i.astype(np.int64)
+
+
+def data(rows: int, n: int, seed: int = 0, dtype=np.float32) -> np.ndarray:
+    """Logits with ties (a quarter of the rows in steps of 0.5) and -inf entries."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, n)) * 3
+    x[::4] = np.round(x[::4] * 2) / 2
+    x[1::5, ::3] = -np.inf
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("k", [1, 2, 8])
+@pytest.mark.parametrize("order,renormalize", ORDERS)
+def test_matches_the_reference(order, renormalize, k):
+    for n in LENGTHS:
+        if k <= n:
+            x = data(9, n + 1, seed=n)
+            check(x[:, 1:], k, order, renormalize)   # rows that start one element in
+
+
+@pytest.mark.parametrize("lanes", sorted(width_targets()))
+@pytest.mark.parametrize("k,order,renormalize,temperature", [(2, "topk_then_softmax", False, 1.0),
+                                                             (8, "softmax_then_topk", False, 0.7)])
+def test_every_width(lanes, k, order, renormalize, temperature):
+    target = width_targets()[lanes]
+    for n in [k, k + 1, 2 * lanes + 3, 67, 3000]:
+        check(data(11, n, seed=n), k, order, renormalize, temperature, target=target)
+
+
+def test_nan_inf_and_ties():
+    x = np.array([[1, 3, 3, np.nan, 3, np.inf, np.nan, 0, -np.inf] * 3,
+                  [-np.inf] * 27, [np.inf, 0, np.inf] + [1] * 24, [5] * 27,
+                  [-np.inf] * 26 + [2]], np.float32)
+    for order, renormalize in ORDERS:
+        for k in (1, 3, 8):   # 3: a merge network padded to 4 entries
+            check(x, k, order, renormalize)
+
+
+def test_temperature_per_row_and_dtypes():
+    x = data(6, 200, seed=3)
+    check(x, 8, "softmax_then_topk", temperature=np.linspace(0.25, 4.0, 6))
+    check(x.astype(np.float64), 2, "softmax_then_topk", renormalize=True, temperature=0.5)
+    w, i = softgen.topk_softmax(x.astype(np.float16), 2)
+    ref_w, ref_i = reference(x.astype(np.float16), 2)
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_allclose(w.astype(np.float64), ref_w, rtol=2 ** -10)
+    assert w.dtype == np.float16
+
+
+def test_axes_shapes_and_integers():
+    x = data(4, 30, seed=5).reshape(2, 2, 30)
+    w, i = softgen.topk_softmax(np.moveaxis(x, -1, 1), 3, axis=1)
+    ref_w, ref_i = reference(x, 3)
+    assert w.shape == (2, 3, 2)
+    np.testing.assert_array_equal(np.moveaxis(i, 1, -1), ref_i)
+    np.testing.assert_allclose(np.moveaxis(w, 1, -1), ref_w, rtol=1e-6)
+    w, i = softgen.topk_softmax([3, 1, 2], 2)
+    assert w.dtype == np.float64 and i.tolist() == [0, 2]
+    w, i = softgen.topk_softmax(np.zeros((0, 5), np.float32), 5)
+    assert w.shape == i.shape == (0, 5)
+
+
+@pytest.mark.skipif(torch is None, reason="torch not installed")
+@pytest.mark.parametrize("order,renormalize", ORDERS)
+def test_against_torch(order, renormalize):
+    x = data(64, 257, seed=7)
+    x[3, 5] = np.nan
+    t = torch.from_numpy(x)
+    for k in (1, 2, 8):
+        if order == "topk_then_softmax":
+            v, ti = torch.sort(t, dim=-1, descending=True, stable=True)
+            tw, ti = torch.softmax(v[:, :k], -1), ti[:, :k]
+        else:
+            tw, ti = torch.sort(torch.softmax(t, -1), dim=-1, descending=True, stable=True)
+            tw, ti = tw[:, :k], ti[:, :k]
+            tw = tw / tw.sum(-1, keepdim=True) if renormalize else tw
+        w, i = softgen.topk_softmax(x, k, order=order, renormalize=renormalize)
+        np.testing.assert_array_equal(i, ti.numpy())
+        np.testing.assert_allclose(w, tw.numpy(), rtol=2e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("args,error,match", [
+    ((np.ones((2, 4)), 5), ValueError, r"k must be in 1\.\.4"),
+    ((np.ones((2, 4)), 0), ValueError, r"k must be in 1\.\.4"),
+    ((np.ones((2, 4)), 2.0), TypeError, "k must be an integer"),
+    ((np.ones(()), 1), ValueError, "needs an axis"),
+])
+def test_bad_arguments(args, error, match):
+    with pytest.raises(error, match=match):
+        softgen.topk_softmax(*args)
+
+
+def test_bad_keywords_and_k_equal_to_n():
+    with pytest.raises(ValueError, match="order must be one of topk_then_softmax, softmax_then_topk"):
+        softgen.topk_softmax(np.ones(4), 1, order="sorted")
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        softgen.topk_softmax(np.ones(4), 1, temperature=0.0)
+    w, i = softgen.topk_softmax(np.ones((3, 2), np.float32), 2)   # k == n
+    assert np.all(w == 0.5) and np.all(i == [0, 1])
+
+
+def test_program_and_header_lines():
+    program = algorithms.topk_softmax(TopK(2, Order.SOFTMAX_THEN_TOPK), variant=Variant(temperature=True))
+    text = str(program)
+    assert text.splitlines()[0] == ("kernel top2_softmax.softmax_then_topk (x[n] -> y[n], in inv_temperature[row], "
+                                    "out weights[row, 2], out indices[row, 2])")
+    assert "acc.topk %2, %3 k=2" in text and "= merge.topk %4 k=2" in text and "name='indices' at=1" in text
+    lines = algorithms.operand_lines(program)
+    assert lines[1].startswith("weights[r * weights_stride + j], j < 2: ")
+    with pytest.raises(NotImplementedError, match="no sink"):
+        algorithms.topk_softmax(TopK(2), variant=Variant(sink=True))
+
+
+def _program(k_acc, k_merge, slots=(0, 1)):
+    b = Builder("top2_softmax", "test")
+    b.program.operands = (Operand("weights", output=True, count=2),)
+    with b.pass_():
+        acc = b.acc_topk(b.load_x(), b.index(), **({"k": k_acc} if k_acc else {}))
+    parts = b.merge_topk(acc, k_merge)
+    for at in slots:
+        b.store_operand(parts[0], name="weights", at=at)
+    return b.program
+
+
+@pytest.mark.parametrize("k_acc,k_merge,slots,match", [
+    (None, 2, (0, 1), "acc.topk needs a positive integer k="),
+    (2, 3, (0, 1), "merge.topk needs the k= of its acc.topk"),
+    (2, 2, (0, 0), "output operand 'weights' must have each of its 2 value"),
+])
+def test_verifier(k_acc, k_merge, slots, match):
+    verify(_program(2, 2))
+    with pytest.raises(VerifyError, match=match):
+        verify(_program(k_acc, k_merge, slots))

@@ -241,6 +241,12 @@ class Program:
         return f"{self.op}.{self.algorithm}"
 
     @property
+    def writes_y(self) -> bool:
+        """Whether the kernel stores to y (a top-k kernel's results are in output operands)."""
+        return any(isinstance(s, Op) and s.kind is Kind.STORE_ROW for s in self.steps) or any(
+            op.kind is Kind.STORE for p in self.passes for op in p.ops)
+
+    @property
     def passes(self) -> list[Pass]:
         return [s for s in self.steps if isinstance(s, Pass)]
 

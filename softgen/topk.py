@@ -22,6 +22,7 @@ import numpy as np
 from . import tune
 from .algorithms import Order, TopK, Variant, topk_softmax as topk_program
 from .api import _per_row
+from .backends.c import CSource, emit_program
 from .backends.llvm import compile_program
 from .dtypes import ir_dtype
 from .ir import DType, Program
@@ -35,6 +36,8 @@ ORDERS = tuple(o.value for o in Order)
 F32_EXACT_INDICES = 2 ** 24
 # vectors kept free beside the accumulator sets' states (the element in flight)
 TEMPORARIES = 8
+# vector registers the C kernels' default schedule assumes (x86's ymm and xmm)
+C_REGISTERS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,14 +77,34 @@ def kernel(topk: TopK, storage: DType, compute: DType, temperature: bool, n: int
 
 
 def _schedule(topk: TopK, target: Target, n: int) -> Schedule:
-    """As many accumulator sets (4, 2, 1) as keep every set's k entries (and the row sum's
-    state) in registers; short rows in groups, whose lane merges and weights are computed
-    a row per lane."""
+    """As many accumulator sets as fit (_sets); short rows in groups, whose lane merges and
+    weights are computed a row per lane."""
     machine = tune.Machine.of(target)
-    state = 2 * topk.k + (3 if topk.over_row else 0)
-    sets = next((a for a in (4, 2) if a * state + TEMPORARIES <= machine.registers), 1)
+    sets = _sets(topk, machine.registers)
     group = min(machine.lanes, 8) if n <= 4096 else 1
     return Schedule(unroll=sets, accumulators=sets, rows_per_group=group)
+
+
+def _sets(topk: TopK, registers: int) -> int:
+    """As many accumulator sets (4, 2, 1) as keep every set's k entries (and the row sum's
+    state) in `registers` vector registers."""
+    state = 2 * topk.k + (3 if topk.over_row else 0)
+    return next((a for a in (4, 2) if a * state + TEMPORARIES <= registers), 1)
+
+
+def emit_c(k: int, *, order: str = "topk_then_softmax", renormalize: bool = False, isa: str = "scalar",
+           dtype="float32", temperature: bool = False, name: str | None = None,
+           schedule: Schedule | None = None) -> CSource:
+    """C source of the top-k kernel on `isa` (softgen.emit_c's ISAs): x of `dtype`, the
+    weights and indices in the compute dtype (the header says where), 1 / T per row with
+    `temperature`.  Default schedule: as many accumulator sets as fit C_REGISTERS."""
+    topk = _check_topk(k, k, order, renormalize, "emit_c")
+    storage = ir_dtype(dtype)
+    compute = DType.F64 if storage is DType.F64 else DType.F32
+    program = topk_program(topk, storage, compute, Variant(temperature=temperature))
+    sets = _sets(topk, C_REGISTERS)
+    name = name or f"softgen_{program.op}_{topk.algorithm}_{storage.numpy_name}_{isa}"
+    return emit_program(program, isa=isa, name=name, schedule=schedule or Schedule(unroll=sets, accumulators=sets))
 
 
 def topk_softmax(x, k: int, *, axis: int = -1, temperature=1.0, order: str = "topk_then_softmax",

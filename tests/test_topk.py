@@ -2,6 +2,8 @@
 installed): both orders, renormalize, temperature, ties, -inf, NaN, row lengths 1..70 and
 3000, misaligned rows, at every vector width; its program's IR and the verifier's checks;
 bad arguments."""
+import ctypes
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,8 @@ from softgen import algorithms, topk
 from softgen.algorithms import Order, TopK, Variant
 from softgen.ir import Builder, DType, Operand, VerifyError, verify
 from widths import width_targets
+
+from test_c_backend import HOST_ISAS, need, run, strict_flags
 
 try:
     import torch
@@ -188,6 +192,39 @@ def _program(k_acc, k_merge, slots=(0, 1)):
     for at in slots:
         b.store_operand(parts[0], name="weights", at=at)
     return b.program
+
+
+# (k, order, temperature) of the C kernels built with gcc
+C_CASES = [(2, "topk_then_softmax", 1.0), (8, "softmax_then_topk", 0.5)]
+
+
+@pytest.mark.parametrize("isa", sorted({"scalar", HOST_ISAS[-1]}))
+def test_c_kernels(tmp_path, isa):
+    """The emitted C (scalar, and the widest ISA here) built with gcc's strict flags, on
+    misaligned rows of several lengths, against the reference."""
+    need("gcc")
+    sources = [topk.emit_c(k, order=order, isa=isa, temperature=t != 1.0, name=f"k{k}") for k, order, t in C_CASES]
+    for src in sources:
+        src.write(tmp_path)
+        assert "y is not used" in src.header and f"indices[r * indices_stride + j], j < {src.name[1:]}" in src.header
+    lib_path = tmp_path / "libtopk.so"
+    run(["gcc", *strict_flags(isa), "-fPIC", "-shared", "-o", lib_path,
+         *(tmp_path / f"{src.name}.c" for src in sources), "-lm"])
+    lib = ctypes.CDLL(str(lib_path))
+    for (k, order, t), src in zip(C_CASES, sources):
+        fn = getattr(lib, src.name)
+        fn.restype = None
+        fn.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                       ctypes.c_int64] + [ctypes.c_void_p, ctypes.c_int64] * (2 + (t != 1.0))
+        inv_t = np.float32([1 / t])
+        for n in (k, 9, 67, 3000):
+            x = data(13, n + 1, seed=n)[:, 1:]
+            w, i = np.empty((13, k), np.float32), np.empty((13, k), np.float32)
+            fn(13, n, x.ctypes.data, x.strides[0] // 4, None, 0, *((inv_t.ctypes.data, 0) if t != 1.0 else ()),
+               w.ctypes.data, k, i.ctypes.data, k)
+            ref_w, ref_i = reference(x, k, order, temperature=t)
+            np.testing.assert_array_equal(i, ref_i)
+            np.testing.assert_allclose(w, ref_w, rtol=1e-6, equal_nan=True)
 
 
 @pytest.mark.parametrize("k_acc,k_merge,slots,match", [

@@ -58,15 +58,24 @@ class TopKKernel:
                 *operands, _address(weights), k, _address(indices), k)
 
 
+# rows up to this long go in groups of rows (_schedule)
+GROUPED_UP_TO = 4096
+
+# (topk, storage, compute, temperature, grouped, target as given) -> TopKKernel: the
+# per-call lookup (a call's other work is a few microseconds)
 _kernels: dict = {}
 _lock = threading.Lock()
 
 
 def kernel(topk: TopK, storage: DType, compute: DType, temperature: bool, n: int, target="host") -> TopKKernel:
-    """The compiled kernel for `topk` over rows of `storage` computed in `compute` (cached)."""
+    """The compiled kernel for `topk` over rows of n `storage` values computed in `compute`
+    (cached)."""
+    key = (topk, storage, compute, temperature, n <= GROUPED_UP_TO, target)
+    found = _kernels.get(key)
+    if found is not None:
+        return found
     tgt = Target.parse(target)
     schedule = _schedule(topk, tgt, n)
-    key = (topk, storage, compute, temperature, schedule, tgt)
     with _lock:
         if key not in _kernels:
             program = topk_program(topk, storage, compute, Variant(temperature=temperature))
@@ -81,7 +90,7 @@ def _schedule(topk: TopK, target: Target, n: int) -> Schedule:
     weights are computed a row per lane."""
     machine = tune.Machine.of(target)
     sets = _sets(topk, machine.registers)
-    group = min(machine.lanes, 8) if n <= 4096 else 1
+    group = min(machine.lanes, 8) if n <= GROUPED_UP_TO else 1
     return Schedule(unroll=sets, accumulators=sets, rows_per_group=group)
 
 
@@ -131,9 +140,10 @@ def topk_softmax(x, k: int, *, axis: int = -1, temperature=1.0, order: str = "to
     (ax,) = _normalize_axes(int(axis), arr.ndim, who)
     topk = _check_topk(arr.shape[ax], k, order, renormalize, who)
     arr = arr if arr.dtype in NATIVE_DTYPES else arr.astype(_F64)
-    rows = _rows(np.moveaxis(arr, ax, -1))
-    lead = tuple(d for i, d in enumerate(arr.shape) if i != ax)
-    storage = ir_dtype(arr.dtype)
+    last = ax == arr.ndim - 1
+    rows = _rows(arr if last else np.moveaxis(arr, ax, -1))
+    lead = arr.shape[:ax] + arr.shape[ax + 1:]
+    storage = _ir_dtype(arr.dtype)
     n = rows.shape[1]
     compute = DType.F64 if storage is DType.F64 or n > F32_EXACT_INDICES else DType.F32
     inv_t = _inverse_temperature(temperature, lead, compute, who)
@@ -142,8 +152,17 @@ def topk_softmax(x, k: int, *, axis: int = -1, temperature=1.0, order: str = "to
     if rows.shape[0]:
         kernel(topk, storage, compute, inv_t is not None, n)(rows, inv_t, weights, indices)
     shape = lead + (topk.k,)
-    return (np.moveaxis(weights.astype(arr.dtype, copy=False).reshape(shape), -1, ax),
-            np.moveaxis(indices.astype(np.int64).reshape(shape), -1, ax))
+    w, i = weights.astype(arr.dtype, copy=False).reshape(shape), indices.astype(np.int64).reshape(shape)
+    return (w, i) if last else (np.moveaxis(w, -1, ax), np.moveaxis(i, -1, ax))
+
+
+_ir_dtypes: dict = {}   # numpy dtype -> its IR DType (ir_dtype takes microseconds)
+
+
+def _ir_dtype(dtype: np.dtype) -> DType:
+    if dtype not in _ir_dtypes:
+        _ir_dtypes[dtype] = ir_dtype(dtype)
+    return _ir_dtypes[dtype]
 
 
 def _check_topk(n: int, k, order, renormalize, who: str) -> TopK:
@@ -170,6 +189,8 @@ def _rows(moved: np.ndarray) -> np.ndarray:
 
 def _inverse_temperature(temperature, lead: tuple, compute: DType, who: str) -> np.ndarray | None:
     """1 / T per row (or one for every row) in the compute dtype; None for T = 1."""
+    if type(temperature) in (int, float) and temperature == 1:
+        return None
     t = _per_row(temperature, lead, "temperature", who)
     if not (np.all(np.isfinite(t)) and np.all(t > 0)):
         raise ValueError(f"{who}(): temperature must be positive and finite")

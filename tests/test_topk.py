@@ -132,6 +132,16 @@ def test_axes_shapes_and_integers():
     assert w.shape == i.shape == (0, 5)
 
 
+def test_rows_past_float32_indices():
+    """Rows longer than float32's exact integers are computed in float64 (exact indices)."""
+    n = topk.F32_EXACT_INDICES + 3
+    x = np.zeros((1, n), np.float32)
+    x[0, n - 2], x[0, n - 1] = 2.0, 1.0   # 2^24 + 1 is no float32
+    w, i = softgen.topk_softmax(x, 2)
+    assert i.tolist() == [[n - 2, n - 1]] and w.dtype == np.float32
+    np.testing.assert_allclose(w, [[1 / (1 + np.exp(-1)), 1 / (1 + np.e)]], rtol=1e-6)
+
+
 @pytest.mark.skipif(torch is None, reason="torch not installed")
 @pytest.mark.parametrize("order,renormalize", ORDERS)
 def test_against_torch(order, renormalize):

@@ -19,6 +19,7 @@ import threading
 
 import numpy as np
 
+from . import threads as _threads
 from . import tune
 from .algorithms import Order, TopK, Variant, topk_softmax as topk_program
 from .api import _per_row
@@ -49,13 +50,20 @@ class TopKKernel:
     compiled: object   # keeps the JIT's code alive
 
     def __call__(self, rows: np.ndarray, inv_temperature: np.ndarray | None, weights: np.ndarray,
-                 indices: np.ndarray) -> None:
+                 indices: np.ndarray, threads: int | None = 1) -> None:
         """The kernel on [rows, n] (unit element stride) into weights and indices ([rows, k]
-        of the compute dtype, C-contiguous), x / T with one 1 / T per row or one for all."""
-        operands = [] if inv_temperature is None else [_address(inv_temperature), int(inv_temperature.size > 1)]
-        k = weights.shape[1]
-        self.fn(rows.shape[0], rows.shape[1], _address(rows), rows.strides[0] // rows.itemsize, 0, 0,
-                *operands, _address(weights), k, _address(indices), k)
+        of the compute dtype, C-contiguous), x / T with one 1 / T per row or one for all;
+        rows split over up to `threads` threads (None: the default, for large calls)."""
+        x = (_address(rows), rows.strides[0] // rows.itemsize, rows.itemsize)
+        t = inv_temperature
+        operands = ((() if t is None else ((_address(t), int(t.size > 1), t.itemsize),))
+                    + tuple((_address(a), a.shape[1], a.itemsize) for a in (weights, indices)))
+        if threads == 1 or threads is None and rows.size < _threads.parallel_from:
+            self.fn(rows.shape[0], rows.shape[1], x[0], x[1], 0, 0, *(v for a, s, _ in operands for v in (a, s)))
+            return
+        # y is not written: the outputs' rows decide the unit (whole cache lines of weights)
+        unit = _threads.row_unit(self.schedule.rows_per_group, weights.shape[1] * weights.itemsize)
+        _threads.run_row_tasks(self.fn, rows.shape[0], rows.shape[1], x, (0, 0, 1), operands, unit, threads)
 
 
 # rows up to this long go in groups of rows (_schedule)
@@ -117,7 +125,7 @@ def emit_c(k: int, *, order: str = "topk_then_softmax", renormalize: bool = Fals
 
 
 def topk_softmax(x, k: int, *, axis: int = -1, temperature=1.0, order: str = "topk_then_softmax",
-                 renormalize: bool = False):
+                 renormalize: bool = False, threads: int | None = None):
     """(weights, indices) of the k largest entries along `axis`, as a mixture-of-experts
     router gates: weights of x's dtype (float64 for integer x), indices int64, both of x's
     shape with `axis` of length k, best first; equal values in the order of their indices,
@@ -130,8 +138,10 @@ def topk_softmax(x, k: int, *, axis: int = -1, temperature=1.0, order: str = "to
     NaN ranks above +inf (as torch's sort and topk); -inf is an ordinary value.  A row
     holding NaN or +inf has NaN weights, and an all -inf row too (as torch's softmax); with
     softmax_then_topk such rows have indices 0..k-1, the stable order of a row of NaN
-    probabilities.  ValueError unless 1 <= k <= the axis' length."""
+    probabilities.  ValueError unless 1 <= k <= the axis' length.  threads: as softmax's
+    (the most threads the rows are split over; default softgen.get_num_threads())."""
     who = "topk_softmax"
+    threads = None if threads is None else _threads.check_threads(threads, who)
     arr = _as_input(x, who)
     if arr.ndim == 0:
         raise ValueError(f"{who}(): x needs an axis to select along")
@@ -150,7 +160,7 @@ def topk_softmax(x, k: int, *, axis: int = -1, temperature=1.0, order: str = "to
     weights = np.empty((rows.shape[0], topk.k), compute.numpy_name)
     indices = np.empty_like(weights)
     if rows.shape[0]:
-        kernel(topk, storage, compute, inv_t is not None, n)(rows, inv_t, weights, indices)
+        kernel(topk, storage, compute, inv_t is not None, n)(rows, inv_t, weights, indices, threads)
     shape = lead + (topk.k,)
     w, i = weights.astype(arr.dtype, copy=False).reshape(shape), indices.astype(np.int64).reshape(shape)
     return (w, i) if last else (np.moveaxis(w, -1, ax), np.moveaxis(i, -1, ax))

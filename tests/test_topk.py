@@ -132,6 +132,15 @@ def test_axes_shapes_and_integers():
     assert w.shape == i.shape == (0, 5)
 
 
+def test_threads_give_one_thread_results():
+    x = data(1000, 300, seed=9)
+    for temperature in (1.0, np.linspace(0.5, 2.0, 1000)):
+        one = softgen.topk_softmax(x, 8, order="softmax_then_topk", temperature=temperature, threads=1)
+        two = softgen.topk_softmax(x, 8, order="softmax_then_topk", temperature=temperature, threads=2)
+        for a, b in zip(one, two):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_rows_past_float32_indices():
     """Rows longer than float32's exact integers are computed in float64 (exact indices)."""
     n = topk.F32_EXACT_INDICES + 3

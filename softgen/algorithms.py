@@ -361,7 +361,7 @@ class TopK:
         return self.order.value + ("_renormalized" if self.renormalize else "")
 
 
-def topk_softmax(topk: TopK, storage: DType = DType.F32, compute: DType = DType.F32,
+def topk_program(topk: TopK, storage: DType = DType.F32, compute: DType = DType.F32,
                  variant: Variant = Variant()) -> Program:
     """Top-k gating as one program: a pass selecting the k best (value, index) entries of
     x (x / T with a temperature), then per row their weights into the output operand

@@ -8,7 +8,7 @@ row and their weights, in one kernel.
 
 The selection is a reduction of the IR (acc.topk: each lane keeps its k best (value, index)
 entries, merged across lanes, accumulator sets and blocks), in the same pass as the row's
-softmax sum where the weights need it; see algorithms.topk_softmax for the program and its
+softmax sum where the weights need it; see algorithms.topk_program for the program and its
 ABI (the output operands `weights` and `indices`, k values per row each).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 from . import threads as _threads
 from . import tune
-from .algorithms import Order, TopK, Variant, topk_softmax as topk_program
+from .algorithms import Order, TopK, Variant, topk_program
 from .api import _per_row
 from .backends.c import CSource, emit_program
 from .backends.llvm import compile_program
@@ -115,7 +115,7 @@ def emit_c(k: int, *, order: str = "topk_then_softmax", renormalize: bool = Fals
     """C source of the top-k kernel on `isa` (softgen.emit_c's ISAs): x of `dtype`, the
     weights and indices in the compute dtype (the header says where), 1 / T per row with
     `temperature`.  Default schedule: as many accumulator sets as fit C_REGISTERS."""
-    topk = _check_topk(k, k, order, renormalize, "emit_c")
+    topk = _check_topk(k, order, renormalize, "emit_c")
     storage = ir_dtype(dtype)
     compute = DType.F64 if storage is DType.F64 else DType.F32
     program = topk_program(topk, storage, compute, Variant(temperature=temperature))
@@ -148,7 +148,7 @@ def topk_softmax(x, k: int, *, axis: int = -1, temperature=1.0, order: str = "to
     if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
         raise TypeError(f"{who}(): axis must be one integer, not {axis!r}")
     (ax,) = _normalize_axes(int(axis), arr.ndim, who)
-    topk = _check_topk(arr.shape[ax], k, order, renormalize, who)
+    topk = _check_topk(k, order, renormalize, who, arr.shape[ax])
     arr = arr if arr.dtype in NATIVE_DTYPES else arr.astype(_F64)
     last = ax == arr.ndim - 1
     rows = _rows(arr if last else np.moveaxis(arr, ax, -1))
@@ -175,11 +175,14 @@ def _ir_dtype(dtype: np.dtype) -> DType:
     return _ir_dtypes[dtype]
 
 
-def _check_topk(n: int, k, order, renormalize, who: str) -> TopK:
+def _check_topk(k, order, renormalize, who: str, n: int | None = None) -> TopK:
+    """The TopK of the arguments (k checked against the axis' length n where given)."""
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
         raise TypeError(f"{who}(): k must be an integer, not {k!r}")
-    if not 1 <= k <= n:
+    if n is not None and not 1 <= k <= n:
         raise ValueError(f"{who}(): k must be in 1..{n} (the axis' length), not {k}")
+    if k < 1:
+        raise ValueError(f"{who}(): k must be at least 1, not {k}")
     if order not in ORDERS:
         raise ValueError(f"{who}(): order must be one of {', '.join(ORDERS)}, not {order!r}")
     if not isinstance(renormalize, (bool, np.bool_)):

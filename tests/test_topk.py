@@ -191,7 +191,7 @@ def test_bad_keywords_and_k_equal_to_n():
 
 
 def test_program_and_header_lines():
-    program = algorithms.topk_softmax(TopK(2, Order.SOFTMAX_THEN_TOPK), variant=Variant(temperature=True))
+    program = algorithms.topk_program(TopK(2, Order.SOFTMAX_THEN_TOPK), variant=Variant(temperature=True))
     text = str(program)
     assert text.splitlines()[0] == ("kernel top2_softmax.softmax_then_topk (x[n] -> y[n], in inv_temperature[row], "
                                     "out weights[row, 2], out indices[row, 2])")
@@ -199,7 +199,7 @@ def test_program_and_header_lines():
     lines = algorithms.operand_lines(program)
     assert lines[1].startswith("weights[r * weights_stride + j], j < 2: ")
     with pytest.raises(NotImplementedError, match="no sink"):
-        algorithms.topk_softmax(TopK(2), variant=Variant(sink=True))
+        algorithms.topk_program(TopK(2), variant=Variant(sink=True))
 
 
 def _program(k_acc, k_merge, slots=(0, 1)):

@@ -836,13 +836,35 @@ ACCUMULATORS = {
 
 # --- top-k: the k best (value, index) entries of each lane, best first ---------------------
 # An entry beats another with a larger value, or the same value and a lower index (as a
-# stable descending sort).  NaN ranks above +inf: it enters as +inf with its index less
-# 2^(mantissa bits + 1) (still exact, below every real index; the state's result adds it
-# back).  The empty entry is (-inf, +inf), which every element beats, -inf too.
+# stable descending sort).  Values are kept as order keys: their bits as an integer that
+# orders as the value (negative values' magnitudes flipped), NaN as the integer above +inf's,
+# so one integer compare ranks them; the empty entry's key, the lowest integer (the bits of
+# -0.0), is below every value's, -inf's too, and its index +inf.  An element goes into a
+# lane after every entry there (its index is higher), so a tie keeps the entry.
+
+def _sign_bit(m) -> int:
+    fmt = _fmt(m)
+    return 1 << (fmt.exponent_bits + fmt.mantissa_bits)
+
+
+def _flip_negative(m, bits):
+    """Negative integers' low bits flipped (an involution): between float bits (sign and
+    magnitude) and order keys (two's complement, -1 - magnitude for negative values)."""
+    flipped = m.isub(m.iconst(-1), m.iand(bits, m.iconst(_sign_bit(m) - 1)))
+    return m.select(m.ilt(bits, m.iconst(0)), flipped, bits)
+
+
+def _order_key(m, x):
+    """x as an order key in float lanes (its bits): -0.0 as +0.0 (they tie), NaN above +inf."""
+    key = _flip_negative(m, m.as_int(m.add(x, m.const(0.0))))
+    above_inf = m.iadd(m.as_int(m.const(float("inf"))), m.iconst(1))
+    return m.as_float(m.select(m.isnan(x), above_inf, key))
+
 
 def _beats(m, a, b):
-    """Whether entry a = (value, index) ranks before entry b."""
-    return m.select(m.eq(a[0], b[0]), m.lt(a[1], b[1]), m.gt(a[0], b[0]))
+    """Whether entry a = (key, index) ranks before entry b."""
+    ka, kb = m.as_int(a[0]), m.as_int(b[0])
+    return m.select(m.ieq(ka, kb), m.lt(a[1], b[1]), m.ilt(kb, ka))
 
 
 def _exchange(m, a, b):
@@ -865,10 +887,10 @@ def _topk_insert(m, state, x, index):
     """One element into a lane's sorted entries: each entry is compared with the new one
     (independent compares, not a chain: the entries are sorted, so the new one beats a
     suffix of them), then the beaten ones shift down by one."""
-    nan = m.isnan(x)
-    new = (m.select(nan, m.const(float("inf")), x), m.select(nan, m.sub(index, m.const(_nan_shift(m))), index))
+    new = (_order_key(m, x), index)
+    key = m.as_int(new[0])
     entries = _entries(state)
-    beaten = [_beats(m, new, e) for e in entries]
+    beaten = [m.ilt(m.as_int(e[0]), key) for e in entries]
     out = []
     for j, e in enumerate(entries):
         above = new if j == 0 else tuple(m.select(beaten[j - 1], u, v) for u, v in zip(entries[j - 1], new))
@@ -882,7 +904,7 @@ def _topk_merge(m, a, b):
     half-cleaners sort (P/2 log2 P exchanges): k + ~k log2(k)/2 exchanges, not k^2."""
     k = len(a) // 2
     size = 1 << (k - 1).bit_length()
-    empty = (m.const(float("-inf")), m.const(float("inf")))
+    empty = (m.const(-0.0), m.const(float("inf")))
     ea, eb = (_entries(s) + [empty] * (size - k) for s in (a, b))
     seq = [_exchange(m, ea[j], eb[size - 1 - j])[0] for j in range(size)]
     half = size // 2
@@ -894,23 +916,18 @@ def _topk_merge(m, a, b):
     return _state(seq[:k])
 
 
-def _nan_shift(m) -> float:
-    return 2.0 ** (_fmt(m).mantissa_bits + 1)
-
-
 def _topk_result(m, state):
-    """merge.topk's row values: the values (NaN's as +inf), then the indices (NaN's shifted
-    back)."""
+    """merge.topk's row values: the values (from their keys; NaN stays NaN), then the
+    indices."""
     k = len(state) // 2
-    zero, shift = m.const(0.0), m.const(_nan_shift(m))
-    return state[:k] + tuple(m.select(m.lt(i, zero), m.add(i, shift), i) for i in state[k:])
+    return tuple(m.as_float(_flip_negative(m, m.as_int(v))) for v in state[:k]) + state[k:]
 
 
 @functools.lru_cache(maxsize=None)
 def topk_accumulator(k: int) -> Accumulator:
     """acc.topk's accumulator for k entries: the state is the k values, then the k indices,
     best first; blocks fold by the same exact merge."""
-    start = (float("-inf"),) * k + (float("inf"),) * k
+    start = (-0.0,) * k + (float("inf"),) * k
     return Accumulator(start, lambda m, x, i: _topk_insert(m, tuple(map(m.const, start)), x, i), _topk_merge,
                        start, _topk_merge, lambda m, o: o, _topk_result, insert=_topk_insert)
 

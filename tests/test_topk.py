@@ -181,6 +181,12 @@ def test_bad_arguments(args, error, match):
         softgen.topk_softmax(*args)
 
 
+def test_c_refuses_float64_vectors():
+    with pytest.raises(NotImplementedError, match="float64 top-k kernels for avx2 need 64-bit integer lane"):
+        topk.emit_c(2, isa="avx2", dtype="float64")
+    assert "double *weights" in topk.emit_c(2, isa="scalar", dtype="float64").header
+
+
 def test_bad_keywords_and_k_equal_to_n():
     with pytest.raises(ValueError, match="order must be one of topk_then_softmax, softmax_then_topk"):
         softgen.topk_softmax(np.ones(4), 1, order="sorted")

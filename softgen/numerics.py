@@ -857,7 +857,8 @@ def _flip_negative(m, bits):
 def _order_key(m, x):
     """x as an order key in float lanes (its bits): -0.0 as +0.0 (they tie), NaN above +inf."""
     key = _flip_negative(m, m.as_int(m.add(x, m.const(0.0))))
-    above_inf = m.iadd(m.as_int(m.const(float("inf"))), m.iconst(1))
+    fmt = _fmt(m)
+    above_inf = m.iconst((((1 << fmt.exponent_bits) - 1) << fmt.mantissa_bits) + 1)   # +inf's bits + 1
     return m.as_float(m.select(m.isnan(x), above_inf, key))
 
 

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 import softgen
-from softgen import algorithms, topk
+from softgen import algorithms, numerics, topk
 from softgen.algorithms import Order, TopK, Variant
 from softgen.ir import Builder, DType, Operand, VerifyError, verify
 from widths import width_targets
+
+from test_numerics import M as F64_MATH
 
 from test_c_backend import HOST_ISAS, need, run, strict_flags
 
@@ -70,6 +72,23 @@ def _run_kernel(x, k, order, renormalize, temperature, target):
     i = np.empty_like(w)
     kernel(x, inv_t, w, i)
     return w, i.astype(np.int64)
+
+
+def test_accumulator_recipes_in_float64():
+    """numerics' top-k recipes on float64 scalars: elements inserted into lanes in index
+    order, the lanes merged (k = 3: a network padded to 4), against a stable sort; NaN
+    above +inf, -inf above the empty entry, -0.0 tied with +0.0."""
+    values = [1.0, np.nan, -np.inf, 2.0, -0.0, 0.0, np.inf, 2.0, np.nan, -np.inf, -1.0, 0.0, -np.inf]
+    for k in (1, 3, 8):
+        acc = numerics.topk_accumulator(k)
+        lanes = [tuple(map(F64_MATH.const, acc.start)) for _ in range(3)]
+        for j, v in enumerate(values):
+            lanes[j % 3] = acc.step(F64_MATH, lanes[j % 3], np.float64(v), np.float64(j))
+        state = acc.merge(F64_MATH, acc.merge(F64_MATH, lanes[0], lanes[2]), lanes[1])
+        result = acc.result(F64_MATH, state)
+        w, i = reference(np.array([values]), k)
+        assert [int(v) for v in result[k:]] == i[0].tolist()
+        np.testing.assert_array_equal(np.abs(result[:k]), np.abs(np.array(values)[i[0]]))
 
 
 def data(rows: int, n: int, seed: int = 0, dtype=np.float32) -> np.ndarray:

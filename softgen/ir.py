@@ -108,8 +108,8 @@ class Kind(enum.Enum):
     MERGE_PAIR = ("merge.pair", Where.ROW, (Type.ACC_PAIR,), (R, R))        # -> S, E
     MERGE_ONLINE = ("merge.online", Where.ROW, (Type.ACC_ONLINE,), (R, R))  # -> m, d - 1
     MERGE_EXCESS = ("merge.excess", Where.ROW, (Type.ACC_EXCESS,), (R,))     # -> sum - 1
-    # -> v0, ..., v(k-1), i0, ..., i(k-1): the values in descending order (NaN as +inf), then
-    # their indices; merge.topk t k=K (its acc op's k: the result count is 2k, see _signature)
+    # -> v0, ..., v(k-1), i0, ..., i(k-1): the values best first (NaN first), then their
+    # indices; merge.topk t k=K (its acc op's k: the result count is 2k, see _signature)
     MERGE_TOPK = ("merge.topk", Where.ROW, (Type.ACC_TOPK,), ())
     CONST = ("const", Where.ROW, (), (R,))
     ADD = ("add", Where.ROW, (R, R), (R,))

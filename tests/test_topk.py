@@ -22,6 +22,12 @@ try:
 except ImportError:
     torch = None
 
+SHORT_FLOATS = [(np.float16, 2 ** -10)]   # (dtype, its ulp at 1)
+try:
+    import ml_dtypes
+    SHORT_FLOATS.append((ml_dtypes.bfloat16, 2 ** -7))
+except ImportError:
+    pass
 ORDERS = [("topk_then_softmax", False), ("softmax_then_topk", False), ("softmax_then_topk", True)]
 LENGTHS = list(range(1, 71)) + [3000]
 
@@ -131,11 +137,13 @@ def test_temperature_per_row_and_dtypes():
     x = data(6, 200, seed=3)
     check(x, 8, "softmax_then_topk", temperature=np.linspace(0.25, 4.0, 6))
     check(x.astype(np.float64), 2, "softmax_then_topk", renormalize=True, temperature=0.5)
-    w, i = softgen.topk_softmax(x.astype(np.float16), 2)
-    ref_w, ref_i = reference(x.astype(np.float16), 2)
-    np.testing.assert_array_equal(i, ref_i)
-    np.testing.assert_allclose(w.astype(np.float64), ref_w, rtol=2 ** -10)
-    assert w.dtype == np.float16
+    for dtype, ulp in SHORT_FLOATS:
+        short = x.astype(dtype)
+        w, i = softgen.topk_softmax(short, 2)
+        ref_w, ref_i = reference(short.astype(np.float32), 2)
+        np.testing.assert_array_equal(i, ref_i)
+        np.testing.assert_allclose(w.astype(np.float64), ref_w, rtol=ulp)
+        assert w.dtype == dtype
 
 
 def test_axes_shapes_and_integers():

@@ -35,8 +35,6 @@ ORDERS = tuple(o.value for o in Order)
 # float32 holds every integer up to 2^24 exactly: longer rows are computed in float64,
 # whose indices are exact
 F32_EXACT_INDICES = 2 ** 24
-# vectors kept free beside the accumulator sets' states (the element in flight)
-TEMPORARIES = 8
 # vector registers the C kernels' default schedule assumes (x86's ymm and xmm)
 C_REGISTERS = 16
 
@@ -111,7 +109,7 @@ def _sets(topk: TopK, registers: int) -> int:
     """As many accumulator sets (4, 2, 1) as keep every set's k entries (and the row sum's
     state) in `registers` vector registers."""
     state = 2 * topk.k + (3 if topk.over_row else 0)
-    return next((a for a in (4, 2) if a * state + TEMPORARIES <= registers), 1)
+    return next((a for a in (4, 2) if a * state + tune.TEMPORARIES <= registers), 1)
 
 
 def emit_c(k: int, *, order: str = "topk_then_softmax", renormalize: bool = False, isa: str = "scalar",

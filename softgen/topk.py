@@ -7,9 +7,9 @@ row and their weights, in one kernel.
                              is topk_then_softmax's result (one program for both).
 
 The selection is a reduction of the IR (acc.topk: each lane keeps its k best (value, index)
-entries, merged across lanes, accumulator sets and blocks), in the same pass as the row's
-softmax sum where the weights need it; see algorithms.topk_program for the program and its
-ABI (the output operands `weights` and `indices`, k values per row each).
+entries, merged across lanes, accumulator sets and blocks), one pass over x (a second one
+sums the row's softmax where the weights need it); see algorithms.topk_program for the
+program and its ABI (the output operands `weights` and `indices`, k values per row each).
 """
 from __future__ import annotations
 
@@ -106,10 +106,10 @@ def _schedule(topk: TopK, target: Target, n: int) -> Schedule:
 
 
 def _sets(topk: TopK, registers: int) -> int:
-    """As many accumulator sets (4, 2, 1) as keep every set's k entries (and the row sum's
-    state) in `registers` vector registers."""
-    state = 2 * topk.k + (3 if topk.over_row else 0)
-    return next((a for a in (4, 2) if a * state + tune.TEMPORARIES <= registers), 1)
+    """As many accumulator sets (4, 2, 1) as keep every set's k entries (2k vectors) in
+    `registers` vector registers (the selecting pass; softmax_then_topk's sum pass takes
+    as many)."""
+    return next((a for a in (4, 2) if a * 2 * topk.k + tune.TEMPORARIES <= registers), 1)
 
 
 def emit_c(k: int, *, order: str = "topk_then_softmax", renormalize: bool = False, isa: str = "scalar",

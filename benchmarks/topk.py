@@ -45,7 +45,7 @@ def variants(x: np.ndarray, k: int, order: str, torch) -> dict:
     else:
         def with_numpy():
             return numpy_topk(numpy_softmax(x), k)
-    out = {"softgen": lambda: softgen.topk_softmax(x, k, order=order), "numpy": with_numpy}
+    out = {"softgen": lambda: softgen.topk_softmax(x, k, order=order, threads=1), "numpy": with_numpy}
     if torch is not None:
         xt = torch.from_numpy(x)
         if order == "topk_then_softmax":

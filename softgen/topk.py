@@ -21,6 +21,7 @@ import numpy as np
 
 from . import threads as _threads
 from . import tune
+from .artifacts import Artifact
 from .algorithms import Order, TopK, Variant, topk_program
 from .api import _per_row
 from .backends.c import CSource, emit_program
@@ -110,6 +111,21 @@ def _sets(topk: TopK, registers: int) -> int:
     `registers` vector registers (the selecting pass; softmax_then_topk's sum pass takes
     as many)."""
     return next((a for a in (4, 2) if a * 2 * topk.k + tune.TEMPORARIES <= registers), 1)
+
+
+def generate(k: int, *, order: str = "topk_then_softmax", renormalize: bool = False, target: Target | str = "host",
+             dtype="float32", temperature: bool = False, n: int = 256, name: str | None = None) -> Artifact:
+    """The top-k kernel compiled for `target` without running it (as softgen.generate): its
+    object, assembly, header (Artifact.write), with the schedule the JIT takes for rows of
+    n values."""
+    topk = _check_topk(k, order, renormalize, "generate")
+    storage = ir_dtype(dtype)
+    compute = DType.F64 if storage is DType.F64 else DType.F32
+    program = topk_program(topk, storage, compute, Variant(temperature=temperature))
+    tgt = Target.parse(target)
+    schedule = _schedule(topk, tgt, n)
+    return Artifact(program.op, program.algorithm, tgt, compile_program(program, tgt, schedule, name=name), schedule,
+                    program.dtypes)
 
 
 def emit_c(k: int, *, order: str = "topk_then_softmax", renormalize: bool = False, isa: str = "scalar",

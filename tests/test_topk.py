@@ -282,6 +282,24 @@ def test_c_kernels(tmp_path, isa):
             np.testing.assert_allclose(w, ref_w, rtol=1e-6, equal_nan=True)
 
 
+def test_generated_shared_library(tmp_path):
+    """topk.generate's object as a shared library with its header, called as C would."""
+    need("cc")
+    artifact = topk.generate(3, order="softmax_then_topk", name="router")
+    header = artifact.write(tmp_path / "router.h").read_text()
+    assert "void router(int64_t rows, int64_t n, const float *x, int64_t x_row_stride, float *y, " \
+           "int64_t y_row_stride, float *weights, int64_t weights_stride, float *indices, " \
+           "int64_t indices_stride);" in header and "weights[r * weights_stride + j], j < 3" in header
+    fn = ctypes.CDLL(str(artifact.write(tmp_path / "router.so"))).router
+    fn.restype = None
+    x = data(5, 40, seed=11)
+    w, i = np.empty((5, 3), np.float32), np.empty((5, 3), np.float32)
+    fn(*(ctypes.c_int64(v) for v in (5, 40, x.ctypes.data, 40, 0, 0, w.ctypes.data, 3, i.ctypes.data, 3)))
+    ref_w, ref_i = reference(x, 3, "softmax_then_topk")
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_allclose(w, ref_w, rtol=1e-6)
+
+
 @pytest.mark.parametrize("k_acc,k_merge,slots,match", [
     (None, 2, (0, 1), "acc.topk needs a positive integer k="),
     (2, 3, (0, 1), "merge.topk needs the k= of its acc.topk"),

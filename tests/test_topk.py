@@ -130,7 +130,7 @@ def test_every_width(lanes, k, order, renormalize, temperature):
 def test_nan_inf_and_ties():
     x = np.array([[1, 3, 3, np.nan, 3, np.inf, np.nan, 0, -np.inf] * 3,
                   [-np.inf] * 27, [np.inf, 0, np.inf] + [1] * 24, [5] * 27,
-                  [-np.inf] * 26 + [2]], np.float32)
+                  [-np.inf] * 26 + [2], [3e38, -3e38, 1e-45, -0.0, 0.0, -1e-45, 3e38, 88.0, -0.0] * 3], np.float32)
     for order, renormalize in ORDERS:
         for k in (1, 3, 8):   # 3: a merge network padded to 4 entries
             check(x, k, order, renormalize)

@@ -118,10 +118,7 @@ def generate(k: int, *, order: str = "topk_then_softmax", renormalize: bool = Fa
     """The top-k kernel compiled for `target` without running it (as softgen.generate): its
     object, assembly, header (Artifact.write), with the schedule the JIT takes for rows of
     n values."""
-    topk = _check_topk(k, order, renormalize, "generate")
-    storage = ir_dtype(dtype)
-    compute = DType.F64 if storage is DType.F64 else DType.F32
-    program = topk_program(topk, storage, compute, Variant(temperature=temperature))
+    topk, program = _program(k, order, renormalize, dtype, temperature, "generate")
     tgt = Target.parse(target)
     schedule = _schedule(topk, tgt, n)
     return Artifact(program.op, program.algorithm, tgt, compile_program(program, tgt, schedule, name=name), schedule,
@@ -136,15 +133,12 @@ def emit_c(k: int, *, order: str = "topk_then_softmax", renormalize: bool = Fals
     `temperature`.  Default schedule: as many accumulator sets as fit C_REGISTERS.
     float64 on a vector ISA is refused: its order keys are 64-bit integer lanes, whose
     subtraction and compares the C backend's ISA tables do not spell."""
-    topk = _check_topk(k, order, renormalize, "emit_c")
-    storage = ir_dtype(dtype)
-    compute = DType.F64 if storage is DType.F64 else DType.F32
-    if compute is DType.F64 and isa != "scalar":
+    topk, program = _program(k, order, renormalize, dtype, temperature, "emit_c")
+    if program.compute is DType.F64 and isa != "scalar":
         raise NotImplementedError(f"emit_c(): float64 top-k kernels for {isa} need 64-bit integer lane compares, "
                                   f"which the C backend does not spell; use isa='scalar' or float32")
-    program = topk_program(topk, storage, compute, Variant(temperature=temperature))
     sets = _sets(topk, C_REGISTERS)
-    name = name or f"softgen_{program.op}_{topk.algorithm}_{storage.numpy_name}_{isa}"
+    name = name or f"softgen_{program.op}_{topk.algorithm}_{program.storage.numpy_name}_{isa}"
     return emit_program(program, isa=isa, name=name, schedule=schedule or Schedule(unroll=sets, accumulators=sets))
 
 
@@ -197,6 +191,15 @@ def _ir_dtype(dtype: np.dtype) -> DType:
     if dtype not in _ir_dtypes:
         _ir_dtypes[dtype] = ir_dtype(dtype)
     return _ir_dtypes[dtype]
+
+
+def _program(k, order, renormalize, dtype, temperature: bool, who: str) -> tuple[TopK, Program]:
+    """The TopK and the program of an ahead-of-time request (rows of any length: float64
+    computes float64, anything else float32)."""
+    topk = _check_topk(k, order, renormalize, who)
+    storage = ir_dtype(dtype)
+    compute = DType.F64 if storage is DType.F64 else DType.F32
+    return topk, topk_program(topk, storage, compute, Variant(temperature=temperature))
 
 
 def _check_topk(k, order, renormalize, who: str, n: int | None = None) -> TopK:

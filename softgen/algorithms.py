@@ -62,8 +62,8 @@ OPERAND_DOCS = {INV_TEMPERATURE: "1 / T for row r (x is multiplied by it as it i
                      "take the exact fallback)",
                 DY: "the gradient of the op's output y (x holds y itself), as x: dy[r * dy_stride + j]",
                 WEIGHTS: "out: row r's top-k weights, best first (y is not written)",
-                INDICES: "out: the column of each weight in row r's x, an exact integer in the compute "
-                         "type (ties: the lower column first)"}
+                INDICES: "out: the column of each weight in row r's x, an integer in the compute type "
+                         "(exact: float32 kernels take rows up to 2^24 long) (ties: the lower column first)"}
 
 
 def operand_lines(program: Program) -> list[str]:

@@ -13,6 +13,7 @@ from softgen.algorithms import Order, TopK, Variant
 from softgen.ir import Builder, DType, Operand, VerifyError, verify
 from widths import width_targets
 
+from test_algorithms import interpret
 from test_numerics import M as F64_MATH
 
 from test_c_backend import HOST_ISAS, need, run, strict_flags
@@ -98,6 +99,22 @@ def test_accumulator_recipes_in_float64():
         w, i = reference(np.array([values]), k)
         assert [int(v) for v in result[k:]] == i[0].tolist()
         np.testing.assert_array_equal(np.abs(result[:k]), np.abs(np.array(values)[i[0]]))
+
+
+@pytest.mark.parametrize("order,renormalize", ORDERS)
+def test_programs_mean_the_reference(order, renormalize):
+    """The programs interpreted in float64 with exact math (the IR's meaning, no backend)."""
+    x = np.array([[1, 3, 3, np.nan, 3, np.inf, np.nan, 0, -np.inf], [2, -1, 2, 5, -np.inf, 0, 2, 7, 7],
+                  [-np.inf] * 9, [-np.inf] * 8 + [1.0]])
+    for k in (1, 3, 9):
+        program = algorithms.topk_program(TopK(k, Order(order), renormalize), variant=Variant(temperature=True))
+        for row in x:
+            outputs = {algorithms.INV_TEMPERATURE: 1 / 0.5}
+            interpret(program, row, outputs)
+            w, i = reference(row[None], k, order, renormalize, temperature=0.5)
+            assert [outputs[algorithms.INDICES][j] for j in range(k)] == i[0].tolist()
+            np.testing.assert_allclose([outputs[algorithms.WEIGHTS][j] for j in range(k)], w[0], rtol=1e-14,
+                                       equal_nan=True)
 
 
 def data(rows: int, n: int, seed: int = 0, dtype=np.float32) -> np.ndarray:

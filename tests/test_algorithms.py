@@ -31,7 +31,7 @@ def interpret(program: Program, x: np.ndarray, operands: dict | None = None) -> 
             elif step.kind is Kind.GUARD:
                 values = [env[v] for v in step.args]
                 if not all(lo <= v <= hi for v, (lo, hi) in zip(values, step.attrs["ranges"])):
-                    return interpret(step.attrs["fallback"], x)
+                    return interpret(step.attrs["fallback"], x, operands)
             elif step.kind is Kind.STORE_ROW:
                 y = np.array([env[step.args[0]]])
             elif step.kind is Kind.STORE_OPERAND:

@@ -173,6 +173,10 @@ def test_axes_shapes_and_integers():
     assert w.shape == (2, 3, 2)
     np.testing.assert_array_equal(np.moveaxis(i, 1, -1), ref_i)
     np.testing.assert_allclose(np.moveaxis(w, 1, -1), ref_w, rtol=1e-6)
+    x = data(6, 40, seed=6)
+    for view in (x[::-2], x[:, ::-3]):   # negative row and element strides
+        for a, b in zip(softgen.topk_softmax(view, 3), softgen.topk_softmax(np.ascontiguousarray(view), 3)):
+            np.testing.assert_array_equal(a, b)
     w, i = softgen.topk_softmax([3, 1, 2], 2)
     assert w.dtype == np.float64 and i.tolist() == [0, 2]
     w, i = softgen.topk_softmax(np.zeros((0, 5), np.float32), 5)

@@ -346,8 +346,8 @@ class TopK:
     """Top-k gating of one row: the k best logits (acc.topk, one pass over x) and their
     weights.  softmax_then_topk's probabilities are the row's softmax (a second pass sums
     e^(x - max), the max being the best entry); renormalized to sum to 1 they are the
-    softmax over the k, which is topk_then_softmax's program (selecting on x: softmax keeps
-    its order)."""
+    softmax over the k, which is topk_then_softmax's program but for the indices of NaN
+    rows (selecting on x: softmax keeps its order)."""
     k: int
     order: Order = Order.TOPK_THEN_SOFTMAX
     renormalize: bool = False

@@ -276,7 +276,7 @@ C_CASES = [(2, "topk_then_softmax", 1.0), (8, "softmax_then_topk", 0.5)]
 
 @pytest.mark.parametrize("isa", HOST_ISAS)
 def test_c_kernels(tmp_path, isa):
-    """The emitted C (scalar, and the widest ISA here) built with gcc's strict flags, on
+    """The emitted C (each ISA this host runs) built with gcc's strict flags, on
     misaligned rows of several lengths, against the reference."""
     need("gcc")
     sources = [topk.emit_c(k, order=order, isa=isa, temperature=t != 1.0, name=f"k{k}") for k, order, t in C_CASES]

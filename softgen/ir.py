@@ -33,6 +33,7 @@ class Type(enum.Enum):
     ACC_PAIR = "acc.pair"
     ACC_ONLINE = "acc.online"
     ACC_EXCESS = "acc.excess"
+    ACC_TOPK = "acc.topk"
 
     @property
     def is_accumulator(self) -> bool:
@@ -41,11 +42,17 @@ class Type(enum.Enum):
     @property
     def state_parts(self) -> int:
         """An accumulator's state as row values (merge.state's results; numerics.ACCUMULATORS
-        keeps states of this many parts)."""
+        keeps states of this many parts).  acc.topk keeps k entries of this many parts each
+        (a value and its index): its state has parts(k)."""
         return _STATE_PARTS[self]
 
+    def parts(self, k: int | None = None) -> int:
+        """The parts of a state of this type; acc.topk's with its op's k= (its entries kept)."""
+        return self.state_parts * k if self is Type.ACC_TOPK else self.state_parts
 
-_STATE_PARTS = {Type.ACC_MAX: 1, Type.ACC_SUM: 1, Type.ACC_PAIR: 2, Type.ACC_ONLINE: 3, Type.ACC_EXCESS: 2}
+
+_STATE_PARTS = {Type.ACC_MAX: 1, Type.ACC_SUM: 1, Type.ACC_PAIR: 2, Type.ACC_ONLINE: 3, Type.ACC_EXCESS: 2,
+                Type.ACC_TOPK: 2}
 
 
 class Where(enum.Enum):
@@ -80,6 +87,7 @@ class Kind(enum.Enum):
     KEEP = ("keep", Where.PASS, (E, E), (E,))
     # fill_empty v, flag value=...: v, or `value` in a row whose flag is -inf (an empty row)
     FILL_EMPTY = ("fill_empty", Where.PASS, (E, R), (E,))
+    INDEX = ("index", Where.PASS, (), (E,))         # the element's index in the row (an exact integer)
     SUB = ("sub", Where.PASS, (E, R), (E,))
     MUL = ("mul", Where.PASS, (E, R), (E,))
     MUL_E = ("mul.e", Where.PASS, (E, E), (E,))      # elementwise products and differences
@@ -97,12 +105,18 @@ class Kind(enum.Enum):
     ACC_ONLINE = ("acc.online", Where.PASS, (E,), (Type.ACC_ONLINE,))
     # sum of e = e^(x - m) as its excess over the max term (see numerics.excess): acc.excess e, x, m
     ACC_EXCESS = ("acc.excess", Where.PASS, (E, E, R), (Type.ACC_EXCESS,))
+    # the k largest values with their indices, ties to the lower index, NaN above +inf (as a
+    # stable descending sort): acc.topk x, index k=K
+    ACC_TOPK = ("acc.topk", Where.PASS, (E, E), (Type.ACC_TOPK,))
     # row ops
     MERGE_MAX = ("merge.max", Where.ROW, (Type.ACC_MAX,), (R,))
     MERGE_SUM = ("merge.sum", Where.ROW, (Type.ACC_SUM,), (R,))
     MERGE_PAIR = ("merge.pair", Where.ROW, (Type.ACC_PAIR,), (R, R))        # -> S, E
     MERGE_ONLINE = ("merge.online", Where.ROW, (Type.ACC_ONLINE,), (R, R))  # -> m, d - 1
     MERGE_EXCESS = ("merge.excess", Where.ROW, (Type.ACC_EXCESS,), (R,))     # -> sum - 1
+    # -> v0, ..., v(k-1), i0, ..., i(k-1): the values best first (NaN first), then their
+    # indices; merge.topk t k=K (its acc op's k: the result count is 2k, see _signature)
+    MERGE_TOPK = ("merge.topk", Where.ROW, (Type.ACC_TOPK,), ())
     CONST = ("const", Where.ROW, (), (R,))
     ADD = ("add", Where.ROW, (R, R), (R,))
     SUB_ROW = ("sub.row", Where.ROW, (R, R), (R,))
@@ -120,7 +134,8 @@ class Kind(enum.Enum):
     # row operands (Program.operands): one compute-dtype value per row, read or written at
     # name[row * name_stride]
     LOAD_OPERAND = ("load.operand", Where.ROW, (), (R,))   # load.operand name=...
-    STORE_OPERAND = ("store.operand", Where.ROW, (R,), ())  # store.operand v name=...
+    # store.operand v name=... (at=j: value j of the row, for an operand of several per row)
+    STORE_OPERAND = ("store.operand", Where.ROW, (R,), ())
     # Reduction states as row values, for rows reduced in chunks (softgen.chunks): a
     # reduction's lanes merged into its state's parts (numerics.Accumulator: Type.state_parts
     # row values); a state from its parts (state p0, p1, ... type=acc.*); two states merged.
@@ -188,16 +203,19 @@ class Operand:
     name[row * name_stride] (stride 0: one value for every row).  An elementwise operand
     (`load.in`) is a second input like x: name[row * name_stride + j] of x's dtype; a
     boolean one (`load.keep`, a mask) holds one byte per element, nonzero for true.  An
-    integer row operand holds an int64 per row (Program.length's)."""
+    integer row operand holds an int64 per row (Program.length's).  An output of `count`
+    values per row (top-k's) holds value j at name[row * name_stride + j]."""
     name: str
     output: bool = False
     elementwise: bool = False
     boolean: bool = False
     integer: bool = False
+    count: int = 1
 
     def __str__(self) -> str:
         kind = "bool " if self.boolean else "int " if self.integer else ""
-        return f"{'out' if self.output else 'in'} {kind}{self.name}[{'n' if self.elementwise else 'row'}]"
+        per_row = 'n' if self.elementwise else 'row' if self.count == 1 else f"row, {self.count}"
+        return f"{'out' if self.output else 'in'} {kind}{self.name}[{per_row}]"
 
 
 # names the kernel's own parameters take (an operand's stride is its name + "_stride")
@@ -236,6 +254,12 @@ class Program:
     @property
     def name(self) -> str:
         return f"{self.op}.{self.algorithm}"
+
+    @property
+    def writes_y(self) -> bool:
+        """Whether the kernel stores to y (a top-k kernel's results are in output operands)."""
+        return any(isinstance(s, Op) and s.kind is Kind.STORE_ROW for s in self.steps) or any(
+            op.kind is Kind.STORE for p in self.passes for op in p.ops)
 
     @property
     def passes(self) -> list[Pass]:
@@ -299,8 +323,11 @@ def _signature(op: Op) -> tuple[tuple, tuple] | None:
     if k is Kind.GUARD:
         return (Type.ROW,) * len(op.attrs.get("ranges", ())), ()
     acc = op.attrs.get("type") if k in (Kind.STATE, Kind.ELEMENT_STATE) else (op.args[0].type if op.args else None)
-    if k in _STATE_KINDS and not (isinstance(acc, Type) and acc.is_accumulator):
+    # (top-k states are not cut into chunks: a chunk's indices would start at its own 0)
+    if k in _STATE_KINDS and not (isinstance(acc, Type) and acc.is_accumulator and acc is not Type.ACC_TOPK):
         return None
+    if k is Kind.MERGE_TOPK:
+        return k.arg_types, (Type.ROW,) * Type.ACC_TOPK.parts(_count(op))
     if k is Kind.ELEMENT_STATE:   # the acc op's operands, a pair as its two parts
         return tuple(t for a in Kind[acc.name].arg_types for t in ((R, R) if a is P else (R,))), (acc,)
     if k is Kind.MERGE_STATE:
@@ -310,6 +337,12 @@ def _signature(op: Op) -> tuple[tuple, tuple] | None:
     if k is Kind.MERGE_STATES:
         return (acc, acc), (acc,)
     return k.arg_types, k.result_types
+
+
+def _count(op: Op) -> int:
+    """An acc.topk or merge.topk op's k (0 where it has none that is a positive integer)."""
+    k = op.attrs.get("k")
+    return k if isinstance(k, int) and not isinstance(k, bool) and k > 0 else 0
 
 
 def _check_cast(program: Program, op: Op):
@@ -327,7 +360,8 @@ def _check_args(program: Program, op: Op, visible: set[Value]):
     signature = _signature(op)
     if signature is None:
         _fail(program, op, f"{op.kind.mnemonic} needs an accumulator"
-                           + (" type=acc.*" if op.kind in (Kind.STATE, Kind.ELEMENT_STATE) else " operand"))
+                           + (" type=acc.*" if op.kind in (Kind.STATE, Kind.ELEMENT_STATE) else " operand")
+                           + " other than acc.topk")
     arg_types, result_types = signature
     if len(op.args) != len(arg_types):
         _fail(program, op, f"{op.kind.mnemonic} takes {len(arg_types)} operands, got {len(op.args)}")
@@ -363,6 +397,8 @@ def _check_pass(program: Program, step: Pass, defined_row: set, pending_acc: dic
             _fail(program, op, f"{op.kind.mnemonic} needs a float value=")
         if op.kind is Kind.SOFTPLUS_POW:
             _check_softplus_pow(program, op)
+        if op.kind is Kind.ACC_TOPK and not _count(op):
+            _fail(program, op, "acc.topk needs a positive integer k=")
         _check_args(program, op, defined_row | local)
         for r in op.results:
             if r.type.is_accumulator:
@@ -375,6 +411,9 @@ def _check_row_op(program: Program, op: Op, defined_row: set, pending_acc: dict)
     if op.kind.where is not Where.ROW:
         _fail(program, op, "a per-element op must be inside a pass")
     _check_args(program, op, defined_row)
+    if op.kind is Kind.MERGE_TOPK and (not _count(op) or op.args[0] in pending_acc
+                                       and _count(pending_acc[op.args[0]]) != _count(op)):
+        _fail(program, op, "merge.topk needs the k= of its acc.topk")
     for a in op.args:
         pending_acc.pop(a, None)
     if op.kind is Kind.GUARD:
@@ -391,7 +430,9 @@ def _check_row_op_operand(program: Program, op: Op):
     """The operand a load.operand, store.operand, load.in or load.keep names is the program's."""
     want = Operand(op.attrs.get("name"), op.kind is Kind.STORE_OPERAND, op.kind in (Kind.LOAD_IN, Kind.LOAD_KEEP),
                    op.kind is Kind.LOAD_KEEP)
-    if want not in program.operands:
+    if not any(o.name == want.name and (o.output, o.elementwise, o.boolean) == (want.output, want.elementwise,
+                                                                               want.boolean)
+               for o in program.operands):
         kind = ("a boolean elementwise input" if want.boolean else "an elementwise input" if want.elementwise
                 else "an output" if want.output else "an input")
         _fail(program, op, f"needs {kind} operand {want.name!r} among the program's operands")
@@ -423,11 +464,15 @@ def _check_operands(program: Program):
                               f"(not one of {', '.join(RESERVED_NAMES)} nor ending in _stride)")
     if len(set(names)) < len(names):
         raise VerifyError(f"{program.name}: operand names repeat: {', '.join(names)}")
-    stored = [op.attrs["name"] for op in program.steps if isinstance(op, Op) and op.kind is Kind.STORE_OPERAND]
-    stored += [op.attrs["flag"] for op in program.steps if isinstance(op, Op) and "flag" in op.attrs]
+    stored = [(op.attrs["name"], op.attrs.get("at", 0)) for op in program.steps
+              if isinstance(op, Op) and op.kind is Kind.STORE_OPERAND]
+    stored += [(op.attrs["flag"], 0) for op in program.steps if isinstance(op, Op) and "flag" in op.attrs]
     for o in program.operands:
-        if o.output and stored.count(o.name) != 1:
-            raise VerifyError(f"{program.name}: output operand {o.name!r} must be stored exactly once")
+        if o.output and sorted(at for name, at in stored if name == o.name) != list(range(o.count)):
+            raise VerifyError(f"{program.name}: output operand {o.name!r} must have each of its {o.count} "
+                              f"value(s) per row stored exactly once (at=0..{o.count - 1})")
+        if not (isinstance(o.count, int) and o.count >= 1 and (o.output or o.count == 1)):
+            raise VerifyError(f"{program.name}: operand {o.name!r}: several values per row are for outputs")
     if program.length is not None and Operand(program.length, integer=True) not in program.operands:
         raise VerifyError(f"{program.name}: rows of length {program.length!r} need it as an integer input operand")
 
@@ -513,6 +558,9 @@ class Builder:
 
     def store(self, v: Value):
         return self.emit(Kind.STORE, self._cast(v, Kind.CAST, self.program.out_dtype))
+
+    def merge_topk(self, acc: Value, k: int) -> tuple[Value, ...]:
+        return self._counted(Op(Kind.MERGE_TOPK, (acc,), (), {"k": k}))
 
     def merge_state(self, acc: Value) -> tuple[Value, ...]:
         return self._counted(Op(Kind.MERGE_STATE, (acc,), (), {}))

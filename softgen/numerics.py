@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import decimal
+import functools
 import math
 import struct
 from dataclasses import dataclass
@@ -787,6 +788,13 @@ class Accumulator:
     fold: Callable
     unfold: Callable
     result: Callable = lambda m, state: state  # the merge.* op's row values
+    insert: Callable | None = None   # insert(m, state, *a): one element into a state (default: merge)
+
+    def step(self, m, state, *args):
+        """The state with one element (the acc op's arguments) added."""
+        if self.insert is not None:
+            return self.insert(m, state, *args)
+        return self.merge(m, state, self.element(m, *args))
 
     def identities(self, fmt: FloatFormat) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """(identity, outer_identity): the empty inner and outer states in format fmt."""
@@ -824,6 +832,113 @@ ACCUMULATORS = {
                                  lambda m, o: (m.sub(o[0], o[1]), o[2]),
                                  lambda m, s: (excess(m, *s),)),
 }
+
+
+# --- top-k: the k best (value, index) entries of each lane, best first ---------------------
+# An entry beats another with a larger value, or the same value and a lower index (as a
+# stable descending sort).  Values are kept as order keys: their bits as an integer that
+# orders as the value (negative values' magnitudes flipped), NaN as the integer above +inf's,
+# so one integer compare ranks them; the empty entry's key, the lowest integer (the bits of
+# -0.0), is below every value's, -inf's too, and its index +inf.  An element goes into a
+# lane after every entry there (its index is higher), so a tie keeps the entry.
+
+def _sign_bit(m) -> int:
+    fmt = _fmt(m)
+    return 1 << (fmt.exponent_bits + fmt.mantissa_bits)
+
+
+def _flip_negative(m, bits):
+    """Negative integers' low bits flipped (an involution): between float bits (sign and
+    magnitude) and order keys (two's complement, -1 - magnitude for negative values)."""
+    flipped = m.isub(m.iconst(-1), m.iand(bits, m.iconst(_sign_bit(m) - 1)))
+    return m.select(m.ilt(bits, m.iconst(0)), flipped, bits)
+
+
+def _order_key(m, x):
+    """x as an order key in float lanes (its bits): -0.0 as +0.0 (they tie), NaN above +inf."""
+    key = _flip_negative(m, m.as_int(m.add(x, m.const(0.0))))
+    fmt = _fmt(m)
+    above_inf = m.iconst((((1 << fmt.exponent_bits) - 1) << fmt.mantissa_bits) + 1)   # +inf's bits + 1
+    return m.as_float(m.select(m.isnan(x), above_inf, key))
+
+
+def _beats(m, a, b):
+    """Whether entry a = (key, index) ranks before entry b."""
+    ka, kb = m.as_int(a[0]), m.as_int(b[0])
+    return m.select(m.ieq(ka, kb), m.lt(a[1], b[1]), m.ilt(kb, ka))
+
+
+def _exchange(m, a, b):
+    """(the better, the other) of entries a and b."""
+    first = _beats(m, a, b)
+    return (tuple(m.select(first, u, v) for u, v in zip(a, b)),
+            tuple(m.select(first, v, u) for u, v in zip(a, b)))
+
+
+def _entries(state) -> list:
+    k = len(state) // 2
+    return [(state[j], state[k + j]) for j in range(k)]
+
+
+def _state(entries) -> tuple:
+    return tuple(e[0] for e in entries) + tuple(e[1] for e in entries)
+
+
+def _topk_insert(m, state, x, index):
+    """One element into a lane's sorted entries: each entry is compared with the new one
+    (independent compares, not a chain: the entries are sorted, so the new one beats a
+    suffix of them), then the beaten ones shift down by one."""
+    new = (_order_key(m, x), index)
+    key = m.as_int(new[0])
+    entries = _entries(state)
+    beaten = [m.ilt(m.as_int(e[0]), key) for e in entries]
+    out = []
+    for j, e in enumerate(entries):
+        above = new if j == 0 else tuple(m.select(beaten[j - 1], u, v) for u, v in zip(entries[j - 1], new))
+        out.append(tuple(m.select(beaten[j], u, v) for u, v in zip(above, e)))
+    return _state(out)
+
+
+def _topk_merge(m, a, b):
+    """The k best of two sorted states: a's j-th against b's (P-1-j)-th, P the power of two
+    at or above k (missing entries empty), keeps the P best as a bitonic sequence, which
+    half-cleaners sort (P/2 log2 P exchanges): k + ~k log2(k)/2 exchanges, not k^2."""
+    k = len(a) // 2
+    size = 1 << (k - 1).bit_length()
+    empty = (m.const(-0.0), m.const(float("inf")))
+    ea, eb = (_entries(s) + [empty] * (size - k) for s in (a, b))
+    seq = [_exchange(m, ea[j], eb[size - 1 - j])[0] for j in range(size)]
+    half = size // 2
+    while half:
+        for start in range(0, size, 2 * half):
+            for j in range(start, start + half):
+                seq[j], seq[j + half] = _exchange(m, seq[j], seq[j + half])
+        half //= 2
+    return _state(seq[:k])
+
+
+def _topk_result(m, state):
+    """merge.topk's row values: the values (from their keys; NaN stays NaN), then the
+    indices."""
+    k = len(state) // 2
+    return tuple(m.as_float(_flip_negative(m, m.as_int(v))) for v in state[:k]) + state[k:]
+
+
+@functools.lru_cache(maxsize=None)
+def topk_accumulator(k: int) -> Accumulator:
+    """acc.topk's accumulator for k entries: the state is the k values, then the k indices,
+    best first; blocks fold by the same exact merge."""
+    start = (-0.0,) * k + (float("inf"),) * k
+    return Accumulator(start, lambda m, x, i: _topk_insert(m, tuple(map(m.const, start)), x, i), _topk_merge,
+                       start, _topk_merge, lambda m, o: o, _topk_result, insert=_topk_insert)
+
+
+def accumulator(op: Op) -> Accumulator:
+    """The accumulator of an acc.* op's reduction, or of the one a merge.* op merges."""
+    acc = op.results[0].type if op.results and op.results[0].type.is_accumulator else op.args[0].type
+    return topk_accumulator(op.attrs["k"]) if acc is Type.ACC_TOPK else ACCUMULATORS[acc]
+
+
 # The block-max lowering (lowering.py) sums a block's terms with these accumulators.
 BLOCK_SUMS = {Type.ACC_ONLINE: Type.ACC_EXCESS, Type.ACC_PAIR: Type.ACC_SUM}
 
@@ -937,7 +1052,7 @@ def row_op(m, op: Op, args: list) -> tuple:
         element = ACCUMULATORS[acc].element
         return (element(m, tuple(args)) if acc is Type.ACC_PAIR else element(m, *args),)
     if op.args and op.args[0].type.is_accumulator:  # merge.*
-        return ACCUMULATORS[op.args[0].type].result(m, args[0])
+        return accumulator(op).result(m, args[0])
     if op.kind is Kind.CONST:
         return (m.const(op.attrs["value"]),)
     if op.kind in ROW_RECIPES:

@@ -259,7 +259,7 @@ def sweep_vectors(program, machine: Machine) -> list[tuple[int, int]]:
     exp_vectors = numerics.row_vectors(numerics.float_format(program.compute), scaled_coeffs=machine.native_ldexp)
     out = []
     for p in program.passes:
-        states = sum(len(numerics.ACCUMULATORS[op.results[0].type].start)
+        states = sum(len(numerics.accumulator(op).start)
                      + (machine.nan_record and op.kind is Kind.ACC_MAX) for op in p.reductions)
         values = {v for op in p.ops if op.kind not in _SHIFTED for v in op.args if v.type is Type.ROW}
         out.append((states, len(values) + (exp_vectors if any(op.kind in _SHIFTED for op in p.ops) else 0)))

@@ -15,9 +15,11 @@ from widths import width_targets
 from test_api import PAIRS, special_rows
 
 
-def interpret(program: Program, x: np.ndarray) -> np.ndarray:
-    """Run a program on one float64 row with exact math: the IR's meaning."""
+def interpret(program: Program, x: np.ndarray, operands: dict | None = None) -> np.ndarray:
+    """Run a program on one float64 row with exact math: the IR's meaning.  operands: the
+    row operands' values by name (input ones read; output ones stored there as {at: value})."""
     env, y = {}, np.zeros_like(x)
+    operands = {} if operands is None else operands
     with np.errstate(all="ignore"):
         for step in program.steps:
             if isinstance(step, Pass):
@@ -29,9 +31,13 @@ def interpret(program: Program, x: np.ndarray) -> np.ndarray:
             elif step.kind is Kind.GUARD:
                 values = [env[v] for v in step.args]
                 if not all(lo <= v <= hi for v, (lo, hi) in zip(values, step.attrs["ranges"])):
-                    return interpret(step.attrs["fallback"], x)
+                    return interpret(step.attrs["fallback"], x, operands)
             elif step.kind is Kind.STORE_ROW:
                 y = np.array([env[step.args[0]]])
+            elif step.kind is Kind.STORE_OPERAND:
+                operands.setdefault(step.attrs["name"], {})[step.attrs.get("at", 0)] = env[step.args[0]]
+            elif step.kind is Kind.LOAD_OPERAND:
+                env[step.results[0]] = operands[step.attrs["name"]]
             else:
                 env.update(zip(step.results, _row_op(step, [env[v] for v in step.args])))
     return y
@@ -43,6 +49,12 @@ def _elementwise(op, a, x, y):
         return (x,)
     if k is Kind.LOAD_Y:
         return (y,)
+    if k is Kind.INDEX:
+        return (np.arange(len(x), dtype=np.float64),)
+    if k is Kind.ACC_TOPK:   # the k largest, NaN first, ties by index: (values, indices)
+        v, i = a
+        best = np.lexsort((i, -np.where(np.isnan(v), np.inf, v), ~np.isnan(v)))[:op.attrs["k"]]
+        return ((v[best], i[best]),)
     if k is Kind.SUB:
         return (a[0] - a[1],)
     if k in (Kind.MUL,):
@@ -86,11 +98,13 @@ def _row_op(op, a):
         return (a[0][0] + (a[0][1] - 1.0),)
     if k in (Kind.MERGE_PAIR, Kind.MERGE_ONLINE):
         return a[0]
+    if k is Kind.MERGE_TOPK:
+        return (*a[0][0], *a[0][1])
     if k is Kind.LOG_PAIR:
         return (np.log(a[0]) + a[1] * np.log(2), 0.0)
     table = {Kind.CONST: lambda: op.attrs["value"], Kind.ADD: lambda: a[0] + a[1],
              Kind.SUB_ROW: lambda: a[0] - a[1], Kind.MUL_ROW: lambda: a[0] * a[1],
-             Kind.RECIP: lambda: 1.0 / a[0], Kind.LOG: lambda: np.log(a[0]), Kind.LOG1P: lambda: np.log1p(a[0]),
+             Kind.RECIP: lambda: 1.0 / a[0], Kind.EXP_ROW: lambda: np.exp(a[0] - a[1]), Kind.LOG: lambda: np.log(a[0]), Kind.LOG1P: lambda: np.log1p(a[0]),
              Kind.WHERE_FINITE: lambda: a[1] if np.isfinite(a[0]) else a[2],
              Kind.WHERE_IN: lambda: a[1] if op.attrs["range"][0] <= a[0] <= op.attrs["range"][1] else a[2]}
     return (table[k](),)

@@ -20,7 +20,8 @@ LAYERS = (
     ("backends", ("softgen.backends",)),
     ("runtime", ("softgen.runtime", "softgen.threads", "softgen.split", "softgen.masks")),
     ("tuning", ("softgen.tune",)),
-    ("entry", ("softgen.api", "softgen.artifacts", "softgen.scipy", "softgen.dask", "softgen.cross_entropy")),
+    ("entry", ("softgen.api", "softgen.artifacts", "softgen.scipy", "softgen.dask", "softgen.cross_entropy",
+               "softgen.topk")),
     ("tools", ("softgen.bench", "softgen.cli", "softgen.__main__", "softgen.torch", "softgen")),
 )
 

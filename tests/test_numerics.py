@@ -253,6 +253,15 @@ class F64Math:
     def lshr(self, i, n):
         return np.int64((int(i) % 2 ** 64) >> n)
 
+    def isub(self, a, b):
+        return np.int64(a) - np.int64(b)
+
+    def ilt(self, a, b):
+        return bool(np.int64(a) < np.int64(b))
+
+    def ieq(self, a, b):
+        return bool(np.int64(a) == np.int64(b))
+
 
 M = F64Math()
 SMALLEST = 2.0 ** -1074

@@ -111,10 +111,12 @@ class Context:
     def row_y(self, j, first=None) -> RowPtr:
         return self._row(RowPtr(self.y, self.y_elem), self.ys, j, first)
 
-    def row_operand(self, name: str, j) -> RowPtr:
-        """Row operand `name`'s value for row first + j."""
+    def row_operand(self, name: str, j, at: int = 0) -> RowPtr:
+        """Row operand `name`'s value for row first + j (value `at` of the row's, for an
+        operand of several values per row)."""
         ptr, stride = self.operands[name]
-        return self._row(RowPtr(ptr, self.operand_elem[name]), stride, j, None)
+        row = self._row(RowPtr(ptr, self.operand_elem[name]), stride, j, None)
+        return RowPtr(self.element_ptr(row, i64(at)), row.elem) if at else row
 
     def row_input(self, name: str, j, first=None) -> RowPtr:
         """Row first + j of the elementwise operand `name` (laid out as x)."""

@@ -170,7 +170,7 @@ class KernelLowering(PassLowering):
             self.store_lanes(a[0], lambda j: self.row_y(i64(j)))
             results = ()
         elif k is Kind.STORE_OPERAND:
-            self.store_lanes(a[0], lambda j: self.row_operand(op.attrs["name"], i64(j)))
+            self.store_lanes(a[0], lambda j: self.row_operand(op.attrs["name"], i64(j), op.attrs.get("at", 0)))
             results = ()
         elif k is Kind.LOAD_OPERAND:
             results = (self.load_lanes(lambda j: self.row_operand(op.attrs["name"], i64(j))),)

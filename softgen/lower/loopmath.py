@@ -36,6 +36,10 @@ class LoopMath:
     def const(self, v: float) -> Const:
         return Const(self.ty, float(v))
 
+    def index(self, offset):
+        """offset + lane in each lane, as floats (offset: an i64; exact below 2^mantissa bits)."""
+        return self._op("index", offset)
+
     def splat(self, scalar):
         return scalar if self.width == 1 else self._op("splat", scalar)
 

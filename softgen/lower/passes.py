@@ -65,7 +65,7 @@ class PassLowering(Context):
 
     def pass_setup(self, p: Pass, is_output: bool) -> PassSetup:
         plan = self.plan_of(p)
-        accs = [numerics.ACCUMULATORS[op.results[0].type] for op in p.reductions]
+        accs = [numerics.accumulator(op) for op in p.reductions]
         # ragged rows sweep one at a time: rows side by side share the loop's end
         step = 1 if self.length_name else min(self.schedule.interleave, self.group)
         return PassSetup(

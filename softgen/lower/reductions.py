@@ -28,7 +28,7 @@ class Inner:
         return [vm.const(c) for c in self.acc.identities(vm.float_format)[0]]
 
     def step(self, vm, old, *args):
-        return self.acc.merge(vm, old, self.acc.element(vm, *args))
+        return self.acc.step(vm, old, *args)
 
     def merge(self, vm, a, b):
         return self.acc.merge(vm, a, b)

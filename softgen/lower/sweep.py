@@ -150,6 +150,8 @@ class RowSweep:
             out = numerics.keep(vm, *a, op.attrs["value"])
         elif k is Kind.FILL_EMPTY:
             out = numerics.fill_empty(vm, *a, op.attrs["value"])
+        elif k is Kind.INDEX:
+            out = vm.index(offset)
         elif k is Kind.CAST:
             out = self.ctx.casts.cast(a[0], op.attrs["from"], op.attrs["to"])
         elif k in (Kind.SUB, Kind.SUB_E):

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import jinja2
 
 __all__ = ["C_TYPES", "ISAS", "PATTERNS", "STORAGE_C_TYPES", "CType", "CSource", "Isa", "NOT_RENDERED",
-           "block_size", "c_float", "emit_c", "rendered_schedule"]
+           "block_size", "c_float", "emit_c", "emit_program", "rendered_schedule"]
 
 # How the header describes each storage dtype's layout
 LAYOUTS = {
@@ -182,21 +182,37 @@ def emit_c(op: str, *, algorithm: str, dtype="float32", out_dtype=None, isa: str
     output = storage if out_dtype is None else ir_dtype(out_dtype)
     program = algorithms.build(op, algorithm, storage, compute_dtype(storage, output), output,
                                algorithms.variant("emit_c", **variant))
-    target = PATTERNS[_check_choice("isa", isa, tuple(PATTERNS))].for_dtype(program.compute)
     if name is None:
         dtypes = storage.numpy_name + ("" if output is storage else f"_{output.numpy_name}")
         name = f"softgen_{op}_{algorithm}_{dtypes}_{isa}"
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a string, not {type(name).__name__}")
-    if not _IDENT.match(name):
-        raise ValueError(f"name {name!r} is not a C identifier")
-    schedule, left_out = _c_schedule(schedule, unroll, accumulators, target)
     if not chunks:
-        return _render(program, target, name, schedule, left_out)
+        return emit_program(program, isa=isa, name=name, schedule=schedule, unroll=unroll, accumulators=accumulators)
+    target, name = _isa_and_name(program, isa, name)
+    schedule, left_out = _c_schedule(schedule, unroll, accumulators, target)
     plan = chunked(program)
     entry_points = [(p, f"{name}_{plan.entry_name(p)}") for p in plan.programs()]
     schedule = dataclasses.replace(schedule, rows_per_group=1, interleave=1, pipeline=False)
     return _render(program, target, name, schedule, left_out, entry_points, tuple(plan.protocol(name)))
+
+
+def emit_program(program: Program, *, isa: str = "scalar", name: str, schedule: Schedule | None = None,
+                 unroll: int | None = None, accumulators: int | None = None) -> CSource:
+    """C source for one IR program (emit_c's, or a program of its own API such as top-k
+    gating's) on `isa` as function `name`, with emit_c's schedule= or unroll= /
+    accumulators=."""
+    target, name = _isa_and_name(program, isa, name)
+    schedule, left_out = _c_schedule(schedule, unroll, accumulators, target)
+    return _render(program, target, name, schedule, left_out)
+
+
+def _isa_and_name(program: Program, isa: str, name) -> tuple[Isa, str]:
+    """The ISA pattern for the program's compute dtype, and the checked function name."""
+    target = PATTERNS[_check_choice("isa", isa, tuple(PATTERNS))].for_dtype(program.compute)
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string, not {type(name).__name__}")
+    if not _IDENT.match(name):
+        raise ValueError(f"name {name!r} is not a C identifier")
+    return target, name
 
 
 def _c_schedule(schedule, unroll, accumulators, isa: Isa) -> tuple[Schedule, dict]:
@@ -270,7 +286,7 @@ def _render(program: Program, isa: Isa, name: str, schedule: Schedule, left_out:
                title=" + ".join([isa.title, *(title for title, _, _ in extras)]),
                ctype=isa.ctype, x_type=STORAGE_C_TYPES[x], y_type=STORAGE_C_TYPES[y], dtype=x.numpy_name,
                out_dtype=y.numpy_name, layouts=_layouts(program), requires=requires, flags=flags,
-               row_output=program.row_output, kernels=rendered.kernels,
+               row_output=program.row_output, kernels=rendered.kernels, writes_y=program.writes_y,
                protocol=(*algorithms.operand_lines(program), *protocol),
                lane_index_values=[c_float(i, isa.ctype) for i in range(isa.width)],
                guard=f"{name.upper()}_H", row_ranges=ROW_RANGES)

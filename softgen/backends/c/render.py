@@ -329,6 +329,16 @@ class CRenderer:
     def op_swap(self, s, v):
         return self.isa.swaps[s.attrs["half"]].format(v=v)
 
+    def op_index(self, s, offset):
+        """offset + lane in each lane, as floats (the lanes' numbers from the tail masks' table)."""
+        t = s.result.ty
+        start = f"({self.isa.ctype.name})({offset})"
+        if t.lanes == 1:
+            return start
+        self.lane_index = True
+        lanes = self.spell(t, "load", p=f"{self.fn}_lane_index")
+        return self.spell(t, "add", a=self.spell(t, "set1", v=start), b=lanes)
+
     def op_lanes_below(self, s, count):
         t = s.result.ty
         self.lane_index = True

@@ -224,6 +224,15 @@ class _Renderer:
         fn = intrinsic(self.b.module, f"llvm.x86.avx512.mask.scalef.{suffix}.512", ty, [ty, ty, ty, mask, I32])
         return self.b.call(fn, [v, d, v, ir.Constant(mask, -1), ir.Constant(I32, 4)])   # rounding: the current mode
 
+    def op_index(self, s, offset):
+        """offset + lane in each lane, as floats."""
+        t = s.result.ty
+        ty = llvm_type(t)
+        start = self.b.sitofp(offset, llvm_type(t.scalar))
+        if t.lanes == 1:
+            return start
+        return self.b.fadd(self.op_splat(s, start), ir.Constant(ty, [float(j) for j in range(t.lanes)]))
+
     def op_splat(self, s, scalar):
         ty = llvm_type(s.result.ty)
         lanes = s.result.ty.lanes

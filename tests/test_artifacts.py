@@ -54,8 +54,9 @@ int main(void) {
 # arch -> (cross compiler, the qemu command lines to run the binary under)
 CROSS = {
     "aarch64": ("aarch64-linux-gnu-gcc", [["qemu-aarch64"]]),
-    "riscv64": ("riscv64-linux-gnu-gcc",   # V 1.0 at three vector lengths: code must not assume one
-                [["qemu-riscv64", "-cpu", f"rv64,v=true,vext_spec=v1.0,vlen={vlen}"] for vlen in (128, 256, 512)]),
+    "riscv64": ("riscv64-linux-gnu-gcc",   # V 1.0 at the narrowest and a wide vector length: code
+                # must not assume one (256 too took CI 40 s more and found nothing these two do not)
+                [["qemu-riscv64", "-cpu", f"rv64,v=true,vext_spec=v1.0,vlen={vlen}"] for vlen in (128, 512)]),
 }
 SCHEDULES = [Schedule(), Schedule(nontemporal=True), Schedule(pipeline=True, rows_per_group=4, interleave=2, unroll=2, block=48),
              Schedule(pair_sum="merge"), Schedule(pair_sum="scan"), Schedule(online_block_max=False),

@@ -31,7 +31,7 @@ from typing import Callable
 
 import llvmlite
 
-from . import algorithms, ops
+from . import algorithms, ops, topk
 from . import bench as measuring
 from . import tune as tuning
 from .artifacts import emit_c as emit_c_source
@@ -97,6 +97,12 @@ def _add_kernel_arguments(p: argparse.ArgumentParser, default_name: str, output_
                    help="the variant taking each row's length (operand length: an int64 per row; a prefix mask)")
     p.add_argument("--empty-rows", choices=algorithms.EMPTY_ROWS, default="nan",
                    help="what a row of only -inf gives: nan (numpy, default) or zero (0; -inf for the log ops)")
+    p.add_argument("--topk", type=_positive_int, metavar="K",
+                   help="softmax's top-k gating kernel instead (softgen.topk_softmax: the K largest of each "
+                        "row and their weights; --order, --renormalize, --temperature)")
+    p.add_argument("--order", choices=[o.value for o in algorithms.Order], default="topk_then_softmax",
+                   help="with --topk: default %(default)s")
+    p.add_argument("--renormalize", action="store_true", help="with --topk --order softmax_then_topk")
     p.add_argument("-o", "--output", metavar="PATH", help=output_help)
 
 
@@ -119,8 +125,21 @@ def _add_target_argument(p: argparse.ArgumentParser):
 
 
 def _artifact(args):
+    if args.topk:
+        return topk.generate(args.topk, **_topk_options(args), target=args.target, dtype=args.dtype, name=args.name)
     return generate(args.op, algorithm=args.algorithm, target=args.target, dtype=args.dtype,
                     out_dtype=args.out_dtype, name=args.name, schedule=args.schedule, **_variant(args))
+
+
+def _topk_options(args) -> dict:
+    """--topk's kernel options, checked against what it does not take."""
+    others = {"--op": args.op != ops.SOFTMAX.name, "--out-dtype": args.out_dtype, "--sink": args.sink,
+              "--where": args.where, "--length": args.length, "--empty-rows": args.empty_rows != "nan",
+              "--schedule": args.schedule}
+    taken = [flag for flag, given in others.items() if given]
+    if taken:
+        raise ValueError(f"--topk makes softmax's top-k gating kernel, which takes none of {', '.join(taken)}")
+    return dict(order=args.order, renormalize=args.renormalize, temperature=args.temperature)
 
 
 def _variant(args) -> dict:
@@ -185,9 +204,12 @@ def _output(args, artifact, suffix: str, prefix: str = "") -> Path:
 
 
 def emit_c(args) -> None:
-    source = emit_c_source(args.op, algorithm=args.algorithm, isa=args.isa, name=args.name,
-                           schedule=args.schedule, dtype=args.dtype, out_dtype=args.out_dtype,
-                           chunks=args.chunks, **_variant(args))
+    if args.topk:
+        source = topk.emit_c(args.topk, **_topk_options(args), isa=args.isa, dtype=args.dtype, name=args.name)
+    else:
+        source = emit_c_source(args.op, algorithm=args.algorithm, isa=args.isa, name=args.name,
+                               schedule=args.schedule, dtype=args.dtype, out_dtype=args.out_dtype,
+                               chunks=args.chunks, **_variant(args))
     for path in source.write(args.output or "."):
         print(f"wrote {path}")
     if source.not_rendered:

@@ -110,6 +110,23 @@ def test_emit_so_with_a_mask_runs_here(tmp_path):
     np.testing.assert_array_equal(y, softgen.log_softmax(x, where=keep, empty_rows="zero", algorithm="two_pass"))
 
 
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no system C compiler (cc)")
+def test_emit_so_with_topk_runs_here(tmp_path):
+    """--topk K: softmax's top-k gating kernel, weights and indices after y (y unused)."""
+    ok("emit-so", "--topk", "3", "--order", "softmax_then_topk", "--temperature", "--name", "gate", cwd=tmp_path)
+    fn = ctypes.CDLL(str(tmp_path / "libgate.so")).gate
+    fn.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                   ctypes.c_int64] + [ctypes.c_void_p, ctypes.c_int64] * 3
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((5, 64)) * 3).astype(np.float32)
+    inv_t = np.float32([0.5])
+    weights, indices = np.empty((5, 3), np.float32), np.empty((5, 3), np.float32)
+    fn(5, 64, x.ctypes.data, 64, None, 0, inv_t.ctypes.data, 0, weights.ctypes.data, 3, indices.ctypes.data, 3)
+    want_w, want_i = softgen.topk_softmax(x, 3, order="softmax_then_topk", temperature=2.0)
+    np.testing.assert_allclose(weights, want_w, rtol=2e-6)
+    np.testing.assert_array_equal(indices, want_i)
+
+
 @has_emit_c
 def test_emit_c(tmp_path):
     out = ok("emit-c", "--op", "softmax", "--algorithm", "two_pass", "--name", "csm", "-o", tmp_path)
@@ -215,6 +232,7 @@ BAD = [
     [],
     ["frobnicate"],
     ["emit-asm", "--op", "softmin"],
+    ["emit-obj", "--topk", "2", "--op", "logsumexp"],
     ["emit-asm", "--algorithm", "fastest"],
     ["emit-asm", "--target", "sparc"],
     ["emit-asm", "--target", "x86_64:pentium9"],

@@ -96,9 +96,7 @@ class Kernel:
         operands: one array per row operand, of the compute dtype, a value per row (or one
         value for every row)."""
         self._call(x.shape[0], x.shape[1], _address(x), x.strides[0] // x.itemsize, x.itemsize,
-                   _address(y), y.strides[0] // y.itemsize, y.itemsize, threads,
-                   tuple((_address(a), 0 if a.size == 1 else a.strides[0] // a.itemsize, a.itemsize)
-                         for a in operands))
+                   _address(y), y.strides[0] // y.itemsize, y.itemsize, threads, _operand_args(operands))
 
     def _call(self, rows: int, n: int, x: int, x_stride: int, x_itemsize: int, y: int, y_stride: int,
               y_itemsize: int, threads: int | None, operands: tuple = ()) -> None:
@@ -302,10 +300,17 @@ def _new_output(x: np.ndarray, shape: tuple, dtype: np.dtype) -> np.ndarray:
     return same_page_offset(x, shape, OUTPUT_DELTA, dtype) if x.nbytes > PAGE else np.empty(shape, dtype)
 
 
-def _fast_call(kernel: Kernel, x, axis, out, threads=None):
+def _operand_args(operands: tuple) -> tuple:
+    """Operand arrays (a value per row, one for every row, or rows of elements) as the
+    kernel call's (address, stride in elements, itemsize)."""
+    return tuple((_address(a), 0 if a.size == 1 else a.strides[0] // a.itemsize, a.itemsize) for a in operands)
+
+
+def _fast_call(kernel: Kernel, x, axis, out, threads=None, operands: tuple = ()):
     """The common case with no copies or views: a C-contiguous array of the kernel's dtype
-    over its last axis, a new output or a C-contiguous one.  None when the case does not
-    apply.  threads: as checked by softgen.threads.check_threads, or None (the default)."""
+    over its last axis, a new output or a C-contiguous one (operands: for its rows in C
+    order, as run_rows takes them).  None when the case does not apply.  threads: as
+    checked by softgen.threads.check_threads, or None (the default)."""
     if not (type(x) is np.ndarray and x.dtype is kernel.dtype and x.size
             and (axis == -1 or axis == x.ndim - 1) and x.flags.c_contiguous):
         return None
@@ -325,15 +330,16 @@ def _fast_call(kernel: Kernel, x, axis, out, threads=None):
     else:
         x_address, y_address = _address(x.view(kernel._x_bits)), ctypes.addressof(_char_at(y.view(kernel._y_bits)))
     y_stride = 1 if row_output else n
+    args = _operand_args(operands) if operands else ()
     if threads == 1 or threads is None and size < _threads.parallel_from:
-        kernel._fn(size // n, n, x_address, n, y_address, y_stride)
+        kernel._fn(size // n, n, x_address, n, y_address, y_stride, *(v for a, s, _ in args for v in (a, s)))
     else:
-        kernel._call(size // n, n, x_address, n, x.itemsize, y_address, y_stride, y.itemsize, threads)
+        kernel._call(size // n, n, x_address, n, x.itemsize, y_address, y_stride, y.itemsize, threads, args)
     return y
 
 
 def _run(kernel: Kernel, x, axis, out, threads=None, operands: tuple = ()):
-    y = None if operands else _fast_call(kernel, x, axis, out, threads)
+    y = _fast_call(kernel, x, axis, out, threads, operands)
     return y if y is not None else _run_general(kernel, x, axis, out, threads, operands)
 
 

@@ -8,6 +8,7 @@ import pytest
 
 import softgen
 from softgen import masks
+from softgen.lower import Schedule
 from reference import BFLOAT16, check, misaligned_rows, special_rows
 from widths import width_targets
 
@@ -80,9 +81,11 @@ def test_byte_masks_at_every_width(op, algo, lanes):
 @pytest.mark.parametrize("lanes", sorted(width_targets()))
 @pytest.mark.parametrize("op,algo", MASK_PAIRS)
 def test_ragged_rows_at_every_width(op, algo, lanes):
-    """Rows of their own lengths (a prefix mask) in row groups: every length from 0 to past
-    n, the special rows among them, misaligned."""
-    kernel = softgen.compile(op, algorithm=algo, target=width_targets()[lanes], length=True)
+    """Rows of their own lengths (a prefix mask) in pipelined row groups, two side by side
+    (each to its own end), every length from 0 to past n, the special rows among them,
+    misaligned.  (Schedule()'s one row at a time: the C and cross-target tests.)"""
+    schedule = Schedule(rows_per_group=4, interleave=2, pipeline=True, unroll=2)
+    kernel = softgen.compile(op, algorithm=algo, target=width_targets()[lanes], length=True, schedule=schedule)
     assert "rows of length length[row]" in kernel.ir
     for n in (7, 1001):
         x = np.concatenate([np.stack(list(special_rows(n).values())),

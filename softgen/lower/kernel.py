@@ -99,9 +99,13 @@ class KernelLowering(PassLowering):
         self.first = self.b.read(r_slot)
         self.rm = self.vm.with_width(count)
         self.emit_steps(program.steps, {})
+        self.fill_rows(program, count)
+        self.b.write(r_slot, self.int_op("add", self.first, i64(count)))
+
+    def fill_rows(self, program: Program, count: int):
+        """Ragged rows: y past each of the group's rows' lengths (self.first on) filled."""
         if program.length and not program.row_output:
             self.count_loop(count, lambda j: self.fill_y(j, program.fill), "fill.rows")
-        self.b.write(r_slot, self.int_op("add", self.first, i64(count)))
 
     def fill_y(self, j, value: float):
         """Row j of a ragged group: y past its length = value, a vector at a time and a
@@ -202,7 +206,7 @@ class KernelLowering(PassLowering):
     def pipelinable(self, program: Program) -> bool:
         """Schedule.pipeline applies to programs of two or more passes with no guard (whose
         fallback would need its own pipeline) and no per-block reductions."""
-        if not self.schedule.pipeline or len(program.passes) < 2 or program.length:
+        if not self.schedule.pipeline or len(program.passes) < 2:
             return False
         if any(isinstance(s, Op) and s.kind is Kind.GUARD for s in program.steps):
             return False
@@ -224,7 +228,7 @@ class KernelLowering(PassLowering):
             firsts = [self.int_op("mul", self.int_op("sub", t, i64(k)), i64(group)) for k in range(count)]
             active = [self.both(self.cmp("ge", t, i64(k)), self.cmp("lt", self.int_op("sub", t, i64(k)), groups))
                       for k in range(count)]
-            pipe = _Pipeline(self, stages, carried, firsts)
+            pipe = _Pipeline(self, stages, carried, firsts, program)
             # the steady state fuses the stages when a form suits them all; otherwise, as
             # while filling and draining, the stages run one after another (one copy of
             # that code: it is the kernel's largest part)
@@ -240,8 +244,8 @@ class KernelLowering(PassLowering):
 class _Pipeline:
     """One iteration of the pipelined loop: stage k on the group starting at firsts[k]."""
 
-    def __init__(self, low: KernelLowering, stages: list, carried: list, firsts: list):
-        self.low, self.stages, self.carried, self.firsts = low, stages, carried, firsts
+    def __init__(self, low: KernelLowering, stages: list, carried: list, firsts: list, program: Program):
+        self.low, self.stages, self.carried, self.firsts, self.program = low, stages, carried, firsts, program
 
     def start(self, k: int) -> dict:
         """Stage k's env: the row values its group got from stage k - 1 (and its row ops
@@ -262,6 +266,8 @@ class _Pipeline:
         if k + 1 < len(self.stages):
             for v, slot in self.carried[k + 1].items():
                 low.b.write(slot, env[v])
+        else:
+            low.fill_rows(self.program, low.group)
 
     def is_output(self, k: int) -> bool:
         return k == len(self.stages) - 1

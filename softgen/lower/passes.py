@@ -66,8 +66,10 @@ class PassLowering(Context):
     def pass_setup(self, p: Pass, is_output: bool) -> PassSetup:
         plan = self.plan_of(p)
         accs = [numerics.accumulator(op) for op in p.reductions]
-        # ragged rows sweep one at a time: rows side by side share the loop's end
-        step = 1 if self.length_name else min(self.schedule.interleave, self.group)
+        step = min(self.schedule.interleave, self.group)
+        if self.length_name and (plan.block_max or plan.running):
+            step = 1   # ragged rows side by side need reductions without per-block constants
+
         return PassSetup(
             p, plan, accs,
             results=[[self.results_var() for _ in acc.identity] for acc in accs],
@@ -126,15 +128,20 @@ class PassLowering(Context):
     def sweep_rows(self, passes: list, j0, form: str):
         """Rows j0 .. of each (setup, tables, first row) in `passes`, in one sweep; their
         reduction states go to each setup's result vars."""
-        units, where = [], []
+        units, where, lengths = [], [], []
         for setup, tables, first in passes:
             for unit, j in self.units_of(setup, tables, first, j0, form):
                 units.append(unit)
                 where.append((setup, j))
+                lengths.append(self.row_length(j, first) if self.length_name else None)
         nontemporal = len(units) == 1 and passes[0][0].nontemporal
         full = self.n
-        self.n = self.row_length(where[0][1], passes[0][2]) if self.length_name else full
-        for (setup, j), states in zip(where, RowSweep(self, units, nontemporal).emit()):
+        if self.length_name:   # ragged rows: the sweep goes to the longest, each row to its own end
+            self.n = lengths[0]
+            for length in lengths[1:]:
+                self.n = self.pick(self.cmp("lt", self.n, length), length, self.n)
+        sweep = RowSweep(self, units, nontemporal, lengths if self.length_name else None)
+        for (setup, j), states in zip(where, sweep.emit()):
             for results, state in zip(setup.results, states):
                 for var, v in zip(results, state):
                     self.b.emit("write_at", var, j, v)

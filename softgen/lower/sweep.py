@@ -38,9 +38,10 @@ class Unit:
 
 
 class RowSweep:
-    def __init__(self, ctx, units: list, nontemporal: bool):
+    def __init__(self, ctx, units: list, nontemporal: bool, lengths: list | None = None):
+        """lengths: ragged rows' own lengths, one per unit (ctx.n their longest), or None."""
         self.ctx, self.b, self.vm = ctx, ctx.b, ctx.vm
-        self.units, self.nontemporal = units, nontemporal
+        self.units, self.nontemporal, self.lengths = units, nontemporal, lengths
         self.plan = units[0].plan   # for block_max and running (one pass then)
         self.i = ctx.var(I64)
         A = ctx.schedule.acc_sets
@@ -62,8 +63,25 @@ class RowSweep:
 
     # --- one sweep over [start, end) ------------------------------------------------------------
     def sweep(self, start, end, body, aligned_stores=False):
-        """Vectors [start, end) of every unit: unrolled loop, one-vector loop, masked tail.
-        body(r, acc_set, offset, mask, aligned, loads) emits unit r's vector."""
+        """Vectors [start, end) of every unit (of ragged rows: to each row's own end, the
+        rows side by side up to the first of those ends, then each on alone)."""
+        if self.lengths is None or len(self.units) == 1:
+            ends = [end if self.lengths is None else self.ctx.minimum(end, self.lengths[0])]
+            self.sweep_units(start, ends[0], body, aligned_stores, range(len(self.units)))
+            return
+        ctx = self.ctx
+        ends = [ctx.minimum(end, length) for length in self.lengths]
+        common = ends[0]
+        for e in ends[1:]:
+            common = ctx.minimum(common, e)
+        common = ctx.pick(ctx.cmp("lt", common, start), start, common)   # (a row may end before start)
+        self.sweep_units(start, common, body, aligned_stores, range(len(self.units)))
+        for r, e in enumerate(ends):
+            self.sweep_units(common, e, body, False, (r,))
+
+    def sweep_units(self, start, end, body, aligned_stores, which):
+        """Vectors [start, end) of the units `which`: unrolled loop, one-vector loop, masked
+        tail.  body(r, acc_set, offset, mask, aligned, loads) emits unit r's vector."""
         ctx, b, i, W, U = self.ctx, self.b, self.i, self.ctx.width, self.ctx.schedule.unroll
         A = ctx.schedule.acc_sets
         b.write(i, start)
@@ -71,7 +89,7 @@ class RowSweep:
         def advance(count: int, aligned: bool):
             base = b.read(i)
             for u in range(count):
-                self.step(body, u % A, ctx.int_op("add", base, i64(u * W)) if u else base, None, aligned)
+                self.step(body, u % A, ctx.int_op("add", base, i64(u * W)) if u else base, None, aligned, which)
             b.write(i, ctx.int_op("add", base, i64(count * W)))
 
         def fits(count: int):
@@ -82,13 +100,13 @@ class RowSweep:
         b.loop_while(fits(1), lambda: advance(1, aligned_stores), "vec")
         if W > 1:   # a partial vector
             b.if_then(ctx.cmp("lt", b.read(i), end),
-                      lambda: self.step(body, 0, b.read(i), ctx.tail_mask(b.read(i), end), False), "tail")
+                      lambda: self.step(body, 0, b.read(i), ctx.tail_mask(b.read(i), end), False, which), "tail")
 
-    def step(self, body, acc_set: int, offset, mask, aligned: bool):
+    def step(self, body, acc_set: int, offset, mask, aligned: bool, which):
         # every unit's loads before any unit's stores: rows a multiple of 4 KB apart
         # would otherwise make each load wait on the store before it (4K aliasing)
-        loads = [self.preload(u, offset, mask) for u in self.units]
-        for r in range(len(self.units)):
+        loads = {r: self.preload(self.units[r], offset, mask) for r in which}
+        for r in which:
             body(r, acc_set, offset, mask, aligned, loads[r])
 
     def element_fn(self, block_fast: bool):

@@ -219,11 +219,14 @@ def _prefix_lengths(mask: np.ndarray, shape: tuple, axes: tuple) -> np.ndarray |
         return None
     ndim, k = len(shape), len(axes)
     perm = rows_last(axes, ndim)
-    moved = mask.reshape((1,) * (ndim - mask.ndim) + mask.shape).transpose(perm)
-    lead, reduced = moved.shape[:ndim - k], tuple(shape[a] for a in axes)
-    if moved.shape[ndim - k:] != reduced:   # broadcast along the rows
-        moved = np.broadcast_to(moved, lead + reduced)
-    lengths = masks.prefix_lengths(elementwise_rows(moved, tuple(range(ndim - k, ndim))))
+    reduced = tuple(shape[a] for a in axes)
+    own = mask.reshape((1,) * (ndim - mask.ndim) + mask.shape)
+    lead = tuple(own.shape[a] for a in perm[:ndim - k])
+    if perm == tuple(range(ndim)) and own.shape[ndim - k:] == reduced and own.flags.c_contiguous:
+        rows = own.reshape(-1, math.prod(reduced))   # the rows as they are (the usual case, quickly)
+    else:
+        rows = elementwise_rows(np.broadcast_to(own.transpose(perm), lead + reduced), tuple(range(ndim - k, ndim)))
+    lengths = masks.prefix_lengths(rows)
     x_lead = tuple(shape[a] for a in perm[:ndim - k])
     if lengths is None or lead == x_lead:
         return lengths

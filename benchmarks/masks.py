@@ -2,7 +2,8 @@
 ragged rows, and a random mask, read as bytes) against the same call without a mask, the
 materialized way (np.where(mask, x, -inf), then softmax) and PyTorch's masked_fill +
 softmax.  Single thread, float32, elements/ns (of x): per variant the median of `rounds`
-interleaved round medians, with the spread (max - min) / median.
+interleaved round medians, with the spread (max - min) / median; and the causal call's
+speed over the unmasked one's, round by round (median, quartiles).
 
     taskset -c 1 python benchmarks/masks.py [--budget 0.6] [--rounds 5]
 
@@ -19,7 +20,7 @@ import numpy as np
 import softgen
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import family_arguments, median_of_rounds  # noqa: E402  (peers.py's interleaved timing)
+from peers import family_arguments, round_times  # noqa: E402  (peers.py's interleaved timing)
 
 SHAPES = ((1, 1024), (8, 512), (32, 128))
 
@@ -46,9 +47,13 @@ def main(argv=None) -> None:
     print("shape            variant: elements/ns (spread)")
     for batch, n in SHAPES:
         x = (np.random.default_rng(0).standard_normal((batch, n, n)) * 3).astype(np.float32)
-        results = median_of_rounds(variants(x, torch), args.budget, args.rounds)
-        cells = "  ".join(f"{name} {x.size / t / 1e9:.2f} ({spread:.0%})" for name, (t, spread) in results.items())
-        print(f"{batch}x{n}x{n:<8d} {cells}")
+        times = round_times(variants(x, torch), args.budget, args.rounds)
+        cells = "  ".join(f"{name} {x.size / np.median(t) / 1e9:.2f} ({(max(t) - min(t)) / np.median(t):.0%})"
+                          for name, t in times.items())
+        # the same round's pair: this VM's speed changes between rounds, not within one
+        ratio = np.array(times["unmasked"]) / np.array(times["causal"])
+        q1, q3 = np.quantile(ratio, [0.25, 0.75])
+        print(f"{batch}x{n}x{n:<8d} {cells}  | causal / unmasked speed {np.median(ratio):.2f} ({q1:.2f}-{q3:.2f})")
 
 
 if __name__ == "__main__":

@@ -97,13 +97,19 @@ def best_of_rounds(fns: dict, budget: float, rounds: int) -> dict:
     return best
 
 
-def median_of_rounds(fns: dict, budget: float, rounds: int) -> dict:
-    """{name: (the median of `rounds` medians, their spread (max - min) / median)}, the
-    variants interleaved round by round."""
+def round_times(fns: dict, budget: float, rounds: int) -> dict:
+    """{name: [a median time per round]}, the variants interleaved round by round."""
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             times[name].append(bench.median_time(fn, budget / rounds))
+    return times
+
+
+def median_of_rounds(fns: dict, budget: float, rounds: int) -> dict:
+    """{name: (the median of `rounds` medians, their spread (max - min) / median)}, the
+    variants interleaved round by round."""
+    times = round_times(fns, budget, rounds)
     return {name: (float(np.median(t)), (max(t) - min(t)) / float(np.median(t))) for name, t in times.items()}
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from . import algorithms, api, lower
 from .dtypes import compute_dtype, ir_dtype
 from .runtime import _F32, _F64, _as_input
-from .split import SplitKernel, merge_chunk, state_address
+from .split import SplitKernel, merge_chunk, state_addresses
 from .targets import Target
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -161,9 +161,10 @@ class CrossEntropyChunks:
     def _state_args(self, entry, column: int) -> list:
         """entry's state operands in `column` (0: the running states, 1: the chunk's), a
         token apart."""
+        address = state_addresses(self._states)
         args = []
         for k, _ in entry.operands:
-            args += [state_address(self._states, k, 0, column), self._states.shape[2]]
+            args += [address(k, 0, column), self._states.shape[2]]
         return args
 
     def result(self, reduction: str = "mean", z_loss: float = 0.0, return_lse: bool = False):

@@ -30,19 +30,22 @@ from .targets import Target
 CHUNK_ALIGN = 64
 
 
-def state_address(states: np.ndarray, k: int, row: int, column: int) -> int:
-    """The address of states[k, row, column] in a contiguous [operand, row, chunk] array."""
+def state_addresses(states: np.ndarray):
+    """address(k, row, column): where states[k, row, column] is in a contiguous [operand,
+    row, chunk] array (its base read once: numpy takes a microsecond to give it)."""
     _, rows, chunks = states.shape
-    return states.__array_interface__["data"][0] + ((k * rows + row) * chunks + column) * states.itemsize
+    base, size = states.__array_interface__["data"][0], states.itemsize
+    return lambda k, row, column: base + ((k * rows + row) * chunks + column) * size
 
 
 def merge_chunk(entry: "_Entry", states: np.ndarray, into: int, other: int) -> None:
     """A merge kernel's call folding chunk `other`'s states into chunk `into`'s, for every
     row: operands a (into), b (other), m (into), at a row stride of the chunk count."""
     third = len(entry.operands) // 3
+    address = state_addresses(states)
     args = []
     for j, (k, _) in enumerate(entry.operands):
-        args += [state_address(states, k, 0, other if third <= j < 2 * third else into), states.shape[2]]
+        args += [address(k, 0, other if third <= j < 2 * third else into), states.shape[2]]
     entry.fn(states.shape[1], 0, 0, 0, 0, 0, *args)
 
 
@@ -83,6 +86,8 @@ class SplitKernel:
         self.target = target
         self.schedule = Schedule(**{**schedule.to_dict(), "rows_per_group": 1, "pipeline": False})
         self.dtype = np.dtype(program.compute.numpy_name)
+        # the program's own operands that are rows of elements (cut into chunks as x)
+        self.elementwise = frozenset(j for j, o in enumerate(program.operands) if o.elementwise)
         self.address_of = address_of or self._compile
         self._layout = None
         self._compiled: list = []   # the JIT modules (kept alive)
@@ -118,9 +123,8 @@ class SplitKernel:
         """The kernel on [rows, n] at addresses x and y (row strides in elements), with its
         operands (address, stride, itemsize: a value per row, or elementwise a row of them),
         each row in up to `chunks` chunks, on up to `threads` threads."""
-        elementwise = frozenset(j for j, o in enumerate(self.plan.source.operands) if o.elementwise)
         call = _Call((x, x_stride, x_itemsize), (y, y_stride, y_itemsize), chunk_bounds(n, chunks), threads,
-                     self.dtype, operands, elementwise)
+                     self.dtype, operands, self.elementwise)
         call.execute(self.layout(), list(range(rows)))
 
 
@@ -161,22 +165,24 @@ class _Call:
         """The pass over every (row, chunk), one row per call, operands at stride 0."""
         x, xs, xi = self.x
         y, ys, yi = self.y
+        address = state_addresses(states)
         tasks = []
         for i, row in enumerate(rows):
             for c, (c0, c1) in enumerate(self.bounds):
                 task = [1, c1 - c0, x + (row * xs + c0) * xi, xs, y + (row * ys + c0) * yi, ys]
                 for k, output in entry.operands:
                     task += [self.row_operand(output, row, c0) if k is None else
-                             state_address(states, k, i, c if output else 0), 0]
+                             address(k, i, c if output else 0), 0]
                 tasks.append(task)
         _threads.run_tasks(entry.fn, tasks, self.threads)
 
     def run_finish(self, entry: _Entry, rows: list, states: np.ndarray) -> None:
         y, ys, yi = self.y
+        address = state_addresses(states)
         for i, row in enumerate(rows):
             args = []
             for k, j in entry.operands:
-                args += [self.row_operand(j, row) if k is None else state_address(states, k, i, 0), 0]
+                args += [self.row_operand(j, row) if k is None else address(k, i, 0), 0]
             entry.fn(1, 0, 0, 0, y + row * ys * yi, 0, *args)
 
     def fall_back(self, layout: _Layout, rows: list, states: np.ndarray, flag: int | None) -> tuple:

@@ -139,7 +139,8 @@ def variant(who: str, *, temperature: bool = False, sink: bool = False, where: b
     """The Variant the keyword options of softgen.compile / generate / emit_c name:
     temperature (1 / T per row), sink (a logit per row), where (a mask, a byte per element),
     length (a length per row: a prefix mask), empty_rows ("nan" or "zero")."""
-    return Variant(bool(temperature), bool(sink), bool(where), zero_empty(empty_rows, who), bool(length))
+    return Variant(temperature=bool(temperature), sink=bool(sink), where=bool(where),
+                   zero_empty=zero_empty(empty_rows, who), length=bool(length))
 
 
 def _builder(spec: OpSpec, algorithm: str, storage: DType, compute: DType, output: DType | None,
@@ -161,7 +162,7 @@ def _take_variant(b: Builder, variant: Variant, algorithm: str):
     b.mask = WHERE if variant.where else None
     b.program.operands += tuple(Operand(name) for name in OWN_OPERANDS.get(algorithm, ()))
     if variant.row_max:
-        if algorithm != "unified_max":
+        if PHI not in OWN_OPERANDS.get(algorithm, ()):
             raise NotImplementedError(f"{algorithm}: row maxima out are unified_max's (to learn its phi)")
         b.program.operands += (Operand(ROW_MAX, output=True),)
     if variant.temperature:

@@ -155,8 +155,9 @@ def _variant_operands(op: str, algorithm: str, arr: np.ndarray, axes, lead: tupl
     operands = [] if where is None else [_mask_operand(where, arr, axes, op)]
     ragged = bool(operands) and operands[0].dtype == np.int64
     learned = isinstance(phi, LearnedPhi)
-    variant = algorithms.Variant(temperature is not None, sink is not None, where is not None and not ragged,
-                                 algorithms.zero_empty(empty_rows, op), ragged, learned)
+    variant = algorithms.Variant(temperature=temperature is not None, sink=sink is not None,
+                                 where=where is not None and not ragged,
+                                 zero_empty=algorithms.zero_empty(empty_rows, op), length=ragged, row_max=learned)
     if temperature is not None:
         t = _per_row(temperature, lead, "temperature", op)
         if not (np.all(np.isfinite(t)) and np.all(t > 0)):

@@ -65,9 +65,8 @@ class RowSweep:
     def sweep(self, start, end, body, aligned_stores=False):
         """Vectors [start, end) of every unit (of ragged rows: to each row's own end, the
         rows side by side up to the first of those ends, then each on alone)."""
-        if self.lengths is None or len(self.units) == 1:
-            ends = [end if self.lengths is None else self.ctx.minimum(end, self.lengths[0])]
-            self.sweep_units(start, ends[0], body, aligned_stores, range(len(self.units)))
+        if self.lengths is None or len(self.units) == 1:   # (one row: ctx.n is its length)
+            self.sweep_units(start, end, body, aligned_stores, range(len(self.units)))
             return
         ctx = self.ctx
         ends = [ctx.minimum(end, length) for length in self.lengths]

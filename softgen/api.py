@@ -199,15 +199,17 @@ def _mask_operand(where, arr: np.ndarray, axes, who: str) -> np.ndarray:
     """where= (booleans broadcasting to x's shape) as the kernel's operand: row lengths
     (int64, one per row) where every row keeps a prefix (a causal mask: ragged rows), else
     the mask's bytes as [rows, n] (a view where one exists, else a compact copy)."""
-    mask = np.asarray(where)
+    mask = where if type(where) is np.ndarray else np.asarray(where)
     if mask.dtype != np.bool_:
         raise TypeError(f"{who}(): where must be an array of booleans (True keeps an element), "
                         f"not of {mask.dtype}")
-    try:
-        if np.broadcast_shapes(mask.shape, arr.shape) != arr.shape:
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"{who}(): where of shape {mask.shape} does not broadcast to x's shape {arr.shape}") from None
+    if mask.ndim > arr.ndim or mask.shape != arr.shape[arr.ndim - mask.ndim:]:   # (else it broadcasts)
+        try:
+            if np.broadcast_shapes(mask.shape, arr.shape) != arr.shape:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{who}(): where of shape {mask.shape} does not broadcast to x's shape "
+                             f"{arr.shape}") from None
     axes = (axes,) if isinstance(axes, int) else axes
     lengths = _prefix_lengths(mask, arr.shape, axes)
     return lengths if lengths is not None else elementwise_rows(np.broadcast_to(mask, arr.shape), axes).view(np.uint8)
@@ -219,6 +221,9 @@ def _prefix_lengths(mask: np.ndarray, shape: tuple, axes: tuple) -> np.ndarray |
     if not shape:
         return None
     ndim, k = len(shape), len(axes)
+    if axes == (ndim - 1,) and mask.shape == shape[ndim - mask.ndim:] and mask.flags.c_contiguous and mask.ndim:
+        rows = mask.reshape(math.prod(mask.shape[:-1]), shape[-1])   # the last axis, x's trailing axes: the usual case, quickly
+        return masks.prefix_lengths(rows, math.prod(shape[:ndim - mask.ndim]))
     perm = rows_last(axes, ndim)
     reduced = tuple(shape[a] for a in axes)
     own = mask.reshape((1,) * (ndim - mask.ndim) + mask.shape)
@@ -227,11 +232,22 @@ def _prefix_lengths(mask: np.ndarray, shape: tuple, axes: tuple) -> np.ndarray |
         rows = own.reshape(-1, math.prod(reduced))   # the rows as they are (the usual case, quickly)
     else:
         rows = elementwise_rows(np.broadcast_to(own.transpose(perm), lead + reduced), tuple(range(ndim - k, ndim)))
-    lengths = masks.prefix_lengths(rows)
     x_lead = tuple(shape[a] for a in perm[:ndim - k])
-    if lengths is None or lead == x_lead:
-        return lengths
+    ones = len(lead) - len(lead[_leading_ones(lead):])
+    if lead[ones:] == x_lead[ones:]:   # broadcast over leading axes only: the lengths repeat
+        return masks.prefix_lengths(rows, math.prod(x_lead[:ones]))
+    lengths = masks.prefix_lengths(rows)
+    if lengths is None:
+        return None
     return np.ascontiguousarray(np.broadcast_to(lengths.reshape(lead), x_lead)).reshape(-1)
+
+
+def _leading_ones(shape: tuple) -> int:
+    """How many of shape's first axes have length 1."""
+    count = 0
+    while count < len(shape) and shape[count] == 1:
+        count += 1
+    return count
 
 
 def _per_row(value, lead: tuple, name: str, who: str) -> np.ndarray:

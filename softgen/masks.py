@@ -16,8 +16,9 @@ from .backends.llvm.compiler import optimize
 from .runtime import _address
 from .targets import Target
 
-# rows(i64), n, mask, mask's row stride in bytes, lengths (i64 per row) -> the rows that
-# keep a prefix before the first that does not (rows: all of them).  A row goes 64 bytes at
+# rows(i64), n, mask, mask's row stride in bytes, lengths (i64 per row), total -> the rows
+# that keep a prefix before the first that does not (rows: all of them; then lengths
+# [rows, total) repeat the first rows': a mask broadcast over leading axes).  A row goes 64 bytes at
 # a time as a bit mask m of its nonzero bytes (a compare and a move on x86): its count is
 # popcount(m), and a False followed by a True is a bit clear below a bit set, (~m & m >> 1),
 # or across the boundary with the previous 64; then the rest a byte at a time.
@@ -25,7 +26,7 @@ _PREFIX_IR = r"""
 declare i64 @llvm.ctpop.i64(i64)
 
 define i64 @softgen_prefix_lengths(i64 %rows, i64 %n, ptr noalias nocapture readonly %mask, i64 %stride,
-                                    ptr noalias nocapture %lengths) {
+                                    ptr noalias nocapture %lengths, i64 %total) {
 entry:
   %blocks = lshr i64 %n, 6
   br label %row
@@ -95,6 +96,20 @@ keep:
 stop:
   ret i64 %r
 all:
+  br label %copy
+copy:
+  %to.r = phi i64 [%rows, %all], [%to.next, %copy.body]
+  %more.c = icmp slt i64 %to.r, %total
+  br i1 %more.c, label %copy.body, label %done
+copy.body:
+  %from.at = sub i64 %to.r, %rows
+  %from = getelementptr inbounds i64, ptr %lengths, i64 %from.at
+  %value = load i64, ptr %from, align 8
+  %to = getelementptr inbounds i64, ptr %lengths, i64 %to.r
+  store i64 %value, ptr %to, align 8
+  %to.next = add nuw nsw i64 %to.r, 1
+  br label %copy
+done:
   ret i64 %rows
 }
 """
@@ -108,7 +123,7 @@ class _Native:
         self._library = (llvm.JITLibraryBuilder().add_ir(text).export_symbol("softgen_prefix_lengths")
                          .link(self._lljit, "softgen_masks"))
         i64, p = ctypes.c_int64, ctypes.c_void_p
-        self.prefix_lengths = ctypes.CFUNCTYPE(i64, i64, i64, p, i64, p)(self._library["softgen_prefix_lengths"])
+        self.prefix_lengths = ctypes.CFUNCTYPE(i64, i64, i64, p, i64, p, i64)(self._library["softgen_prefix_lengths"])
 
 
 _native = None
@@ -117,20 +132,23 @@ _native_lock = threading.Lock()
 
 def _get_native() -> _Native:
     global _native
+    if _native is not None:   # (built: no lock)
+        return _native
     with _native_lock:
         if _native is None:
             _native = _Native()
         return _native
 
 
-def prefix_lengths(rows: np.ndarray) -> np.ndarray | None:
+def prefix_lengths(rows: np.ndarray, repeat: int = 1) -> np.ndarray | None:
     """Each row's count of True for a [rows, n] bool (or uint8) array with unit element
-    stride whose every row keeps a prefix; None if some row does not."""
+    stride whose every row keeps a prefix, the whole list `repeat` times (the rows of a
+    mask broadcast over leading axes); None if some row does not keep a prefix."""
     count, n = rows.shape
     if n == 0:
-        return np.zeros(count, np.int64)
-    lengths = np.empty(count, np.int64)
+        return np.zeros(count * repeat, np.int64)
+    lengths = np.empty(count * repeat, np.int64)
     if count == 0:
         return lengths
-    done = _get_native().prefix_lengths(count, n, _address(rows), rows.strides[0], _address(lengths))
+    done = _get_native().prefix_lengths(count, n, _address(rows), rows.strides[0], _address(lengths), lengths.size)
     return lengths if done == count else None

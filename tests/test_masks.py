@@ -3,6 +3,8 @@ outputs 0 / -inf whatever its row holds; a row with nothing kept gives 0 / -inf)
 per row against float64 on the kept elements, at every vector width, for masks read as
 bytes and for prefix masks run as ragged rows; the native prefix analysis; the API's
 broadcasting, axes, dtypes and threads."""
+import math
+
 import numpy as np
 import pytest
 
@@ -60,7 +62,7 @@ def masked_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def prefix_mask(rows: int, n: int, seed: int) -> np.ndarray:
     lengths = np.random.default_rng(seed).integers(0, n + 1, rows)
-    lengths[:3] = (0, n, 1)
+    lengths[:3] = (0, n, 1)[:rows]
     return np.arange(n)[None, :] < lengths[:, None]
 
 
@@ -101,7 +103,7 @@ def test_prefix_masks_run_as_ragged_rows(op, monkeypatch):
     (the kernel's variant says so), and matches the byte-mask kernel exactly."""
     seen = []
     original = masks.prefix_lengths
-    monkeypatch.setattr(masks, "prefix_lengths", lambda rows: seen.append(rows.shape) or original(rows))
+    monkeypatch.setattr(masks, "prefix_lengths", lambda rows, *a: seen.append(rows.shape) or original(rows, *a))
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 3, 37, 37)).astype(np.float32) * 4
     causal = np.tri(37, dtype=bool)
@@ -115,15 +117,32 @@ def test_prefix_masks_run_as_ragged_rows(op, monkeypatch):
     np.testing.assert_array_equal(OP_FN[op](x, where=not_prefix, algorithm="three_pass_recompute"), want)
 
 
+@pytest.mark.parametrize("shape", [(5, 37), (1, 5, 37), (3, 5, 37), (2, 1, 5, 37), (37,), (1, 1, 37)])
+def test_prefix_masks_broadcast_over_any_axes(shape):
+    """Prefix masks broadcast over leading or middle axes (lengths repeated natively or
+    broadcast in numpy), also not C-contiguous, give each row its own length."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 5, 37)).astype(np.float32) * 4
+    rows = math.prod(shape[:-1])
+    mask = prefix_mask(rows, 37, 11).reshape(shape)
+    keep = np.broadcast_to(mask, x.shape).copy()
+    want = softgen.softmax(x, where=keep)
+    check_masked("softmax", x.reshape(-1, 37), keep.reshape(-1, 37), want.reshape(-1, 37))
+    for where in (mask, np.asfortranarray(mask)):
+        np.testing.assert_array_equal(softgen.softmax(x, where=where), want)
+
+
 def test_prefix_lengths():
     rng = np.random.default_rng(4)
     for n in (1, 2, 63, 64, 65, 1000):
         mask = prefix_mask(50, n, n)
         np.testing.assert_array_equal(masks.prefix_lengths(mask), mask.sum(1))
+        np.testing.assert_array_equal(masks.prefix_lengths(mask, 3), np.tile(mask.sum(1), 3))
         holes = mask.copy()
         holes[rng.integers(50), :] = rng.random(n) < 0.5
         expect = holes.sum(1) if all(np.all(np.diff(r.astype(int)) <= 0) for r in holes) else None
         got = masks.prefix_lengths(holes)
+        assert (masks.prefix_lengths(holes, 2) is None) == (expect is None)
         assert (got is None) == (expect is None) and (got is None or np.array_equal(got, expect))
     bytes_ = np.array([[2, 7, 0, 0], [1, 0, 0, 3]], np.uint8)    # any nonzero byte is True
     assert masks.prefix_lengths(bytes_[:1]).tolist() == [2] and masks.prefix_lengths(bytes_) is None

@@ -129,8 +129,8 @@ def generate(op: str, *, algorithm: str, target: Target | str, dtype: DTypeLike 
     """Compile `op` with `algorithm` for `target` (a Target or a target string such as
     "x86-64-v3", "aarch64:neoverse-v1", "riscv64"), without running it.  x holds `dtype`,
     y `out_dtype` (default: dtype), computed as softgen.compile does.  `name` is the C
-    symbol (default softgen_<op>_<algorithm>); `schedule` the code shape (default
-    Schedule(), as softgen.compile), or "auto:ROWSxN" for the algorithm's schedule that
+    symbol (default softgen_<op>_<algorithm>[_<operands>][_zero_empty]); `schedule` the
+    code shape (default Schedule(), as softgen.compile), or "auto:ROWSxN" for the algorithm's schedule that
     the JIT would run for that shape and those dtypes (algorithm "auto": its choice of
     both; wisdom tuned for `target` if there is some).  variant: temperature, sink, where,
     length, empty_rows as softgen.compile's (algorithms.variant: the operands after y, in

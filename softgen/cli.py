@@ -345,7 +345,8 @@ def _info_arguments(p):
 
 def _emit_arguments(file: str, file_in_directory: str, default: str):
     def add(p):
-        _add_kernel_arguments(p, "softgen_<op>_<algorithm>",
+        _add_kernel_arguments(p, "softgen_<op>_<algorithm>, then _<operand> per input operand and "
+                                 "_zero_empty with --empty-rows zero",
                               f"a file ({file}) or a directory for {file_in_directory} (default: {default})")
         _add_dtype_arguments(p)
         _add_target_argument(p)
@@ -353,7 +354,8 @@ def _emit_arguments(file: str, file_in_directory: str, default: str):
 
 
 def _emit_c_arguments(p):
-    _add_kernel_arguments(p, "softgen_<op>_<algorithm>_<dtype>[_<out-dtype>]_<isa>",
+    _add_kernel_arguments(p, "softgen_<op>_<algorithm>, then _<operand> per input operand, _zero_empty with "
+                             "--empty-rows zero, and _<dtype>[_<out-dtype>]_<isa>",
                           "a file (FILE.c, its header FILE.h beside it) or a directory for <name>.c "
                           "and <name>.h (default: the current directory)")
     _add_dtype_arguments(p)

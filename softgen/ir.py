@@ -256,6 +256,15 @@ class Program:
         return f"{self.op}.{self.algorithm}"
 
     @property
+    def fills_empty_rows(self) -> bool:
+        """Whether rows with nothing above -inf give 0 / -inf (a fill_empty op, here or in a
+        fallback its guards name) rather than numpy's NaN."""
+        fallbacks = [op.attrs["fallback"] for op in self.steps
+                     if isinstance(op, Op) and isinstance(op.attrs.get("fallback"), Program)]
+        return (any(op.kind is Kind.FILL_EMPTY for p in self.passes for op in p.ops)
+                or any(f.fills_empty_rows for f in fallbacks))
+
+    @property
     def writes_y(self) -> bool:
         """Whether the kernel stores to y (a top-k kernel's results are in output operands)."""
         return any(isinstance(s, Op) and s.kind is Kind.STORE_ROW for s in self.steps) or any(

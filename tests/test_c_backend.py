@@ -252,6 +252,18 @@ def special_rows() -> dict[str, np.ndarray]:
 
 # --- emit_c as an API -------------------------------------------------------------------
 
+def test_variants_have_their_own_default_names():
+    """Two variants of one op and algorithm never share a symbol (one library may hold
+    both): the C and LLVM backends name them by their operands and empty-row rule."""
+    variants = [{}, {"empty_rows": "zero"}, {"temperature": True}, {"where": True}, {"length": True},
+                {"length": True, "empty_rows": "zero"}]
+    c_names = [softgen.emit_c("softmax", algorithm="two_pass", isa="avx2", **v).name for v in variants]
+    llvm_names = [softgen.generate("softmax", algorithm="two_pass", target="x86-64-v3", **v).name for v in variants]
+    assert len(set(c_names)) == len(set(llvm_names)) == len(variants)
+    assert c_names[1] == "softgen_softmax_two_pass_zero_empty_float32_avx2"
+    assert llvm_names[5] == "softgen_softmax_two_pass_length_zero_empty"
+
+
 def test_default_name_header_and_write(tmp_path):
     src = softgen.emit_c("softmax", algorithm="two_pass", isa="avx2")
     assert isinstance(src, softgen.CSource)

@@ -184,7 +184,7 @@ def test_help_lists_the_choices():
                     "--algorithm {three_pass_reload,three_pass_recompute,two_pass,online,unified_max,backward,auto}",
                     "--dtype {float32,float64,float16,bfloat16}"):
         assert choices in out
-    assert "softgen_<op>_<algorithm>_<dtype>[_<out-dtype>]_<isa>" in " ".join(out.split())   # --name's default
+    assert "_zero_empty with --empty-rows zero, and _<dtype>[_<out-dtype>]_<isa>" in " ".join(out.split())   # --name's default
 
 
 @has_emit_c

@@ -57,9 +57,10 @@ def carried_values(stages: list[Stage]) -> list[list]:
 
 
 def kernel_name(program: Program) -> str:
-    """softgen_<op>_<algorithm>, then the names of its input row operands (a variant)."""
+    """softgen_<op>_<algorithm>, then the names of its input row operands and _zero_empty
+    where empty rows give 0 / -inf (a variant: two variants never share a name)."""
     inputs = "".join(f"_{o.name}" for o in program.operands if not o.output)
-    return f"softgen_{program.op}_{program.algorithm}{inputs}"
+    return f"softgen_{program.op}_{program.algorithm}{inputs}{'_zero_empty' if program.fills_empty_rows else ''}"
 
 
 def lower(program: Program, caps: Capabilities, schedule: Schedule = Schedule(),

@@ -27,7 +27,7 @@ from ... import algorithms
 from ...chunks import chunked
 from ...dtypes import ROW_RANGES, c_parameters, compute_dtype, ir_dtype
 from ...ir import DType, Program
-from ...lower.kernel import lower
+from ...lower.kernel import kernel_name, lower
 from ...lower.schedule import Schedule
 from ...version import __version__
 from .isa import C_TYPES, ISAS, PATTERNS, STORAGE_C_TYPES, CType, Isa, block_size, c_float
@@ -184,7 +184,7 @@ def emit_c(op: str, *, algorithm: str, dtype="float32", out_dtype=None, isa: str
                                algorithms.variant("emit_c", **variant))
     if name is None:
         dtypes = storage.numpy_name + ("" if output is storage else f"_{output.numpy_name}")
-        name = f"softgen_{op}_{algorithm}_{dtypes}_{isa}"
+        name = f"{kernel_name(program)}_{dtypes}_{isa}"
     if not chunks:
         return emit_program(program, isa=isa, name=name, schedule=schedule, unroll=unroll, accumulators=accumulators)
     target, name = _isa_and_name(program, isa, name)

@@ -700,6 +700,19 @@ def softgen_calls(found: Case, options: Options, inputs: Inputs, variants=None, 
     return calls
 
 
+def bound_calls(op, x: np.ndarray, options: Options = None, variants=None, peers=None, preallocate: bool = False,
+                threads: int = 1) -> dict[str, Callable[[], object]]:
+    """{"softgen:<variant>": fn(), peer: fn()}: the case's calls on x, its inputs made once
+    (benchmarks/ time them so); peers: the names to take (default: every installed one)."""
+    options = options or NO_OPTIONS
+    found = case(op, options)
+    found.check(x.shape, options)
+    inputs = found.inputs(x, options)
+    calls = softgen_calls(found, options, inputs, variants, preallocate, threads=threads)
+    calls.update({name: functools.partial(fn, inputs) for name, fn in case_peers(op, options, peers).items()})
+    return calls
+
+
 def measure(op, shape: tuple[int, int], variants=None, peer_fns=None, budget: float = 0.5,
             preallocate: bool = False, seed: int = 0, dtype="float32", out_dtype=None, threads: int = 1,
             options: Options = None) -> list[Result]:

@@ -3,6 +3,13 @@
 Every number is elements per nanosecond (rows * n / median seconds), taken side by side in
 one process so ratios are meaningful.  Peers are the libraries that happen to be installed:
 numpy, scipy, torch, onnxruntime, jax, numba.
+
+The cases `softgen bench --op` times are one table here (case(), FAMILY): the registry's ops,
+with the family's variant options (Options: --temperature, --sink, --where, unified_max's
+--phi), and the family's entry points (softmax_backward, log_softmax_backward, cross_entropy,
+topk_softmax), each with softgen's call and every peer's computing the same result on the
+same inputs (benchmarks/family.py and topk.py time them too; tests/test_bench.py checks the
+results agree).
 """
 from __future__ import annotations
 

@@ -459,7 +459,8 @@ COMMANDS = (
     Command("emit-so", "link a kernel into a shared library (.so) with the system cc",
             _emit_arguments("FILE.so", "lib<name>.so", "the current directory"), emit_so),
     Command("emit-c", "write a kernel as portable C (softgen.emit_c)", _emit_c_arguments, emit_c),
-    Command("bench", "time the op side by side with numpy and installed peers (elements/ns)",
+    Command("bench", "time an op, or one of the family's entry points, side by side with numpy and the "
+            "installed peers computing the same (elements/ns of x)",
             _bench_arguments, bench),
     Command("tune", "time candidate kernels per row-length band and save the winners as wisdom "
             "(algorithm='auto' uses them)", _tune_arguments, tune),

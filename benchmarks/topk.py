@@ -14,7 +14,7 @@ import statistics
 
 import numpy as np
 
-import softgen
+from softgen import bench
 from softgen.timing import median_time
 
 TOKENS = 4096
@@ -23,40 +23,12 @@ KS = (1, 2, 8)
 ORDERS = ("topk_then_softmax", "softmax_then_topk")
 
 
-def numpy_softmax(v):
-    e = np.exp(v - v.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def numpy_topk(x, k: int):
-    """(values, indices) of the k largest, best first."""
-    part = np.argpartition(-x, k - 1, axis=-1)[:, :k]
-    v = np.take_along_axis(x, part, -1)
-    order = np.argsort(-v, axis=-1, kind="stable")
-    return np.take_along_axis(v, order, -1), np.take_along_axis(part, order, -1)
-
-
-def variants(x: np.ndarray, k: int, order: str, torch) -> dict:
-    """{name: fn} for one case."""
-    if order == "topk_then_softmax":
-        def with_numpy():
-            v, i = numpy_topk(x, k)
-            return numpy_softmax(v), i
-    else:
-        def with_numpy():
-            return numpy_topk(numpy_softmax(x), k)
-    out = {"softgen": lambda: softgen.topk_softmax(x, k, order=order, threads=1), "numpy": with_numpy}
-    if torch is not None:
-        xt = torch.from_numpy(x)
-        if order == "topk_then_softmax":
-            def with_torch():
-                v, i = torch.topk(xt, k, -1)
-                return torch.softmax(v, -1), i
-        else:
-            def with_torch():
-                return torch.topk(torch.softmax(xt, -1), k, -1)
-        out["torch"] = with_torch
-    return out
+def variants(x: np.ndarray, k: int, order: str) -> dict:
+    """{name: fn} for one case: softgen.bench's topk_softmax case (`softgen bench --op
+    topk_softmax --k K --order O` times the same calls)."""
+    fns = bench.bound_calls("topk_softmax", x, bench.Options(k=k, order=order), peers=("numpy", "torch"))
+    fns["softgen"] = fns.pop("softgen:auto")
+    return fns
 
 
 def median_of_rounds(fns: dict, budget: float, rounds: int) -> dict:
@@ -73,18 +45,13 @@ def main(argv=None) -> None:
     p.add_argument("--budget", type=float, default=0.3)
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
-    try:
-        import torch
-        torch.set_num_threads(1)
-    except ImportError:
-        torch = None
     print("| shape | k | order | softgen | torch | numpy | softgen / torch |")
     print("|---|---|---|---|---|---|---|")
     for n in EXPERTS:
         x = (np.random.default_rng(0).standard_normal((TOKENS, n)) * 2).astype(np.float32)
         for k in (k for k in KS if k <= n):
             for order in ORDERS:
-                fns = variants(x, k, order, torch)
+                fns = variants(x, k, order)
                 rate = {name: x.size / t / 1e9 for name, t in median_of_rounds(fns, args.budget, args.rounds).items()}
                 ratio = f"{rate['softgen'] / rate['torch']:.2f}" if "torch" in rate else "-"
                 print(f"| {TOKENS}x{n} | {k} | {order} | {rate['softgen']:.2f} | {rate.get('torch', float('nan')):.2f} "

@@ -4,6 +4,7 @@
     softgen emit-asm|emit-obj|emit-so --op OP --algorithm ALGO --target T [--schedule S] [--name SYM] [-o PATH]
     softgen emit-c --op OP --algorithm ALGO --isa ISA [--schedule S] [--name SYM] [-o PATH]
     softgen bench --op OP [--algorithm ALGO] [--shape ROWSxN] [--peers a,b] [--threads N] [-o FILE.csv]
+                  [--temperature T] [--sink] [--where causal|random] [--phi PHI] [--k K] [--order O]
     softgen tune [--op OP]... [--shape ROWSxN]... [--budget S] [--wisdom FILE] [--quiet]
     softgen warmup [--op OP]... --shape ROWSxN... [--algorithm ALGO]
     softgen cache info|clear
@@ -12,6 +13,11 @@ The commands that make or run kernels (emit-*, bench, tune, warmup) take --dtype
 float32) and --out-dtype D (y's, default --dtype).  The emit commands' -o is a file if it
 has a suffix (k.s, out/k.c), else a directory (out, out/kernels) for the usual file names;
 either way the directories on the way are created.  `python -m softgen` runs this too.
+
+`bench --op` takes the registry's ops (with the variant options --temperature, --sink,
+--where, --algorithm unified_max [--phi]) and the family's entry points (softmax_backward,
+log_softmax_backward, cross_entropy, topk_softmax [--k --order --temperature]), each timed
+beside numpy, torch and ONNX Runtime computing the same (softgen.bench.FAMILY, case()).
 
 Each command is one small function plus an entry in COMMANDS (its arguments, its help).
 Errors in what the user asked for (argparse's, and ValueError/TypeError/NotImplementedError
@@ -57,8 +63,8 @@ def _one_line(message) -> str:
 
 # --- arguments shared by several commands -------------------------------------------------
 
-def _add_op_argument(p: argparse.ArgumentParser):
-    p.add_argument("--op", choices=ops.NAMES, default=ops.SOFTMAX.name, help="default: %(default)s")
+def _add_op_argument(p: argparse.ArgumentParser, names=ops.NAMES, help="default: %(default)s"):
+    p.add_argument("--op", choices=names, default=ops.SOFTMAX.name, help=help)
     params = ", ".join(f"{s.name}: {', '.join(f'{k}={v}' for k, v in s.params)}" for s in ops.REGISTRY.values()
                        if s.params)
     p.add_argument("--param", type=_param, action="append", metavar="NAME=VALUE",
@@ -76,6 +82,8 @@ def _param(text: str) -> tuple[str, float]:
 def _with_params(args):
     """args.op as the OpSpec with its --param values (the op's name where none are given)."""
     if args.param:
+        if args.op not in ops.REGISTRY:   # bench's family entry points
+            raise ValueError(f"--param sets a registry op's parameters; {args.op} has none")
         args.op = ops.get(args.op).with_params(**dict(args.param))
 
 
@@ -220,25 +228,37 @@ def emit_c(args) -> None:
 def bench(args) -> None:
     if not Target.parse(args.target).is_host:
         raise ValueError(f"bench runs kernels on this machine: --target must be host, not {args.target!r}")
-    variants = measuring.SOFTGEN_VARIANTS if args.algorithm == "all" else (args.algorithm,)
-    peer_fns = _peers(measuring, args.op, args.peers)
+    options = _bench_options(args)
+    case = measuring.case(args.op, options)
+    variants = case.variants(args.algorithm, options)
+    shapes = args.shape or [(1024, 1024)]
+    for shape in shapes:   # before the peers load (torch takes seconds)
+        case.check(shape, options)
+    peer_fns = _peers(measuring, args.op, args.peers, options)
+    label = " ".join(filter(None, [str(args.op), options.describe()]))
     rows = []
-    for shape in args.shape or [(1024, 1024)]:
-        results = measuring.measure(args.op, shape, variants, peer_fns, budget=args.budget,
-                                    dtype=args.dtype, out_dtype=args.out_dtype, threads=args.threads)
+    for shape in shapes:
+        results = measuring.measure(args.op, shape, variants, peer_fns, budget=args.budget, dtype=args.dtype,
+                                    out_dtype=args.out_dtype, threads=args.threads, options=options)
         numpy_speed = next((r.el_per_ns for r in results if r.name == "numpy"), None)
         on = "one thread" if args.threads == 1 else f"softgen on up to {args.threads} threads, peers on one"
-        print(f"{args.op} {shape[0]}x{shape[1]} {_dtypes_label(args)}, {on} (elements/ns)")
+        print(f"{label} {shape[0]}x{shape[1]} {_dtypes_label(args)}, {on} (elements/ns)")
         for r in results:
             ratio = f"  {r.el_per_ns / numpy_speed:5.2f}x numpy" if numpy_speed else ""
             print(f"  {r.name:>30} {r.el_per_ns:8.3f}{ratio}")
-            rows.append({"op": args.op, "rows": shape[0], "n": shape[1], "dtype": _dtypes_label(args),
-                         "name": r.name, "el_per_ns": f"{r.el_per_ns:.4f}", "seconds": f"{r.seconds:.6g}"})
+            rows.append({"op": str(args.op), "options": options.describe(), "rows": shape[0], "n": shape[1],
+                         "dtype": _dtypes_label(args), "name": r.name, "el_per_ns": f"{r.el_per_ns:.4f}",
+                         "seconds": f"{r.seconds:.6g}"})
     if args.output:
         with open(args.output, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+
+
+def _bench_options(args) -> measuring.Options:
+    return measuring.Options(temperature=args.temperature, sink=args.sink, where=args.where, phi=args.phi,
+                             k=args.k, order=args.order)
 
 
 def tune(args) -> None:
@@ -276,15 +296,15 @@ def cache(args) -> None:
           f"(SOFTGEN_CACHE_MAX_MB)")
 
 
-def _peers(measuring, op: str, names: str | None) -> dict:
+def _peers(measuring, op, names: str | None, options) -> dict:
     if names is None:
-        return measuring.peers(op)
+        return measuring.case_peers(op, options)
     wanted = [name.strip() for name in names.split(",") if name.strip()]
-    found = measuring.peers(op, wanted)
+    found = measuring.case_peers(op, options, wanted)
     missing = [name for name in wanted if name not in found]
     if missing:
         raise ValueError(f"peer(s) {', '.join(missing)} not available for {op} (unknown or not "
-                         f"installed); available: {', '.join(measuring.peers(op)) or 'none'}")
+                         f"installed); available: {', '.join(measuring.case_peers(op, options)) or 'none'}")
     return found
 
 
@@ -367,9 +387,13 @@ def _emit_c_arguments(p):
 
 
 def _bench_arguments(p):
-    _add_op_argument(p)
-    p.add_argument("--algorithm", choices=algorithms.ALGORITHMS + ("auto", "all"), default="all",
-                   help="softgen variant(s) to time (default: %(default)s)")
+    _add_op_argument(p, ops.NAMES + tuple(measuring.FAMILY),
+                     help="a registry op, or one of the family's entry points: softmax_backward and "
+                          "log_softmax_backward (of y = softmax(x) and a random dy), cross_entropy (mean, a "
+                          "random label per row), topk_softmax (default: %(default)s)")
+    p.add_argument("--algorithm", choices=algorithms.ALGORITHMS + tuple(algorithms.OWN_OPERANDS) + ("auto", "all"),
+                   default="all", help="softgen variant(s) to time (default: %(default)s: the algorithms and "
+                                       "auto; the family's entry points run their own choice, auto)")
     _add_dtype_arguments(p)
     _add_target_argument(p)
     p.add_argument("--shape", type=_shape, action="append",
@@ -380,6 +404,23 @@ def _bench_arguments(p):
     p.add_argument("--threads", type=_positive_int, default=1,
                    help="softgen's threads (default: %(default)s; the peers run on one)")
     p.add_argument("-o", "--output", help="also write the results as CSV")
+    _bench_variant_arguments(p)
+
+
+def _bench_variant_arguments(p):
+    """The variant options bench times (softgen.bench.Options): the peers compute the same."""
+    g = p.add_argument_group("variants (softmax, log_softmax, logsumexp; --temperature also topk_softmax)")
+    g.add_argument("--temperature", type=_positive_float, metavar="T", help="op(x / T)")
+    g.add_argument("--sink", action="store_true", help="a zero sink per row (softmax1)")
+    g.add_argument("--where", choices=tuple(measuring.MASKS),
+                   help="a mask: causal (np.tri(q, n, n - q), q = min(rows, n), over x as [rows/q, q, n]: rows "
+                        "at most n or a multiple of it) or random (half the elements, each row's first kept)")
+    g.add_argument("--phi", type=float, help="with --algorithm unified_max: its phi (default: learned, "
+                                             "softgen.LearnedPhi)")
+    g = p.add_argument_group("topk_softmax")
+    g.add_argument("--k", type=_positive_int, help=f"the experts kept per row (default: {measuring.TOPK_K})")
+    g.add_argument("--order", choices=[o.value for o in algorithms.Order],
+                   help="default: topk_then_softmax")
 
 
 def _tune_arguments(p):
@@ -420,7 +461,8 @@ COMMANDS = (
     Command("emit-so", "link a kernel into a shared library (.so) with the system cc",
             _emit_arguments("FILE.so", "lib<name>.so", "the current directory"), emit_so),
     Command("emit-c", "write a kernel as portable C (softgen.emit_c)", _emit_c_arguments, emit_c),
-    Command("bench", "time the op side by side with numpy and installed peers (elements/ns)",
+    Command("bench", "time an op, or one of the family's entry points, side by side with numpy and the "
+            "installed peers computing the same (elements/ns of x)",
             _bench_arguments, bench),
     Command("tune", "time candidate kernels per row-length band and save the winners as wisdom "
             "(algorithm='auto' uses them)", _tune_arguments, tune),

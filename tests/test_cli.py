@@ -146,6 +146,73 @@ def test_bench(tmp_path):
     assert len(rows) == 2 * len(names) and all(float(r["el_per_ns"]) > 0 for r in rows)
 
 
+@pytest.fixture
+def bench_in_process(monkeypatch, capsys):
+    """run(*args) -> stdout of `softgen bench ...` run here (no new process: the kernels and
+    imports are shared), the peers' one-thread environment undone afterwards."""
+    from softgen.bench import ONE_THREAD
+    for key, value in ONE_THREAD.items():
+        monkeypatch.setenv(key, os.environ.get(key, value))
+
+    def run(*args):
+        assert main(["bench", "--budget", "0.01", "--peers", "numpy", *map(str, args)]) == 0
+        return capsys.readouterr().out
+    return run
+
+
+@pytest.mark.parametrize("args,header", [
+    (["--op", "cross_entropy", "--shape", "3x100"], "cross_entropy 3x100 float32, one thread"),
+    (["--op", "softmax_backward", "--shape", "3x20"], "softmax_backward 3x20 float32, one thread"),
+    (["--op", "log_softmax_backward", "--shape", "3x20"], "log_softmax_backward 3x20 float32, one thread"),
+    (["--op", "topk_softmax", "--k", "3", "--order", "softmax_then_topk", "--shape", "4x16"],
+     "topk_softmax k=3 order=softmax_then_topk 4x16"),
+    (["--op", "topk_softmax", "--shape", "4x8"], "topk_softmax 4x8"),
+])
+def test_bench_the_family_entry_points(tmp_path, bench_in_process, args, header):
+    out = bench_in_process(*args, "-o", tmp_path / "b.csv")
+    assert header in out and "softgen:auto" in out and "1.00x numpy" in out
+    rows = list(csv.DictReader(open(tmp_path / "b.csv")))
+    assert [r["name"] for r in rows] == ["softgen:auto", "numpy"] and all(float(r["el_per_ns"]) > 0 for r in rows)
+
+
+@pytest.mark.parametrize("args,header,variants", [
+    (["--op", "softmax", "--where", "causal", "--shape", "8x8", "--algorithm", "two_pass"],
+     "softmax where=causal 8x8", ["softgen:two_pass"]),
+    (["--op", "log_softmax", "--where", "random", "--sink", "--shape", "3x20", "--algorithm", "auto"],
+     "log_softmax sink where=random 3x20", ["softgen:auto"]),
+    (["--op", "softmax", "--temperature", "0.5", "--shape", "3x50", "--algorithm", "online"],
+     "softmax temperature=0.5 3x50", ["softgen:online"]),
+    (["--op", "softmax", "--algorithm", "unified_max", "--phi", "8", "--shape", "3x50"],
+     "softmax phi=8.0 3x50", ["softgen:unified_max"]),
+])
+def test_bench_variant_options(tmp_path, bench_in_process, args, header, variants):
+    out = bench_in_process(*args, "-o", tmp_path / "b.csv")
+    assert header in out
+    rows = list(csv.DictReader(open(tmp_path / "b.csv")))
+    assert [r["name"] for r in rows] == variants + ["numpy"]
+    assert {r["options"] for r in rows} == {header.split(" ", 1)[1].rsplit(" ", 1)[0]}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--op", "softmax", "--k", "2"], "softmax takes no --k (its options: --phi, --sink, --temperature, --where)"),
+    (["--op", "cross_entropy", "--where", "causal"], "cross_entropy takes no --where (its options: none)"),
+    (["--op", "topk_softmax", "--k", "9", "--shape", "2x8"], "--k 9 is more than a row's 8 elements"),
+    (["--op", "softmax", "--where", "causal", "--shape", "100x3"], "rows 100 is not a multiple of n 3"),
+    (["--op", "softmax", "--phi", "2"], "--phi is unified_max's: give --algorithm unified_max too"),
+    (["--op", "cross_entropy", "--algorithm", "two_pass"], "cross_entropy runs softgen's auto, not --algorithm two_pass"),
+    (["--op", "cross_entropy", "--out-dtype", "float64"], "cross_entropy writes x's dtype"),
+    (["--op", "softplus_normalize", "--temperature", "2"], "softplus_normalize takes no --temperature"),
+    (["--op", "cross_entropy", "--param", "scale=2"], "--param sets a registry op's parameters"),
+    (["--op", "softmax", "--temperature", "0"], "'0' is not a positive number"),
+    (["--op", "softmax", "--where", "diagonal"], "invalid choice: 'diagonal'"),
+])
+def test_bench_options_a_case_does_not_take_exit_2(capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--budget", "0.01", "--peers", "numpy", *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and message in err, err
+
+
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no system C compiler (cc)")
 @pytest.mark.parametrize("how", ["json", "file", "auto"])
 def test_emit_so_with_a_schedule_runs_here(tmp_path, how):

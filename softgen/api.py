@@ -378,12 +378,11 @@ def _backward_entry(spec: ops.OpSpec):
         threads = None if threads is None else check_threads(threads, who)
         if y_arr.ndim == 0 or y_arr.size == 0:
             dx = np.zeros_like(y_arr) if y_arr.ndim == 0 else np.empty_like(y_arr)
-        else:
-            dx = _run_backward(spec, y_arr, dy_arr, ax, threads)
-        if out is None:
-            return dx
-        _check_out(out, dx.shape, dx.dtype, who)[...] = dx
-        return out
+            if out is None:
+                return dx
+            _check_out(out, dx.shape, dx.dtype, who)[...] = dx
+            return out
+        return _run_backward(spec, y_arr, dy_arr, ax, out, threads)
 
     backward.__name__ = backward.__qualname__ = who
     backward.__doc__ = (
@@ -397,17 +396,19 @@ def _backward_entry(spec: ops.OpSpec):
     return backward
 
 
-def _run_backward(spec: ops.OpSpec, y: np.ndarray, dy: np.ndarray, ax: int, threads) -> np.ndarray:
-    """The backward kernel on y and dy's rows along `ax` (made contiguous)."""
-    rows_y = np.ascontiguousarray(np.moveaxis(y, ax, -1))
-    shape = rows_y.shape
-    n = shape[-1]
-    rows_y = rows_y.reshape(-1, n)
-    rows_dy = np.ascontiguousarray(np.moveaxis(dy, ax, -1)).reshape(-1, n)
-    kernel = kernel_for_shape(spec.name, rows_y.shape[0], n, "backward", y.dtype)
-    dx = np.empty_like(rows_y)
-    kernel.run_rows(rows_y, dx, threads, (rows_dy,))
-    return np.moveaxis(dx.reshape(shape), -1, ax)
+def _run_backward(spec: ops.OpSpec, y: np.ndarray, dy: np.ndarray, ax: int, out, threads) -> np.ndarray:
+    """The backward kernel on y's rows along `ax`, dy its elementwise operand (rows laid out
+    as y's), into out or a new array.  dy overlapping out other than as the same view is
+    copied first (the kernel reads dy[i] before it writes out[i], and nowhere else)."""
+    if out is not None and np.may_share_memory(out, dy) and not _same_view(out, dy):
+        dy = dy.copy()
+    kernel = _kernel_for(spec.name, "backward", y, ax)
+    return _run(kernel, y, ax, out, threads, (elementwise_rows(dy, (ax,)),))
+
+
+def _same_view(a, b: np.ndarray) -> bool:
+    return (isinstance(a, np.ndarray) and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.strides == b.strides and a.shape == b.shape)
 
 
 softmax_backward = _backward_entry(ops.SOFTMAX)

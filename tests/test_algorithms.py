@@ -409,6 +409,25 @@ def test_backward_kernels_at_every_width(op, lanes):
         check_backward(op, y, dy, dx)
 
 
+def _backward_into_its_inputs(fn, y: np.ndarray, dy: np.ndarray) -> None:
+    """out= may be dy or y themselves, a view of dy shifted by some elements, or along
+    another axis: the result is the one into a new array."""
+    want = fn(y, dy)
+    for target in ("dy", "y"):
+        y2, dy2 = y.copy(), dy.copy()
+        out = dy2 if target == "dy" else y2
+        assert fn(y2, dy2, out=out) is out
+        np.testing.assert_array_equal(out, want)
+    n = y.shape[1]
+    flat = np.concatenate([dy.ravel(), np.zeros(3, dy.dtype)])
+    shifted_out = flat[3:].reshape(y.shape)   # overlaps dy (flat[:-3]) three elements on
+    fn(y, flat[:-3].reshape(y.shape), out=shifted_out)
+    np.testing.assert_array_equal(shifted_out, want)
+    out_t = np.empty((n, y.shape[0]), y.dtype).T
+    np.testing.assert_array_equal(fn(y, dy, out=out_t), want)
+    np.testing.assert_array_equal(fn(y.T.copy(), dy.T.copy(), axis=0), want.T)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float16, "bfloat16"])
 @pytest.mark.parametrize("op", ["softmax", "log_softmax"])
 def test_backward_api_axes_dtypes_threads(op, dtype):
@@ -425,6 +444,7 @@ def test_backward_api_axes_dtypes_threads(op, dtype):
     np.testing.assert_array_equal(fn(yb, dyb, threads=2), fn(yb, dyb, threads=1))
     out = np.empty_like(yb)
     assert fn(yb, dyb, out=out) is out
+    _backward_into_its_inputs(fn, yb[:40], dyb[:40])
     with pytest.raises(ValueError, match="one shape and dtype"):
         fn(yb, dyb[:, :5])
     with pytest.raises(NotImplementedError, match="logsumexp's is softmax"):

@@ -9,10 +9,8 @@ import pytest
 import softgen
 from softgen import algorithms, numerics
 from softgen.ir import Kind, Pass, Program, Type, verify
-from reference import check, finfo, misaligned_rows, reference
+from reference import PAIRS, check, finfo, misaligned_rows, reference, special_rows
 from widths import width_targets
-
-from test_api import PAIRS, special_rows
 
 
 def interpret(program: Program, x: np.ndarray, operands: dict | None = None) -> np.ndarray:

@@ -24,8 +24,7 @@ from softgen.backends.c import ISAS, NOT_RENDERED, PATTERNS, block_size, rendere
 from softgen.lower import Schedule
 
 from reference import (check, check_relative, check_ulps, misaligned_rows, near_zero_rows, offset_rows,
-                       softplus_reference)
-from test_masks import masked_rows
+                       masked_rows, softplus_reference)
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = softgen.Target.parse("host")

@@ -1,7 +1,15 @@
-"""float64 references with numpy's semantics (longdouble for float64 data), and the
-tolerances the tests hold kernels to, per dtype."""
+"""float64 references with numpy's semantics (longdouble for float64 data), the
+tolerances the tests hold kernels to, per dtype, and the cases and rows the test files
+share."""
 import ml_dtypes
 import numpy as np
+import pytest
+
+import softgen
+from softgen import ops
+
+# every op x algorithm softgen builds
+PAIRS = [(op, algo) for op in softgen.OPS for algo in softgen.ALGORITHMS if algo in ops.get(op).algorithms]
 
 SMALLEST_SUBNORMAL = 2.0 ** -149
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
@@ -212,3 +220,29 @@ def misaligned_rows(x: np.ndarray) -> np.ndarray:
     out = np.lib.stride_tricks.as_strided(buf[start:], x.shape, ((x.shape[1] + 3) * x.itemsize, x.itemsize))
     out[...] = x
     return out
+
+
+def masked_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The special rows, each under a random mask, plus rows with nothing kept, with only
+    -inf kept, with only NaN and +inf masked, and kept elements alone at either end."""
+    rng = np.random.default_rng(seed)
+    rows = special_rows(n)
+    x = np.stack(list(rows.values()) + [rng.standard_normal(n).astype(np.float32) * 4 for _ in range(5)])
+    keep = rng.random(x.shape) < 0.6
+    r = len(rows)
+    keep[r] = False                                   # nothing kept
+    x[r + 1, keep[r + 1]] = -np.inf                   # only -inf kept: NaN (JAX), or the fill
+    x[r + 2, ~keep[r + 2]] = np.where(rng.random((~keep[r + 2]).sum()) < 0.5, np.nan, np.inf)
+    keep[r + 3], keep[r + 3, 0] = False, True
+    keep[r + 4], keep[r + 4, -1] = False, True
+    return x, keep
+
+
+def enabled(fn, *args, **kw):
+    """fn(*args, **kw); skips the test where kernels for its dtypes are not enabled yet."""
+    try:
+        return fn(*args, **kw)
+    except NotImplementedError as e:
+        if "not enabled" in str(e):
+            pytest.skip(f"kernels for these dtypes are not enabled yet: {e}")
+        raise

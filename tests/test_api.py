@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import softgen
-from softgen import api, ops, runtime
-from reference import RATIOS, _stats, check, check_relative, check_ulps, near_zero_rows, offset_rows, reference, special_rows
+from softgen import api, runtime
+from reference import (PAIRS, RATIOS, _stats, check, check_relative, check_ulps, enabled, near_zero_rows, offset_rows,
+                       reference, special_rows)
 
-PAIRS = [(op, algo) for op in softgen.OPS for algo in softgen.ALGORITHMS if algo in ops.get(op).algorithms]
 OP_FN = {op: getattr(softgen, op) for op in softgen.OPS}
 NEG_INF, POS_INF, NAN = float("-inf"), float("inf"), float("nan")
 
@@ -364,16 +364,6 @@ needs_bf16 = pytest.mark.skipif(BF16 is None, reason="bfloat16 needs ml_dtypes (
 ALL_DTYPES = [F32, F64, F16, pytest.param(BF16, marks=needs_bf16)]
 OTHER_DTYPES = ALL_DTYPES[1:]
 SIXTEEN = [F16, pytest.param(BF16, marks=needs_bf16)]
-
-
-def enabled(fn, *args, **kw):
-    """fn(*args, **kw); skips the test where kernels for its dtypes are not enabled yet."""
-    try:
-        return fn(*args, **kw)
-    except NotImplementedError as e:
-        if "not enabled" in str(e):
-            pytest.skip(f"kernels for these dtypes are not enabled yet: {e}")
-        raise
 
 
 def _ordered(v: np.ndarray) -> np.ndarray:

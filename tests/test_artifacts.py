@@ -15,8 +15,7 @@ from softgen import algorithms, numerics
 from softgen.lower import Schedule
 from softgen.ir import Kind
 from softgen.targets import host
-from reference import BFLOAT16, check
-from test_api import PAIRS, special_rows
+from reference import BFLOAT16, PAIRS, check, special_rows
 
 HOST = host()
 ELF_MACHINE = {"x86_64": 62, "aarch64": 183, "riscv64": 243}

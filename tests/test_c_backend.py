@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +22,11 @@ from softgen import algorithms
 from softgen.backends.c import ISAS, NOT_RENDERED, PATTERNS, block_size, rendered_schedule
 from softgen.lower import Schedule
 
-from reference import (check, check_relative, check_ulps, misaligned_rows, near_zero_rows, offset_rows,
+from cc import HOST, HOST_ISAS, need, run, strict_flags
+from reference import (check, check_relative, check_ulps, masked_rows, misaligned_rows, near_zero_rows, offset_rows,
                        softplus_reference)
-from test_masks import masked_rows
 
 REPO = Path(__file__).resolve().parent.parent
-HOST = softgen.Target.parse("host")
 CASES = []
 for _op in softgen.OPS:
     for _algorithm in softgen.ALGORITHMS:
@@ -39,41 +37,15 @@ for _op in softgen.OPS:
         CASES.append((_op, _algorithm))
 
 
-def _runs_here(isa: str) -> bool:
-    if isa == "scalar":
-        return True
-    return HOST.arch == "x86_64" and bool(ISAS[isa].host_features) and \
-        ISAS[isa].host_features <= HOST.feature_set
-
-
-HOST_ISAS = [isa for isa in ISAS if _runs_here(isa)]
 BEST_ISA = HOST_ISAS[-1]          # the widest one this CPU runs
 X86_ISAS = ("scalar", "sse2", "avx2", "avx512")
 COMPILERS = ("gcc", "clang")
 JOBS = len(os.sched_getaffinity(0))
 
 
-def need(*tools: str):
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (Debian: .ci/run installs it)")
-
-
-def strict_flags(isa: str) -> list[str]:
-    return ["-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", *(["-pedantic"] if isa == "scalar" else []),
-            *ISAS[isa].flags]
-
-
 def cross(compiler: str) -> list[str]:
     """The command that compiles C for AArch64 with `compiler`."""
     return ["aarch64-linux-gnu-gcc"] if compiler == "gcc" else ["clang", "--target=aarch64-linux-gnu"]
-
-
-def run(cmd: list, **kw) -> subprocess.CompletedProcess:
-    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
-    if res.returncode:
-        pytest.fail(f"`{' '.join(map(str, cmd))}` failed ({res.returncode}):\n{res.stdout}{res.stderr}"[:6000])
-    return res
 
 
 def run_all(cmds: list[list]) -> None:

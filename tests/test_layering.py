@@ -1,6 +1,6 @@
 """softgen's modules form layers (softgen/__init__.py): nothing imports from a layer above
 its own, not even inside a function, there are no import cycles, and importing the package
-changes no environment variable."""
+changes no environment variable.  In tests/, no file imports a test file."""
 import ast
 import json
 import os
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "softgen"
+TESTS = Path(__file__).resolve().parent
 
 # (layer, modules or packages in it), bottom first; a package stands for its modules
 LAYERS = (
@@ -104,3 +105,19 @@ def test_importing_changes_no_environment_variable():
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {}
+
+
+def test_no_test_file_is_imported():
+    """What test files share lives in tests/' other modules (reference, cc, ...) or in
+    conftest.py's fixtures: importing a test file runs its module and ties the two files."""
+    found = []
+    for path in sorted(TESTS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            found += [f"{path.name}:{node.lineno} imports {name}" for name in names if name.startswith("test_")]
+    assert not found, found

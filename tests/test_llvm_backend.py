@@ -13,9 +13,8 @@ from softgen import algorithms
 from softgen.backends.llvm import compile_program
 from softgen.lower import Schedule
 from softgen.targets import Target, host
-from reference import check, check_relative, check_ulps, near_zero_rows, offset_rows
+from reference import PAIRS, check, check_relative, check_ulps, near_zero_rows, offset_rows, special_rows
 from widths import width_targets
-from test_api import PAIRS, special_rows
 
 ABI = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                        ctypes.c_void_p, ctypes.c_int64)

@@ -11,10 +11,8 @@ import pytest
 import softgen
 from softgen import masks
 from softgen.lower import Schedule
-from reference import BFLOAT16, check, misaligned_rows, special_rows
+from reference import BFLOAT16, PAIRS, check, masked_rows, misaligned_rows, special_rows
 from widths import width_targets
-
-from test_api import PAIRS
 
 OP_FN = {"softmax": softgen.softmax, "log_softmax": softgen.log_softmax, "logsumexp": softgen.logsumexp}
 MASK_PAIRS = [(op, algo) for op, algo in PAIRS if op in OP_FN]
@@ -42,22 +40,6 @@ def check_masked(op: str, x: np.ndarray, keep: np.ndarray, y: np.ndarray, zero_e
                 check(op, kept[None], out[keep[i]][None])
         except AssertionError as e:
             raise AssertionError(f"row {i} ({keep[i].sum()} kept): {e}") from None
-
-
-def masked_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The special rows, each under a random mask, plus rows with nothing kept, with only
-    -inf kept, with only NaN and +inf masked, and kept elements alone at either end."""
-    rng = np.random.default_rng(seed)
-    rows = special_rows(n)
-    x = np.stack(list(rows.values()) + [rng.standard_normal(n).astype(np.float32) * 4 for _ in range(5)])
-    keep = rng.random(x.shape) < 0.6
-    r = len(rows)
-    keep[r] = False                                   # nothing kept
-    x[r + 1, keep[r + 1]] = -np.inf                   # only -inf kept: NaN (JAX), or the fill
-    x[r + 2, ~keep[r + 2]] = np.where(rng.random((~keep[r + 2]).sum()) < 0.5, np.nan, np.inf)
-    keep[r + 3], keep[r + 3, 0] = False, True
-    keep[r + 4], keep[r + 4, -1] = False, True
-    return x, keep
 
 
 def prefix_mask(rows: int, n: int, seed: int) -> np.ndarray:

@@ -19,11 +19,10 @@ import softgen
 from softgen import numerics, ops, tune
 from softgen.lower import Schedule
 from softgen.lower.plan import PAIR_SUMS
-from reference import BFLOAT16, check, compute_dtype
+from reference import BFLOAT16, PAIRS, check, compute_dtype
 from widths import width_targets
 
 WIDTHS = width_targets()
-PAIRS = [(op, algo) for op in softgen.OPS for algo in softgen.ALGORITHMS if algo in ops.get(op).algorithms]
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 # (x's dtype, y's dtype): one dtype each, and the mixed forms users need
 DTYPE_PAIRS = [(F32, F32), (F64, F64), (F16, F16), (BFLOAT16, BFLOAT16), (BFLOAT16, F32), (F32, F16)]

@@ -14,10 +14,9 @@ import pytest
 import softgen
 from softgen import chunks, split, threads
 from softgen.ir import Kind, Operand, VerifyError, verify
-from reference import check, misaligned_rows as misaligned, special_rows
+from reference import PAIRS, check, misaligned_rows as misaligned, special_rows
 from widths import width_targets
 
-PAIRS = [(op, algo) for op in softgen.OPS for algo in softgen.ALGORITHMS if algo in softgen.ops.get(op).algorithms]
 WIDTHS = width_targets()
 
 

@@ -11,12 +11,10 @@ import softgen
 from softgen import algorithms, numerics, topk
 from softgen.algorithms import Order, TopK, Variant
 from softgen.ir import Builder, DType, Operand, VerifyError, verify
+from cc import HOST_ISAS, need, run, strict_flags
+from f64math import M as F64_MATH
+from interpreter import interpret
 from widths import width_targets
-
-from test_algorithms import interpret
-from test_numerics import M as F64_MATH
-
-from test_c_backend import HOST_ISAS, need, run, strict_flags
 
 try:
     import torch

@@ -15,8 +15,7 @@ import softgen
 from softgen import api, tune
 from softgen.backends.c import ISAS, rendered_schedule
 from softgen.lower import Schedule
-from reference import check
-from test_api import enabled, special_rows
+from reference import check, enabled, special_rows
 
 TINY = dict(budget=0.001, progress=False)
 

@@ -294,8 +294,13 @@ def exp_pair(m, x, lo=None):
 def ldexp_generic(m, v, d, scale=None):
     """v * 2^d for integer-valued d <= 0 (or -inf), keeping subnormal results; with
     `scale` (a normal value times 2^-scale_bias), v * 2^d * scale, rounded once."""
+    return _ldexp_in_range(m, v, clamp_below(m, d, _fmt(m).ldexp_min_exp), scale)
+
+
+def _ldexp_in_range(m, v, d, scale=None):
+    """ldexp_generic for d already in [ldexp_min_exp, 0]: no clamp (a compare and a blend
+    per vector less where ldexp is not one instruction)."""
     fmt = _fmt(m)
-    d = clamp_below(m, d, fmt.ldexp_min_exp)
     s = _pow2_from_biased(m, m.add(d, m.const(fmt.exp_magic)))
     return m.mul(m.mul(v, s), m.const(fmt.two_pow_minus_bias) if scale is None else scale)
 
@@ -602,8 +607,9 @@ def exp_scaled(m, x, shift: ExpShift):
     p = coeffs[0]
     for c in coeffs[1:]:
         p = m.fma(p, t, c)
-    if shift.scale is not None:
-        return ldexp_generic(m, p, m.sub(biased, shift.e_magic), shift.scale)
+    if shift.scale is not None:   # x >= lo keeps k - e >= -exp_shift_floor - 1, folded or not
+        # (exp_fold_limit): at or above ldexp_min_exp, so no clamp
+        return _ldexp_in_range(m, p, m.sub(biased, shift.e_magic), shift.scale)
     return m.ldexp(p, m.sub(biased, shift.e_magic))
 
 

@@ -197,13 +197,19 @@ def peers(op: str = ops.SOFTMAX.name, names=None) -> dict[str, Callable[[np.ndar
     """{name: fn(x) -> y} for every installed peer (or those in `names`), one thread each.
     Each fn computes `op` over the last axis of a 2-D float32 array and allocates its output,
     like a user's call would."""
+    return _installed(_PEERS, names, op)
+
+
+def _installed(makers: dict, names, argument) -> dict:
+    """{name: make(argument)} for the makers in `names` (None: all) whose library is
+    installed and has the op (ImportError, NotImplementedError: left out), on one thread."""
     one_thread_environment()
     found = {}
-    for name, make in _PEERS.items():
+    for name, make in makers.items():
         if names is not None and name not in names:
             continue
         try:
-            found[name] = make(op)
+            found[name] = make(argument)
         except (ImportError, NotImplementedError):
             continue
     return found
@@ -291,17 +297,8 @@ def case(op, options: Options = None) -> Case:
 def case_peers(op, options: Options = None, names=None) -> dict[str, Call]:
     """{name: call(inputs)} for every installed peer of the case (or those in `names`), one
     thread each, computing what softgen's call does."""
-    one_thread_environment()
     options = options or NO_OPTIONS
-    found = {}
-    for name, make in case(op, options).peers.items():
-        if names is not None and name not in names:
-            continue
-        try:
-            found[name] = make(options)
-        except (ImportError, NotImplementedError):
-            continue
-    return found
+    return _installed(case(op, options).peers, names, options)
 
 
 # --- the registry's ops with the variant options ---------------------------------------------

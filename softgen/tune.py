@@ -54,6 +54,14 @@ GROUP_BUFFERS = 4   # a pipelined group's x and y, for two groups at once (the e
                     # exp stage wrote): these must stay in L2 between the passes
 LONG_GROUP = 4      # rows per group beyond that (rows no longer stay in L2 between passes
                     # whatever the group): 4 rows keep 4 loads from memory in flight per pass
+# Kernels whose passes re-read the same rows of two inputs and do little per element (the
+# backward kernels: y and dy, a multiply-add per element to the sum): one row at a time, so
+# that the second pass finds both rows in L1; groups and pipelining have no exp to overlap
+# and only push the rows out of it.  Measured (Zen 4, float32 softmax_backward, el/ns, one
+# row against the forward rule's pipelined groups of 16): 256x1024 4.38 / 3.07, 1024x1024
+# 3.84 / 2.97, 4096x64 6.31 / 4.81 (torch 3.96, 3.96, 6.22); log_softmax_backward, whose
+# second pass has an exp: 4.15 / 4.26, 2.65 / 2.71, 4.47 / 3.80.
+ONE_ROW_ALGORITHMS = ("backward",)
 TEMPORARIES = 8     # vectors one element's exp keeps in flight beside a sweep's states and
                     # row constants: x, its rounded and biased value, k, t, the polynomial,
                     # 2^k, the product, and a compare's operand (x86's NaN test against 0)
@@ -196,7 +204,7 @@ def builtin_schedule(op: str, algorithm: str, rows: int, n: int, dtype="float32"
                      target="host") -> Schedule:
     """The schedule the built-in rule gives `algorithm` for this shape on `target`: in
     cache, rows in groups of a register's worth up to the group row (short rows' reductions
-    vectorized across rows), of LONG_GROUP beyond, the passes of consecutive groups
+    vectorized across rows), of LONG_GROUP beyond (ONE_ROW_ALGORITHMS: one row at a time), the passes of consecutive groups
     pipelined (except logsumexp's long rows: one pass has nothing to overlap); outputs that
     do not fit in the cache streamed past it (except for reload).  Then fitted to the
     target's registers (fit_registers)."""
@@ -206,6 +214,8 @@ def builtin_schedule(op: str, algorithm: str, rows: int, n: int, dtype="float32"
     if not in_cache(op, rows, n, dtype, out_dtype):
         # reload's output pass re-reads y, partly still cached: streaming stores do not pay
         schedule = Schedule(nontemporal=not row_output and algorithm != "three_pass_reload")
+    elif algorithm in ONE_ROW_ALGORITHMS:
+        schedule = Schedule()
     elif n <= short_row:
         schedule = Schedule(rows_per_group=lanes, unroll=1, pipeline=True, online_block_max=False)
     elif n <= group_row:

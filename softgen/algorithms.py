@@ -234,6 +234,45 @@ def _term_pair(b: Builder, spec: OpSpec, x):
     return b.exp_pair(x)
 
 
+def _stored_terms(spec: OpSpec, storage: DType, compute: DType, output: DType | None) -> Program:
+    """two_pass for softplus_normalize with power 1: each v = softplus(scale * x) stored in y
+    and summed, then y scaled by 1 / sum: the term evaluated once per element, as a value.
+    Rows with a stored v outside the normal range (NaN, inf, -inf's 0, or values a float
+    cannot hold to its precision) or an infinite sum run the program that sums the terms as
+    pairs and evaluates them again in its second pass (_pair_ratio).  Other powers (whose
+    v may leave the range far more often), and a y narrower than the computation (v would
+    be rounded to it), take that program for every row."""
+    if (output or storage).bits < compute.bits or spec.param["power"] != 1.0:
+        return _pair_terms(spec, storage, compute, output, "two_pass")
+    recompute = _pair_terms(spec, storage, compute, output, "two_pass_recompute")
+    b = _builder(spec, "two_pass", storage, compute, output, Variant())
+    minus_one = b.const(-1.0)
+    with b.pass_():
+        v = b.softplus(b.load_x(), scale=spec.param["scale"])
+        b.store(v)
+        acc, top, bottom = b.acc_sum(v), b.acc_max(v), b.acc_max(b.mul(v, minus_one))
+    s = b.merge_sum(acc)
+    lo, hi = numerics.float_format(compute).stored_term_range
+    # (normal terms: their float sum is as accurate as the pairs'; a finite sum scales them)
+    b.guard(b.merge_max(top), b.merge_max(bottom), s, ranges=((lo, hi), (-hi, -lo), (lo, hi)), fallback=recompute)
+    r = b.recip(s)
+    with b.pass_():
+        b.store(b.mul(b.load_y(), r))
+    return verify(b.program)
+
+
+def _pair_terms(spec: OpSpec, storage: DType, compute: DType, output: DType | None, algorithm: str) -> Program:
+    """y = v / sum v by pairs, the term evaluated in both passes (any row; NaN rows as
+    _pair_ratio says)."""
+    b = _builder(spec, algorithm, storage, compute, output, Variant())
+    with b.pass_():
+        acc = b.acc_pair(_term_pair(b, spec, b.load_x()))
+    s, e = b.merge_pair(acc)
+    limit = numerics.float_format(compute).pair_exp_limit
+    _pair_ratio(b, spec, s, e, (-limit, limit))
+    return verify(b.program)
+
+
 def _pair_ratio(b: Builder, spec: OpSpec, s, e, pair_range):
     """y = v / sum v from the pairs' sum S * 2^E, for a term without a max-based program: rows
     whose E leaves the pair range are NaN rows, per row (no guard: a guard's fallback runs
@@ -256,10 +295,14 @@ def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
     log outputs within PAIR_LOG_MIN of 0, are computed by the three_pass_recompute
     program instead (the guard)."""
     spec = ops.get(op)
+    if spec.term is not Term.EXP:
+        if variant != Variant():
+            raise NotImplementedError(f"{spec.name}: no temperature or sink (they are softmax's)")
+        return _stored_terms(spec, storage, compute, output)
     b = _builder(spec, "two_pass", storage, compute, output, variant)
     with b.pass_():
         x = b.load_x()
-        acc = b.acc_pair(_term_pair(b, spec, x))
+        acc = b.acc_pair(b.exp_pair(x))
         max_acc = b.acc_max(x) if spec.rule is Rule.SHIFT else None
         # (rows of only -inf pass the guard: their pairs are clamped to zero sums)
         empty = _empty_acc(b, spec, variant, x) if spec.rule is Rule.SCALE else None
@@ -267,17 +310,12 @@ def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,
     empty = _empty_flag(b, empty)
     fmt = numerics.float_format(compute)
     pair_range = (-fmt.pair_exp_limit, fmt.pair_exp_limit)
-    if spec.term is not Term.EXP:
-        if variant != Variant():
-            raise NotImplementedError(f"{spec.name}: no temperature or sink (they are softmax's)")
-        _pair_ratio(b, spec, s, e, pair_range)
-        return verify(b.program)
     fallback = three_pass_recompute(spec, storage, compute, output, variant)
     if spec.normalizer is Normalizer.SUM:
         b.guard(e, ranges=(pair_range,), fallback=fallback)
         r = b.recip(s)
         with b.pass_():
-            b.store(_output(b, spec, b.pair_scale(_term_pair(b, spec, b.load_x()), r, e), empty))
+            b.store(_output(b, spec, b.pair_scale(b.exp_pair(b.load_x()), r, e), empty))
         return verify(b.program)
     # lse = hi + lo: x - lse rounded once more than x - hi, which is exact near lse
     hi, lo = b.log_pair(s, e)

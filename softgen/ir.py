@@ -96,6 +96,9 @@ class Kind(enum.Enum):
     EXP_PAIR = ("exp_pair", Where.PASS, (E,), (P,))
     # softplus(scale * x)^power as a pair p * 2^k (numerics.softplus_pow): softplus_pow x scale=s power=p
     SOFTPLUS_POW = ("softplus_pow", Where.PASS, (E,), (P,))
+    # softplus(scale * x) as a value (numerics.softplus: 0, subnormal or inf where it leaves
+    # the normal range): softplus x scale=s
+    SOFTPLUS = ("softplus", Where.PASS, (E,), (E,))
     PAIR_SCALE = ("pair_scale", Where.PASS, (P, R, R), (E,))  # p * c * 2^(k - e)
     STORE = ("store", Where.PASS, (E,), ())
     CAST = ("cast", Where.PASS, (E,), (E,))          # cast v from=dtype to=dtype: storage/output <-> compute
@@ -265,6 +268,18 @@ class Program:
                 or any(f.fills_empty_rows for f in fallbacks))
 
     @property
+    def in_place_safe(self) -> bool:
+        """Whether y may be x itself (in place): no step reads x after a pass stored y (a
+        later pass's load.x, or a guard, whose fallback reads the row again)."""
+        stored = False
+        for step in self.steps:
+            if stored and (not isinstance(step, Pass) and step.kind is Kind.GUARD
+                           or isinstance(step, Pass) and any(op.kind is Kind.LOAD_X for op in step.ops)):
+                return False
+            stored = stored or isinstance(step, Pass) and any(op.kind is Kind.STORE for op in step.ops)
+        return True
+
+    @property
     def writes_y(self) -> bool:
         """Whether the kernel stores to y (a top-k kernel's results are in output operands)."""
         return any(isinstance(s, Op) and s.kind is Kind.STORE_ROW for s in self.steps) or any(
@@ -404,8 +419,8 @@ def _check_pass(program: Program, step: Pass, defined_row: set, pending_acc: dic
             _check_row_op_operand(program, op)
         if op.kind in (Kind.FILL_EMPTY, Kind.KEEP) and not isinstance(op.attrs.get("value"), float):
             _fail(program, op, f"{op.kind.mnemonic} needs a float value=")
-        if op.kind is Kind.SOFTPLUS_POW:
-            _check_softplus_pow(program, op)
+        if op.kind in (Kind.SOFTPLUS_POW, Kind.SOFTPLUS):
+            _check_softplus(program, op)
         if op.kind is Kind.ACC_TOPK and not _count(op):
             _fail(program, op, "acc.topk needs a positive integer k=")
         _check_args(program, op, defined_row | local)
@@ -486,13 +501,15 @@ def _check_operands(program: Program):
         raise VerifyError(f"{program.name}: rows of length {program.length!r} need it as an integer input operand")
 
 
-def _check_softplus_pow(program: Program, op: Op):
-    """The kernel parameters baked into the op: a finite nonzero scale, a finite positive power."""
-    scale, power = op.attrs.get("scale"), op.attrs.get("power")
+def _check_softplus(program: Program, op: Op):
+    """The kernel parameters baked into the op: a finite nonzero scale, a finite positive
+    power (softplus_pow's)."""
+    scale, name = op.attrs.get("scale"), op.kind.mnemonic
     if not (isinstance(scale, float) and math.isfinite(scale) and scale != 0.0):
-        _fail(program, op, "softplus_pow needs a finite nonzero float scale=")
-    if not (isinstance(power, float) and math.isfinite(power) and power > 0.0):
-        _fail(program, op, "softplus_pow needs a finite positive float power=")
+        _fail(program, op, f"{name} needs a finite nonzero float scale=")
+    power = op.attrs.get("power")
+    if op.kind is Kind.SOFTPLUS_POW and not (isinstance(power, float) and math.isfinite(power) and power > 0.0):
+        _fail(program, op, f"{name} needs a finite positive float power=")
 
 
 def verify(program: Program) -> Program:

@@ -79,6 +79,12 @@ class FloatFormat:
         return 2.0 ** -self.scale_bias
 
     @property
+    def stored_term_range(self) -> tuple[float, float]:
+        """Terms a kernel stores in y between its passes (softplus_normalize's v): normal
+        values, so that each keeps its relative accuracy."""
+        return 2.0 ** (1 - self.exponent_bias), self.max
+
+    @property
     def unified_max_limit(self) -> float:
         """How far a row's max may lie from the unified-max bound phi, either way: above,
         exp_diff(x, phi) must still build 2^k (k + exponent_bias + scale_bias below the
@@ -464,6 +470,21 @@ def softplus_pair(m, x, scale: float = 1.0):
     finite = m.lt(m.fabs(x), m.const(float("inf")))
     k = m.select(finite, m.select(linear, kw, k), clamp_below(m, z, fmt.pair_input_floor))
     return m.select(linear, pw, mant), k
+
+
+def softplus(m, x, scale: float = 1.0):
+    """softplus(scale * x) itself, to a few ulp where it is a normal number: log1p(e^-|z|),
+    plus z (and z's rounding) for z > 0, without softplus_pair's frexp and the caller's
+    ldexp.  Below the normal range the result is 0 or a subnormal that lost digits, above
+    it inf, for NaN NaN or 0 (as the backend's ldexp takes a NaN exponent): callers check
+    the range (algorithms._stored_terms' guard)."""
+    zero = m.const(0.0)
+    z, z_lo = _scaled_input(m, x, scale)
+    positive = m.gt(z, zero)
+    pw, kw = exp_pair(m, clamp_below(m, m.sub(zero, m.fabs(z)), _fmt(m).pair_input_floor),
+                      m.select(positive, m.sub(zero, z_lo), z_lo))
+    log1p_w = log1p_unit(m, m.ldexp(pw, kw))   # (kw <= 0: e^-|z| <= 1)
+    return m.select(positive, m.add(z, m.add(log1p_w, z_lo)), log1p_w)
 
 
 def log_softplus(m, x, scale: float = 1.0):

@@ -36,6 +36,7 @@ class Kernel:
         self.op, self.algorithm = program.op, program.algorithm
         self._recipe_op = op or program.op   # an OpSpec where the op has parameters
         self.row_output = program.row_output
+        self.in_place_safe = program.in_place_safe   # (read on every call)
         self.schedule = schedule
         x_dtype, _, y_dtype = program.dtypes
         self.dtype = check_dtype(x_dtype)       # x's numpy dtype
@@ -320,7 +321,7 @@ def _fast_call(kernel: Kernel, x, axis, out, threads=None, operands: tuple = ())
         y = _new_output(x, shape, kernel.out_dtype)
     elif (type(out) is np.ndarray and out.dtype is kernel.out_dtype and out.shape == shape
           and out.flags.c_contiguous and out.flags.writeable
-          and (out is x or not np.may_share_memory(out, x))):  # overlap: the general path
+          and (out is x and kernel.in_place_safe or not np.may_share_memory(out, x))):  # else the general path
         y = out
     else:
         return None
@@ -406,9 +407,11 @@ def _run_rows(kernel: Kernel, arr: np.ndarray, perm: tuple, k: int, ys: np.ndarr
     if copied:
         xin = _row_copy(arr, perm, k)
     yout = _rows_of(ys, k_out)
-    # The kernel reads each element before it writes the same element, so an output laid
-    # out exactly like its input is safe; any other overlap goes through a temporary.
-    direct = yout is not None and (copied or fresh or _same_layout(xin, yout) or not np.shares_memory(xin, yout))
+    # Most kernels read each element before they write the same element, so an output laid
+    # out exactly like its input is safe (Program.in_place_safe); any other overlap goes
+    # through a temporary.
+    same = kernel.in_place_safe and _same_layout(xin, yout) if yout is not None else False
+    direct = yout is not None and (copied or fresh or same or not np.shares_memory(xin, yout))
     if direct:
         target = yout
     elif copied and not kernel.row_output and kernel.out_dtype == kernel.dtype:

@@ -60,6 +60,8 @@ def _elementwise(op, a, x, y):
         v = np.logaddexp(0.0, a[0] * op.attrs["scale"]) ** op.attrs["power"]
         kk = np.round(np.log2(v))
         return ((np.where(np.isfinite(kk), v * np.exp2(-kk), 1.0), kk),)
+    if k is Kind.SOFTPLUS:
+        return (np.logaddexp(0.0, a[0] * op.attrs["scale"]),)
     if k is Kind.PAIR_SCALE:
         (p, kk), c, e = a
         return (p * c * np.exp2(kk - e),)

@@ -8,7 +8,7 @@ import pytest
 
 import softgen
 from softgen import algorithms
-from softgen.ir import Kind, Pass, verify
+from softgen.ir import Kind, Pass, listing, verify
 from interpreter import interpret
 from reference import PAIRS, check, finfo, misaligned_rows, reference, special_rows
 from widths import width_targets
@@ -21,7 +21,8 @@ def test_programs_verify_and_print(op, algo):
     text = str(program)
     assert text.startswith(f"kernel {op}.{algo}")
     assert program.row_output == (op == "logsumexp")
-    assert ("softplus_pow" in text) == (op == "softplus_normalize")
+    assert ("softplus" in text) == (op == "softplus_normalize")
+    assert ("softplus_pow" in listing(program)) == (op == "softplus_normalize")   # (in the fallback)
 
 
 @pytest.mark.parametrize("op", ["log_softmax", "logsumexp"])
@@ -250,6 +251,24 @@ def test_unified_max_dtypes_variants_and_threads(op, monkeypatch):
         OP_FN[op](x, algorithm="unified_max")
     with pytest.raises(ValueError, match="phi= goes with"):
         OP_FN[op](x, phi=1.0)
+
+
+@pytest.mark.parametrize("call", [lambda x, **kw: softgen.softmax(x, algorithm="unified_max", phi=0.0, **kw),
+                                  lambda x, **kw: softgen.softplus_normalize(x, **kw)], ids=["unified_max", "softplus"])
+def test_in_place_where_a_guard_follows_a_store(call):
+    """A kernel that stores y before its guard (unified_max's softmax, softplus_normalize's
+    stored terms) is not in_place_safe: a flagged row's fallback reads x again.  In place
+    (and through a same-layout view) it goes through a temporary: the out-of-place result."""
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal((4, 300)) * 3).astype(np.float32)
+    x[0, 3], x[1, 4] = 200.0, -200.0   # far from phi; a term below the normal range: the fallback
+    want = call(x)
+    for inner in (slice(None), slice(0, 300, 1)):
+        y = x.copy()
+        assert call(y[:, inner], out=y[:, inner]) is not None
+        np.testing.assert_array_equal(y, want)
+    assert not softgen.compile("softmax", algorithm="unified_max").in_place_safe
+    assert softgen.compile("softmax", algorithm="three_pass_reload").in_place_safe
 
 
 @pytest.mark.parametrize("op", EXP_OPS)

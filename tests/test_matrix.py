@@ -169,7 +169,7 @@ def run_case(op: str, algo: str, width: int, case: dict, dtypes=(F32, F32)):
     schedule = case["schedule"] or tune.builtin_schedule(op, algo, rows, n)
     kernel = softgen.compile(op, algorithm=algo, target=WIDTHS[width], schedule=schedule,
                              dtype=x_dtype.name, out_dtype=y_dtype.name)
-    in_place = case["in_place"] and not kernel.row_output and x_dtype == y_dtype
+    in_place = case["in_place"] and kernel.in_place_safe and not kernel.row_output and x_dtype == y_dtype
     rng = np.random.default_rng(case["seed"])
     x_buf, x = placed(rows, n, case["x_offset"], case["x_stride"], x_dtype)
     kinds = case["kinds"]

@@ -371,6 +371,31 @@ def test_f64_log_softplus(scale):
     assert math.isnan(numerics.log_softplus(M, M.const(math.nan), scale)[0])
 
 
+@pytest.mark.parametrize("scale", [1.0, 0.3, -2.5, 1e30])
+def test_f64_softplus_value(scale):
+    """softplus (the value, for stored terms) within a few ulps where it is a normal double;
+    0 or a subnormal below (the caller's guard sends those rows to the pairs), inf where
+    scale * x overflows, NaN or 0 for NaN."""
+    rng = random.Random(11)
+    xs = [0.0, 1.0, -1.0, -100.0, -700.0, -745.0, -800.0, 1e6, 1e300, 16.0, -16.0, 40.0, -40.0, F64.max]
+    xs += [rng.gauss(0, 30) for _ in range(200)]
+    worst = 0.0
+    for x in xs:
+        v = numerics.softplus(M, M.const(x), scale)
+        true = mpmath.log1p(mpmath.exp(mpmath.mpf(x) * mpmath.mpf(scale)))
+        if true > F64.max:
+            assert v == math.inf
+        elif true < 2.0 ** -1022:
+            assert 0.0 <= v < 2.0 ** -1022
+        else:
+            worst = max(worst, _ulps(v, true))
+    assert worst <= 3.0, worst
+    assert numerics.softplus(M, M.const(math.inf * np.sign(scale)), scale) == math.inf
+    assert numerics.softplus(M, M.const(-math.inf * np.sign(scale)), scale) == 0.0
+    nan = numerics.softplus(M, M.const(math.nan), scale)
+    assert math.isnan(nan) or nan == 0.0   # (as ldexp(p, NaN) comes out: outside the normal range either way)
+
+
 @pytest.mark.parametrize("power", [1.0, 0.5, 3.0])
 @pytest.mark.parametrize("scale", [1.0, 0.3, -2.5])
 def test_f64_softplus_pow(scale, power):

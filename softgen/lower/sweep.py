@@ -182,6 +182,8 @@ class RowSweep:
             out = (numerics.exp_pair_floored if op in u.plan.summed else numerics.exp_pair)(vm, a[0])
         elif k is Kind.SOFTPLUS_POW:
             out = numerics.softplus_pow(vm, a[0], op.attrs["scale"], op.attrs["power"])
+        elif k is Kind.SOFTPLUS:
+            out = numerics.softplus(vm, a[0], op.attrs["scale"])
         elif k is Kind.PAIR_SCALE:
             out = numerics.pair_scale(vm, *a)
         else:

@@ -7,14 +7,18 @@ lanes with); the next pass reads the merged states.  Rows a guard flags run the 
 program's chunk kernels the same way.  A split row computes what the kernel computes, in
 another order of summation: within the kernel's tolerance, not bitwise.
 
-The states of a call live in one array [operand, row, chunk] (chunk 0: merged), and each
-kernel's operand addresses are computed from it: the Python work per call is a few list
-operations and one ctypes call per merge, beside the pool's tasks.
+The states of a call live in one array [operand, row, chunk] (chunk 0: merged).  A call
+runs as one job of the pool (softgen.threads.run_steps): its steps (each pass's tasks,
+each merge, the finish) in one int64 table whose template is kept per call shape, so the
+Python work per call is a few numpy operations.  A guard's flag stops the job after the
+pass writing it; the flagged rows then run the fallback's plan, the others the rest of
+their own.
 """
 from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,6 +28,15 @@ from .chunks import FLAG, ChunkedProgram, chunked
 from .ir import Program
 from .lower import Schedule
 from .targets import Target
+from .threads import STEP_ARG_BYTES, STEP_ARGS, STEP_FLAG_BYTES, STEP_FLAG_ROWS, STEP_FLAG_STRIDE, STEP_FLAGS, \
+    STEP_FN, STEP_INVOKE, STEP_TASKS
+
+# the plans kept per kernel (one per call shape; a program cycling through more shapes
+# builds them again)
+MAX_PLANS = 32
+# where a slot of a plan's table adds its offset: to nothing, the table's own address, x, y,
+# the call's state array, the call's own operand j (OPERAND + j)
+CONSTANT, TABLE, X, Y, STATES, OPERAND = range(6)
 
 # chunks start on multiples of this many elements (whole cache lines of y where y's rows
 # start on one, for every dtype), so no two threads write to one line
@@ -57,10 +70,11 @@ def chunk_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class _Entry:
-    """A chunk kernel ready to call: its function and its operands as (index in the call's
-    state array, output?) pairs, or (None, j) for the call's own row operand j; `flags`:
-    whether its guard writes the operand `flag`."""
+    """A chunk kernel ready to call: its function (and its code's address) and its operands
+    as (index in the call's state array, output?) pairs, or (None, j) for the call's own row
+    operand j; `flags`: whether its guard writes the operand `flag`."""
     fn: object
+    address: int
     operands: tuple
     flags: bool
 
@@ -91,6 +105,7 @@ class SplitKernel:
         self.address_of = address_of or self._compile
         self._layout = None
         self._compiled: list = []   # the JIT modules (kept alive)
+        self._plans: dict = {}      # by _Shape: the top plan's
 
     def _compile(self, plan: ChunkedProgram, program: Program) -> int:
         compiled = compile_program(program, self.target, self.schedule, jit=True)
@@ -114,7 +129,8 @@ class SplitKernel:
             operands = tuple(own[o.name] if o.name in own else
                              (index[o.name.split("_", 1)[1] if program in plan.merges else o.name], o.output)
                              for o in program.operands)
-            return _Entry(abi(self.address_of(self.plan, program)), operands, plan.flags(program))
+            address = self.address_of(self.plan, program)
+            return _Entry(abi(address), address, operands, plan.flags(program))
         return _Layout(plan, names, tuple(map(entry, plan.passes)), tuple(map(entry, plan.merges)),
                        entry(plan.finish), plan.fallback and self.layout(plan.fallback))
 
@@ -123,74 +139,159 @@ class SplitKernel:
         """The kernel on [rows, n] at addresses x and y (row strides in elements), with its
         operands (address, stride, itemsize: a value per row, or elementwise a row of them),
         each row in up to `chunks` chunks, on up to `threads` threads."""
-        call = _Call((x, x_stride, x_itemsize), (y, y_stride, y_itemsize), chunk_bounds(n, chunks), threads,
-                     self.dtype, operands, self.elementwise)
-        call.execute(self.layout(), list(range(rows)))
+        shape = _Shape(rows, n, chunks, x_stride, x_itemsize, y_stride, y_itemsize,
+                       tuple((stride, itemsize) for _, stride, itemsize in operands), self.elementwise)
+        plan = self._plans.get(shape)
+        if plan is None:
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[shape] = _plan(self.layout(), shape, range(rows), 0, self.dtype.itemsize)
+        call = _Call(shape, threads, self.dtype, (x, y, *(address for address, _, _ in operands)))
+        call.execute(self.layout(), list(range(rows)), plan)
+
+
+class _Shape(NamedTuple):
+    """A call's shape: what its plan depends on (besides the kernel)."""
+    rows: int
+    n: int
+    chunks: int
+    x_stride: int
+    x_itemsize: int
+    y_stride: int
+    y_itemsize: int
+    operands: tuple           # the program's own: (stride, itemsize)
+    elementwise: frozenset    # which of them are elementwise (a row of elements)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A call's steps as one int64 table, each slot offset + the call's bases[base] (the
+    headers of softgen.threads' steps, then each step's tasks' arguments)."""
+    offset: np.ndarray
+    base: np.ndarray
+    steps: int
+    ends: tuple      # per step: the pass whose merges it ends (len(passes): the finish)
+    columns: int     # chunks per row
+
+
+def _plan(layout: _Layout, shape: _Shape, rows, first: int, size: int) -> _Plan:
+    """layout's steps from pass `first` on, over `rows` (their indices in the call, the
+    state array's rows in that order): each pass over every (row, chunk), then its merges
+    of each chunk's states into chunk 0's; the finish's one task per row.  The guard's
+    flags are checked after the last step of the pass (or finish) writing them."""
+    bounds = chunk_bounds(shape.n, shape.chunks)
+
+    def state(k, i, c):
+        return STATES, ((k * len(rows) + i) * len(bounds) + c) * size
+    steps = []   # (entry, tasks, the pass it ends)
+    for k in range(first, len(layout.passes)):
+        entry, merge = layout.passes[k], layout.merges[k]
+        steps.append((entry, [_pass_task(entry, shape, row, c0, c1, lambda j, out: state(j, i, c if out else 0))
+                              for i, row in enumerate(rows) for c, (c0, c1) in enumerate(bounds)], k))
+        if merge is not None:
+            steps += [(merge, [_merge_task(merge, len(rows), len(bounds), c, state)], k) for c in range(1, len(bounds))]
+    if layout.finish is not None:
+        steps.append((layout.finish, [_finish_task(layout.finish, shape, row, lambda j, _: state(j, i, 0))
+                                      for i, row in enumerate(rows)], len(layout.passes)))
+    flags = {}
+    if FLAG in layout.names:
+        flags = {STEP_FLAGS: state(layout.names.index(FLAG), 0, 0), STEP_FLAG_ROWS: len(rows),
+                 STEP_FLAG_STRIDE: len(bounds) * size, STEP_FLAG_BYTES: size}
+    checked = {s for s, (_, _, end) in enumerate(steps)
+               if (s + 1 == len(steps) or steps[s + 1][2] != end) and _flagged(layout, end)}
+    return _table(steps, {s: flags for s in checked}, len(bounds))
+
+
+def _flagged(layout: _Layout, end: int) -> bool:
+    """Whether pass `end` (len(passes): the finish) writes the guard's flags."""
+    return (layout.passes[end] if end < len(layout.passes) else layout.finish).flags
+
+
+def _table(steps: list, flags: dict, columns: int) -> _Plan:
+    """The steps' headers, then their tasks' arguments, as one table's slots."""
+    slots = [0] * (len(steps) * _threads.STEP_SLOTS)
+    for s, (entry, tasks, _) in enumerate(steps):
+        arity = len(tasks[0])
+        header = {STEP_INVOKE: _threads.call_address(arity), STEP_FN: entry.address, STEP_TASKS: len(tasks),
+                  STEP_ARGS: (TABLE, 8 * len(slots)), STEP_ARG_BYTES: 8 * arity, **flags.get(s, {})}
+        for field, value in header.items():
+            slots[s * _threads.STEP_SLOTS + field] = value
+        slots += [value for task in tasks for value in task]
+    pairs = [value if isinstance(value, tuple) else (CONSTANT, value) for value in slots]
+    return _Plan(np.array([o for _, o in pairs], np.int64), np.array([b for b, _ in pairs], np.intp), len(steps),
+                 tuple(end for _, _, end in steps), columns)
+
+
+def _own_operand(shape: _Shape, j: int, row: int, column: int) -> tuple:
+    """Own operand j's slot for `row` (at `column` of an elementwise one's row)."""
+    stride, itemsize = shape.operands[j]
+    return OPERAND + j, (row * stride + (column if j in shape.elementwise else 0)) * itemsize
+
+
+def _pass_task(entry: _Entry, shape: _Shape, row: int, c0: int, c1: int, state) -> list:
+    """A pass over one row's chunk [c0, c1): one row per call, operands at stride 0."""
+    task = [1, c1 - c0, (X, (row * shape.x_stride + c0) * shape.x_itemsize), shape.x_stride,
+            (Y, (row * shape.y_stride + c0) * shape.y_itemsize), shape.y_stride]
+    for k, which in entry.operands:
+        task += [_own_operand(shape, which, row, c0) if k is None else state(k, which), 0]
+    return task
+
+
+def _merge_task(entry: _Entry, rows: int, columns: int, other: int, state) -> list:
+    """The merge of every row's chunk `other` into its chunk 0: operands a (chunk 0), b
+    (other), m (chunk 0), at a row stride of the chunk count."""
+    third = len(entry.operands) // 3
+    task = [rows, 0, 0, 0, 0, 0]
+    for j, (k, _) in enumerate(entry.operands):
+        task += [state(k, 0, other if third <= j < 2 * third else 0), columns]
+    return task
+
+
+def _finish_task(entry: _Entry, shape: _Shape, row: int, state) -> list:
+    """The finish of one row: y[row] from its merged states."""
+    task = [1, 0, 0, 0, (Y, row * shape.y_stride * shape.y_itemsize), 0]
+    for k, which in entry.operands:
+        task += [_own_operand(shape, which, row, 0) if k is None else state(k, which), 0]
+    return task
 
 
 @dataclass
 class _Call:
-    x: tuple   # (address, row stride in elements, itemsize)
-    y: tuple
-    bounds: list
+    shape: _Shape
     threads: int
     dtype: np.dtype
-    row_operands: tuple   # the program's own: (address, stride, itemsize)
+    addresses: tuple   # x, y, then the own operands'
 
-    elementwise: frozenset = frozenset()   # which of them are elementwise (a row of elements)
-
-    def row_operand(self, j: int, row: int, column: int = 0) -> int:
-        """Own operand j's address for `row` (at `column` of an elementwise one's row)."""
-        address, stride, itemsize = self.row_operands[j]
-        return address + (row * stride + (column if j in self.elementwise else 0)) * itemsize
-
-    def execute(self, layout: _Layout, rows: list) -> None:
-        """layout's plan on `rows` (their indices): its passes, merges and finish; flagged
-        rows through the fallback's plan."""
-        states = np.empty((len(layout.names), len(rows), len(self.bounds)), self.dtype)
-        flag = layout.names.index(FLAG) if FLAG in layout.names else None
-        for entry, merge in zip(layout.passes, layout.merges):
-            self.run_pass(entry, rows, states)
-            if merge is not None:   # each chunk's states into chunk 0's
-                for c in range(1, len(self.bounds)):
-                    merge_chunk(merge, states, 0, c)
-            rows, states = self.fall_back(layout, rows, states, flag if entry.flags else None)
+    def execute(self, layout: _Layout, rows: list, plan: _Plan | None = None) -> None:
+        """layout's plan on `rows` (their indices); the rows a guard flags through the
+        fallback's plan, the others on from the pass after the guard's."""
+        plan = plan or _plan(layout, self.shape, rows, 0, self.dtype.itemsize)
+        states = np.empty((len(layout.names), len(rows), plan.columns), self.dtype)
+        stopped = self.run(plan, states, len(rows))
+        while stopped is not None:
+            rows, states = self.fall_back(layout, rows, states)
             if not rows:
                 return
-        if layout.finish is not None:
-            self.run_finish(layout.finish, rows, states)
-            self.fall_back(layout, rows, states, flag if layout.finish.flags else None)
+            plan = _plan(layout, self.shape, rows, plan.ends[stopped] + 1, self.dtype.itemsize)
+            stopped = self.run(plan, states, len(rows)) if plan.steps else None
 
-    def run_pass(self, entry: _Entry, rows: list, states: np.ndarray) -> None:
-        """The pass over every (row, chunk), one row per call, operands at stride 0."""
-        x, xs, xi = self.x
-        y, ys, yi = self.y
-        address = state_addresses(states)
-        tasks = []
-        for i, row in enumerate(rows):
-            for c, (c0, c1) in enumerate(self.bounds):
-                task = [1, c1 - c0, x + (row * xs + c0) * xi, xs, y + (row * ys + c0) * yi, ys]
-                for k, output in entry.operands:
-                    task += [self.row_operand(output, row, c0) if k is None else
-                             address(k, i, c if output else 0), 0]
-                tasks.append(task)
-        _threads.run_tasks(entry.fn, tasks, self.threads)
+    def run(self, plan: _Plan, states: np.ndarray, rows: int) -> int | None:
+        """plan's steps as one job (None: done; else the step after which a flag stopped it)."""
+        table = _aligned_int64s(len(plan.offset))
+        x, y, *operands = self.addresses
+        bases = np.array([0, table.ctypes.data, x, y, states.ctypes.data, *operands], np.int64)
+        np.add(plan.offset, bases[plan.base], out=table)
+        return _threads.run_steps(table, plan.steps, min(self.threads, rows * plan.columns))
 
-    def run_finish(self, entry: _Entry, rows: list, states: np.ndarray) -> None:
-        y, ys, yi = self.y
-        address = state_addresses(states)
-        for i, row in enumerate(rows):
-            args = []
-            for k, j in entry.operands:
-                args += [self.row_operand(j, row) if k is None else address(k, i, 0), 0]
-            entry.fn(1, 0, 0, 0, y + row * ys * yi, 0, *args)
-
-    def fall_back(self, layout: _Layout, rows: list, states: np.ndarray, flag: int | None) -> tuple:
+    def fall_back(self, layout: _Layout, rows: list, states: np.ndarray) -> tuple:
         """The rows flagged run the fallback plan; the others, and their states, go on."""
-        if flag is None:
-            return rows, states
-        bad = states[flag, :, 0] != 0
-        if not bad.any():
-            return rows, states
+        bad = states[layout.names.index(FLAG), :, 0] != 0
         self.execute(layout.fallback, [row for row, b in zip(rows, bad) if b])
         return [row for row, b in zip(rows, bad) if not b], np.ascontiguousarray(states[:, ~bad])
+
+
+def _aligned_int64s(count: int) -> np.ndarray:
+    """`count` int64s starting on a cache line (a step's counters on lines of their own)."""
+    memory = np.empty(count + _threads.CACHE_LINE // 8, np.int64)
+    skip = -memory.ctypes.data % _threads.CACHE_LINE // 8
+    return memory[skip:skip + count]

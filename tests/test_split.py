@@ -22,18 +22,19 @@ WIDTHS = width_targets()
 
 @pytest.fixture
 def split_small(monkeypatch):
-    """Split any call of 2 * 64 elements or more per row; record each call's tasks."""
+    """Split any call of 2 * 64 elements or more per row; record the task count of each
+    step of the plans run (a pass's (row, chunk) tasks, a merge's one, a finish's row each)."""
     monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 64)
     monkeypatch.setattr(threads, "MIN_CHUNK_ELEMENTS", 64)
     monkeypatch.setattr(threads, "SPLIT_CHUNKS_PER_THREAD", 1)
     monkeypatch.setattr(threads, "parallel_from", 2)
     calls = []
-    run_tasks = threads.run_tasks
+    run_steps = threads.run_steps
 
-    def recording(fn, tasks, count):
-        calls.append(len(tasks))
-        run_tasks(fn, tasks, count)
-    monkeypatch.setattr(threads, "run_tasks", recording)
+    def recording(table, steps, count):
+        calls.extend(int(table[s * threads.STEP_SLOTS + threads.STEP_TASKS]) for s in range(steps))
+        return run_steps(table, steps, count)
+    monkeypatch.setattr(threads, "run_steps", recording)
     return calls
 
 
@@ -93,7 +94,7 @@ def test_split_runs_only_where_rows_are_fewer_than_threads(split_small, monkeypa
     kernel(x, threads=3)
     assert not split_small                    # 3 rows on 3 threads: row-parallel
     kernel(x, threads=4)                      # 3 rows, 4 threads: 2 chunks each
-    assert split_small == [6, 6]              # two_pass: two passes of 6 (row, chunk) tasks
+    assert split_small == [6, 1, 6]           # two_pass: two passes of 6 (row, chunk) tasks, a merge between
     assert threads.split_chunks(1, 100, 8) == 1   # a thread needs MIN_ELEMENTS_PER_THREAD
     monkeypatch.setattr(threads, "SPLIT_CHUNKS_PER_THREAD", 4)
     assert threads.split_chunks(1, 1000, 2) == 8 and threads.split_chunks(3, 1000, 4) == 6   # 4 per thread

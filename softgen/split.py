@@ -28,15 +28,16 @@ from .chunks import FLAG, ChunkedProgram, chunked
 from .ir import Program
 from .lower import Schedule
 from .targets import Target
-from .threads import STEP_ARG_BYTES, STEP_ARGS, STEP_FLAG_BYTES, STEP_FLAG_ROWS, STEP_FLAG_STRIDE, STEP_FLAGS, \
-    STEP_FN, STEP_INVOKE, STEP_TASKS
+from .threads import HELP, STEP_ARG_BYTES, STEP_ARGS, STEP_FLAG_BYTES, STEP_FLAG_ROWS, STEP_FLAG_STRIDE, \
+    STEP_FLAGS, STEP_FN, STEP_INVOKE, STEP_TABLE, STEP_TASKS, STEPS, STOPPED
 
 # the plans kept per kernel (one per call shape; a program cycling through more shapes
 # builds them again)
 MAX_PLANS = 32
-# where a slot of a plan's table adds its offset: to nothing, the table's own address, x, y,
-# the call's state array, the call's own operand j (OPERAND + j)
-CONSTANT, TABLE, X, Y, STATES, OPERAND = range(6)
+# where a slot of a plan's table adds its offset: to nothing, the table's own address (its
+# steps and the call's states are in it), x, y, the call's own operand j (OPERAND + j);
+# STATES (the call's states) while a plan is laid out, then TABLE
+CONSTANT, TABLE, X, Y, OPERAND, STATES = 0, 1, 2, 3, 4, -1
 
 # chunks start on multiples of this many elements (whole cache lines of y where y's rows
 # start on one, for every dtype), so no two threads write to one line
@@ -165,13 +166,15 @@ class _Shape(NamedTuple):
 
 @dataclass(frozen=True)
 class _Plan:
-    """A call's steps as one int64 table, each slot offset + the call's bases[base] (the
-    headers of softgen.threads' steps, then each step's tasks' arguments)."""
+    """A call's job as one int64 table: the job's fields, its steps' headers, their tasks'
+    arguments (each slot offset + the call's bases[base]), then room for the call's states
+    [operand, row, chunk]."""
     offset: np.ndarray
     base: np.ndarray
     steps: int
     ends: tuple      # per step: the pass whose merges it ends (len(passes): the finish)
-    columns: int     # chunks per row
+    states: tuple    # the states' shape
+    memory: type     # a ctypes array of the table's int64s and a cache line more (to align it)
 
 
 def _plan(layout: _Layout, shape: _Shape, rows, first: int, size: int) -> _Plan:
@@ -199,7 +202,7 @@ def _plan(layout: _Layout, shape: _Shape, rows, first: int, size: int) -> _Plan:
                  STEP_FLAG_STRIDE: len(bounds) * size, STEP_FLAG_BYTES: size}
     checked = {s for s, (_, _, end) in enumerate(steps)
                if (s + 1 == len(steps) or steps[s + 1][2] != end) and _flagged(layout, end)}
-    return _table(steps, {s: flags for s in checked}, len(bounds))
+    return _table(steps, {s: flags for s in checked}, (len(layout.names), len(rows), len(bounds)), size)
 
 
 def _flagged(layout: _Layout, end: int) -> bool:
@@ -207,19 +210,26 @@ def _flagged(layout: _Layout, end: int) -> bool:
     return (layout.passes[end] if end < len(layout.passes) else layout.finish).flags
 
 
-def _table(steps: list, flags: dict, columns: int) -> _Plan:
-    """The steps' headers, then their tasks' arguments, as one table's slots."""
-    slots = [0] * (len(steps) * _threads.STEP_SLOTS)
+def _table(steps: list, flags: dict, states: tuple, size: int) -> _Plan:
+    """The job's fields, the steps' headers, then their tasks' arguments, as one table's
+    slots; the states after them."""
+    native = _threads.native_functions()
+    slots = [0] * (_threads.JOB_SLOTS + len(steps) * _threads.STEP_SLOTS)
+    slots[HELP], slots[STEPS], slots[STEP_TABLE], slots[STOPPED] = \
+        native.steps[0], len(steps), (TABLE, 8 * _threads.JOB_SLOTS), len(steps)
     for s, (entry, tasks, _) in enumerate(steps):
         arity = len(tasks[0])
-        header = {STEP_INVOKE: _threads.call_address(arity), STEP_FN: entry.address, STEP_TASKS: len(tasks),
+        header = {STEP_INVOKE: native.call(arity), STEP_FN: entry.address, STEP_TASKS: len(tasks),
                   STEP_ARGS: (TABLE, 8 * len(slots)), STEP_ARG_BYTES: 8 * arity, **flags.get(s, {})}
         for field, value in header.items():
-            slots[s * _threads.STEP_SLOTS + field] = value
+            slots[_threads.JOB_SLOTS + s * _threads.STEP_SLOTS + field] = value
         slots += [value for task in tasks for value in task]
-    pairs = [value if isinstance(value, tuple) else (CONSTANT, value) for value in slots]
+    states_at = 8 * len(slots)
+    pairs = [(TABLE, states_at + value[1]) if isinstance(value, tuple) and value[0] == STATES else
+             value if isinstance(value, tuple) else (CONSTANT, value) for value in slots]
+    memory = ctypes.c_int64 * (len(slots) + -(-np.prod(states) * size // 8) + _threads.CACHE_LINE // 8)
     return _Plan(np.array([o for _, o in pairs], np.int64), np.array([b for b, _ in pairs], np.intp), len(steps),
-                 tuple(end for _, _, end in steps), columns)
+                 tuple(end for _, _, end in steps), states, memory)
 
 
 def _own_operand(shape: _Shape, j: int, row: int, column: int) -> tuple:
@@ -266,32 +276,37 @@ class _Call:
         """layout's plan on `rows` (their indices); the rows a guard flags through the
         fallback's plan, the others on from the pass after the guard's."""
         plan = plan or _plan(layout, self.shape, rows, 0, self.dtype.itemsize)
-        states = np.empty((len(layout.names), len(rows), plan.columns), self.dtype)
-        stopped = self.run(plan, states, len(rows))
+        stopped, states = self.run(plan)
         while stopped is not None:
             rows, states = self.fall_back(layout, rows, states)
-            if not rows:
+            plan = rows and _plan(layout, self.shape, rows, plan.ends[stopped] + 1, self.dtype.itemsize)
+            if not rows or not plan.steps:
                 return
-            plan = _plan(layout, self.shape, rows, plan.ends[stopped] + 1, self.dtype.itemsize)
-            stopped = self.run(plan, states, len(rows)) if plan.steps else None
+            stopped, states = self.run(plan, states)
 
-    def run(self, plan: _Plan, states: np.ndarray, rows: int) -> int | None:
-        """plan's steps as one job (None: done; else the step after which a flag stopped it)."""
-        table = _aligned_int64s(len(plan.offset))
+    def run(self, plan: _Plan, states: np.ndarray | None = None) -> tuple:
+        """plan's steps as one job, the states of earlier passes given: (None, None) when
+        done, else (the step after which a flag stopped it, the states)."""
+        memory = plan.memory()
+        skip = -ctypes.addressof(memory) % _threads.CACHE_LINE // 8
+        job = ctypes.addressof(memory) + 8 * skip
+        table = np.frombuffer(memory, np.int64, len(plan.offset), 8 * skip)
         x, y, *operands = self.addresses
-        bases = np.array([0, table.ctypes.data, x, y, states.ctypes.data, *operands], np.int64)
-        np.add(plan.offset, bases[plan.base], out=table)
-        return _threads.run_steps(table, plan.steps, min(self.threads, rows * plan.columns))
+        np.add(plan.offset, np.array((0, job, x, y, *operands), np.int64)[plan.base], out=table)
+        if states is not None:
+            self.states(memory, plan, skip)[...] = states
+        _threads.run_steps(job, min(self.threads, plan.states[1] * plan.states[2]))
+        if table[STOPPED] == plan.steps:
+            return None, None
+        return int(table[STOPPED]), self.states(memory, plan, skip)
+
+    def states(self, memory, plan: _Plan, skip: int) -> np.ndarray:
+        """The call's states in the job's memory (after its table)."""
+        at = 8 * (skip + len(plan.offset))
+        return np.frombuffer(memory, self.dtype, int(np.prod(plan.states)), at).reshape(plan.states)
 
     def fall_back(self, layout: _Layout, rows: list, states: np.ndarray) -> tuple:
         """The rows flagged run the fallback plan; the others, and their states, go on."""
         bad = states[layout.names.index(FLAG), :, 0] != 0
         self.execute(layout.fallback, [row for row, b in zip(rows, bad) if b])
-        return [row for row, b in zip(rows, bad) if not b], np.ascontiguousarray(states[:, ~bad])
-
-
-def _aligned_int64s(count: int) -> np.ndarray:
-    """`count` int64s starting on a cache line (a step's counters on lines of their own)."""
-    memory = np.empty(count + _threads.CACHE_LINE // 8, np.int64)
-    skip = -memory.ctypes.data % _threads.CACHE_LINE // 8
-    return memory[skip:skip + count]
+        return [row for row, b in zip(rows, bad) if not b], states[:, ~bad]

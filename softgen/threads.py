@@ -131,6 +131,7 @@ NEXT, FN, ROWS, N, X, X_STRIDE, X_ROW_BYTES, Y, Y_STRIDE, Y_ROW_BYTES, UNIT, MIN
 HELP, TASKS, TABLE = 20, 21, 22   # TASKS calls of FN, each with its arguments in a row of TABLE
 STEPS, STEP_TABLE, STOPPED = 23, 24, 25   # a plan of STEPS steps at STEP_TABLE; where it stopped
 JOB_FIELDS = 26
+JOB_SLOTS = 32   # JOB_FIELDS in whole cache lines (a plan's steps follow its job's fields)
 # a plan's step: a header of STEP_SLOTS int64s (its two counters on cache lines of their
 # own), TASKS calls of FN through INVOKE (softgen_call_<arity>), their arguments rows of
 # ARG_BYTES at ARGS; then, if FLAGS is not 0, the guard's flags of FLAG_ROWS rows (a
@@ -648,36 +649,32 @@ def run_job(threads: int, fields: dict, arity: int | None = None) -> None:
     when other calls use them), returning when it is done: a row job, or with `arity` a
     task job of calls with that many arguments."""
     native = _pool.functions()
-    _run_helper(threads, fields, native.help if arity is None else native.tasks(arity))
-
-
-def call_address(arity: int) -> int:
-    """Where the function is that a plan's step calls kernels of `arity` arguments through."""
-    return _pool.functions().call(arity)
-
-
-def run_steps(table, steps: int, threads: int) -> int | None:
-    """A plan of `steps` steps (their headers STEP_SLOTS int64s apart from the start of the
-    int64 array `table`, then their arguments) on this thread and up to threads - 1 idle
-    workers, as one job: None when done, else the step after which a guard's flag stopped it."""
-    fields = _run_helper(1 if in_worker() else threads,
-                         {STEPS: steps, STEP_TABLE: table.ctypes.data, STOPPED: steps}, _pool.functions().steps)
-    return None if fields[STOPPED] == steps else fields[STOPPED]
-
-
-def _run_helper(threads: int, fields: dict, helper):
-    """A job's fields set, the job posted to up to threads - 1 idle workers, and helper (its
-    (address, ctypes function)) run on it here; its fields as they end, once every worker
-    is done with it."""
+    address, helper = native.help if arity is None else native.tasks(arity)
     memory, job = _aligned_int64s(JOB_FIELDS)
-    pool = _pool
-    workers = pool.claim(threads - 1, max(_num_threads, threads) - 1)
-    address, run = helper
     for index, value in {**fields, HELP: address}.items():
         memory[(job - ctypes.addressof(memory)) // 8 + index] = value
+    _run_posted(job, threads, helper)
+
+
+def native_functions() -> _Native:
+    """The pool's native functions (a plan's job names softgen_steps and the kernel callers)."""
+    return _pool.functions()
+
+
+def run_steps(job: int, threads: int) -> None:
+    """A plan's job at address `job` (its fields HELP: softgen_steps, STEPS, STEP_TABLE,
+    STOPPED: STEPS; its steps laid out by the caller, softgen.split) on this thread and up
+    to threads - 1 idle workers.  A guard's flag that stops it leaves the step in STOPPED."""
+    _run_posted(job, 1 if in_worker() else threads, _pool.functions().steps[1])
+
+
+def _run_posted(job: int, threads: int, helper) -> None:
+    """The job posted to up to threads - 1 idle workers, and helper run on it here, returning
+    once every worker is done with it."""
+    pool = _pool
+    workers = pool.claim(threads - 1, max(_num_threads, threads) - 1) if threads > 1 else []
     for worker in workers:
         pool.post(worker, job)
-    run(job)
+    helper(job)
     for worker in workers:
         pool.finish(worker)
-    return memory[(job - ctypes.addressof(memory)) // 8:]

@@ -31,9 +31,11 @@ def split_small(monkeypatch):
     calls = []
     run_steps = threads.run_steps
 
-    def recording(table, steps, count):
-        calls.extend(int(table[s * threads.STEP_SLOTS + threads.STEP_TASKS]) for s in range(steps))
-        return run_steps(table, steps, count)
+    def recording(job, count):
+        field = lambda address, index: ctypes.c_int64.from_address(address + 8 * index).value   # noqa: E731
+        first = field(job, threads.STEP_TABLE)
+        calls.extend(field(first, s * threads.STEP_SLOTS + threads.STEP_TASKS) for s in range(field(job, threads.STEPS)))
+        run_steps(job, count)
     monkeypatch.setattr(threads, "run_steps", recording)
     return calls
 

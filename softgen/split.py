@@ -193,7 +193,7 @@ def _plan(layout: _Layout, shape: _Shape, rows, first: int, size: int) -> _Plan:
                               for i, row in enumerate(rows) for c, (c0, c1) in enumerate(bounds)], k))
         if merge is not None:
             steps += [(merge, [_merge_task(merge, len(rows), len(bounds), c, state)], k) for c in range(1, len(bounds))]
-    if layout.finish is not None:
+    if layout.finish is not None and first <= len(layout.passes):
         steps.append((layout.finish, [_finish_task(layout.finish, shape, row, lambda j, _: state(j, i, 0))
                                       for i, row in enumerate(rows)], len(layout.passes)))
     flags = {}

@@ -490,12 +490,10 @@ class _Pool:
         self.lock = threading.Lock()
         self.idle: list[_Worker] = []
         self.started = 0
-        self.native = None
 
     def claim(self, wanted: int, size: int) -> list[_Worker]:
         """Up to `wanted` idle workers, growing the pool to `size` workers."""
         with self.lock:
-            self._start_native()
             while len(self.idle) < wanted and self.started < size:
                 self.idle.append(_Worker(self, self.started))
                 self.started += 1
@@ -504,18 +502,8 @@ class _Pool:
             del self.idle[len(self.idle) - len(claimed):]
             return claimed
 
-    def _start_native(self) -> _Native:
-        if self.native is None:
-            self.native = _Native()
-        return self.native
-
-    def functions(self) -> _Native:
-        """The native functions (compiled on first use)."""
-        with self.lock:
-            return self._start_native()
-
     def post(self, worker: _Worker, job: int) -> None:
-        self.native.post(worker.slot, job)
+        native_functions().post(worker.slot, job)
         with self.lock:
             if worker.sleeping:
                 worker.sleeping = False
@@ -525,7 +513,7 @@ class _Pool:
         """Once the job's chunks are all taken: the worker done with its last (waiting,
         and yielding this core now and then in case the worker is queued on it), or its
         post taken back if it never started."""
-        while self.native.finish(worker.slot, SPINS >> 4) == RUNNING:
+        while native_functions().finish(worker.slot, SPINS >> 4) == RUNNING:
             os.sched_yield()
         with self.lock:
             self.idle.append(worker)
@@ -533,7 +521,7 @@ class _Pool:
     def work(self, worker: _Worker) -> None:
         _local.worker = True
         while True:
-            self.native.spin(worker.slot, SPINS)  # runs the jobs posted while it spins
+            native_functions().spin(worker.slot, SPINS)  # runs the jobs posted while it spins
             with self.lock:
                 if worker.state.value == POSTED:  # posted as the spinning ended
                     continue
@@ -541,12 +529,28 @@ class _Pool:
             worker.wake.acquire()
 
 
+# The native functions, compiled once per process and never freed: plans keep their
+# addresses (a forked child has a copy of the code, at the same addresses)
+_native = None
+_native_lock = threading.Lock()
+
+
+def native_functions() -> _Native:
+    """The pool's native functions (compiled on first use)."""
+    global _native
+    if _native is None:
+        with _native_lock:
+            _native = _native or _Native()
+    return _native
+
+
 _pool = _Pool()
 
 
 def _reset_after_fork() -> None:
     """A forked child has none of the parent's threads: start a pool of its own."""
-    global _pool
+    global _pool, _native_lock
+    _native_lock = threading.Lock()
     _pool = _Pool()
 
 
@@ -648,7 +652,7 @@ def run_job(threads: int, fields: dict, arity: int | None = None) -> None:
     """A job (its fields by index) on this thread and up to threads - 1 idle workers (fewer
     when other calls use them), returning when it is done: a row job, or with `arity` a
     task job of calls with that many arguments."""
-    native = _pool.functions()
+    native = native_functions()
     address, helper = native.help if arity is None else native.tasks(arity)
     memory, job = _aligned_int64s(JOB_FIELDS)
     for index, value in {**fields, HELP: address}.items():
@@ -656,16 +660,11 @@ def run_job(threads: int, fields: dict, arity: int | None = None) -> None:
     _run_posted(job, threads, helper)
 
 
-def native_functions() -> _Native:
-    """The pool's native functions (a plan's job names softgen_steps and the kernel callers)."""
-    return _pool.functions()
-
-
 def run_steps(job: int, threads: int) -> None:
     """A plan's job at address `job` (its fields HELP: softgen_steps, STEPS, STEP_TABLE,
     STOPPED: STEPS; its steps laid out by the caller, softgen.split) on this thread and up
     to threads - 1 idle workers.  A guard's flag that stops it leaves the step in STOPPED."""
-    _run_posted(job, 1 if in_worker() else threads, _pool.functions().steps[1])
+    _run_posted(job, 1 if in_worker() else threads, native_functions().steps[1])
 
 
 def _run_posted(job: int, threads: int, helper) -> None:

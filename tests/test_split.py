@@ -226,3 +226,91 @@ def test_generated_chunk_entry_points_run_the_split(tmp_path, op, algo):
     runner.run(x.shape[0], x.shape[1], x.ctypes.data, x.strides[0] // 4, 4, y.ctypes.data, y.strides[0] // 4, 4,
                chunks=5, threads=2, operands=((inv.ctypes.data, 0, 4),))
     check(op, (x * inv[0]).astype(np.float32), y)
+
+
+def split_run(kernel, x, y, chunks, count, operands=()):
+    """kernel's split plan run directly on x into y (2-D, or 1-D: one value per row)."""
+    y_stride = y.strides[0] // y.itemsize if y.ndim == 2 else 1
+    kernel._split.run(x.shape[0], x.shape[1], x.ctypes.data, x.strides[0] // x.itemsize, x.itemsize,
+                      y.ctypes.data, y_stride, y.itemsize, chunks, count, operands)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("op,plan,fallback", [("softmax", [6, 1, 6], [2, 1, 2, 1, 2]),
+                                              ("log_softmax", [6, 1, 6], [2, 1, 2, 1, 2]),
+                                              ("logsumexp", [6, 1, 3], [2, 1, 2, 1, 1])])
+def test_a_guard_stops_the_job_and_its_rows_fall_back(split_small, op, plan, fallback, dtype):
+    """A row beyond two_pass's exponent range flags (its flags 4 or 8 bytes wide): the job
+    stops after the step writing them, that row runs the fallback's plan (three passes,
+    merges between), the others are done; within tolerance of one thread, and bitwise what
+    the same chunks give on one thread."""
+    x = misaligned((np.random.default_rng(4).standard_normal((3, 3000)) * 4).astype(dtype))
+    x[1] *= 1e7
+    kernel = softgen.compile(op, algorithm="two_pass", dtype=dtype)
+    y = kernel(x, threads=4)   # 3 rows on 4 threads: 2 chunks each
+    assert split_small == plan + fallback
+    check(op, x, y)
+    np.testing.assert_allclose(y, kernel(x, threads=1), rtol=1e-5 if dtype == "float32" else 1e-13)
+    alone = np.empty_like(y)
+    split_run(kernel, x, alone, 2, 1)
+    assert np.array_equal(y, alone)
+
+
+def test_unified_max_rows_far_from_phi_fall_back(split_small):
+    """unified_max's rows whose max is far from their phi take the exact fallback, split
+    too; the others keep e^(x - phi)."""
+    x = misaligned((np.random.default_rng(5).standard_normal((3, 3000)) * 3).astype(np.float32))
+    phi = np.float32([2.0, 300.0, -200.0])
+    y = softgen.softmax(x, algorithm="unified_max", phi=phi, threads=4)
+    assert len(split_small) > 3   # the plan, then the fallback's
+    check("softmax", x, y)
+    np.testing.assert_allclose(y, softgen.softmax(x, algorithm="unified_max", phi=phi, threads=1), rtol=2e-6)
+
+
+def test_a_job_completes_without_its_worker(split_small, monkeypatch):
+    """The caller runs every step itself when the pool's worker is busy with another call;
+    a worker started for the call (a new pool) comes late, finding steps done: bitwise what
+    the same chunks give on one thread."""
+    kernel = softgen.compile("softmax", algorithm="two_pass")
+    x = misaligned((np.random.default_rng(6).standard_normal((1, 5000)) * 4).astype(np.float32))
+    x[0, :2000] *= 1e7   # and a guard's stop, in the first chunk's rows
+    expected, y = np.empty_like(x), np.empty_like(x)
+    split_run(kernel, x, expected, 3, 1)
+    busy = threads._pool.claim(8, 8)   # every idle worker, as another call would
+    try:
+        split_run(kernel, x, y, 3, 2)
+        assert np.array_equal(y, expected)
+    finally:
+        with threads._pool.lock:
+            threads._pool.idle += busy
+    for _ in range(3):
+        monkeypatch.setattr(threads, "_pool", threads._Pool())
+        y[...] = np.nan
+        split_run(kernel, x, y, 3, 2)
+        assert np.array_equal(y, expected)
+
+
+@pytest.mark.parametrize("op,algo", [("softmax", "online"), ("softmax", "three_pass_reload"),
+                                     ("log_softmax", "two_pass"), ("logsumexp", "online")])
+def test_several_rows_with_a_mask_split(split_small, op, algo):
+    """3 rows on 4 threads, each in 2 chunks, under a mask (where=: bytes cut with x's
+    chunks), misaligned: against the float64 reference of the kept elements."""
+    rng = np.random.default_rng(7)
+    x = misaligned((rng.standard_normal((3, 4099)) * 5).astype(np.float32))
+    keep = misaligned(rng.random(x.shape) < 0.7)
+    y = getattr(softgen, op)(x, algorithm=algo, where=keep, threads=4)
+    assert split_small[0] == 6
+    check(op, np.where(keep, x, -np.inf).astype(np.float32), y)
+
+
+def test_softmax_backward_splits_with_dy(split_small):
+    """softmax_backward's dy (an elementwise operand, its own row stride) cut into x's
+    chunks: 3 rows on 4 threads against the float64 gradient y * (dy - sum(dy * y))."""
+    rng = np.random.default_rng(8)
+    y = softgen.softmax((rng.standard_normal((3, 4099)) * 3).astype(np.float32), threads=1)
+    y, dy = misaligned(y), misaligned(rng.standard_normal(y.shape).astype(np.float32))
+    grad = softgen.compile("softmax", algorithm="backward")(y, threads=4, operands=(dy,))
+    assert split_small
+    y64, dy64 = y.astype(np.float64), dy.astype(np.float64)
+    expected = y64 * (dy64 - (dy64 * y64).sum(1, keepdims=True))
+    assert np.all(np.abs(grad - expected) <= 1e-6 * y64 * (np.abs(dy64) + np.abs(dy64 * y64).sum(1, keepdims=True)))

@@ -17,6 +17,7 @@ their own.
 from __future__ import annotations
 
 import ctypes
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -174,7 +175,7 @@ class _Plan:
     steps: int
     ends: tuple      # per step: the pass whose merges it ends (len(passes): the finish)
     states: tuple    # the states' shape
-    memory: type     # a ctypes array of the table's int64s and a cache line more (to align it)
+    memory: type     # a ctypes array of the table's and the states' int64s, and a line more (to align them)
 
 
 def _plan(layout: _Layout, shape: _Shape, rows, first: int, size: int) -> _Plan:
@@ -215,8 +216,9 @@ def _table(steps: list, flags: dict, states: tuple, size: int) -> _Plan:
     slots; the states after them."""
     native = _threads.native_functions()
     slots = [0] * (_threads.JOB_SLOTS + len(steps) * _threads.STEP_SLOTS)
-    slots[HELP], slots[STEPS], slots[STEP_TABLE], slots[STOPPED] = \
-        native.steps[0], len(steps), (TABLE, 8 * _threads.JOB_SLOTS), len(steps)
+    job = {HELP: native.steps[0], STEPS: len(steps), STEP_TABLE: (TABLE, 8 * _threads.JOB_SLOTS), STOPPED: len(steps)}
+    for field, value in job.items():
+        slots[field] = value
     for s, (entry, tasks, _) in enumerate(steps):
         arity = len(tasks[0])
         header = {STEP_INVOKE: native.call(arity), STEP_FN: entry.address, STEP_TASKS: len(tasks),
@@ -227,7 +229,7 @@ def _table(steps: list, flags: dict, states: tuple, size: int) -> _Plan:
     states_at = 8 * len(slots)
     pairs = [(TABLE, states_at + value[1]) if isinstance(value, tuple) and value[0] == STATES else
              value if isinstance(value, tuple) else (CONSTANT, value) for value in slots]
-    memory = ctypes.c_int64 * (len(slots) + -(-np.prod(states) * size // 8) + _threads.CACHE_LINE // 8)
+    memory = ctypes.c_int64 * (len(slots) + -(-math.prod(states) * size // 8) + _threads.CACHE_LINE // 8)
     return _Plan(np.array([o for _, o in pairs], np.int64), np.array([b for b, _ in pairs], np.intp), len(steps),
                  tuple(end for _, _, end in steps), states, memory)
 
@@ -279,8 +281,10 @@ class _Call:
         stopped, states = self.run(plan)
         while stopped is not None:
             rows, states = self.fall_back(layout, rows, states)
-            plan = rows and _plan(layout, self.shape, rows, plan.ends[stopped] + 1, self.dtype.itemsize)
-            if not rows or not plan.steps:
+            if not rows:
+                return
+            plan = _plan(layout, self.shape, rows, plan.ends[stopped] + 1, self.dtype.itemsize)
+            if not plan.steps:
                 return
             stopped, states = self.run(plan, states)
 
@@ -303,7 +307,7 @@ class _Call:
     def states(self, memory, plan: _Plan, skip: int) -> np.ndarray:
         """The call's states in the job's memory (after its table)."""
         at = 8 * (skip + len(plan.offset))
-        return np.frombuffer(memory, self.dtype, int(np.prod(plan.states)), at).reshape(plan.states)
+        return np.frombuffer(memory, self.dtype, math.prod(plan.states), at).reshape(plan.states)
 
     def fall_back(self, layout: _Layout, rows: list, states: np.ndarray) -> tuple:
         """The rows flagged run the fallback plan; the others, and their states, go on."""

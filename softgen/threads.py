@@ -118,7 +118,8 @@ def in_worker() -> bool:
 # many groups) and the last short (the threads finish together), down to MIN_CHUNK_ELEMENTS.  A worker returns to Python and sleeps on a
 # lock only after SPINS idle rounds (~1 ms).  A worker that is slow to start (asleep, or its
 # core busy with another process) takes no chunk, and one preempted holds up at most the
-# chunk it is on: a call never waits on a wake-up.
+# chunk it is on: a call never waits on a wake-up.  Split rows (softgen.split) post one job
+# per call too: a plan of steps (passes, merges) that every thread taking part runs in order.
 
 # a slot's states, as the native code spells them: 1 posted, 2 done, 3 taken back by the
 # caller (never started), 4 running; 0 never posted
@@ -132,10 +133,11 @@ HELP, TASKS, TABLE = 20, 21, 22   # TASKS calls of FN, each with its arguments i
 STEPS, STEP_TABLE, STOPPED = 23, 24, 25   # a plan of STEPS steps at STEP_TABLE; where it stopped
 JOB_FIELDS = 26
 JOB_SLOTS = 32   # JOB_FIELDS in whole cache lines (a plan's steps follow its job's fields)
-# a plan's step: a header of STEP_SLOTS int64s (its two counters on cache lines of their
-# own), TASKS calls of FN through INVOKE (softgen_call_<arity>), their arguments rows of
-# ARG_BYTES at ARGS; then, if FLAGS is not 0, the guard's flags of FLAG_ROWS rows (a
-# compute value each, FLAG_BYTES wide, FLAG_STRIDE bytes apart) read: any set stops the plan
+# a plan's step: a header of STEP_SLOTS int64s (its counters NEXT, the next task to claim,
+# and DONE, the tasks done, on different cache lines), TASKS calls of FN through INVOKE
+# (softgen_call_<arity>), their arguments rows of ARG_BYTES at ARGS; then, if FLAGS is not
+# 0, the guard's flags of FLAG_ROWS rows (a compute value each, FLAG_BYTES wide,
+# FLAG_STRIDE bytes apart) read: any set stops the plan
 (STEP_NEXT, STEP_INVOKE, STEP_FN, STEP_TASKS, STEP_ARGS, STEP_ARG_BYTES, STEP_FLAGS, STEP_FLAG_ROWS, STEP_FLAG_STRIDE,
  STEP_FLAG_BYTES) = range(10)
 STEP_DONE, STEP_SLOTS = 16, 24
@@ -297,10 +299,11 @@ step:
 open:
   %h.o = mul i64 %s, SLOTS
   %h = getelementptr i64, ptr %table, i64 %h.o
-HEADER_LOADS  %done.p = getelementptr i64, ptr %h, i64 DONE
+HEADER_LOADS  %next.p = getelementptr i64, ptr %h, i64 NEXT
+  %done.p = getelementptr i64, ptr %h, i64 DONE
   br label %claim
 claim:
-  %i = atomicrmw add ptr %h, i64 1 monotonic
+  %i = atomicrmw add ptr %next.p, i64 1 monotonic
   %mine = icmp slt i64 %i, %tasks
   br i1 %mine, label %task, label %wait
 task:
@@ -365,12 +368,13 @@ _STEP_VALUES = {"tasks": STEP_TASKS, "invoke.i": STEP_INVOKE, "fn.i": STEP_FN, "
 
 
 def _steps_ir(pause: str) -> str:
+    """softgen_steps, `pause` its spin-wait hint."""
     loads = "".join(f"  %{name}.p = getelementptr i64, ptr %h, i64 {field}\n  %{name} = load i64, ptr %{name}.p\n"
                     for name, field in _STEP_VALUES.items())
     loads += "  %invoke = inttoptr i64 %invoke.i to ptr\n  %fn = inttoptr i64 %fn.i to ptr\n"
     text = _STEPS_IR.replace("HEADER_LOADS", loads).replace("PAUSE", pause)
     return _fill(text, {"STEPS_FIELD": STEPS, "TABLE_FIELD": STEP_TABLE, "STOPPED_FIELD": STOPPED,
-                        "SLOTS": STEP_SLOTS, "DONE": STEP_DONE})
+                        "SLOTS": STEP_SLOTS, "NEXT": STEP_NEXT, "DONE": STEP_DONE})
 
 
 def _fill(text: str, fields: dict) -> str:
@@ -570,8 +574,8 @@ def thread_count(rows: int, n: int, unit: int, threads: int | None) -> int:
 
 # chunks of split rows per thread.  More would let the others take the rest of a thread slow
 # to start, but each chunk costs a task and a merge: 1 x 2^20 softmax float32 on 2 threads
-# ran 1.39x one thread's speed with one chunk per thread, 1.19x with two, 0.66x with four
-# (benchmarks/threads.py's case, out= given)
+# ran 1.69x one thread's speed with one chunk per thread, 1.68x with two, 1.62x with four
+# (benchmarks/threads.py's case, out= given; the split plan as one job)
 SPLIT_CHUNKS_PER_THREAD = 1
 
 

@@ -7,14 +7,19 @@ lanes with); the next pass reads the merged states.  Rows a guard flags run the 
 program's chunk kernels the same way.  A split row computes what the kernel computes, in
 another order of summation: within the kernel's tolerance, not bitwise.
 
-The states of a call live in one array [operand, row, chunk] (chunk 0: merged), and each
-kernel's operand addresses are computed from it: the Python work per call is a few list
-operations and one ctypes call per merge, beside the pool's tasks.
+The states of a call live in one array [operand, row, chunk] (chunk 0: merged).  A call
+runs as one job of the pool (softgen.threads.run_steps): its steps (each pass's tasks,
+each merge, the finish) in one int64 table whose template is kept per call shape, so the
+Python work per call is a few numpy operations.  A guard's flag stops the job after the
+pass writing it; the flagged rows then run the fallback's plan, the others the rest of
+their own.
 """
 from __future__ import annotations
 
 import ctypes
+import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,6 +29,16 @@ from .chunks import FLAG, ChunkedProgram, chunked
 from .ir import Program
 from .lower import Schedule
 from .targets import Target
+from .threads import HELP, STEP_ARG_BYTES, STEP_ARGS, STEP_FLAG_BYTES, STEP_FLAG_ROWS, STEP_FLAG_STRIDE, \
+    STEP_FLAGS, STEP_FN, STEP_INVOKE, STEP_TABLE, STEP_TASKS, STEPS, STOPPED
+
+# the plans kept per kernel (one per call shape; a program cycling through more shapes
+# builds them again)
+MAX_PLANS = 32
+# where a slot of a plan's table adds its offset: to nothing, the table's own address (its
+# steps and the call's states are in it), x, y, the call's own operand j (OPERAND + j);
+# STATES (the call's states) while a plan is laid out, then TABLE
+CONSTANT, TABLE, X, Y, OPERAND, STATES = 0, 1, 2, 3, 4, -1
 
 # chunks start on multiples of this many elements (whole cache lines of y where y's rows
 # start on one, for every dtype), so no two threads write to one line
@@ -57,10 +72,11 @@ def chunk_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class _Entry:
-    """A chunk kernel ready to call: its function and its operands as (index in the call's
-    state array, output?) pairs, or (None, j) for the call's own row operand j; `flags`:
-    whether its guard writes the operand `flag`."""
+    """A chunk kernel ready to call: its function (and its code's address) and its operands
+    as (index in the call's state array, output?) pairs, or (None, j) for the call's own row
+    operand j; `flags`: whether its guard writes the operand `flag`."""
     fn: object
+    address: int
     operands: tuple
     flags: bool
 
@@ -91,6 +107,7 @@ class SplitKernel:
         self.address_of = address_of or self._compile
         self._layout = None
         self._compiled: list = []   # the JIT modules (kept alive)
+        self._plans: dict = {}      # by _Shape: the top plan's
 
     def _compile(self, plan: ChunkedProgram, program: Program) -> int:
         compiled = compile_program(program, self.target, self.schedule, jit=True)
@@ -114,7 +131,8 @@ class SplitKernel:
             operands = tuple(own[o.name] if o.name in own else
                              (index[o.name.split("_", 1)[1] if program in plan.merges else o.name], o.output)
                              for o in program.operands)
-            return _Entry(abi(self.address_of(self.plan, program)), operands, plan.flags(program))
+            address = self.address_of(self.plan, program)
+            return _Entry(abi(address), address, operands, plan.flags(program))
         return _Layout(plan, names, tuple(map(entry, plan.passes)), tuple(map(entry, plan.merges)),
                        entry(plan.finish), plan.fallback and self.layout(plan.fallback))
 
@@ -123,74 +141,176 @@ class SplitKernel:
         """The kernel on [rows, n] at addresses x and y (row strides in elements), with its
         operands (address, stride, itemsize: a value per row, or elementwise a row of them),
         each row in up to `chunks` chunks, on up to `threads` threads."""
-        call = _Call((x, x_stride, x_itemsize), (y, y_stride, y_itemsize), chunk_bounds(n, chunks), threads,
-                     self.dtype, operands, self.elementwise)
-        call.execute(self.layout(), list(range(rows)))
+        shape = _Shape(rows, n, chunks, x_stride, x_itemsize, y_stride, y_itemsize,
+                       tuple((stride, itemsize) for _, stride, itemsize in operands), self.elementwise)
+        plan = self._plans.get(shape)
+        if plan is None:
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[shape] = _plan(self.layout(), shape, range(rows), 0, self.dtype.itemsize)
+        call = _Call(shape, threads, self.dtype, (x, y, *(address for address, _, _ in operands)))
+        call.execute(self.layout(), list(range(rows)), plan)
+
+
+class _Shape(NamedTuple):
+    """A call's shape: what its plan depends on (besides the kernel)."""
+    rows: int
+    n: int
+    chunks: int
+    x_stride: int
+    x_itemsize: int
+    y_stride: int
+    y_itemsize: int
+    operands: tuple           # the program's own: (stride, itemsize)
+    elementwise: frozenset    # which of them are elementwise (a row of elements)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A call's job as one int64 table: the job's fields, its steps' headers, their tasks'
+    arguments (each slot offset + the call's bases[base]), then room for the call's states
+    [operand, row, chunk]."""
+    offset: np.ndarray
+    base: np.ndarray
+    steps: int
+    ends: tuple      # per step: the pass whose merges it ends (len(passes): the finish)
+    states: tuple    # the states' shape
+    memory: type     # a ctypes array of the table's and the states' int64s, and a line more (to align them)
+
+
+def _plan(layout: _Layout, shape: _Shape, rows, first: int, size: int) -> _Plan:
+    """layout's steps from pass `first` on, over `rows` (their indices in the call, the
+    state array's rows in that order): each pass over every (row, chunk), then its merges
+    of each chunk's states into chunk 0's; the finish's one task per row.  The guard's
+    flags are checked after the last step of the pass (or finish) writing them."""
+    bounds = chunk_bounds(shape.n, shape.chunks)
+
+    def state(k, i, c):
+        return STATES, ((k * len(rows) + i) * len(bounds) + c) * size
+    steps = []   # (entry, tasks, the pass it ends)
+    for k in range(first, len(layout.passes)):
+        entry, merge = layout.passes[k], layout.merges[k]
+        steps.append((entry, [_pass_task(entry, shape, row, c0, c1, lambda j, out: state(j, i, c if out else 0))
+                              for i, row in enumerate(rows) for c, (c0, c1) in enumerate(bounds)], k))
+        if merge is not None:
+            steps += [(merge, [_merge_task(merge, len(rows), len(bounds), c, state)], k) for c in range(1, len(bounds))]
+    if layout.finish is not None and first <= len(layout.passes):
+        steps.append((layout.finish, [_finish_task(layout.finish, shape, row, lambda j, _: state(j, i, 0))
+                                      for i, row in enumerate(rows)], len(layout.passes)))
+    flags = {}
+    if FLAG in layout.names:
+        flags = {STEP_FLAGS: state(layout.names.index(FLAG), 0, 0), STEP_FLAG_ROWS: len(rows),
+                 STEP_FLAG_STRIDE: len(bounds) * size, STEP_FLAG_BYTES: size}
+    checked = {s for s, (_, _, end) in enumerate(steps)
+               if (s + 1 == len(steps) or steps[s + 1][2] != end) and _flagged(layout, end)}
+    return _table(steps, {s: flags for s in checked}, (len(layout.names), len(rows), len(bounds)), size)
+
+
+def _flagged(layout: _Layout, end: int) -> bool:
+    """Whether pass `end` (len(passes): the finish) writes the guard's flags."""
+    return (layout.passes[end] if end < len(layout.passes) else layout.finish).flags
+
+
+def _table(steps: list, flags: dict, states: tuple, size: int) -> _Plan:
+    """The job's fields, the steps' headers, then their tasks' arguments, as one table's
+    slots; the states after them."""
+    native = _threads.native_functions()
+    slots = [0] * (_threads.JOB_SLOTS + len(steps) * _threads.STEP_SLOTS)
+    job = {HELP: native.steps[0], STEPS: len(steps), STEP_TABLE: (TABLE, 8 * _threads.JOB_SLOTS), STOPPED: len(steps)}
+    for field, value in job.items():
+        slots[field] = value
+    for s, (entry, tasks, _) in enumerate(steps):
+        arity = len(tasks[0])
+        header = {STEP_INVOKE: native.call(arity), STEP_FN: entry.address, STEP_TASKS: len(tasks),
+                  STEP_ARGS: (TABLE, 8 * len(slots)), STEP_ARG_BYTES: 8 * arity, **flags.get(s, {})}
+        for field, value in header.items():
+            slots[_threads.JOB_SLOTS + s * _threads.STEP_SLOTS + field] = value
+        slots += [value for task in tasks for value in task]
+    states_at = 8 * len(slots)
+    pairs = [(TABLE, states_at + value[1]) if isinstance(value, tuple) and value[0] == STATES else
+             value if isinstance(value, tuple) else (CONSTANT, value) for value in slots]
+    memory = ctypes.c_int64 * (len(slots) + -(-math.prod(states) * size // 8) + _threads.CACHE_LINE // 8)
+    return _Plan(np.array([o for _, o in pairs], np.int64), np.array([b for b, _ in pairs], np.intp), len(steps),
+                 tuple(end for _, _, end in steps), states, memory)
+
+
+def _own_operand(shape: _Shape, j: int, row: int, column: int) -> tuple:
+    """Own operand j's slot for `row` (at `column` of an elementwise one's row)."""
+    stride, itemsize = shape.operands[j]
+    return OPERAND + j, (row * stride + (column if j in shape.elementwise else 0)) * itemsize
+
+
+def _pass_task(entry: _Entry, shape: _Shape, row: int, c0: int, c1: int, state) -> list:
+    """A pass over one row's chunk [c0, c1): one row per call, operands at stride 0."""
+    task = [1, c1 - c0, (X, (row * shape.x_stride + c0) * shape.x_itemsize), shape.x_stride,
+            (Y, (row * shape.y_stride + c0) * shape.y_itemsize), shape.y_stride]
+    for k, which in entry.operands:
+        task += [_own_operand(shape, which, row, c0) if k is None else state(k, which), 0]
+    return task
+
+
+def _merge_task(entry: _Entry, rows: int, columns: int, other: int, state) -> list:
+    """The merge of every row's chunk `other` into its chunk 0: operands a (chunk 0), b
+    (other), m (chunk 0), at a row stride of the chunk count."""
+    third = len(entry.operands) // 3
+    task = [rows, 0, 0, 0, 0, 0]
+    for j, (k, _) in enumerate(entry.operands):
+        task += [state(k, 0, other if third <= j < 2 * third else 0), columns]
+    return task
+
+
+def _finish_task(entry: _Entry, shape: _Shape, row: int, state) -> list:
+    """The finish of one row: y[row] from its merged states."""
+    task = [1, 0, 0, 0, (Y, row * shape.y_stride * shape.y_itemsize), 0]
+    for k, which in entry.operands:
+        task += [_own_operand(shape, which, row, 0) if k is None else state(k, which), 0]
+    return task
 
 
 @dataclass
 class _Call:
-    x: tuple   # (address, row stride in elements, itemsize)
-    y: tuple
-    bounds: list
+    shape: _Shape
     threads: int
     dtype: np.dtype
-    row_operands: tuple   # the program's own: (address, stride, itemsize)
+    addresses: tuple   # x, y, then the own operands'
 
-    elementwise: frozenset = frozenset()   # which of them are elementwise (a row of elements)
-
-    def row_operand(self, j: int, row: int, column: int = 0) -> int:
-        """Own operand j's address for `row` (at `column` of an elementwise one's row)."""
-        address, stride, itemsize = self.row_operands[j]
-        return address + (row * stride + (column if j in self.elementwise else 0)) * itemsize
-
-    def execute(self, layout: _Layout, rows: list) -> None:
-        """layout's plan on `rows` (their indices): its passes, merges and finish; flagged
-        rows through the fallback's plan."""
-        states = np.empty((len(layout.names), len(rows), len(self.bounds)), self.dtype)
-        flag = layout.names.index(FLAG) if FLAG in layout.names else None
-        for entry, merge in zip(layout.passes, layout.merges):
-            self.run_pass(entry, rows, states)
-            if merge is not None:   # each chunk's states into chunk 0's
-                for c in range(1, len(self.bounds)):
-                    merge_chunk(merge, states, 0, c)
-            rows, states = self.fall_back(layout, rows, states, flag if entry.flags else None)
+    def execute(self, layout: _Layout, rows: list, plan: _Plan | None = None) -> None:
+        """layout's plan on `rows` (their indices); the rows a guard flags through the
+        fallback's plan, the others on from the pass after the guard's."""
+        plan = plan or _plan(layout, self.shape, rows, 0, self.dtype.itemsize)
+        stopped, states = self.run(plan)
+        while stopped is not None:
+            rows, states = self.fall_back(layout, rows, states)
             if not rows:
                 return
-        if layout.finish is not None:
-            self.run_finish(layout.finish, rows, states)
-            self.fall_back(layout, rows, states, flag if layout.finish.flags else None)
+            plan = _plan(layout, self.shape, rows, plan.ends[stopped] + 1, self.dtype.itemsize)
+            if not plan.steps:
+                return
+            stopped, states = self.run(plan, states)
 
-    def run_pass(self, entry: _Entry, rows: list, states: np.ndarray) -> None:
-        """The pass over every (row, chunk), one row per call, operands at stride 0."""
-        x, xs, xi = self.x
-        y, ys, yi = self.y
-        address = state_addresses(states)
-        tasks = []
-        for i, row in enumerate(rows):
-            for c, (c0, c1) in enumerate(self.bounds):
-                task = [1, c1 - c0, x + (row * xs + c0) * xi, xs, y + (row * ys + c0) * yi, ys]
-                for k, output in entry.operands:
-                    task += [self.row_operand(output, row, c0) if k is None else
-                             address(k, i, c if output else 0), 0]
-                tasks.append(task)
-        _threads.run_tasks(entry.fn, tasks, self.threads)
+    def run(self, plan: _Plan, states: np.ndarray | None = None) -> tuple:
+        """plan's steps as one job, the states of earlier passes given: (None, None) when
+        done, else (the step after which a flag stopped it, the states)."""
+        memory = plan.memory()
+        skip = -ctypes.addressof(memory) % _threads.CACHE_LINE // 8
+        job = ctypes.addressof(memory) + 8 * skip
+        table = np.frombuffer(memory, np.int64, len(plan.offset), 8 * skip)
+        x, y, *operands = self.addresses
+        np.add(plan.offset, np.array((0, job, x, y, *operands), np.int64)[plan.base], out=table)
+        if states is not None:
+            self.states(memory, plan, skip)[...] = states
+        _threads.run_steps(job, min(self.threads, plan.states[1] * plan.states[2]))
+        if table[STOPPED] == plan.steps:
+            return None, None
+        return int(table[STOPPED]), self.states(memory, plan, skip)
 
-    def run_finish(self, entry: _Entry, rows: list, states: np.ndarray) -> None:
-        y, ys, yi = self.y
-        address = state_addresses(states)
-        for i, row in enumerate(rows):
-            args = []
-            for k, j in entry.operands:
-                args += [self.row_operand(j, row) if k is None else address(k, i, 0), 0]
-            entry.fn(1, 0, 0, 0, y + row * ys * yi, 0, *args)
+    def states(self, memory, plan: _Plan, skip: int) -> np.ndarray:
+        """The call's states in the job's memory (after its table)."""
+        at = 8 * (skip + len(plan.offset))
+        return np.frombuffer(memory, self.dtype, math.prod(plan.states), at).reshape(plan.states)
 
-    def fall_back(self, layout: _Layout, rows: list, states: np.ndarray, flag: int | None) -> tuple:
+    def fall_back(self, layout: _Layout, rows: list, states: np.ndarray) -> tuple:
         """The rows flagged run the fallback plan; the others, and their states, go on."""
-        if flag is None:
-            return rows, states
-        bad = states[flag, :, 0] != 0
-        if not bad.any():
-            return rows, states
+        bad = states[layout.names.index(FLAG), :, 0] != 0
         self.execute(layout.fallback, [row for row, b in zip(rows, bad) if b])
-        return [row for row, b in zip(rows, bad) if not b], np.ascontiguousarray(states[:, ~bad])
+        return [row for row, b in zip(rows, bad) if not b], states[:, ~bad]

@@ -118,7 +118,8 @@ def in_worker() -> bool:
 # many groups) and the last short (the threads finish together), down to MIN_CHUNK_ELEMENTS.  A worker returns to Python and sleeps on a
 # lock only after SPINS idle rounds (~1 ms).  A worker that is slow to start (asleep, or its
 # core busy with another process) takes no chunk, and one preempted holds up at most the
-# chunk it is on: a call never waits on a wake-up.
+# chunk it is on: a call never waits on a wake-up.  Split rows (softgen.split) post one job
+# per call too: a plan of steps (passes, merges) that every thread taking part runs in order.
 
 # a slot's states, as the native code spells them: 1 posted, 2 done, 3 taken back by the
 # caller (never started), 4 running; 0 never posted
@@ -129,7 +130,17 @@ MIN_CHUNK_ELEMENTS = 1 << 15  # ~10 us of work: the ~0.1 us a chunk costs is los
 # function every thread runs on the job (softgen_help for rows, softgen_tasks_K for tasks)
 NEXT, FN, ROWS, N, X, X_STRIDE, X_ROW_BYTES, Y, Y_STRIDE, Y_ROW_BYTES, UNIT, MIN_ROWS, SHARE = 0, *range(8, 20)
 HELP, TASKS, TABLE = 20, 21, 22   # TASKS calls of FN, each with its arguments in a row of TABLE
-JOB_FIELDS = 23
+STEPS, STEP_TABLE, STOPPED = 23, 24, 25   # a plan of STEPS steps at STEP_TABLE; where it stopped
+JOB_FIELDS = 26
+JOB_SLOTS = 32   # JOB_FIELDS in whole cache lines (a plan's steps follow its job's fields)
+# a plan's step: a header of STEP_SLOTS int64s (its counters NEXT, the next task to claim,
+# and DONE, the tasks done, on different cache lines), TASKS calls of FN through INVOKE
+# (softgen_call_<arity>), their arguments rows of ARG_BYTES at ARGS; then, if FLAGS is not
+# 0, the guard's flags of FLAG_ROWS rows (a compute value each, FLAG_BYTES wide,
+# FLAG_STRIDE bytes apart) read: any set stops the plan
+(STEP_NEXT, STEP_INVOKE, STEP_FN, STEP_TASKS, STEP_ARGS, STEP_ARG_BYTES, STEP_FLAGS, STEP_FLAG_ROWS, STEP_FLAG_STRIDE,
+ STEP_FLAG_BYTES) = range(10)
+STEP_DONE, STEP_SLOTS = 16, 24
 
 # the job's fields softgen_help reads, as the LLVM values it names them
 _JOB_VALUES = {"fn.i": FN, "rows": ROWS, "n": N, "x": X, "xs": X_STRIDE, "xb": X_ROW_BYTES, "y": Y, "ys": Y_STRIDE,
@@ -266,9 +277,115 @@ out:
 """
 
 
-def _tasks_ir(arity: int) -> str:
-    """softgen_tasks_<arity>: each task's arguments loaded from its row of the table, the
-    pointers (the third argument and every second one after it) as pointers."""
+# a plan's runner: every thread taking part (the caller, and each worker however late) runs
+# the steps in order: it claims the step's tasks until none is left, counts those it ran
+# in DONE (release: their stores seen by whoever reads DONE), then waits for all to be
+# done before the next step.  A late thread finds every task claimed and passes through,
+# so no thread waits for another to wake.  After a step with flags, every thread reads the
+# same flags: if any is set (its sign ignored) they all stop, storing the step in STOPPED.
+_STEPS_IR = """
+define void @softgen_steps(ptr %job) {
+entry:
+  %count.p = getelementptr i64, ptr %job, i64 STEPS_FIELD
+  %count = load i64, ptr %count.p
+  %table.p = getelementptr i64, ptr %job, i64 TABLE_FIELD
+  %table.i = load i64, ptr %table.p
+  %table = inttoptr i64 %table.i to ptr
+  br label %step
+step:
+  %s = phi i64 [ 0, %entry ], [ %s.next, %passed ]
+  %more = icmp slt i64 %s, %count
+  br i1 %more, label %open, label %out
+open:
+  %h.o = mul i64 %s, SLOTS
+  %h = getelementptr i64, ptr %table, i64 %h.o
+HEADER_LOADS  %next.p = getelementptr i64, ptr %h, i64 NEXT
+  %done.p = getelementptr i64, ptr %h, i64 DONE
+  br label %claim
+claim:
+  %i = atomicrmw add ptr %next.p, i64 1 monotonic
+  %mine = icmp slt i64 %i, %tasks
+  br i1 %mine, label %task, label %wait
+task:
+  %a.o = mul i64 %i, %arg_bytes
+  %a.i = add i64 %args.i, %a.o
+  %a = inttoptr i64 %a.i to ptr
+  call void %invoke(ptr %fn, ptr %a)
+  %ignored = atomicrmw add ptr %done.p, i64 1 release
+  br label %claim
+wait:
+  %done = load atomic i64, ptr %done.p acquire, align 8
+  %all = icmp eq i64 %done, %tasks
+  br i1 %all, label %check, label %pause
+pause:
+  PAUSE
+  br label %wait
+check:
+  %unflagged = icmp eq i64 %flags, 0
+  %wide = icmp eq i64 %flag_bytes, 8
+  br i1 %unflagged, label %passed, label %row
+row:
+  %r = phi i64 [ 0, %check ], [ %r.next, %clear ]
+  %rows.left = icmp slt i64 %r, %flag_rows
+  br i1 %rows.left, label %look, label %passed
+look:
+  %f.o = mul i64 %r, %flag_stride
+  %f.i = add i64 %flags, %f.o
+  %f = inttoptr i64 %f.i to ptr
+  br i1 %wide, label %look64, label %look32
+look64:
+  %v64 = load i64, ptr %f
+  %m64 = shl i64 %v64, 1
+  br label %seen
+look32:
+  %v32 = load i32, ptr %f
+  %m32.narrow = shl i32 %v32, 1
+  %m32 = zext i32 %m32.narrow to i64
+  br label %seen
+seen:
+  %m = phi i64 [ %m64, %look64 ], [ %m32, %look32 ]
+  %zero = icmp eq i64 %m, 0
+  %r.next = add i64 %r, 1
+  br i1 %zero, label %clear, label %stop
+clear:
+  br label %row
+stop:
+  %stopped.p = getelementptr i64, ptr %job, i64 STOPPED_FIELD
+  store i64 %s, ptr %stopped.p
+  ret void
+passed:
+  %s.next = add i64 %s, 1
+  br label %step
+out:
+  ret void
+}
+"""
+
+# the header's fields softgen_steps reads, as the LLVM values it names them
+_STEP_VALUES = {"tasks": STEP_TASKS, "invoke.i": STEP_INVOKE, "fn.i": STEP_FN, "args.i": STEP_ARGS,
+                "arg_bytes": STEP_ARG_BYTES, "flags": STEP_FLAGS, "flag_rows": STEP_FLAG_ROWS,
+                "flag_stride": STEP_FLAG_STRIDE, "flag_bytes": STEP_FLAG_BYTES}
+
+
+def _steps_ir(pause: str) -> str:
+    """softgen_steps, `pause` its spin-wait hint."""
+    loads = "".join(f"  %{name}.p = getelementptr i64, ptr %h, i64 {field}\n  %{name} = load i64, ptr %{name}.p\n"
+                    for name, field in _STEP_VALUES.items())
+    loads += "  %invoke = inttoptr i64 %invoke.i to ptr\n  %fn = inttoptr i64 %fn.i to ptr\n"
+    text = _STEPS_IR.replace("HEADER_LOADS", loads).replace("PAUSE", pause)
+    return _fill(text, {"STEPS_FIELD": STEPS, "TABLE_FIELD": STEP_TABLE, "STOPPED_FIELD": STOPPED,
+                        "SLOTS": STEP_SLOTS, "NEXT": STEP_NEXT, "DONE": STEP_DONE})
+
+
+def _fill(text: str, fields: dict) -> str:
+    """text with each of the fields' names replaced by its value."""
+    return re.sub("|".join(fields), lambda m: str(fields[m.group(0)]), text)
+
+
+def _arguments(arity: int) -> tuple[str, str]:
+    """(the loads of a kernel call's `arity` arguments from the int64s at %args, the call's
+    argument list): the pointers (the third argument and every second one after it) as
+    pointers."""
     loads, args = [], []
     for k in range(arity):
         loads.append(f"  %a{k}.p = getelementptr i64, ptr %args, i64 {k}\n  %a{k} = load i64, ptr %a{k}.p\n")
@@ -277,9 +394,22 @@ def _tasks_ir(arity: int) -> str:
             args.append(f"ptr %p{k}")
         else:
             args.append(f"i64 %a{k}")
-    fields = {"FN_FIELD": FN, "TASKS_FIELD": TASKS, "TABLE_FIELD": TABLE, "ARITY": arity}
-    text = _TASKS_IR.replace("ARG_LOADS", "".join(loads)).replace("CALL_ARGS", ", ".join(args))
-    return re.sub("|".join(fields), lambda m: str(fields[m.group(0)]), text)
+    return "".join(loads), ", ".join(args)
+
+
+def _tasks_ir(arity: int) -> str:
+    """softgen_tasks_<arity>: each task's arguments loaded from its row of the table."""
+    loads, args = _arguments(arity)
+    text = _TASKS_IR.replace("ARG_LOADS", loads).replace("CALL_ARGS", args)
+    return _fill(text, {"FN_FIELD": FN, "TASKS_FIELD": TASKS, "TABLE_FIELD": TABLE, "ARITY": arity})
+
+
+def _call_ir(arity: int) -> str:
+    """softgen_call_<arity>(fn, args): fn called with the `arity` int64s at args (a plan's
+    step calls its kernel through it, whatever the kernel's arity)."""
+    loads, args = _arguments(arity)
+    return (f"define void @softgen_call_{arity}(ptr %fn, ptr %args) {{\n{loads}"
+            f"  call void %fn({args})\n  ret void\n}}\n")
 
 
 # a spin-wait hint where the architecture has one (lets the other hyperthread run)
@@ -288,42 +418,54 @@ _PAUSE = {"x86_64": ("call void @llvm.x86.sse2.pause()", "declare void @llvm.x86
 
 
 class _Native:
-    """softgen_help / _post / _spin / _finish JIT-compiled for the host, as ctypes functions
-    (CFUNCTYPE: the GIL is released while they run)."""
+    """softgen_help / _steps / _post / _spin / _finish JIT-compiled for the host, as ctypes
+    functions (CFUNCTYPE: the GIL is released while they run)."""
 
     def __init__(self):
         target = Target.parse("host")
         call, declaration = _PAUSE.get(target.arch, ("", ""))
         text = re.sub(r"IDLE_THEN (\w+)\n", _IDLE, _NATIVE_IR.replace("JOB_LOADS", _JOB_LOADS))
-        text = text.replace("PAUSE", call).replace("HELP_FIELD", str(HELP)) + declaration
+        text = text.replace("PAUSE", call).replace("HELP_FIELD", str(HELP)) + _steps_ir(call) + declaration
         self._lljit = llvm.create_lljit_compiler(target.create_target_machine(jit=True))
         builder = llvm.JITLibraryBuilder().add_ir(text)
-        for name in ("softgen_help", "softgen_post", "softgen_spin", "softgen_finish"):
+        for name in ("softgen_help", "softgen_steps", "softgen_post", "softgen_spin", "softgen_finish"):
             builder.export_symbol(name)
         self._library = builder.link(self._lljit, "softgen_threads")
-        self._libraries = []   # the task helpers' (kept alive)
+        self._libraries = []   # the task helpers' and callers' (kept alive)
         i64, p = ctypes.c_int64, ctypes.c_void_p
         self.help = self._helper(self._library["softgen_help"])
+        self.steps = self._helper(self._library["softgen_steps"])
         self.post = ctypes.CFUNCTYPE(None, p, i64)(self._library["softgen_post"])
         self.spin = ctypes.CFUNCTYPE(None, p, i64)(self._library["softgen_spin"])
         self.finish = ctypes.CFUNCTYPE(i64, p, i64)(self._library["softgen_finish"])
+        self._compiled: dict = {}
+        self._compile_lock = threading.Lock()
         self._tasks: dict = {}
-        self._tasks_lock = threading.Lock()
 
     @staticmethod
     def _helper(address: int):
         """A job's helper: (its address, for the workers; it as a ctypes function, for the caller)."""
         return address, ctypes.CFUNCTYPE(None, ctypes.c_void_p)(address)
 
-    def tasks(self, arity: int):
-        """softgen_tasks_<arity>'s helper, compiled on first use."""
-        with self._tasks_lock:
-            if arity not in self._tasks:
-                name = f"softgen_tasks_{arity}"
-                library = llvm.JITLibraryBuilder().add_ir(_tasks_ir(arity)).export_symbol(name).link(self._lljit, name)
+    def _address(self, name: str, ir) -> int:
+        """The address of function `name` of the IR text ir() (compiled on first use)."""
+        with self._compile_lock:
+            if name not in self._compiled:
+                library = llvm.JITLibraryBuilder().add_ir(ir()).export_symbol(name).link(self._lljit, name)
                 self._libraries.append(library)
-                self._tasks[arity] = self._helper(library[name])
-            return self._tasks[arity]
+                self._compiled[name] = library[name]
+            return self._compiled[name]
+
+    def tasks(self, arity: int):
+        """softgen_tasks_<arity>'s helper."""
+        if arity not in self._tasks:
+            address = self._address(f"softgen_tasks_{arity}", lambda: _tasks_ir(arity))
+            self._tasks.setdefault(arity, self._helper(address))
+        return self._tasks[arity]
+
+    def call(self, arity: int) -> int:
+        """softgen_call_<arity>'s address (a plan's steps call kernels of `arity` arguments through it)."""
+        return self._address(f"softgen_call_{arity}", lambda: _call_ir(arity))
 
 
 def _aligned_int64s(count: int) -> tuple[object, int]:
@@ -352,13 +494,10 @@ class _Pool:
         self.lock = threading.Lock()
         self.idle: list[_Worker] = []
         self.started = 0
-        self.native = None
 
     def claim(self, wanted: int, size: int) -> list[_Worker]:
         """Up to `wanted` idle workers, growing the pool to `size` workers."""
         with self.lock:
-            if self.native is None:
-                self.native = _Native()
             while len(self.idle) < wanted and self.started < size:
                 self.idle.append(_Worker(self, self.started))
                 self.started += 1
@@ -368,7 +507,7 @@ class _Pool:
             return claimed
 
     def post(self, worker: _Worker, job: int) -> None:
-        self.native.post(worker.slot, job)
+        native_functions().post(worker.slot, job)
         with self.lock:
             if worker.sleeping:
                 worker.sleeping = False
@@ -378,7 +517,7 @@ class _Pool:
         """Once the job's chunks are all taken: the worker done with its last (waiting,
         and yielding this core now and then in case the worker is queued on it), or its
         post taken back if it never started."""
-        while self.native.finish(worker.slot, SPINS >> 4) == RUNNING:
+        while native_functions().finish(worker.slot, SPINS >> 4) == RUNNING:
             os.sched_yield()
         with self.lock:
             self.idle.append(worker)
@@ -386,7 +525,7 @@ class _Pool:
     def work(self, worker: _Worker) -> None:
         _local.worker = True
         while True:
-            self.native.spin(worker.slot, SPINS)  # runs the jobs posted while it spins
+            native_functions().spin(worker.slot, SPINS)  # runs the jobs posted while it spins
             with self.lock:
                 if worker.state.value == POSTED:  # posted as the spinning ended
                     continue
@@ -394,12 +533,28 @@ class _Pool:
             worker.wake.acquire()
 
 
+# The native functions, compiled once per process and never freed: plans keep their
+# addresses (a forked child has a copy of the code, at the same addresses)
+_native = None
+_native_lock = threading.Lock()
+
+
+def native_functions() -> _Native:
+    """The pool's native functions (compiled on first use)."""
+    global _native
+    if _native is None:
+        with _native_lock:
+            _native = _native or _Native()
+    return _native
+
+
 _pool = _Pool()
 
 
 def _reset_after_fork() -> None:
     """A forked child has none of the parent's threads: start a pool of its own."""
-    global _pool
+    global _pool, _native_lock
+    _native_lock = threading.Lock()
     _pool = _Pool()
 
 
@@ -419,8 +574,8 @@ def thread_count(rows: int, n: int, unit: int, threads: int | None) -> int:
 
 # chunks of split rows per thread.  More would let the others take the rest of a thread slow
 # to start, but each chunk costs a task and a merge: 1 x 2^20 softmax float32 on 2 threads
-# ran 1.39x one thread's speed with one chunk per thread, 1.19x with two, 0.66x with four
-# (benchmarks/threads.py's case, out= given)
+# ran 1.69x one thread's speed with one chunk per thread, 1.68x with two, 1.62x with four
+# (benchmarks/threads.py's case, out= given; the split plan as one job)
 SPLIT_CHUNKS_PER_THREAD = 1
 
 
@@ -501,12 +656,26 @@ def run_job(threads: int, fields: dict, arity: int | None = None) -> None:
     """A job (its fields by index) on this thread and up to threads - 1 idle workers (fewer
     when other calls use them), returning when it is done: a row job, or with `arity` a
     task job of calls with that many arguments."""
+    native = native_functions()
+    address, helper = native.help if arity is None else native.tasks(arity)
     memory, job = _aligned_int64s(JOB_FIELDS)
-    pool = _pool
-    workers = pool.claim(threads - 1, max(_num_threads, threads) - 1)
-    address, helper = pool.native.help if arity is None else pool.native.tasks(arity)
     for index, value in {**fields, HELP: address}.items():
         memory[(job - ctypes.addressof(memory)) // 8 + index] = value
+    _run_posted(job, threads, helper)
+
+
+def run_steps(job: int, threads: int) -> None:
+    """A plan's job at address `job` (its fields HELP: softgen_steps, STEPS, STEP_TABLE,
+    STOPPED: STEPS; its steps laid out by the caller, softgen.split) on this thread and up
+    to threads - 1 idle workers.  A guard's flag that stops it leaves the step in STOPPED."""
+    _run_posted(job, 1 if in_worker() else threads, native_functions().steps[1])
+
+
+def _run_posted(job: int, threads: int, helper) -> None:
+    """The job posted to up to threads - 1 idle workers, and helper run on it here, returning
+    once every worker is done with it."""
+    pool = _pool
+    workers = pool.claim(threads - 1, max(_num_threads, threads) - 1) if threads > 1 else []
     for worker in workers:
         pool.post(worker, job)
     helper(job)

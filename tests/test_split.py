@@ -22,18 +22,21 @@ WIDTHS = width_targets()
 
 @pytest.fixture
 def split_small(monkeypatch):
-    """Split any call of 2 * 64 elements or more per row; record each call's tasks."""
+    """Split any call of 2 * 64 elements or more per row; record the task count of each
+    step of the plans run (a pass's (row, chunk) tasks, a merge's one, a finish's row each)."""
     monkeypatch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 64)
     monkeypatch.setattr(threads, "MIN_CHUNK_ELEMENTS", 64)
     monkeypatch.setattr(threads, "SPLIT_CHUNKS_PER_THREAD", 1)
     monkeypatch.setattr(threads, "parallel_from", 2)
     calls = []
-    run_tasks = threads.run_tasks
+    run_steps = threads.run_steps
 
-    def recording(fn, tasks, count):
-        calls.append(len(tasks))
-        run_tasks(fn, tasks, count)
-    monkeypatch.setattr(threads, "run_tasks", recording)
+    def recording(job, count):
+        field = lambda address, index: ctypes.c_int64.from_address(address + 8 * index).value   # noqa: E731
+        first = field(job, threads.STEP_TABLE)
+        calls.extend(field(first, s * threads.STEP_SLOTS + threads.STEP_TASKS) for s in range(field(job, threads.STEPS)))
+        run_steps(job, count)
+    monkeypatch.setattr(threads, "run_steps", recording)
     return calls
 
 
@@ -93,7 +96,7 @@ def test_split_runs_only_where_rows_are_fewer_than_threads(split_small, monkeypa
     kernel(x, threads=3)
     assert not split_small                    # 3 rows on 3 threads: row-parallel
     kernel(x, threads=4)                      # 3 rows, 4 threads: 2 chunks each
-    assert split_small == [6, 6]              # two_pass: two passes of 6 (row, chunk) tasks
+    assert split_small == [6, 1, 6]           # two_pass: two passes of 6 (row, chunk) tasks, a merge between
     assert threads.split_chunks(1, 100, 8) == 1   # a thread needs MIN_ELEMENTS_PER_THREAD
     monkeypatch.setattr(threads, "SPLIT_CHUNKS_PER_THREAD", 4)
     assert threads.split_chunks(1, 1000, 2) == 8 and threads.split_chunks(3, 1000, 4) == 6   # 4 per thread
@@ -223,3 +226,91 @@ def test_generated_chunk_entry_points_run_the_split(tmp_path, op, algo):
     runner.run(x.shape[0], x.shape[1], x.ctypes.data, x.strides[0] // 4, 4, y.ctypes.data, y.strides[0] // 4, 4,
                chunks=5, threads=2, operands=((inv.ctypes.data, 0, 4),))
     check(op, (x * inv[0]).astype(np.float32), y)
+
+
+def split_run(kernel, x, y, chunks, count, operands=()):
+    """kernel's split plan run directly on x into y (2-D, or 1-D: one value per row)."""
+    y_stride = y.strides[0] // y.itemsize if y.ndim == 2 else 1
+    kernel._split.run(x.shape[0], x.shape[1], x.ctypes.data, x.strides[0] // x.itemsize, x.itemsize,
+                      y.ctypes.data, y_stride, y.itemsize, chunks, count, operands)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("op,plan,fallback", [("softmax", [6, 1, 6], [2, 1, 2, 1, 2]),
+                                              ("log_softmax", [6, 1, 6], [2, 1, 2, 1, 2]),
+                                              ("logsumexp", [6, 1, 3], [2, 1, 2, 1, 1])])
+def test_a_guard_stops_the_job_and_its_rows_fall_back(split_small, op, plan, fallback, dtype):
+    """A row beyond two_pass's exponent range flags (its flags 4 or 8 bytes wide): the job
+    stops after the step writing them, that row runs the fallback's plan (three passes,
+    merges between), the others are done; within tolerance of one thread, and bitwise what
+    the same chunks give on one thread."""
+    x = misaligned((np.random.default_rng(4).standard_normal((3, 3000)) * 4).astype(dtype))
+    x[1] *= 1e7
+    kernel = softgen.compile(op, algorithm="two_pass", dtype=dtype)
+    y = kernel(x, threads=4)   # 3 rows on 4 threads: 2 chunks each
+    assert split_small == plan + fallback
+    check(op, x, y)
+    np.testing.assert_allclose(y, kernel(x, threads=1), rtol=1e-5 if dtype == "float32" else 1e-13)
+    alone = np.empty_like(y)
+    split_run(kernel, x, alone, 2, 1)
+    assert np.array_equal(y, alone)
+
+
+def test_unified_max_rows_far_from_phi_fall_back(split_small):
+    """unified_max's rows whose max is far from their phi take the exact fallback, split
+    too; the others keep e^(x - phi)."""
+    x = misaligned((np.random.default_rng(5).standard_normal((3, 3000)) * 3).astype(np.float32))
+    phi = np.float32([2.0, 300.0, -200.0])
+    y = softgen.softmax(x, algorithm="unified_max", phi=phi, threads=4)
+    assert len(split_small) > 3   # the plan, then the fallback's
+    check("softmax", x, y)
+    np.testing.assert_allclose(y, softgen.softmax(x, algorithm="unified_max", phi=phi, threads=1), rtol=2e-6)
+
+
+def test_a_job_completes_without_its_worker(split_small, monkeypatch):
+    """The caller runs every step itself when the pool's worker is busy with another call;
+    a worker started for the call (a new pool) comes late, finding steps done: bitwise what
+    the same chunks give on one thread."""
+    kernel = softgen.compile("softmax", algorithm="two_pass")
+    x = misaligned((np.random.default_rng(6).standard_normal((1, 5000)) * 4).astype(np.float32))
+    x[0, :2000] *= 1e7   # and a guard's stop, in the first chunk's rows
+    expected, y = np.empty_like(x), np.empty_like(x)
+    split_run(kernel, x, expected, 3, 1)
+    busy = threads._pool.claim(64, max(1, threads._pool.started))   # every idle worker, as another call would
+    try:
+        split_run(kernel, x, y, 3, 2)
+        assert np.array_equal(y, expected)
+    finally:
+        with threads._pool.lock:
+            threads._pool.idle += busy
+    for _ in range(3):
+        monkeypatch.setattr(threads, "_pool", threads._Pool())
+        y[...] = np.nan
+        split_run(kernel, x, y, 3, 2)
+        assert np.array_equal(y, expected)
+
+
+@pytest.mark.parametrize("op,algo", [("softmax", "online"), ("softmax", "three_pass_reload"),
+                                     ("log_softmax", "two_pass"), ("logsumexp", "online")])
+def test_several_rows_with_a_mask_split(split_small, op, algo):
+    """3 rows on 4 threads, each in 2 chunks, under a mask (where=: bytes cut with x's
+    chunks), misaligned: against the float64 reference of the kept elements."""
+    rng = np.random.default_rng(7)
+    x = misaligned((rng.standard_normal((3, 4099)) * 5).astype(np.float32))
+    keep = misaligned(rng.random(x.shape) < 0.7)
+    y = getattr(softgen, op)(x, algorithm=algo, where=keep, threads=4)
+    assert split_small[0] == 6
+    check(op, np.where(keep, x, -np.inf).astype(np.float32), y)
+
+
+def test_softmax_backward_splits_with_dy(split_small):
+    """softmax_backward's dy (an elementwise operand, its own row stride) cut into x's
+    chunks: 3 rows on 4 threads against the float64 gradient y * (dy - sum(dy * y))."""
+    rng = np.random.default_rng(8)
+    y = softgen.softmax((rng.standard_normal((3, 4099)) * 3).astype(np.float32), threads=1)
+    y, dy = misaligned(y), misaligned(rng.standard_normal(y.shape).astype(np.float32))
+    grad = softgen.compile("softmax", algorithm="backward")(y, threads=4, operands=(dy,))
+    assert split_small
+    y64, dy64 = y.astype(np.float64), dy.astype(np.float64)
+    expected = y64 * (dy64 - (dy64 * y64).sum(1, keepdims=True))
+    assert np.all(np.abs(grad - expected) <= 1e-6 * y64 * (np.abs(dy64) + np.abs(dy64 * y64).sum(1, keepdims=True)))

@@ -145,8 +145,15 @@ STEP_DONE, STEP_SLOTS = 16, 24
 # the job's fields softgen_help reads, as the LLVM values it names them
 _JOB_VALUES = {"fn.i": FN, "rows": ROWS, "n": N, "x": X, "xs": X_STRIDE, "xb": X_ROW_BYTES, "y": Y, "ys": Y_STRIDE,
                "yb": Y_ROW_BYTES, "unit": UNIT, "min": MIN_ROWS, "share": SHARE}
-_JOB_LOADS = "".join(f"  %{name}.p = getelementptr i64, ptr %job, i64 {field}\n  %{name} = load i64, ptr %{name}.p\n"
-                     for name, field in _JOB_VALUES.items())
+
+
+def _loads(base: str, values: dict) -> str:
+    """IR loading the int64 fields `values` ({LLVM name: field index}) of the record at %base."""
+    return "".join(f"  %{name}.p = getelementptr i64, ptr %{base}, i64 {field}\n  %{name} = load i64, ptr %{name}.p\n"
+                   for name, field in values.items())
+
+
+_JOB_LOADS = _loads("job", _JOB_VALUES)
 
 # a spin loop's idle step: a pause, then `loop` again until %left runs out, then the exit
 _IDLE = """idle:
@@ -253,13 +260,7 @@ running:
 _TASKS_IR = """
 define void @softgen_tasks_ARITY(ptr %job) {
 entry:
-  %fn.p = getelementptr i64, ptr %job, i64 FN_FIELD
-  %fn.i = load i64, ptr %fn.p
-  %fn = inttoptr i64 %fn.i to ptr
-  %count.p = getelementptr i64, ptr %job, i64 TASKS_FIELD
-  %count = load i64, ptr %count.p
-  %table.p = getelementptr i64, ptr %job, i64 TABLE_FIELD
-  %table.i = load i64, ptr %table.p
+TASK_LOADS  %fn = inttoptr i64 %fn.i to ptr
   %table = inttoptr i64 %table.i to ptr
   br label %next
 next:
@@ -286,11 +287,7 @@ out:
 _STEPS_IR = """
 define void @softgen_steps(ptr %job) {
 entry:
-  %count.p = getelementptr i64, ptr %job, i64 STEPS_FIELD
-  %count = load i64, ptr %count.p
-  %table.p = getelementptr i64, ptr %job, i64 TABLE_FIELD
-  %table.i = load i64, ptr %table.p
-  %table = inttoptr i64 %table.i to ptr
+PLAN_LOADS  %table = inttoptr i64 %table.i to ptr
   br label %step
 step:
   %s = phi i64 [ 0, %entry ], [ %s.next, %passed ]
@@ -369,12 +366,10 @@ _STEP_VALUES = {"tasks": STEP_TASKS, "invoke.i": STEP_INVOKE, "fn.i": STEP_FN, "
 
 def _steps_ir(pause: str) -> str:
     """softgen_steps, `pause` its spin-wait hint."""
-    loads = "".join(f"  %{name}.p = getelementptr i64, ptr %h, i64 {field}\n  %{name} = load i64, ptr %{name}.p\n"
-                    for name, field in _STEP_VALUES.items())
-    loads += "  %invoke = inttoptr i64 %invoke.i to ptr\n  %fn = inttoptr i64 %fn.i to ptr\n"
+    loads = _loads("h", _STEP_VALUES) + "  %invoke = inttoptr i64 %invoke.i to ptr\n  %fn = inttoptr i64 %fn.i to ptr\n"
     text = _STEPS_IR.replace("HEADER_LOADS", loads).replace("PAUSE", pause)
-    return _fill(text, {"STEPS_FIELD": STEPS, "TABLE_FIELD": STEP_TABLE, "STOPPED_FIELD": STOPPED,
-                        "SLOTS": STEP_SLOTS, "NEXT": STEP_NEXT, "DONE": STEP_DONE})
+    text = text.replace("PLAN_LOADS", _loads("job", {"count": STEPS, "table.i": STEP_TABLE}))
+    return _fill(text, {"STOPPED_FIELD": STOPPED, "SLOTS": STEP_SLOTS, "NEXT": STEP_NEXT, "DONE": STEP_DONE})
 
 
 def _fill(text: str, fields: dict) -> str:
@@ -401,7 +396,8 @@ def _tasks_ir(arity: int) -> str:
     """softgen_tasks_<arity>: each task's arguments loaded from its row of the table."""
     loads, args = _arguments(arity)
     text = _TASKS_IR.replace("ARG_LOADS", loads).replace("CALL_ARGS", args)
-    return _fill(text, {"FN_FIELD": FN, "TASKS_FIELD": TASKS, "TABLE_FIELD": TABLE, "ARITY": arity})
+    text = text.replace("TASK_LOADS", _loads("job", {"fn.i": FN, "count": TASKS, "table.i": TABLE}))
+    return _fill(text, {"ARITY": arity})
 
 
 def _call_ir(arity: int) -> str:

@@ -300,11 +300,15 @@ def _peers(measuring, op, names: str | None, options) -> dict:
     if names is None:
         return measuring.case_peers(op, options)
     wanted = [name.strip() for name in names.split(",") if name.strip()]
+    known = measuring.case(op, options).peers
+    unknown = [name for name in wanted if name not in known]
+    if unknown:   # (said without importing every peer library)
+        raise ValueError(f"unknown peer(s) {', '.join(unknown)} for {op}; its peers: {', '.join(known)}")
     found = measuring.case_peers(op, options, wanted)
     missing = [name for name in wanted if name not in found]
     if missing:
-        raise ValueError(f"peer(s) {', '.join(missing)} not available for {op} (unknown or not "
-                         f"installed); available: {', '.join(measuring.case_peers(op, options)) or 'none'}")
+        raise ValueError(f"peer(s) {', '.join(missing)} not installed; available for {op}: "
+                         f"{', '.join(measuring.case_peers(op, options)) or 'none'}")
     return found
 
 

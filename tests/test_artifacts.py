@@ -230,16 +230,22 @@ def cross_binary(cross):
 
 def test_cross_kernels_run_under_qemu(cross, cross_binary):
     """Every op x algorithm x schedule it takes on every case of cross_cases (the full set for
-    Schedule() only), placed at offsets and strides, in one driver run per qemu CPU."""
+    Schedule() only), placed at offsets and strides, in one driver run per qemu CPU (the
+    first CPU; the others run the Schedule() kernels)."""
     _, _, runners, _ = cross
     exe, kernels = cross_binary
     placed = {(op, full): place(cross_cases(full), op) for op in softgen.OPS for full in (False, True)}
     jobs = [(k, p) for k, (op, _, schedule) in enumerate(kernels) for p in placed[op, schedule == Schedule()]]
-    stdin = b"".join(p.record(k) for k, p in jobs)
+    # the other qemu CPUs (riscv64's longer vectors): the default schedule's kernels only, on
+    # the full case set (the vector length changes how LLVM splits the vectors, which every
+    # kernel's loops share, not which schedule runs)
+    default_jobs = [(k, p) for k, p in jobs if kernels[k][2] == Schedule()]
     failures = []
-    for runner in runners:
+    for i, runner in enumerate(runners):
+        some = jobs if i == 0 else default_jobs
+        stdin = b"".join(p.record(k) for k, p in some)
         done = subprocess.run(runner + [str(exe)], input=stdin, capture_output=True, timeout=600)
-        failures += wrong_outputs(kernels, jobs, done, " ".join(runner))
+        failures += wrong_outputs(kernels, some, done, " ".join(runner))
     assert not failures, f"{len(failures)} wrong:\n" + "\n".join(failures[:40])
 
 

@@ -66,7 +66,7 @@ def test_bands_split_by_row_length_and_residency(monkeypatch):
     assert tune.band("softmax", 1, 64) != tune.band("logsumexp", 1, 64)
 
 
-def test_tune_saves_wisdom_that_auto_then_uses(wisdom):
+def test_tune_saves_wisdom_that_auto_then_uses(wisdom, few_candidates):
     results = softgen.tune("softmax", shapes=[(8, 40)], **TINY)  # the module is callable
     key = tune.band("softmax", 8, 40)
     assert set(results) == {key}
@@ -94,7 +94,7 @@ def test_auto_follows_hand_written_wisdom(wisdom):
     assert tune.choose("log_softmax", 5, 3000) == tune.builtin("log_softmax", 5, 3000)  # other band
 
 
-def test_saving_keeps_other_targets_entries(wisdom):
+def test_saving_keeps_other_targets_entries(wisdom, few_candidates):
     wisdom.parent.mkdir(parents=True)
     other = {"version": tune.WISDOM_VERSION, "targets": {"riscv64/x/y": {"k": {"choice": {}, "el_per_ns": 1}}}}
     wisdom.write_text(json.dumps(other))
@@ -134,7 +134,8 @@ class _Terminal(io.StringIO):
 
 @pytest.fixture
 def few_candidates(monkeypatch):
-    """The tuner tries three candidates per band (the progress tests time no real choice)."""
+    """The tuner tries three candidates per band (for the tests of progress and of what is
+    saved: they time no real choice; test_every_candidate_is_correct runs them all)."""
     every = tune.candidates
     monkeypatch.setattr(tune, "candidates", lambda *args, **kw: every(*args, **kw)[:3])
 
@@ -476,7 +477,7 @@ def test_auto_schedules_for_generate_follow_the_dtypes(wisdom, monkeypatch):
 
 # one pair (the tuner times real kernels; the band keys of the others are tested above)
 @pytest.mark.parametrize("dtype,out_dtype", [("float16", "float32")], ids=str)
-def test_tune_per_dtype(wisdom, dtype, out_dtype):
+def test_tune_per_dtype(wisdom, few_candidates, dtype, out_dtype):
     """tune(dtype=...) times that pair's kernels and saves them under its bands only."""
     results = enabled(tune.tune, "softmax", shapes=[(8, 40)], dtype=dtype, out_dtype=out_dtype, **TINY)
     key = tune.band("softmax", 8, 40, dtype, out_dtype)

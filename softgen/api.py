@@ -11,7 +11,7 @@ import numpy as np
 from . import algorithms, masks, ops, tune
 from .dtypes import DTYPES, check_dtype
 from .runtime import NATIVE_DTYPES, _F32, _F64, Kernel, _as_input, _check_out, _fast_call, _normalize_axes, _run
-from .runtime import _compile_variant, _run_general, compile, elementwise_rows, rows_last
+from .runtime import _compile_variant, _run_general, _same_layout, compile, elementwise_rows, rows_last
 from .threads import MIN_ELEMENTS_PER_THREAD, check_threads
 from .runtime import OUTPUT_DELTA, PAGE, same_page_offset  # noqa: F401  (api's names before runtime.py)
 
@@ -222,7 +222,8 @@ def _prefix_lengths(mask: np.ndarray, shape: tuple, axes: tuple) -> np.ndarray |
         return None
     ndim, k = len(shape), len(axes)
     if axes == (ndim - 1,) and mask.shape == shape[ndim - mask.ndim:] and mask.flags.c_contiguous and mask.ndim:
-        rows = mask.reshape(math.prod(mask.shape[:-1]), shape[-1])   # the last axis, x's trailing axes: the usual case, quickly
+        # the last axis, a mask of x's trailing axes: the usual case, quickly
+        rows = mask.reshape(math.prod(mask.shape[:-1]), shape[-1])
         return masks.prefix_lengths(rows, math.prod(shape[:ndim - mask.ndim]))
     perm = rows_last(axes, ndim)
     reduced = tuple(shape[a] for a in axes)
@@ -400,15 +401,10 @@ def _run_backward(spec: ops.OpSpec, y: np.ndarray, dy: np.ndarray, ax: int, out,
     """The backward kernel on y's rows along `ax`, dy its elementwise operand (rows laid out
     as y's), into out or a new array.  dy overlapping out other than as the same view is
     copied first (the kernel reads dy[i] before it writes out[i], and nowhere else)."""
-    if out is not None and np.may_share_memory(out, dy) and not _same_view(out, dy):
+    if out is not None and np.may_share_memory(out, dy) and not (isinstance(out, np.ndarray) and _same_layout(out, dy)):
         dy = dy.copy()
     kernel = _kernel_for(spec.name, "backward", y, ax)
     return _run(kernel, y, ax, out, threads, (elementwise_rows(dy, (ax,)),))
-
-
-def _same_view(a, b: np.ndarray) -> bool:
-    return (isinstance(a, np.ndarray) and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.strides == b.strides and a.shape == b.shape)
 
 
 softmax_backward = _backward_entry(ops.SOFTMAX)

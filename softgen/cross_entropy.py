@@ -150,7 +150,7 @@ class CrossEntropyChunks:
         column = 0 if not self._started else 1
         self._pass.fn(tokens, width, chunk.ctypes.data, width, 0, 0, *self._state_args(self._pass, column))
         if self._started:
-            merge_chunk(self._merge, self._states, 0, 1)
+            merge_chunk(self._merge, self._states, 1)
         self._started = True
         inside = (self.labels >= start) & (self.labels < start + width)
         self._picked[inside] = chunk[inside.nonzero()[0], self.labels[inside] - start]

@@ -53,15 +53,11 @@ def state_addresses(states: np.ndarray):
     return lambda k, row, column: base + ((k * rows + row) * chunks + column) * size
 
 
-def merge_chunk(entry: "_Entry", states: np.ndarray, into: int, other: int) -> None:
-    """A merge kernel's call folding chunk `other`'s states into chunk `into`'s, for every
-    row: operands a (into), b (other), m (into), at a row stride of the chunk count."""
-    third = len(entry.operands) // 3
-    address = state_addresses(states)
-    args = []
-    for j, (k, _) in enumerate(entry.operands):
-        args += [address(k, 0, other if third <= j < 2 * third else into), states.shape[2]]
-    entry.fn(states.shape[1], 0, 0, 0, 0, 0, *args)
+def merge_chunk(entry: "_Entry", states: np.ndarray, other: int) -> None:
+    """A merge kernel's call folding every row's chunk `other` into its chunk 0 now, in a
+    contiguous [operand, row, chunk] array (the task a plan's merge step runs)."""
+    _, rows, columns = states.shape
+    entry.fn(*_merge_task(entry, rows, columns, other, state_addresses(states)))
 
 
 def chunk_bounds(n: int, chunks: int) -> list[tuple[int, int]]:

@@ -259,13 +259,17 @@ class Program:
         return f"{self.op}.{self.algorithm}"
 
     @property
+    def fallbacks(self) -> list["Program"]:
+        """The fallback programs its guards name."""
+        return [op.attrs["fallback"] for op in self.steps
+                if isinstance(op, Op) and isinstance(op.attrs.get("fallback"), Program)]
+
+    @property
     def fills_empty_rows(self) -> bool:
         """Whether rows with nothing above -inf give 0 / -inf (a fill_empty op, here or in a
         fallback its guards name) rather than numpy's NaN."""
-        fallbacks = [op.attrs["fallback"] for op in self.steps
-                     if isinstance(op, Op) and isinstance(op.attrs.get("fallback"), Program)]
         return (any(op.kind is Kind.FILL_EMPTY for p in self.passes for op in p.ops)
-                or any(f.fills_empty_rows for f in fallbacks))
+                or any(f.fills_empty_rows for f in self.fallbacks))
 
     @property
     def in_place_safe(self) -> bool:
@@ -311,9 +315,7 @@ class Program:
 def listing(program: Program) -> str:
     """The program's text, then that of each fallback program its guards name (their text
     is not in the guard's line): the whole of what it computes."""
-    fallbacks = [op.attrs["fallback"] for op in program.steps
-                 if isinstance(op, Op) and isinstance(op.attrs.get("fallback"), Program)]
-    return "\n".join([str(program)] + [listing(f) for f in fallbacks])
+    return "\n".join([str(program)] + [listing(f) for f in program.fallbacks])
 
 
 class VerifyError(ValueError):

@@ -53,10 +53,15 @@ def _output(b: Builder, spec: OpSpec, y, empty):
 
 
 def _empty_acc(b: Builder, spec: OpSpec, variant: "Variant", x):
-    """In a program's first pass, with empty_rows='zero': the max whose merge is -inf exactly
-    in the rows with nothing above -inf (None otherwise, and for logsumexp, whose empty rows
-    give -inf either way)."""
-    return b.acc_max(x) if variant.zero_empty and spec.rule is not Rule.VALUE else None
+    """In a program's first pass, where it flags its empty rows (_tracks_empty): the max
+    whose merge is -inf exactly in the rows with nothing above -inf (None otherwise)."""
+    return b.acc_max(x) if _tracks_empty(spec, variant) else None
+
+
+def _tracks_empty(spec: OpSpec, variant: "Variant") -> bool:
+    """Whether the program flags its empty rows: empty_rows='zero', but not for logsumexp
+    (its empty rows give -inf either way)."""
+    return variant.zero_empty and spec.rule is not Rule.VALUE
 
 
 def _empty_flag(b: Builder, acc):
@@ -185,7 +190,7 @@ def _max_pass(b: Builder, spec: OpSpec, variant: Variant):
     with b.pass_():
         acc = b.acc_max(b.load_x())
     m = b.merge_max(_with_sink(b, acc, lambda s: (s,)))
-    return m, (m if variant.zero_empty and spec.rule is not Rule.VALUE else None)
+    return m, (m if _tracks_empty(spec, variant) else None)
 
 
 def three_pass_reload(op, storage: DType = DType.F32, compute: DType = DType.F32,
@@ -226,20 +231,12 @@ def three_pass_recompute(op, storage: DType = DType.F32, compute: DType = DType.
     return verify(b.program)
 
 
-def _term_pair(b: Builder, spec: OpSpec, x):
-    """The op's term of x as an exponent pair: e^x, or softplus(scale * x)^power with the
-    op's parameters baked in."""
-    if spec.term is Term.SOFTPLUS_POW:
-        return b.softplus_pow(x, **spec.param)
-    return b.exp_pair(x)
-
-
 def _stored_terms(spec: OpSpec, storage: DType, compute: DType, output: DType | None) -> Program:
     """two_pass for softplus_normalize with power 1: each v = softplus(scale * x) stored in y
     and summed, then y scaled by 1 / sum: the term evaluated once per element, as a value.
     Rows with a stored v outside the normal range (NaN, inf, -inf's 0, or values a float
     cannot hold to its precision) or an infinite sum run the program that sums the terms as
-    pairs and evaluates them again in its second pass (_pair_ratio).  Other powers (whose
+    pairs and evaluates them again in its second pass (_pair_terms).  Other powers (whose
     v may leave the range far more often), and a y narrower than the computation (v would
     be rounded to it), take that program for every row."""
     if (output or storage).bits < compute.bits or spec.param["power"] != 1.0:
@@ -262,29 +259,24 @@ def _stored_terms(spec: OpSpec, storage: DType, compute: DType, output: DType | 
 
 
 def _pair_terms(spec: OpSpec, storage: DType, compute: DType, output: DType | None, algorithm: str) -> Program:
-    """y = v / sum v by pairs, the term evaluated in both passes (any row; NaN rows as
-    _pair_ratio says)."""
+    """y = v / sum v, v = softplus(scale * x)^power as exponent pairs (softplus_pow): summed,
+    then evaluated again in the second pass; any row.  Rows whose E leaves the pair range
+    are NaN rows, per row (no guard: a guard's fallback runs for a whole row group): rows
+    with NaN or +inf, all -inf rows and rows whose largest v lies beyond 2^+-2^20, where
+    float64's own formula gives 0/0 or inf/inf (numpy's and torch's +inf row would be 0 but
+    NaN at the inf)."""
     b = _builder(spec, algorithm, storage, compute, output, Variant())
     with b.pass_():
-        acc = b.acc_pair(_term_pair(b, spec, b.load_x()))
+        acc = b.acc_pair(b.softplus_pow(b.load_x(), **spec.param))
     s, e = b.merge_pair(acc)
     limit = numerics.float_format(compute).pair_exp_limit
-    _pair_ratio(b, spec, s, e, (-limit, limit))
-    return verify(b.program)
-
-
-def _pair_ratio(b: Builder, spec: OpSpec, s, e, pair_range):
-    """y = v / sum v from the pairs' sum S * 2^E, for a term without a max-based program: rows
-    whose E leaves the pair range are NaN rows, per row (no guard: a guard's fallback runs
-    for a whole row group).  For softplus_normalize those are rows with NaN or +inf, all
-    -inf rows and rows whose largest v lies beyond 2^+-2^20, where float64's own formula
-    gives 0/0 or inf/inf (numpy's and torch's +inf row would be 0 but NaN at the inf)."""
     nan = b.const(float("nan"))
-    r = b.where_in(e, b.recip(s), nan, range=pair_range)
+    r = b.where_in(e, b.recip(s), nan, range=(-limit, limit))
     # and E NaN there: vscalefps gives (NaN * p) * 2^+-inf as inf or 0, (NaN * p) * 2^NaN as NaN
-    e = b.where_in(e, e, nan, range=pair_range)
+    e = b.where_in(e, e, nan, range=(-limit, limit))
     with b.pass_():
-        b.store(b.pair_scale(_term_pair(b, spec, b.load_x()), r, e))
+        b.store(b.pair_scale(b.softplus_pow(b.load_x(), **spec.param), r, e))
+    return verify(b.program)
 
 
 def two_pass(op, storage: DType = DType.F32, compute: DType = DType.F32,

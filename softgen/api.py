@@ -234,7 +234,7 @@ def _prefix_lengths(mask: np.ndarray, shape: tuple, axes: tuple) -> np.ndarray |
     else:
         rows = elementwise_rows(np.broadcast_to(own.transpose(perm), lead + reduced), tuple(range(ndim - k, ndim)))
     x_lead = tuple(shape[a] for a in perm[:ndim - k])
-    ones = len(lead) - len(lead[_leading_ones(lead):])
+    ones = _leading_ones(lead)
     if lead[ones:] == x_lead[ones:]:   # broadcast over leading axes only: the lengths repeat
         return masks.prefix_lengths(rows, math.prod(x_lead[:ones]))
     lengths = masks.prefix_lengths(rows)

@@ -119,30 +119,11 @@ def _torch(op: str):
 
 def _onnxruntime(op: str, threads: int = 1):
     """The op as a one-node ONNX model run by ONNX Runtime on `threads` threads."""
-    import onnxruntime as ort
-    from onnx import helper
     spec = ops.get(op)
     if "onnx" not in spec.peers:
         raise NotImplementedError(f"ONNX has no {spec.name} operator")
-    sessions: dict = {}
-
-    def model(shape, dtype):
-        elem = helper.np_dtype_to_tensor_dtype(dtype)
-        node = _onnx_op_node(spec, "x", "y")
-        out_shape = list(spec.output_shape(*shape))
-        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", elem, list(shape))],
-                              [helper.make_tensor_value_info("y", elem, out_shape)])
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-    def run(x):
-        key = (x.shape, x.dtype)
-        if key not in sessions:
-            sessions[key] = model(x.shape, x.dtype)
-        return sessions[key].run(None, {"x": x})[0]
-    return run
+    call = _onnx_call([_onnx_op_node(spec, "x", "y")], ("x",), ("y",), {}, threads=threads)
+    return lambda x: call({"x": x})
 
 
 def _onnx_op_node(spec: ops.OpSpec, z: str, y: str):
@@ -465,10 +446,10 @@ def _registry_case(spec: ops.OpSpec) -> Case:
 # --- ONNX graphs -------------------------------------------------------------------------------
 
 def _onnx_call(nodes: list, feeds: tuple[str, ...], outputs: tuple[str, ...], constants: dict,
-               integer_outputs: tuple[str, ...] = ()) -> Call:
+               integer_outputs: tuple[str, ...] = (), threads: int = 1) -> Call:
     """call(a): the ONNX graph of `nodes` (opset 13) on a[name] for name in feeds, run by ONNX
-    Runtime on one thread, a session per shapes; its output, or a tuple of them.  constants:
-    {name: value}, a float in x's (the first feed's) dtype, else int64."""
+    Runtime on `threads` threads, a session per shapes; its output, or a tuple of them.
+    constants: {name: value}, a float in x's (the first feed's) dtype, else int64."""
     import onnxruntime as ort
     from onnx import helper, numpy_helper
     sessions: dict = {}
@@ -485,7 +466,7 @@ def _onnx_call(nodes: list, feeds: tuple[str, ...], outputs: tuple[str, ...], co
         graph = helper.make_graph(nodes, "g", inputs, outs, initializer=init)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
         so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
         return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
     def call(a):

@@ -130,13 +130,8 @@ def emit_c(k: int, *, order: str = "topk_then_softmax", renormalize: bool = Fals
            schedule: Schedule | None = None) -> CSource:
     """C source of the top-k kernel on `isa` (softgen.emit_c's ISAs): x of `dtype`, the
     weights and indices in the compute dtype (the header says where), 1 / T per row with
-    `temperature`.  Default schedule: as many accumulator sets as fit C_REGISTERS.
-    float64 on a vector ISA is refused: its order keys are 64-bit integer lanes, whose
-    subtraction and compares the C backend's ISA tables do not spell."""
+    `temperature`.  Default schedule: as many accumulator sets as fit C_REGISTERS."""
     topk, program = _program(k, order, renormalize, dtype, temperature, "emit_c")
-    if program.compute is DType.F64 and isa != "scalar":
-        raise NotImplementedError(f"emit_c(): float64 top-k kernels for {isa} need 64-bit integer lane compares, "
-                                  f"which the C backend does not spell; use isa='scalar' or float32")
     sets = _sets(topk, C_REGISTERS)
     name = name or f"softgen_{program.op}_{topk.algorithm}_{program.storage.numpy_name}_{isa}"
     return emit_program(program, isa=isa, name=name, schedule=schedule or Schedule(unroll=sets, accumulators=sets))

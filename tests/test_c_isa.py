@@ -5,7 +5,9 @@ import pytest
 
 import softgen
 from softgen.backends.c import C_TYPES, ISAS, PATTERNS, c_float
+from softgen.backends.c.render import CRenderer
 from softgen.ir import DType
+from softgen.lower.loopir import Kernel, Ty
 
 
 def _strings(isa) -> list[str]:
@@ -30,7 +32,7 @@ def test_float64_spellings_come_from_the_same_patterns():
                                         for n in ("avx2", "avx512", "neon", "scalar", "sse2"))
     assert all("$" not in text for isa in (avx2, avx512, neon, scalar, sse2) for text in _strings(isa))
     assert (avx2.width, avx2.vec, avx2.ops["add"]) == (4, "__m256d", "_mm256_add_pd({a}, {b})")
-    assert avx2.ops["shl"] == "_mm256_slli_epi64({a}, {n})" and avx2.first == "_mm256_cvtsd_f64({v})"
+    assert avx2.lanes["<4 x i64>"]["shl"] == "_mm256_slli_epi64({a}, {n})" and avx2.first == "_mm256_cvtsd_f64({v})"
     assert avx2.masked_load == "_mm256_maskload_pd({p}, _mm256_castpd_si256({m}))"
     assert (avx512.width, avx512.mask, avx512.ops["ldexp"]) == (8, "__mmask8", "_mm512_scalef_pd({a}, {b})")
     assert (neon.width, neon.vec, neon.ops["fma"]) == (2, "float64x2_t", "vfmaq_f64({c}, {a}, {b})")
@@ -71,6 +73,11 @@ def test_lane_tables():
         lanes = isa.lanes[ty("i", 32, w32)]
         for op in ("add", "sub", "and", "or", "shl", "lshr", "lt", "eq", "select", "zext", "trunc"):
             assert op in lanes, (name, op)
+        # a double's bits and top-k's float64 order keys: integer vectors are spelled here
+        # only (the pattern's operations are float ones)
+        if w64 > 1:
+            for op in ("sub", "and", "or", "shl", "lshr", "lt", "eq", "select", "zext"):
+                assert op in isa.lanes[ty("i", 64, w64)], (name, op)
     assert PATTERNS["avx2"].lanes["<8 x i32>"]["zext"] == {"i16": "_mm256_cvtepu16_epi32({a})",
                                                            "i8": "_mm256_cvtepu8_epi32({a})"}
     assert PATTERNS["avx512"].lanes["<16 x i32>"]["trunc"] == "_mm512_cvtepi32_epi16({a})"
@@ -122,3 +129,16 @@ def test_literals_per_dtype():
     f32, f64 = C_TYPES[DType.F32], C_TYPES[DType.F64]
     assert (c_float(0.1, f32), c_float(2.0, f32), c_float(1e-45, f32)) == ("0.100000001f", "2.0f", "1.40129846e-45f")
     assert (c_float(0.1, f64), c_float(2.0, f64)) == ("0.10000000000000001", "2.0")
+
+
+@pytest.mark.parametrize("isa", ["sse2", "avx2", "avx512", "neon"])
+def test_integer_vectors_are_never_spelled_as_floats(isa):
+    """An integer vector's operation the lane table lacks is refused, not spelled by the
+    compute dtype's float pattern (`_mm256_sub_pd` on 64-bit integer lanes did not compile;
+    a mask-selected vector was once a C `?:` of whole registers)."""
+    table = PATTERNS[isa].for_dtype(DType.F64)
+    r = CRenderer(Kernel("k", []), table, "k")
+    i64 = Ty("int", 64, table.width)
+    assert r.spell(i64, "sub", a="a", b="b") == table.lanes[str(i64)]["sub"].format(a="a", b="b")
+    with pytest.raises(NotImplementedError, match=f"cannot render add on <{table.width} x i64> for {isa}"):
+        r.spell(i64, "add", a="a", b="b")

@@ -116,11 +116,16 @@ def test_programs_mean_the_reference(order, renormalize):
 
 
 def data(rows: int, n: int, seed: int = 0, dtype=np.float32) -> np.ndarray:
-    """Logits with ties (a quarter of the rows in steps of 0.5) and -inf entries."""
+    """Logits with ties (a quarter of the rows in steps of 0.5) and -inf entries; in
+    float64, rows of +-1.5 apart in their low 33 bits only (their order keys' 64-bit compares
+    decided by the low 32-bit halves, whose top bit varies)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((rows, n)) * 3
     x[::4] = np.round(x[::4] * 2) / 2
     x[1::5, ::3] = -np.inf
+    if np.dtype(dtype) == np.float64:
+        near = (np.float64(1.5).view(np.int64) + rng.integers(0, 2 ** 33, x[3::7].shape)).view(np.float64)
+        x[3::7] = near * rng.choice([-1.0, 1.0], (x[3::7].shape[0], 1))
     return x.astype(dtype)
 
 
@@ -230,12 +235,6 @@ def test_bad_arguments(args, error, match):
         softgen.topk_softmax(*args)
 
 
-def test_c_refuses_float64_vectors():
-    with pytest.raises(NotImplementedError, match="float64 top-k kernels for avx2 need 64-bit integer lane"):
-        topk.emit_c(2, isa="avx2", dtype="float64")
-    assert "double *weights" in topk.emit_c(2, isa="scalar", dtype="float64").header
-
-
 def test_bad_keywords_and_k_equal_to_n():
     with pytest.raises(ValueError, match="order must be one of topk_then_softmax, softmax_then_topk"):
         softgen.topk_softmax(np.ones(4), 1, order="sorted")
@@ -272,15 +271,20 @@ def _program(k_acc, k_merge, slots=(0, 1)):
 C_CASES = [(2, "topk_then_softmax", 1.0), (8, "softmax_then_topk", 0.5)]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("isa", HOST_ISAS)
-def test_c_kernels(tmp_path, isa):
+def test_c_kernels(tmp_path, isa, dtype):
     """The emitted C (each ISA this host runs) built with gcc's strict flags, on
-    misaligned rows of several lengths, against the reference."""
+    misaligned rows of several lengths, against the reference: float64's order keys are
+    64-bit integer lanes."""
     need("gcc")
-    sources = [topk.emit_c(k, order=order, isa=isa, temperature=t != 1.0, name=f"k{k}") for k, order, t in C_CASES]
+    sources = [topk.emit_c(k, order=order, isa=isa, temperature=t != 1.0, dtype=np.dtype(dtype).name, name=f"k{k}")
+               for k, order, t in C_CASES]
+    ctype = "double" if dtype == np.float64 else "float"
     for src in sources:
         src.write(tmp_path)
         assert "y is not used" in src.header and f"indices[r * indices_stride + j], j < {src.name[1:]}" in src.header
+        assert f"{ctype} *weights" in src.header
     lib_path = tmp_path / "libtopk.so"
     run(["gcc", *strict_flags(isa), "-fPIC", "-shared", "-o", lib_path,
          *(tmp_path / f"{src.name}.c" for src in sources), "-lm"])
@@ -290,15 +294,55 @@ def test_c_kernels(tmp_path, isa):
         fn.restype = None
         fn.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
                        ctypes.c_int64] + [ctypes.c_void_p, ctypes.c_int64] * (2 + (t != 1.0))
-        inv_t = np.float32([1 / t])
+        inv_t = np.array([1 / t], dtype)
         for n in (k, 9, 67, 3000):
-            x = data(13, n + 1, seed=n)[:, 1:]
-            w, i = np.empty((13, k), np.float32), np.empty((13, k), np.float32)
-            fn(13, n, x.ctypes.data, x.strides[0] // 4, None, 0, *((inv_t.ctypes.data, 0) if t != 1.0 else ()),
+            x = data(13, n + 1, seed=n, dtype=dtype)[:, 1:]
+            w, i = np.empty((13, k), dtype), np.empty((13, k), dtype)
+            fn(13, n, x.ctypes.data, x.strides[0] // x.itemsize, None, 0,
+               *((inv_t.ctypes.data, 0) if t != 1.0 else ()),
                w.ctypes.data, k, i.ctypes.data, k)
             ref_w, ref_i = reference(x, k, order, temperature=t)
             np.testing.assert_array_equal(i, ref_i)
-            np.testing.assert_allclose(w, ref_w, rtol=1e-6, equal_nan=True)
+            np.testing.assert_allclose(w, ref_w, rtol=1e-6 if dtype == np.float32 else 1e-13, equal_nan=True)
+
+
+_NEON_DRIVER = """#include <stdio.h>
+#include "{name}.h"
+static {c} x[{rows} * {n}], w[{rows} * {k}], i[{rows} * {k}];
+int main(void) {{
+  {c} inv_t[1] = {{{inv_t}}};
+  FILE *f = fopen("x.bin", "rb");
+  if (!f || fread(x, sizeof x, 1, f) != 1) return 1;
+  fclose(f);
+  {name}({rows}, {n}, x, {n}, 0, 0, inv_t, 0, w, {k}, i, {k});
+  f = fopen("out.bin", "wb");
+  fwrite(w, sizeof w, 1, f);
+  fwrite(i, sizeof i, 1, f);
+  return fclose(f);
+}}
+"""
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_c_kernel_neon_under_qemu(tmp_path, dtype):
+    """The NEON C (float64: 64-bit integer lanes' compares and selects) cross-built and run
+    under qemu-aarch64, against the reference."""
+    need("aarch64-linux-gnu-gcc", "qemu-aarch64")
+    k, rows, n, t = 8, 13, 67, 0.5
+    src = topk.emit_c(k, order="softmax_then_topk", isa="neon", temperature=True, dtype=np.dtype(dtype).name,
+                      name="topk_neon")
+    src.write(tmp_path)
+    c = "double" if dtype == np.float64 else "float"
+    (tmp_path / "main.c").write_text(_NEON_DRIVER.format(name=src.name, c=c, rows=rows, n=n, k=k, inv_t=1 / t))
+    run(["aarch64-linux-gnu-gcc", "-O2", "-static", "-o", tmp_path / "main", tmp_path / "main.c",
+         tmp_path / f"{src.name}.c", "-lm"])
+    x = data(rows, n, seed=3, dtype=dtype)
+    x.tofile(tmp_path / "x.bin")
+    run(["qemu-aarch64", tmp_path / "main"], cwd=tmp_path)
+    out = np.fromfile(tmp_path / "out.bin", dtype).reshape(2, rows, k)
+    ref_w, ref_i = reference(x, k, "softmax_then_topk", temperature=t)
+    np.testing.assert_array_equal(out[1], ref_i)
+    np.testing.assert_allclose(out[0], ref_w, rtol=1e-6 if dtype == np.float32 else 1e-13, equal_nan=True)
 
 
 def test_generated_shared_library(tmp_path):

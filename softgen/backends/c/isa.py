@@ -155,9 +155,11 @@ def _x86_i32(p: str, si: str, reg: str) -> dict:
 
 
 def _x86_i64(p: str, si: str, reg: str, set1: str) -> dict:
-    """64-bit integer lanes (a double's bits, numerics.frexp) in an x86 register."""
-    return {"type": reg, "set1": f"{p}_{set1}({{v}})", "and": f"{p}_and_{si}({{a}}, {{b}})",
-            "or": f"{p}_or_{si}({{a}}, {{b}})", "lshr": f"{p}_srli_epi64({{a}}, {{n}})"}
+    """64-bit integer lanes (a double's bits: numerics.frexp, top-k's order keys) in an x86
+    register."""
+    return {"type": reg, "set1": f"{p}_{set1}({{v}})", "sub": f"{p}_sub_epi64({{a}}, {{b}})",
+            "and": f"{p}_and_{si}({{a}}, {{b}})", "or": f"{p}_or_{si}({{a}}, {{b}})",
+            "shl": f"{p}_slli_epi64({{a}}, {{n}})", "lshr": f"{p}_srli_epi64({{a}}, {{n}})"}
 
 
 _REGISTER_MOVES = {  # a whole x86 integer register from or to memory
@@ -231,11 +233,19 @@ _SSE2_LANES = {
                              "_mm_and_si128(_mm_shuffle_epi32(_mm_castpd_si128({c}), _MM_SHUFFLE(2, 2, 2, 0)), {a}), "
                              "_mm_andnot_si128(_mm_shuffle_epi32(_mm_castpd_si128({c}), _MM_SHUFFLE(2, 2, 2, 0)), {b}))"),
     "<2 x i16>": _SSE_2X16, "<2 x i8>": _SSE_NARROW_X8,
-    # no 64-bit compare in SSE2: equal where both 32-bit halves are
+    # no 64-bit compare in SSE2: equal where both 32-bit halves are; less where the high
+    # halves are (signed), or they are equal and the low halves are (unsigned: signed after
+    # flipping their top bits); the verdict of lane 1 and 3 then spread to the 64-bit lane
     "<2 x i64>": dict(_x86_i64("_mm", "si128", "__m128i", "set1_epi64x"),
                       zext={"i8": f"_mm_unpacklo_epi32({_SSE_BYTES_TO_I32}, {_SSE_ZERO})"},
                       eq="_mm_castsi128_pd(_mm_and_si128(_mm_cmpeq_epi32({a}, {b}), "
-                         "_mm_shuffle_epi32(_mm_cmpeq_epi32({a}, {b}), _MM_SHUFFLE(2, 3, 0, 1))))"),
+                         "_mm_shuffle_epi32(_mm_cmpeq_epi32({a}, {b}), _MM_SHUFFLE(2, 3, 0, 1))))",
+                      lt="_mm_castsi128_pd(_mm_shuffle_epi32(_mm_or_si128(_mm_cmpgt_epi32({b}, {a}), "
+                         "_mm_and_si128(_mm_cmpeq_epi32({a}, {b}), _mm_slli_epi64(_mm_cmpgt_epi32("
+                         "_mm_xor_si128({b}, _mm_set1_epi32(INT32_MIN)), _mm_xor_si128({a}, _mm_set1_epi32(INT32_MIN))), "
+                         "32))), _MM_SHUFFLE(3, 3, 1, 1)))",
+                      select="_mm_or_si128(_mm_and_si128(_mm_castpd_si128({c}), {a}), "
+                             "_mm_andnot_si128(_mm_castpd_si128({c}), {b}))"),
     "<2 x f32>": {**{k: v for k, v in _SSE_F32.items() if k != "stream"},   # 8 bytes: plain stores
                   "load": "_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)({p})))",
                   "store": "_mm_storel_epi64((__m128i *)({p}), _mm_castps_si128({v}))", "register": 4,
@@ -255,7 +265,9 @@ _AVX2_LANES = {
     "<4 x i32>": _SSE_I32, "<4 x i16>": _SSE_4X16, "<4 x f16>": _SSE_4X16, "<4 x f32>": _SSE_F32,
     "<4 x i8>": _SSE_NARROW_X8,
     "<4 x i64>": dict(_x86_i64("_mm256", "si256", "__m256i", "set1_epi64x"), zext={"i8": "_mm256_cvtepu8_epi64({a})"},
-                      eq="_mm256_castsi256_pd(_mm256_cmpeq_epi64({a}, {b}))"),
+                      eq="_mm256_castsi256_pd(_mm256_cmpeq_epi64({a}, {b}))",
+                      lt="_mm256_castsi256_pd(_mm256_cmpgt_epi64({b}, {a}))",
+                      select="_mm256_blendv_epi8({b}, {a}, _mm256_castpd_si256({c}))"),
 }
 _AVX2_CONVERTS = {
     **_SCALAR_CONVERTS,
@@ -277,7 +289,8 @@ _AVX512_LANES = {
     "<8 x i32>": _AVX_I32, "<8 x i16>": _SSE_8X16, "<8 x f16>": _SSE_8X16, "<8 x f32>": _AVX_F32,
     "<8 x i8>": _SSE_8X8,
     "<8 x i64>": dict(_x86_i64("_mm512", "si512", "__m512i", "set1_epi64"), zext={"i8": "_mm512_cvtepu8_epi64({a})"},
-                      eq="_mm512_cmpeq_epi64_mask({a}, {b})"),
+                      eq="_mm512_cmpeq_epi64_mask({a}, {b})", lt="_mm512_cmplt_epi64_mask({a}, {b})",
+                      select="_mm512_mask_blend_epi64({c}, {b}, {a})"),
 }
 _AVX512_CONVERTS = {
     **_SCALAR_CONVERTS,
@@ -328,11 +341,11 @@ _NEON_LANES = {
                  | {"zext": {"i16": "vreinterpret_s32_u32(vget_low_u32(vmovl_u16({a})))"}},
     "<2 x i16>": dict(_NEON_U16, load=None, store=None), "<2 x f16>": dict(_NEON_F16, load=None, store=None),
     "<2 x i8>": _NEON_U8,
-    "<2 x i64>": {"type": "int64x2_t", "set1": "vdupq_n_s64({v})", "and": "vandq_s64({a}, {b})",
-                  "or": "vorrq_s64({a}, {b})",
+    "<2 x i64>": {"type": "int64x2_t", "set1": "vdupq_n_s64({v})", "sub": "vsubq_s64({a}, {b})",
+                  "and": "vandq_s64({a}, {b})", "or": "vorrq_s64({a}, {b})", "shl": "vshlq_n_s64({a}, {n})",
                   "lshr": "vreinterpretq_s64_u64(vshrq_n_u64(vreinterpretq_u64_s64({a}), {n}))",
                   "zext": {"i8": f"vreinterpretq_s64_u64(vmovl_u32(vget_low_u32({_NEON_BYTES_TO_U32})))"},
-                  "eq": "vceqq_s64({a}, {b})"},
+                  "eq": "vceqq_s64({a}, {b})", "lt": "vcltq_s64({a}, {b})", "select": "vbslq_s64({c}, {a}, {b})"},
     "<2 x f32>": {"type": "float32x2_t", "set1": "vdup_n_f32({v})", "load": "vld1_f32({p})",
                   "store": "vst1_f32({p}, {v})",
                   "sub": "vsub_f32({a}, {b})", "as_int": "vreinterpret_s32_f32({a})",
@@ -387,7 +400,6 @@ _SSE2 = Isa(
         "select": "_mm_or_$ps(_mm_and_$ps({c}, {a}), _mm_andnot_$ps({c}, {b}))",
         "greater": "_mm_max_$ps({a}, {b})", "less": "_mm_min_$ps({a}, {b})",
         "as_int": "_mm_cast${ps}_si128({a})", "as_float": "_mm_castsi128_$ps({a})",
-        "shl": "_mm_slli_epi$bits({a}, {n})",
         "le": "_mm_cmple_$ps({a}, {b})", "isnan": "_mm_cmpunord_$ps({a}, {a})",
         "and": "_mm_and_$ps({a}, {b})", "or": "_mm_or_$ps({a}, {b})", "mask_zero": "_mm_setzero_$ps()",
         "select_mask": "_mm_or_$ps(_mm_and_$ps({c}, {a}), _mm_andnot_$ps({c}, {b}))",
@@ -417,7 +429,6 @@ _AVX2 = Isa(
         "select": "_mm256_blendv_$ps({b}, {a}, {c})",
         "greater": "_mm256_max_$ps({a}, {b})", "less": "_mm256_min_$ps({a}, {b})",
         "as_int": "_mm256_cast${ps}_si256({a})", "as_float": "_mm256_castsi256_$ps({a})",
-        "shl": "_mm256_slli_epi$bits({a}, {n})",
         "le": "_mm256_cmp_$ps({a}, {b}, _CMP_LE_OQ)", "isnan": "_mm256_cmp_$ps({a}, {a}, _CMP_UNORD_Q)",
         "and": "_mm256_and_$ps({a}, {b})", "or": "_mm256_or_$ps({a}, {b})", "mask_zero": "_mm256_setzero_$ps()",
         "select_mask": "_mm256_blendv_$ps({b}, {a}, {c})",
@@ -452,7 +463,6 @@ _AVX512 = Isa(
         "select": "_mm512_mask_blend_$ps({c}, {b}, {a})",
         "greater": "_mm512_max_$ps({a}, {b})", "less": "_mm512_min_$ps({a}, {b})",
         "as_int": "_mm512_cast${ps}_si512({a})", "as_float": "_mm512_castsi512_$ps({a})",
-        "shl": "_mm512_slli_epi$bits({a}, {n})",
         "le": "_mm512_cmp_${ps}_mask({a}, {b}, _CMP_LE_OQ)", "isnan": "_mm512_cmp_${ps}_mask({a}, {a}, _CMP_UNORD_Q)",
         "and": "_mm512_kand({a}, {b})", "or": "_mm512_kor({a}, {b})", "mask_zero": "($mask)0",
         "select_mask": "_mm512_kor(_mm512_kand({c}, {a}), _mm512_kandn({c}, {b}))",
@@ -486,7 +496,6 @@ _NEON = Isa(
         "lt": "vcltq_f$bits({a}, {b})", "gt": "vcgtq_f$bits({a}, {b})", "eq": "vceqq_f$bits({a}, {b})",
         "select": "vbslq_f$bits({c}, {a}, {b})",
         "as_int": "vreinterpretq_s${bits}_f$bits({a})", "as_float": "vreinterpretq_f${bits}_s$bits({a})",
-        "shl": "vshlq_n_s$bits({a}, {n})",
         "le": "vcleq_f$bits({a}, {b})", "isnan": "vmvnq_u$bits(vceqq_f$bits({a}, {a}))",
         "and": "vandq_u$bits({a}, {b})", "or": "vorrq_u$bits({a}, {b})", "mask_zero": "vdupq_n_u$bits(0)",
         "select_mask": "vbslq_u$bits({c}, {a}, {b})",

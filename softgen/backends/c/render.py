@@ -5,9 +5,9 @@ values become `const` locals (t<N>), vars plain locals (v<N>), loops `for (;;)` 
 head before a `break`, ifs and do-whiles as themselves.  A value that a loop head or a
 do-while body defines for later is declared before the loop.  Vector values are
 registers of the ISA; one-lane values plain C scalars.  Values of the compute dtype (and
-its masks and integer lanes) are spelled by the ISA's pattern filled in for that dtype;
-other lane types (16-bit storage, the 32-bit integer lanes of the conversion recipes,
-float32 lanes under float64 compute, mask bytes) by the ISA's `lanes` and `converts` tables.  What C
+its masks) are spelled by the ISA's pattern filled in for that dtype; other lane types
+(integer vectors of every width, 16-bit storage, float32 lanes under float64 compute,
+mask bytes) by the ISA's `lanes` and `converts` tables.  What C
 cannot render (lane shuffles, vectors of rows) the lowering never produces for it
 (capabilities()); an op the tables lack is refused here.
 """
@@ -80,11 +80,13 @@ class CRenderer:
 
     # --- types and operands -----------------------------------------------------------------
     def table(self, t: Ty) -> Isa | None:
-        """The pattern table of t: the compute dtype's vectors (and their masks and integer
-        lanes of its width), one-lane values by their bits; None for other lane types."""
+        """The pattern table of t: the compute dtype's vectors and their masks, one-lane
+        values by their bits; None for other lane types.  Integer vectors are the lane
+        tables' alone: the pattern spells float operations, which a C compiler would reject
+        on integer registers (or worse, convert)."""
         if t.lanes == 1:
             return self.scalars.get(t.bits, self.scalar)
-        if t.kind == "bool" or t.bits == self.isa.ctype.dtype.bits:
+        if t.kind == "bool" or (t.kind == "float" and t.bits == self.isa.ctype.dtype.bits):
             return self.isa
         return None
 
@@ -104,7 +106,7 @@ class CRenderer:
         if entry is not None:
             return entry["type"]
         table = self.table(t)
-        if table is None or t.kind not in ("float", "int"):
+        if table is None:
             raise NotImplementedError(f"C renderer: no C type for {t} on {self.isa.name}")
         return table.vec if t.kind == "float" else table.ivec
 
@@ -138,7 +140,7 @@ class CRenderer:
             return entry[prim].format(fn=self.fn, **args)
         table = self.table(t)
         if table is None or prim not in table.ops:
-            self.refuse(f"{prim} on {t} ({self.isa.name})")
+            self.refuse(f"{prim} on {t}")
         self.used[f"{table.name}.{prim}{table.ctype.spell['tag']}"] = (f"{table.name}_{prim}", table)
         return table.ops[prim].format(fn=self.fn, **args)
 
@@ -249,7 +251,7 @@ class CRenderer:
         t = s.result.ty
         if t.kind == "bool" and t.lanes > 1:
             return self.spell(t, "select_mask", c=c, a=a, b=b)
-        if t.kind == "int" and (t.bits == 64 or t.lanes == 1) or t.kind == "bool":
+        if t.lanes == 1 and t.kind in ("int", "bool"):
             return f"{c} ? {a} : {b}"
         if t.kind == "int":
             return self.spell(t, "select", c=c, a=a, b=b)

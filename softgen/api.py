@@ -158,18 +158,19 @@ def _variant_operands(op: str, algorithm: str, arr: np.ndarray, axes, lead: tupl
     variant = algorithms.Variant(temperature=temperature is not None, sink=sink is not None,
                                  where=where is not None and not ragged,
                                  zero_empty=algorithms.zero_empty(empty_rows, op), length=ragged, row_max=learned)
+    kept = _kept_shape(arr.shape, axes)
     if temperature is not None:
-        t = _per_row(temperature, lead, "temperature", op)
+        t = _per_row(temperature, lead, "temperature", op, kept)
         if not (np.all(np.isfinite(t)) and np.all(t > 0)):
             raise ValueError(f"{op}(): temperature must be positive and finite")
         operands.append((1.0 / t).astype(compute))
     if sink is not None:
-        operands.append(_per_row(sink, lead, "sink", op).astype(compute))
+        operands.append(_per_row(sink, lead, "sink", op, kept).astype(compute))
     if (phi is not None) != (algorithms.PHI in algorithms.OWN_OPERANDS.get(algorithm, ())):
         raise ValueError(f"{op}(): phi= goes with algorithm='unified_max' (the bound its exponentials are "
                          f"taken from), and that algorithm needs it")
     if phi is not None:
-        operands.append(_per_row(phi.value if learned else phi, lead, "phi", op).astype(compute))
+        operands.append(_per_row(phi.value if learned else phi, lead, "phi", op, kept).astype(compute))
     if learned:
         operands.append(np.empty(math.prod(lead), compute))   # the row maxima out
     return variant, tuple(operands)
@@ -251,21 +252,29 @@ def _leading_ones(shape: tuple) -> int:
     return count
 
 
-def _per_row(value, lead: tuple, name: str, who: str) -> np.ndarray:
+def _per_row(value, lead: tuple, name: str, who: str, kept: tuple = ()) -> np.ndarray:
     """`value` (a number, or an array broadcasting to the rows' shape `lead`: x's without
     the reduced axes) in float64, one value per row in the rows' order (C order), or one
-    value for every row."""
+    value for every row.  An array with as many axes as x broadcasts to `kept` instead (x's
+    shape with the reduced axes of length 1, as x / T[:, None] writes a temperature per row)."""
     try:
         v = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise TypeError(f"{who}(): {name} must be a number or an array of them, not {type(value).__name__}") from None
     if v.size == 1:
         return v.reshape(1)
+    shape = kept if v.ndim == len(kept) > len(lead) else lead
     try:
-        return np.ascontiguousarray(np.broadcast_to(v, lead)).reshape(-1)
+        return np.ascontiguousarray(np.broadcast_to(v, shape)).reshape(-1)
     except ValueError:
         raise ValueError(f"{who}(): {name} of shape {v.shape} does not broadcast to the rows' shape {lead} "
-                         f"(x's shape without the reduced axes)") from None
+                         f"(x's shape without the reduced axes) or {kept} (with them of length 1)") from None
+
+
+def _kept_shape(shape: tuple, axes) -> tuple:
+    """shape with `axes` (one or a tuple) of length 1."""
+    axes = (axes,) if isinstance(axes, (int, np.integer)) else axes
+    return tuple(1 if i in axes else d for i, d in enumerate(shape))
 
 
 def _op_entry(spec: ops.OpSpec):

@@ -23,7 +23,7 @@ from . import threads as _threads
 from . import tune
 from .artifacts import Artifact
 from .algorithms import Order, TopK, Variant, topk_program
-from .api import _per_row
+from .api import _kept_shape, _per_row
 from .backends.c import CSource, emit_program
 from .backends.llvm import compile_program
 from .dtypes import ir_dtype
@@ -169,7 +169,7 @@ def topk_softmax(x, k: int, *, axis: int = -1, temperature=1.0, order: str = "to
     storage = _ir_dtype(arr.dtype)
     n = rows.shape[1]
     compute = DType.F64 if storage is DType.F64 or n > F32_EXACT_INDICES else DType.F32
-    inv_t = _inverse_temperature(temperature, lead, compute, who)
+    inv_t = _inverse_temperature(temperature, lead, _kept_shape(arr.shape, ax), compute, who)
     weights = np.empty((rows.shape[0], topk.k), compute.numpy_name)
     indices = np.empty_like(weights)
     if rows.shape[0]:
@@ -222,11 +222,11 @@ def _rows(moved: np.ndarray) -> np.ndarray:
     return rows
 
 
-def _inverse_temperature(temperature, lead: tuple, compute: DType, who: str) -> np.ndarray | None:
+def _inverse_temperature(temperature, lead: tuple, kept: tuple, compute: DType, who: str) -> np.ndarray | None:
     """1 / T per row (or one for every row) in the compute dtype; None for T = 1."""
     if type(temperature) in (int, float) and temperature == 1:
         return None
-    t = _per_row(temperature, lead, "temperature", who)
+    t = _per_row(temperature, lead, "temperature", who, kept)
     if not (np.all(np.isfinite(t)) and np.all(t > 0)):
         raise ValueError(f"{who}(): temperature must be positive and finite")
     if t.size == 1 and t[0] == 1.0:

@@ -110,6 +110,13 @@ def test_temperature_on_any_axis_layout_and_dtype(op):
     np.testing.assert_array_equal(y, OP_FN[op](scaled(np.ascontiguousarray(xt), t.T)))
     x64 = x.astype(np.float64)
     check(op, scaled(x64[0].T, 0.3, np.float64), OP_FN[op](x64[0].T, temperature=0.3))
+    # as x / T[:, None, :] writes it: x's axes, the reduced one of length 1 (sinks too)
+    np.testing.assert_array_equal(OP_FN[op](x, axis=1, temperature=t[:, None, :]),
+                                  OP_FN[op](x, axis=1, temperature=t))
+    np.testing.assert_array_equal(OP_FN[op](x, axis=1, temperature=t[:1, None, :]),
+                                  OP_FN[op](x, axis=1, temperature=np.broadcast_to(t[:1], t.shape)))
+    if op != "logsumexp":
+        np.testing.assert_array_equal(OP_FN[op](x, axis=1, sink=t[:, None, :]), OP_FN[op](x, axis=1, sink=t))
 
 
 @pytest.mark.parametrize("op", EXP_OPS)
@@ -141,6 +148,7 @@ def test_temperature_kernels_at_every_width(op, algo, lanes):
 @pytest.mark.parametrize("bad,err,match", [
     (0.0, ValueError, "positive and finite"), (-1.0, ValueError, "positive"), (np.nan, ValueError, "finite"),
     (np.inf, ValueError, "finite"), ([1.0, 2.0], ValueError, "does not broadcast"), ("hot", TypeError, "number"),
+    (np.ones((3, 4)), ValueError, r"shape \(3, 4\) does not broadcast to the rows' shape \(3,\).* or \(3, 1\)"),
 ])
 def test_bad_temperatures(bad, err, match):
     with pytest.raises(err, match=match):

@@ -159,6 +159,9 @@ def test_nan_inf_and_ties():
 def test_temperature_per_row_and_dtypes():
     x = data(6, 200, seed=3)
     check(x, 8, "softmax_then_topk", temperature=np.linspace(0.25, 4.0, 6))
+    t = np.linspace(0.25, 4.0, 6)
+    for a, b in zip(softgen.topk_softmax(x, 3, temperature=t[:, None]), softgen.topk_softmax(x, 3, temperature=t)):
+        np.testing.assert_array_equal(a, b)
     check(x.astype(np.float64), 2, "softmax_then_topk", renormalize=True, temperature=0.5)
     for dtype, ulp in SHORT_FLOATS:
         short = x.astype(dtype)

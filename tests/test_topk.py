@@ -1,6 +1,7 @@
 """softgen.topk_softmax against a float64 reference (and torch's stable sort + softmax where
 installed): both orders, renormalize, temperature, ties, -inf, NaN, row lengths 1..70 and
-3000, misaligned rows, at every vector width; its program's IR and the verifier's checks;
+3000, misaligned rows, at every vector width, in C for every ISA and as aarch64 / riscv64
+objects under qemu; its program's IR and the verifier's checks;
 bad arguments."""
 import ctypes
 
@@ -309,8 +310,10 @@ def test_c_kernels(tmp_path, isa, dtype):
             np.testing.assert_allclose(w, ref_w, rtol=1e-6 if dtype == np.float32 else 1e-13, equal_nan=True)
 
 
-_NEON_DRIVER = """#include <stdio.h>
-#include "{name}.h"
+_QEMU_DRIVER = """#include <stdint.h>
+#include <stdio.h>
+void {name}(int64_t rows, int64_t n, const {c} *x, int64_t x_stride, {c} *y, int64_t y_stride,
+            const {c} *inv_t, int64_t inv_t_stride, {c} *w, int64_t w_stride, {c} *i, int64_t i_stride);
 static {c} x[{rows} * {n}], w[{rows} * {k}], i[{rows} * {k}];
 int main(void) {{
   {c} inv_t[1] = {{{inv_t}}};
@@ -324,24 +327,33 @@ int main(void) {{
   return fclose(f);
 }}
 """
+# (how the kernel is made, cross compiler, qemu command line)
+_QEMU = {"neon C": ("aarch64-linux-gnu-gcc", ["qemu-aarch64"]),
+         "aarch64": ("aarch64-linux-gnu-gcc", ["qemu-aarch64"]),
+         "riscv64": ("riscv64-linux-gnu-gcc", ["qemu-riscv64", "-cpu", "rv64,v=true,vext_spec=v1.0,vlen=128"])}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_c_kernel_neon_under_qemu(tmp_path, dtype):
-    """The NEON C (float64: 64-bit integer lanes' compares and selects) cross-built and run
-    under qemu-aarch64, against the reference."""
-    need("aarch64-linux-gnu-gcc", "qemu-aarch64")
+@pytest.mark.parametrize("where", list(_QEMU))
+def test_cross_kernels_under_qemu(tmp_path, where, dtype):
+    """The NEON C and the aarch64 / riscv64 objects (float64: 64-bit integer lanes' compares
+    and selects) cross-built and run under qemu, against the reference."""
+    cc, qemu = _QEMU[where]
+    need(cc, qemu[0])
     k, rows, n, t = 8, 13, 67, 0.5
-    src = topk.emit_c(k, order="softmax_then_topk", isa="neon", temperature=True, dtype=np.dtype(dtype).name,
-                      name="topk_neon")
-    src.write(tmp_path)
+    options = dict(order="softmax_then_topk", temperature=True, dtype=np.dtype(dtype).name, name="topk_x")
+    if where == "neon C":
+        topk.emit_c(k, isa="neon", **options).write(tmp_path)
+        kernel = tmp_path / "topk_x.c"
+    else:
+        kernel = tmp_path / "topk_x.o"
+        topk.generate(k, target=where, n=n, **options).write(kernel)
     c = "double" if dtype == np.float64 else "float"
-    (tmp_path / "main.c").write_text(_NEON_DRIVER.format(name=src.name, c=c, rows=rows, n=n, k=k, inv_t=1 / t))
-    run(["aarch64-linux-gnu-gcc", "-O2", "-static", "-o", tmp_path / "main", tmp_path / "main.c",
-         tmp_path / f"{src.name}.c", "-lm"])
+    (tmp_path / "main.c").write_text(_QEMU_DRIVER.format(name="topk_x", c=c, rows=rows, n=n, k=k, inv_t=1 / t))
+    run([cc, "-O2", "-static", "-o", tmp_path / "main", tmp_path / "main.c", kernel, "-lm"])
     x = data(rows, n, seed=3, dtype=dtype)
     x.tofile(tmp_path / "x.bin")
-    run(["qemu-aarch64", tmp_path / "main"], cwd=tmp_path)
+    run([*qemu, tmp_path / "main"], cwd=tmp_path)
     out = np.fromfile(tmp_path / "out.bin", dtype).reshape(2, rows, k)
     ref_w, ref_i = reference(x, k, "softmax_then_topk", temperature=t)
     np.testing.assert_array_equal(out[1], ref_i)

@@ -66,15 +66,17 @@ def test_byte_masks_at_every_width(op, algo, lanes):
 @pytest.mark.parametrize("op,algo", MASK_PAIRS)
 def test_ragged_rows_at_every_width(op, algo, lanes):
     """Rows of their own lengths (a prefix mask) in pipelined row groups, two side by side
-    (each to its own end), every length from 0 to past n, the special rows among them,
+    (each to its own end), lengths from 0 to past n (every residue mod the width, also
+    of n - length: the fill's first vector and tail), the special rows among them,
     misaligned.  (Schedule()'s one row at a time: the C and cross-target tests.)"""
     schedule = Schedule(rows_per_group=4, interleave=2, pipeline=True, unroll=2)
     kernel = softgen.compile(op, algorithm=algo, target=width_targets()[lanes], length=True, schedule=schedule)
     assert "rows of length length[row]" in kernel.ir
-    for n in (7, 1001):
+    for n in (7, 64, 1001):
         x = np.concatenate([np.stack(list(special_rows(n).values())),
                             np.random.default_rng(n).standard_normal((40, n)).astype(np.float32) * 5])
         lengths = np.random.default_rng(lanes).integers(-2, n + 3, x.shape[0])
+        lengths[-2 * lanes - 4:] = np.arange(-2, 2 * lanes + 2) + (n > 2 * lanes) * (n // 2)
         y = kernel(misaligned_rows(x), operands=(lengths,))
         check_masked(op, x, np.arange(n)[None, :] < lengths[:, None], y)
 

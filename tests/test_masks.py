@@ -128,6 +128,11 @@ def test_prefix_lengths():
         got = masks.prefix_lengths(holes)
         assert (masks.prefix_lengths(holes, 2) is None) == (expect is None)
         assert (got is None) == (expect is None) and (got is None or np.array_equal(got, expect))
+    for n, gap, rise in ((128, 63, 64), (128, 0, 64), (65, 63, 64), (130, 127, 129)):   # across 64 bytes only
+        row = np.arange(n) < gap
+        row[rise] = True
+        assert masks.prefix_lengths(row[None]) is None
+        assert masks.prefix_lengths(np.arange(n)[None] < rise).tolist() == [rise]
     bytes_ = np.array([[2, 7, 0, 0], [1, 0, 0, 3]], np.uint8)    # any nonzero byte is True
     assert masks.prefix_lengths(bytes_[:1]).tolist() == [2] and masks.prefix_lengths(bytes_) is None
     assert masks.prefix_lengths(np.zeros((3, 0), bool)).tolist() == [0, 0, 0]

@@ -49,6 +49,7 @@ def _kernel_for(op: str, algorithm: str, arr: np.ndarray, axes, out_dtype: np.dt
 
 
 _PLAIN = algorithms.Variant()
+_BOOL = np.dtype(np.bool_)
 
 
 def _rows_and_length(shape: tuple, axes) -> tuple:
@@ -211,9 +212,31 @@ def _mask_operand(where, arr: np.ndarray, axes, who: str) -> np.ndarray:
         except ValueError:
             raise ValueError(f"{who}(): where of shape {mask.shape} does not broadcast to x's shape "
                              f"{arr.shape}") from None
-    axes = (axes,) if isinstance(axes, int) else axes
-    lengths = _prefix_lengths(mask, arr.shape, axes)
-    return lengths if lengths is not None else elementwise_rows(np.broadcast_to(mask, arr.shape), axes).view(np.uint8)
+    return _mask_rows(mask, arr.shape, (axes,) if isinstance(axes, int) else axes)
+
+
+def _mask_rows(mask: np.ndarray, shape: tuple, axes: tuple) -> np.ndarray:
+    """A checked mask as the kernel's operand (see _mask_operand)."""
+    lengths = _prefix_lengths(mask, shape, axes)
+    return lengths if lengths is not None else elementwise_rows(np.broadcast_to(mask, shape), axes).view(np.uint8)
+
+
+_RAGGED, _BYTES = algorithms.Variant(length=True), algorithms.Variant(where=True)
+
+
+def _masked_call(op: str, x, axis, algorithm: str, out, dtype, threads, where):
+    """op(x, where=where) in the usual case, without _run_op's general steps (a fifth of
+    a causal call at 1 x 128 x 128): float32 x over its last axis into a float32 result,
+    a C-contiguous mask of x's trailing axes; None (nothing done) otherwise."""
+    if not (type(x) is np.ndarray and x.dtype is _F32 and dtype is None and x.ndim and type(axis) is int
+            and axis in (-1, x.ndim - 1) and (out is None or type(out) is np.ndarray and out.dtype is _F32)
+            and type(where) is np.ndarray and where.dtype is _BOOL and where.ndim and where.flags.c_contiguous
+            and where.shape == x.shape[x.ndim - where.ndim:]):
+        return None
+    ax = x.ndim - 1
+    operand = _mask_rows(where, x.shape, (ax,))
+    kernel = _kernel_for(op, algorithm, x, ax, _F32, _RAGGED if operand.dtype == np.int64 else _BYTES)
+    return _run(kernel, x, ax, out, threads, (operand,))
 
 
 def _prefix_lengths(mask: np.ndarray, shape: tuple, axes: tuple) -> np.ndarray | None:
@@ -286,10 +309,13 @@ def _op_entry(spec: ops.OpSpec):
             sink=None, phi=None, where=None, empty_rows="nan"):
         if threads is not None:
             threads = check_threads(threads, op)
-        if (temperature is not None or sink is not None or phi is not None or where is not None
-                or empty_rows != "nan" or algorithm in algorithms.OWN_OPERANDS):
+        if (temperature is not None or sink is not None or phi is not None or empty_rows != "nan"
+                or algorithm in algorithms.OWN_OPERANDS):
             return _run_op(op, x, axis, algorithm, out, dtype, threads=threads, temperature=temperature, sink=sink,
                            phi=phi, where=where, empty_rows=empty_rows)
+        if where is not None:
+            y = _masked_call(op, x, axis, algorithm, out, dtype, threads, where)
+            return y if y is not None else _run_op(op, x, axis, algorithm, out, dtype, threads=threads, where=where)
         if (type(x) is np.ndarray and x.dtype is _F32 and dtype is None and x.ndim and type(axis) is int
                 and -x.ndim <= axis < x.ndim):
             # float32 x with a float32 kernel for its shape: the common case, no other checks

@@ -66,15 +66,17 @@ def test_byte_masks_at_every_width(op, algo, lanes):
 @pytest.mark.parametrize("op,algo", MASK_PAIRS)
 def test_ragged_rows_at_every_width(op, algo, lanes):
     """Rows of their own lengths (a prefix mask) in pipelined row groups, two side by side
-    (each to its own end), every length from 0 to past n, the special rows among them,
+    (each to its own end), lengths from 0 to past n (every residue mod the width, also
+    of n - length: the fill's first vector and tail), the special rows among them,
     misaligned.  (Schedule()'s one row at a time: the C and cross-target tests.)"""
     schedule = Schedule(rows_per_group=4, interleave=2, pipeline=True, unroll=2)
     kernel = softgen.compile(op, algorithm=algo, target=width_targets()[lanes], length=True, schedule=schedule)
     assert "rows of length length[row]" in kernel.ir
-    for n in (7, 1001):
+    for n in (7, 64, 1001):
         x = np.concatenate([np.stack(list(special_rows(n).values())),
                             np.random.default_rng(n).standard_normal((40, n)).astype(np.float32) * 5])
         lengths = np.random.default_rng(lanes).integers(-2, n + 3, x.shape[0])
+        lengths[-2 * lanes - 4:] = np.arange(-2, 2 * lanes + 2) + (n > 2 * lanes) * (n // 2)
         y = kernel(misaligned_rows(x), operands=(lengths,))
         check_masked(op, x, np.arange(n)[None, :] < lengths[:, None], y)
 
@@ -126,6 +128,11 @@ def test_prefix_lengths():
         got = masks.prefix_lengths(holes)
         assert (masks.prefix_lengths(holes, 2) is None) == (expect is None)
         assert (got is None) == (expect is None) and (got is None or np.array_equal(got, expect))
+    for n, gap, rise in ((128, 63, 64), (128, 0, 64), (65, 63, 64), (130, 127, 129)):   # across 64 bytes only
+        row = np.arange(n) < gap
+        row[rise] = True
+        assert masks.prefix_lengths(row[None]) is None
+        assert masks.prefix_lengths(np.arange(n)[None] < rise).tolist() == [rise]
     bytes_ = np.array([[2, 7, 0, 0], [1, 0, 0, 3]], np.uint8)    # any nonzero byte is True
     assert masks.prefix_lengths(bytes_[:1]).tolist() == [2] and masks.prefix_lengths(bytes_) is None
     assert masks.prefix_lengths(np.zeros((3, 0), bool)).tolist() == [0, 0, 0]

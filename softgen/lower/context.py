@@ -50,6 +50,7 @@ class Context:
         self.used_nontemporal = False
         self.first = None  # first row of the group being lowered (i64)
         self.length_name = None  # ragged rows: the operand of their lengths (Program.length)
+        self.fill = None         # ragged rows with an output row: y's value past each length
         self.rm = None     # row math: one lane per row of the group
 
     @property

@@ -78,6 +78,7 @@ class KernelLowering(PassLowering):
         rows = self.pick(self.cmp("gt", self.rows, i64(0)), self.rows, i64(0))
         group = self.caps.group_size(self.schedule.rows_per_group, self.width)
         self.length_name = program.length
+        self.fill = program.fill if program.length and not program.row_output else None
         pipelined = self.pipelinable(program)
         self.kernel.notes += self.notes(program, group, pipelined)
         if pipelined:
@@ -100,28 +101,7 @@ class KernelLowering(PassLowering):
         self.first = self.b.read(r_slot)
         self.rm = self.vm.with_width(count)
         self.emit_steps(program.steps, {})
-        self.fill_rows(program, count)
         self.b.write(r_slot, self.int_op("add", self.first, i64(count)))
-
-    def fill_rows(self, program: Program, count: int):
-        """Ragged rows: y past each of the group's rows' lengths (self.first on) filled."""
-        if program.length and not program.row_output:
-            self.count_loop(count, lambda j: self.fill_y(j, program.fill), "fill.rows")
-
-    def fill_y(self, j, value: float):
-        """Row j of a ragged group: y past its length = value, a vector at a time and a
-        masked tail."""
-        b, W, end = self.b, self.width, self.n
-        v = self.casts.cast(self.vm.const(value), self.compute, self.y_dtype)
-        row, i = self.row_y(j), self.var(I64, self.row_length(j, self.first))
-
-        def one_vector():
-            self.store(v, row, b.read(i), None, False)
-            b.write(i, self.int_op("add", b.read(i), i64(W)))
-        b.loop_while(lambda: self.cmp("le", self.int_op("add", b.read(i), i64(W)), end), one_vector, "fill")
-        if W > 1:
-            b.if_then(self.cmp("lt", b.read(i), end),
-                      lambda: self.store(v, row, b.read(i), self.tail_mask(b.read(i), end), False), "fill.tail")
 
     def emit_steps(self, steps: list, env: dict):
         """The program's steps for the group's rows.  env maps each row-level Value to one
@@ -229,7 +209,7 @@ class KernelLowering(PassLowering):
             firsts = [self.int_op("mul", self.int_op("sub", t, i64(k)), i64(group)) for k in range(count)]
             active = [self.both(self.cmp("ge", t, i64(k)), self.cmp("lt", self.int_op("sub", t, i64(k)), groups))
                       for k in range(count)]
-            pipe = _Pipeline(self, stages, carried, firsts, program)
+            pipe = _Pipeline(self, stages, carried, firsts)
             # the steady state fuses the stages when a form suits them all; otherwise, as
             # while filling and draining, the stages run one after another (one copy of
             # that code: it is the kernel's largest part)
@@ -245,8 +225,8 @@ class KernelLowering(PassLowering):
 class _Pipeline:
     """One iteration of the pipelined loop: stage k on the group starting at firsts[k]."""
 
-    def __init__(self, low: KernelLowering, stages: list, carried: list, firsts: list, program: Program):
-        self.low, self.stages, self.carried, self.firsts, self.program = low, stages, carried, firsts, program
+    def __init__(self, low: KernelLowering, stages: list, carried: list, firsts: list):
+        self.low, self.stages, self.carried, self.firsts = low, stages, carried, firsts
 
     def start(self, k: int) -> dict:
         """Stage k's env: the row values its group got from stage k - 1 (and its row ops
@@ -267,8 +247,6 @@ class _Pipeline:
         if k + 1 < len(self.stages):
             for v, slot in self.carried[k + 1].items():
                 low.b.write(slot, env[v])
-        else:
-            low.fill_rows(self.program, low.group)
 
     def is_output(self, k: int) -> bool:
         return k == len(self.stages) - 1

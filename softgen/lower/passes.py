@@ -8,12 +8,12 @@ The exp forms (numerics has the recipes; lower.plan says which ops have one):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import numerics
 from ..ir import Kind, Op, Pass, Type
 from .context import Context
-from .loopir import i64
+from .loopir import I64, i64
 from .plan import PassPlan, plan_pass
 from .reductions import BlockSum, Inner, MaxNaNMask, PairRunning
 from .sweep import Row, RowSweep, Unit
@@ -31,6 +31,7 @@ class PassSetup:
     row_values: list  # row Values the pass reads
     rows_side_by_side: int
     nontemporal: bool
+    is_output: bool   # the last pass: ragged rows' y past their lengths is filled after it
 
 
 class PassLowering(Context):
@@ -76,7 +77,8 @@ class PassLowering(Context):
             row_values=list(dict.fromkeys(v for op in p.ops for v in op.args if v.type is Type.ROW)),
             rows_side_by_side=step,
             nontemporal=(self.schedule.nontemporal and is_output and not accs and step == 1
-                         and any(op.kind is Kind.STORE for op in p.ops)))
+                         and any(op.kind is Kind.STORE for op in p.ops)),
+            is_output=is_output)
 
     def form_ok(self, setup: PassSetup, env: dict, form: str):
         """Whether every row of the group may run the pass in `form`."""
@@ -132,7 +134,7 @@ class PassLowering(Context):
         for setup, tables, first in passes:
             for unit, j in self.units_of(setup, tables, first, j0, form):
                 units.append(unit)
-                where.append((setup, j))
+                where.append((setup, j, first))
                 lengths.append(self.row_length(j, first) if self.length_name else None)
         nontemporal = len(units) == 1 and passes[0][0].nontemporal
         full = self.n
@@ -141,11 +143,39 @@ class PassLowering(Context):
             for length in lengths[1:]:
                 self.n = self.pick(self.cmp("lt", self.n, length), length, self.n)
         sweep = RowSweep(self, units, nontemporal, lengths if self.length_name else None)
-        for (setup, j), states in zip(where, sweep.emit()):
+        for (setup, j, _), states in zip(where, sweep.emit()):
             for results, state in zip(setup.results, states):
                 for var, v in zip(results, state):
                     self.b.emit("write_at", var, j, v)
         self.n = full
+        if self.fill is not None:
+            # right after its output pass, not after the group's: a row's fill allocates
+            # its lines (read for ownership) while the next rows' sweeps run
+            for (setup, j, first), length in zip(where, lengths):
+                if setup.is_output:
+                    self.fill_y(j, first, length)
+
+    def fill_y(self, j, first, length):
+        """Ragged row first + j: y past its length = self.fill.  One vector at the length,
+        then vectors from the next multiple of the width (aligned where the row is, and no
+        tail where n is a multiple of it: causal rows of 128, 16 lanes, ran 12% faster than
+        with every vector from the length), a masked tail."""
+        b, W, end = self.b, self.width, self.n
+        v = self.casts.cast(self.vm.const(self.fill), self.compute, self.y_dtype)
+        row, i = self.row_y(j, first), self.var(I64, length)
+
+        def fits():
+            return self.cmp("le", self.int_op("add", b.read(i), i64(W)), end)
+
+        def store_to(next_of):   # a vector at i, then i = next_of(i)
+            self.store(v, row, b.read(i), None, False)
+            b.write(i, next_of(self.int_op("add", b.read(i), i64(W))))
+        b.if_then(fits(), lambda: store_to(lambda k: self.int_op("mul", b.emit("udiv", k, i64(W), ty=I64), i64(W))),
+                  "fill.first")
+        b.loop_while(fits, lambda: store_to(lambda k: k), "fill")
+        if W > 1:
+            b.if_then(self.cmp("lt", b.read(i), end),
+                      lambda: self.store(v, row, b.read(i), self.tail_mask(b.read(i), end), False), "fill.tail")
 
     def pass_finish(self, setup: PassSetup, env: dict):
         """The pass's reductions, their rows merged lane-wise, into env."""

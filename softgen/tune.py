@@ -62,11 +62,6 @@ LONG_GROUP = 4      # rows per group beyond that (rows no longer stay in L2 betw
 # 3.84 / 2.97, 4096x64 6.31 / 4.81 (torch 3.96, 3.96, 6.22); log_softmax_backward, whose
 # second pass has an exp: 4.15 / 4.26, 2.65 / 2.71, 4.47 / 3.80.
 ONE_ROW_ALGORITHMS = ("backward",)
-L2_ROW = 0.5        # a row whose x and y fill this share of L2 is read back from beyond it
-                    # by each later pass: then one pass fewer beats the cheaper exp of a
-                    # max pass.  Checked (Zen 4, 1 MB L2, float32 log_softmax over 4 MB of
-                    # rows, two-pass / three-pass recompute, paired medians): 1.01 at rows
-                    # of 2^15 (256 KB of x and y), 1.10 at 2^16, 1.19-1.22 at 2^17..2^20
 TEMPORARIES = 8     # vectors one element's exp keeps in flight beside a sweep's states and
                     # row constants: x, its rounded and biased value, k, t, the polynomial,
                     # 2^k, the product, and a compare's operand (x86's NaN test against 0)
@@ -191,10 +186,8 @@ def builtin(op: str, rows: int, n: int, dtype="float32", out_dtype=None, target=
     """In cache, the algorithm that evaluates exp the fewest times; out of cache (llc_bytes),
     two-pass (the least traffic).  logsumexp has no output pass, so two-pass is one pass
     with one exp per element against recompute's two passes; only short rows' groups
-    favour recompute.  Where two-pass evaluates exp as often as the in-cache choice
-    (log_softmax), it wins on rows whose passes re-read them from beyond L2 (L2_ROW).
-    Reload only where y is as wide as the compute dtype (reload_allowed); the row lengths
-    per dtype and target as dtype_thresholds says."""
+    favour recompute.  Reload only where y is as wide as the compute dtype
+    (reload_allowed); the row lengths per dtype and target as dtype_thresholds says."""
     spec = ops.get(op)
     x, y = _dtypes(dtype, out_dtype)
     short_row, _ = dtype_thresholds(x, y, target)
@@ -204,23 +197,7 @@ def builtin(op: str, rows: int, n: int, dtype="float32", out_dtype=None, target=
         preferred = ["three_pass_reload"] if reload_allowed(x, y) else []
         preferred.append("three_pass_recompute")
     algorithm = next(a for a in preferred + list(spec.algorithms) if a in spec.algorithms)
-    if algorithm != "two_pass" and "two_pass" in spec.algorithms and _beyond_l2(n, x, y, target) \
-            and _element_exps(op, "two_pass", x, y) <= _element_exps(op, algorithm, x, y):
-        algorithm = "two_pass"
     return Choice(algorithm, builtin_schedule(op, algorithm, rows, n, x, y, target))
-
-
-def _beyond_l2(n: int, x: np.dtype, y: np.dtype, target) -> bool:
-    """Whether a row's x and y fill L2_ROW of the target's L2 or more."""
-    return n * (x.itemsize + y.itemsize) >= Machine.of(target).caches.l2 * L2_ROW
-
-
-@lru_cache(maxsize=64)
-def _element_exps(op: str, algorithm: str, x: np.dtype, y: np.dtype) -> int:
-    """Exps (e^(x - c) or an exponent pair) the program evaluates per element, over its
-    passes."""
-    program = algorithms.build(op, algorithm, ir_dtype(x), compute_dtype(ir_dtype(x), ir_dtype(y)), ir_dtype(y))
-    return sum(op.kind in (Kind.EXP, Kind.EXP_PAIR) for p in program.passes for op in p.ops)
 
 
 def builtin_schedule(op: str, algorithm: str, rows: int, n: int, dtype="float32", out_dtype=None,

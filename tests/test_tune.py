@@ -46,7 +46,6 @@ def test_wisdom_path_follows_env_and_xdg(tmp_path, monkeypatch):
     ("softmax", 4096, 64, "three_pass_reload", False),
     ("softmax", 1, 1 << 20, "three_pass_reload", False),
     ("log_softmax", 100, 1000, "three_pass_recompute", False),
-    ("log_softmax", 1, 1 << 20, "two_pass", False),
     ("softmax", 16, 1 << 22, "two_pass", True),
     ("logsumexp", 1, 1 << 26, "two_pass", False),
     ("logsumexp", 64, 1000, "two_pass", False),
@@ -414,23 +413,6 @@ def test_rule_follows_the_targets_registers_and_caches(monkeypatch):
     # log_softmax's two-pass sums (4 vectors of state per set) fit twice in 16 registers
     assert tune.builtin_schedule("log_softmax", "two_pass", 16, 1 << 22, target="x86_64:znver3").accumulators == 2
     assert tune.builtin_schedule("log_softmax", "two_pass", 16, 1 << 22, target="x86_64:znver4").accumulators == 0
-
-
-def test_rows_beyond_l2_take_one_pass_fewer_where_exps_tie(monkeypatch):
-    """log_softmax's two-pass evaluates exp as often as recompute (an exponent pair against
-    an exp): from rows whose x and y fill half the target's L2, its pass fewer wins; softmax
-    keeps reload's single exp, logsumexp its two-pass; float64 and float16 move the row by
-    their widths."""
-    monkeypatch.setattr(tune, "llc_bytes", lambda: 32 << 20)
-    assert (tune._element_exps("log_softmax", "two_pass", np.dtype("float32"), np.dtype("float32")),
-            tune._element_exps("log_softmax", "three_pass_recompute", np.dtype("float32"), np.dtype("float32")),
-            tune._element_exps("softmax", "two_pass", np.dtype("float32"), np.dtype("float32"))) == (1, 1, 2)
-    for target, first in (("x86_64:znver4", 1 << 16), ("x86_64:znver3", 1 << 15)):   # 1 MB, 512 KB of L2
-        for dtype, scale in (("float32", 1), ("float64", 2), ("float16", 0.5)):
-            n = int(first / scale)
-            assert tune.builtin("log_softmax", 2, n, dtype, target=target).algorithm == "two_pass"
-            assert tune.builtin("log_softmax", 2, n - 1, dtype, target=target).algorithm == "three_pass_recompute"
-        assert tune.builtin("softmax", 2, 1 << 18, target=target).algorithm == "three_pass_reload"
 
 
 def test_wisdom_is_per_dtype(wisdom, monkeypatch):

@@ -44,10 +44,13 @@ def test_pass_counts_match_the_algorithms():
     assert len(algorithms.build("logsumexp", "online").passes) == 1
 
 
-def test_two_pass_guard_falls_back_to_three_pass():
-    program = algorithms.build("softmax", "two_pass")
+@pytest.mark.parametrize("op,algo,fallback", [(op, "two_pass", "online") for op in ("softmax", "log_softmax", "logsumexp")]
+                         + [("log_softmax", "unified_max", "three_pass_recompute")])
+def test_guards_fall_back_to_an_exact_algorithm(op, algo, fallback):
+    program = algorithms.build(op, algo)
     guards = [s for s in program.steps if not isinstance(s, Pass) and s.kind is Kind.GUARD]
-    assert len(guards) == 1 and guards[0].attrs["fallback"].algorithm == "three_pass_recompute"
+    assert len(guards) == 1 and guards[0].attrs["fallback"].algorithm == fallback
+    assert not any(not isinstance(s, Pass) and s.kind is Kind.GUARD for s in guards[0].attrs["fallback"].steps)
 
 
 @pytest.mark.parametrize("op,algo", PAIRS)

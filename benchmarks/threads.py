@@ -13,7 +13,6 @@ rounds in elements/ns, ± half the spread over rounds (max - min) in % of the me
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import statistics
 import sys
@@ -70,9 +69,6 @@ def dispatch_cost(reps: int = 2000) -> dict:
     x = np.zeros((2, 16), np.float32)
     y = np.empty_like(x)
     xa, ya = x.ctypes.data, y.ctypes.data
-    fields = {threads.FN: ctypes.cast(kernel._fn, ctypes.c_void_p).value, threads.ROWS: 2, threads.N: 16,
-              threads.X: xa, threads.X_STRIDE: 16, threads.X_ROW_BYTES: 64, threads.Y: ya,
-              threads.Y_STRIDE: 16, threads.Y_ROW_BYTES: 64, threads.UNIT: 1, threads.MIN_ROWS: 1, threads.SHARE: 4}
 
     def timed(fn, pause=0.0):
         times = []
@@ -83,7 +79,7 @@ def dispatch_cost(reps: int = 2000) -> dict:
             fn()
             times.append(time.perf_counter() - t)
         return statistics.median(times) * 1e6
-    on_pool = lambda: threads.run_job(2, fields)  # noqa: E731
+    on_pool = lambda: threads.run_row_job(kernel._fn, 2, 16, (xa, 16, 4), (ya, 16, 4), 1, 2)  # noqa: E731
     inline = lambda: (kernel._fn(1, 16, xa, 16, ya, 16), kernel._fn(1, 16, xa + 64, 16, ya + 64, 16))  # noqa: E731
     on_pool()
     return {"inline": timed(inline), "pool": timed(on_pool),

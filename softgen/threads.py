@@ -120,6 +120,14 @@ def in_worker() -> bool:
 # core busy with another process) takes no chunk, and one preempted holds up at most the
 # chunk it is on: a call never waits on a wake-up.  Split rows (softgen.split) post one job
 # per call too: a plan of steps (passes, merges) that every thread taking part runs in order.
+# Measured without gain (softmax float32 on 2 threads, 4096x64 and 1024x1024, interleaved
+# A/B in one process): home ranges (each thread first takes chunks of a fixed range of its
+# own, so rows keep their core from call to call) 0.95-0.97x of the one counter (~1 us of
+# it their Python); workers and caller pinned to distinct cores 1.00x; MIN_CHUNK_ELEMENTS
+# 2^11 or 2^13 0.98-1.01x; posting, helping and finishing in one native call 0.94x
+# (alternating processes).  Two threads pinned to fixed halves with no hand-off reach
+# ~1.9x (benchmarks/threads.py --ceiling); what a call loses below that is mostly its
+# Python (~3 us at threads=1, ~8 us at threads=2: a sixth of a 4096x64 call on two threads).
 
 # a slot's states, as the native code spells them: 1 posted, 2 done, 3 taken back by the
 # caller (never started), 4 running; 0 never posted

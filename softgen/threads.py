@@ -628,8 +628,8 @@ def run_rows(fn, rows: int, n: int, x: int, x_stride: int, x_itemsize: int, y: i
 def run_row_job(fn, rows: int, n: int, x: tuple, y: tuple, unit: int, count: int) -> None:
     """fn over [rows, n] (x and y as (address, row stride in elements, itemsize)) as a job
     on this thread and up to count - 1 idle workers, in chunks of whole units of rows.  Its
-    fields are written as one slice (a call's Python costs as much as its rows' work on
-    a thread for some 10^4 elements: field by field it took 4 us of a 4096x64 call's 40)."""
+    fields are written as one slice: 1.7 us, field by field 4 us (of the ~45 us a 4096x64
+    call takes on two threads)."""
     native = native_functions()
     memory, job = _aligned_int64s(JOB_FIELDS)
     at = (job - ctypes.addressof(memory)) // 8

@@ -2,21 +2,25 @@
 thread counts, and the cost of handing a range to a worker.
 
     taskset -c 0,1 python benchmarks/threads.py [--op softmax] [--budget 0.2] [--rounds 5]
-                   [--threads 1,2] [--dispatch]
+                   [--threads 1,2] [--dispatch] [--ceiling]
 
 Cases: in cache 1024x1024 and 4096x64, out of cache 16 x 2^22, and 1 x 2^20 (one row:
 softgen splits it into chunks of columns, softgen.split).  Every variant allocates
 its output, as a user's call does.  Variants are interleaved in short slices (`budget`
 seconds each, a median of calls), round after round; the table gives the median over
 rounds in elements/ns, ± half the spread over rounds (max - min) in % of the median.
+--ceiling: the machine's bound for two threads in the in-cache cases instead: the 1-thread
+kernel on all rows on one core, against two threads pinned to two cores calling it on
+fixed halves at the same time (no hand-off, no wait for each other).
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
+import functools
 import os
 import statistics
 import sys
+import threading
 import time
 
 import numpy as np
@@ -70,9 +74,6 @@ def dispatch_cost(reps: int = 2000) -> dict:
     x = np.zeros((2, 16), np.float32)
     y = np.empty_like(x)
     xa, ya = x.ctypes.data, y.ctypes.data
-    fields = {threads.FN: ctypes.cast(kernel._fn, ctypes.c_void_p).value, threads.ROWS: 2, threads.N: 16,
-              threads.X: xa, threads.X_STRIDE: 16, threads.X_ROW_BYTES: 64, threads.Y: ya,
-              threads.Y_STRIDE: 16, threads.Y_ROW_BYTES: 64, threads.UNIT: 1, threads.MIN_ROWS: 1, threads.SHARE: 4}
 
     def timed(fn, pause=0.0):
         times = []
@@ -83,11 +84,44 @@ def dispatch_cost(reps: int = 2000) -> dict:
             fn()
             times.append(time.perf_counter() - t)
         return statistics.median(times) * 1e6
-    on_pool = lambda: threads.run_job(2, fields)  # noqa: E731
+    on_pool = lambda: threads.run_row_job(kernel._fn, 2, 16, (xa, 16, 4), (ya, 16, 4), 1, 2)  # noqa: E731
     inline = lambda: (kernel._fn(1, 16, xa, 16, ya, 16), kernel._fn(1, 16, xa + 64, 16, ya + 64, 16))  # noqa: E731
     on_pool()
     return {"inline": timed(inline), "pool": timed(on_pool),
             "inline after 5 ms asleep": timed(inline, 0.005), "pool after 5 ms asleep": timed(on_pool, 0.005)}
+
+
+def ceiling(op: str, x: np.ndarray, budget: float, rounds: int) -> dict:
+    """{threads: [elements/ns per round]}: x's kernel (as softgen's auto picks it) on all
+    rows pinned to one core (1), and on fixed halves by two threads pinned to two cores at
+    once, each timing its own calls (2: from the slower half)."""
+    rows, n = x.shape
+    kernel = softgen.api.kernel_for_shape(op, rows, n)
+    y = np.empty_like(x)
+    at = [(r0, x[r0:].ctypes.data, y[r0:].ctypes.data) for r0 in (0, rows // 2)]
+    halves = [functools.partial(kernel._fn, r1 - r0, n, xa, n, ya, n) for (r0, xa, ya), r1 in zip(at, (rows // 2, rows))]
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    assert len(cores) == 2, "--ceiling needs two cores"
+
+    def timed(fn, core: int, times: list, start: threading.Barrier) -> None:
+        os.sched_setaffinity(0, {core})
+        start.wait()
+        times.append(median_time(fn, budget))
+
+    def run(fns) -> float:
+        times, start = [], threading.Barrier(len(fns))
+        workers = [threading.Thread(target=timed, args=(fn, core, times, start)) for fn, core in zip(fns, cores)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return x.size / max(times) / 1e9
+    whole = functools.partial(kernel._fn, rows, n, x.ctypes.data, n, y.ctypes.data, n)
+    speeds = {1: [], 2: []}
+    for _ in range(rounds):
+        speeds[1].append(run([whole]))
+        speeds[2].append(run(halves))
+    return speeds
 
 
 def print_table(results: dict, counts) -> None:
@@ -119,19 +153,23 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2")
     p.add_argument("--dispatch", action="store_true", help="also measure the cost of a hand-off")
+    p.add_argument("--ceiling", action="store_true", help="measure two pinned threads on fixed halves instead")
     args = p.parse_args(argv)
     counts = [int(k) for k in args.threads.split(",")]
     print(f"{args.op}: softgen {softgen.__version__} on {softgen.Target.parse('host').cpu}, CPU affinity "
           f"{sorted(os.sched_getaffinity(0))}; splitting from {threads.parallel_from} elements", flush=True)
     if args.dispatch:
         print("hand-off cost (us): " + ", ".join(f"{k} {v:.1f}" for k, v in dispatch_cost().items()), flush=True)
-    fns = variants(args.op, counts)
+    fns = {} if args.ceiling else variants(args.op, counts)
     results = {}
-    for rows, n in CASES:
+    for rows, n in CASES[:2] if args.ceiling else CASES:
         x = (np.random.default_rng(0).standard_normal((rows, n)) * 4).astype(np.float32)
         print(f"  {rows}x{n} ...", flush=True)
-        results[f"{rows}x{n}"] = run_case(fns, x, args.budget, args.rounds)
-    print_table(results, counts)
+        if args.ceiling:
+            results[f"{rows}x{n}"] = {("halves", k): v for k, v in ceiling(args.op, x, args.budget, args.rounds).items()}
+        else:
+            results[f"{rows}x{n}"] = run_case(fns, x, args.budget, args.rounds)
+    print_table(results, [1, 2] if args.ceiling else counts)
     return 0
 
 

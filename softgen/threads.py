@@ -120,6 +120,14 @@ def in_worker() -> bool:
 # core busy with another process) takes no chunk, and one preempted holds up at most the
 # chunk it is on: a call never waits on a wake-up.  Split rows (softgen.split) post one job
 # per call too: a plan of steps (passes, merges) that every thread taking part runs in order.
+# Measured without gain (softmax float32 on 2 threads, 4096x64 and 1024x1024, interleaved
+# A/B in one process): home ranges (each thread first takes chunks of a fixed range of its
+# own, so rows keep their core from call to call) 0.95-0.97x of the one counter (~1 us of
+# it their Python); workers and caller pinned to distinct cores 1.00x; MIN_CHUNK_ELEMENTS
+# 2^11 or 2^13 0.98-1.01x; posting, helping and finishing in one native call 0.94x
+# (alternating processes).  Two threads pinned to fixed halves with no hand-off reach
+# ~1.9x (benchmarks/threads.py --ceiling); what a call loses below that is mostly its
+# Python (~3 us at threads=1, ~8 us at threads=2: a sixth of a 4096x64 call on two threads).
 
 # a slot's states, as the native code spells them: 1 posted, 2 done, 3 taken back by the
 # caller (never started), 4 running; 0 never posted
@@ -128,7 +136,7 @@ SPINS = 1 << 15  # pause instructions: ~1 ms on x86 (a pause is 10-140 cycles)
 MIN_CHUNK_ELEMENTS = 1 << 15  # ~10 us of work: the ~0.1 us a chunk costs is lost in it
 # a job's fields (int64s); the row counter on a cache line of its own.  HELP: the native
 # function every thread runs on the job (softgen_help for rows, softgen_tasks_K for tasks)
-NEXT, FN, ROWS, N, X, X_STRIDE, X_ROW_BYTES, Y, Y_STRIDE, Y_ROW_BYTES, UNIT, MIN_ROWS, SHARE = 0, *range(8, 20)
+NEXT, FN, ROWS, N, X, X_STRIDE, X_ROW_BYTES, Y, Y_STRIDE, Y_ROW_BYTES, UNIT, MIN_ROWS, SHARE = 0, *range(8, 20)  # (in a row)
 HELP, TASKS, TABLE = 20, 21, 22   # TASKS calls of FN, each with its arguments in a row of TABLE
 STEPS, STEP_TABLE, STOPPED = 23, 24, 25   # a plan of STEPS steps at STEP_TABLE; where it stopped
 JOB_FIELDS = 26
@@ -614,9 +622,27 @@ def run_rows(fn, rows: int, n: int, x: int, x_stride: int, x_itemsize: int, y: i
     if count < 2:
         fn(rows, n, x, x_stride, y, y_stride)
         return
-    run_job(count, {FN: ctypes.cast(fn, ctypes.c_void_p).value, ROWS: rows, N: n, X: x, X_STRIDE: x_stride,
-                    X_ROW_BYTES: x_stride * x_itemsize, Y: y, Y_STRIDE: y_stride, Y_ROW_BYTES: y_stride * y_itemsize,
-                    UNIT: unit, MIN_ROWS: min_chunk_rows(n, unit), SHARE: 2 * count})
+    run_row_job(fn, rows, n, (x, x_stride, x_itemsize), (y, y_stride, y_itemsize), unit, count)
+
+
+def run_row_job(fn, rows: int, n: int, x: tuple, y: tuple, unit: int, count: int) -> None:
+    """fn over [rows, n] (x and y as (address, row stride in elements, itemsize)) as a job
+    on this thread and up to count - 1 idle workers, in chunks of whole units of rows.  Its
+    fields are written as one slice: 1.7 us, field by field 4 us (of the ~45 us a 4096x64
+    call takes on two threads)."""
+    native = native_functions()
+    memory, job = _aligned_int64s(JOB_FIELDS)
+    at = (job - ctypes.addressof(memory)) // 8
+    (xa, xs, xi), (ya, ys, yi) = x, y
+    memory[at + FN:at + SHARE + 1] = (_address_of(fn), rows, n, xa, xs, xs * xi, ya, ys, ys * yi, unit,
+                                      min_chunk_rows(n, unit), 2 * count)
+    memory[at + HELP] = native.help[0]
+    _run_posted(job, count, native.help[1])
+
+
+def _address_of(fn) -> int:
+    """A ctypes function's address (half the cost of ctypes.cast(fn, c_void_p).value)."""
+    return ctypes.c_void_p.from_buffer(fn).value
 
 
 def run_row_tasks(fn, rows: int, n: int, x: tuple, y: tuple, operands: tuple, unit: int,
@@ -644,20 +670,12 @@ def run_tasks(fn, tasks: list, threads: int) -> None:
         return
     arity = len(tasks[0])
     table = (ctypes.c_int64 * (arity * len(tasks)))(*(a for task in tasks for a in task))
-    run_job(min(threads, len(tasks)), {FN: ctypes.cast(fn, ctypes.c_void_p).value, TASKS: len(tasks),
-                                       TABLE: ctypes.addressof(table)}, arity)
-
-
-def run_job(threads: int, fields: dict, arity: int | None = None) -> None:
-    """A job (its fields by index) on this thread and up to threads - 1 idle workers (fewer
-    when other calls use them), returning when it is done: a row job, or with `arity` a
-    task job of calls with that many arguments."""
-    native = native_functions()
-    address, helper = native.help if arity is None else native.tasks(arity)
+    address, helper = native_functions().tasks(arity)
     memory, job = _aligned_int64s(JOB_FIELDS)
-    for index, value in {**fields, HELP: address}.items():
-        memory[(job - ctypes.addressof(memory)) // 8 + index] = value
-    _run_posted(job, threads, helper)
+    at = (job - ctypes.addressof(memory)) // 8
+    memory[at + FN], memory[at + HELP] = _address_of(fn), address
+    memory[at + TASKS:at + TABLE + 1] = len(tasks), ctypes.addressof(table)
+    _run_posted(job, min(threads, len(tasks)), helper)
 
 
 def run_steps(job: int, threads: int) -> None:

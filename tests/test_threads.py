@@ -34,12 +34,12 @@ def split_small(monkeypatch):
     monkeypatch.setattr(threads, "parallel_from", 2)
     monkeypatch.setattr(threads, "_num_threads", 3)
     splits = []
-    run_job = threads.run_job
+    run_row_job = threads.run_row_job
 
-    def recording(count, fields, arity=None):
-        splits.append((fields[threads.ROWS], fields[threads.UNIT], fields[threads.MIN_ROWS]))
-        run_job(count, fields, arity)
-    monkeypatch.setattr(threads, "run_job", recording)
+    def recording(fn, rows, n, x, y, unit, count):
+        splits.append((rows, unit, threads.min_chunk_rows(n, unit)))
+        run_row_job(fn, rows, n, x, y, unit, count)
+    monkeypatch.setattr(threads, "run_row_job", recording)
     return splits
 
 
@@ -178,13 +178,13 @@ def test_calls_on_a_worker_run_on_one_thread(split_small, monkeypatch):
         ran[other].wait(10)
 
     split_on = {}
-    run_job = threads.run_job
+    run_row_job = threads.run_row_job
 
-    def counting(count, fields, arity=None):  # splits by the thread making them
+    def counting(*args):  # splits by the thread making them
         me = "worker" if threads.in_worker() else "caller"
         split_on[me] = split_on.get(me, 0) + 1
-        run_job(count, fields, arity)
-    monkeypatch.setattr(threads, "run_job", counting)
+        run_row_job(*args)
+    monkeypatch.setattr(threads, "run_row_job", counting)
     fn = _ABI(chunk)
     threads.run_rows(fn, 2, 1, 0, 1, 64, 0, 1, 64, 1, 2)  # two chunks of a row, on two threads
     assert seen["caller"] == (4, 2, True)  # the run_rows call and the caller's own softmax split
@@ -226,3 +226,24 @@ def test_chunks_and_units():
     assert threads.thread_count(1000, 100, 1, 1) == 1
     assert threads.thread_count(3, threads.MIN_ELEMENTS_PER_THREAD, 1, 8) == 3
     assert threads.thread_count(2, threads.MIN_ELEMENTS_PER_THREAD - 1, 1, 8) == 1  # too small to split
+
+
+@pytest.mark.parametrize("rows,unit,min_rows,count", [(101, 1, 3, 2), (96, 16, 16, 2), (50, 4, 8, 3), (9, 1, 1, 3)])
+def test_row_job_runs_every_row_once(monkeypatch, rows, unit, min_rows, count):
+    """A row job's chunks cover every row exactly once, each starting on a whole unit, with
+    the caller and a worker taking chunks (the caller's first holds on until a worker has
+    taken one; the kernel is a callback recording its rows: x's address is its first row's,
+    at a byte per row)."""
+    chunks, worker_ran = [], threading.Event()
+
+    def chunk(count_, n, x_address, x_stride, y_address, y_stride):
+        chunks.append((x_address - base, count_))
+        if threads.in_worker():
+            worker_ran.set()
+        elif x_address == base:
+            worker_ran.wait(10)
+    base = 1 << 20   # (never read: the kernel is the callback)
+    monkeypatch.setattr(threads, "MIN_CHUNK_ELEMENTS", min_rows)   # rows of one element
+    threads.run_row_job(_ABI(chunk), rows, 1, (base, 1, 1), (base, 1, 1), unit, count)
+    assert sorted(r for r0, k in chunks for r in range(r0, r0 + k)) == list(range(rows))
+    assert all(r0 % unit == 0 for r0, _ in chunks) and worker_ran.is_set()

@@ -7,12 +7,11 @@ the count of True and whether a True follows a False."""
 from __future__ import annotations
 
 import ctypes
-import threading
 
-import llvmlite.binding as llvm
 import numpy as np
 
 from .backends.llvm.compiler import optimize
+from .backends.llvm.host import HOST
 from .runtime import _address
 from .targets import Target
 
@@ -112,30 +111,19 @@ done:
 }
 """
 
-class _Native:
-    def __init__(self):
-        target = Target.parse("host")
-        tm = target.create_target_machine(jit=True)
-        self._lljit = llvm.create_lljit_compiler(tm)
-        text = str(optimize(_PREFIX_IR, target.create_target_machine()))
-        self._library = (llvm.JITLibraryBuilder().add_ir(text).export_symbol("softgen_prefix_lengths")
-                         .link(self._lljit, "softgen_masks"))
-        i64, p = ctypes.c_int64, ctypes.c_void_p
-        self.prefix_lengths = ctypes.CFUNCTYPE(i64, i64, i64, p, i64, p, i64)(self._library["softgen_prefix_lengths"])
+_PREFIX_LENGTHS = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                                   ctypes.c_void_p, ctypes.c_int64)
+_prefix_function = None
 
 
-_native = None
-_native_lock = threading.Lock()
-
-
-def _get_native() -> _Native:
-    global _native
-    if _native is not None:   # (built: no lock)
-        return _native
-    with _native_lock:
-        if _native is None:
-            _native = _Native()
-        return _native
+def _prefix_lengths_function():
+    """softgen_prefix_lengths as a ctypes function (compiled on first use)."""
+    global _prefix_function
+    if _prefix_function is None:   # (a race builds a second wrapper of the same function)
+        ir = (lambda: str(optimize(_PREFIX_IR, Target.parse("host").create_target_machine())))
+        address = HOST.addresses("softgen_masks", ir, ("softgen_prefix_lengths",))["softgen_prefix_lengths"]
+        _prefix_function = _PREFIX_LENGTHS(address)
+    return _prefix_function
 
 
 def prefix_lengths(rows: np.ndarray, repeat: int = 1) -> np.ndarray | None:
@@ -148,5 +136,5 @@ def prefix_lengths(rows: np.ndarray, repeat: int = 1) -> np.ndarray | None:
     lengths = np.empty(count * repeat, np.int64)
     if count == 0:
         return lengths
-    done = _get_native().prefix_lengths(count, n, _address(rows), rows.strides[0], _address(lengths), lengths.size)
+    done = _prefix_lengths_function()(count, n, _address(rows), rows.strides[0], _address(lengths), lengths.size)
     return lengths if done == count else None

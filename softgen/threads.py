@@ -19,8 +19,7 @@ import sys
 import threading
 import warnings
 
-import llvmlite.binding as llvm
-
+from .backends.llvm.host import HOST
 from .targets import Target
 from .version import __version__
 
@@ -422,28 +421,19 @@ _PAUSE = {"x86_64": ("call void @llvm.x86.sse2.pause()", "declare void @llvm.x86
 
 
 class _Native:
-    """softgen_help / _steps / _post / _spin / _finish JIT-compiled for the host, as ctypes
-    functions (CFUNCTYPE: the GIL is released while they run)."""
+    """softgen_help / _steps / _post / _spin / _finish JIT-compiled for the host (HOST), as
+    ctypes functions (CFUNCTYPE: the GIL is released while they run)."""
+
+    NAMES = ("softgen_help", "softgen_steps", "softgen_post", "softgen_spin", "softgen_finish")
 
     def __init__(self):
-        target = Target.parse("host")
-        call, declaration = _PAUSE.get(target.arch, ("", ""))
-        text = re.sub(r"IDLE_THEN (\w+)\n", _IDLE, _NATIVE_IR.replace("JOB_LOADS", _JOB_LOADS))
-        text = text.replace("PAUSE", call).replace("HELP_FIELD", str(HELP)) + _steps_ir(call) + declaration
-        self._lljit = llvm.create_lljit_compiler(target.create_target_machine(jit=True))
-        builder = llvm.JITLibraryBuilder().add_ir(text)
-        for name in ("softgen_help", "softgen_steps", "softgen_post", "softgen_spin", "softgen_finish"):
-            builder.export_symbol(name)
-        self._library = builder.link(self._lljit, "softgen_threads")
-        self._libraries = []   # the task helpers' and callers' (kept alive)
+        address = HOST.addresses("softgen_threads", _native_ir, self.NAMES)
         i64, p = ctypes.c_int64, ctypes.c_void_p
-        self.help = self._helper(self._library["softgen_help"])
-        self.steps = self._helper(self._library["softgen_steps"])
-        self.post = ctypes.CFUNCTYPE(None, p, i64)(self._library["softgen_post"])
-        self.spin = ctypes.CFUNCTYPE(None, p, i64)(self._library["softgen_spin"])
-        self.finish = ctypes.CFUNCTYPE(i64, p, i64)(self._library["softgen_finish"])
-        self._compiled: dict = {}
-        self._compile_lock = threading.Lock()
+        self.help = self._helper(address["softgen_help"])
+        self.steps = self._helper(address["softgen_steps"])
+        self.post = ctypes.CFUNCTYPE(None, p, i64)(address["softgen_post"])
+        self.spin = ctypes.CFUNCTYPE(None, p, i64)(address["softgen_spin"])
+        self.finish = ctypes.CFUNCTYPE(i64, p, i64)(address["softgen_finish"])
         self._tasks: dict = {}
 
     @staticmethod
@@ -451,14 +441,10 @@ class _Native:
         """A job's helper: (its address, for the workers; it as a ctypes function, for the caller)."""
         return address, ctypes.CFUNCTYPE(None, ctypes.c_void_p)(address)
 
-    def _address(self, name: str, ir) -> int:
+    @staticmethod
+    def _address(name: str, ir) -> int:
         """The address of function `name` of the IR text ir() (compiled on first use)."""
-        with self._compile_lock:
-            if name not in self._compiled:
-                library = llvm.JITLibraryBuilder().add_ir(ir()).export_symbol(name).link(self._lljit, name)
-                self._libraries.append(library)
-                self._compiled[name] = library[name]
-            return self._compiled[name]
+        return HOST.addresses(name, ir, (name,))[name]
 
     def tasks(self, arity: int):
         """softgen_tasks_<arity>'s helper."""
@@ -470,6 +456,13 @@ class _Native:
     def call(self, arity: int) -> int:
         """softgen_call_<arity>'s address (a plan's steps call kernels of `arity` arguments through it)."""
         return self._address(f"softgen_call_{arity}", lambda: _call_ir(arity))
+
+
+def _native_ir() -> str:
+    """The pool's own functions as IR text, with the host's spin-wait hint."""
+    call, declaration = _PAUSE.get(Target.parse("host").arch, ("", ""))
+    text = re.sub(r"IDLE_THEN (\w+)\n", _IDLE, _NATIVE_IR.replace("JOB_LOADS", _JOB_LOADS))
+    return text.replace("PAUSE", call).replace("HELP_FIELD", str(HELP)) + _steps_ir(call) + declaration
 
 
 def _aligned_int64s(count: int) -> tuple[object, int]:
@@ -537,18 +530,15 @@ class _Pool:
             worker.wake.acquire()
 
 
-# The native functions, compiled once per process and never freed: plans keep their
-# addresses (a forked child has a copy of the code, at the same addresses)
 _native = None
-_native_lock = threading.Lock()
 
 
 def native_functions() -> _Native:
-    """The pool's native functions (compiled on first use)."""
+    """The pool's native functions (compiled on first use, once per process: HOST; a race
+    wraps the same functions twice)."""
     global _native
     if _native is None:
-        with _native_lock:
-            _native = _native or _Native()
+        _native = _Native()
     return _native
 
 
@@ -557,8 +547,7 @@ _pool = _Pool()
 
 def _reset_after_fork() -> None:
     """A forked child has none of the parent's threads: start a pool of its own."""
-    global _pool, _native_lock
-    _native_lock = threading.Lock()
+    global _pool
     _pool = _Pool()
 
 

@@ -11,6 +11,7 @@ import pytest
 import softgen
 from softgen import algorithms
 from softgen.backends.llvm import compile_program
+from softgen.backends.llvm.host import HostFunctions
 from softgen.lower import Schedule
 from softgen.targets import Target, host
 from reference import PAIRS, check, check_relative, check_ulps, near_zero_rows, offset_rows, special_rows
@@ -277,3 +278,16 @@ def test_guard_fallback_rows_inside_a_group(width, rows_per_group, op):
         x[-1] = beyond
         with np.errstate(all="ignore"):
             check(op, x, kernel(x))
+
+
+def test_host_functions_compile_a_library_once():
+    """The runtime's native helpers: IR text compiled on a library's first use only, its
+    functions callable at the addresses given (the same ones every time)."""
+    host, built = HostFunctions(), []
+
+    def ir():
+        built.append(1)
+        return "define i64 @twice(i64 %a) {\n  %b = shl i64 %a, 1\n  ret i64 %b\n}\n"
+    first = host.addresses("twice_lib", ir, ("twice",))
+    assert host.addresses("twice_lib", ir, ("twice",)) == first and built == [1]
+    assert ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(first["twice"])(21) == 42

@@ -107,7 +107,9 @@ def test_emit_so_with_a_mask_runs_here(tmp_path):
     keep = rng.random(x.shape) < 0.5
     y = np.empty_like(x)
     fn(4, 50, x.ctypes.data, 50, y.ctypes.data, 50, keep.ctypes.data, 50)
-    np.testing.assert_array_equal(y, softgen.log_softmax(x, where=keep, empty_rows="zero", algorithm="two_pass"))
+    # (the API's schedule for 4 rows of 50 differs: its fallback rows may round otherwise)
+    np.testing.assert_allclose(y, softgen.log_softmax(x, where=keep, empty_rows="zero", algorithm="two_pass"),
+                               rtol=1e-6)
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no system C compiler (cc)")

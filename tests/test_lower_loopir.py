@@ -82,7 +82,7 @@ def test_casts_are_instructions_or_recipes(caps, dtypes, half):
     instrs = [s for s in walk(kernel.body) if isinstance(s, Instr)]
     types = {s.op: set() for s in instrs}
     for s in instrs:
-        types[s.op].add(str(s.result.ty) if s.result else str(s.args[1].ty))
+        types[s.op].add(str(s.result.ty) if s.result else str(s.args[-1].ty))   # a store's value
     assert f"{lanes} lanes" in str(kernel)
     in_memory = {d: (f"i16" if d is DType.BF16 or (d is DType.F16 and not half) else f"f{d.bits}")
                  for d in dtypes}

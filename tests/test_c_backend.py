@@ -520,11 +520,12 @@ def mixed_rows(rows: int, n: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("isa, schedule", [(BEST_ISA, s) for s in C_SCHEDULES] +
-                         [(isa, C_SCHEDULES[1]) for isa in HOST_ISAS if isa != BEST_ISA],
+                         [(isa, C_SCHEDULES[1]) for isa in HOST_ISAS if isa not in (BEST_ISA, "sse2")],
                          ids=lambda v: v if isinstance(v, str) else v.to_json())
 def test_emitted_schedules_compute_correctly(tmp_path, isa, schedule):
-    """Every schedule on the widest ISA here, pipelined groups on each narrower one; many
-    rows with special ones mixed in, misaligned."""
+    """Every schedule on the widest ISA here, pipelined groups on each narrower one but
+    SSE2 (left out for CI time: its default-schedule C runs in the other tests, pipelined
+    groups at 4 lanes in the JIT's); many rows with special ones mixed in, misaligned."""
     for (op, algorithm), fn in scheduled_kernels(tmp_path, isa, schedule).items():
         for n in (1, 17, 65, 200, 5000):
             x = random_rows(n)

@@ -103,9 +103,10 @@ def test_log_special_values_as_documented(algo):
 @pytest.mark.parametrize("op,algo", [p for p in PAIRS if p[0] != "log_softmax"] +
                          [("log_softmax", "three_pass_recompute")])
 def test_long_row_accuracy(op, algo):
-    """2^24 elements: blocked, compensated accumulation keeps the error at a few ulp."""
+    """2^24 elements: blocked, compensated accumulation keeps the error at a few ulp
+    (softplus_normalize's 2^22: its longdouble reference takes 8 s more at 2^24)."""
     rng = np.random.default_rng(24)
-    x = (rng.standard_normal((1, 1 << 24)) * 4).astype(np.float32)
+    x = (rng.standard_normal((1, 1 << (22 if op == "softplus_normalize" else 24))) * 4).astype(np.float32)
     check(op, x, run(op, algo, x))
 
 

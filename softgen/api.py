@@ -224,12 +224,22 @@ def _mask_rows(mask: np.ndarray, shape: tuple, axes: tuple) -> np.ndarray:
 _RAGGED, _BYTES = algorithms.Variant(length=True), algorithms.Variant(where=True)
 
 
+def _float32_x(x, axis, dtype) -> bool:
+    """The fast paths' input: a float32 ndarray (not a subclass) read as it is, over one
+    axis given as an int."""
+    return type(x) is np.ndarray and x.dtype is _F32 and dtype is None and x.ndim > 0 and type(axis) is int
+
+
+def _float32_out(out) -> bool:
+    """The fast paths' output: a new array, or a float32 ndarray."""
+    return out is None or type(out) is np.ndarray and out.dtype is _F32
+
+
 def _masked_call(op: str, x, axis, algorithm: str, out, dtype, threads, where):
     """op(x, where=where) in the usual case, without _run_op's general steps (a fifth of
     a causal call at 1 x 128 x 128): float32 x over its last axis into a float32 result,
     a C-contiguous mask of x's trailing axes; None (nothing done) otherwise."""
-    if not (type(x) is np.ndarray and x.dtype is _F32 and dtype is None and x.ndim and type(axis) is int
-            and axis in (-1, x.ndim - 1) and (out is None or type(out) is np.ndarray and out.dtype is _F32)
+    if not (_float32_x(x, axis, dtype) and axis in (-1, x.ndim - 1) and _float32_out(out)
             and type(where) is np.ndarray and where.dtype is _BOOL and where.ndim and where.flags.c_contiguous
             and where.shape == x.shape[x.ndim - where.ndim:]):
         return None
@@ -316,8 +326,7 @@ def _op_entry(spec: ops.OpSpec):
         if where is not None:
             y = _masked_call(op, x, axis, algorithm, out, dtype, threads, where)
             return y if y is not None else _run_op(op, x, axis, algorithm, out, dtype, threads=threads, where=where)
-        if (type(x) is np.ndarray and x.dtype is _F32 and dtype is None and x.ndim and type(axis) is int
-                and -x.ndim <= axis < x.ndim):
+        if _float32_x(x, axis, dtype) and -x.ndim <= axis < x.ndim:
             # float32 x with a float32 kernel for its shape: the common case, no other checks
             ax = axis % x.ndim
             n = x.shape[ax]
@@ -326,7 +335,7 @@ def _op_entry(spec: ops.OpSpec):
                 y = _fast_call(kernel, x, ax, out, threads)  # None for an out that is not C-contiguous float32
                 if y is not None:
                     return y
-                if out is None or type(out) is np.ndarray and out.dtype is _F32:
+                if _float32_out(out):
                     return _run_general(kernel, x, ax, out, threads)
         return _run_op(op, x, axis, algorithm, out, dtype, threads=threads)
 

@@ -288,7 +288,7 @@ class _Call:
         """plan's steps as one job, the states of earlier passes given: (None, None) when
         done, else (the step after which a flag stopped it, the states)."""
         memory = plan.memory()
-        skip = -ctypes.addressof(memory) % _threads.CACHE_LINE // 8
+        skip = _threads.first_line(memory)
         job = ctypes.addressof(memory) + 8 * skip
         table = np.frombuffer(memory, np.int64, len(plan.offset), 8 * skip)
         x, y, *operands = self.addresses

@@ -465,10 +465,15 @@ def _native_ir() -> str:
     return text.replace("PAUSE", call).replace("HELP_FIELD", str(HELP)) + _steps_ir(call) + declaration
 
 
+def first_line(memory) -> int:
+    """The index of a ctypes int64 array's first element on a cache line."""
+    return -ctypes.addressof(memory) % CACHE_LINE // 8
+
+
 def _aligned_int64s(count: int) -> tuple[object, int]:
     """(owner, address): `count` zeroed int64s starting on a cache line (keep owner alive)."""
     memory = (ctypes.c_int64 * (count + CACHE_LINE // 8))()
-    return memory, ctypes.addressof(memory) + -ctypes.addressof(memory) % CACHE_LINE
+    return memory, ctypes.addressof(memory) + 8 * first_line(memory)
 
 
 class _Worker:
@@ -621,7 +626,7 @@ def run_row_job(fn, rows: int, n: int, x: tuple, y: tuple, unit: int, count: int
     call takes on two threads)."""
     native = native_functions()
     memory, job = _aligned_int64s(JOB_FIELDS)
-    at = (job - ctypes.addressof(memory)) // 8
+    at = first_line(memory)
     (xa, xs, xi), (ya, ys, yi) = x, y
     memory[at + FN:at + SHARE + 1] = (_address_of(fn), rows, n, xa, xs, xs * xi, ya, ys, ys * yi, unit,
                                       min_chunk_rows(n, unit), 2 * count)
@@ -661,7 +666,7 @@ def run_tasks(fn, tasks: list, threads: int) -> None:
     table = (ctypes.c_int64 * (arity * len(tasks)))(*(a for task in tasks for a in task))
     address, helper = native_functions().tasks(arity)
     memory, job = _aligned_int64s(JOB_FIELDS)
-    at = (job - ctypes.addressof(memory)) // 8
+    at = first_line(memory)
     memory[at + FN], memory[at + HELP] = _address_of(fn), address
     memory[at + TASKS:at + TABLE + 1] = len(tasks), ctypes.addressof(table)
     _run_posted(job, min(threads, len(tasks)), helper)

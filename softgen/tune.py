@@ -191,7 +191,9 @@ def builtin(op: str, rows: int, n: int, dtype="float32", out_dtype=None, target=
     log_softmax keeps recompute in cache even on rows beyond L2, where two-pass reads
     them once less (1.1-1.2x on rows of 2^16 to 2^20 of normal data): a row whose largest
     term is most of its sum (log S < pair_log_min, a confident top logit) fails two-pass's
-    guard and is recomputed, 1.7x slower than recompute alone (8 x 2^17, one logit +25)."""
+    guard and runs its fallback too: 1.7x slower than recompute alone (8 x 2^17, one logit
+    +25, measured with recompute as the fallback; online, the fallback now, also takes two
+    passes more)."""
     spec = ops.get(op)
     x, y = _dtypes(dtype, out_dtype)
     short_row, _ = dtype_thresholds(x, y, target)

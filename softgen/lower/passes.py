@@ -170,7 +170,7 @@ class PassLowering(Context):
         def store_to(next_of):   # a vector at i, then i = next_of(i)
             self.store(v, row, b.read(i), None, False)
             b.write(i, next_of(self.int_op("add", b.read(i), i64(W))))
-        b.if_then(fits(), lambda: store_to(lambda k: self.int_op("mul", b.emit("udiv", k, i64(W), ty=I64), i64(W))),
+        b.if_then(fits(), lambda: store_to(lambda k: self.int_op("mul", self.int_op("udiv", k, i64(W)), i64(W))),
                   "fill.first")
         b.loop_while(fits, lambda: store_to(lambda k: k), "fill")
         if W > 1:

@@ -234,8 +234,13 @@ def clamp_finite(m, x, lo: float, hi: float):
 def _round_int(m, x, magic: float):
     """(biased, k): k = round(x*log2 e) as float, biased holds k + (magic - round_magic) in its
     low bits."""
-    biased = m.fma(x, m.const(_fmt(m).log2e), m.const(magic))
-    return biased, m.sub(biased, m.const(magic))
+    return _round_by(m, x, m.const(magic))
+
+
+def _round_by(m, x, magic):
+    """_round_int with the magic a value (a row constant, or a constant)."""
+    biased = m.fma(x, m.const(_fmt(m).log2e), magic)
+    return biased, m.sub(biased, magic)
 
 
 def _reduce(m, x, k):
@@ -557,19 +562,23 @@ class ExpShift:
     through the sweep instead of len(exp_poly) + 2: on 16 registers the difference between
     spilling and not)."""
     lo: object          # inputs are clamped below here
-    e_magic: object     # e + ROUND_MAGIC: biased - e_magic = k - e exactly
+    # the rounding's constant: with coeffs, e + round_magic (biased - magic = k - e for the
+    # one-instruction ldexp); without, exp_magic - e, so that biased's bits shifted into the
+    # exponent field are 2^(k - e + scale_bias) themselves (two operations fewer per element
+    # than forming k - e and biasing it again)
+    magic: object
     coeffs: tuple       # scale * (c5, c4, c3, c2, c1, 1): Horner gives scale * e^t; or ()
     scale: object = None  # with coeffs (): scale * 2^-scale_bias
 
     def map(self, fn) -> "ExpShift":
         """The same constants, each passed through fn (to tables, splats)."""
-        return ExpShift(fn(self.lo), fn(self.e_magic), tuple(map(fn, self.coeffs)),
+        return ExpShift(fn(self.lo), fn(self.magic), tuple(map(fn, self.coeffs)),
                         None if self.scale is None else fn(self.scale))
 
 
 def row_vectors(fmt: FloatFormat, scaled_coeffs: bool) -> int:
     """Vectors an ExpShift holds (lo and the scale: in the coefficients or on its own;
-    e_magic is a constant in the folded form, the usual one)."""
+    magic is a constant in the folded form, the usual one)."""
     return 1 + (len(fmt.exp_poly) + 1 if scaled_coeffs else 1)
 
 
@@ -577,17 +586,23 @@ def exp_shift(m, scale, e, scaled_coeffs: bool = True) -> ExpShift:
     """Row constants for scale * e^x * 2^-e (e integer-valued, |e| <= PAIR_EXP_LIMIT);
     scaled_coeffs: the scale in the coefficients (for a one-instruction ldexp), else apart
     (ExpShift)."""
-    fmt = _fmt(m)
-    lo = m.mul(m.sub(e, m.const(fmt.exp_shift_floor)), m.const(LN2))
-    return _scaled(m, ExpShift(lo, m.add(e, m.const(fmt.round_magic)), ()), scale, scaled_coeffs)
+    return _shift(m, _floor(m, e), e, scale, scaled_coeffs)
 
 
-def _scaled(m, shift: ExpShift, scale, scaled_coeffs: bool) -> ExpShift:
+def _floor(m, e):
+    """Where exp_scaled clamps its inputs: (e - exp_shift_floor) * ln2."""
+    return m.mul(m.sub(e, m.const(_fmt(m).exp_shift_floor)), m.const(LN2))
+
+
+def _shift(m, lo, e, scale, scaled_coeffs: bool) -> ExpShift:
+    """ExpShift for scale * e^x * 2^-e clamped at lo; e None: 0 (the folded form's, whose
+    magic is then a constant)."""
     fmt = _fmt(m)
     if not scaled_coeffs:   # exact: scale is normal, 2^-scale_bias a power of 2 (exp_fold_limit)
-        return dataclasses.replace(shift, scale=m.mul(scale, m.const(fmt.two_pow_minus_bias)))
-    coeffs = tuple(m.mul(scale, m.const(c)) for c in (*reversed(fmt.exp_poly), 1.0))
-    return dataclasses.replace(shift, coeffs=coeffs)
+        magic = m.const(fmt.exp_magic) if e is None else m.sub(m.const(fmt.exp_magic), e)
+        return ExpShift(lo, magic, (), m.mul(scale, m.const(fmt.two_pow_minus_bias)))
+    magic = m.const(fmt.round_magic) if e is None else m.add(e, m.const(fmt.round_magic))
+    return ExpShift(lo, magic, tuple(m.mul(scale, m.const(c)) for c in (*reversed(fmt.exp_poly), 1.0)))
 
 
 def exp_diff_shift(m, c, scaled_coeffs: bool = True) -> ExpShift:
@@ -604,10 +619,8 @@ def exp_diff_shift(m, c, scaled_coeffs: bool = True) -> ExpShift:
 def exp_shift_folded(m, scale, e, scaled_coeffs: bool = True) -> ExpShift:
     """exp_shift with 2^-e folded into the scale (|e| <= EXP_FOLD_LIMIT): the same values,
     one subtraction per element less."""
-    fmt = _fmt(m)
-    lo = m.mul(m.sub(e, m.const(fmt.exp_shift_floor)), m.const(LN2))
     folded = m.ldexp(scale, m.sub(m.const(0.0), e))
-    return _scaled(m, ExpShift(lo, m.const(fmt.round_magic), ()), folded, scaled_coeffs)
+    return _shift(m, _floor(m, e), None, folded, scaled_coeffs)
 
 
 def exp_diff_shift_folded(m, c, scaled_coeffs: bool = True) -> ExpShift:
@@ -622,17 +635,17 @@ def exp_scaled(m, x, shift: ExpShift):
     NaN stays NaN."""
     fmt = _fmt(m)
     x = m.select(m.lt(x, shift.lo), shift.lo, x)
-    biased, k = _round_int(m, x, fmt.round_magic)
+    generic = shift.scale is not None
+    biased, k = _round_by(m, x, shift.magic if generic else m.const(fmt.round_magic))
     t = _reduce(m, x, k)
     coeffs = shift.coeffs or tuple(m.const(c) for c in (*reversed(fmt.exp_poly), 1.0))
     p = coeffs[0]
     for c in coeffs[1:]:
         p = m.fma(p, t, c)
-    if shift.scale is not None:   # x >= lo keeps k - e >= -exp_shift_floor - 1, folded or not
-        # (exp_fold_limit): at or above ldexp_min_exp, so no clamp
-        return _ldexp_in_range(m, p, m.sub(biased, shift.e_magic), shift.scale)
-    return m.ldexp(p, m.sub(biased, shift.e_magic))
-
+    if generic:   # x >= lo keeps k - e >= -exp_shift_floor - 1, folded or not (exp_fold_limit):
+        # at or above ldexp_min_exp, so 2^(k - e + scale_bias) is a normal value
+        return m.mul(m.mul(p, _pow2_from_biased(m, biased)), shift.scale)
+    return m.ldexp(p, m.sub(biased, shift.magic))
 
 
 

@@ -188,9 +188,19 @@ def _with_sink(b: Builder, acc, *element_args) -> object:
 def _max_pass(b: Builder, spec: OpSpec, variant: Variant):
     """The row max, and the empty-row flag (the max itself, see _empty_acc)."""
     with b.pass_():
-        acc = b.acc_max(b.load_x())
+        caught = {"nan_caught": True} if _nan_caught_by_sum(spec, variant) else {}
+        acc = b.acc_max(b.load_x(), **caught)
     m = b.merge_max(_with_sink(b, acc, lambda s: (s,)))
     return m, (m if _tracks_empty(spec, variant) else None)
+
+
+def _nan_caught_by_sum(spec: OpSpec, variant: Variant) -> bool:
+    """Whether a three-pass program's max may skip NaN (acc.max nan_caught): its sum pass
+    makes every output of a row with a NaN NaN, whatever max it took, for softmax (y times
+    1 / NaN) and log_softmax (log1p of a NaN excess, or NaN where the max is not finite).
+    Not logsumexp, whose output is the max itself where that is infinite, nor where the max
+    also flags empty rows."""
+    return spec.rule is not Rule.VALUE and not _tracks_empty(spec, variant)
 
 
 def three_pass_reload(op, storage: DType = DType.F32, compute: DType = DType.F32,

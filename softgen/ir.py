@@ -102,6 +102,8 @@ class Kind(enum.Enum):
     PAIR_SCALE = ("pair_scale", Where.PASS, (P, R, R), (E,))  # p * c * 2^(k - e)
     STORE = ("store", Where.PASS, (E,), ())
     CAST = ("cast", Where.PASS, (E,), (E,))          # cast v from=dtype to=dtype: storage/output <-> compute
+    # acc.max x nan_caught=True: a NaN x may be skipped, because a later pass sums a term of
+    # every x (nan_caught) and that NaN sum reaches every output
     ACC_MAX = ("acc.max", Where.PASS, (E,), (Type.ACC_MAX,))
     ACC_SUM = ("acc.sum", Where.PASS, (E,), (Type.ACC_SUM,))
     ACC_PAIR = ("acc.pair", Where.PASS, (P,), (Type.ACC_PAIR,))
@@ -180,6 +182,11 @@ class Op:
                        else [self.kind.mnemonic])
         attrs = "".join(f" {k}={_fmt_attr(v)}" for k, v in self.attrs.items())
         return f"{lhs} = {rhs}{attrs}" if lhs else rhs + attrs
+
+
+def nan_caught(op: Op) -> bool:
+    """Whether op is an acc.max whose NaN elements may be skipped (see Kind.ACC_MAX)."""
+    return op.kind is Kind.ACC_MAX and op.attrs.get("nan_caught", False)
 
 
 def _fmt_attr(v) -> str:
@@ -425,6 +432,8 @@ def _check_pass(program: Program, step: Pass, defined_row: set, pending_acc: dic
             _check_softplus(program, op)
         if op.kind is Kind.ACC_TOPK and not _count(op):
             _fail(program, op, "acc.topk needs a positive integer k=")
+        if not isinstance(op.attrs.get("nan_caught", False), bool):
+            _fail(program, op, "nan_caught= must be True or False")
         _check_args(program, op, defined_row | local)
         for r in op.results:
             if r.type.is_accumulator:

@@ -37,7 +37,7 @@ import platformdirs
 
 from . import algorithms, numerics, ops, runtime
 from .dtypes import check_dtype, compute_dtype, ir_dtype
-from .ir import Kind, Type
+from .ir import Kind, Type, nan_caught
 from .lower import Schedule
 from .targets import Caches, Target
 from .timing import median_time
@@ -267,7 +267,8 @@ def _needs(op: str, algorithm: str, x, y, machine: Machine) -> list[tuple[int, i
 
 def sweep_vectors(program, machine: Machine) -> list[tuple[int, int]]:
     """Per pass: (vectors of reduction state per accumulator set, row constants).  x86's
-    max without mask registers keeps a NaN record beside it; row constants are the row
+    max without mask registers keeps a NaN record beside it (unless a sum carries the NaN:
+    acc.max nan_caught); row constants are the row
     values the pass's ops read and, for e^(x - c) in the fast form, exp_scaled's
     (numerics.ExpShift: lo and the scale, which AVX-512's ldexp takes in the polynomial's
     coefficients).  Constants shared by all rows are not counted: x86 instructions read
@@ -276,7 +277,8 @@ def sweep_vectors(program, machine: Machine) -> list[tuple[int, int]]:
     out = []
     for p in program.passes:
         states = sum(len(numerics.accumulator(op).start)
-                     + (machine.nan_record and op.kind is Kind.ACC_MAX) for op in p.reductions)
+                     + (machine.nan_record and op.kind is Kind.ACC_MAX and not nan_caught(op))
+                     for op in p.reductions)
         values = {v for op in p.ops if op.kind not in _SHIFTED for v in op.args if v.type is Type.ROW}
         out.append((states, len(values) + (exp_vectors if any(op.kind in _SHIFTED for op in p.ops) else 0)))
     return out

@@ -8,7 +8,7 @@ import pytest
 
 import softgen
 from softgen import algorithms
-from softgen.ir import Kind, Pass, listing, verify
+from softgen.ir import Kind, Pass, listing, nan_caught, verify
 from interpreter import interpret
 from reference import PAIRS, check, finfo, misaligned_rows, reference, special_rows
 from widths import width_targets
@@ -42,6 +42,19 @@ def test_pass_counts_match_the_algorithms():
     passes = {algo: len(algorithms.build("softmax", algo).passes) for algo in algorithms.ALGORITHMS}
     assert passes == {"three_pass_reload": 3, "three_pass_recompute": 3, "two_pass": 2, "online": 2}
     assert len(algorithms.build("logsumexp", "online").passes) == 1
+
+
+def test_max_skips_nan_only_where_a_sum_carries_it():
+    """acc.max nan_caught in softmax's and log_softmax's three-pass programs; not in
+    logsumexp's (its output is the max where that is infinite), nor where the max also
+    flags empty rows."""
+    def caught(op, algo, **variant):
+        program = algorithms.build(op, algo, variant=algorithms.Variant(**variant))
+        return [nan_caught(o) for p in program.passes for o in p.ops if o.kind is Kind.ACC_MAX]
+    for algo in ("three_pass_reload", "three_pass_recompute"):
+        assert caught("softmax", algo) == [True] and caught("softmax", algo, zero_empty=True) == [False]
+    assert caught("log_softmax", "three_pass_recompute") == [True]
+    assert caught("logsumexp", "three_pass_recompute") == [False]
 
 
 @pytest.mark.parametrize("op,algo,fallback", [(op, "two_pass", "online") for op in ("softmax", "log_softmax", "logsumexp")]

@@ -82,6 +82,15 @@ def test_unused_reduction():
         verify(b.program)
 
 
+def test_nan_caught_is_a_flag():
+    b = Builder("softmax", "t")
+    with b.pass_():
+        m = b.acc_max(b.load_x(), nan_caught="yes")
+    b.merge_max(m)
+    with pytest.raises(VerifyError, match=r"nan_caught= must be True or False"):
+        verify(b.program)
+
+
 def test_per_element_value_does_not_leave_its_pass():
     b = Builder("softmax", "t")
     with b.pass_():

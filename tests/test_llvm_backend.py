@@ -62,6 +62,45 @@ def test_two_pass_larger_value_in_a_later_vector(width, pair_sum):
             check("softmax", x, kernel(x))
 
 
+def nan_rows(n: int, width: int) -> np.ndarray:
+    """Rows of length n with a NaN at each of a vector's lanes (in the first vector and in
+    the last full one), beside +inf, -inf, a larger value, or nothing but -inf; then rows
+    without NaN of each kind."""
+    rng = np.random.default_rng(n)
+    rows = []
+    for at in sorted({*range(min(width, n)), *range(max(0, n - width), n)}):
+        for other in ("normal", "+inf", "-inf", "all -inf", "large"):
+            row = np.full(n, -np.inf) if other == "all -inf" else rng.standard_normal(n) * 4
+            j = (at + 1) % n
+            row[j] = {"+inf": np.inf, "-inf": -np.inf, "large": 80.0}.get(other, row[j])
+            row[at] = np.nan
+            rows.append(row)
+    clean = rng.standard_normal((3, n)) * 4
+    clean[1, ::3], clean[2, n // 2] = -np.inf, np.inf
+    return np.vstack([*rows, clean]).astype(np.float32)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("op,algo,pipelined", [("softmax", "three_pass_reload", False),
+                                               ("softmax", "three_pass_reload", True),
+                                               ("softmax", "three_pass_recompute", False),
+                                               ("log_softmax", "three_pass_recompute", True),
+                                               ("logsumexp", "three_pass_recompute", False)])
+def test_a_nan_anywhere_makes_its_row_nan(width, op, algo, pipelined):
+    """The three-pass max skips NaN where the sum carries it (acc.max nan_caught: x86's
+    maxps, no NaN record): every output of a row with a NaN in any lane is still NaN, next
+    to +inf, -inf or a larger value, in a row of -inf, pipelined or not; rows without NaN
+    as usual."""
+    schedule = Schedule(rows_per_group=width, pipeline=True) if pipelined else Schedule()
+    kernel = softgen.compile(op, algorithm=algo, target=WIDTHS[width], schedule=schedule)
+    for n in (1, 3, width + 3, 4 * width + 1, 1000):
+        x = nan_rows(n, width)
+        y = kernel(x)
+        has_nan = np.isnan(x).any(axis=1)
+        assert np.isnan(y[has_nan]).all(), f"n={n}: rows with a NaN gave {y[has_nan][~np.isnan(y[has_nan])][:5]}"
+        check(op, x[~has_nan], y[~has_nan])
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("algo", softgen.ALGORITHMS)
 def test_streaming_stores_at_every_output_offset(width, algo):

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import numerics
-from ..ir import Kind, Op, Pass, Type
+from ..ir import Kind, Op, Pass, Type, nan_caught
 from .context import Context
 from .loopir import I64, i64
 from .plan import PassPlan, plan_pass
-from .reductions import BlockSum, Inner, MaxNaNMask, PairRunning
+from .reductions import BlockSum, Inner, MaxNaNMask, MaxSkippingNaN, PairRunning
 from .sweep import Row, RowSweep, Unit
 
 FORMS = ("folded", "shifted", "exact")
@@ -190,7 +190,7 @@ class PassLowering(Context):
         if op in plan.running:
             return PairRunning(acc, op)
         if op.kind is Kind.ACC_MAX and self.caps.nan_ignoring_max:
-            return MaxNaNMask(acc, self.caps.mask_registers)
+            return MaxSkippingNaN(acc) if nan_caught(op) else MaxNaNMask(acc, self.caps.mask_registers)
         return Inner(acc)
 
     # --- merges ---------------------------------------------------------------------------

@@ -60,6 +60,18 @@ class MaxIgnoringNaN:
 MAX_IGNORING_NAN = MaxIgnoringNaN()
 
 
+class MaxSkippingNaN(Inner):
+    """acc.max nan_caught: x86's maxps alone (a NaN x leaves the lane as it was); the
+    program's sum carries the NaN instead of a record kept here (a compare and a blend per
+    vector less where lanes have no mask registers)."""
+
+    def step(self, vm, old, x):
+        return MAX_IGNORING_NAN.merge(vm, old, (x,))
+
+    def merge(self, vm, a, b):
+        return MAX_IGNORING_NAN.merge(vm, a, b)
+
+
 class MaxNaNMask(Inner):
     """acc.max as a NaN-ignoring max plus a lane record of NaNs seen, made NaN at the end:
     x86's maxps is one instruction where the NaN-propagating maximum takes three.  The

@@ -212,7 +212,7 @@ def _table(steps: list, flags: dict, states: tuple, size: int) -> _Plan:
     slots; the states after them."""
     native = _threads.native_functions()
     slots = [0] * (_threads.JOB_SLOTS + len(steps) * _threads.STEP_SLOTS)
-    job = {HELP: native.steps[0], STEPS: len(steps), STEP_TABLE: (TABLE, 8 * _threads.JOB_SLOTS), STOPPED: len(steps)}
+    job = {HELP: native.steps, STEPS: len(steps), STEP_TABLE: (TABLE, 8 * _threads.JOB_SLOTS), STOPPED: len(steps)}
     for field, value in job.items():
         slots[field] = value
     for s, (entry, tasks, _) in enumerate(steps):

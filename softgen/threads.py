@@ -129,9 +129,15 @@ def in_worker() -> bool:
 # Python (~3 us at threads=1, ~8 us at threads=2: a sixth of a 4096x64 call on two threads).
 
 # a slot's states, as the native code spells them: 1 posted, 2 done, 3 taken back by the
-# caller (never started), 4 running; 0 never posted
-POSTED, RUNNING = 1, 4
+# caller (never started), 4 running; 0 never posted.  Its field NEXT_WORKER: the slot of the
+# next worker a call posts its job to (0: the last)
+POSTED, NEXT_WORKER = 1, 2
+# softgen_wait's spins on a worker still running before it returns to Python (which yields
+# this core in case the worker is queued on it)
 SPINS = 1 << 15  # pause instructions: ~1 ms on x86 (a pause is 10-140 cycles)
+# softgen_wait's spins on a worker still running before it returns to Python (which yields
+# this core in case the worker is queued on it)
+WAIT_SPINS = SPINS >> 4
 MIN_CHUNK_ELEMENTS = 1 << 15  # ~10 us of work: the ~0.1 us a chunk costs is lost in it
 # a job's fields (int64s); the row counter on a cache line of its own.  HELP: the native
 # function every thread runs on the job (softgen_help for rows, softgen_tasks_K for tasks)
@@ -241,23 +247,55 @@ out:
   ret void
 }
 
-define i64 @softgen_finish(ptr %slot, i64 %spins) {
+define i64 @softgen_run(ptr %job, i64 %head, i64 %woken, i64 %spins) {
 entry:
-  %back = cmpxchg ptr %slot, i64 1, i64 3 acq_rel acquire
-  %not_started = extractvalue { i64, i1 } %back, 1
-  br i1 %not_started, label %taken_back, label %loop
-taken_back:
-  ret i64 3
+  %job.i = ptrtoint ptr %job to i64
+  br label %post
+post:
+  %s = phi i64 [ %head, %entry ], [ %s.next, %posting ]
+  %more = icmp ne i64 %s, %woken
+  br i1 %more, label %posting, label %helping
+posting:
+  %slot = inttoptr i64 %s to ptr
+  call void @softgen_post(ptr %slot, i64 %job.i)
+  %after.p = getelementptr i64, ptr %slot, i64 NEXT_WORKER
+  %s.next = load i64, ptr %after.p
+  br label %post
+helping:
+  %help.p = getelementptr i64, ptr %job, i64 HELP_FIELD
+  %help.i = load i64, ptr %help.p
+  %help = inttoptr i64 %help.i to ptr
+  call void %help(ptr %job)
+  %running = call i64 @softgen_wait(i64 %head, i64 %spins)
+  ret i64 %running
+}
+
+define i64 @softgen_wait(i64 %head, i64 %spins) {
+entry:
+  br label %worker
+worker:
+  %s = phi i64 [ %head, %entry ], [ %s.next, %finished ]
+  %any = icmp ne i64 %s, 0
+  %slot = inttoptr i64 %s to ptr
+  br i1 %any, label %back, label %all
+back:
+  %back.r = cmpxchg ptr %slot, i64 1, i64 3 acq_rel acquire
+  %not_started = extractvalue { i64, i1 } %back.r, 1
+  br i1 %not_started, label %finished, label %loop
 loop:
-  %left = phi i64 [ %spins, %entry ], [ %next, %idle ]
+  %left = phi i64 [ %spins, %back ], [ %next, %idle ]
   %state = load atomic i64, ptr %slot acquire, align 8
   %done = icmp eq i64 %state, 2
   br i1 %done, label %finished, label %idle
 IDLE_THEN running
 finished:
-  ret i64 2
+  %after.p = getelementptr i64, ptr %slot, i64 NEXT_WORKER
+  %s.next = load i64, ptr %after.p
+  br label %worker
+all:
+  ret i64 0
 running:
-  ret i64 4
+  ret i64 %s
 }
 """
 
@@ -421,37 +459,29 @@ _PAUSE = {"x86_64": ("call void @llvm.x86.sse2.pause()", "declare void @llvm.x86
 
 
 class _Native:
-    """softgen_help / _steps / _post / _spin / _finish JIT-compiled for the host (HOST), as
-    ctypes functions (CFUNCTYPE: the GIL is released while they run)."""
+    """The pool's functions JIT-compiled for the host (HOST): softgen_run and _wait, and
+    _post and _spin, as ctypes functions (CFUNCTYPE: the GIL is released while they run);
+    the jobs' helpers softgen_help, _steps and _tasks_K as addresses (a job names its own)."""
 
-    NAMES = ("softgen_help", "softgen_steps", "softgen_post", "softgen_spin", "softgen_finish")
+    NAMES = ("softgen_help", "softgen_steps", "softgen_post", "softgen_spin", "softgen_run", "softgen_wait")
 
     def __init__(self):
         address = HOST.addresses("softgen_threads", _native_ir, self.NAMES)
         i64, p = ctypes.c_int64, ctypes.c_void_p
-        self.help = self._helper(address["softgen_help"])
-        self.steps = self._helper(address["softgen_steps"])
+        self.help, self.steps = address["softgen_help"], address["softgen_steps"]
         self.post = ctypes.CFUNCTYPE(None, p, i64)(address["softgen_post"])
         self.spin = ctypes.CFUNCTYPE(None, p, i64)(address["softgen_spin"])
-        self.finish = ctypes.CFUNCTYPE(i64, p, i64)(address["softgen_finish"])
-        self._tasks: dict = {}
-
-    @staticmethod
-    def _helper(address: int):
-        """A job's helper: (its address, for the workers; it as a ctypes function, for the caller)."""
-        return address, ctypes.CFUNCTYPE(None, ctypes.c_void_p)(address)
+        self.run = ctypes.CFUNCTYPE(i64, p, i64, i64, i64)(address["softgen_run"])
+        self.wait = ctypes.CFUNCTYPE(i64, i64, i64)(address["softgen_wait"])
 
     @staticmethod
     def _address(name: str, ir) -> int:
         """The address of function `name` of the IR text ir() (compiled on first use)."""
         return HOST.addresses(name, ir, (name,))[name]
 
-    def tasks(self, arity: int):
-        """softgen_tasks_<arity>'s helper."""
-        if arity not in self._tasks:
-            address = self._address(f"softgen_tasks_{arity}", lambda: _tasks_ir(arity))
-            self._tasks.setdefault(arity, self._helper(address))
-        return self._tasks[arity]
+    def tasks(self, arity: int) -> int:
+        """softgen_tasks_<arity>'s address."""
+        return self._address(f"softgen_tasks_{arity}", lambda: _tasks_ir(arity))
 
     def call(self, arity: int) -> int:
         """softgen_call_<arity>'s address (a plan's steps call kernels of `arity` arguments through it)."""
@@ -462,7 +492,8 @@ def _native_ir() -> str:
     """The pool's own functions as IR text, with the host's spin-wait hint."""
     call, declaration = _PAUSE.get(Target.parse("host").arch, ("", ""))
     text = re.sub(r"IDLE_THEN (\w+)\n", _IDLE, _NATIVE_IR.replace("JOB_LOADS", _JOB_LOADS))
-    return text.replace("PAUSE", call).replace("HELP_FIELD", str(HELP)) + _steps_ir(call) + declaration
+    text = _fill(text, {"HELP_FIELD": HELP, "NEXT_WORKER": NEXT_WORKER})
+    return text.replace("PAUSE", call) + _steps_ir(call) + declaration
 
 
 def first_line(memory) -> int:
@@ -477,11 +508,13 @@ def _aligned_int64s(count: int) -> tuple[object, int]:
 
 
 class _Worker:
-    """A worker thread and its slot (state, job) on a cache line of its own."""
+    """A worker thread and its slot (state, job, the next worker's slot of a call) on a cache
+    line of its own."""
 
     def __init__(self, pool: "_Pool", index: int):
         self._memory, self.slot = _aligned_int64s(CACHE_LINE // 8)
         self.state = ctypes.c_int64.from_address(self.slot)
+        self.next = ctypes.c_int64.from_address(self.slot + 8 * NEXT_WORKER)
         self.wake = _thread.allocate_lock()
         self.wake.acquire()
         self.sleeping = False
@@ -508,21 +541,31 @@ class _Pool:
             del self.idle[len(self.idle) - len(claimed):]
             return claimed
 
-    def post(self, worker: _Worker, job: int) -> None:
-        native_functions().post(worker.slot, job)
-        with self.lock:
-            if worker.sleeping:
-                worker.sleeping = False
-                worker.wake.release()
+    def chain(self, workers: list, job: int) -> tuple[int, int]:
+        """The claimed workers chained through their slots for softgen_run: those spinning
+        first (softgen_run posts them the job), then those asleep, posted the job and woken
+        here.  (The chain's first slot, the first woken one's or 0.)  One that falls asleep
+        after its flag is read here misses its post, which the caller then takes back."""
+        asleep = [worker for worker in workers if worker.sleeping and self.wake(worker, job)]
+        chain = [worker for worker in workers if worker not in asleep] + asleep
+        for worker, after in zip(chain, chain[1:]):
+            worker.next.value = after.slot
+        chain[-1].next.value = 0
+        return chain[0].slot, asleep[0].slot if asleep else 0
 
-    def finish(self, worker: _Worker) -> None:
-        """Once the job's chunks are all taken: the worker done with its last (waiting,
-        and yielding this core now and then in case the worker is queued on it), or its
-        post taken back if it never started."""
-        while native_functions().finish(worker.slot, SPINS >> 4) == RUNNING:
-            os.sched_yield()
+    def wake(self, worker: _Worker, job: int) -> bool:
+        """Whether the worker was asleep (then posted the job and woken)."""
         with self.lock:
-            self.idle.append(worker)
+            if not worker.sleeping:
+                return False
+            native_functions().post(worker.slot, job)
+            worker.sleeping = False
+            worker.wake.release()
+            return True
+
+    def release(self, workers: list) -> None:
+        with self.lock:
+            self.idle += workers
 
     def work(self, worker: _Worker) -> None:
         _local.worker = True
@@ -621,17 +664,39 @@ def run_rows(fn, rows: int, n: int, x: int, x_stride: int, x_itemsize: int, y: i
 
 def run_row_job(fn, rows: int, n: int, x: tuple, y: tuple, unit: int, count: int) -> None:
     """fn over [rows, n] (x and y as (address, row stride in elements, itemsize)) as a job
-    on this thread and up to count - 1 idle workers, in chunks of whole units of rows.  Its
-    fields are written as one slice: 1.7 us, field by field 4 us (of the ~45 us a 4096x64
-    call takes on two threads)."""
-    native = native_functions()
-    memory, job = _aligned_int64s(JOB_FIELDS)
-    at = first_line(memory)
+    on this thread and up to count - 1 idle workers, in chunks of whole units of rows.  The
+    job's memory is kept per (fn, shape, unit, count), one for each caller at a time, so a
+    call writes only x, y and the row counter (a new job with its fields written as one
+    slice took ~2.4 us of the ~45 us a 4096x64 call takes on two threads)."""
     (xa, xs, xi), (ya, ys, yi) = x, y
-    memory[at + FN:at + SHARE + 1] = (_address_of(fn), rows, n, xa, xs, xs * xi, ya, ys, ys * yi, unit,
-                                      min_chunk_rows(n, unit), 2 * count)
-    memory[at + HELP] = native.help[0]
-    _run_posted(job, count, native.help[1])
+    key = (id(fn), rows, n, xs, xi, ys, yi, unit, count)
+    kept = _row_jobs.get(key)
+    if kept is None:
+        if len(_row_jobs) >= MAX_ROW_JOBS:
+            _row_jobs.clear()
+        kept = _row_jobs[key] = (fn, [])
+    free = kept[1]
+    memory = free.pop() if free else _row_job(fn, rows, n, xs, xs * xi, ys, ys * yi, unit, count)
+    at = first_line(memory)
+    memory[at + NEXT], memory[at + X], memory[at + Y] = 0, xa, ya
+    _run_posted(ctypes.addressof(memory) + 8 * at, count)
+    free.append(memory)
+
+
+# the row jobs kept: key -> (fn, kept alive while its id is in the key; the free jobs).  A
+# program cycling through more shapes makes them again.
+_row_jobs: dict = {}
+MAX_ROW_JOBS = 64
+
+
+def _row_job(fn, rows: int, n: int, xs: int, xb: int, ys: int, yb: int, unit: int, count: int):
+    """A row job's memory (a ctypes int64 array) with every field but x and y written."""
+    memory, _ = _aligned_int64s(JOB_FIELDS)
+    at = first_line(memory)
+    memory[at + FN:at + SHARE + 1] = (_address_of(fn), rows, n, 0, xs, xb, 0, ys, yb, unit, min_chunk_rows(n, unit),
+                                      2 * count)
+    memory[at + HELP] = native_functions().help
+    return memory
 
 
 def _address_of(fn) -> int:
@@ -664,28 +729,32 @@ def run_tasks(fn, tasks: list, threads: int) -> None:
         return
     arity = len(tasks[0])
     table = (ctypes.c_int64 * (arity * len(tasks)))(*(a for task in tasks for a in task))
-    address, helper = native_functions().tasks(arity)
     memory, job = _aligned_int64s(JOB_FIELDS)
     at = first_line(memory)
-    memory[at + FN], memory[at + HELP] = _address_of(fn), address
+    memory[at + FN], memory[at + HELP] = _address_of(fn), native_functions().tasks(arity)
     memory[at + TASKS:at + TABLE + 1] = len(tasks), ctypes.addressof(table)
-    _run_posted(job, min(threads, len(tasks)), helper)
+    _run_posted(job, min(threads, len(tasks)))
 
 
 def run_steps(job: int, threads: int) -> None:
     """A plan's job at address `job` (its fields HELP: softgen_steps, STEPS, STEP_TABLE,
     STOPPED: STEPS; its steps laid out by the caller, softgen.split) on this thread and up
     to threads - 1 idle workers.  A guard's flag that stops it leaves the step in STOPPED."""
-    _run_posted(job, 1 if in_worker() else threads, native_functions().steps[1])
+    _run_posted(job, 1 if in_worker() else threads)
 
 
-def _run_posted(job: int, threads: int, helper) -> None:
-    """The job posted to up to threads - 1 idle workers, and helper run on it here, returning
-    once every worker is done with it."""
+def _run_posted(job: int, threads: int) -> None:
+    """The job posted to up to threads - 1 idle workers and its helper run on it here, in
+    one native call (softgen_run) that returns once every worker is done with it."""
+    native = native_functions()
+    if threads < 2:
+        native.run(job, 0, 0, 0)
+        return
     pool = _pool
-    workers = pool.claim(threads - 1, max(_num_threads, threads) - 1) if threads > 1 else []
-    for worker in workers:
-        pool.post(worker, job)
-    helper(job)
-    for worker in workers:
-        pool.finish(worker)
+    workers = pool.claim(threads - 1, max(_num_threads, threads) - 1)
+    head, woken = pool.chain(workers, job) if workers else (0, 0)
+    running = native.run(job, head, woken, WAIT_SPINS)
+    while running:
+        os.sched_yield()
+        running = native.wait(running, WAIT_SPINS)
+    pool.release(workers)

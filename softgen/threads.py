@@ -97,12 +97,16 @@ def threadpool_info() -> list[dict]:
              "min_elements_per_thread": MIN_ELEMENTS_PER_THREAD}]
 
 
-_local = threading.local()
+class _Local(threading.local):
+    worker = False   # (a class attribute: a third of the cost of getattr with a default)
+
+
+_local = _Local()
 
 
 def in_worker() -> bool:
     """Whether this thread is one of the pool's workers (whose calls run on one thread)."""
-    return getattr(_local, "worker", False)
+    return _local.worker
 
 
 # --- the native hand-off ---------------------------------------------------------------------
@@ -299,6 +303,34 @@ running:
 }
 """
 
+# a plan's table made from its template: table[i] = offset[i] + bases[base[i]] (the bases:
+# the table's own address, x, y, the call's operands), every counter back to its start
+_PATCH_IR = """
+define void @softgen_patch(ptr %table, ptr %offset, ptr %base, i64 %count, ptr %bases) {
+entry:
+  br label %loop
+loop:
+  %i = phi i64 [ 0, %entry ], [ %i.next, %slot ]
+  %more = icmp slt i64 %i, %count
+  br i1 %more, label %slot, label %out
+slot:
+  %o.p = getelementptr i64, ptr %offset, i64 %i
+  %o = load i64, ptr %o.p
+  %b.p = getelementptr i64, ptr %base, i64 %i
+  %b = load i64, ptr %b.p
+  %v.p = getelementptr i64, ptr %bases, i64 %b
+  %v = load i64, ptr %v.p
+  %sum = add i64 %o, %v
+  %t.p = getelementptr i64, ptr %table, i64 %i
+  store i64 %sum, ptr %t.p
+  %i.next = add i64 %i, 1
+  br label %loop
+out:
+  ret void
+}
+"""
+
+
 # a task job's helper for kernels of `arity` arguments (softgen's ABI: rows, n, then pairs
 # of a pointer and a stride): the threads take the next task off the counter until none is
 # left
@@ -459,11 +491,12 @@ _PAUSE = {"x86_64": ("call void @llvm.x86.sse2.pause()", "declare void @llvm.x86
 
 
 class _Native:
-    """The pool's functions JIT-compiled for the host (HOST): softgen_run and _wait, and
-    _post and _spin, as ctypes functions (CFUNCTYPE: the GIL is released while they run);
+    """The pool's functions JIT-compiled for the host (HOST): softgen_run and _wait, _post,
+    _spin and _patch, as ctypes functions (CFUNCTYPE: the GIL is released while they run);
     the jobs' helpers softgen_help, _steps and _tasks_K as addresses (a job names its own)."""
 
-    NAMES = ("softgen_help", "softgen_steps", "softgen_post", "softgen_spin", "softgen_run", "softgen_wait")
+    NAMES = ("softgen_help", "softgen_steps", "softgen_post", "softgen_spin", "softgen_run", "softgen_wait",
+             "softgen_patch")
 
     def __init__(self):
         address = HOST.addresses("softgen_threads", _native_ir, self.NAMES)
@@ -473,6 +506,7 @@ class _Native:
         self.spin = ctypes.CFUNCTYPE(None, p, i64)(address["softgen_spin"])
         self.run = ctypes.CFUNCTYPE(i64, p, i64, i64, i64)(address["softgen_run"])
         self.wait = ctypes.CFUNCTYPE(i64, i64, i64)(address["softgen_wait"])
+        self.patch = ctypes.CFUNCTYPE(None, i64, i64, i64, i64, p)(address["softgen_patch"])
 
     @staticmethod
     def _address(name: str, ir) -> int:
@@ -493,7 +527,7 @@ def _native_ir() -> str:
     call, declaration = _PAUSE.get(Target.parse("host").arch, ("", ""))
     text = re.sub(r"IDLE_THEN (\w+)\n", _IDLE, _NATIVE_IR.replace("JOB_LOADS", _JOB_LOADS))
     text = _fill(text, {"HELP_FIELD": HELP, "NEXT_WORKER": NEXT_WORKER})
-    return text.replace("PAUSE", call) + _steps_ir(call) + declaration
+    return text.replace("PAUSE", call) + _steps_ir(call) + _PATCH_IR + declaration
 
 
 def first_line(memory) -> int:
@@ -547,11 +581,12 @@ class _Pool:
         here.  (The chain's first slot, the first woken one's or 0.)  One that falls asleep
         after its flag is read here misses its post, which the caller then takes back."""
         asleep = [worker for worker in workers if worker.sleeping and self.wake(worker, job)]
-        chain = [worker for worker in workers if worker not in asleep] + asleep
-        for worker, after in zip(chain, chain[1:]):
+        if asleep:
+            workers = [worker for worker in workers if worker not in asleep] + asleep
+        for worker, after in zip(workers, workers[1:]):
             worker.next.value = after.slot
-        chain[-1].next.value = 0
-        return chain[0].slot, asleep[0].slot if asleep else 0
+        workers[-1].next.value = 0
+        return workers[0].slot, asleep[0].slot if asleep else 0
 
     def wake(self, worker: _Worker, job: int) -> bool:
         """Whether the worker was asleep (then posted the job and woken)."""

@@ -251,13 +251,13 @@ out:
   ret void
 }
 
-define i64 @softgen_run(ptr %job, i64 %head, i64 %woken, i64 %spins) {
+define i64 @softgen_run(ptr %job, i64 %head, i64 %spins) {
 entry:
   %job.i = ptrtoint ptr %job to i64
   br label %post
 post:
   %s = phi i64 [ %head, %entry ], [ %s.next, %posting ]
-  %more = icmp ne i64 %s, %woken
+  %more = icmp ne i64 %s, 0
   br i1 %more, label %posting, label %helping
 posting:
   %slot = inttoptr i64 %s to ptr
@@ -491,20 +491,18 @@ _PAUSE = {"x86_64": ("call void @llvm.x86.sse2.pause()", "declare void @llvm.x86
 
 
 class _Native:
-    """The pool's functions JIT-compiled for the host (HOST): softgen_run and _wait, _post,
-    _spin and _patch, as ctypes functions (CFUNCTYPE: the GIL is released while they run);
+    """The pool's functions JIT-compiled for the host (HOST): softgen_run and _wait, _spin
+    and _patch, as ctypes functions (CFUNCTYPE: the GIL is released while they run);
     the jobs' helpers softgen_help, _steps and _tasks_K as addresses (a job names its own)."""
 
-    NAMES = ("softgen_help", "softgen_steps", "softgen_post", "softgen_spin", "softgen_run", "softgen_wait",
-             "softgen_patch")
+    NAMES = ("softgen_help", "softgen_steps", "softgen_spin", "softgen_run", "softgen_wait", "softgen_patch")
 
     def __init__(self):
         address = HOST.addresses("softgen_threads", _native_ir, self.NAMES)
         i64, p = ctypes.c_int64, ctypes.c_void_p
         self.help, self.steps = address["softgen_help"], address["softgen_steps"]
-        self.post = ctypes.CFUNCTYPE(None, p, i64)(address["softgen_post"])
         self.spin = ctypes.CFUNCTYPE(None, p, i64)(address["softgen_spin"])
-        self.run = ctypes.CFUNCTYPE(i64, p, i64, i64, i64)(address["softgen_run"])
+        self.run = ctypes.CFUNCTYPE(i64, p, i64, i64)(address["softgen_run"])
         self.wait = ctypes.CFUNCTYPE(i64, i64, i64)(address["softgen_wait"])
         self.patch = ctypes.CFUNCTYPE(None, i64, i64, i64, i64, p)(address["softgen_patch"])
 
@@ -564,43 +562,42 @@ class _Pool:
         self.idle: list[_Worker] = []
         self.started = 0
 
-    def claim(self, wanted: int, size: int) -> list[_Worker]:
-        """Up to `wanted` idle workers, growing the pool to `size` workers."""
+    def claim(self, wanted: int, size: int) -> tuple[list, int]:
+        """Up to `wanted` idle workers, growing the pool to `size` workers, those asleep woken,
+        chained through their slots for softgen_run to post a job to: (the workers, the
+        chain's first slot; 0: none).  The list is taken from and given back to without
+        the lock (a list's pop and extend are atomic); a worker that falls asleep after its
+        flag is read here misses its post, which the caller then takes back."""
+        if len(self.idle) < wanted and self.started < size:
+            self.grow(wanted, size)
+        claimed, head = [], 0
+        for _ in range(wanted):
+            try:
+                worker = self.idle.pop()   # the last listed were the last to finish: the likeliest to be spinning still
+            except IndexError:
+                break
+            if worker.sleeping:
+                self.wake(worker)
+            worker.next.value = head
+            head = worker.slot
+            claimed.append(worker)
+        return claimed, head
+
+    def grow(self, wanted: int, size: int) -> None:
         with self.lock:
             while len(self.idle) < wanted and self.started < size:
                 self.idle.append(_Worker(self, self.started))
                 self.started += 1
-            # the last listed were the last to finish: the likeliest to be spinning still
-            claimed = self.idle[len(self.idle) - min(wanted, len(self.idle)):]
-            del self.idle[len(self.idle) - len(claimed):]
-            return claimed
 
-    def chain(self, workers: list, job: int) -> tuple[int, int]:
-        """The claimed workers chained through their slots for softgen_run: those spinning
-        first (softgen_run posts them the job), then those asleep, posted the job and woken
-        here.  (The chain's first slot, the first woken one's or 0.)  One that falls asleep
-        after its flag is read here misses its post, which the caller then takes back."""
-        asleep = [worker for worker in workers if worker.sleeping and self.wake(worker, job)]
-        if asleep:
-            workers = [worker for worker in workers if worker not in asleep] + asleep
-        for worker, after in zip(workers, workers[1:]):
-            worker.next.value = after.slot
-        workers[-1].next.value = 0
-        return workers[0].slot, asleep[0].slot if asleep else 0
-
-    def wake(self, worker: _Worker, job: int) -> bool:
-        """Whether the worker was asleep (then posted the job and woken)."""
+    def wake(self, worker: _Worker) -> None:
+        """The worker, if asleep, woken (to spin, where it finds its post)."""
         with self.lock:
-            if not worker.sleeping:
-                return False
-            native_functions().post(worker.slot, job)
-            worker.sleeping = False
-            worker.wake.release()
-            return True
+            if worker.sleeping:
+                worker.sleeping = False
+                worker.wake.release()
 
     def release(self, workers: list) -> None:
-        with self.lock:
-            self.idle += workers
+        self.idle.extend(workers)
 
     def work(self, worker: _Worker) -> None:
         _local.worker = True
@@ -783,12 +780,11 @@ def _run_posted(job: int, threads: int) -> None:
     one native call (softgen_run) that returns once every worker is done with it."""
     native = native_functions()
     if threads < 2:
-        native.run(job, 0, 0, 0)
+        native.run(job, 0, 0)
         return
     pool = _pool
-    workers = pool.claim(threads - 1, max(_num_threads, threads) - 1)
-    head, woken = pool.chain(workers, job) if workers else (0, 0)
-    running = native.run(job, head, woken, WAIT_SPINS)
+    workers, head = pool.claim(threads - 1, max(_num_threads, threads) - 1)
+    running = native.run(job, head, WAIT_SPINS)
     while running:
         os.sched_yield()
         running = native.wait(running, WAIT_SPINS)

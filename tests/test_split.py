@@ -278,7 +278,7 @@ def test_a_job_completes_without_its_worker(split_small, monkeypatch):
     x[0, :2000] *= 1e7   # and a guard's stop, in the first chunk's rows
     expected, y = np.empty_like(x), np.empty_like(x)
     split_run(kernel, x, expected, 3, 1)
-    busy = threads._pool.claim(64, max(1, threads._pool.started))   # every idle worker, as another call would
+    busy, _ = threads._pool.claim(64, max(1, threads._pool.started))   # every idle worker, as another call would
     try:
         split_run(kernel, x, y, 3, 2)
         assert np.array_equal(y, expected)

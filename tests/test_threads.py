@@ -196,7 +196,7 @@ def test_kernels_release_the_gil():
     GIL for the call), not PYFUNCTYPE (which keeps it)."""
     kernel = softgen.compile("softmax", algorithm="two_pass")
     native = threads._Native()
-    for fn in (kernel._fn, native.post, native.spin, native.run, native.wait):
+    for fn in (kernel._fn, native.spin, native.run, native.wait, native.patch):
         assert not type(fn)._flags_ & ctypes._FUNCFLAG_PYTHONAPI
 
 
@@ -277,7 +277,7 @@ def test_callers_of_one_shape_on_several_threads(split_small):
 
 def _asleep(pool):
     """The pool's one worker, once asleep (idle for SPINS pauses)."""
-    worker = pool.claim(1, 1)[0]
+    (worker,), _ = pool.claim(1, 1)
     pool.release([worker])
     for _ in range(1000):
         with pool.lock:

@@ -9,10 +9,12 @@ another order of summation: within the kernel's tolerance, not bitwise.
 
 The states of a call live in one array [operand, row, chunk] (chunk 0: merged).  A call
 runs as one job of the pool (softgen.threads.run_steps): its steps (each pass's tasks,
-each merge, the finish) in one int64 table whose template is kept per call shape, so the
-Python work per call is a few numpy operations.  A guard's flag stops the job after the
-pass writing it; the flagged rows then run the fallback's plan, the others the rest of
-their own.
+each merge, the finish) in one int64 table made from a template kept per call shape.  The
+job's memory (table and states) is kept too, one per caller at a time: a call takes one
+an earlier call of its shape left, and one native call (softgen_patch) writes its table
+from the template and the call's addresses (x, y, operands).  A guard's flag stops the
+job after the pass writing it; the flagged rows then run the fallback's plan, the others
+the rest of their own.
 """
 from __future__ import annotations
 

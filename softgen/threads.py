@@ -133,11 +133,12 @@ def in_worker() -> bool:
 # Python (~3 us at threads=1, ~8 us at threads=2: a sixth of a 4096x64 call on two threads).
 
 # a slot's states, as the native code spells them: 1 posted, 2 done, 3 taken back by the
-# caller (never started), 4 running; 0 never posted.  Its field NEXT_WORKER: the slot of the
-# next worker a call posts its job to (0: the last)
-POSTED, NEXT_WORKER = 1, 2
-# softgen_wait's spins on a worker still running before it returns to Python (which yields
-# this core in case the worker is queued on it)
+# caller (never started), 4 running, 5 asleep (or about to be: waits to be woken); 0 never
+# posted.  Its fields NEXT_WORKER: the slot of the next worker a call posts its job to (0:
+# the last); WOKEN: 1 when the post found it asleep (the caller wakes it).  A caller waits
+# only while its post is running (4): a worker done with it may be asleep before the caller
+# looks.
+ASLEEP, NEXT_WORKER, WOKEN = 5, 2, 3
 SPINS = 1 << 15  # pause instructions: ~1 ms on x86 (a pause is 10-140 cycles)
 # softgen_wait's spins on a worker still running before it returns to Python (which yields
 # this core in case the worker is queued on it)
@@ -217,18 +218,11 @@ out:
   ret void
 }
 
-define void @softgen_post(ptr %slot, i64 %job) {
-  %p = getelementptr i64, ptr %slot, i64 1
-  store i64 %job, ptr %p
-  store atomic i64 1, ptr %slot release, align 8
-  ret void
-}
-
 define void @softgen_spin(ptr %slot, i64 %spins) {
 entry:
   br label %loop
 loop:
-  %left = phi i64 [ %spins, %entry ], [ %spins, %run ], [ %next, %idle ]
+  %left = phi i64 [ %spins, %entry ], [ %spins, %run ], [ %next, %idle ], [ %spins, %tired ], [ %spins, %mark ]
   %state = load atomic i64, ptr %slot acquire, align 8
   %posted = icmp eq i64 %state, 1
   br i1 %posted, label %take, label %idle
@@ -246,7 +240,15 @@ run:
   call void %help(ptr %job)
   store atomic i64 2, ptr %slot release, align 8
   br label %loop
-IDLE_THEN out
+IDLE_THEN tired
+tired:
+  %seen = load atomic i64, ptr %slot acquire, align 8
+  %late = icmp eq i64 %seen, 1
+  br i1 %late, label %loop, label %mark
+mark:
+  %marked = cmpxchg ptr %slot, i64 %seen, i64 5 acq_rel monotonic
+  %asleep = extractvalue { i64, i1 } %marked, 1
+  br i1 %asleep, label %out, label %loop
 out:
   ret void
 }
@@ -257,15 +259,32 @@ entry:
   br label %post
 post:
   %s = phi i64 [ %head, %entry ], [ %s.next, %posting ]
+  %asleep = phi i1 [ false, %entry ], [ %asleep.next, %posting ]
   %more = icmp ne i64 %s, 0
-  br i1 %more, label %posting, label %helping
+  br i1 %more, label %posting, label %posted
 posting:
   %slot = inttoptr i64 %s to ptr
-  call void @softgen_post(ptr %slot, i64 %job.i)
+  %job.p = getelementptr i64, ptr %slot, i64 1
+  store i64 %job.i, ptr %job.p
+  %was = atomicrmw xchg ptr %slot, i64 1 acq_rel
+  %slept = icmp eq i64 %was, 5
+  %woken.p = getelementptr i64, ptr %slot, i64 WOKEN
+  %slept.i = zext i1 %slept to i64
+  store i64 %slept.i, ptr %woken.p
+  %asleep.next = or i1 %asleep, %slept
   %after.p = getelementptr i64, ptr %slot, i64 NEXT_WORKER
   %s.next = load i64, ptr %after.p
   br label %post
-helping:
+posted:
+  br i1 %asleep, label %wake, label %join
+wake:
+  ret i64 -1
+join:
+  %running = call i64 @softgen_join(ptr %job, i64 %head, i64 %spins)
+  ret i64 %running
+}
+
+define i64 @softgen_join(ptr %job, i64 %head, i64 %spins) {
   %help.p = getelementptr i64, ptr %job, i64 HELP_FIELD
   %help.i = load i64, ptr %help.p
   %help = inttoptr i64 %help.i to ptr
@@ -289,7 +308,7 @@ back:
 loop:
   %left = phi i64 [ %spins, %back ], [ %next, %idle ]
   %state = load atomic i64, ptr %slot acquire, align 8
-  %done = icmp eq i64 %state, 2
+  %done = icmp ne i64 %state, 4
   br i1 %done, label %finished, label %idle
 IDLE_THEN running
 finished:
@@ -491,11 +510,12 @@ _PAUSE = {"x86_64": ("call void @llvm.x86.sse2.pause()", "declare void @llvm.x86
 
 
 class _Native:
-    """The pool's functions JIT-compiled for the host (HOST): softgen_run and _wait, _spin
-    and _patch, as ctypes functions (CFUNCTYPE: the GIL is released while they run);
+    """The pool's functions JIT-compiled for the host (HOST): softgen_run, _join, _wait,
+    _spin and _patch, as ctypes functions (CFUNCTYPE: the GIL is released while they run);
     the jobs' helpers softgen_help, _steps and _tasks_K as addresses (a job names its own)."""
 
-    NAMES = ("softgen_help", "softgen_steps", "softgen_spin", "softgen_run", "softgen_wait", "softgen_patch")
+    NAMES = ("softgen_help", "softgen_steps", "softgen_spin", "softgen_run", "softgen_join", "softgen_wait",
+             "softgen_patch")
 
     def __init__(self):
         address = HOST.addresses("softgen_threads", _native_ir, self.NAMES)
@@ -503,6 +523,7 @@ class _Native:
         self.help, self.steps = address["softgen_help"], address["softgen_steps"]
         self.spin = ctypes.CFUNCTYPE(None, p, i64)(address["softgen_spin"])
         self.run = ctypes.CFUNCTYPE(i64, p, i64, i64)(address["softgen_run"])
+        self.join = ctypes.CFUNCTYPE(i64, p, i64, i64)(address["softgen_join"])
         self.wait = ctypes.CFUNCTYPE(i64, i64, i64)(address["softgen_wait"])
         self.patch = ctypes.CFUNCTYPE(None, i64, i64, i64, i64, p)(address["softgen_patch"])
 
@@ -524,7 +545,7 @@ def _native_ir() -> str:
     """The pool's own functions as IR text, with the host's spin-wait hint."""
     call, declaration = _PAUSE.get(Target.parse("host").arch, ("", ""))
     text = re.sub(r"IDLE_THEN (\w+)\n", _IDLE, _NATIVE_IR.replace("JOB_LOADS", _JOB_LOADS))
-    text = _fill(text, {"HELP_FIELD": HELP, "NEXT_WORKER": NEXT_WORKER})
+    text = _fill(text, {"HELP_FIELD": HELP, "NEXT_WORKER": NEXT_WORKER, "WOKEN": WOKEN})
     return text.replace("PAUSE", call) + _steps_ir(call) + _PATCH_IR + declaration
 
 
@@ -540,16 +561,16 @@ def _aligned_int64s(count: int) -> tuple[object, int]:
 
 
 class _Worker:
-    """A worker thread and its slot (state, job, the next worker's slot of a call) on a cache
-    line of its own."""
+    """A worker thread and its slot (state, job, the next worker's slot of a call, whether
+    that call found it asleep) on a cache line of its own."""
 
     def __init__(self, pool: "_Pool", index: int):
         self._memory, self.slot = _aligned_int64s(CACHE_LINE // 8)
         self.state = ctypes.c_int64.from_address(self.slot)
         self.next = ctypes.c_int64.from_address(self.slot + 8 * NEXT_WORKER)
+        self.woken = ctypes.c_int64.from_address(self.slot + 8 * WOKEN)
         self.wake = _thread.allocate_lock()
         self.wake.acquire()
-        self.sleeping = False
         threading.Thread(target=pool.work, args=(self,), name=f"softgen-{index}", daemon=True).start()
 
 
@@ -563,11 +584,10 @@ class _Pool:
         self.started = 0
 
     def claim(self, wanted: int, size: int) -> tuple[list, int]:
-        """Up to `wanted` idle workers, growing the pool to `size` workers, those asleep woken,
-        chained through their slots for softgen_run to post a job to: (the workers, the
-        chain's first slot; 0: none).  The list is taken from and given back to without
-        the lock (a list's pop and extend are atomic); a worker that falls asleep after its
-        flag is read here misses its post, which the caller then takes back."""
+        """Up to `wanted` idle workers, growing the pool to `size` workers, chained through
+        their slots for softgen_run to post a job to: (the workers, the chain's first slot;
+        0: none).  The list is taken from and given back to without the lock (a list's pop
+        and extend are atomic)."""
         if len(self.idle) < wanted and self.started < size:
             self.grow(wanted, size)
         claimed, head = [], 0
@@ -576,8 +596,6 @@ class _Pool:
                 worker = self.idle.pop()   # the last listed were the last to finish: the likeliest to be spinning still
             except IndexError:
                 break
-            if worker.sleeping:
-                self.wake(worker)
             worker.next.value = head
             head = worker.slot
             claimed.append(worker)
@@ -589,24 +607,24 @@ class _Pool:
                 self.idle.append(_Worker(self, self.started))
                 self.started += 1
 
-    def wake(self, worker: _Worker) -> None:
-        """The worker, if asleep, woken (to spin, where it finds its post)."""
-        with self.lock:
-            if worker.sleeping:
-                worker.sleeping = False
+    @staticmethod
+    def wake(workers: list) -> None:
+        """The workers a post found asleep woken (to spin, where they find it)."""
+        for worker in workers:
+            if worker.woken.value:
+                worker.woken.value = 0
                 worker.wake.release()
 
     def release(self, workers: list) -> None:
         self.idle.extend(workers)
 
-    def work(self, worker: _Worker) -> None:
+    @staticmethod
+    def work(worker: _Worker) -> None:
         _local.worker = True
         while True:
-            native_functions().spin(worker.slot, SPINS)  # runs the jobs posted while it spins
-            with self.lock:
-                if worker.state.value == POSTED:  # posted as the spinning ended
-                    continue
-                worker.sleeping = True
+            # runs the jobs posted while it spins; returns once it has marked its slot asleep,
+            # after which the next post wakes it
+            native_functions().spin(worker.slot, SPINS)
             worker.wake.acquire()
 
 
@@ -698,8 +716,8 @@ def run_row_job(fn, rows: int, n: int, x: tuple, y: tuple, unit: int, count: int
     """fn over [rows, n] (x and y as (address, row stride in elements, itemsize)) as a job
     on this thread and up to count - 1 idle workers, in chunks of whole units of rows.  The
     job's memory is kept per (fn, shape, unit, count), one for each caller at a time, so a
-    call writes only x, y and the row counter (a new job with its fields written as one
-    slice took ~2.4 us of the ~45 us a 4096x64 call takes on two threads)."""
+    call writes only x, y and the row counter: 0.15-0.25 us, against 1.4-1.8 us for a new
+    job's memory and its fields written as one slice."""
     (xa, xs, xi), (ya, ys, yi) = x, y
     key = (id(fn), rows, n, xs, xi, ys, yi, unit, count)
     kept = _row_jobs.get(key)
@@ -708,11 +726,11 @@ def run_row_job(fn, rows: int, n: int, x: tuple, y: tuple, unit: int, count: int
             _row_jobs.clear()
         kept = _row_jobs[key] = (fn, [])
     free = kept[1]
-    memory = free.pop() if free else _row_job(fn, rows, n, xs, xs * xi, ys, ys * yi, unit, count)
-    at = first_line(memory)
+    kept_job = free.pop() if free else _row_job(fn, rows, n, xs, xs * xi, ys, ys * yi, unit, count)
+    memory, at, job = kept_job
     memory[at + NEXT], memory[at + X], memory[at + Y] = 0, xa, ya
-    _run_posted(ctypes.addressof(memory) + 8 * at, count)
-    free.append(memory)
+    _run_posted(job, count)
+    free.append(kept_job)
 
 
 # the row jobs kept: key -> (fn, kept alive while its id is in the key; the free jobs).  A
@@ -721,14 +739,15 @@ _row_jobs: dict = {}
 MAX_ROW_JOBS = 64
 
 
-def _row_job(fn, rows: int, n: int, xs: int, xb: int, ys: int, yb: int, unit: int, count: int):
-    """A row job's memory (a ctypes int64 array) with every field but x and y written."""
-    memory, _ = _aligned_int64s(JOB_FIELDS)
+def _row_job(fn, rows: int, n: int, xs: int, xb: int, ys: int, yb: int, unit: int, count: int) -> tuple:
+    """A row job with every field but x and y written: (its memory, a ctypes int64 array;
+    the index of its first field; its address)."""
+    memory, job = _aligned_int64s(JOB_FIELDS)
     at = first_line(memory)
     memory[at + FN:at + SHARE + 1] = (_address_of(fn), rows, n, 0, xs, xb, 0, ys, yb, unit, min_chunk_rows(n, unit),
                                       2 * count)
     memory[at + HELP] = native_functions().help
-    return memory
+    return memory, at, job
 
 
 def _address_of(fn) -> int:
@@ -777,7 +796,8 @@ def run_steps(job: int, threads: int) -> None:
 
 def _run_posted(job: int, threads: int) -> None:
     """The job posted to up to threads - 1 idle workers and its helper run on it here, in
-    one native call (softgen_run) that returns once every worker is done with it."""
+    one native call (softgen_run) that returns once every worker is done with it (or at
+    once when it found a worker asleep, for Python to wake it; then softgen_join)."""
     native = native_functions()
     if threads < 2:
         native.run(job, 0, 0)
@@ -785,6 +805,9 @@ def _run_posted(job: int, threads: int) -> None:
     pool = _pool
     workers, head = pool.claim(threads - 1, max(_num_threads, threads) - 1)
     running = native.run(job, head, WAIT_SPINS)
+    if running < 0:   # some were asleep: woken before this thread starts on the job
+        pool.wake(workers)
+        running = native.join(job, head, WAIT_SPINS)
     while running:
         os.sched_yield()
         running = native.wait(running, WAIT_SPINS)

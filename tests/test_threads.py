@@ -280,9 +280,8 @@ def _asleep(pool):
     (worker,), _ = pool.claim(1, 1)
     pool.release([worker])
     for _ in range(1000):
-        with pool.lock:
-            if worker.sleeping:
-                return worker
+        if worker.state.value == threads.ASLEEP:
+            return worker
         threading.Event().wait(0.01)
     raise AssertionError("the worker did not go to sleep")
 
@@ -306,24 +305,38 @@ def _two_chunks(patience=2.0):
 
 
 def test_a_sleeping_worker_is_woken_and_runs_its_chunk(monkeypatch):
+    """A post that finds its worker asleep has the caller wake it (softgen_run returns to
+    Python first), and the worker takes its chunk; again after it has slept once more."""
     monkeypatch.setattr(threads, "MIN_CHUNK_ELEMENTS", 1)
     monkeypatch.setattr(threads, "_pool", threads._Pool())
-    worker = _asleep(threads._pool)
-    assert _two_chunks() == ["caller", "worker"]
-    assert threads._pool.idle == [worker]
+    for _ in range(2):
+        worker = _asleep(threads._pool)
+        assert _two_chunks() == ["caller", "worker"]
+        assert threads._pool.idle == [worker] and worker.woken.value == 0
 
 
-def test_a_post_missed_by_a_worker_falling_asleep_is_taken_back(monkeypatch):
-    """A worker read as spinning that fell asleep before its post never runs it: the caller
-    takes the post back and runs every chunk; the next call wakes the worker."""
+def test_a_worker_falling_asleep_as_it_is_posted_runs_the_job(monkeypatch):
+    """A worker's slot goes from idle to asleep in one atomic step, and a post exchanges it:
+    a post either finds it spinning (and it takes the job) or asleep (and the caller wakes
+    it), never missed in between.  Here jobs are posted 0-2 ms apart, around the end of the
+    worker's spins (~1 ms); the caller holds its first row until the worker has taken the
+    second (a missed post: 10 s, then the caller's)."""
     monkeypatch.setattr(threads, "MIN_CHUNK_ELEMENTS", 1)
     monkeypatch.setattr(threads, "_pool", threads._Pool())
-    worker = _asleep(threads._pool)
-    worker.sleeping = False   # as read just before it went to sleep
-    assert _two_chunks(0.05) == ["caller", "caller"]
-    assert worker.state.value == 3   # taken back
-    worker.sleeping = True
-    assert _two_chunks() == ["caller", "worker"]
+    ran, base = [], 1 << 20
+
+    def chunk(rows, n, x_address, x_stride, y_address, y_stride):
+        ran.append(threads.in_worker())
+        waited = 0
+        while x_address == base and not threads.in_worker() and len(ran) < 2 and waited < 10:
+            threading.Event().wait(0.0001)
+            waited += 0.0001
+    fn = _ABI(chunk)
+    for k in range(40):
+        threading.Event().wait(0.0005 * (k % 5))
+        ran.clear()
+        threads.run_row_job(fn, 2, 1, (base, 1, 1), (base, 1, 1), 1, 2)
+        assert sorted(ran) == [False, True], k
 
 
 def test_the_caller_waits_for_a_slow_worker(monkeypatch):

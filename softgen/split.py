@@ -19,8 +19,9 @@ the rest of their own.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -181,7 +182,7 @@ class _Plan:
     memory: type     # a ctypes array of the table's and the states' int64s, and a line more (to align them)
     bases: type      # a ctypes array of the bases: CONSTANT's, TABLE's, X's, Y's, the operands'
     template: tuple  # softgen_patch's arguments: offset's and base's addresses, their length
-    free: list = field(default_factory=list)
+    free: list = dataclasses.field(default_factory=list)
 
 
 def _plan(layout: _Layout, shape: _Shape, rows, first: int, size: int) -> _Plan:

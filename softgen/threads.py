@@ -26,9 +26,10 @@ from .version import __version__
 ENV = "SOFTGEN_NUM_THREADS"
 
 # When splitting pays (benchmarks/threads.py --dispatch measures the costs): handing a job
-# to a spinning worker costs the caller D ~ 2.5-3 us (the claim, two ctypes calls, the
+# to a spinning worker cost the caller D ~ 2.5-3 us (the claim, two ctypes calls, the
 # slot's and the job's cache lines moving between cores: two tiny kernel calls take 1.7 us
-# inline, 4.3 us as two chunks on two threads; 2-core x86 VM), and softgen's kernels run
+# inline, 4.3 us as two chunks on two threads; 2-core x86 VM; since one native call posts,
+# helps and waits, 2.1 us in one run: the threshold below is not re-measured), and softgen's kernels run
 # at s ~ 3-5 elements/ns in cache.  A call of E elements on t threads takes about
 # E / (t s) + D against E / s, so splitting breaks even at E / t ~ D s ~ 10^4 elements;
 # for the hand-off to stay under a tenth of a thread's share (1.8x or better on two
@@ -116,7 +117,11 @@ def in_worker() -> bool:
 # workers spin in native code with the GIL released: a call's job (the kernel, its
 # arguments, a counter of the next row) is posted to the workers' slots, and the caller and
 # the workers take chunks of rows off the counter and call the kernel on them natively
-# until none is left.  Chunks are guided (OpenMP's schedule(guided)): each takes a share of
+# until none is left.  The caller claims idle workers (a list's pop, chained through their
+# slots) and one native call (softgen_run) posts the job to them, runs the caller's part
+# and waits for theirs.  A worker that goes to sleep marks its slot so; a post that finds
+# the mark returns to Python first, which wakes the worker (softgen_join then helps and
+# waits).  Chunks are guided (OpenMP's schedule(guided)): each takes a share of
 # the rows left, 1 / (2 * threads), so the first are long (a kernel's row pipeline runs on
 # many groups) and the last short (the threads finish together), down to MIN_CHUNK_ELEMENTS.  A worker returns to Python and sleeps on a
 # lock only after SPINS idle rounds (~1 ms).  A worker that is slow to start (asleep, or its
@@ -127,10 +132,19 @@ def in_worker() -> bool:
 # A/B in one process): home ranges (each thread first takes chunks of a fixed range of its
 # own, so rows keep their core from call to call) 0.95-0.97x of the one counter (~1 us of
 # it their Python); workers and caller pinned to distinct cores 1.00x; MIN_CHUNK_ELEMENTS
-# 2^11 or 2^13 0.98-1.01x; posting, helping and finishing in one native call 0.94x
-# (alternating processes).  Two threads pinned to fixed halves with no hand-off reach
+# 2^11 or 2^13 0.98-1.01x.  Two threads pinned to fixed halves with no hand-off reach
 # ~1.9x (benchmarks/threads.py --ceiling); what a call loses below that is mostly its
-# Python (~3 us at threads=1, ~8 us at threads=2: a sixth of a 4096x64 call on two threads).
+# Python.  Posting, helping and waiting in one native call, with the job's memory kept per
+# call shape (a split plan's too, its table rewritten natively), cut what threads=2 adds to
+# a call's Python from 5.4-6.3 us to 1.8-2.0 us (a 64x64 call forced onto two threads
+# against threads=1), and the hand-off (--dispatch: two tiny chunks on two threads) from
+# 4.5 us to 2.1 us, against 1.7 us inline.  2 threads / 1 (medians of 8 runs of 9 rounds,
+# both versions interleaved in one process; quartiles): 4096x64 out= 1.48x (1.29-1.52) ->
+# 1.66x (1.51-1.71), allocating 1.44x (1.34-1.47) -> 1.58x (1.47-1.66), 1024x1024
+# 1.74x (1.69-1.80) -> 1.81x (1.70-1.85), 1 x 2^20 1.58x (1.36-1.70) -> 1.76x (1.46-1.81).
+# With another process busy on both cores every version ran slower on two threads than on
+# one (1024x1024 more so with these changes, measured before the asleep mark: 0.28-0.86x
+# against 0.49-0.86x; not explained).
 
 # a slot's states, as the native code spells them: 1 posted, 2 done, 3 taken back by the
 # caller (never started), 4 running, 5 asleep (or about to be: waits to be woken); 0 never

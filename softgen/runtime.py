@@ -48,6 +48,9 @@ class Kernel:
         self._compiled = compiled
         self.operands = program.operands   # row operands after y, as (address, stride) pairs
         self.variant = variant
+        # whether rows stay whole on threads (ragged rows' chunks would need lengths of their
+        # own, a row operand out (row_max) the merged states)
+        self._whole_rows = program.length or any(o.output for o in self.operands)
         abi = _ABI if not self.operands else ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * (6 + 2 * len(self.operands)))
         self._fn = abi(compiled.address)
 
@@ -107,10 +110,7 @@ class Kernel:
         if threads == 1 or threads is None and rows * n < _threads.parallel_from:
             self._fn(rows, n, x, x_stride, y, y_stride, *(v for a, s, _ in operands for v in (a, s)))
             return
-        # (ragged rows' chunks would need lengths of their own, a row operand out (row_max)
-        # the merged states: those rows stay whole)
-        whole = self.program.length or any(o.output for o in self.operands)
-        chunks = 1 if whole else _threads.split_chunks(rows, n, threads)
+        chunks = 1 if self._whole_rows else _threads.split_chunks(rows, n, threads)
         unit = _threads.row_unit(self.schedule.rows_per_group, y_stride * y_itemsize)
         if chunks > 1:
             self._split.run(rows, n, x, x_stride, x_itemsize, y, y_stride, y_itemsize, chunks,

@@ -9,14 +9,17 @@ another order of summation: within the kernel's tolerance, not bitwise.
 
 The states of a call live in one array [operand, row, chunk] (chunk 0: merged).  A call
 runs as one job of the pool (softgen.threads.run_steps): its steps (each pass's tasks,
-each merge, the finish) in one int64 table whose template is kept per call shape, so the
-Python work per call is a few numpy operations.  A guard's flag stops the job after the
-pass writing it; the flagged rows then run the fallback's plan, the others the rest of
-their own.
+each merge, the finish) in one int64 table made from a template kept per call shape.  The
+job's memory (table and states) is kept too, one per caller at a time: a call takes one
+an earlier call of its shape left, and one native call (softgen_patch) writes its table
+from the template and the call's addresses (x, y, operands).  A guard's flag stops the
+job after the pass writing it; the flagged rows then run the fallback's plan, the others
+the rest of their own.
 """
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -103,7 +106,7 @@ class SplitKernel:
         self.address_of = address_of or self._compile
         self._layout = None
         self._compiled: list = []   # the JIT modules (kept alive)
-        self._plans: dict = {}      # by _Shape: the top plan's
+        self._plans: dict = {}      # by a call's _Shape but `elementwise`: (the _Shape, the top plan)
 
     def _compile(self, plan: ChunkedProgram, program: Program) -> int:
         compiled = compile_program(program, self.target, self.schedule, jit=True)
@@ -137,15 +140,19 @@ class SplitKernel:
         """The kernel on [rows, n] at addresses x and y (row strides in elements), with its
         operands (address, stride, itemsize: a value per row, or elementwise a row of them),
         each row in up to `chunks` chunks, on up to `threads` threads."""
-        shape = _Shape(rows, n, chunks, x_stride, x_itemsize, y_stride, y_itemsize,
-                       tuple((stride, itemsize) for _, stride, itemsize in operands), self.elementwise)
-        plan = self._plans.get(shape)
-        if plan is None:
-            if len(self._plans) >= MAX_PLANS:
-                self._plans.clear()
-            plan = self._plans[shape] = _plan(self.layout(), shape, range(rows), 0, self.dtype.itemsize)
-        call = _Call(shape, threads, self.dtype, (x, y, *(address for address, _, _ in operands)))
+        key = (rows, n, chunks, x_stride, x_itemsize, y_stride, y_itemsize,
+               tuple([(stride, itemsize) for _, stride, itemsize in operands]) if operands else ())
+        shape, plan = self._plans.get(key) or self._new_plan(key)
+        call = _Call(shape, threads, self.dtype, (x, y, *[address for address, _, _ in operands]))
         call.execute(self.layout(), list(range(rows)), plan)
+
+    def _new_plan(self, key: tuple) -> tuple:
+        """(the call shape, its plan) for a call of `key`: kept."""
+        if len(self._plans) >= MAX_PLANS:
+            self._plans.clear()
+        shape = _Shape(*key, self.elementwise)
+        kept = self._plans[key] = shape, _plan(self.layout(), shape, range(shape.rows), 0, self.dtype.itemsize)
+        return kept
 
 
 class _Shape(NamedTuple):
@@ -164,14 +171,18 @@ class _Shape(NamedTuple):
 @dataclass(frozen=True)
 class _Plan:
     """A call's job as one int64 table: the job's fields, its steps' headers, their tasks'
-    arguments (each slot offset + the call's bases[base]), then room for the call's states
-    [operand, row, chunk]."""
+    arguments (each slot offset + the call's bases[base]: softgen_patch), then room for the
+    call's states [operand, row, chunk].  `free`: memories of calls done with them, for
+    the next calls to take."""
     offset: np.ndarray
     base: np.ndarray
     steps: int
     ends: tuple      # per step: the pass whose merges it ends (len(passes): the finish)
     states: tuple    # the states' shape
     memory: type     # a ctypes array of the table's and the states' int64s, and a line more (to align them)
+    bases: type      # a ctypes array of the bases: CONSTANT's, TABLE's, X's, Y's, the operands'
+    template: tuple  # softgen_patch's arguments: offset's and base's addresses, their length
+    free: list = dataclasses.field(default_factory=list)
 
 
 def _plan(layout: _Layout, shape: _Shape, rows, first: int, size: int) -> _Plan:
@@ -199,7 +210,8 @@ def _plan(layout: _Layout, shape: _Shape, rows, first: int, size: int) -> _Plan:
                  STEP_FLAG_STRIDE: len(bounds) * size, STEP_FLAG_BYTES: size}
     checked = {s for s, (_, _, end) in enumerate(steps)
                if (s + 1 == len(steps) or steps[s + 1][2] != end) and _flagged(layout, end)}
-    return _table(steps, {s: flags for s in checked}, (len(layout.names), len(rows), len(bounds)), size)
+    return _table(steps, {s: flags for s in checked}, (len(layout.names), len(rows), len(bounds)), size,
+                  OPERAND + len(shape.operands))
 
 
 def _flagged(layout: _Layout, end: int) -> bool:
@@ -207,12 +219,12 @@ def _flagged(layout: _Layout, end: int) -> bool:
     return (layout.passes[end] if end < len(layout.passes) else layout.finish).flags
 
 
-def _table(steps: list, flags: dict, states: tuple, size: int) -> _Plan:
+def _table(steps: list, flags: dict, states: tuple, size: int, bases: int) -> _Plan:
     """The job's fields, the steps' headers, then their tasks' arguments, as one table's
-    slots; the states after them."""
+    slots (their offsets added to one of `bases` bases); the states after them."""
     native = _threads.native_functions()
     slots = [0] * (_threads.JOB_SLOTS + len(steps) * _threads.STEP_SLOTS)
-    job = {HELP: native.steps[0], STEPS: len(steps), STEP_TABLE: (TABLE, 8 * _threads.JOB_SLOTS), STOPPED: len(steps)}
+    job = {HELP: native.steps, STEPS: len(steps), STEP_TABLE: (TABLE, 8 * _threads.JOB_SLOTS), STOPPED: len(steps)}
     for field, value in job.items():
         slots[field] = value
     for s, (entry, tasks, _) in enumerate(steps):
@@ -226,8 +238,9 @@ def _table(steps: list, flags: dict, states: tuple, size: int) -> _Plan:
     pairs = [(TABLE, states_at + value[1]) if isinstance(value, tuple) and value[0] == STATES else
              value if isinstance(value, tuple) else (CONSTANT, value) for value in slots]
     memory = ctypes.c_int64 * (len(slots) + -(-math.prod(states) * size // 8) + _threads.CACHE_LINE // 8)
-    return _Plan(np.array([o for _, o in pairs], np.int64), np.array([b for b, _ in pairs], np.intp), len(steps),
-                 tuple(end for _, _, end in steps), states, memory)
+    offset, base = np.array([o for _, o in pairs], np.int64), np.array([b for b, _ in pairs], np.int64)
+    return _Plan(offset, base, len(steps), tuple(end for _, _, end in steps), states, memory,
+                 ctypes.c_int64 * bases, (offset.ctypes.data, base.ctypes.data, len(offset)))
 
 
 def _own_operand(shape: _Shape, j: int, row: int, column: int) -> tuple:
@@ -286,19 +299,21 @@ class _Call:
 
     def run(self, plan: _Plan, states: np.ndarray | None = None) -> tuple:
         """plan's steps as one job, the states of earlier passes given: (None, None) when
-        done, else (the step after which a flag stopped it, the states)."""
-        memory = plan.memory()
+        done, else (the step after which a flag stopped it, the states).  The job's memory
+        is one a call done with it left (or new), its table patched from the template."""
+        memory = plan.free.pop() if plan.free else plan.memory()
         skip = _threads.first_line(memory)
         job = ctypes.addressof(memory) + 8 * skip
-        table = np.frombuffer(memory, np.int64, len(plan.offset), 8 * skip)
-        x, y, *operands = self.addresses
-        np.add(plan.offset, np.array((0, job, x, y, *operands), np.int64)[plan.base], out=table)
+        bases = plan.bases(0, job, *self.addresses)
+        _threads.native_functions().patch(job, *plan.template, bases)
         if states is not None:
             self.states(memory, plan, skip)[...] = states
         _threads.run_steps(job, min(self.threads, plan.states[1] * plan.states[2]))
-        if table[STOPPED] == plan.steps:
+        stopped = memory[skip + STOPPED]
+        if stopped == plan.steps:
+            plan.free.append(memory)
             return None, None
-        return int(table[STOPPED]), self.states(memory, plan, skip)
+        return stopped, self.states(memory, plan, skip)
 
     def states(self, memory, plan: _Plan, skip: int) -> np.ndarray:
         """The call's states in the job's memory (after its table)."""

@@ -7,6 +7,8 @@ lowering the size threshold."""
 import ctypes
 import shutil
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -276,7 +278,7 @@ def test_a_job_completes_without_its_worker(split_small, monkeypatch):
     x[0, :2000] *= 1e7   # and a guard's stop, in the first chunk's rows
     expected, y = np.empty_like(x), np.empty_like(x)
     split_run(kernel, x, expected, 3, 1)
-    busy = threads._pool.claim(64, max(1, threads._pool.started))   # every idle worker, as another call would
+    busy, _ = threads._pool.claim(64, max(1, threads._pool.started))   # every idle worker, as another call would
     try:
         split_run(kernel, x, y, 3, 2)
         assert np.array_equal(y, expected)
@@ -314,3 +316,48 @@ def test_softmax_backward_splits_with_dy(split_small):
     y64, dy64 = y.astype(np.float64), dy.astype(np.float64)
     expected = y64 * (dy64 - (dy64 * y64).sum(1, keepdims=True))
     assert np.all(np.abs(grad - expected) <= 1e-6 * y64 * (np.abs(dy64) + np.abs(dy64 * y64).sum(1, keepdims=True)))
+
+
+def test_a_plan_job_is_kept_and_reused_with_new_addresses(split_small):
+    """A call's job memory goes back to its plan; the next call of the shape, on other
+    arrays (and other operands), takes it with its table patched to them: bitwise what a
+    new plan gives.  A job a guard stopped is not kept."""
+    kernel = softgen.compile("softmax", algorithm="two_pass", where=True)
+    rng = np.random.default_rng(7)
+    arrays = [(misaligned((rng.standard_normal((2, 3000)) * 4).astype(np.float32)), rng.random((2, 3000)) < 0.7)
+              for _ in range(3)]
+    arrays[2][0][1, :1500] *= 1e7   # a guard's stop
+
+    def run(x, keep):
+        y = np.full_like(x, np.nan)
+        split_run(kernel, x, y, 3, 2, ((keep.ctypes.data, 3000, 1),))
+        return y
+    kernel._split._plans.clear()
+    fresh = []
+    for x, keep in arrays:
+        fresh.append(run(x, keep))
+        kernel._split._plans.clear()
+    assert np.array_equal(run(*arrays[0]), fresh[0], equal_nan=True)
+    (_, plan), = kernel._split._plans.values()
+    kept = list(plan.free)
+    assert len(kept) == 1
+    assert np.array_equal(run(*arrays[1]), fresh[1], equal_nan=True)
+    assert plan.free == kept   # the same memory again
+    assert np.array_equal(run(*arrays[2]), fresh[2], equal_nan=True)
+    assert plan.free == []     # the stopped job's memory (holding the states the fallback read) is not kept
+    assert np.array_equal(run(*arrays[1]), fresh[1], equal_nan=True)
+
+
+def test_split_callers_of_one_shape_on_several_threads(split_small):
+    """Python threads splitting rows of one shape at once each take a job of their own."""
+    kernel = softgen.compile("log_softmax", algorithm="online")
+    arrays = [(np.random.default_rng(i).standard_normal((1, 5000)) * 4).astype(np.float32) for i in range(4)]
+    expected = [kernel(a, threads=2) for a in arrays]
+    start = threading.Barrier(4)
+
+    def check(i):
+        start.wait()
+        return all(np.array_equal(kernel(arrays[(i + k) % 4], threads=2), expected[(i + k) % 4]) for k in range(50))
+    with ThreadPoolExecutor(4) as ex:
+        assert all(ex.map(check, range(4)))
+    assert sum(len(plan.free) for _, plan in kernel._split._plans.values()) >= 1

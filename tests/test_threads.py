@@ -196,7 +196,7 @@ def test_kernels_release_the_gil():
     GIL for the call), not PYFUNCTYPE (which keeps it)."""
     kernel = softgen.compile("softmax", algorithm="two_pass")
     native = threads._Native()
-    for fn in (kernel._fn, native.help[1], native.steps[1], native.tasks(8)[1], native.post, native.spin, native.finish):
+    for fn in (kernel._fn, native.spin, native.run, native.wait, native.patch):
         assert not type(fn)._flags_ & ctypes._FUNCFLAG_PYTHONAPI
 
 
@@ -247,3 +247,112 @@ def test_row_job_runs_every_row_once(monkeypatch, rows, unit, min_rows, count):
     threads.run_row_job(_ABI(chunk), rows, 1, (base, 1, 1), (base, 1, 1), unit, count)
     assert sorted(r for r0, k in chunks for r in range(r0, r0 + k)) == list(range(rows))
     assert all(r0 % unit == 0 for r0, _ in chunks) and worker_ran.is_set()
+
+
+def test_a_row_job_is_kept_and_reused_with_new_addresses(split_small):
+    """The job of a call shape is kept: the next call of that shape, on other arrays, takes
+    it (writing only x, y and the counter) and still gives one thread's results."""
+    kernel = softgen.compile("softmax", algorithm="two_pass")
+    threads._row_jobs.clear()
+    for seed in range(3):
+        x = data((300, 100), "float32", seed)
+        assert_same_bits(kernel(x, threads=2), kernel(x, threads=1))
+        assert_same_bits(kernel(x, out=np.empty_like(x), threads=2), kernel(x, threads=1))
+    assert [len(free) for _, free in threads._row_jobs.values()] == [1]
+
+
+def test_callers_of_one_shape_on_several_threads(split_small):
+    """Python threads calling one kernel on one shape at once each take a job of their own."""
+    arrays = [data((256, 60), "float32", i) for i in range(4)]
+    expected = [softgen.softmax(a, threads=1) for a in arrays]
+    start = threading.Barrier(4)
+
+    def check(i):
+        start.wait()
+        return all(np.array_equal(softgen.softmax(arrays[(i + k) % 4], threads=2), expected[(i + k) % 4])
+                   for k in range(50))
+    with ThreadPoolExecutor(4) as ex:
+        assert all(ex.map(check, range(4)))
+
+
+def _asleep(pool):
+    """The pool's one worker, once asleep (idle for SPINS pauses)."""
+    (worker,), _ = pool.claim(1, 1)
+    pool.release([worker])
+    for _ in range(1000):
+        if worker.state.value == threads.ASLEEP:
+            return worker
+        threading.Event().wait(0.01)
+    raise AssertionError("the worker did not go to sleep")
+
+
+def _two_chunks(patience=2.0):
+    """Which threads ran a row job of two one-row chunks ('caller' / 'worker'), the caller
+    waiting up to `patience` seconds on its first chunk for a worker to take the other."""
+    ran, worker_ran = [], threading.Event()
+
+    def chunk(rows, n, x_address, x_stride, y_address, y_stride):
+        if threads.in_worker():
+            ran.append("worker")
+            worker_ran.set()
+        else:
+            ran.append("caller")
+            if x_address == base:
+                worker_ran.wait(patience)
+    base = 1 << 20   # (never read: the kernel is the callback)
+    threads.run_row_job(_ABI(chunk), 2, 1, (base, 1, 1), (base, 1, 1), 1, 2)
+    return sorted(ran)
+
+
+def test_a_sleeping_worker_is_woken_and_runs_its_chunk(monkeypatch):
+    """A post that finds its worker asleep has the caller wake it (softgen_run returns to
+    Python first), and the worker takes its chunk; again after it has slept once more."""
+    monkeypatch.setattr(threads, "MIN_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(threads, "_pool", threads._Pool())
+    for _ in range(2):
+        worker = _asleep(threads._pool)
+        assert _two_chunks() == ["caller", "worker"]
+        assert threads._pool.idle == [worker] and worker.woken.value == 0
+
+
+def test_a_worker_falling_asleep_as_it_is_posted_runs_the_job(monkeypatch):
+    """A worker's slot goes from idle to asleep in one atomic step, and a post exchanges it:
+    a post either finds it spinning (and it takes the job) or asleep (and the caller wakes
+    it), never missed in between.  Here jobs are posted 0-2 ms apart, around the end of the
+    worker's spins (~1 ms); the caller holds its first row until the worker has taken the
+    second (a missed post: 10 s, then the caller's)."""
+    monkeypatch.setattr(threads, "MIN_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(threads, "_pool", threads._Pool())
+    ran, base = [], 1 << 20
+
+    def chunk(rows, n, x_address, x_stride, y_address, y_stride):
+        ran.append(threads.in_worker())
+        waited = 0
+        while x_address == base and not threads.in_worker() and len(ran) < 2 and waited < 10:
+            threading.Event().wait(0.0001)
+            waited += 0.0001
+    fn = _ABI(chunk)
+    for k in range(40):
+        threading.Event().wait(0.0005 * (k % 5))
+        ran.clear()
+        threads.run_row_job(fn, 2, 1, (base, 1, 1), (base, 1, 1), 1, 2)
+        assert sorted(ran) == [False, True], k
+
+
+def test_the_caller_waits_for_a_slow_worker(monkeypatch):
+    """A worker still on its chunk after softgen_wait's spins: the caller yields and waits
+    again (from Python) until it is done; every row runs once."""
+    monkeypatch.setattr(threads, "MIN_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(threads, "WAIT_SPINS", 1)
+    started, rows = threading.Event(), []
+
+    def chunk(count, n, x_address, x_stride, y_address, y_stride):
+        if threads.in_worker():
+            started.set()
+            threading.Event().wait(0.05)   # long after the caller's chunks are done
+        else:
+            started.wait(2)
+        rows.extend(range(x_address - base, x_address - base + count))
+    base = 1 << 20
+    threads.run_row_job(_ABI(chunk), 8, 1, (base, 1, 1), (base, 1, 1), 1, 2)
+    assert started.is_set() and sorted(rows) == list(range(8))

@@ -31,7 +31,7 @@ ELEMENT_BUDGET = 1 << 21  # elements per example, so each stays well under a sec
 SENTINEL = -1234.5
 _long = os.environ.get("SOFTGEN_LONG_TESTS", "")
 WORST: dict = {}          # (op, algorithm, width, dtypes) -> worst error seen (conftest prints it)
-EXAMPLES = (int(_long) if _long.isdigit() and int(_long) > 1 else 300) if _long else 3
+EXAMPLES = (int(_long) if _long.isdigit() and int(_long) > 1 else 300) if _long else 2
 OTHER_DTYPE_EXAMPLES = EXAMPLES if _long else 1
 
 

@@ -26,18 +26,19 @@ from .version import __version__
 ENV = "SOFTGEN_NUM_THREADS"
 
 # When splitting pays (benchmarks/threads.py --dispatch measures the costs): handing a job
-# to a spinning worker cost the caller D ~ 2.5-3 us (the claim, two ctypes calls, the
-# slot's and the job's cache lines moving between cores: two tiny kernel calls take 1.7 us
-# inline, 4.3 us as two chunks on two threads; 2-core x86 VM; since one native call posts,
-# helps and waits, 2.1 us in one run: the threshold below is not re-measured), and softgen's kernels run
-# at s ~ 3-5 elements/ns in cache.  A call of E elements on t threads takes about
-# E / (t s) + D against E / s, so splitting breaks even at E / t ~ D s ~ 10^4 elements;
-# for the hand-off to stay under a tenth of a thread's share (1.8x or better on two
-# threads) the share must be >~ 10 D ~ 30 us: MIN_ELEMENTS_PER_THREAD = 2^17 elements.
-# Below 2 * MIN_ELEMENTS_PER_THREAD a call stays on the calling thread, at the cost of one
+# to a spinning worker costs the caller D ~ 2 us since one native call posts, helps and
+# waits (two tiny kernel calls take 1.7 us inline, 2.1 us as two chunks on two threads, 4.3
+# us before; 2-core x86 VM), and softgen's kernels run at s ~ 3-5 elements/ns in cache.  A
+# call of E elements on t threads takes about E / (t s) + D against E / s, so splitting
+# breaks even at E / t ~ D s ~ 10^4 elements; for the hand-off to stay under a tenth of a
+# thread's share (the way to 1.8x on two threads) the share must be >~ 10 D ~ 20 us:
+# MIN_ELEMENTS_PER_THREAD = 2^16 elements.  Measured with it lower (softmax float32 out=,
+# 2 threads against 1, 15 interleaved rounds, median): 2048x64 1.47x, 512x256 1.32x,
+# 1 x 2^17 (split) 1.29x, 1024x64 1.38x, 1 x 2^16 (split) 1.02x.  Below
+# 2 * MIN_ELEMENTS_PER_THREAD a call stays on the calling thread, at the cost of one
 # comparison.  A worker asleep (idle > ~1 ms) costs ~30 us more to wake, once; the caller
 # does not wait for it (it takes the chunks itself).
-MIN_ELEMENTS_PER_THREAD = 1 << 17
+MIN_ELEMENTS_PER_THREAD = 1 << 16
 CACHE_LINE = 64
 
 

@@ -305,15 +305,17 @@ def exp_pair(m, x, lo=None):
 def ldexp_generic(m, v, d, scale=None):
     """v * 2^d for integer-valued d <= 0 (or -inf), keeping subnormal results; with
     `scale` (a normal value times 2^-scale_bias), v * 2^d * scale, rounded once."""
-    return _ldexp_in_range(m, v, clamp_below(m, d, _fmt(m).ldexp_min_exp), scale)
-
-
-def _ldexp_in_range(m, v, d, scale=None):
-    """ldexp_generic for d already in [ldexp_min_exp, 0]: no clamp (a compare and a blend
-    per vector less where ldexp is not one instruction)."""
     fmt = _fmt(m)
-    s = _pow2_from_biased(m, m.add(d, m.const(fmt.exp_magic)))
-    return m.mul(m.mul(v, s), m.const(fmt.two_pow_minus_bias) if scale is None else scale)
+    return _times_pow2(m, v, m.add(clamp_below(m, d, fmt.ldexp_min_exp), m.const(fmt.exp_magic)), scale)
+
+
+def _times_pow2(m, v, biased, scale=None):
+    """v * 2^d * scale (scale: a normal value times 2^-scale_bias, by default 2^-scale_bias
+    alone) for a biased whose low mantissa bits hold d + exponent bias + scale_bias, d in
+    [ldexp_min_exp, 0] (so 2^(d + scale_bias) is a normal value): ldexp_generic's scaling,
+    and exp_scaled's from its rounded value."""
+    return m.mul(m.mul(v, _pow2_from_biased(m, biased)),
+                 m.const(_fmt(m).two_pow_minus_bias) if scale is None else scale)
 
 
 def _exact_product(m, a, c: float):
@@ -643,8 +645,8 @@ def exp_scaled(m, x, shift: ExpShift):
     for c in coeffs[1:]:
         p = m.fma(p, t, c)
     if generic:   # x >= lo keeps k - e >= -exp_shift_floor - 1, folded or not (exp_fold_limit):
-        # at or above ldexp_min_exp, so 2^(k - e + scale_bias) is a normal value
-        return m.mul(m.mul(p, _pow2_from_biased(m, biased)), shift.scale)
+        # at or above ldexp_min_exp, so biased's bits give 2^(k - e + scale_bias) unclamped
+        return _times_pow2(m, p, biased, shift.scale)
     return m.ldexp(p, m.sub(biased, shift.magic))
 
 

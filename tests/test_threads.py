@@ -311,7 +311,10 @@ def test_a_sleeping_worker_is_woken_and_runs_its_chunk(monkeypatch):
     monkeypatch.setattr(threads, "_pool", threads._Pool())
     for _ in range(2):
         worker = _asleep(threads._pool)
-        assert _two_chunks() == ["caller", "worker"]
+        # the woken worker runs a chunk; which thread takes the first is a race (a worker
+        # woken fast takes both while the caller is still in Python)
+        ran = _two_chunks()
+        assert len(ran) == 2 and "worker" in ran
         assert threads._pool.idle == [worker] and worker.woken.value == 0
 
 
@@ -336,7 +339,9 @@ def test_a_worker_falling_asleep_as_it_is_posted_runs_the_job(monkeypatch):
         threading.Event().wait(0.0005 * (k % 5))
         ran.clear()
         threads.run_row_job(fn, 2, 1, (base, 1, 1), (base, 1, 1), 1, 2)
-        assert sorted(ran) == [False, True], k
+        # the worker ran a chunk (a missed post: the caller runs both); it may take both
+        # when it starts before the caller claims its first
+        assert len(ran) == 2 and True in ran, k
 
 
 def test_the_caller_waits_for_a_slow_worker(monkeypatch):
